@@ -1,0 +1,182 @@
+//! Browser tokens: HS256 JWTs with `sub` (the client id), `exp`, and an
+//! optional `channels` grant list. Minted by `POST /token` or by any JWT
+//! library holding the shared secret; checked on every poll.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::protocol::ids::{grant_allows, is_valid_channel_grant};
+use crate::protocol::{ChannelName, ClientId};
+
+/// The claims cometbox reads and writes.
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: String,
+    exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    iat: Option<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    channels: Vec<String>,
+}
+
+/// What a valid token lets its bearer do.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    /// The client the browser is.
+    pub client: ClientId,
+    /// Channel names or `prefix*` patterns it may subscribe to by itself.
+    pub channels: Vec<String>,
+}
+
+impl Grant {
+    /// Whether the token allows subscribing to `channel`.
+    pub fn allows(&self, channel: &ChannelName) -> bool {
+        self.channels
+            .iter()
+            .any(|grant| grant_allows(grant, channel))
+    }
+}
+
+/// Why a token was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// Well signed but past its `exp`: the page should fetch a new one.
+    #[error("the token expired")]
+    Expired,
+    /// Anything else: bad signature, bad claims, not a JWT.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Signs and checks tokens with the configured secret.
+pub struct Tokens {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+}
+
+impl Tokens {
+    /// Keys for `secret`.
+    pub fn new(secret: &[u8]) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        // Backend and sidecar share a host or a clock-synced network; no
+        // leeway keeps "expired" meaning what it says.
+        validation.leeway = 0;
+        validation.validate_aud = false;
+        Tokens {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+        }
+    }
+
+    /// Checks a token and returns its grant.
+    pub fn verify(&self, token: &str) -> Result<Grant, TokenError> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| match e.kind() {
+                ErrorKind::ExpiredSignature => TokenError::Expired,
+                ErrorKind::InvalidSignature => TokenError::Invalid("bad signature".into()),
+                _ => TokenError::Invalid(format!("not a valid cometbox token: {e}")),
+            })?;
+        let claims = data.claims;
+        let client = ClientId::parse(&claims.sub)
+            .map_err(|e| TokenError::Invalid(format!("claim sub: {e}")))?;
+        if let Some(bad) = claims.channels.iter().find(|g| !is_valid_channel_grant(g)) {
+            return Err(TokenError::Invalid(format!(
+                "claim channels: invalid grant {bad:?}"
+            )));
+        }
+        Ok(Grant {
+            client,
+            channels: claims.channels,
+        })
+    }
+
+    /// Mints a token for `client` valid for `ttl`; returns it with its `exp`.
+    pub fn mint(&self, client: &ClientId, ttl: Duration, channels: Vec<String>) -> (String, u64) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let exp = now + ttl.as_secs();
+        let claims = Claims {
+            sub: client.to_string(),
+            exp,
+            iat: Some(now),
+            channels,
+        };
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .expect("HS256 signing cannot fail");
+        (token, exp)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minted_tokens_verify_with_their_grants() {
+        let tokens = Tokens::new(b"secret");
+        let (token, _) = tokens.mint(
+            &ClientId::parse("alice").unwrap(),
+            Duration::from_secs(60),
+            vec!["room:*".into()],
+        );
+        let grant = tokens.verify(&token).unwrap();
+        assert_eq!(grant.client.as_str(), "alice");
+        assert!(grant.allows(&ChannelName::parse("room:1").unwrap()));
+        assert!(!grant.allows(&ChannelName::parse("news").unwrap()));
+    }
+
+    #[test]
+    fn refuses_other_secrets_expired_and_garbage() {
+        let (token, _) = Tokens::new(b"other").mint(
+            &ClientId::parse("a").unwrap(),
+            Duration::from_secs(60),
+            vec![],
+        );
+        assert!(matches!(
+            Tokens::new(b"secret").verify(&token),
+            Err(TokenError::Invalid(_))
+        ));
+        let tokens = Tokens::new(b"secret");
+        let expired = Claims {
+            sub: "a".into(),
+            exp: 1_000,
+            iat: None,
+            channels: vec![],
+        };
+        let expired = jsonwebtoken::encode(
+            &Header::default(),
+            &expired,
+            &EncodingKey::from_secret(b"secret"),
+        )
+        .unwrap();
+        assert!(matches!(tokens.verify(&expired), Err(TokenError::Expired)));
+        assert!(matches!(
+            tokens.verify("not.a.jwt"),
+            Err(TokenError::Invalid(_))
+        ));
+        let bad_sub = Claims {
+            sub: "a b".into(),
+            exp: u64::MAX / 2,
+            iat: None,
+            channels: vec![],
+        };
+        let bad_sub = jsonwebtoken::encode(
+            &Header::default(),
+            &bad_sub,
+            &EncodingKey::from_secret(b"secret"),
+        )
+        .unwrap();
+        assert!(matches!(
+            tokens.verify(&bad_sub),
+            Err(TokenError::Invalid(_))
+        ));
+    }
+}

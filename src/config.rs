@@ -1,0 +1,403 @@
+//! Settings: defaults, then the TOML file, then `COMETBOX_<SECTION>__<KEY>`
+//! environment variables, deserialised into typed sections and validated.
+//! Every error names where the bad value came from and its key.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::store::StoreConfig;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// `[public]`: the browser-facing listener.
+    pub public: PublicSection,
+    /// `[ingest]`: the backend-facing listener.
+    pub ingest: IngestSection,
+    /// `[auth]`: token signing.
+    pub auth: AuthSection,
+    /// `[limits]`: every bound the server enforces.
+    pub limits: Limits,
+    /// `[store]`: where mailboxes live.
+    pub store: StoreConfig,
+    /// `[log]`: log format and level.
+    pub log: LogSection,
+}
+
+/// `[public]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PublicSection {
+    /// `listen`: `host:port` or `unix:/path`.
+    pub listen: ListenAddr,
+    /// `cors_origins`: origins allowed cross-origin; `["*"]` for any. From
+    /// the environment, a comma-separated list.
+    #[serde(deserialize_with = "list_or_comma_separated")]
+    pub cors_origins: Vec<String>,
+    /// `socket_mode`: permissions of a `unix:` socket file.
+    #[serde(deserialize_with = "octal_mode")]
+    pub socket_mode: u32,
+}
+
+impl Default for PublicSection {
+    fn default() -> Self {
+        PublicSection {
+            listen: ListenAddr::Tcp(([0, 0, 0, 0], 8480).into()),
+            cors_origins: Vec::new(),
+            socket_mode: 0o660,
+        }
+    }
+}
+
+/// `[ingest]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestSection {
+    /// `listen`: `host:port` or `unix:/path`.
+    pub listen: ListenAddr,
+    /// `key`: bearer key backends must send; empty for none.
+    pub key: String,
+    /// `socket_mode`: permissions of a `unix:` socket file.
+    #[serde(deserialize_with = "octal_mode")]
+    pub socket_mode: u32,
+}
+
+impl Default for IngestSection {
+    fn default() -> Self {
+        IngestSection {
+            listen: ListenAddr::Tcp(([127, 0, 0, 1], 8481).into()),
+            key: String::new(),
+            socket_mode: 0o660,
+        }
+    }
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSection {
+    /// `secret`: the HS256 key; empty means a random one per start.
+    pub secret: String,
+    /// `token_ttl`: lifetime of tokens from `POST /token` without `ttl`.
+    #[serde(with = "humantime_serde")]
+    pub token_ttl: Duration,
+    /// `max_token_ttl`: cap on `ttl` of `POST /token`.
+    #[serde(with = "humantime_serde")]
+    pub max_token_ttl: Duration,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        AuthSection {
+            secret: String::new(),
+            token_ttl: Duration::from_secs(3600),
+            max_token_ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// `[limits]`: every bound in one place. Each one caps memory or time that
+/// a client, a backend or a burst could otherwise take without limit.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// How long an empty poll is held; below common proxy timeouts (60 s).
+    #[serde(with = "humantime_serde")]
+    pub poll_timeout: Duration,
+    /// Cap on `?timeout=`.
+    #[serde(with = "humantime_serde")]
+    pub max_poll_timeout: Duration,
+    /// A client with no open poll this long is forgotten with its mailbox.
+    #[serde(with = "humantime_serde")]
+    pub client_idle_timeout: Duration,
+    /// Messages retained per client; the oldest is dropped beyond it.
+    pub mailbox_max_messages: usize,
+    /// Longest a message is retained.
+    #[serde(with = "humantime_serde")]
+    pub message_ttl: Duration,
+    /// Open polls per client (tabs); more get 429.
+    pub max_polls_per_client: u32,
+    /// Largest ingest request body; checked while reading.
+    pub max_body_bytes: usize,
+    /// Largest single message payload.
+    pub max_payload_bytes: usize,
+    /// Most clients (mailboxes) held at once.
+    pub max_clients: usize,
+    /// Most commands in one ingest request.
+    pub max_batch_commands: usize,
+    /// Open connections over both listeners; 0 derives it from the open-file
+    /// limit. Beyond it, new connections wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Ingest requests read and parsed at once; more get 503 `overloaded`.
+    /// Bounds the memory of buffered bodies to this times `max_body_bytes`.
+    pub max_ingest_in_flight: usize,
+    /// Time a client has to send its request headers, and an ingest body.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            poll_timeout: Duration::from_secs(25),
+            max_poll_timeout: Duration::from_secs(60),
+            client_idle_timeout: Duration::from_secs(120),
+            mailbox_max_messages: 1000,
+            message_ttl: Duration::from_secs(300),
+            max_polls_per_client: 16,
+            max_body_bytes: 1 << 20,
+            max_payload_bytes: 64 << 10,
+            max_clients: 1_000_000,
+            max_batch_commands: 10_000,
+            max_connections: 0,
+            max_ingest_in_flight: 64,
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSection {
+    /// `format`: `text` for people, `json` for log shippers.
+    pub format: LogFormat,
+    /// `level`: a tracing filter (`info`, `cometbox=debug`); `RUST_LOG` wins.
+    pub level: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per event.
+    Json,
+}
+
+/// Where a listener binds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    /// A TCP address.
+    Tcp(SocketAddr),
+    /// A Unix socket path (`unix:/path`).
+    Unix(PathBuf),
+}
+
+impl ListenAddr {
+    /// Parses `host:port` or `unix:/path`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err("unix: needs a path, like unix:/run/cometbox/ingest.sock".into());
+            }
+            return Ok(ListenAddr::Unix(PathBuf::from(path)));
+        }
+        s.parse()
+            .map(ListenAddr::Tcp)
+            .map_err(|_| format!("{s:?} is not ip:port (like 127.0.0.1:8481) or unix:/path"))
+    }
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenAddr::Tcp(addr) => write!(f, "{addr}"),
+            ListenAddr::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ListenAddr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        ListenAddr::parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+fn list_or_comma_separated<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrString {
+        List(Vec<String>),
+        String(String),
+    }
+    Ok(match ListOrString::deserialize(d)? {
+        ListOrString::List(list) => list,
+        ListOrString::String(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    })
+}
+
+fn octal_mode<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let s = String::deserialize(d)?;
+    match u32::from_str_radix(&s, 8) {
+        Ok(mode) if mode <= 0o777 => Ok(mode),
+        _ => Err(serde::de::Error::custom(format!(
+            "{s:?} is not an octal file mode like \"0660\""
+        ))),
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or the environment could not be read or deserialised.
+    #[error("configuration ({origin}): {message}")]
+    Load {
+        /// The file, or "defaults and environment".
+        origin: String,
+        /// What the loader said, which names the key.
+        message: String,
+    },
+    /// A value of the right type that makes no sense.
+    #[error("configuration ({origin}): {key}: {message}")]
+    Invalid {
+        /// The file, or "defaults and environment".
+        origin: String,
+        /// `section.key`.
+        key: &'static str,
+        /// Why.
+        message: String,
+    },
+}
+
+/// Loads defaults, then `file`, then the environment, and validates.
+pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+    load_from(file, std::env::vars())
+}
+
+/// [`load`], with the environment passed in (for tests).
+pub fn load_from(
+    file: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Settings, ConfigError> {
+    let origin = match file {
+        Some(path) => format!("{} and COMETBOX_* environment", path.display()),
+        None => "defaults and COMETBOX_* environment".to_owned(),
+    };
+    let env: config::Map<String, String> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("COMETBOX_"))
+        .collect();
+    let mut builder = config::Config::builder();
+    if let Some(path) = file {
+        builder = builder.add_source(
+            config::File::from(path)
+                .format(config::FileFormat::Toml)
+                .required(true),
+        );
+    }
+    builder = builder.add_source(
+        config::Environment::with_prefix("COMETBOX")
+            .prefix_separator("_")
+            .separator("__")
+            .source(Some(env)),
+    );
+    let loaded = builder
+        .build()
+        .and_then(|c| c.try_deserialize::<Settings>());
+    let settings = loaded.map_err(|e| ConfigError::Load {
+        origin: origin.clone(),
+        message: e.to_string(),
+    })?;
+    settings
+        .validate()
+        .map_err(|(key, message)| ConfigError::Invalid {
+            origin,
+            key,
+            message,
+        })?;
+    Ok(settings)
+}
+
+impl Settings {
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        let l = &self.limits;
+        let positive = [
+            ("limits.poll_timeout", l.poll_timeout.is_zero()),
+            ("limits.max_poll_timeout", l.max_poll_timeout.is_zero()),
+            (
+                "limits.client_idle_timeout",
+                l.client_idle_timeout.is_zero(),
+            ),
+            ("limits.message_ttl", l.message_ttl.is_zero()),
+            ("limits.request_timeout", l.request_timeout.is_zero()),
+            ("limits.mailbox_max_messages", l.mailbox_max_messages == 0),
+            ("limits.max_polls_per_client", l.max_polls_per_client == 0),
+            ("limits.max_body_bytes", l.max_body_bytes == 0),
+            ("limits.max_payload_bytes", l.max_payload_bytes == 0),
+            ("limits.max_clients", l.max_clients == 0),
+            ("limits.max_batch_commands", l.max_batch_commands == 0),
+            ("limits.max_ingest_in_flight", l.max_ingest_in_flight == 0),
+            ("auth.token_ttl", self.auth.token_ttl.is_zero()),
+            ("auth.max_token_ttl", self.auth.max_token_ttl.is_zero()),
+        ];
+        if let Some((key, _)) = positive.iter().find(|(_, zero)| *zero) {
+            return Err((key, "must be above zero".into()));
+        }
+        if l.poll_timeout > l.max_poll_timeout {
+            return Err((
+                "limits.poll_timeout",
+                format!(
+                    "{:?} is above limits.max_poll_timeout ({:?})",
+                    l.poll_timeout, l.max_poll_timeout
+                ),
+            ));
+        }
+        if l.max_payload_bytes > l.max_body_bytes {
+            return Err((
+                "limits.max_payload_bytes",
+                "is above limits.max_body_bytes: no request could carry such a payload".into(),
+            ));
+        }
+        if self.auth.token_ttl > self.auth.max_token_ttl {
+            return Err(("auth.token_ttl", "is above auth.max_token_ttl".into()));
+        }
+        if let ListenAddr::Tcp(addr) = self.ingest.listen {
+            if !addr.ip().is_loopback() && self.ingest.key.is_empty() {
+                return Err((
+                    "ingest.listen",
+                    format!("{addr} is not a loopback address: set ingest.key so that only your backends can post messages"),
+                ));
+            }
+        }
+        if self.public.listen == self.ingest.listen
+            && !matches!(self.public.listen, ListenAddr::Tcp(a) if a.port() == 0)
+        {
+            return Err((
+                "ingest.listen",
+                "is the same address as public.listen".into(),
+            ));
+        }
+        for origin in &self.public.cors_origins {
+            if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://"))
+                || origin.ends_with('/')
+            {
+                return Err(("public.cors_origins", format!("{origin:?} is not an origin like \"https://app.example\" (scheme and host, no path) or \"*\"")));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,135 @@
+//! Layering and validation of the configuration.
+
+use std::io::Write;
+
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn toml_file(text: &str) -> tempfile_lite::TempToml {
+    tempfile_lite::TempToml::new(text)
+}
+
+/// A scratch TOML file removed on drop (no tempfile crate needed for one use).
+mod tempfile_lite {
+    use super::*;
+    pub struct TempToml(pub PathBuf);
+    impl TempToml {
+        pub fn new(text: &str) -> Self {
+            let path = std::env::temp_dir().join(format!(
+                "cometbox-config-test-{}-{}.toml",
+                std::process::id(),
+                rand::random::<u64>()
+            ));
+            std::fs::File::create(&path)
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
+            TempToml(path)
+        }
+    }
+    impl Drop for TempToml {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
+
+#[test]
+fn defaults_match_the_contract() {
+    let s = load_from(None, env(&[])).unwrap();
+    assert_eq!(s.public.listen.to_string(), "0.0.0.0:8480");
+    assert_eq!(s.ingest.listen.to_string(), "127.0.0.1:8481");
+    assert_eq!(s.limits.poll_timeout, Duration::from_secs(25));
+    assert_eq!(s.limits.mailbox_max_messages, 1000);
+    assert_eq!(s.store, StoreConfig::Memory);
+}
+
+#[test]
+fn file_then_environment() {
+    let file = toml_file(
+        "[public]\nlisten = \"unix:/tmp/x.sock\"\ncors_origins = [\"https://a.example\"]\n[limits]\npoll_timeout = \"5s\"\nmax_clients = 7\n[store]\nkind = \"memory\"\n",
+    );
+    let s = load_from(
+        Some(&file.0),
+        env(&[
+            ("COMETBOX_LIMITS__MAX_CLIENTS", "9"),
+            (
+                "COMETBOX_PUBLIC__CORS_ORIGINS",
+                "https://b.example,https://c.example",
+            ),
+            ("COMETBOX_INGEST__KEY", "0660"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(s.public.listen, ListenAddr::Unix("/tmp/x.sock".into()));
+    assert_eq!(s.limits.poll_timeout, Duration::from_secs(5));
+    assert_eq!(s.limits.max_clients, 9);
+    assert_eq!(
+        s.public.cors_origins,
+        vec!["https://b.example", "https://c.example"]
+    );
+    assert_eq!(s.ingest.key, "0660");
+}
+
+#[test]
+fn unknown_keys_are_named_with_the_file() {
+    let file = toml_file("[limits]\npoll_timeout = \"5s\"\npol_timeout = \"5s\"\n");
+    let e = load_from(Some(&file.0), env(&[])).unwrap_err().to_string();
+    assert!(
+        e.contains("pol_timeout") && e.contains(&file.0.display().to_string()),
+        "{e}"
+    );
+    let e = load_from(None, env(&[("COMETBOX_LIMITS__NOPE", "1")]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("nope"), "{e}");
+}
+
+#[test]
+fn bad_values_name_their_key() {
+    for (key, value, named) in [
+        ("COMETBOX_LIMITS__POLL_TIMEOUT", "soon", "poll_timeout"),
+        ("COMETBOX_LIMITS__POLL_TIMEOUT", "2m", "limits.poll_timeout"),
+        ("COMETBOX_LIMITS__MAX_CLIENTS", "0", "limits.max_clients"),
+        ("COMETBOX_LIMITS__MAX_CLIENTS", "many", "max_clients"),
+        ("COMETBOX_PUBLIC__LISTEN", "nowhere", "listen"),
+        ("COMETBOX_PUBLIC__SOCKET_MODE", "999", "socket_mode"),
+        (
+            "COMETBOX_PUBLIC__CORS_ORIGINS",
+            "app.example",
+            "public.cors_origins",
+        ),
+        ("COMETBOX_LOG__FORMAT", "xml", "format"),
+        ("COMETBOX_STORE__KIND", "redis", "redis"),
+    ] {
+        let e = load_from(None, env(&[(key, value)]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(named), "{key}={value}: {e}");
+    }
+}
+
+#[test]
+fn a_public_ingest_address_needs_a_key() {
+    let e = load_from(None, env(&[("COMETBOX_INGEST__LISTEN", "0.0.0.0:8481")]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("ingest.listen") && e.contains("ingest.key"),
+        "{e}"
+    );
+    load_from(
+        None,
+        env(&[
+            ("COMETBOX_INGEST__LISTEN", "0.0.0.0:8481"),
+            ("COMETBOX_INGEST__KEY", "k"),
+        ]),
+    )
+    .unwrap();
+}

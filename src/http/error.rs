@@ -1,0 +1,159 @@
+//! Errors as each face answers them: JSON on the public port, XML on the
+//! ingest port, each with the contract's status and code.
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use crate::auth::TokenError;
+use crate::hub::{ApplyError, PollError};
+use crate::protocol::ingest::ParseError;
+
+/// An error reply of the public (browser) port.
+#[derive(Debug, thiserror::Error)]
+pub enum PublicError {
+    /// 400 `invalid-request`
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// 401 `invalid-token` / `token-expired`
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    /// 403 `channel-forbidden`
+    #[error("the token does not allow channel {0:?}")]
+    ChannelForbidden(String),
+    /// 429 `too-many-polls`, 503 `overloaded`
+    #[error(transparent)]
+    Poll(#[from] PollError),
+    /// 503 `shutting-down`
+    #[error("the server is shutting down; poll again shortly")]
+    ShuttingDown,
+    /// 404 `not-found`
+    #[error("no such endpoint; polls go to /poll")]
+    NotFound,
+}
+
+impl PublicError {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            PublicError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid-request"),
+            PublicError::Token(TokenError::Expired) => (StatusCode::UNAUTHORIZED, "token-expired"),
+            PublicError::Token(TokenError::Invalid(_)) => {
+                (StatusCode::UNAUTHORIZED, "invalid-token")
+            }
+            PublicError::ChannelForbidden(_) => (StatusCode::FORBIDDEN, "channel-forbidden"),
+            PublicError::Poll(PollError::TooManyPolls(_)) => {
+                (StatusCode::TOO_MANY_REQUESTS, "too-many-polls")
+            }
+            PublicError::Poll(PollError::TooManyClients(_)) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "overloaded")
+            }
+            PublicError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting-down"),
+            PublicError::NotFound => (StatusCode::NOT_FOUND, "not-found"),
+        }
+    }
+}
+
+impl IntoResponse for PublicError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        if status.is_server_error() {
+            tracing::warn!(code, error = %self, "poll refused");
+        } else {
+            tracing::debug!(code, error = %self, "poll refused");
+        }
+        let body = serde_json::json!({ "error": code, "message": self.to_string() });
+        (status, axum::Json(body)).into_response()
+    }
+}
+
+/// An error reply of the ingest (backend) port.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// 400/413 with the reader's code and line.
+    #[error(transparent)]
+    Parse(#[from] ParseError),
+    /// 400 `invalid-request` outside the XML body (parameters).
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// 400 `invalid-id`
+    #[error("{0}")]
+    InvalidId(String),
+    /// 401 `unauthorized`
+    #[error("missing or wrong ingest key: send Authorization: Bearer <ingest.key>")]
+    Unauthorized,
+    /// 404 `not-found`
+    #[error("{0}")]
+    NotFound(String),
+    /// 408 `timeout`: the body did not arrive within `request_timeout`.
+    #[error("the request body did not arrive within {0:?}")]
+    BodyTimeout(std::time::Duration),
+    /// 413 `too-large`
+    #[error("{0}")]
+    TooLarge(String),
+    /// 415 `unsupported-media-type`
+    #[error("Content-Type {0:?} is not accepted: send application/xml")]
+    UnsupportedMediaType(String),
+    /// 503 `overloaded`
+    #[error("{0}")]
+    Overloaded(String),
+    /// 503 `shutting-down`
+    #[error("the server is shutting down; nothing was applied")]
+    ShuttingDown,
+}
+
+impl From<ApplyError> for IngestError {
+    fn from(e: ApplyError) -> Self {
+        IngestError::Overloaded(e.to_string())
+    }
+}
+
+impl IngestError {
+    fn status_code_line(&self) -> (StatusCode, &'static str, Option<usize>) {
+        use crate::protocol::ingest::ErrorCode;
+        match self {
+            IngestError::Parse(e) => {
+                let status = if e.code == ErrorCode::TooLarge {
+                    StatusCode::PAYLOAD_TOO_LARGE
+                } else {
+                    StatusCode::BAD_REQUEST
+                };
+                (status, e.code.as_str(), Some(e.line))
+            }
+            IngestError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid-request", None),
+            IngestError::InvalidId(_) => (StatusCode::BAD_REQUEST, "invalid-id", None),
+            IngestError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", None),
+            IngestError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", None),
+            IngestError::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "timeout", None),
+            IngestError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too-large", None),
+            IngestError::UnsupportedMediaType(_) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                None,
+            ),
+            IngestError::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded", None),
+            IngestError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting-down", None),
+        }
+    }
+}
+
+impl IntoResponse for IngestError {
+    fn into_response(self) -> Response {
+        let (status, code, line) = self.status_code_line();
+        tracing::info!(code, status = status.as_u16(), error = %self, "ingest request rejected");
+        let line = line.map(|l| format!(r#" line="{l}""#)).unwrap_or_default();
+        let message = quick_xml::escape::escape(self.to_string());
+        xml(
+            status,
+            format!(r#"<error code="{code}"{line}>{message}</error>"#),
+        )
+    }
+}
+
+/// An XML reply.
+pub fn xml(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/xml; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}

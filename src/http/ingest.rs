@@ -1,0 +1,231 @@
+//! The ingest face: XML commands at `POST /`, `POST /token`, `GET /stats`,
+//! `GET /clients/<id>` and `GET /health`. Every endpoint but `/health`
+//! requires the ingest key when one is configured.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde::Serialize;
+
+use super::error::{xml, IngestError};
+use super::AppState;
+use crate::hub::Stats;
+use crate::protocol::ids::is_valid_channel_grant;
+use crate::protocol::ingest::{self, ParseLimits};
+use crate::protocol::ClientId;
+
+/// The router of the ingest listener.
+pub fn router(state: AppState) -> Router {
+    let guarded = Router::new()
+        .route("/", post(commands))
+        .route("/token", post(token))
+        .route("/stats", get(stats))
+        .route("/clients/{id}", get(presence))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
+    Router::new()
+        .route("/health", get(|| async { "ok\n" }))
+        .merge(guarded)
+        .fallback(|| async {
+            IngestError::NotFound("no such endpoint: POST / takes XML commands".into())
+        })
+        .with_state(state)
+}
+
+async fn require_key(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let key = &state.settings.ingest.key;
+    if !key.is_empty() {
+        let sent = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !sent.is_some_and(|sent| constant_time_eq(sent.trim().as_bytes(), key.as_bytes())) {
+            return IngestError::Unauthorized.into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// Compares without returning early, so response timing does not reveal
+/// how much of a guessed key was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `POST /`: parse the whole body, then apply every command or none.
+async fn commands(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, IngestError> {
+    if state.shutdown.is_cancelled() {
+        return Err(IngestError::ShuttingDown);
+    }
+    check_xml_content_type(&headers)?;
+    let _slot = state.ingest_slots.try_acquire().map_err(|_| {
+        IngestError::Overloaded(format!(
+            "more than {} ingest requests in flight",
+            state.settings.limits.max_ingest_in_flight
+        ))
+    })?;
+    let limits = &state.settings.limits;
+    let body = read_body(
+        body,
+        &headers,
+        limits.max_body_bytes,
+        limits.request_timeout,
+    )
+    .await?;
+    let parse_limits = ParseLimits {
+        max_payload_bytes: limits.max_payload_bytes,
+        max_commands: limits.max_batch_commands,
+    };
+    let commands = ingest::parse(&body, parse_limits)?;
+    let accepted = state.hub.apply(commands)?;
+    Ok(xml(
+        StatusCode::OK,
+        format!(r#"<ok accepted="{accepted}"/>"#),
+    ))
+}
+
+/// XML by any of its media types; a missing Content-Type is taken as XML
+/// (documented), anything else is refused before the body is read.
+fn check_xml_content_type(headers: &HeaderMap) -> Result<(), IngestError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let value = value.to_str().unwrap_or("");
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if matches!(essence.as_str(), "application/xml" | "text/xml") || essence.ends_with("+xml") {
+        Ok(())
+    } else {
+        Err(IngestError::UnsupportedMediaType(value.to_owned()))
+    }
+}
+
+/// Reads at most `max` bytes within `timeout`; a declared length over the
+/// limit is refused before reading anything.
+async fn read_body(
+    body: Body,
+    headers: &HeaderMap,
+    max: usize,
+    timeout: Duration,
+) -> Result<bytes::Bytes, IngestError> {
+    let too_large =
+        || IngestError::TooLarge(format!("body over limits.max_body_bytes ({max} bytes)"));
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max as u64) {
+        return Err(too_large());
+    }
+    match tokio::time::timeout(timeout, Limited::new(body, max).collect()).await {
+        Err(_) => Err(IngestError::BodyTimeout(timeout)),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => Err(too_large()),
+        Ok(Err(e)) => Err(IngestError::InvalidRequest(format!(
+            "could not read the body: {e}"
+        ))),
+    }
+}
+
+/// `POST /token`: `client`, optional `ttl` (seconds), repeated `channel`,
+/// from the query string and/or a form-encoded body.
+async fn token(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, IngestError> {
+    let body = read_body(
+        body,
+        &headers,
+        64 << 10,
+        state.settings.limits.request_timeout,
+    )
+    .await?;
+    let query = query.unwrap_or_default();
+    let pairs = form_urlencoded::parse(query.as_bytes()).chain(form_urlencoded::parse(&body));
+    let (mut client, mut ttl, mut channels) = (None, None, Vec::new());
+    for (key, value) in pairs {
+        match &*key {
+            "client" => client = Some(value.into_owned()),
+            "ttl" => ttl = Some(value.into_owned()),
+            "channel" => channels.push(value.into_owned()),
+            other => {
+                return Err(IngestError::InvalidRequest(format!(
+                    "unknown parameter {other:?}: expected client, ttl, channel"
+                )))
+            }
+        }
+    }
+    let client =
+        client.ok_or_else(|| IngestError::InvalidRequest("missing parameter client".into()))?;
+    let client = ClientId::parse(&client).map_err(|e| IngestError::InvalidId(e.to_string()))?;
+    let auth = &state.settings.auth;
+    let ttl = match ttl {
+        None => auth.token_ttl,
+        Some(s) => match s.parse::<u64>() {
+            Ok(secs) if secs > 0 => Duration::from_secs(secs).min(auth.max_token_ttl),
+            _ => {
+                return Err(IngestError::InvalidRequest(format!(
+                    "ttl: {s:?} is not a whole number of seconds above 0"
+                )))
+            }
+        },
+    };
+    if let Some(bad) = channels.iter().find(|c| !is_valid_channel_grant(c)) {
+        return Err(IngestError::InvalidId(format!(
+            "invalid channel grant {bad:?}: a channel name, or a prefix ending in *"
+        )));
+    }
+    let (jwt, expires) = state.tokens.mint(&client, ttl, channels);
+    Ok(xml(
+        StatusCode::OK,
+        format!(r#"<token expires="{expires}">{jwt}</token>"#),
+    ))
+}
+
+/// The `/stats` body: the hub's counters plus the server's.
+#[derive(Serialize)]
+struct ServerStats {
+    #[serde(flatten)]
+    hub: Stats,
+    connections: usize,
+    max_connections: usize,
+    version: &'static str,
+}
+
+async fn stats(State(state): State<AppState>) -> Json<ServerStats> {
+    Json(ServerStats {
+        hub: state.hub.stats(),
+        connections: state.max_connections - state.connections.available_permits(),
+        max_connections: state.max_connections,
+        version: env!("CARGO_PKG_VERSION"),
+    })
+}
+
+async fn presence(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, IngestError> {
+    let client = ClientId::parse(&id).map_err(|e| IngestError::InvalidId(e.to_string()))?;
+    let presence = state
+        .hub
+        .presence(&client)
+        .ok_or_else(|| IngestError::NotFound(format!("no client {id:?}")))?;
+    Ok(Json(presence).into_response())
+}

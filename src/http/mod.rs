@@ -1,0 +1,36 @@
+//! The two HTTP faces: `public` for browsers (long-poll, the JS class) and
+//! `ingest` for backends (XML commands, tokens, stats). Handlers are thin
+//! adapters between HTTP and the hub.
+
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Tokens;
+use crate::config::Settings;
+use crate::hub::Hub;
+
+pub mod error;
+pub mod ingest;
+pub mod public;
+pub mod serve;
+
+/// What every handler of both listeners shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// Mailboxes, channels and polls.
+    pub hub: Hub,
+    /// Token signing and checking.
+    pub tokens: Arc<Tokens>,
+    /// The configuration in force.
+    pub settings: Arc<Settings>,
+    /// Cancelled when the server starts shutting down.
+    pub shutdown: CancellationToken,
+    /// Open-connection permits (for `/stats`).
+    pub connections: Arc<Semaphore>,
+    /// `max_connections` as resolved at start.
+    pub max_connections: usize,
+    /// Ingest bodies being read or parsed at once (`max_ingest_in_flight`).
+    pub ingest_slots: Arc<Semaphore>,
+}

@@ -1,0 +1,136 @@
+//! The accept loop: one HTTP/1.1 connection task per accepted socket.
+//!
+//! Written against hyper directly rather than `axum::serve` for what a
+//! long-poll server needs: a connection cap taken *before* accept (so
+//! overload waits in the kernel backlog instead of failing), a deadline for
+//! request headers (slow-loris clients), and a graceful drain on shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, Span};
+
+use crate::listener::Listener;
+
+/// How long open connections get to finish once shutdown starts. Open polls
+/// answer at once on shutdown, so this only bounds a stuck client.
+const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+
+/// What every connection of one listener shares.
+#[derive(Clone)]
+pub struct ConnectionPolicy {
+    /// Permits for open connections, shared by both listeners.
+    pub connections: Arc<Semaphore>,
+    /// Deadline for a request's headers.
+    pub header_timeout: Duration,
+    /// For log lines: "public" or "ingest".
+    pub name: &'static str,
+}
+
+/// Serves `router` on `listener` until `shutdown`, then drains.
+pub async fn serve(
+    listener: Listener,
+    router: Router,
+    policy: ConnectionPolicy,
+    shutdown: CancellationToken,
+) {
+    let graceful = GracefulShutdown::new();
+    loop {
+        let permit = tokio::select! {
+            permit = policy.connections.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            _ = shutdown.cancelled() => break,
+        };
+        let accepted = tokio::select! {
+            accepted = accept(&listener) => accepted,
+            _ = shutdown.cancelled() => break,
+        };
+        match accepted {
+            Ok((io, peer)) => {
+                let span = tracing::debug_span!("conn", listener = policy.name, %peer);
+                match io {
+                    Accepted::Tcp(stream) => {
+                        spawn_connection(stream, &router, &policy, &graceful, permit, span)
+                    }
+                    Accepted::Unix(stream) => {
+                        spawn_connection(stream, &router, &policy, &graceful, permit, span)
+                    }
+                }
+            }
+            Err(e) => {
+                // Typically EMFILE: out of file descriptors. Back off briefly
+                // instead of spinning; the permit is released on the way.
+                tracing::warn!(listener = policy.name, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN_LIMIT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            listener = policy.name,
+            "connections still open after {DRAIN_LIMIT:?}; closing them"
+        );
+    }
+}
+
+enum Accepted {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+async fn accept(listener: &Listener) -> std::io::Result<(Accepted, String)> {
+    match listener {
+        Listener::Tcp(l) => {
+            let (stream, peer) = l.accept().await?;
+            // Replies are small and latency is the point: no Nagle delay.
+            stream.set_nodelay(true)?;
+            Ok((Accepted::Tcp(stream), peer.to_string()))
+        }
+        Listener::Unix { listener, .. } => {
+            let (stream, _) = listener.accept().await?;
+            Ok((Accepted::Unix(stream), "unix".to_owned()))
+        }
+    }
+}
+
+/// Serves one connection on its own task, holding its permit until it ends.
+fn spawn_connection<S>(
+    stream: S,
+    router: &Router,
+    policy: &ConnectionPolicy,
+    graceful: &GracefulShutdown,
+    permit: OwnedSemaphorePermit,
+    span: Span,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(policy.header_timeout)
+        .keep_alive(true);
+    let connection = graceful.watch(builder.serve_connection(
+        TokioIo::new(stream),
+        TowerToHyperService::new(router.clone()),
+    ));
+    tokio::spawn(
+        async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        }
+        .instrument(span),
+    );
+}

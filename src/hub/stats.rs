@@ -1,0 +1,96 @@
+//! Counters for `GET /stats` and presence for `GET /clients/<id>`.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::Hub;
+use crate::protocol::ClientId;
+
+/// The `/stats` body.
+#[derive(Debug, Serialize)]
+pub struct Stats {
+    /// Clients with a mailbox.
+    pub clients: usize,
+    /// Polls waiting or being answered right now.
+    pub open_polls: u64,
+    /// Messages retained over all mailboxes (a channel message counts once
+    /// per member).
+    pub queued_messages: u64,
+    /// Messages accepted by ingest (a channel message counts once).
+    pub messages_in: u64,
+    /// Messages sent in poll replies (redeliveries count again).
+    pub messages_out: u64,
+    /// Polls served since start.
+    pub polls_total: u64,
+    /// Clients forgotten for being idle.
+    pub clients_evicted: u64,
+    /// Channels with at least one member.
+    pub channels: usize,
+    /// Channel memberships.
+    pub subscriptions: usize,
+    /// Seconds since the hub started.
+    pub uptime_s: u64,
+}
+
+/// The `/clients/<id>` body.
+#[derive(Debug, Serialize)]
+pub struct Presence {
+    /// The id asked for.
+    pub client: String,
+    /// Whether at least one poll is open.
+    pub online: bool,
+    /// Polls open right now (tabs).
+    pub open_polls: u32,
+    /// Messages retained for it.
+    pub pending_messages: usize,
+    /// Its channels, sorted.
+    pub channels: Vec<String>,
+    /// Milliseconds since its last poll started or ended.
+    pub idle_ms: u64,
+}
+
+impl Hub {
+    /// Walks every client (one short lock each): `/stats` is rare, and this
+    /// keeps shared counters off the per-message path.
+    pub fn stats(&self) -> Stats {
+        let now = Instant::now();
+        let (mut open_polls, mut queued) = (0u64, 0u64);
+        for entry in self.0.clients.iter() {
+            let mut state = entry.value().lock();
+            state.log.purge_expired(now);
+            open_polls += u64::from(state.open_polls);
+            queued += state.log.len() as u64;
+        }
+        let (channels, subscriptions) = self.0.channels.counts();
+        Stats {
+            clients: self.0.clients.len(),
+            open_polls,
+            queued_messages: queued,
+            messages_in: self.0.messages_in.load(Relaxed),
+            messages_out: self.0.messages_out.load(Relaxed),
+            polls_total: self.0.polls_total.load(Relaxed),
+            clients_evicted: self.0.clients_evicted.load(Relaxed),
+            channels,
+            subscriptions,
+            uptime_s: self.0.started.elapsed().as_secs(),
+        }
+    }
+
+    /// One client's presence, or `None` if it has no mailbox.
+    pub fn presence(&self, id: &ClientId) -> Option<Presence> {
+        let client = self.0.clients.get(id).map(|c| c.clone())?;
+        let now = Instant::now();
+        let mut state = client.lock();
+        state.log.purge_expired(now);
+        Some(Presence {
+            client: id.to_string(),
+            online: state.open_polls > 0,
+            open_polls: state.open_polls,
+            pending_messages: state.log.len(),
+            channels: state.channels.iter().map(ToString::to_string).collect(),
+            idle_ms: now.duration_since(state.last_active).as_millis() as u64,
+        })
+    }
+}

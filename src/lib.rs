@@ -1,0 +1,134 @@
+//! cometbox: a server-push relay.
+//!
+//! ```text
+//!   backends (PHP, Python, curl)                     browsers (client-js)
+//!        │  POST / <batch>…</batch>                         ▲  GET /poll?since=…
+//!        ▼                                                   │
+//!  ┌──────────────┐   protocol::ingest    ┌─────┐   ┌──────────────┐
+//!  │ http::ingest │ ── XML → Commands ──▶ │ hub │ ◀─│ http::public │ ── JSON reply
+//!  └──────────────┘                       └─────┘   └──────────────┘
+//!     127.0.0.1:8481 / unix socket     mailboxes,      0.0.0.0:8480 (or behind nginx)
+//!                                      channels,
+//!                                      waiting polls
+//!                                         │
+//!                                   store::Store (memory; the seam
+//!                                   for on-disk or shared stores)
+//! ```
+//!
+//! - [`protocol`]: the wire contract as pure data (ids, cursors, the XML
+//!   reader, the poll reply encoder).
+//! - [`hub`]: every client's mailbox, channel membership and open polls; the
+//!   idle reaper.
+//! - [`store`]: where a mailbox's messages are retained.
+//! - [`http`]: the two HTTP faces and the accept loop.
+//! - [`config`], [`auth`], [`listener`], [`telemetry`]: start-up pieces.
+//!
+//! [`run`] takes already-bound listeners and a shutdown token, so tests bind
+//! port 0 and the binary binds what the configuration says.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+pub mod auth;
+pub mod config;
+pub mod http;
+pub mod hub;
+pub mod listener;
+pub mod protocol;
+pub mod store;
+pub mod telemetry;
+
+use config::Settings;
+use http::serve::{serve, ConnectionPolicy};
+use http::AppState;
+use hub::{Hub, HubLimits};
+use listener::Listener;
+use store::Retention;
+
+/// The two bound listeners.
+pub struct Listeners {
+    /// Browsers.
+    pub public: Listener,
+    /// Backends.
+    pub ingest: Listener,
+}
+
+/// File descriptors kept back from `max_connections` for the listeners,
+/// logs and whatever else the process opens.
+const RESERVED_FDS: usize = 64;
+
+/// The connection cap in force: the configured one, or what the open-file
+/// limit allows.
+pub fn max_connections(settings: &Settings) -> usize {
+    match settings.limits.max_connections {
+        0 => {
+            let (soft, _) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap_or((1024, 1024));
+            (soft as usize).saturating_sub(RESERVED_FDS).max(16)
+        }
+        n => n,
+    }
+}
+
+/// Serves both listeners until `shutdown` is cancelled, then answers every
+/// open poll, finishes in-flight requests and returns.
+pub async fn run(settings: Settings, listeners: Listeners, shutdown: CancellationToken) {
+    let secret = if settings.auth.secret.is_empty() {
+        tracing::warn!("auth.secret is not set: using a random secret, so tokens will not survive a restart (set auth.secret or COMETBOX_AUTH__SECRET)");
+        rand::random::<[u8; 32]>().to_vec()
+    } else {
+        settings.auth.secret.as_bytes().to_vec()
+    };
+    let limits = &settings.limits;
+    let store = settings.store.build(Retention {
+        max_messages: limits.mailbox_max_messages,
+    });
+    let hub = Hub::new(
+        store,
+        HubLimits {
+            poll_timeout: limits.poll_timeout,
+            max_poll_timeout: limits.max_poll_timeout,
+            client_idle_timeout: limits.client_idle_timeout,
+            message_ttl: limits.message_ttl,
+            max_polls_per_client: limits.max_polls_per_client,
+            max_clients: limits.max_clients,
+        },
+    );
+    let reaper = hub::spawn_reaper(hub.clone(), shutdown.clone());
+    let max_connections = max_connections(&settings);
+    let connections = Arc::new(Semaphore::new(max_connections));
+    let header_timeout = limits.request_timeout;
+    let state = AppState {
+        hub,
+        tokens: Arc::new(auth::Tokens::new(&secret)),
+        ingest_slots: Arc::new(Semaphore::new(limits.max_ingest_in_flight)),
+        settings: Arc::new(settings),
+        shutdown: shutdown.clone(),
+        connections: connections.clone(),
+        max_connections,
+    };
+    let policy = |name| ConnectionPolicy {
+        connections: connections.clone(),
+        header_timeout,
+        name,
+    };
+    tokio::join!(
+        serve(
+            listeners.public,
+            http::public::router(state.clone()),
+            policy("public"),
+            shutdown.clone()
+        ),
+        serve(
+            listeners.ingest,
+            http::ingest::router(state),
+            policy("ingest"),
+            shutdown.clone()
+        ),
+    );
+    let _ = reaper.await;
+}

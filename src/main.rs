@@ -1,0 +1,157 @@
+//! The `cometbox` binary: load settings, start logging, bind, run until a
+//! signal.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use cometbox::config::{self, Settings};
+use cometbox::listener::Listener;
+use cometbox::{telemetry, Listeners};
+use tokio_util::sync::CancellationToken;
+
+/// A server-push relay: browsers hold long-polls on the public port, backends
+/// post XML messages to the ingest port.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// The TOML configuration file (defaults apply without one).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Once listening, write the bound addresses as JSON to this file.
+    #[arg(long, value_name = "PATH")]
+    ready_file: Option<PathBuf>,
+    /// Check the configuration, print what would listen where, and exit.
+    #[arg(long)]
+    check_config: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let settings = match config::load(args.config.as_deref()) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("cometbox: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.check_config {
+        println!(
+            "configuration OK: public on {}, ingest on {}",
+            settings.public.listen, settings.ingest.listen
+        );
+        return ExitCode::SUCCESS;
+    }
+    if let Err(e) = telemetry::init(&settings.log) {
+        eprintln!("cometbox: logging: {e}");
+        return ExitCode::from(2);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    match runtime.block_on(serve(settings, args.ready_file.as_deref())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(settings: Settings, ready_file: Option<&Path>) -> anyhow::Result<()> {
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), "cometbox starting");
+    raise_open_file_limit();
+    let public = Listener::bind(&settings.public.listen, settings.public.socket_mode)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on public.listen = {}",
+                settings.public.listen
+            )
+        })?;
+    let ingest = Listener::bind(&settings.ingest.listen, settings.ingest.socket_mode)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on ingest.listen = {}",
+                settings.ingest.listen
+            )
+        })?;
+    tracing::info!(
+        "public listener (browsers: GET /poll, /cometbox.js) on {}",
+        public.url()
+    );
+    tracing::info!(
+        key = !settings.ingest.key.is_empty(),
+        "ingest listener (backends: POST /, /token, /stats) on {}",
+        ingest.url()
+    );
+    let l = &settings.limits;
+    tracing::info!(
+        store = ?settings.store,
+        poll_timeout = ?l.poll_timeout,
+        max_poll_timeout = ?l.max_poll_timeout,
+        client_idle_timeout = ?l.client_idle_timeout,
+        message_ttl = ?l.message_ttl,
+        mailbox_max_messages = l.mailbox_max_messages,
+        max_polls_per_client = l.max_polls_per_client,
+        max_clients = l.max_clients,
+        max_body_bytes = l.max_body_bytes,
+        max_payload_bytes = l.max_payload_bytes,
+        max_connections = cometbox::max_connections(&settings),
+        "limits in force"
+    );
+    if let Some(path) = ready_file {
+        write_ready_file(path, &public, &ingest)
+            .with_context(|| format!("cannot write --ready-file {}", path.display()))?;
+    }
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    cometbox::run(settings, Listeners { public, ingest }, shutdown).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Raises the soft open-file limit to the hard one: every held poll is a
+/// file descriptor, and the usual soft default (1024) would cap the server
+/// at about a thousand browsers.
+fn raise_open_file_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!(
+            open_files = limit,
+            "open-file limit raised; each held poll takes one"
+        ),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
+    }
+}
+
+fn write_ready_file(path: &Path, public: &Listener, ingest: &Listener) -> std::io::Result<()> {
+    let body = serde_json::json!({ "public": public.local_addr(), "ingest": ingest.local_addr(), "pid": std::process::id() });
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, body.to_string())?;
+    std::fs::rename(&tmp, path)
+}
+
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::info!(
+        signal = name,
+        "shutting down: answering open polls, finishing in-flight requests"
+    );
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    shutdown.cancel();
+}

@@ -1,0 +1,151 @@
+//! The in-memory store: a ring of shared message references per client.
+//!
+//! Sequence numbers in one log are contiguous, so a log stores only the
+//! sequence number of its oldest entry and a `VecDeque` of pointers (8 bytes a
+//! message per mailbox). Messages whose own `ttl` lapsed while newer ones are
+//! still retained stay in place until they reach the front, and are skipped
+//! when read.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use super::{MailboxLog, ReadOutcome, Retention, SharedMessage, Store};
+use crate::protocol::{ClientId, Cursor};
+
+/// Keeps every mailbox in process memory.
+pub struct MemoryStore {
+    retention: Retention,
+}
+
+impl MemoryStore {
+    /// A store whose logs keep at most `retention.max_messages` each.
+    pub fn new(retention: Retention) -> Self {
+        MemoryStore { retention }
+    }
+}
+
+impl Store for MemoryStore {
+    fn open(&self, _client: &ClientId) -> Box<dyn MailboxLog> {
+        Box::new(MemoryLog::new(rand::random(), self.retention.max_messages))
+    }
+
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+}
+
+/// One client's retained messages, in memory.
+pub struct MemoryLog {
+    /// Random per log, so cursors of a forgotten mailbox never match a new one.
+    epoch: u32,
+    /// Sequence number of `entries[0]` (the next one to be assigned when empty).
+    first_seq: u64,
+    entries: VecDeque<SharedMessage>,
+    /// The highest sequence number dropped before it was due: a cursor older
+    /// than this missed something and must `reset`.
+    lost_through: u64,
+    max_messages: usize,
+}
+
+impl MemoryLog {
+    /// An empty log.
+    pub fn new(epoch: u32, max_messages: usize) -> Self {
+        MemoryLog {
+            epoch,
+            first_seq: 1,
+            entries: VecDeque::new(),
+            lost_through: 0,
+            max_messages: max_messages.max(1),
+        }
+    }
+
+    fn last_seq(&self) -> u64 {
+        self.first_seq + self.entries.len() as u64 - 1
+    }
+
+    fn drop_front(&mut self, lost: bool) {
+        self.entries.pop_front();
+        if lost {
+            self.lost_through = self.first_seq;
+        }
+        self.first_seq += 1;
+    }
+
+    /// Where a read after `since` starts, and whether it is a reset.
+    fn start_after(&self, since: Option<Cursor>) -> (u64, bool) {
+        match since {
+            None => (self.first_seq, false),
+            // Messages between the cursor and `first_seq` lapsed by their own
+            // ttl (anything else would have raised `lost_through`).
+            Some(c)
+                if c.epoch == self.epoch
+                    && c.seq >= self.lost_through
+                    && c.seq <= self.last_seq() =>
+            {
+                ((c.seq + 1).max(self.first_seq), false)
+            }
+            Some(_) => (self.first_seq, true),
+        }
+    }
+}
+
+impl MailboxLog for MemoryLog {
+    fn append(&mut self, message: SharedMessage, now: Instant) -> u64 {
+        self.purge_expired(now);
+        if self.entries.len() >= self.max_messages {
+            self.drop_front(true);
+        }
+        self.entries.push_back(message);
+        self.last_seq()
+    }
+
+    fn read_after(&mut self, since: Option<Cursor>, now: Instant) -> ReadOutcome {
+        self.purge_expired(now);
+        let (start, reset) = self.start_after(since);
+        let skip = (start - self.first_seq) as usize;
+        let messages = self
+            .entries
+            .iter()
+            .enumerate()
+            .skip(skip)
+            .filter(|(_, m)| m.expires_at > now)
+            .map(|(i, m)| (self.first_seq + i as u64, m.clone()))
+            .collect();
+        ReadOutcome {
+            messages,
+            cursor: self.head(),
+            reset,
+        }
+    }
+
+    fn head(&self) -> Cursor {
+        Cursor {
+            epoch: self.epoch,
+            seq: self.last_seq(),
+        }
+    }
+
+    fn has_after(&self, since: Option<Cursor>, now: Instant) -> bool {
+        let (start, reset) = self.start_after(since);
+        reset
+            || self
+                .entries
+                .iter()
+                .skip((start - self.first_seq) as usize)
+                .any(|m| m.expires_at > now)
+    }
+
+    fn purge_expired(&mut self, now: Instant) {
+        while let Some(front) = self.entries.front() {
+            if front.expires_at > now {
+                break;
+            }
+            let lost = !front.own_ttl;
+            self.drop_front(lost);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+}

@@ -1,0 +1,102 @@
+//! Mailbox storage: where retained messages live between ingest and poll.
+//!
+//! The seam is a [`Store`] that opens one [`MailboxLog`] per client. The hub
+//! keeps each log inside that client's own lock, so a store never needs a lock
+//! of its own on the hot path. Only the in-memory store exists so far; an
+//! embedded on-disk store implements the same two traits, and
+//! [`conformance`] is the suite every store must pass.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Deserialize;
+
+use crate::protocol::{ClientId, Cursor};
+
+pub mod memory;
+
+#[cfg(test)]
+mod conformance;
+
+/// A message as retained: what every mailbox that got it shares.
+#[derive(Debug)]
+pub struct StoredMessage {
+    /// The JSON members after `"id"` (see [`crate::protocol::reply`]),
+    /// serialised once for all recipients.
+    pub json_tail: Box<str>,
+    /// When the message stops being delivered.
+    pub expires_at: Instant,
+    /// Whether `expires_at` came from the message's own `ttl` (shorter than
+    /// `message_ttl`). Such a message was meant to lapse, so losing it does
+    /// not make older cursors `reset`; losing one to retention does.
+    pub own_ttl: bool,
+}
+
+/// Shared by reference between every mailbox holding the message.
+pub type SharedMessage = Arc<StoredMessage>;
+
+/// What a read found after a cursor.
+#[derive(Debug)]
+pub struct ReadOutcome {
+    /// Messages after the cursor, oldest first, each with its sequence number.
+    pub messages: Vec<(u64, SharedMessage)>,
+    /// The position after the newest message: the reply's `cursor`.
+    pub cursor: Cursor,
+    /// The cursor could not be honoured (unknown epoch, or messages after it
+    /// were dropped), so `messages` holds everything still retained.
+    pub reset: bool,
+}
+
+/// One client's retained messages.
+pub trait MailboxLog: Send {
+    /// Appends a message; returns its sequence number. Drops the oldest
+    /// message when the log is at its size limit.
+    fn append(&mut self, message: SharedMessage, now: Instant) -> u64;
+    /// Everything retained after `since` (all of it when `since` is `None`).
+    fn read_after(&mut self, since: Option<Cursor>, now: Instant) -> ReadOutcome;
+    /// The position after the newest message, without reading.
+    fn head(&self) -> Cursor;
+    /// Whether a message after `since` could be returned right now.
+    fn has_after(&self, since: Option<Cursor>, now: Instant) -> bool;
+    /// Drops expired messages (the reaper calls this for idle mailboxes).
+    fn purge_expired(&mut self, now: Instant);
+    /// How many messages are retained.
+    fn len(&self) -> usize;
+    /// Whether nothing is retained.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A mailbox storage engine.
+pub trait Store: Send + Sync {
+    /// Opens (creates) the log of a client that has no mailbox yet.
+    fn open(&self, client: &ClientId) -> Box<dyn MailboxLog>;
+    /// A short name for start-up logs.
+    fn name(&self) -> &'static str;
+}
+
+/// The `[store]` section: which engine to use.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum StoreConfig {
+    /// Everything in process memory; lost on restart (cursors then `reset`).
+    #[default]
+    Memory,
+}
+
+/// Per-mailbox retention limits, from `[limits]`.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// `mailbox_max_messages`: the oldest is dropped beyond this.
+    pub max_messages: usize,
+}
+
+impl StoreConfig {
+    /// Builds the configured engine.
+    pub fn build(&self, retention: Retention) -> Arc<dyn Store> {
+        match self {
+            StoreConfig::Memory => Arc::new(memory::MemoryStore::new(retention)),
+        }
+    }
+}
