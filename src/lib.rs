@@ -74,9 +74,9 @@ pub fn max_connections(settings: &Settings) -> usize {
     }
 }
 
-/// Serves both listeners until `shutdown` is cancelled, then answers every
-/// open poll, finishes in-flight requests and returns.
-pub async fn run(settings: Settings, listeners: Listeners, shutdown: CancellationToken) {
+/// Builds what both faces share: the hub (and its reaper, on the current
+/// runtime), the token keys, and the connection and ingest permits.
+pub fn app_state(settings: Settings, shutdown: CancellationToken) -> AppState {
     let secret = if settings.auth.secret.is_empty() {
         tracing::warn!("auth.secret is not set: using a random secret, so tokens will not survive a restart (set auth.secret or COMETBOX_AUTH__SECRET)");
         rand::random::<[u8; 32]>().to_vec()
@@ -98,22 +98,26 @@ pub async fn run(settings: Settings, listeners: Listeners, shutdown: Cancellatio
             max_clients: limits.max_clients,
         },
     );
-    let reaper = hub::spawn_reaper(hub.clone(), shutdown.clone());
+    hub::spawn_reaper(hub.clone(), shutdown.clone());
     let max_connections = max_connections(&settings);
-    let connections = Arc::new(Semaphore::new(max_connections));
-    let header_timeout = limits.request_timeout;
-    let state = AppState {
+    AppState {
         hub,
         tokens: Arc::new(auth::Tokens::new(&secret)),
         ingest_slots: Arc::new(Semaphore::new(limits.max_ingest_in_flight)),
-        settings: Arc::new(settings),
-        shutdown: shutdown.clone(),
-        connections: connections.clone(),
+        connections: Arc::new(Semaphore::new(max_connections)),
         max_connections,
-    };
+        settings: Arc::new(settings),
+        shutdown,
+    }
+}
+
+/// Serves both listeners until `shutdown` is cancelled, then answers every
+/// open poll, finishes in-flight requests and returns.
+pub async fn run(settings: Settings, listeners: Listeners, shutdown: CancellationToken) {
+    let state = app_state(settings, shutdown.clone());
     let policy = |name| ConnectionPolicy {
-        connections: connections.clone(),
-        header_timeout,
+        connections: state.connections.clone(),
+        header_timeout: state.settings.limits.request_timeout,
         name,
     };
     tokio::join!(
@@ -125,10 +129,9 @@ pub async fn run(settings: Settings, listeners: Listeners, shutdown: Cancellatio
         ),
         serve(
             listeners.ingest,
-            http::ingest::router(state),
+            http::ingest::router(state.clone()),
             policy("ingest"),
             shutdown.clone()
         ),
     );
-    let _ = reaper.await;
 }

@@ -1,0 +1,318 @@
+//! The real executable: start-up logs, the ready file, configuration
+//! errors, signals, and a restart.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio::process::{Child, Command};
+
+use crate::helpers::{token, SECRET};
+
+struct Running {
+    child: Child,
+    public: String,
+    ingest: String,
+    dir: PathBuf,
+}
+
+fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "cometbox-bin-{name}-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        % 1_000_000_007
+}
+
+fn command(envs: &[(&str, &str)], args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cometbox"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .args(args)
+        .envs(envs.iter().copied());
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+/// Starts the binary on ephemeral ports and waits for its ready file.
+async fn start(name: &str, extra_env: &[(&str, &str)]) -> Running {
+    let dir = scratch_dir(name);
+    let ready = dir.join("ready.json");
+    let log = std::fs::File::create(dir.join("stderr.log")).unwrap();
+    let mut envs = vec![
+        ("COMETBOX_PUBLIC__LISTEN", "127.0.0.1:0"),
+        ("COMETBOX_INGEST__LISTEN", "127.0.0.1:0"),
+        ("COMETBOX_AUTH__SECRET", SECRET),
+    ];
+    envs.extend_from_slice(extra_env);
+    let mut cmd = command(&envs, &["--ready-file", ready.to_str().unwrap()]);
+    cmd.stderr(log);
+    let child = cmd.spawn().unwrap();
+    let addrs = wait_for_file(&ready).await;
+    Running {
+        child,
+        public: addrs["public"].as_str().unwrap().into(),
+        ingest: addrs["ingest"].as_str().unwrap().into(),
+        dir,
+    }
+}
+
+async fn wait_for_file(path: &Path) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            return serde_json::from_str(&text).unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no ready file at {}",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+impl Running {
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default()
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.id().expect("still running").to_string();
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    async fn exit(mut self) -> (std::process::ExitStatus, Duration, String) {
+        let started = Instant::now();
+        let status = tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .expect("exits within 10 s")
+            .unwrap();
+        let log = self.log();
+        let _ = std::fs::remove_dir_all(&self.dir);
+        (status, started.elapsed(), log)
+    }
+}
+
+async fn post(http: &reqwest::Client, ingest: &str, xml: &str) {
+    let reply = http
+        .post(format!("http://{ingest}/"))
+        .header("content-type", "application/xml")
+        .body(xml.to_owned())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+}
+
+#[tokio::test]
+async fn start_up_logs_say_what_listens_where_and_sigterm_answers_open_polls() {
+    let server = start("sigterm", &[("COMETBOX_LIMITS__POLL_TIMEOUT", "30s")]).await;
+    let log = server.log();
+    assert!(
+        log.contains(&format!(
+            "public listener (browsers: GET /poll, /cometbox.js) on http://{}",
+            server.public
+        )),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("on http://{}", server.ingest)),
+        "{log}"
+    );
+    assert!(
+        log.contains("limits in force") && log.contains("poll_timeout=30s"),
+        "{log}"
+    );
+    assert!(log.contains("open-file limit"), "{log}");
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/poll?token={}", server.public, token("sig", &[]));
+    let held = tokio::spawn({
+        let http = http.clone();
+        async move {
+            let reply = http.get(url).send().await.unwrap();
+            (reply.status(), reply.json::<Value>().await.unwrap())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.signal("TERM");
+    let (status, took, log) = server.exit().await;
+    assert!(status.success(), "exit 0, got {status:?}: {log}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    let (poll_status, body) = held.await.unwrap();
+    assert_eq!(poll_status, 200);
+    assert_eq!(body["messages"], json!([]));
+    assert!(log.contains("SIGTERM") && log.contains("stopped"), "{log}");
+}
+
+#[tokio::test]
+async fn sigint_stops_it_too_and_a_restart_resets_old_cursors() {
+    let server = start("restart", &[]).await;
+    let http = reqwest::Client::new();
+    post(
+        &http,
+        &server.ingest,
+        r#"<message to="r">"before"</message>"#,
+    )
+    .await;
+    let reply: Value = http
+        .get(format!(
+            "http://{}/poll?token={}",
+            server.public,
+            token("r", &[])
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let old_cursor = reply["cursor"].as_str().unwrap().to_owned();
+    server.signal("INT");
+    assert!(server.exit().await.0.success());
+    let again = start("restart2", &[]).await;
+    post(&http, &again.ingest, r#"<message to="r">"after"</message>"#).await;
+    let reply: Value = http
+        .get(format!(
+            "http://{}/poll?token={}&since={old_cursor}",
+            again.public,
+            token("r", &[])
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(reply["reset"], json!(true));
+    assert_eq!(reply["messages"][0]["data"], json!("after"));
+    again.signal("TERM");
+    again.exit().await;
+}
+
+#[tokio::test]
+async fn without_a_secret_it_warns_and_json_logs_are_json() {
+    let server = start(
+        "json",
+        &[
+            ("COMETBOX_AUTH__SECRET", ""),
+            ("COMETBOX_LOG__FORMAT", "json"),
+        ],
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let log = server.log();
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["level"] == "WARN"
+                && l["message"].as_str().unwrap().contains("random secret")),
+        "{log}"
+    );
+    server.signal("TERM");
+    server.exit().await;
+}
+
+async fn refuses_to_start(envs: &[(&str, &str)], args: &[&str]) -> String {
+    let output = command(envs, args).output().await.unwrap();
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn bad_configuration_names_the_file_and_key() {
+    let dir = scratch_dir("config");
+    let file = dir.join("cometbox.toml");
+    std::fs::write(
+        &file,
+        "[limits]\npoll_timeout = \"10s\"\npoll_timout = \"5s\"\n",
+    )
+    .unwrap();
+    let err = refuses_to_start(&[], &["--config", file.to_str().unwrap()]).await;
+    assert!(
+        err.contains("poll_timout") && err.contains(file.to_str().unwrap()),
+        "{err}"
+    );
+    std::fs::write(&file, "[limits]\npoll_timeout = \"90s\"\n").unwrap();
+    let err = refuses_to_start(&[], &["--config", file.to_str().unwrap()]).await;
+    assert!(
+        err.contains("limits.poll_timeout") && err.contains("max_poll_timeout"),
+        "{err}"
+    );
+    let err = refuses_to_start(
+        &[],
+        &["--config", dir.join("missing.toml").to_str().unwrap()],
+    )
+    .await;
+    assert!(err.contains("missing.toml"), "{err}");
+    let err = refuses_to_start(&[("COMETBOX_LIMITS__MAX_CLIENTS", "lots")], &[]).await;
+    assert!(err.contains("max_clients"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_non_loopback_ingest_address_needs_a_key() {
+    let err = refuses_to_start(&[("COMETBOX_INGEST__LISTEN", "0.0.0.0:0")], &[]).await;
+    assert!(
+        err.contains("ingest.listen") && err.contains("ingest.key"),
+        "{err}"
+    );
+    let ok = command(
+        &[
+            ("COMETBOX_INGEST__LISTEN", "0.0.0.0:0"),
+            ("COMETBOX_INGEST__KEY", "k"),
+        ],
+        &["--check-config"],
+    )
+    .output()
+    .await
+    .unwrap();
+    assert!(ok.status.success(), "{ok:?}");
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("configuration OK"));
+}
+
+#[tokio::test]
+async fn a_busy_port_is_reported_with_its_key() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let output = command(
+        &[
+            ("COMETBOX_PUBLIC__LISTEN", &addr),
+            ("COMETBOX_INGEST__LISTEN", "127.0.0.1:0"),
+        ],
+        &[],
+    )
+    .output()
+    .await
+    .unwrap();
+    assert!(!output.status.success());
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        err.contains("public.listen") && err.contains(&addr),
+        "{err}"
+    );
+}

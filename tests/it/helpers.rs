@@ -1,0 +1,203 @@
+//! A test server on ephemeral ports, and the calls a backend and a browser
+//! make to it.
+
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use cometbox::config::{ListenAddr, Settings};
+use cometbox::listener::Listener;
+use cometbox::Listeners;
+use hmac::{Hmac, Mac};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+pub const SECRET: &str = "integration-test-secret";
+
+/// A server running in this process until dropped.
+pub struct TestServer {
+    pub public: SocketAddr,
+    pub ingest: SocketAddr,
+    pub http: reqwest::Client,
+    shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::with(|_| {}).await
+    }
+
+    /// Starts with test defaults (short poll timeout, known secret), then `tweak`.
+    pub async fn with(tweak: impl FnOnce(&mut Settings)) -> Self {
+        let mut settings = Settings::default();
+        settings.auth.secret = SECRET.into();
+        settings.limits.poll_timeout = Duration::from_secs(2);
+        tweak(&mut settings);
+        let loopback = ListenAddr::Tcp("127.0.0.1:0".parse().unwrap());
+        let public = Listener::bind(&loopback, 0o660).await.unwrap();
+        let ingest = Listener::bind(&loopback, 0o660).await.unwrap();
+        let addr = |l: &Listener| l.local_addr().parse::<SocketAddr>().unwrap();
+        let (public_addr, ingest_addr) = (addr(&public), addr(&ingest));
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(cometbox::run(
+            settings,
+            Listeners { public, ingest },
+            shutdown.clone(),
+        ));
+        TestServer {
+            public: public_addr,
+            ingest: ingest_addr,
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(1000)
+                .build()
+                .unwrap(),
+            shutdown,
+            task: Some(task),
+        }
+    }
+
+    /// Starts shutting down and waits until the server has stopped.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .expect("stops within 10 s")
+                .unwrap();
+        }
+    }
+
+    pub fn ingest_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.ingest)
+    }
+
+    pub fn public_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.public)
+    }
+
+    /// `POST /` with an XML body; returns the status and the reply text.
+    pub async fn post(&self, xml: &str) -> (StatusCode, String) {
+        let reply = self
+            .http
+            .post(self.ingest_url("/"))
+            .header("content-type", "application/xml")
+            .body(xml.to_owned())
+            .send()
+            .await
+            .unwrap();
+        (reply.status(), reply.text().await.unwrap())
+    }
+
+    /// Posts and asserts `<ok accepted="n"/>`.
+    pub async fn post_ok(&self, xml: &str, accepted: usize) {
+        let (status, body) = self.post(xml).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (
+                StatusCode::OK,
+                format!(r#"<ok accepted="{accepted}"/>"#).as_str()
+            ),
+            "{xml}"
+        );
+    }
+
+    /// `GET /poll?<query>`; returns the status, the JSON body and the headers.
+    pub async fn poll_raw(&self, query: &str) -> (StatusCode, Value, reqwest::header::HeaderMap) {
+        let reply = self
+            .http
+            .get(self.public_url(&format!("/poll?{query}")))
+            .send()
+            .await
+            .unwrap();
+        let (status, headers) = (reply.status(), reply.headers().clone());
+        let body = reply.text().await.unwrap();
+        let json = serde_json::from_str(&body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
+        (status, json, headers)
+    }
+
+    /// A successful poll for `client` (token minted here) with extra query.
+    pub async fn poll(&self, client: &str, extra: &str) -> Value {
+        let (status, body, headers) = self
+            .poll_raw(&format!("token={}&{extra}", token(client, &[])))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(headers["cache-control"], "no-store");
+        body
+    }
+
+    pub async fn stats(&self) -> Value {
+        self.http
+            .get(self.ingest_url("/stats"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Mints an HS256 token by hand (HMAC-SHA256 over base64url parts), the way
+/// a backend with any JWT library would: independent of the server's
+/// `jsonwebtoken`.
+pub fn token(client: &str, channels: &[&str]) -> String {
+    token_with(
+        json!({ "sub": client, "exp": now() + 600, "channels": channels }),
+        SECRET,
+    )
+}
+
+pub fn token_with(claims: Value, secret: &str) -> String {
+    let header = b64url(br#"{"alg":"HS256","typ":"JWT"}"#);
+    let payload = b64url(claims.to_string().as_bytes());
+    let signing_input = format!("{header}.{payload}");
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(signing_input.as_bytes());
+    format!("{signing_input}.{}", b64url(&mac.finalize().into_bytes()))
+}
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn b64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// The `data` of each message of a poll reply.
+pub fn datas(reply: &Value) -> Vec<Value> {
+    reply["messages"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no messages in {reply}"))
+        .iter()
+        .map(|m| m["data"].clone())
+        .collect()
+}
+
+pub fn cursor(reply: &Value) -> String {
+    reply["cursor"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no cursor in {reply}"))
+        .to_owned()
+}

@@ -1,0 +1,12 @@
+//! End-to-end tests: one integration binary. Most start the server
+//! in-process on ephemeral loopback ports through `cometbox::run`; `binary`
+//! starts the real executable for configuration, signals and start-up.
+
+mod binary;
+mod cors;
+mod helpers;
+mod hostile;
+mod ingest;
+mod poll;
+mod scale;
+mod tokens;

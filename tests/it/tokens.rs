@@ -1,0 +1,85 @@
+//! Channel grants in tokens: `?channels=` subscribes within the grant.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::{cursor, datas, now, token, token_with, TestServer, SECRET};
+
+#[tokio::test]
+async fn a_token_grant_lets_the_browser_subscribe_itself() {
+    let server = TestServer::start().await;
+    let jwt = token("vera", &["room:*", "news"]);
+    let (status, first, _) = server
+        .poll_raw(&format!("token={jwt}&channels=room:9,news&timeout=0"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    let held = {
+        let http = server.http.clone();
+        let url = server.public_url(&format!(
+            "/poll?token={jwt}&since={}&timeout=5",
+            cursor(&first)
+        ));
+        tokio::spawn(async move {
+            http.get(url)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server
+        .post_ok(
+            r#"<message channel="room:9" event="chat">{"t": 1}</message>"#,
+            1,
+        )
+        .await;
+    let reply = held.await.unwrap();
+    assert_eq!(datas(&reply), vec![json!({"t": 1})]);
+    assert_eq!(reply["messages"][0]["channel"], "room:9");
+    server
+        .post_ok(r#"<message channel="news">"n"</message>"#, 1)
+        .await;
+    server
+        .post_ok(
+            r#"<message channel="room:10">"not subscribed"</message>"#,
+            1,
+        )
+        .await;
+    let next = server
+        .poll("vera", &format!("since={}", cursor(&reply)))
+        .await;
+    assert_eq!(datas(&next), vec![json!("n")]);
+}
+
+#[tokio::test]
+async fn grants_are_exact_names_or_prefixes() {
+    let server = TestServer::start().await;
+    for (grants, channel, status) in [
+        (vec!["*"], "anything/at:all", StatusCode::OK),
+        (vec!["room:*"], "room:", StatusCode::OK),
+        (vec!["room:*"], "roomy", StatusCode::FORBIDDEN),
+        (vec!["news"], "news2", StatusCode::FORBIDDEN),
+        (vec![], "news", StatusCode::FORBIDDEN),
+    ] {
+        let (got, body, _) = server
+            .poll_raw(&format!(
+                "token={}&channels={channel}&timeout=0",
+                token("w", &grants)
+            ))
+            .await;
+        assert_eq!(got, status, "{grants:?} {channel}: {body}");
+    }
+    let bad_grant = token_with(
+        json!({"sub": "w", "exp": now() + 60, "channels": ["bad grant"]}),
+        SECRET,
+    );
+    let (got, _, _) = server
+        .poll_raw(&format!("token={bad_grant}&timeout=0"))
+        .await;
+    assert_eq!(got, StatusCode::UNAUTHORIZED);
+}
