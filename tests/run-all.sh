@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh Debian machine or a developer's:
+#   ./tests/run-all.sh
+# Installs what the suites need (Debian packages, npm packages from the
+# lockfile, cargo-deb), builds the server, then runs, in order:
+#   1. cargo test        unit tests and the integration binary (tests/it)
+#   2. php-client        PHPUnit against the real binary, every transport
+#   3. client-js         node unit + integration tests, headless Chromium
+#   4. deploy            real nginx in front, systemd unit check, the .deb
+# Any failure, or anything that cannot be installed, fails the run loudly.
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+export DEBIAN_FRONTEND=noninteractive
+
+say() { printf '\n==> %s\n' "$*"; }
+
+# Debian packages every suite needs, installed once (the suites' own
+# scripts re-check and only install what is still missing).
+packages=(php-cli php-xml php-curl php-mbstring phpunit chromium nginx curl systemd python3)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing Debian packages: ${missing[*]}"
+  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+say "building the server"
+cargo build --locked
+export COMETBOX_BIN="$repo/target/debug/cometbox"
+
+results=()
+failed=0
+run_suite() {
+  local name=$1; shift
+  say "$name"
+  if "$@"; then results+=("PASS  $name"); else results+=("FAIL  $name"); failed=$((failed + 1)); fi
+}
+
+run_suite "cargo test (unit + integration)" cargo test --locked
+run_suite "php-client (PHPUnit)" bash php-client/run-tests.sh
+run_suite "client-js (node + Chromium)" bash client-js/run-tests.sh
+run_suite "deploy (nginx, systemd, .deb)" bash deploy/run-tests.sh
+
+say "summary"
+printf '%s\n' "${results[@]}"
+passed=$(( ${#results[@]} - failed ))
+echo "suites: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
