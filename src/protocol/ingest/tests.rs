@@ -229,3 +229,49 @@ fn deep_json_is_checked_without_recursion() {
         ErrorCode::InvalidJson
     );
 }
+
+/// A small deterministic fuzzer: mutates valid documents byte by byte
+/// (flip, insert, delete, duplicate spans) and checks the reader only ever
+/// answers `Ok` or a `ParseError`, with a line inside the document.
+#[test]
+fn mutated_documents_never_panic() {
+    let seeds: [&[u8]; 4] = [
+        br#"<batch><message to="a" event="e" ttl="5">{"k": [1, "x"]}</message><subscribe client="a" channel="c"/></batch>"#,
+        br#"<?xml version="1.0"?><message channel="r" type="text"><![CDATA[x]]>&amp;&#65;</message>"#,
+        br#"<batch><unsubscribe client="a" channel="c"/><disconnect client="b"/></batch>"#,
+        br#"<!DOCTYPE x [<!ENTITY a "b">]><message to="a">&a;</message>"#,
+    ];
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for round in 0..20_000 {
+        let mut doc = seeds[round % seeds.len()].to_vec();
+        for _ in 0..1 + next() % 4 {
+            let at = (next() as usize) % doc.len().max(1);
+            match next() % 4 {
+                0 => doc[at] = next() as u8,
+                1 => {
+                    let interesting = b"<>&;\"'/![]-x\n\xff";
+                    doc.insert(at, interesting[(next() as usize) % interesting.len()]);
+                }
+                2 if doc.len() > 1 => {
+                    doc.remove(at);
+                }
+                _ => {
+                    let end = (at + (next() as usize) % 16).min(doc.len());
+                    let span = doc[at..end].to_vec();
+                    doc.splice(at..at, span);
+                }
+            }
+        }
+        if let Err(e) = parse(&doc, LIMITS) {
+            let lines = 1 + doc.iter().filter(|&&b| b == b'\n').count();
+            assert!(e.line >= 1 && e.line <= lines, "line {} of {lines}", e.line);
+            assert!(!e.message.is_empty());
+        }
+    }
+}
