@@ -296,7 +296,12 @@ pub fn load_from(
     };
     let env: config::Map<String, String> = env
         .into_iter()
-        .filter(|(k, _)| k.starts_with("COMETBOX_"))
+        // Only COMETBOX_<SECTION>__<KEY> is configuration: other COMETBOX_*
+        // variables (COMETBOX_BIN in scripts, say) are not ours to refuse.
+        .filter(|(k, _)| {
+            k.strip_prefix("COMETBOX_")
+                .is_some_and(|rest| rest.contains("__"))
+        })
         .collect();
     let mut builder = config::Config::builder();
     if let Some(path) = file {

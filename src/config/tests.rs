@@ -89,6 +89,8 @@ fn unknown_keys_are_named_with_the_file() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("nope"), "{e}");
+    // A variable without a section separator is somebody else's.
+    load_from(None, env(&[("COMETBOX_BIN", "/usr/bin/cometbox")])).unwrap();
 }
 
 #[test]
