@@ -1,0 +1,165 @@
+'use strict';
+// Start and stop the real cometbox binary for tests; talk to its ingest port.
+// Loopback only; every wait is bounded in time.
+const { spawn } = require('node:child_process');
+const crypto = require('node:crypto');
+const fs = require('node:fs');
+const net = require('node:net');
+const os = require('node:os');
+const path = require('node:path');
+
+const REPO = path.resolve(__dirname, '..', '..', '..');
+const BIN = process.env.COMETBOX_BIN || path.join(REPO, 'target', 'debug', 'cometbox');
+const SECRET = 'client-js-test-secret';
+
+function sleep(ms) { return new Promise((r) => setTimeout(r, ms)); }
+
+/** A free loopback TCP port (bind port 0, read it, close). */
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.unref();
+    s.on('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+function b64url(x) { return Buffer.from(typeof x === 'string' ? x : JSON.stringify(x)).toString('base64url'); }
+
+/** An HS256 JWT signed with the test secret (as a backend minting locally would). */
+function mintToken(sub, { ttl = 3600, channels, exp } = {}) {
+  const claims = { sub, exp: exp != null ? exp : Math.floor(Date.now() / 1000) + ttl };
+  if (channels) claims.channels = channels;
+  const head = b64url({ alg: 'HS256', typ: 'JWT' }) + '.' + b64url(claims);
+  return head + '.' + crypto.createHmac('sha256', SECRET).update(head).digest('base64url');
+}
+
+function xmlEscape(s) {
+  return String(s).replace(/[<>&"']/g, (c) => ({ '<': '&lt;', '>': '&gt;', '&': '&amp;', '"': '&quot;', "'": '&apos;' }[c]));
+}
+
+class Server {
+  constructor(env = {}, { publicPort = 0, ingestPort = 0, config = null } = {}) {
+    this.extraEnv = env;
+    this.config = config; // TOML text for --config (optional)
+    this.publicPort = publicPort;
+    this.ingestPort = ingestPort;
+    this.proc = null;
+    this.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cometbox-js-test-'));
+    this.log = '';
+  }
+
+  get publicUrl() { return 'http://' + this.publicAddr; }
+  get ingestUrl() { return 'http://' + this.ingestAddr; }
+
+  async start(timeoutMs = 15000) {
+    if (!fs.existsSync(BIN)) throw new Error('cometbox binary not found at ' + BIN + ' (set COMETBOX_BIN or run cargo build)');
+    const ready = path.join(this.dir, 'ready.json');
+    try { fs.unlinkSync(ready); } catch (e) { /* none */ }
+    // The server reads every COMETBOX_* variable as configuration (and refuses unknown
+    // ones, e.g. COMETBOX_BIN): give it only ours.
+    const inherited = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^COMETBOX_/i.test(k)));
+    const env = {
+      ...inherited,
+      COMETBOX_PUBLIC__LISTEN: '127.0.0.1:' + this.publicPort,
+      COMETBOX_INGEST__LISTEN: '127.0.0.1:' + this.ingestPort,
+      COMETBOX_AUTH__SECRET: SECRET,
+      COMETBOX_LIMITS__POLL_TIMEOUT: '2s',
+      ...this.extraEnv,
+    };
+    this.log = '';
+    const args = ['--ready-file', ready];
+    if (this.config != null) {
+      const cfg = path.join(this.dir, 'cometbox.toml');
+      fs.writeFileSync(cfg, this.config);
+      args.push('--config', cfg);
+    }
+    const proc = spawn(BIN, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    this.proc = proc;
+    proc.stdout.on('data', (d) => { this.log += d; });
+    proc.stderr.on('data', (d) => { this.log += d; });
+    this.exited = new Promise((resolve) => proc.on('exit', (code, signal) => resolve({ code, signal })));
+    let exitInfo = null;
+    this.exited.then((x) => { exitInfo = x; });
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      if (exitInfo) throw new Error(`cometbox exited early (${JSON.stringify(exitInfo)}):\n${this.log}`);
+      if (fs.existsSync(ready)) {
+        try {
+          const j = JSON.parse(fs.readFileSync(ready, 'utf8'));
+          this.publicAddr = j.public;
+          this.ingestAddr = j.ingest;
+          this.publicPort = Number(j.public.split(':').pop());
+          this.ingestPort = Number(j.ingest.split(':').pop());
+          return this;
+        } catch (e) { /* being renamed into place */ }
+      }
+      await sleep(25);
+    }
+    await this.stop();
+    throw new Error('cometbox did not write its ready file in ' + timeoutMs + ' ms:\n' + this.log);
+  }
+
+  /** SIGTERM by pid, wait for the exit (SIGKILL after timeoutMs). */
+  async stop(timeoutMs = 8000) {
+    const proc = this.proc;
+    if (!proc) return null;
+    this.proc = null;
+    if (proc.exitCode !== null || proc.signalCode !== null) return this.exited;
+    proc.kill('SIGTERM');
+    const t = setTimeout(() => { try { proc.kill('SIGKILL'); } catch (e) { /* gone */ } }, timeoutMs);
+    const r = await this.exited;
+    clearTimeout(t);
+    return r;
+  }
+
+  async restart() {
+    await this.stop();
+    // Same ports: the page keeps polling the same origin.
+    const deadline = Date.now() + 10000;
+    for (;;) {
+      try {
+        return await this.start();
+      } catch (e) {
+        if (Date.now() > deadline) throw e;
+        await sleep(200);
+      }
+    }
+  }
+
+  async ingest(xml) {
+    const r = await fetch(this.ingestUrl + '/', { method: 'POST', headers: { 'Content-Type': 'application/xml' }, body: xml });
+    const text = await r.text();
+    if (r.status !== 200) throw new Error(`ingest ${r.status}: ${text}`);
+    return text;
+  }
+
+  send(to, data, event) {
+    return this.ingest(`<message to="${xmlEscape(to)}"${event ? ` event="${xmlEscape(event)}"` : ''}>${xmlEscape(JSON.stringify(data))}</message>`);
+  }
+
+  publish(channel, data, event) {
+    return this.ingest(`<message channel="${xmlEscape(channel)}"${event ? ` event="${xmlEscape(event)}"` : ''}>${xmlEscape(JSON.stringify(data))}</message>`);
+  }
+
+  cleanup() {
+    try { fs.rmSync(this.dir, { recursive: true, force: true }); } catch (e) { /* ignore */ }
+  }
+}
+
+/** Poll until fn() is truthy (bounded). */
+async function waitFor(fn, { timeout = 10000, interval = 25, what = 'condition' } = {}) {
+  const deadline = Date.now() + timeout;
+  let last;
+  while (Date.now() < deadline) {
+    last = await fn();
+    if (last) return last;
+    await sleep(interval);
+  }
+  throw new Error('timed out waiting for ' + what);
+}
+
+module.exports = { Server, BIN, REPO, SECRET, mintToken, freePort, waitFor, sleep, xmlEscape };
