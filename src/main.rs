@@ -155,3 +155,10 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     shutdown.cancel();
 }
+
+/// jemalloc keeps allocator metadata out of line, so the 8 KiB buffers hyper
+/// reserves per connection cost no memory until written: a held poll costs
+/// about 5 KB of RSS instead of 13 KB with the system allocator
+/// (docs/performance.md).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

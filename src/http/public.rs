@@ -97,6 +97,25 @@ async fn poll(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, PublicError> {
+    // Everything taken from the request is consumed before waiting: the
+    // header values share hyper's read buffer, which would otherwise stay
+    // allocated for the whole (long) wait.
+    let request = admit(&state, headers, query)?;
+    let reply = state.hub.poll(request, &state.shutdown).await?;
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        reply.body,
+    )
+        .into_response())
+}
+
+/// Checks a poll's token and parameters; returns what the hub needs.
+fn admit(
+    state: &AppState,
+    headers: HeaderMap,
+    query: Option<String>,
+) -> Result<PollRequest, PublicError> {
     if state.shutdown.is_cancelled() {
         return Err(PublicError::ShuttingDown);
     }
@@ -129,19 +148,12 @@ async fn poll(
         }
         subscribe.push(channel);
     }
-    let request = PollRequest {
+    Ok(PollRequest {
         client: grant.client,
         since,
         subscribe,
         timeout,
-    };
-    let reply = state.hub.poll(request, &state.shutdown).await?;
-    Ok((
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json")],
-        reply.body,
-    )
-        .into_response())
+    })
 }
 
 fn bearer(headers: &HeaderMap) -> Option<String> {
