@@ -90,7 +90,7 @@ async fn serve(settings: Settings, ready_file: Option<&Path>) -> anyhow::Result<
     );
     let l = &settings.limits;
     tracing::info!(
-        store = ?settings.store,
+        store = ?settings.store.kind,
         poll_timeout = ?l.poll_timeout,
         max_poll_timeout = ?l.max_poll_timeout,
         client_idle_timeout = ?l.client_idle_timeout,

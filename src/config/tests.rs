@@ -47,13 +47,13 @@ fn defaults_match_the_contract() {
     assert_eq!(s.ingest.listen.to_string(), "127.0.0.1:8481");
     assert_eq!(s.limits.poll_timeout, Duration::from_secs(25));
     assert_eq!(s.limits.mailbox_max_messages, 1000);
-    assert_eq!(s.store, StoreConfig::Memory);
+    assert_eq!(s.store.kind, crate::store::StoreKind::Memory);
 }
 
 #[test]
 fn file_then_environment() {
     let file = toml_file(
-        "[public]\nlisten = \"unix:/tmp/x.sock\"\ncors_origins = [\"https://a.example\"]\n[limits]\npoll_timeout = \"5s\"\nmax_clients = 7\n[store]\nkind = \"memory\"\n",
+        "[public]\nlisten = \"unix:/tmp/x.sock\"\ncors_origins = [\"https://a.example\"]\n[limits]\npoll_timeout = \"5s\"\nmax_clients = 7\n[store]\n",
     );
     let s = load_from(
         Some(&file.0),

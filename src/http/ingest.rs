@@ -11,7 +11,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use futures_util::StreamExt;
 use serde::Serialize;
 
 use super::error::{xml, IngestError};
@@ -115,6 +115,11 @@ fn check_xml_content_type(headers: &HeaderMap) -> Result<(), IngestError> {
     }
 }
 
+/// Over-limit bodies up to this size are read to the end (and discarded)
+/// before the 413 goes out, so that a client still sending sees the reply
+/// rather than a reset connection. Larger ones are cut off.
+const DRAIN_LIMIT: u64 = 16 << 20;
+
 /// Reads at most `max` bytes within `timeout`; a declared length over the
 /// limit is refused before reading anything.
 async fn read_body(
@@ -129,17 +134,34 @@ async fn read_body(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > max as u64) {
+    if declared.is_some_and(|len| len > DRAIN_LIMIT) {
         return Err(too_large());
     }
-    match tokio::time::timeout(timeout, Limited::new(body, max).collect()).await {
-        Err(_) => Err(IngestError::BodyTimeout(timeout)),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(e)) if e.is::<LengthLimitError>() => Err(too_large()),
-        Ok(Err(e)) => Err(IngestError::InvalidRequest(format!(
-            "could not read the body: {e}"
-        ))),
+    let mut body = body.into_data_stream();
+    let mut collected = bytes::BytesMut::new();
+    let mut seen: u64 = 0;
+    let reading = async {
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| {
+                IngestError::InvalidRequest(format!("could not read the body: {e}"))
+            })?;
+            seen += chunk.len() as u64;
+            if seen > DRAIN_LIMIT {
+                return Err(too_large());
+            }
+            if seen <= max as u64 {
+                collected.extend_from_slice(&chunk);
+            }
+        }
+        Ok(())
+    };
+    tokio::time::timeout(timeout, reading)
+        .await
+        .map_err(|_| IngestError::BodyTimeout(timeout))??;
+    if seen > max as u64 {
+        return Err(too_large());
     }
+    Ok(collected.freeze())
 }
 
 /// `POST /token`: `client`, optional `ttl` (seconds), repeated `channel`,

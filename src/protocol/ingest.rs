@@ -77,6 +77,11 @@ pub fn parse(body: &[u8], limits: ParseLimits) -> Result<Vec<Command>, ParseErro
     Parser::new(text, limits).run()
 }
 
+/// XML 1.0's `Char` production: what a character reference may name.
+fn is_xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+}
+
 fn line_at(prefix: &[u8]) -> usize {
     1 + prefix.iter().filter(|&&b| b == b'\n').count()
 }
@@ -368,7 +373,8 @@ impl<'a> Parser<'a> {
 
     fn resolve_ref(&self, at: usize, r: &BytesRef<'_>) -> Result<String, ParseError> {
         match r.resolve_char_ref() {
-            Ok(Some(c)) => Ok(c.to_string()),
+            Ok(Some(c)) if is_xml_char(c) => Ok(c.to_string()),
+            Ok(Some(c)) => Err(self.error_at(at, ErrorCode::MalformedXml, format!("&#{};: U+{:04X} is not a character XML allows", &r[1..], c as u32))),
             Ok(None) => match resolve_predefined_entity(r) {
                 Some(s) => Ok(s.to_owned()),
                 None => Err(self.error_at(

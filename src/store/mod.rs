@@ -76,10 +76,19 @@ pub trait Store: Send + Sync {
     fn name(&self) -> &'static str;
 }
 
-/// The `[store]` section: which engine to use.
+/// The `[store]` section. Engines with settings of their own get them as
+/// further keys here.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
-pub enum StoreConfig {
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `kind`: which engine.
+    pub kind: StoreKind,
+}
+
+/// The storage engines.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
     /// Everything in process memory; lost on restart (cursors then `reset`).
     #[default]
     Memory,
@@ -95,8 +104,8 @@ pub struct Retention {
 impl StoreConfig {
     /// Builds the configured engine.
     pub fn build(&self, retention: Retention) -> Arc<dyn Store> {
-        match self {
-            StoreConfig::Memory => Arc::new(memory::MemoryStore::new(retention)),
+        match self.kind {
+            StoreKind::Memory => Arc::new(memory::MemoryStore::new(retention)),
         }
     }
 }

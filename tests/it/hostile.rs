@@ -201,3 +201,24 @@ async fn read_reply(stream: &mut TcpStream) -> String {
     }
     String::from_utf8_lossy(&reply).into_owned()
 }
+
+#[tokio::test]
+async fn a_client_that_sends_its_whole_over_limit_body_first_still_reads_the_413() {
+    let server = TestServer::with(|s| s.limits.max_body_bytes = 1 << 20).await;
+    let body = format!("<batch>{}</batch>", " ".repeat(1_200_000));
+    let mut stream = TcpStream::connect(server.ingest).await.unwrap();
+    let head = format!(
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream
+        .write_all(body.as_bytes())
+        .await
+        .expect("the server reads the body instead of resetting");
+    let reply = read_reply(&mut stream).await;
+    assert!(
+        reply.starts_with("HTTP/1.1 413") && reply.contains(r#"code="too-large""#),
+        "{reply}"
+    );
+}

@@ -143,6 +143,8 @@ fn refuses_malformed_xml() {
         "text<message to=\"a\">1</message>",
         "<?xml version=\"1.0\" encoding=\"ISO-8859-1\"?><message to=\"a\">1</message>",
         "<message to=\"a\">1</message>trailing",
+        "<message to=\"a\" type=\"text\">&#1;</message>",
+        "<message to=\"a\" type=\"text\">&#xFFFE;</message>",
     ] {
         assert_eq!(err(xml).code, ErrorCode::MalformedXml, "{xml:?}");
     }
