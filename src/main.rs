@@ -100,8 +100,11 @@ async fn serve(settings: Settings, ready_file: Option<&Path>) -> anyhow::Result<
         max_clients = l.max_clients,
         max_body_bytes = l.max_body_bytes,
         max_payload_bytes = l.max_payload_bytes,
-        max_connections = cometbox::max_connections(&settings),
         "limits in force"
+    );
+    tracing::info!(
+        "up to {} open connections (held polls included) over both listeners",
+        cometbox::max_connections(&settings)
     );
     if let Some(path) = ready_file {
         write_ready_file(path, &public, &ingest)
@@ -122,7 +125,7 @@ fn raise_open_file_limit() {
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => tracing::info!(
             open_files = limit,
-            "open-file limit raised; each held poll takes one"
+            "open-file limit raised to {limit}: each held poll takes one file descriptor"
         ),
         Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
     }
