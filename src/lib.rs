@@ -100,15 +100,15 @@ pub fn app_state(settings: Settings, shutdown: CancellationToken) -> AppState {
     );
     hub::spawn_reaper(hub.clone(), shutdown.clone());
     let max_connections = max_connections(&settings);
-    AppState {
+    AppState::new(http::Shared {
         hub,
-        tokens: Arc::new(auth::Tokens::new(&secret)),
-        ingest_slots: Arc::new(Semaphore::new(limits.max_ingest_in_flight)),
+        tokens: auth::Tokens::new(&secret),
+        ingest_slots: Semaphore::new(limits.max_ingest_in_flight),
         connections: Arc::new(Semaphore::new(max_connections)),
         max_connections,
-        settings: Arc::new(settings),
+        settings,
         shutdown,
-    }
+    })
 }
 
 /// Serves both listeners until `shutdown` is cancelled, then answers every

@@ -16,21 +16,40 @@ pub mod ingest;
 pub mod public;
 pub mod serve;
 
-/// What every handler of both listeners shares.
+/// What every handler of both listeners shares: one `Arc`, so extracting
+/// the state per request is one reference count, not one per field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+/// The fields behind [`AppState`].
+pub struct Shared {
     /// Mailboxes, channels and polls.
     pub hub: Hub,
     /// Token signing and checking.
-    pub tokens: Arc<Tokens>,
+    pub tokens: Tokens,
     /// The configuration in force.
-    pub settings: Arc<Settings>,
+    pub settings: Settings,
     /// Cancelled when the server starts shutting down.
     pub shutdown: CancellationToken,
-    /// Open-connection permits (for `/stats`).
+    /// Open-connection permits, shared by both listeners.
     pub connections: Arc<Semaphore>,
     /// `max_connections` as resolved at start.
     pub max_connections: usize,
     /// Ingest bodies being read or parsed at once (`max_ingest_in_flight`).
-    pub ingest_slots: Arc<Semaphore>,
+    pub ingest_slots: Semaphore,
+}
+
+impl AppState {
+    /// Wraps the shared fields.
+    pub fn new(shared: Shared) -> Self {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
