@@ -58,6 +58,14 @@ pub enum TokenError {
 /// (a browser re-polls with the same token, so it refills with live ones).
 const CACHE_CAPACITY: usize = 100_000;
 
+/// A token that passed verification, and what it granted until when.
+#[derive(Debug)]
+struct Verified {
+    token: Box<str>,
+    grant: Grant,
+    exp: u64,
+}
+
 /// Signs and checks tokens with the configured secret.
 pub struct Tokens {
     encoding: EncodingKey,
@@ -67,7 +75,9 @@ pub struct Tokens {
     /// same token on every re-poll, and checking it again (base64, JSON,
     /// HMAC) was a tenth of the server's CPU per delivered message. Keyed by
     /// the whole token, so a hit is an exact match.
-    verified: DashMap<Box<str>, (Grant, u64)>,
+    /// Keyed by the signature (short, so cheap to hash); a hit counts only
+    /// when the whole stored token equals the one presented.
+    verified: DashMap<Box<str>, Verified>,
 }
 
 impl Tokens {
@@ -90,20 +100,29 @@ impl Tokens {
     /// Checks a token and returns its grant.
     pub fn verify(&self, token: &str) -> Result<Grant, TokenError> {
         let now = unix_now();
-        if let Some(hit) = self.verified.get(token) {
-            let (grant, exp) = hit.value();
-            if *exp >= now {
-                return Ok(grant.clone());
+        let signature = token.rsplit('.').next().unwrap_or(token);
+        if let Some(hit) = self
+            .verified
+            .get(signature)
+            .filter(|hit| &*hit.token == token)
+        {
+            if hit.exp >= now {
+                return Ok(hit.grant.clone());
             }
             drop(hit);
-            self.verified.remove(token);
+            self.verified.remove(signature);
             return Err(TokenError::Expired);
         }
         let (grant, exp) = self.verify_signature_and_claims(token)?;
         if self.verified.len() >= CACHE_CAPACITY {
             self.verified.clear();
         }
-        self.verified.insert(token.into(), (grant.clone(), exp));
+        let entry = Verified {
+            token: token.into(),
+            grant: grant.clone(),
+            exp,
+        };
+        self.verified.insert(signature.into(), entry);
         Ok(grant)
     }
 

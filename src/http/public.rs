@@ -76,17 +76,29 @@ struct PollParams {
 
 impl PollParams {
     /// Reads the known parameters; others (cache busters) are ignored.
+    /// Values are percent-decoded only when they hold an escape: a token is
+    /// plain base64url, and this runs on every poll.
     fn parse(query: &str) -> Self {
         let mut params = PollParams::default();
-        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
-            let slot = match &*key {
+        for pair in query.split('&') {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let slot = match key {
                 "token" => &mut params.token,
                 "since" => &mut params.since,
                 "channels" => &mut params.channels,
                 "timeout" => &mut params.timeout,
                 _ => continue,
             };
-            slot.get_or_insert_with(|| value.into_owned());
+            slot.get_or_insert_with(|| {
+                if value.contains(['%', '+']) {
+                    let value = value.replace('+', " ");
+                    percent_encoding::percent_decode_str(&value)
+                        .decode_utf8_lossy()
+                        .into_owned()
+                } else {
+                    value.to_owned()
+                }
+            });
         }
         params
     }

@@ -103,13 +103,10 @@ impl MailboxLog for MemoryLog {
         self.purge_expired(now);
         let (start, reset) = self.start_after(since);
         let skip = (start - self.first_seq) as usize;
-        let messages = self
-            .entries
-            .iter()
-            .enumerate()
-            .skip(skip)
+        let messages = (skip..self.entries.len())
+            .map(|i| (self.first_seq + i as u64, &self.entries[i]))
             .filter(|(_, m)| m.expires_at > now)
-            .map(|(i, m)| (self.first_seq + i as u64, m.clone()))
+            .map(|(seq, m)| (seq, m.clone()))
             .collect();
         ReadOutcome {
             messages,
@@ -127,12 +124,10 @@ impl MailboxLog for MemoryLog {
 
     fn has_after(&self, since: Option<Cursor>, now: Instant) -> bool {
         let (start, reset) = self.start_after(since);
-        reset
-            || self
-                .entries
-                .iter()
-                .skip((start - self.first_seq) as usize)
-                .any(|m| m.expires_at > now)
+        // `range` starts at the index directly (a skipping iterator would walk
+        // every retained message on each poll).
+        let skip = (start - self.first_seq) as usize;
+        reset || self.entries.range(skip..).any(|m| m.expires_at > now)
     }
 
     fn purge_expired(&mut self, now: Instant) {
