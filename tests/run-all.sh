@@ -7,6 +7,8 @@
 #   2. php-client        PHPUnit against the real binary, every transport
 #   3. client-js         node unit + integration tests, headless Chromium
 #   4. deploy            real nginx in front, systemd unit check, the .deb
+#   5. load tool smoke   the benches/ load tool on a tiny scale (release build):
+#                        nothing lost, no errors, so the tool keeps working
 # Any failure, or anything that cannot be installed, fails the run loudly.
 set -euo pipefail
 
@@ -46,6 +48,7 @@ run_suite "cargo test (unit + integration)" cargo test --locked
 run_suite "php-client (PHPUnit)" bash php-client/run-tests.sh
 run_suite "client-js (node + Chromium)" bash client-js/run-tests.sh
 run_suite "deploy (nginx, systemd, .deb)" bash deploy/run-tests.sh
+run_suite "load tool smoke (benches/load)" cargo bench --locked --bench load -- smoke
 
 say "summary"
 printf '%s\n' "${results[@]}"

@@ -192,11 +192,25 @@ pub fn ensure_cometbox_built(options: &ServerOptions) -> Result<PathBuf> {
     Ok(bin)
 }
 
+/// Asks the kernel to SIGTERM the child if this tool dies (killed by a
+/// timeout, say) before it could stop the child itself: a server or worker
+/// must never outlive the run that started it.
+pub fn dies_with_parent(command: &mut Command) {
+    // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+}
+
 async fn start_cometbox(dir: &Path, options: &ServerOptions) -> Result<Server> {
     let bin = ensure_cometbox_built(options)?;
     let ready = dir.join("ready.json");
     let max_timeout = POLL_TIMEOUT * 2;
-    let mut child = Command::new(&bin)
+    let mut child = Command::new(&bin);
+    child
         .arg("--ready-file")
         .arg(&ready)
         .env_clear()
@@ -221,7 +235,9 @@ async fn start_cometbox(dir: &Path, options: &ServerOptions) -> Result<Server> {
         .stdin(Stdio::null())
         .stdout(log_file(dir, "stdout.log")?)
         .stderr(log_file(dir, "stderr.log")?)
-        .kill_on_drop(true)
+        .kill_on_drop(true);
+    dies_with_parent(&mut child);
+    let mut child = child
         .spawn()
         .with_context(|| format!("starting {}", bin.display()))?;
     let pid = child
@@ -356,7 +372,8 @@ async fn start_nchan(dir: &Path, options: &ServerOptions) -> Result<Server> {
     let port = free_port()?;
     let conf = dir.join("nginx.conf");
     std::fs::write(&conf, nginx_conf(dir, &module, port, options.nginx_workers))?;
-    let mut child = Command::new(&nginx)
+    let mut child = Command::new(&nginx);
+    child
         .arg("-p")
         .arg(dir)
         .arg("-c")
@@ -365,7 +382,9 @@ async fn start_nchan(dir: &Path, options: &ServerOptions) -> Result<Server> {
         .stdin(Stdio::null())
         .stdout(log_file(dir, "stdout.log")?)
         .stderr(log_file(dir, "stderr.log")?)
-        .kill_on_drop(true)
+        .kill_on_drop(true);
+    dies_with_parent(&mut child);
+    let mut child = child
         .spawn()
         .with_context(|| format!("starting {}", nginx.display()))?;
     let pid = child.id().ok_or_else(|| anyhow!("nginx exited at once"))?;

@@ -439,14 +439,15 @@ impl Workers {
                 max_seconds,
             };
             first += share;
-            let mut child = tokio::process::Command::new(&exe)
+            let mut command = tokio::process::Command::new(&exe);
+            command
                 .arg("__worker")
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())
-                .kill_on_drop(true)
-                .spawn()
-                .context("starting a worker")?;
+                .kill_on_drop(true);
+            crate::servers::dies_with_parent(&mut command);
+            let mut child = command.spawn().context("starting a worker")?;
             let mut stdin = child.stdin.take().expect("piped");
             let stdout = child.stdout.take().expect("piped");
             let mut line = serde_json::to_vec(&spec)?;
