@@ -126,6 +126,33 @@ impl TestServer {
         body
     }
 
+    /// Starts `GET <path>` on the public port in the background, as a
+    /// waiting browser would; the handle yields the JSON reply.
+    pub fn spawn_poll(&self, path: String) -> tokio::task::JoinHandle<Value> {
+        let (http, url) = (self.http.clone(), self.public_url(&path));
+        tokio::spawn(async move {
+            http.get(url)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        })
+    }
+
+    /// `GET /clients/<id>`: the status and the JSON presence (null if none).
+    pub async fn presence(&self, client: &str) -> (StatusCode, Value) {
+        let reply = self
+            .http
+            .get(self.ingest_url(&format!("/clients/{client}")))
+            .send()
+            .await
+            .unwrap();
+        let status = reply.status();
+        (status, reply.json().await.unwrap_or(Value::Null))
+    }
+
     pub async fn stats(&self) -> Value {
         self.http
             .get(self.ingest_url("/stats"))

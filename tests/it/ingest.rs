@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::helpers::{datas, token, TestServer};
 
@@ -408,15 +408,7 @@ async fn stats_presence_and_health_report_what_happened() {
         stats["queued_messages"], 2,
         "delivered messages stay retained"
     );
-    let presence: Value = server
-        .http
-        .get(server.ingest_url("/clients/sam"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, presence) = server.presence("sam").await;
     assert_eq!(presence["online"], json!(false));
     assert_eq!(presence["open_polls"], 0);
     assert_eq!(presence["pending_messages"], 2);
@@ -433,13 +425,7 @@ async fn stats_presence_and_health_report_what_happened() {
         .await
         .unwrap()
         .contains(r#"code="not-found""#));
-    let bad = server
-        .http
-        .get(server.ingest_url("/clients/bad%20id"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(server.presence("bad%20id").await.0, StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test]

@@ -114,20 +114,10 @@ async fn resuming_from_a_cursor_skips_what_was_seen_and_older_cursors_get_it_aga
 async fn two_tabs_of_one_client_each_get_every_message() {
     let server = TestServer::start().await;
     let tab = |since: String| {
-        let http = server.http.clone();
-        let url = server.public_url(&format!(
+        server.spawn_poll(format!(
             "/poll?token={}&since={since}&timeout=5",
             token("frank", &[])
-        ));
-        tokio::spawn(async move {
-            http.get(url)
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        })
+        ))
     };
     let start = cursor(&server.poll("frank", "timeout=0").await);
     let (a, b) = (tab(start.clone()), tab(start));
@@ -214,22 +204,10 @@ async fn disconnect_ends_open_polls_and_forgets_the_client() {
     let server = TestServer::start().await;
     server.post_ok(r#"<batch><message to="kim">1</message><subscribe client="kim" channel="room"/></batch>"#, 2).await;
     let since = cursor(&server.poll("kim", "").await);
-    let held = {
-        let http = server.http.clone();
-        let url = server.public_url(&format!(
-            "/poll?token={}&since={since}&timeout=10",
-            token("kim", &[])
-        ));
-        tokio::spawn(async move {
-            http.get(url)
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        })
-    };
+    let held = server.spawn_poll(format!(
+        "/poll?token={}&since={since}&timeout=10",
+        token("kim", &[])
+    ));
     tokio::time::sleep(Duration::from_millis(300)).await;
     server.post_ok(r#"<disconnect client="kim"/>"#, 1).await;
     let reply = tokio::time::timeout(Duration::from_secs(3), held)
@@ -238,13 +216,7 @@ async fn disconnect_ends_open_polls_and_forgets_the_client() {
         .unwrap();
     assert_eq!(reply["disconnected"], json!(true));
     assert_eq!(reply["messages"], json!([]));
-    let presence = server
-        .http
-        .get(server.ingest_url("/clients/kim"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(presence.status(), StatusCode::NOT_FOUND);
+    assert_eq!(server.presence("kim").await.0, StatusCode::NOT_FOUND);
     assert_eq!(server.stats().await["subscriptions"], 0);
 }
 
@@ -253,21 +225,9 @@ async fn idle_clients_are_forgotten_with_their_mailbox() {
     let server =
         TestServer::with(|s| s.limits.client_idle_timeout = Duration::from_millis(300)).await;
     server.post_ok(r#"<message to="lou">1</message>"#, 1).await;
-    let present = server
-        .http
-        .get(server.ingest_url("/clients/lou"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(present.status(), StatusCode::OK);
+    assert_eq!(server.presence("lou").await.0, StatusCode::OK);
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let gone = server
-        .http
-        .get(server.ingest_url("/clients/lou"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(gone.status(), StatusCode::NOT_FOUND);
+    assert_eq!(server.presence("lou").await.0, StatusCode::NOT_FOUND);
     assert_eq!(server.stats().await["clients_evicted"], 1);
 }
 
@@ -275,29 +235,9 @@ async fn idle_clients_are_forgotten_with_their_mailbox() {
 async fn a_client_with_an_open_poll_is_never_evicted() {
     let server =
         TestServer::with(|s| s.limits.client_idle_timeout = Duration::from_millis(200)).await;
-    let held = {
-        let http = server.http.clone();
-        let url = server.public_url(&format!("/poll?token={}&timeout=1.5", token("max", &[])));
-        tokio::spawn(async move {
-            http.get(url)
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        })
-    };
+    let held = server.spawn_poll(format!("/poll?token={}&timeout=1.5", token("max", &[])));
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let presence: Value = server
-        .http
-        .get(server.ingest_url("/clients/max"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, presence) = server.presence("max").await;
     assert_eq!(presence["online"], json!(true));
     held.await.unwrap();
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::helpers::{datas, token, TestServer};
 
@@ -17,19 +17,7 @@ async fn five_hundred_waiting_polls_all_receive_one_channel_message() {
         .post_ok(&format!("<batch>{subscribe}</batch>"), N)
         .await;
     let polls: Vec<_> = (0..N)
-        .map(|i| {
-            let http = server.http.clone();
-            let url = server.public_url(&format!("/poll?token={}", token(&format!("u{i}"), &[])));
-            tokio::spawn(async move {
-                http.get(url)
-                    .send()
-                    .await
-                    .unwrap()
-                    .json::<Value>()
-                    .await
-                    .unwrap()
-            })
-        })
+        .map(|i| server.spawn_poll(format!("/poll?token={}", token(&format!("u{i}"), &[]))))
         .collect();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while server.stats().await["open_polls"].as_u64() != Some(N as u64) {

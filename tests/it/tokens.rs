@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::helpers::{cursor, datas, now, token, token_with, TestServer, SECRET};
 
@@ -15,22 +15,10 @@ async fn a_token_grant_lets_the_browser_subscribe_itself() {
         .poll_raw(&format!("token={jwt}&channels=room:9,news&timeout=0"))
         .await;
     assert_eq!(status, StatusCode::OK, "{first}");
-    let held = {
-        let http = server.http.clone();
-        let url = server.public_url(&format!(
-            "/poll?token={jwt}&since={}&timeout=5",
-            cursor(&first)
-        ));
-        tokio::spawn(async move {
-            http.get(url)
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        })
-    };
+    let held = server.spawn_poll(format!(
+        "/poll?token={jwt}&since={}&timeout=5",
+        cursor(&first)
+    ));
     tokio::time::sleep(Duration::from_millis(300)).await;
     server
         .post_ok(
