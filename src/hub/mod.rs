@@ -227,22 +227,19 @@ impl Hub {
         self.0.channels.remove(channel, &client);
     }
 
+    /// `<disconnect>`: forgets the client; its open polls wake and answer
+    /// `disconnected`, its channel memberships go.
     fn disconnect(&self, id: &ClientId) {
-        if let Some((_, client)) = self.0.clients.remove(id) {
-            self.forget(&client, Gone::Disconnected);
-        }
-    }
-
-    /// Marks a client removed from the map as gone, wakes its polls and drops
-    /// its memberships.
-    fn forget(&self, client: &Arc<Client>, why: Gone) {
+        let Some((_, client)) = self.0.clients.remove(id) else {
+            return;
+        };
         let channels = {
             let mut state = client.lock();
-            state.gone = Some(why);
+            state.gone = Some(Gone::Disconnected);
             std::mem::take(&mut state.channels)
         };
         client.wake.notify_waiters();
-        self.drop_memberships(client, &channels);
+        self.drop_memberships(&client, &channels);
     }
 
     fn drop_memberships<'a>(
