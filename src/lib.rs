@@ -99,6 +99,13 @@ pub fn app_state(settings: Settings, shutdown: CancellationToken) -> AppState {
         },
     );
     hub::spawn_reaper(hub.clone(), shutdown.clone());
+    tokio::spawn({
+        let (hub, shutdown) = (hub.clone(), shutdown.clone());
+        async move {
+            shutdown.cancelled().await;
+            hub.begin_shutdown();
+        }
+    });
     let max_connections = max_connections(&settings);
     AppState::new(http::Shared {
         hub,

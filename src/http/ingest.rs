@@ -65,7 +65,7 @@ async fn commands(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, IngestError> {
-    if state.shutdown.is_cancelled() {
+    if state.hub.is_shutting_down() {
         return Err(IngestError::ShuttingDown);
     }
     check_xml_content_type(&headers)?;

@@ -29,7 +29,8 @@ pub struct Shared {
     pub tokens: Tokens,
     /// The configuration in force.
     pub settings: Settings,
-    /// Cancelled when the server starts shutting down.
+    /// Cancelled when the server starts shutting down (the accept loops and
+    /// the reaper watch it; handlers ask [`Hub::is_shutting_down`]).
     pub shutdown: CancellationToken,
     /// Open-connection permits, shared by both listeners.
     pub connections: Arc<Semaphore>,

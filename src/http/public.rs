@@ -113,7 +113,7 @@ async fn poll(
     // header values share hyper's read buffer, which would otherwise stay
     // allocated for the whole (long) wait.
     let request = admit(&state, headers, query)?;
-    let reply = state.hub.poll(request, &state.shutdown).await?;
+    let reply = state.hub.poll(request).await?;
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json")],
@@ -128,7 +128,7 @@ fn admit(
     headers: HeaderMap,
     query: Option<String>,
 ) -> Result<PollRequest, PublicError> {
-    if state.shutdown.is_cancelled() {
+    if state.hub.is_shutting_down() {
         return Err(PublicError::ShuttingDown);
     }
     let params = PollParams::parse(query.as_deref().unwrap_or(""));

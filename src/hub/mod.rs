@@ -6,7 +6,7 @@
 //! touches one shard briefly and that client's own lock, and wakes only that
 //! client's polls.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -63,6 +63,10 @@ struct Shared {
     polls_total: AtomicU64,
     clients_evicted: AtomicU64,
     started: Instant,
+    /// Set once shutdown begins. Open polls learn of it through their own
+    /// client's notifier, so no poll registers with a signal shared by all
+    /// (a shared one would be a lock taken by every poll).
+    shutting_down: AtomicBool,
 }
 
 /// Why a batch could not be applied.
@@ -91,7 +95,26 @@ impl Hub {
             polls_total: AtomicU64::new(0),
             clients_evicted: AtomicU64::new(0),
             started: Instant::now(),
+            shutting_down: AtomicBool::new(false),
         }))
+    }
+
+    /// Starts shutting down: every open poll answers at once (empty, unless
+    /// it has messages) and [`Hub::is_shutting_down`] turns true for the HTTP
+    /// faces to refuse new work.
+    pub fn begin_shutdown(&self) {
+        // The flag is stored before the wake-ups, and a poll enables its
+        // notifier before it reads the flag: either it sees the flag or it
+        // is woken.
+        self.0.shutting_down.store(true, Ordering::SeqCst);
+        for client in self.0.clients.iter() {
+            client.wake.notify_waiters();
+        }
+    }
+
+    /// Whether [`Hub::begin_shutdown`] was called.
+    pub fn is_shutting_down(&self) -> bool {
+        self.0.shutting_down.load(Ordering::SeqCst)
     }
 
     /// The limits in force.
@@ -137,7 +160,7 @@ impl Hub {
                 Command::Disconnect { client } => self.disconnect(&client),
             }
         }
-        self.0.messages_in.fetch_add(messages, Relaxed);
+        self.0.messages_in.fetch_add(messages, Ordering::Relaxed);
         Ok(accepted)
     }
 

@@ -1,12 +1,10 @@
 //! Long-poll: answer at once when the mailbox has something after the
-//! cursor, otherwise wait for this client's notifier, the timeout, or
-//! shutdown — whichever comes first.
+//! cursor, otherwise wait for this client's notifier (messages, disconnect,
+//! shutdown) or the timeout, whichever comes first.
 
 use std::pin::pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use tokio_util::sync::CancellationToken;
 
 use super::client::{Client, Looked};
 use super::Hub;
@@ -63,11 +61,7 @@ impl Drop for OpenPoll {
 
 impl Hub {
     /// Serves one long-poll until it has something to say.
-    pub async fn poll(
-        &self,
-        request: PollRequest,
-        shutdown: &CancellationToken,
-    ) -> Result<PollReply, PollError> {
+    pub async fn poll(&self, request: PollRequest) -> Result<PollReply, PollError> {
         let open = self.open_poll(&request.client)?;
         for channel in &request.subscribe {
             self.subscribe(&request.client, channel);
@@ -80,6 +74,8 @@ impl Hub {
             .timeout
             .map_or(limits.poll_timeout, |t| t.min(limits.max_poll_timeout));
         let deadline = tokio::time::Instant::now() + timeout;
+        let sleep = tokio::time::sleep_until(deadline);
+        tokio::pin!(sleep);
         loop {
             // Register for a wake-up before looking, so a message appended
             // between the look and the wait is never missed.
@@ -89,18 +85,19 @@ impl Hub {
             match looked {
                 Looked::Read(outcome) => return Ok(self.reply(outcome)),
                 Looked::Disconnected(cursor) => return Ok(empty_reply(cursor, true)),
+                Looked::Nothing if self.is_shutting_down() => break,
                 Looked::Nothing => {}
             }
             tokio::select! {
                 _ = notified => continue,
-                _ = tokio::time::sleep_until(deadline) => {}
-                _ = shutdown.cancelled() => {}
+                _ = &mut sleep => break,
             }
-            // Nothing new: `since` was absent or valid, so the head is where
-            // the next poll resumes (past any message whose own ttl lapsed).
-            let head = open.client.lock().log.head();
-            return Ok(empty_reply(head, false));
         }
+        // Timed out, or shutting down, with nothing new: `since` was absent
+        // or valid, so the head is where the next poll resumes (past any
+        // message whose own ttl lapsed).
+        let head = open.client.lock().log.head();
+        Ok(empty_reply(head, false))
     }
 
     /// Finds or creates the client and counts one more open poll on it.

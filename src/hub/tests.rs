@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
 
 use super::*;
 use crate::protocol::ingest::{parse, ParseLimits};
@@ -48,7 +47,7 @@ async fn poll(hub: &Hub, client: &str, since: Option<&str>) -> Value {
         subscribe: vec![],
         timeout: None,
     };
-    let reply = hub.poll(request, &CancellationToken::new()).await.unwrap();
+    let reply = hub.poll(request).await.unwrap();
     serde_json::from_str(&reply.body).unwrap()
 }
 
@@ -149,35 +148,28 @@ async fn disconnect_ends_open_polls_and_forgets_the_mailbox() {
 #[tokio::test]
 async fn too_many_polls_and_clients_are_refused() {
     let hub = hub();
-    let shutdown = CancellationToken::new();
     let open: Vec<_> = (0..2)
         .map(|_| {
-            let (hub, shutdown) = (hub.clone(), shutdown.clone());
+            let hub = hub.clone();
             tokio::spawn(async move {
-                hub.poll(
-                    PollRequest {
-                        client: id("a"),
-                        since: None,
-                        subscribe: vec![],
-                        timeout: Some(Duration::from_secs(1)),
-                    },
-                    &shutdown,
-                )
+                hub.poll(PollRequest {
+                    client: id("a"),
+                    since: None,
+                    subscribe: vec![],
+                    timeout: Some(Duration::from_secs(1)),
+                })
                 .await
             })
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(30)).await;
     let third = hub
-        .poll(
-            PollRequest {
-                client: id("a"),
-                since: None,
-                subscribe: vec![],
-                timeout: None,
-            },
-            &shutdown,
-        )
+        .poll(PollRequest {
+            client: id("a"),
+            since: None,
+            subscribe: vec![],
+            timeout: None,
+        })
         .await;
     assert!(matches!(third, Err(PollError::TooManyPolls(2))));
     assert!(matches!(
@@ -191,11 +183,16 @@ async fn too_many_polls_and_clients_are_refused() {
         hub.presence(&id("b")).is_none(),
         "a refused batch applies nothing"
     );
-    shutdown.cancel();
+    let started = std::time::Instant::now();
+    hub.begin_shutdown();
     for poll in open {
         let reply = poll.await.unwrap().unwrap();
         assert_eq!(reply.delivered, 0, "shutdown answers open polls empty");
     }
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "at once, not at the 1 s timeout"
+    );
 }
 
 #[tokio::test]
@@ -209,15 +206,12 @@ async fn idle_clients_are_forgotten_but_not_while_polling() {
     let held = tokio::spawn({
         let hub = hub.clone();
         async move {
-            hub.poll(
-                PollRequest {
-                    client: id("busy"),
-                    since: None,
-                    subscribe: vec![],
-                    timeout: Some(Duration::from_millis(400)),
-                },
-                &CancellationToken::new(),
-            )
+            hub.poll(PollRequest {
+                client: id("busy"),
+                since: None,
+                subscribe: vec![],
+                timeout: Some(Duration::from_millis(400)),
+            })
             .await
         }
     });

@@ -395,6 +395,12 @@ async fn a_poll_after_shutdown_began_is_refused_with_shutting_down() {
     let shutdown = tokio_util::sync::CancellationToken::new();
     let state = cometbox::app_state(settings, shutdown.clone());
     shutdown.cancel();
+    for _ in 0..100 {
+        if state.hub.is_shutting_down() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let request = axum::http::Request::get(format!("/poll?token={}", token("olga", &[])))
         .body(axum::body::Body::empty())
         .unwrap();
