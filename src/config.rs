@@ -130,6 +130,9 @@ pub struct Limits {
     pub max_clients: usize,
     /// Most commands in one ingest request.
     pub max_batch_commands: usize,
+    /// Channels one client may be subscribed to (by backends and by its own
+    /// token grants together).
+    pub max_channels_per_client: usize,
     /// Open connections over both listeners; 0 derives it from the open-file
     /// limit. Beyond it, new connections wait in the kernel's backlog.
     pub max_connections: usize,
@@ -154,6 +157,7 @@ impl Default for Limits {
             max_payload_bytes: 64 << 10,
             max_clients: 1_000_000,
             max_batch_commands: 10_000,
+            max_channels_per_client: 256,
             max_connections: 0,
             max_ingest_in_flight: 64,
             request_timeout: Duration::from_secs(10),
@@ -352,6 +356,10 @@ impl Settings {
             ("limits.max_payload_bytes", l.max_payload_bytes == 0),
             ("limits.max_clients", l.max_clients == 0),
             ("limits.max_batch_commands", l.max_batch_commands == 0),
+            (
+                "limits.max_channels_per_client",
+                l.max_channels_per_client == 0,
+            ),
             ("limits.max_ingest_in_flight", l.max_ingest_in_flight == 0),
             ("auth.token_ttl", self.auth.token_ttl.is_zero()),
             ("auth.max_token_ttl", self.auth.max_token_ttl.is_zero()),

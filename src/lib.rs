@@ -96,6 +96,7 @@ pub fn app_state(settings: Settings, shutdown: CancellationToken) -> AppState {
             message_ttl: limits.message_ttl,
             max_polls_per_client: limits.max_polls_per_client,
             max_clients: limits.max_clients,
+            max_channels_per_client: limits.max_channels_per_client,
         },
     );
     hub::spawn_reaper(hub.clone(), shutdown.clone());

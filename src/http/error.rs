@@ -43,6 +43,9 @@ impl PublicError {
             PublicError::Poll(PollError::TooManyPolls(_)) => {
                 (StatusCode::TOO_MANY_REQUESTS, "too-many-polls")
             }
+            PublicError::Poll(PollError::TooManyChannels(_)) => {
+                (StatusCode::BAD_REQUEST, "invalid-request")
+            }
             PublicError::Poll(PollError::TooManyClients(_)) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "overloaded")
             }
@@ -102,7 +105,10 @@ pub enum IngestError {
 
 impl From<ApplyError> for IngestError {
     fn from(e: ApplyError) -> Self {
-        IngestError::Overloaded(e.to_string())
+        match e {
+            ApplyError::TooManyClients { .. } => IngestError::Overloaded(e.to_string()),
+            ApplyError::TooManyChannels { .. } => IngestError::TooLarge(e.to_string()),
+        }
     }
 }
 

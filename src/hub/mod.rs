@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use std::collections::HashMap;
+
 use dashmap::DashMap;
 
 use crate::protocol::{reply, ChannelName, ClientId, Command, Target};
@@ -43,6 +45,9 @@ pub struct HubLimits {
     pub max_polls_per_client: u32,
     /// Clients (mailboxes) the hub holds at most.
     pub max_clients: usize,
+    /// Channels one client may be subscribed to: a browser whose token
+    /// grants a prefix could otherwise subscribe to names without end.
+    pub max_channels_per_client: usize,
 }
 
 /// Cheap-clone handle to the hub.
@@ -72,6 +77,15 @@ struct Shared {
 /// Why a batch could not be applied.
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
+    /// It would subscribe a client to more than `max_channels_per_client`
+    /// channels; nothing was applied.
+    #[error("the batch would subscribe {client} to more than {max} channels")]
+    TooManyChannels {
+        /// The client.
+        client: ClientId,
+        /// `max_channels_per_client`.
+        max: usize,
+    },
     /// Creating its clients would pass `max_clients`; nothing was applied.
     #[error("the batch would create {new} clients, over the limit of {max}")]
     TooManyClients {
@@ -126,6 +140,7 @@ impl Hub {
     /// clients) is made before the first command, so either all apply or none.
     pub fn apply(&self, commands: Vec<Command>) -> Result<usize, ApplyError> {
         self.check_room_for(&commands)?;
+        self.check_channel_room(&commands)?;
         let now = Instant::now();
         let ts_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -183,6 +198,31 @@ impl Hub {
                 new: new.len(),
                 max,
             });
+        }
+        Ok(())
+    }
+
+    /// Checks that no client would pass `max_channels_per_client`. Like the
+    /// client limit, concurrent batches can overshoot it by what is in flight.
+    fn check_channel_room(&self, commands: &[Command]) -> Result<(), ApplyError> {
+        let mut wanted: HashMap<&ClientId, Vec<&ChannelName>> = HashMap::new();
+        for command in commands {
+            if let Command::Subscribe { client, channel } = command {
+                wanted.entry(client).or_default().push(channel);
+            }
+        }
+        let max = self.0.limits.max_channels_per_client;
+        for (client, channels) in wanted {
+            if channels.len() <= max && self.0.clients.get(client).is_none() {
+                continue;
+            }
+            let existing = self.0.clients.get(client).map(|c| c.clone());
+            if !room_for(existing.as_deref(), channels.into_iter(), max) {
+                return Err(ApplyError::TooManyChannels {
+                    client: client.clone(),
+                    max,
+                });
+            }
         }
         Ok(())
     }
@@ -272,6 +312,29 @@ impl Hub {
     ) {
         for channel in channels {
             self.0.channels.remove(channel, client);
+        }
+    }
+}
+
+/// Whether `client` (or a new client, if `None`) can take `channels` without
+/// passing `max` subscriptions.
+fn room_for<'a>(
+    client: Option<&Client>,
+    channels: impl Iterator<Item = &'a ChannelName>,
+    max: usize,
+) -> bool {
+    let mut channels: Vec<&ChannelName> = channels.collect();
+    channels.sort_unstable();
+    channels.dedup();
+    match client {
+        None => channels.len() <= max,
+        Some(client) => {
+            let state = client.lock();
+            let new = channels
+                .iter()
+                .filter(|c| !state.channels.contains(**c))
+                .count();
+            state.channels.len() + new <= max
         }
     }
 }

@@ -43,6 +43,9 @@ pub enum PollError {
     /// Over `max_clients`.
     #[error("the server holds its maximum of {0} clients")]
     TooManyClients(usize),
+    /// `channels` would pass `max_channels_per_client`.
+    #[error("channels: a client may be subscribed to at most {0} channels")]
+    TooManyChannels(usize),
 }
 
 /// Counts an open poll for as long as it lives; dropping it (reply sent, or
@@ -63,6 +66,12 @@ impl Hub {
     /// Serves one long-poll until it has something to say.
     pub async fn poll(&self, request: PollRequest) -> Result<PollReply, PollError> {
         let open = self.open_poll(&request.client)?;
+        let max_channels = self.0.limits.max_channels_per_client;
+        if !request.subscribe.is_empty()
+            && !super::room_for(Some(&open.client), request.subscribe.iter(), max_channels)
+        {
+            return Err(PollError::TooManyChannels(max_channels));
+        }
         for channel in &request.subscribe {
             self.subscribe(&request.client, channel);
         }

@@ -19,6 +19,7 @@ fn hub() -> Hub {
             message_ttl: Duration::from_secs(60),
             max_polls_per_client: 2,
             max_clients: 3,
+            max_channels_per_client: 2,
         },
     )
 }
@@ -243,4 +244,41 @@ async fn one_channel_payload_is_shared_by_every_member() {
             .clone()
     };
     assert!(Arc::ptr_eq(&tail_of("a"), &tail_of("b")));
+}
+
+#[tokio::test]
+async fn subscriptions_per_client_are_capped_before_anything_applies() {
+    let hub = hub();
+    apply(&hub, r#"<batch><subscribe client="a" channel="one"/><subscribe client="a" channel="one"/></batch>"#).unwrap();
+    let over = r#"<batch><message to="a">1</message><subscribe client="a" channel="two"/><subscribe client="a" channel="three"/></batch>"#;
+    assert!(matches!(
+        apply(&hub, over),
+        Err(ApplyError::TooManyChannels { max: 2, .. })
+    ));
+    assert_eq!(
+        hub.presence(&id("a")).unwrap().pending_messages,
+        0,
+        "nothing applied"
+    );
+    apply(&hub, r#"<subscribe client="a" channel="two"/>"#).unwrap();
+    let poll = PollRequest {
+        client: id("a"),
+        since: None,
+        subscribe: vec![ChannelName::parse("three").unwrap()],
+        timeout: Some(Duration::ZERO),
+    };
+    assert!(matches!(
+        hub.poll(poll).await,
+        Err(PollError::TooManyChannels(2))
+    ));
+    let again = PollRequest {
+        client: id("a"),
+        since: None,
+        subscribe: vec![ChannelName::parse("one").unwrap()],
+        timeout: Some(Duration::ZERO),
+    };
+    assert!(
+        hub.poll(again).await.is_ok(),
+        "re-subscribing to a channel it has is fine"
+    );
 }

@@ -71,3 +71,29 @@ async fn grants_are_exact_names_or_prefixes() {
         .await;
     assert_eq!(got, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn a_prefix_grant_cannot_subscribe_without_end() {
+    let server = TestServer::with(|s| s.limits.max_channels_per_client = 3).await;
+    let jwt = token("greedy", &["room:*"]);
+    let (ok, _, _) = server
+        .poll_raw(&format!(
+            "token={jwt}&channels=room:1,room:2,room:3&timeout=0"
+        ))
+        .await;
+    assert_eq!(ok, StatusCode::OK);
+    let (over, body, _) = server
+        .poll_raw(&format!("token={jwt}&channels=room:4&timeout=0"))
+        .await;
+    assert_eq!(
+        (over, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid-request")),
+        "{body}"
+    );
+    let (status, text) = server
+        .post(r#"<subscribe client="greedy" channel="room:5"/>"#)
+        .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{text}");
+    assert!(text.contains(r#"code="too-large""#));
+    assert_eq!(server.stats().await["subscriptions"], 3);
+}
