@@ -18,7 +18,7 @@ use anyhow::{bail, Context, Result};
 use crate::client::Client;
 use crate::report::{median, quantile, Better, Histogram, Outcome};
 use crate::servers::{Server, ServerOptions};
-use crate::wire::{self, now_us, Kind, Payload, Published, FAN_CHANNEL};
+use crate::wire::{self, now_us, Endpoint, Kind, Payload, Published, FAN_CHANNEL};
 use crate::worker::Workers;
 
 /// Knobs shared by every scenario.
@@ -123,6 +123,25 @@ async fn start_workers(
     .await
 }
 
+/// Waits until every worker has sent its polls and the server holds all `n`.
+async fn wait_all_held(
+    workers: &mut Workers,
+    endpoint: &Endpoint,
+    n: u32,
+    within: Duration,
+    outcome: &mut Outcome,
+) -> Result<()> {
+    let (_, failed) = workers.wait_sent(Duration::from_secs(120)).await?;
+    if failed > 0 {
+        outcome.problem(format!("{failed} of {n} polls could not be sent"));
+    }
+    endpoint
+        .wait_held(u64::from(n), within)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    Ok(())
+}
+
 /// Adds the workers' subscriber errors to the outcome.
 fn worker_errors(outcome: &mut Outcome, reports: &[crate::worker::WorkerReport]) -> u64 {
     let reconnects: u64 = reports.iter().map(|r| r.reconnects).sum();
@@ -152,15 +171,14 @@ async fn hold(server: &Server, n: u32, settings: &Settings, outcome: &mut Outcom
     let start = Instant::now();
     workers.go().await?;
     let result = async {
-        let (_, failed) = workers.wait_sent(Duration::from_secs(120)).await?;
-        if failed > 0 {
-            outcome.problem(format!("{failed} of {n} polls could not be sent"));
-        }
-        server
-            .endpoint
-            .wait_held(u64::from(n), Duration::from_secs(40))
-            .await
-            .map_err(anyhow::Error::msg)?;
+        wait_all_held(
+            &mut workers,
+            &server.endpoint,
+            n,
+            Duration::from_secs(40),
+            outcome,
+        )
+        .await?;
         let established = start.elapsed();
         // Let allocations settle before reading memory.
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -229,14 +247,7 @@ async fn fanout(
     let mut workers = start_workers(server, n, Some(FAN_CHANNEL), settings).await?;
     workers.go().await?;
     let result = async {
-        let (_, failed) = workers.wait_sent(Duration::from_secs(120)).await?;
-        if failed > 0 {
-            outcome.problem(format!("{failed} of {n} polls could not be sent"));
-        }
-        endpoint
-            .wait_held(u64::from(n), Duration::from_secs(60))
-            .await
-            .map_err(anyhow::Error::msg)?;
+        wait_all_held(&mut workers, &endpoint, n, Duration::from_secs(60), outcome).await?;
         publisher.connect().await?;
         let cpu_start = server.cpu();
         let mut per_message = Vec::new();
@@ -434,14 +445,7 @@ async fn throughput(
     let mut workers = start_workers(server, n, None, settings).await?;
     workers.go().await?;
     let result = async {
-        let (_, failed) = workers.wait_sent(Duration::from_secs(120)).await?;
-        if failed > 0 {
-            outcome.problem(format!("{failed} of {n} polls could not be sent"));
-        }
-        endpoint
-            .wait_held(u64::from(n), Duration::from_secs(60))
-            .await
-            .map_err(anyhow::Error::msg)?;
+        wait_all_held(&mut workers, &endpoint, n, Duration::from_secs(60), outcome).await?;
 
         let cpu_start = server.cpu();
         let t0_us = now_us();

@@ -205,12 +205,26 @@ pub fn dies_with_parent(command: &mut Command) {
     }
 }
 
+/// Starts a server with its output logged in `dir`; it is killed when its
+/// handle drops or when this tool dies.
+fn spawn_server(mut command: Command, dir: &Path, program: &Path) -> Result<Child> {
+    command
+        .stdin(Stdio::null())
+        .stdout(log_file(dir, "stdout.log")?)
+        .stderr(log_file(dir, "stderr.log")?)
+        .kill_on_drop(true);
+    dies_with_parent(&mut command);
+    command
+        .spawn()
+        .with_context(|| format!("starting {}", program.display()))
+}
+
 async fn start_cometbox(dir: &Path, options: &ServerOptions) -> Result<Server> {
     let bin = ensure_cometbox_built(options)?;
     let ready = dir.join("ready.json");
     let max_timeout = POLL_TIMEOUT * 2;
-    let mut child = Command::new(&bin);
-    child
+    let mut command = Command::new(&bin);
+    command
         .arg("--ready-file")
         .arg(&ready)
         .env_clear()
@@ -231,15 +245,8 @@ async fn start_cometbox(dir: &Path, options: &ServerOptions) -> Result<Server> {
         .env("COMETBOX_LIMITS__MAILBOX_MAX_MESSAGES", "10000")
         .env("COMETBOX_LIMITS__MAX_INGEST_IN_FLIGHT", "1024")
         .env("COMETBOX_LIMITS__CLIENT_IDLE_TIMEOUT", "10m")
-        .env("COMETBOX_LIMITS__REQUEST_TIMEOUT", "60s")
-        .stdin(Stdio::null())
-        .stdout(log_file(dir, "stdout.log")?)
-        .stderr(log_file(dir, "stderr.log")?)
-        .kill_on_drop(true);
-    dies_with_parent(&mut child);
-    let mut child = child
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
+        .env("COMETBOX_LIMITS__REQUEST_TIMEOUT", "60s");
+    let mut child = spawn_server(command, dir, &bin)?;
     let pid = child
         .id()
         .ok_or_else(|| anyhow!("cometbox exited at once"))?;
@@ -372,21 +379,14 @@ async fn start_nchan(dir: &Path, options: &ServerOptions) -> Result<Server> {
     let port = free_port()?;
     let conf = dir.join("nginx.conf");
     std::fs::write(&conf, nginx_conf(dir, &module, port, options.nginx_workers))?;
-    let mut child = Command::new(&nginx);
-    child
+    let mut command = Command::new(&nginx);
+    command
         .arg("-p")
         .arg(dir)
         .arg("-c")
         .arg(&conf)
-        .args(["-g", "daemon off;"])
-        .stdin(Stdio::null())
-        .stdout(log_file(dir, "stdout.log")?)
-        .stderr(log_file(dir, "stderr.log")?)
-        .kill_on_drop(true);
-    dies_with_parent(&mut child);
-    let mut child = child
-        .spawn()
-        .with_context(|| format!("starting {}", nginx.display()))?;
+        .args(["-g", "daemon off;"]);
+    let mut child = spawn_server(command, dir, &nginx)?;
     let pid = child.id().ok_or_else(|| anyhow!("nginx exited at once"))?;
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let endpoint = Endpoint {

@@ -114,6 +114,10 @@ impl Running {
     }
 }
 
+async fn get_json(http: &reqwest::Client, url: String) -> Value {
+    http.get(url).send().await.unwrap().json().await.unwrap()
+}
+
 async fn post(http: &reqwest::Client, ingest: &str, xml: &str) {
     let reply = http
         .post(format!("http://{ingest}/"))
@@ -175,35 +179,22 @@ async fn sigint_stops_it_too_and_a_restart_resets_old_cursors() {
         r#"<message to="r">"before"</message>"#,
     )
     .await;
-    let reply: Value = http
-        .get(format!(
-            "http://{}/poll?token={}",
-            server.public,
-            token("r", &[])
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let reply = get_json(
+        &http,
+        format!("http://{}/poll?token={}", server.public, token("r", &[])),
+    )
+    .await;
     let old_cursor = reply["cursor"].as_str().unwrap().to_owned();
     server.signal("INT");
     assert!(server.exit().await.0.success());
     let again = start("restart2", &[]).await;
     post(&http, &again.ingest, r#"<message to="r">"after"</message>"#).await;
-    let reply: Value = http
-        .get(format!(
-            "http://{}/poll?token={}&since={old_cursor}",
-            again.public,
-            token("r", &[])
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let since = format!(
+        "http://{}/poll?token={}&since={old_cursor}",
+        again.public,
+        token("r", &[])
+    );
+    let reply = get_json(&http, since).await;
     assert_eq!(reply["reset"], json!(true));
     assert_eq!(reply["messages"][0]["data"], json!("after"));
     again.signal("TERM");

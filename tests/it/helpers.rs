@@ -141,6 +141,11 @@ impl TestServer {
         })
     }
 
+    /// The status of a plain `GET`.
+    pub async fn get_status(&self, url: String) -> StatusCode {
+        self.http.get(url).send().await.unwrap().status()
+    }
+
     /// `GET /clients/<id>`: the status and the JSON presence (null if none).
     pub async fn presence(&self, client: &str) -> (StatusCode, Value) {
         let reply = self

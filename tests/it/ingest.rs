@@ -247,13 +247,7 @@ async fn the_ingest_key_guards_everything_but_health() {
     );
     for path in ["/stats", "/clients/a"] {
         assert_eq!(
-            server
-                .http
-                .get(server.ingest_url(path))
-                .send()
-                .await
-                .unwrap()
-                .status(),
+            server.get_status(server.ingest_url(path)).await,
             StatusCode::UNAUTHORIZED,
             "{path}"
         );
@@ -269,13 +263,7 @@ async fn the_ingest_key_guards_everything_but_health() {
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(
-        server
-            .http
-            .get(server.ingest_url("/health"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        server.get_status(server.ingest_url("/health")).await,
         StatusCode::OK
     );
 }
@@ -361,23 +349,11 @@ async fn token_endpoint_mints_tokens_the_public_port_accepts() {
 async fn stats_presence_and_health_report_what_happened() {
     let server = TestServer::start().await;
     assert_eq!(
-        server
-            .http
-            .get(server.ingest_url("/health"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        server.get_status(server.ingest_url("/health")).await,
         StatusCode::OK
     );
     assert_eq!(
-        server
-            .http
-            .get(server.public_url("/health"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        server.get_status(server.public_url("/health")).await,
         StatusCode::OK
     );
     server.post_ok(r#"<batch><message to="sam">1</message><message to="sam">2</message><subscribe client="sam" channel="news"/></batch>"#, 3).await;
