@@ -213,9 +213,6 @@ impl Hub {
         }
         let max = self.0.limits.max_channels_per_client;
         for (client, channels) in wanted {
-            if channels.len() <= max && self.0.clients.get(client).is_none() {
-                continue;
-            }
             let existing = self.0.clients.get(client).map(|c| c.clone());
             if !room_for(existing.as_deref(), channels.into_iter(), max) {
                 return Err(ApplyError::TooManyChannels {

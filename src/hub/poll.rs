@@ -3,6 +3,7 @@
 //! shutdown) or the timeout, whichever comes first.
 
 use std::pin::pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -75,9 +76,7 @@ impl Hub {
         for channel in &request.subscribe {
             self.subscribe(&request.client, channel);
         }
-        self.0
-            .polls_total
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.0.polls_total.fetch_add(1, Ordering::Relaxed);
         let limits = &self.0.limits;
         let timeout = request
             .timeout
@@ -148,7 +147,7 @@ impl Hub {
         let delivered = outcome.messages.len();
         self.0
             .messages_out
-            .fetch_add(delivered as u64, std::sync::atomic::Ordering::Relaxed);
+            .fetch_add(delivered as u64, Ordering::Relaxed);
         PollReply {
             body: writer.finish(outcome.reset, false),
             delivered,
