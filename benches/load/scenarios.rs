@@ -247,7 +247,7 @@ async fn fanout(
     let mut workers = start_workers(server, n, Some(FAN_CHANNEL), settings).await?;
     workers.go().await?;
     let result = async {
-        wait_all_held(&mut workers, &endpoint, n, Duration::from_secs(60), outcome).await?;
+        wait_all_held(&mut workers, endpoint, n, Duration::from_secs(60), outcome).await?;
         publisher.connect().await?;
         let cpu_start = server.cpu();
         let mut per_message = Vec::new();
