@@ -32,6 +32,8 @@ pub struct Grant {
     pub client: ClientId,
     /// Channel names or `prefix*` patterns it may subscribe to by itself.
     pub channels: Arc<[String]>,
+    /// The token's `iat` (unix seconds), when it has one.
+    pub issued_at: Option<u64>,
 }
 
 impl Grant {
@@ -74,9 +76,8 @@ pub struct Tokens {
     /// Tokens already verified, with their `exp`: a browser presents the
     /// same token on every re-poll, and checking it again (base64, JSON,
     /// HMAC) was a tenth of the server's CPU per delivered message. Keyed by
-    /// the whole token, so a hit is an exact match.
-    /// Keyed by the signature (short, so cheap to hash); a hit counts only
-    /// when the whole stored token equals the one presented.
+    /// the signature (short, so cheap to hash); a hit counts only when the
+    /// whole stored token equals the one presented.
     verified: DashMap<Box<str>, Verified>,
 }
 
@@ -144,6 +145,7 @@ impl Tokens {
         let grant = Grant {
             client,
             channels: claims.channels.into(),
+            issued_at: claims.iat,
         };
         Ok((grant, claims.exp))
     }

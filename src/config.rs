@@ -142,6 +142,11 @@ pub struct Limits {
     /// Time a client has to send its request headers, and an ingest body.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// Most bytes of messages in one poll reply (always at least one
+    /// message); the client polls again at once for the rest. Without it a
+    /// full mailbox of large messages is one reply of mailbox × payload
+    /// bytes, held in memory per poll until a slow reader takes it.
+    pub max_reply_bytes: usize,
 }
 
 impl Default for Limits {
@@ -161,6 +166,7 @@ impl Default for Limits {
             max_connections: 0,
             max_ingest_in_flight: 64,
             request_timeout: Duration::from_secs(10),
+            max_reply_bytes: 1 << 20,
         }
     }
 }
@@ -361,6 +367,7 @@ impl Settings {
                 l.max_channels_per_client == 0,
             ),
             ("limits.max_ingest_in_flight", l.max_ingest_in_flight == 0),
+            ("limits.max_reply_bytes", l.max_reply_bytes == 0),
             ("auth.token_ttl", self.auth.token_ttl.is_zero()),
             ("auth.max_token_ttl", self.auth.max_token_ttl.is_zero()),
         ];

@@ -97,6 +97,7 @@ pub fn app_state(settings: Settings, shutdown: CancellationToken) -> AppState {
             max_polls_per_client: limits.max_polls_per_client,
             max_clients: limits.max_clients,
             max_channels_per_client: limits.max_channels_per_client,
+            max_reply_bytes: limits.max_reply_bytes,
         },
     );
     hub::spawn_reaper(hub.clone(), shutdown.clone());

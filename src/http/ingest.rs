@@ -232,8 +232,13 @@ struct ServerStats {
 }
 
 async fn stats(State(state): State<AppState>) -> Json<ServerStats> {
+    // A walk over every client: off the async workers.
+    let hub = state.hub.clone();
+    let hub_stats = tokio::task::spawn_blocking(move || hub.stats())
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
     Json(ServerStats {
-        hub: state.hub.stats(),
+        hub: hub_stats,
         connections: state.max_connections - state.connections.available_permits(),
         max_connections: state.max_connections,
         version: env!("CARGO_PKG_VERSION"),

@@ -114,6 +114,7 @@ async fn poll(
     // allocated for the whole (long) wait.
     let request = admit(&state, headers, query)?;
     let reply = state.hub.poll(request).await?;
+    // TODO(hostile): keep `reply.open` until the body is written.
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json")],
@@ -162,6 +163,7 @@ fn admit(
     }
     Ok(PollRequest {
         client: grant.client,
+        issued_at: grant.issued_at,
         since,
         subscribe,
         timeout,

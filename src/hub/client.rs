@@ -1,9 +1,9 @@
 //! One client: its mailbox log, open polls, channel memberships, and the
 //! notifier that wakes exactly its own waiting polls.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
@@ -12,22 +12,27 @@ use crate::store::{MailboxLog, ReadOutcome, SharedMessage};
 
 /// Why a client left the hub while someone still held a reference to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Gone {
-    /// A backend sent `<disconnect>`: open polls are told so.
+pub(super) enum Gone {
+    /// A backend sent `<disconnect>`: open polls are told so, and messages
+    /// still on their way to this mailbox go with it.
     Disconnected,
-    /// Idle past `client_idle_timeout` (it had no open poll).
+    /// Idle past `client_idle_timeout` (it had no open poll). A message
+    /// addressed to it by id lands in a new mailbox.
     Evicted,
 }
 
 /// A client as the hub holds it; shared by the client map, channel member
 /// sets and open polls.
-pub struct Client {
+pub(super) struct Client {
     /// The backend-chosen id.
     pub id: ClientId,
     /// Wakes this client's waiting polls and nobody else's.
-    pub(super) wake: Notify,
+    pub wake: Notify,
     /// One lock per client, never held across an `.await`: appends to and
-    /// reads from one mailbox are serialised, different mailboxes never contend.
+    /// reads from one mailbox are serialised, different mailboxes never
+    /// contend. Lock order: a client's lock may be taken while holding a
+    /// shard of the client map, and a channel shard may be taken while
+    /// holding a client's lock; never the other way round.
     state: Mutex<ClientState>,
 }
 
@@ -36,14 +41,28 @@ pub(super) struct ClientState {
     pub open_polls: u32,
     /// Last poll start or end (or creation): what idle eviction measures.
     pub last_active: Instant,
-    /// Sorted so presence replies list them in a stable order.
+    /// Sorted so presence replies list them in a stable order. Always equal
+    /// to the set of channels whose member map holds this client: both are
+    /// changed together under this lock.
     pub channels: BTreeSet<ChannelName>,
+    /// Channels a backend `<unsubscribe>`d this client from, oldest first,
+    /// with the unix second it happened: a poll's `channels=` does not undo
+    /// them (see `membership.rs`). At most `max_channels_per_client`; past
+    /// that the oldest is forgotten.
+    pub revoked: VecDeque<Revocation>,
     /// Set when the client was removed from the hub's map.
     pub gone: Option<Gone>,
 }
 
+/// A backend's `<unsubscribe>`, remembered against the browser's own grant.
+pub(super) struct Revocation {
+    pub channel: ChannelName,
+    /// Unix seconds: a token issued after this may ask for the channel again.
+    pub at: u64,
+}
+
 impl Client {
-    pub(super) fn new(id: ClientId, log: Box<dyn MailboxLog>, now: Instant) -> Arc<Self> {
+    pub fn new(id: ClientId, log: Box<dyn MailboxLog>, now: Instant) -> Arc<Self> {
         Arc::new(Client {
             id,
             wake: Notify::new(),
@@ -52,12 +71,13 @@ impl Client {
                 open_polls: 0,
                 last_active: now,
                 channels: BTreeSet::new(),
+                revoked: VecDeque::new(),
                 gone: None,
             }),
         })
     }
 
-    pub(super) fn lock(&self) -> MutexGuard<'_, ClientState> {
+    pub fn lock(&self) -> MutexGuard<'_, ClientState> {
         // A panic while holding this lock would be a bug in a few lines of
         // bookkeeping; the state is still consistent enough to keep serving.
         self.state
@@ -65,18 +85,25 @@ impl Client {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Queues a message and wakes this client's polls. Returns `false` (and
-    /// queues nothing) when the client already left the hub.
-    pub(super) fn append(&self, message: SharedMessage, now: Instant) -> bool {
+    /// Queues messages (all under one lock hold, so a poll sees all of them
+    /// or none) and wakes this client's polls. Queues nothing and says why
+    /// when the client already left the hub.
+    pub fn append(
+        &self,
+        messages: impl IntoIterator<Item = SharedMessage>,
+        now: Instant,
+    ) -> Result<(), Gone> {
         {
             let mut state = self.lock();
-            if state.gone.is_some() {
-                return false;
+            if let Some(gone) = state.gone {
+                return Err(gone);
             }
-            state.log.append(message, now);
+            for message in messages {
+                state.log.append(message, now);
+            }
         }
         self.wake.notify_waiters();
-        true
+        Ok(())
     }
 }
 
@@ -91,14 +118,19 @@ pub(super) enum Looked {
 }
 
 impl ClientState {
-    pub(super) fn look(&mut self, since: Option<Cursor>, now: Instant) -> Looked {
+    pub fn look(&mut self, since: Option<Cursor>, now: Instant, max_bytes: usize) -> Looked {
         if self.gone == Some(Gone::Disconnected) {
             return Looked::Disconnected(since.unwrap_or_else(|| self.log.head()));
         }
         if self.log.has_after(since, now) {
-            Looked::Read(self.log.read_after(since, now))
+            Looked::Read(self.log.read_after(since, now, max_bytes))
         } else {
             Looked::Nothing
         }
+    }
+
+    /// No open poll and no poll for `idle_limit`: the reaper may forget it.
+    pub fn is_idle(&self, now: Instant, idle_limit: Duration) -> bool {
+        self.open_polls == 0 && now.saturating_duration_since(self.last_active) >= idle_limit
     }
 }

@@ -18,6 +18,9 @@ use crate::store::ReadOutcome;
 pub struct PollRequest {
     /// The token's `sub`.
     pub client: ClientId,
+    /// The token's `iat`, if it has one: a backend `<unsubscribe>` after
+    /// it stands against this poll's `subscribe`.
+    pub issued_at: Option<u64>,
     /// The `since` cursor, if any.
     pub since: Option<Cursor>,
     /// Channels to subscribe to first (already allowed by the token).
@@ -26,13 +29,13 @@ pub struct PollRequest {
     pub timeout: Option<Duration>,
 }
 
-/// The JSON body of a poll reply.
-#[derive(Debug)]
+/// A poll's answer.
 pub struct PollReply {
-    /// The encoded reply.
+    /// The encoded JSON body.
     pub body: String,
-    /// How many messages it carries.
-    pub delivered: usize,
+    /// Keep it until the body is written: the poll counts against
+    /// `max_polls_per_client` (and keeps its client online) until then.
+    pub open: OpenPoll,
 }
 
 /// Why a poll was refused before waiting.
@@ -49,9 +52,9 @@ pub enum PollError {
     TooManyChannels(usize),
 }
 
-/// Counts an open poll for as long as it lives; dropping it (reply sent, or
-/// the browser went away and the request future was dropped) closes it.
-struct OpenPoll {
+/// Counts an open poll for as long as it lives; dropping it (reply written,
+/// or the browser went away and the request was dropped) closes it.
+pub struct OpenPoll {
     client: Arc<Client>,
 }
 
@@ -67,14 +70,8 @@ impl Hub {
     /// Serves one long-poll until it has something to say.
     pub async fn poll(&self, request: PollRequest) -> Result<PollReply, PollError> {
         let open = self.open_poll(&request.client)?;
-        let max_channels = self.0.limits.max_channels_per_client;
-        if !request.subscribe.is_empty()
-            && !super::room_for(Some(&open.client), request.subscribe.iter(), max_channels)
-        {
-            return Err(PollError::TooManyChannels(max_channels));
-        }
-        for channel in &request.subscribe {
-            self.subscribe(&request.client, channel);
+        if !request.subscribe.is_empty() {
+            self.subscribe_for_poll(&open.client, &request.subscribe, request.issued_at)?;
         }
         self.0.polls_total.fetch_add(1, Ordering::Relaxed);
         let limits = &self.0.limits;
@@ -84,28 +81,35 @@ impl Hub {
         let deadline = tokio::time::Instant::now() + timeout;
         let sleep = tokio::time::sleep_until(deadline);
         tokio::pin!(sleep);
-        loop {
+        let looked = loop {
             // Register for a wake-up before looking, so a message appended
             // between the look and the wait is never missed.
             let mut notified = pin!(open.client.wake.notified());
             notified.as_mut().enable();
-            let looked = open.client.lock().look(request.since, Instant::now());
+            let looked =
+                open.client
+                    .lock()
+                    .look(request.since, Instant::now(), limits.max_reply_bytes);
             match looked {
-                Looked::Read(outcome) => return Ok(self.reply(outcome)),
-                Looked::Disconnected(cursor) => return Ok(empty_reply(cursor, true)),
-                Looked::Nothing if self.is_shutting_down() => break,
-                Looked::Nothing => {}
+                Looked::Nothing if !self.is_shutting_down() => {}
+                said => break said,
             }
             tokio::select! {
                 _ = notified => continue,
-                _ = &mut sleep => break,
+                _ = &mut sleep => break Looked::Nothing,
             }
-        }
-        // Timed out, or shutting down, with nothing new: `since` was absent
-        // or valid, so the head is where the next poll resumes (past any
-        // message whose own ttl lapsed).
-        let head = open.client.lock().log.head();
-        Ok(empty_reply(head, false))
+        };
+        Ok(match looked {
+            Looked::Read(outcome) => self.reply(outcome, open),
+            Looked::Disconnected(cursor) => empty_reply(cursor, true, open),
+            Looked::Nothing => {
+                // Timed out, or shutting down, with nothing new: `since` was
+                // absent or valid, so the head is where the next poll resumes
+                // (past any message whose own ttl lapsed).
+                let head = open.client.lock().log.head();
+                empty_reply(head, false, open)
+            }
+        })
     }
 
     /// Finds or creates the client and counts one more open poll on it.
@@ -133,31 +137,30 @@ impl Hub {
         }
     }
 
-    fn reply(&self, outcome: ReadOutcome) -> PollReply {
+    fn reply(&self, outcome: ReadOutcome, open: OpenPoll) -> PollReply {
         let size = outcome
             .messages
             .iter()
-            .map(|(_, m)| m.json_tail.len() + 32)
+            .map(|(_, m)| crate::protocol::reply::encoded_len(&m.json_tail))
             .sum();
         let mut writer = ReplyWriter::new(outcome.cursor, size);
         let epoch = outcome.cursor.epoch;
         for (seq, message) in &outcome.messages {
             writer.push(Cursor { epoch, seq: *seq }, &message.json_tail);
         }
-        let delivered = outcome.messages.len();
         self.0
             .messages_out
-            .fetch_add(delivered as u64, Ordering::Relaxed);
+            .fetch_add(outcome.messages.len() as u64, Ordering::Relaxed);
         PollReply {
             body: writer.finish(outcome.reset, false),
-            delivered,
+            open,
         }
     }
 }
 
-fn empty_reply(cursor: Cursor, disconnected: bool) -> PollReply {
+fn empty_reply(cursor: Cursor, disconnected: bool, open: OpenPoll) -> PollReply {
     PollReply {
         body: ReplyWriter::new(cursor, 0).finish(false, disconnected),
-        delivered: 0,
+        open,
     }
 }

@@ -1,39 +1,60 @@
-//! Forgets idle clients and frees expired messages, on a timer.
+//! Forgets idle clients and frees expired messages, on a timer, off the
+//! async workers.
+//!
+//! A sweep first walks the client map under shard *read* locks (polls and
+//! deliveries, which only read the map, go on meanwhile; only creating a
+//! client waits for the one shard being walked), taking each client's own
+//! lock briefly to purge expired messages and to see whether it is idle.
+//! It then removes the idle ones one at a time, each under its shard's
+//! write lock for that one entry, checking again that the entry is the same
+//! client and still idle (a poll may have arrived in between). The sweep
+//! runs on a blocking thread, so a million clients never stall a worker.
 
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::{Gone, Hub};
+use super::client::Gone;
+use super::Hub;
 
 impl Hub {
     /// One sweep: drops expired messages everywhere and forgets every client
     /// with no open poll and no activity for `client_idle_timeout`. Returns
-    /// how many clients were forgotten.
+    /// how many clients were forgotten. Blocking: call it off the workers.
     pub fn reap(&self, now: Instant) -> usize {
         let idle_limit = self.0.limits.client_idle_timeout;
-        let mut evicted = Vec::new();
-        self.0.clients.retain(|_, client| {
-            let mut state = client.lock();
+        let mut candidates = Vec::new();
+        for entry in self.0.clients.iter() {
+            let mut state = entry.value().lock();
             state.log.purge_expired(now);
-            let idle = state.open_polls == 0
-                && now.saturating_duration_since(state.last_active) >= idle_limit;
-            if idle {
-                // Marked while still locked, so a poll that found this entry
-                // a moment ago sees it gone and looks the id up again.
-                state.gone = Some(Gone::Evicted);
-                evicted.push((client.clone(), std::mem::take(&mut state.channels)));
+            if state.is_idle(now, idle_limit) {
+                candidates.push(entry.value().clone());
             }
-            !idle
-        });
-        for (client, channels) in &evicted {
-            self.drop_memberships(client, channels);
         }
-        self.0
-            .clients_evicted
-            .fetch_add(evicted.len() as u64, Relaxed);
-        evicted.len()
+        let mut evicted = 0;
+        for client in candidates {
+            let mut channels = None;
+            self.0.clients.remove_if(&client.id, |_, current| {
+                let mut state = current.lock();
+                let idle = Arc::ptr_eq(current, &client) && state.is_idle(now, idle_limit);
+                if idle {
+                    // Marked while still locked, so a poll that found this
+                    // entry a moment ago sees it gone and looks the id up
+                    // again.
+                    state.gone = Some(Gone::Evicted);
+                    channels = Some(std::mem::take(&mut state.channels));
+                }
+                idle
+            });
+            if let Some(channels) = channels {
+                self.drop_memberships(&client, &channels);
+                evicted += 1;
+            }
+        }
+        self.0.clients_evicted.fetch_add(evicted as u64, Relaxed);
+        evicted
     }
 }
 
@@ -43,7 +64,8 @@ fn sweep_interval(idle_limit: Duration) -> Duration {
     (idle_limit / 4).clamp(Duration::from_millis(50), Duration::from_secs(5))
 }
 
-/// Runs [`Hub::reap`] until `shutdown`.
+/// Runs [`Hub::reap`] on a blocking thread every sweep interval until
+/// `shutdown`.
 pub fn spawn_reaper(hub: Hub, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
     let every = sweep_interval(hub.limits().client_idle_timeout);
     tokio::spawn(async move {
@@ -52,9 +74,12 @@ pub fn spawn_reaper(hub: Hub, shutdown: CancellationToken) -> tokio::task::JoinH
         loop {
             tokio::select! {
                 _ = ticker.tick() => {
-                    let forgotten = hub.reap(Instant::now());
-                    if forgotten > 0 {
-                        tracing::debug!(forgotten, "idle clients forgotten");
+                    let hub = hub.clone();
+                    let swept = tokio::task::spawn_blocking(move || hub.reap(Instant::now())).await;
+                    match swept {
+                        Ok(0) => {}
+                        Ok(forgotten) => tracing::debug!(forgotten, "idle clients forgotten"),
+                        Err(e) => tracing::error!(error = %e, "the idle sweep failed"),
                     }
                 }
                 _ = shutdown.cancelled() => return,

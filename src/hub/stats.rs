@@ -52,8 +52,10 @@ pub struct Presence {
 }
 
 impl Hub {
-    /// Walks every client (one short lock each): `/stats` is rare, and this
-    /// keeps shared counters off the per-message path.
+    /// Walks every client (one short lock each, under shard read locks):
+    /// `/stats` is rare, and this keeps shared counters off the per-message
+    /// path. Blocking for a large hub (about 0.1 s a million clients): the
+    /// ingest face calls it off the async workers.
     pub fn stats(&self) -> Stats {
         let now = Instant::now();
         let (mut open_polls, mut queued) = (0u64, 0u64);

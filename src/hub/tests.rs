@@ -1,27 +1,43 @@
-//! The hub without HTTP: delivery, channels, tabs, disconnect, eviction.
+//! The hub without HTTP: delivery, channels, tabs, disconnect, eviction,
+//! paging, and the races between them. Time is paused: timeouts pass the
+//! moment nothing else can run, and no test waits on the wall clock.
 
-use std::time::Duration;
+use std::future::Future;
+use std::pin::pin;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use super::*;
 use crate::protocol::ingest::{parse, ParseLimits};
-use crate::protocol::Cursor;
+use crate::protocol::{ChannelName, Cursor};
 use crate::store::{memory::MemoryStore, Retention};
 
-fn hub() -> Hub {
+fn limits() -> HubLimits {
+    HubLimits {
+        poll_timeout: Duration::from_millis(200),
+        max_poll_timeout: Duration::from_secs(1),
+        client_idle_timeout: Duration::from_millis(100),
+        message_ttl: Duration::from_secs(60),
+        max_polls_per_client: 2,
+        max_clients: 3,
+        max_channels_per_client: 2,
+        max_reply_bytes: 1 << 20,
+    }
+}
+
+fn hub_with(limits: HubLimits) -> Hub {
     Hub::new(
         Arc::new(MemoryStore::new(Retention { max_messages: 100 })),
-        HubLimits {
-            poll_timeout: Duration::from_millis(200),
-            max_poll_timeout: Duration::from_secs(1),
-            client_idle_timeout: Duration::from_millis(100),
-            message_ttl: Duration::from_secs(60),
-            max_polls_per_client: 2,
-            max_clients: 3,
-            max_channels_per_client: 2,
-        },
+        limits,
     )
+}
+
+fn hub() -> Hub {
+    hub_with(limits())
 }
 
 fn apply(hub: &Hub, xml: &str) -> Result<usize, ApplyError> {
@@ -29,7 +45,7 @@ fn apply(hub: &Hub, xml: &str) -> Result<usize, ApplyError> {
         parse(
             xml.as_bytes(),
             ParseLimits {
-                max_payload_bytes: 1000,
+                max_payload_bytes: 100_000,
                 max_commands: 100,
             },
         )
@@ -41,15 +57,35 @@ fn id(s: &str) -> ClientId {
     ClientId::parse(s).unwrap()
 }
 
-async fn poll(hub: &Hub, client: &str, since: Option<&str>) -> Value {
-    let request = PollRequest {
+fn channel(s: &str) -> ChannelName {
+    ChannelName::parse(s).unwrap()
+}
+
+fn request(client: &str) -> PollRequest {
+    PollRequest {
         client: id(client),
-        since: since.map(|s| Cursor::parse(s).unwrap()),
+        issued_at: None,
+        since: None,
         subscribe: vec![],
         timeout: None,
-    };
+    }
+}
+
+async fn poll_with(hub: &Hub, request: PollRequest) -> Value {
     let reply = hub.poll(request).await.unwrap();
     serde_json::from_str(&reply.body).unwrap()
+}
+
+async fn poll(hub: &Hub, client: &str, since: Option<&str>) -> Value {
+    let since = since.map(|s| Cursor::parse(s).unwrap());
+    poll_with(
+        hub,
+        PollRequest {
+            since,
+            ..request(client)
+        },
+    )
+    .await
 }
 
 fn datas(reply: &Value) -> Vec<Value> {
@@ -61,7 +97,28 @@ fn datas(reply: &Value) -> Vec<Value> {
         .collect()
 }
 
-#[tokio::test]
+/// Yields until `client` has `n` open polls (spawned polls registered).
+async fn until_open_polls(hub: &Hub, client: &str, n: u32) {
+    for _ in 0..10_000 {
+        if hub.presence(&id(client)).is_some_and(|p| p.open_polls == n) {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("{client} never had {n} open polls");
+}
+
+/// Counts how often a future's waker is called.
+#[derive(Default)]
+struct WakeCount(AtomicUsize);
+
+impl Wake for WakeCount {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn queued_messages_wait_for_the_first_poll_and_resume_by_cursor() {
     let hub = hub();
     apply(
@@ -85,31 +142,57 @@ async fn queued_messages_wait_for_the_first_poll_and_resume_by_cursor() {
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
 }
 
-#[tokio::test]
-async fn a_waiting_poll_wakes_on_its_own_message_only() {
+#[tokio::test(start_paused = true)]
+async fn a_waiting_poll_is_woken_by_its_own_message_only() {
     let hub = hub();
-    let waiting = tokio::spawn({
-        let hub = hub.clone();
-        async move { poll(&hub, "a", None).await }
-    });
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    let wakes = Arc::new(WakeCount::default());
+    let waker = Waker::from(wakes.clone());
+    let mut cx = Context::from_waker(&waker);
+    let mut waiting = pin!(hub.poll(request("a")));
+    assert!(waiting.as_mut().poll(&mut cx).is_pending());
     apply(&hub, r#"<message to="b">"other"</message>"#).unwrap();
+    apply(&hub, r#"<subscribe client="b" channel="room"/>"#).unwrap();
+    apply(&hub, r#"<message channel="room">"room"</message>"#).unwrap();
+    assert_eq!(
+        wakes.0.load(Ordering::SeqCst),
+        0,
+        "messages to another client, directly or by channel, do not wake it"
+    );
     apply(&hub, r#"<message to="a">"mine"</message>"#).unwrap();
-    let reply = waiting.await.unwrap();
+    assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
+    let Poll::Ready(reply) = waiting.as_mut().poll(&mut cx) else {
+        panic!("woken with a message, it answers");
+    };
+    let reply: Value = serde_json::from_str(&reply.unwrap().body).unwrap();
     assert_eq!(datas(&reply), vec![Value::from("mine")]);
 }
 
-#[tokio::test]
-async fn an_empty_poll_times_out_with_an_empty_array() {
+#[tokio::test(start_paused = true)]
+async fn an_empty_poll_times_out_after_the_default_timeout() {
     let hub = hub();
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let reply = poll(&hub, "a", None).await;
-    assert!(started.elapsed() >= Duration::from_millis(200));
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_millis(200),
+        "poll_timeout"
+    );
     assert_eq!(reply["messages"], Value::Array(vec![]));
     assert!(reply["cursor"].is_string());
+    let started = tokio::time::Instant::now();
+    let capped = PollRequest {
+        timeout: Some(Duration::from_secs(30)),
+        ..request("a")
+    };
+    poll_with(&hub, capped).await;
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_secs(1),
+        "max_poll_timeout"
+    );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn channels_reach_members_at_that_moment() {
     let hub = hub();
     apply(&hub, r#"<batch><subscribe client="a" channel="room"/><subscribe client="b" channel="room"/></batch>"#).unwrap();
@@ -124,7 +207,37 @@ async fn channels_reach_members_at_that_moment() {
     assert_eq!(hub.presence(&id("a")).unwrap().channels, vec!["room"]);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
+async fn membership_changes_apply_in_batch_order() {
+    let hub = hub();
+    apply(
+        &hub,
+        r#"<batch>
+            <message channel="room">"before"</message>
+            <subscribe client="a" channel="room"/>
+            <message channel="room">"member"</message>
+            <unsubscribe client="a" channel="room"/>
+            <message channel="room">"after"</message>
+            <message to="a">"direct"</message>
+        </batch>"#,
+    )
+    .unwrap();
+    assert_eq!(
+        datas(&poll(&hub, "a", None).await),
+        vec![Value::from("member"), Value::from("direct")]
+    );
+    apply(
+        &hub,
+        r#"<batch><message to="b">"gone with the mailbox"</message><disconnect client="b"/><message to="b">"new mailbox"</message></batch>"#,
+    )
+    .unwrap();
+    assert_eq!(
+        datas(&poll(&hub, "b", None).await),
+        vec![Value::from("new mailbox")]
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn disconnect_ends_open_polls_and_forgets_the_mailbox() {
     let hub = hub();
     apply(
@@ -138,7 +251,7 @@ async fn disconnect_ends_open_polls_and_forgets_the_mailbox() {
         let cursor = first["cursor"].as_str().unwrap().to_owned();
         async move { poll(&hub, "a", Some(&cursor)).await }
     });
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    until_open_polls(&hub, "a", 1).await;
     apply(&hub, r#"<disconnect client="a"/>"#).unwrap();
     let reply = waiting.await.unwrap();
     assert_eq!(reply["disconnected"], Value::Bool(true));
@@ -146,33 +259,24 @@ async fn disconnect_ends_open_polls_and_forgets_the_mailbox() {
     assert_eq!(hub.stats().channels, 0);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn too_many_polls_and_clients_are_refused() {
     let hub = hub();
     let open: Vec<_> = (0..2)
         .map(|_| {
             let hub = hub.clone();
-            tokio::spawn(async move {
-                hub.poll(PollRequest {
-                    client: id("a"),
-                    since: None,
-                    subscribe: vec![],
-                    timeout: Some(Duration::from_secs(1)),
-                })
-                .await
-            })
+            let held = PollRequest {
+                timeout: Some(Duration::from_secs(1)),
+                ..request("a")
+            };
+            tokio::spawn(async move { poll_with(&hub, held).await })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(30)).await;
-    let third = hub
-        .poll(PollRequest {
-            client: id("a"),
-            since: None,
-            subscribe: vec![],
-            timeout: None,
-        })
-        .await;
-    assert!(matches!(third, Err(PollError::TooManyPolls(2))));
+    until_open_polls(&hub, "a", 2).await;
+    assert!(matches!(
+        hub.poll(request("a")).await,
+        Err(PollError::TooManyPolls(2))
+    ));
     assert!(matches!(
         apply(
             &hub,
@@ -184,19 +288,34 @@ async fn too_many_polls_and_clients_are_refused() {
         hub.presence(&id("b")).is_none(),
         "a refused batch applies nothing"
     );
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     hub.begin_shutdown();
     for poll in open {
-        let reply = poll.await.unwrap().unwrap();
-        assert_eq!(reply.delivered, 0, "shutdown answers open polls empty");
+        let reply = poll.await.unwrap();
+        assert_eq!(reply["messages"], Value::Array(vec![]), "answered empty");
     }
-    assert!(
-        started.elapsed() < Duration::from_millis(500),
+    assert_eq!(
+        started.elapsed(),
+        Duration::ZERO,
         "at once, not at the 1 s timeout"
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
+async fn a_reply_counts_as_an_open_poll_until_it_is_dropped() {
+    let hub = hub();
+    apply(&hub, r#"<message to="a">1</message>"#).unwrap();
+    let first = hub.poll(request("a")).await.unwrap();
+    let second = hub.poll(request("a")).await.unwrap();
+    assert!(matches!(
+        hub.poll(request("a")).await,
+        Err(PollError::TooManyPolls(2))
+    ));
+    drop((first, second));
+    assert!(hub.poll(request("a")).await.is_ok());
+}
+
+#[tokio::test(start_paused = true)]
 async fn idle_clients_are_forgotten_but_not_while_polling() {
     let hub = hub();
     apply(
@@ -206,25 +325,24 @@ async fn idle_clients_are_forgotten_but_not_while_polling() {
     .unwrap();
     let held = tokio::spawn({
         let hub = hub.clone();
-        async move {
-            hub.poll(PollRequest {
-                client: id("busy"),
-                since: None,
-                subscribe: vec![],
-                timeout: Some(Duration::from_millis(400)),
-            })
-            .await
-        }
+        async move { poll_with(&hub, request("busy")).await }
     });
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    assert_eq!(hub.reap(std::time::Instant::now()), 1);
+    until_open_polls(&hub, "busy", 1).await;
+    let later = Instant::now() + Duration::from_millis(150);
+    assert_eq!(hub.reap(later), 1);
     assert!(hub.presence(&id("idle")).is_none());
     assert!(hub.presence(&id("busy")).unwrap().online);
     assert_eq!(hub.stats().subscriptions, 0);
-    held.await.unwrap().unwrap();
+    held.await.unwrap();
+    apply(&hub, r#"<message to="idle">2</message>"#).unwrap();
+    assert_eq!(
+        datas(&poll(&hub, "idle", None).await),
+        vec![Value::from(2)],
+        "a message to a forgotten client opens a new mailbox"
+    );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn one_channel_payload_is_shared_by_every_member() {
     let hub = hub();
     apply(&hub, r#"<batch><subscribe client="a" channel="room"/><subscribe client="b" channel="room"/></batch>"#).unwrap();
@@ -238,7 +356,7 @@ async fn one_channel_payload_is_shared_by_every_member() {
         let mut state = client.lock();
         state
             .log
-            .read_after(None, std::time::Instant::now())
+            .read_after(None, Instant::now(), usize::MAX)
             .messages[0]
             .1
             .clone()
@@ -246,7 +364,7 @@ async fn one_channel_payload_is_shared_by_every_member() {
     assert!(Arc::ptr_eq(&tail_of("a"), &tail_of("b")));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn subscriptions_per_client_are_capped_before_anything_applies() {
     let hub = hub();
     apply(&hub, r#"<batch><subscribe client="a" channel="one"/><subscribe client="a" channel="one"/></batch>"#).unwrap();
@@ -261,24 +379,186 @@ async fn subscriptions_per_client_are_capped_before_anything_applies() {
         "nothing applied"
     );
     apply(&hub, r#"<subscribe client="a" channel="two"/>"#).unwrap();
-    let poll = PollRequest {
-        client: id("a"),
-        since: None,
-        subscribe: vec![ChannelName::parse("three").unwrap()],
+    let asking = |name: &str| PollRequest {
+        subscribe: vec![channel(name)],
         timeout: Some(Duration::ZERO),
+        ..request("a")
     };
     assert!(matches!(
-        hub.poll(poll).await,
+        hub.poll(asking("three")).await,
         Err(PollError::TooManyChannels(2))
     ));
-    let again = PollRequest {
-        client: id("a"),
-        since: None,
-        subscribe: vec![ChannelName::parse("one").unwrap()],
-        timeout: Some(Duration::ZERO),
-    };
     assert!(
-        hub.poll(again).await.is_ok(),
+        hub.poll(asking("one")).await.is_ok(),
         "re-subscribing to a channel it has is fine"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_backend_unsubscribe_outlasts_the_browsers_re_polls() {
+    let hub = hub();
+    let asking = |issued_at| PollRequest {
+        subscribe: vec![channel("room")],
+        issued_at,
+        timeout: Some(Duration::ZERO),
+        ..request("a")
+    };
+    poll_with(&hub, asking(Some(1))).await;
+    assert_eq!(hub.presence(&id("a")).unwrap().channels, vec!["room"]);
+    apply(&hub, r#"<unsubscribe client="a" channel="room"/>"#).unwrap();
+    poll_with(&hub, asking(Some(1))).await;
+    poll_with(&hub, asking(None)).await;
+    assert!(
+        hub.presence(&id("a")).unwrap().channels.is_empty(),
+        "an old token's channels= does not undo the kick"
+    );
+    apply(&hub, r#"<message channel="room">"kicked"</message>"#).unwrap();
+    assert!(datas(&poll(&hub, "a", None).await).is_empty());
+
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let after_the_kick = now_s + 1;
+    poll_with(&hub, asking(Some(after_the_kick))).await;
+    assert_eq!(
+        hub.presence(&id("a")).unwrap().channels,
+        vec!["room"],
+        "a token issued after the unsubscribe may rejoin"
+    );
+
+    apply(&hub, r#"<unsubscribe client="a" channel="room"/>"#).unwrap();
+    apply(&hub, r#"<subscribe client="a" channel="room"/>"#).unwrap();
+    apply(&hub, r#"<unsubscribe client="a" channel="other"/>"#).unwrap();
+    poll_with(&hub, asking(Some(1))).await;
+    assert_eq!(
+        hub.presence(&id("a")).unwrap().channels,
+        vec!["room"],
+        "a backend subscribe lifts its own unsubscribe"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reply_is_paged_at_max_reply_bytes() {
+    let hub = hub_with(HubLimits {
+        max_reply_bytes: 3_000,
+        ..limits()
+    });
+    let big = format!(r#""{}""#, "x".repeat(1_000));
+    let batch: String = (0..7)
+        .map(|_| format!(r#"<message to="a">{big}</message>"#))
+        .collect();
+    apply(&hub, &format!("<batch>{batch}</batch>")).unwrap();
+    let mut since: Option<String> = None;
+    let mut pages = vec![];
+    loop {
+        let reply = poll_with(
+            &hub,
+            PollRequest {
+                since: since.as_deref().map(|s| Cursor::parse(s).unwrap()),
+                timeout: Some(Duration::ZERO),
+                ..request("a")
+            },
+        )
+        .await;
+        let n = datas(&reply).len();
+        if n == 0 {
+            break;
+        }
+        assert!(
+            reply.to_string().len() < 3_000 + 100,
+            "{}",
+            reply.to_string().len()
+        );
+        let last_id = reply["messages"][n - 1]["id"].clone();
+        assert_eq!(
+            reply["cursor"], last_id,
+            "the cursor is after the last one carried"
+        );
+        since = reply["cursor"].as_str().map(str::to_owned);
+        pages.push(n);
+    }
+    assert_eq!(pages, vec![2, 2, 2, 1]);
+
+    let huge = format!(r#""{}""#, "y".repeat(5_000));
+    apply(&hub, &format!(r#"<message to="b">{huge}</message>"#)).unwrap();
+    let reply = poll(&hub, "b", None).await;
+    assert_eq!(datas(&reply).len(), 1, "always at least one message");
+}
+
+/// Reads every mailbox of a batch while it is applied: each read sees all of
+/// the batch's messages to that mailbox, or none.
+#[test]
+fn a_poll_sees_all_of_a_batch_to_its_mailbox_or_none() {
+    let hub = Hub::new(
+        Arc::new(MemoryStore::new(Retention {
+            max_messages: 10_000,
+        })),
+        limits(),
+    );
+    let batch = r#"<batch><message to="a">1</message><message to="b">1</message><message to="a">2</message><message to="b">2</message><message to="a">3</message></batch>"#;
+    let rounds = 2_000;
+    let writer = std::thread::spawn({
+        let hub = hub.clone();
+        move || {
+            for _ in 0..rounds {
+                apply(&hub, batch).unwrap();
+            }
+        }
+    });
+    let mut torn = 0;
+    let mut reads = 0;
+    while !writer.is_finished() || reads == 0 {
+        for (client, per_batch) in [("a", 3), ("b", 2)] {
+            if let Some(p) = hub.presence(&id(client)) {
+                reads += 1;
+                if p.pending_messages % per_batch != 0 {
+                    torn += 1;
+                }
+            }
+        }
+    }
+    writer.join().unwrap();
+    assert!(reads > 0);
+    assert_eq!(torn, 0, "reads that saw part of a batch");
+}
+
+/// Subscribe and unsubscribe of one client and channel from two threads:
+/// the client's set and the channel's members never disagree.
+#[test]
+fn concurrent_subscribe_and_unsubscribe_leave_membership_consistent() {
+    let hub = hub();
+    let rounds = 20_000;
+    let run = |xml: &'static str| {
+        let hub = hub.clone();
+        std::thread::spawn(move || {
+            for _ in 0..rounds {
+                apply(&hub, xml).unwrap();
+            }
+        })
+    };
+    let sub = run(r#"<subscribe client="a" channel="room"/>"#);
+    let unsub = run(r#"<unsubscribe client="a" channel="room"/>"#);
+    let mut checks = 0;
+    while !(sub.is_finished() && unsub.is_finished()) {
+        checks += 1;
+        let client = hub.0.clients.get(&id("a")).map(|c| c.clone());
+        if let Some(client) = client {
+            let state = client.lock();
+            let in_set = state.channels.contains(&channel("room"));
+            let in_map = hub
+                .0
+                .channels
+                .members(&channel("room"))
+                .iter()
+                .any(|m| Arc::ptr_eq(m, &client));
+            assert_eq!(in_set, in_map, "after {checks} checks");
+        }
+    }
+    sub.join().unwrap();
+    unsub.join().unwrap();
+    let client = hub.0.clients.get(&id("a")).unwrap().clone();
+    let in_set = client.lock().channels.contains(&channel("room"));
+    let in_map = !hub.0.channels.members(&channel("room")).is_empty();
+    assert_eq!(in_set, in_map);
 }

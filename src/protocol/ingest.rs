@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use quick_xml::escape::resolve_predefined_entity;
-use quick_xml::events::{BytesRef, BytesStart, Event};
+use quick_xml::events::{BytesDecl, BytesRef, BytesStart, Event};
 use quick_xml::{Reader, XmlVersion};
 use serde_json::value::RawValue;
 
@@ -74,6 +74,17 @@ pub fn parse(body: &[u8], limits: ParseLimits) -> Result<Vec<Command>, ParseErro
         line: line_at(&body[..e.valid_up_to()]),
         message: format!("body is not valid UTF-8 (byte {})", e.valid_up_to()),
     })?;
+    if let Some(at) = first_non_xml_char(text) {
+        let c = text[at..].chars().next().expect("a char starts here");
+        return Err(ParseError {
+            code: ErrorCode::MalformedXml,
+            line: line_at(&body[..at]),
+            message: format!(
+                "U+{:04X} at byte {at} is not a character XML allows",
+                c as u32
+            ),
+        });
+    }
     Parser::new(text, limits).run()
 }
 
@@ -82,9 +93,29 @@ fn is_xml_char(c: char) -> bool {
     matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
 }
 
+/// Where the first character outside XML's `Char` production stands, if
+/// any: a well-formed document holds none, raw or escaped. In valid UTF-8
+/// only control characters and U+FFFE/U+FFFF can be such, so this is a byte
+/// scan rather than a decode.
+fn first_non_xml_char(text: &str) -> Option<usize> {
+    let control = text
+        .bytes()
+        .position(|b| b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r'));
+    let non_char = text.find(['\u{FFFE}', '\u{FFFF}']);
+    match (control, non_char) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// 1-based line at the end of `prefix`. Counted only when an error is
+/// reported: counting per command would rescan the body once per command.
 fn line_at(prefix: &[u8]) -> usize {
     1 + prefix.iter().filter(|&&b| b == b'\n').count()
 }
+
+/// Text where only blanks may stand, outside the root element.
+const OUTSIDE_ROOT: &str = "text outside the root element";
 
 /// Where the reader is in the (tiny) grammar.
 enum State {
@@ -98,7 +129,8 @@ enum State {
 struct OpenCommand {
     element: Element,
     start: BytesStart<'static>,
-    line: usize,
+    /// Byte offset of its start tag, for error lines.
+    at: usize,
     text: String,
     in_batch: bool,
 }
@@ -157,6 +189,9 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// Reads events until the end, handing each to the method of the state
+    /// the reader is in. Declarations, comments and processing instructions
+    /// are the same everywhere and handled here.
     fn run(mut self) -> Result<Vec<Command>, ParseError> {
         let mut state = State::BeforeRoot;
         loop {
@@ -168,144 +203,175 @@ impl<'a> Parser<'a> {
                     return Err(self.error_at(pos, ErrorCode::MalformedXml, e.to_string()));
                 }
             };
-            state = match (state, event) {
-                (_, Event::DocType(_)) => {
+            state = match event {
+                Event::DocType(_) => {
                     return Err(self.error_at(
                         at,
                         ErrorCode::MalformedXml,
                         "DOCTYPE is not accepted: no DTD processing".into(),
                     ))
                 }
-                (state, Event::Decl(decl)) => {
-                    if let Some(Ok(enc)) = decl.encoding() {
-                        if !enc.eq_ignore_ascii_case("utf-8") {
-                            return Err(self.error_at(
-                                at,
-                                ErrorCode::MalformedXml,
-                                format!("encoding {enc:?} is not accepted: send UTF-8"),
-                            ));
-                        }
-                    }
+                Event::Decl(decl) => {
+                    self.check_declaration(at, &decl)?;
                     state
                 }
-                (state, Event::Comment(_) | Event::PI(_)) => state,
-                (State::InCommand(mut open), Event::Text(t)) => {
-                    self.push_text(&mut open, &t.xml10_content())?;
-                    State::InCommand(open)
-                }
-                (State::InCommand(mut open), Event::CData(t)) => {
-                    self.push_text(&mut open, &t.xml10_content())?;
-                    State::InCommand(open)
-                }
-                (State::InCommand(mut open), Event::GeneralRef(r)) => {
-                    let resolved = self.resolve_ref(at, &r)?;
-                    self.push_text(&mut open, &resolved)?;
-                    State::InCommand(open)
-                }
-                (State::InCommand(open), Event::End(_)) => {
-                    let in_batch = open.in_batch;
-                    self.finish_command(open)?;
-                    if in_batch {
-                        State::InBatch
-                    } else {
-                        State::AfterRoot
-                    }
-                }
-                (State::InCommand(open), Event::Start(e) | Event::Empty(e)) => {
-                    return Err(self.error_at(
-                        at,
-                        ErrorCode::InvalidRequest,
-                        format!(
-                            "{}: <{}> holds text only, found <{}>",
-                            self.label(open.element),
-                            open.element.name(),
-                            e.name().0
-                        ),
-                    ))
-                }
-                (State::BeforeRoot, Event::Start(e)) if e.name().0 == "batch" => {
-                    self.check_batch_attributes(at, &e)?;
-                    State::InBatch
-                }
-                (State::BeforeRoot, Event::Empty(e)) if e.name().0 == "batch" => {
-                    self.check_batch_attributes(at, &e)?;
-                    State::AfterRoot
-                }
-                (State::BeforeRoot, Event::Start(e)) => {
-                    State::InCommand(self.open_command(at, e, false)?)
-                }
-                (State::BeforeRoot, Event::Empty(e)) => {
-                    let open = self.open_command(at, e, false)?;
-                    self.finish_command(open)?;
-                    State::AfterRoot
-                }
-                (State::InBatch, Event::Start(e)) => {
-                    State::InCommand(self.open_command(at, e, true)?)
-                }
-                (State::InBatch, Event::Empty(e)) => {
-                    let open = self.open_command(at, e, true)?;
-                    self.finish_command(open)?;
-                    State::InBatch
-                }
-                (State::InBatch, Event::End(_)) => State::AfterRoot,
-                (
-                    state @ (State::BeforeRoot | State::InBatch | State::AfterRoot),
-                    Event::Text(t),
-                ) => {
-                    if !t.xml10_content().trim().is_empty() {
-                        let (code, what) = match state {
-                            State::InBatch => (ErrorCode::InvalidRequest, "text between commands"),
-                            _ => (ErrorCode::MalformedXml, "text outside the root element"),
-                        };
-                        return Err(self.error_at(at, code, what.into()));
-                    }
-                    state
-                }
-                (State::InBatch, Event::CData(_) | Event::GeneralRef(_)) => {
-                    return Err(self.error_at(
-                        at,
-                        ErrorCode::InvalidRequest,
-                        "text between commands".into(),
-                    ))
-                }
-                (State::BeforeRoot | State::AfterRoot, Event::CData(_) | Event::GeneralRef(_)) => {
-                    return Err(self.error_at(
-                        at,
-                        ErrorCode::MalformedXml,
-                        "text outside the root element".into(),
-                    ))
-                }
-                (State::AfterRoot, Event::Start(_) | Event::Empty(_)) => {
-                    return Err(self.error_at(
-                        at,
-                        ErrorCode::MalformedXml,
-                        "more than one root element".into(),
-                    ))
-                }
-                (State::BeforeRoot | State::AfterRoot, Event::End(_)) => {
-                    return Err(self.error_at(
-                        at,
-                        ErrorCode::MalformedXml,
-                        "closing tag without an opening one".into(),
-                    ))
-                }
-                (State::AfterRoot, Event::Eof) => return Ok(self.commands),
-                (State::BeforeRoot, Event::Eof) => {
-                    return Err(self.error_at(
-                        at,
-                        ErrorCode::MalformedXml,
-                        "empty document: expected <batch> or a command".into(),
-                    ))
-                }
-                (State::InBatch | State::InCommand(_), Event::Eof) => {
-                    return Err(self.error_at(
-                        at,
-                        ErrorCode::MalformedXml,
-                        "unexpected end of document: an element is not closed".into(),
-                    ))
-                }
+                Event::Comment(_) | Event::PI(_) => state,
+                Event::Eof => return self.at_end(at, state),
+                event => match state {
+                    State::BeforeRoot => self.before_root(at, event)?,
+                    State::InBatch => self.in_batch(at, event)?,
+                    State::InCommand(open) => self.in_command(at, open, event)?,
+                    State::AfterRoot => self.after_root(at, event)?,
+                },
             };
         }
+    }
+
+    fn check_declaration(&self, at: usize, decl: &BytesDecl<'_>) -> Result<(), ParseError> {
+        match decl.encoding() {
+            Some(Ok(enc)) if !enc.eq_ignore_ascii_case("utf-8") => Err(self.error_at(
+                at,
+                ErrorCode::MalformedXml,
+                format!("encoding {enc:?} is not accepted: send UTF-8"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The root: `<batch>` or a single command.
+    fn before_root(&mut self, at: usize, event: Event<'_>) -> Result<State, ParseError> {
+        match event {
+            Event::Start(e) if e.name().0 == "batch" => {
+                self.check_batch_attributes(at, &e)?;
+                Ok(State::InBatch)
+            }
+            Event::Empty(e) if e.name().0 == "batch" => {
+                self.check_batch_attributes(at, &e)?;
+                Ok(State::AfterRoot)
+            }
+            Event::Start(e) => Ok(State::InCommand(self.open_command(at, e, false)?)),
+            Event::Empty(e) => {
+                let open = self.open_command(at, e, false)?;
+                self.finish_command(open)?;
+                Ok(State::AfterRoot)
+            }
+            Event::End(_) => Err(self.closing_without_opening(at)),
+            other => {
+                self.only_blank(at, &other, ErrorCode::MalformedXml, OUTSIDE_ROOT)?;
+                Ok(State::BeforeRoot)
+            }
+        }
+    }
+
+    /// Inside `<batch>`: commands, then its end tag.
+    fn in_batch(&mut self, at: usize, event: Event<'_>) -> Result<State, ParseError> {
+        match event {
+            Event::Start(e) => Ok(State::InCommand(self.open_command(at, e, true)?)),
+            Event::Empty(e) => {
+                let open = self.open_command(at, e, true)?;
+                self.finish_command(open)?;
+                Ok(State::InBatch)
+            }
+            Event::End(_) => Ok(State::AfterRoot),
+            other => {
+                self.only_blank(
+                    at,
+                    &other,
+                    ErrorCode::InvalidRequest,
+                    "text between commands",
+                )?;
+                Ok(State::InBatch)
+            }
+        }
+    }
+
+    /// Inside a command: its text, then its end tag.
+    fn in_command(
+        &mut self,
+        at: usize,
+        mut open: OpenCommand,
+        event: Event<'_>,
+    ) -> Result<State, ParseError> {
+        match event {
+            Event::Text(t) => self.push_text(&mut open, &t.xml10_content())?,
+            Event::CData(t) => self.push_text(&mut open, &t.xml10_content())?,
+            Event::GeneralRef(r) => {
+                let resolved = self.resolve_ref(at, &r)?;
+                self.push_text(&mut open, &resolved)?;
+            }
+            Event::End(_) => {
+                let in_batch = open.in_batch;
+                self.finish_command(open)?;
+                return Ok(if in_batch {
+                    State::InBatch
+                } else {
+                    State::AfterRoot
+                });
+            }
+            Event::Start(e) | Event::Empty(e) => {
+                return Err(self.error_at(
+                    at,
+                    ErrorCode::InvalidRequest,
+                    format!(
+                        "{}: <{}> holds text only, found <{}>",
+                        self.label(open.element),
+                        open.element.name(),
+                        e.name().0
+                    ),
+                ))
+            }
+            _ => {}
+        }
+        Ok(State::InCommand(open))
+    }
+
+    /// After the root element: nothing but blanks, comments and PIs.
+    fn after_root(&mut self, at: usize, event: Event<'_>) -> Result<State, ParseError> {
+        match event {
+            Event::Start(_) | Event::Empty(_) => Err(self.error_at(
+                at,
+                ErrorCode::MalformedXml,
+                "more than one root element".into(),
+            )),
+            Event::End(_) => Err(self.closing_without_opening(at)),
+            other => {
+                self.only_blank(at, &other, ErrorCode::MalformedXml, OUTSIDE_ROOT)?;
+                Ok(State::AfterRoot)
+            }
+        }
+    }
+
+    fn at_end(self, at: usize, state: State) -> Result<Vec<Command>, ParseError> {
+        let problem = match state {
+            State::AfterRoot => return Ok(self.commands),
+            State::BeforeRoot => "empty document: expected <batch> or a command",
+            State::InBatch | State::InCommand(_) => {
+                "unexpected end of document: an element is not closed"
+            }
+        };
+        Err(self.error_at(at, ErrorCode::MalformedXml, problem.into()))
+    }
+
+    /// Whitespace between elements is fine; any other text there is `code`.
+    fn only_blank(
+        &self,
+        at: usize,
+        event: &Event<'_>,
+        code: ErrorCode,
+        what: &str,
+    ) -> Result<(), ParseError> {
+        match event {
+            Event::Text(t) if t.xml10_content().trim().is_empty() => Ok(()),
+            _ => Err(self.error_at(at, code, what.into())),
+        }
+    }
+
+    fn closing_without_opening(&self, at: usize) -> ParseError {
+        self.error_at(
+            at,
+            ErrorCode::MalformedXml,
+            "closing tag without an opening one".into(),
+        )
     }
 
     fn error_at(&self, pos: usize, code: ErrorCode, message: String) -> ParseError {
@@ -365,7 +431,7 @@ impl<'a> Parser<'a> {
         Ok(OpenCommand {
             element,
             start: e.into_owned(),
-            line: line_at(&self.text.as_bytes()[..at]),
+            at,
             text: String::new(),
             in_batch,
         })
@@ -389,15 +455,15 @@ impl<'a> Parser<'a> {
 
     fn push_text(&self, open: &mut OpenCommand, text: &str) -> Result<(), ParseError> {
         if open.text.len() + text.len() > self.limits.max_payload_bytes {
-            return Err(ParseError {
-                code: ErrorCode::TooLarge,
-                line: open.line,
-                message: format!(
+            return Err(self.error_at(
+                open.at,
+                ErrorCode::TooLarge,
+                format!(
                     "{}: payload over {} bytes",
                     self.label(open.element),
                     self.limits.max_payload_bytes
                 ),
-            });
+            ));
         }
         open.text.push_str(text);
         Ok(())
@@ -405,11 +471,8 @@ impl<'a> Parser<'a> {
 
     fn finish_command(&mut self, open: OpenCommand) -> Result<(), ParseError> {
         let label = self.label(open.element);
-        let fail = |code, message: String| ParseError {
-            code,
-            line: open.line,
-            message: format!("{label}: {message}"),
-        };
+        let fail =
+            |code, message: String| self.error_at(open.at, code, format!("{label}: {message}"));
         let attrs = Attributes::read(&open, &fail)?;
         if open.element != Element::Message && !open.text.trim().is_empty() {
             return Err(fail(

@@ -10,6 +10,7 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use super::{MailboxLog, ReadOutcome, Retention, SharedMessage, Store};
+use crate::protocol::reply::encoded_len;
 use crate::protocol::{ClientId, Cursor};
 
 /// Keeps every mailbox in process memory.
@@ -27,10 +28,6 @@ impl MemoryStore {
 impl Store for MemoryStore {
     fn open(&self, _client: &ClientId) -> Box<dyn MailboxLog> {
         Box::new(MemoryLog::new(rand::random(), self.retention.max_messages))
-    }
-
-    fn name(&self) -> &'static str {
-        "memory"
     }
 }
 
@@ -99,18 +96,28 @@ impl MailboxLog for MemoryLog {
         self.last_seq()
     }
 
-    fn read_after(&mut self, since: Option<Cursor>, now: Instant) -> ReadOutcome {
+    fn read_after(&mut self, since: Option<Cursor>, now: Instant, max_bytes: usize) -> ReadOutcome {
         self.purge_expired(now);
         let (start, reset) = self.start_after(since);
         let skip = (start - self.first_seq) as usize;
-        let messages = (skip..self.entries.len())
+        let mut messages = Vec::new();
+        let mut bytes = 0;
+        let mut cursor = self.head();
+        for (seq, message) in (skip..self.entries.len())
             .map(|i| (self.first_seq + i as u64, &self.entries[i]))
             .filter(|(_, m)| m.expires_at > now)
-            .map(|(seq, m)| (seq, m.clone()))
-            .collect();
+        {
+            bytes += encoded_len(&message.json_tail);
+            if bytes > max_bytes && !messages.is_empty() {
+                // The rest waits for the next poll, which resumes here.
+                cursor.seq = messages.last().map_or(cursor.seq, |(s, _)| *s);
+                break;
+            }
+            messages.push((seq, message.clone()));
+        }
         ReadOutcome {
             messages,
-            cursor: self.head(),
+            cursor,
             reset,
         }
     }

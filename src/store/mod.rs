@@ -40,7 +40,8 @@ pub type SharedMessage = Arc<StoredMessage>;
 pub struct ReadOutcome {
     /// Messages after the cursor, oldest first, each with its sequence number.
     pub messages: Vec<(u64, SharedMessage)>,
-    /// The position after the newest message: the reply's `cursor`.
+    /// The reply's `cursor`: the position after the last message returned,
+    /// which is the head unless the read stopped at its byte budget.
     pub cursor: Cursor,
     /// The cursor could not be honoured (unknown epoch, or messages after it
     /// were dropped), so `messages` holds everything still retained.
@@ -52,13 +53,18 @@ pub trait MailboxLog: Send {
     /// Appends a message; returns its sequence number. Drops the oldest
     /// message when the log is at its size limit.
     fn append(&mut self, message: SharedMessage, now: Instant) -> u64;
-    /// Everything retained after `since` (all of it when `since` is `None`).
-    fn read_after(&mut self, since: Option<Cursor>, now: Instant) -> ReadOutcome;
+    /// What is retained after `since` (from the oldest when `since` is
+    /// `None`), oldest first, stopping before the message that would take
+    /// the replies' encoded size past `max_bytes` (see
+    /// [`crate::protocol::reply::encoded_len`]); always at least one message
+    /// when there is one.
+    fn read_after(&mut self, since: Option<Cursor>, now: Instant, max_bytes: usize) -> ReadOutcome;
     /// The position after the newest message, without reading.
     fn head(&self) -> Cursor;
     /// Whether a message after `since` could be returned right now.
     fn has_after(&self, since: Option<Cursor>, now: Instant) -> bool;
-    /// Drops expired messages (the reaper calls this for idle mailboxes).
+    /// Drops expired messages (appends and reads do it as they go; the
+    /// reaper does it for every mailbox on each sweep).
     fn purge_expired(&mut self, now: Instant);
     /// How many messages are retained.
     fn len(&self) -> usize;
@@ -72,8 +78,6 @@ pub trait MailboxLog: Send {
 pub trait Store: Send + Sync {
     /// Opens (creates) the log of a client that has no mailbox yet.
     fn open(&self, client: &ClientId) -> Box<dyn MailboxLog>;
-    /// A short name for start-up logs.
-    fn name(&self) -> &'static str;
 }
 
 /// The `[store]` section. Engines with settings of their own get them as
