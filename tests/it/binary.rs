@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tokio::process::{Child, Command};
 
-use crate::helpers::{token, SECRET};
+use crate::helpers::{token, wait_until, SECRET};
 
 struct Running {
     child: Child,
@@ -74,18 +74,9 @@ async fn start(name: &str, extra_env: &[(&str, &str)]) -> Running {
 }
 
 async fn wait_for_file(path: &Path) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Ok(text) = std::fs::read_to_string(path) {
-            return serde_json::from_str(&text).unwrap();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no ready file at {}",
-            path.display()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let what = format!("a ready file at {}", path.display());
+    wait_until(&what, Duration::from_secs(15), || async { path.exists() }).await;
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
 impl Running {
@@ -158,7 +149,12 @@ async fn start_up_logs_say_what_listens_where_and_sigterm_answers_open_polls() {
             (reply.status(), reply.json::<Value>().await.unwrap())
         }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_until("the poll is held", Duration::from_secs(5), || async {
+        let url = format!("http://{}/clients/sig", server.ingest);
+        let presence = http.get(url).send().await.unwrap();
+        presence.status() == 200 && presence.json::<Value>().await.unwrap()["online"] == json!(true)
+    })
+    .await;
     server.signal("TERM");
     let (status, took, log) = server.exit().await;
     assert!(status.success(), "exit 0, got {status:?}: {log}");
@@ -211,7 +207,14 @@ async fn without_a_secret_it_warns_and_json_logs_are_json() {
         ],
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The warning comes from building the server state, after the ready
+    // file is written: wait for it rather than for a guessed time.
+    wait_until(
+        "the random-secret warning",
+        Duration::from_secs(5),
+        || async { server.log().contains("random secret") },
+    )
+    .await;
     let log = server.log();
     let lines: Vec<Value> = log
         .lines()

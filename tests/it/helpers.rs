@@ -14,6 +14,24 @@ use tokio_util::sync::CancellationToken;
 
 pub const SECRET: &str = "integration-test-secret";
 
+/// Waits until `condition` holds, looking every 20 ms for at most `limit`;
+/// fails the test naming `what` if it never does. Tests wait for states,
+/// not for guessed durations.
+pub async fn wait_until<F, Fut>(what: &str, limit: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A server running in this process until dropped.
 pub struct TestServer {
     pub public: SocketAddr,
@@ -139,6 +157,25 @@ impl TestServer {
                 .await
                 .unwrap()
         })
+    }
+
+    /// Waits until `client` holds `n` open polls: the spawned polls have
+    /// arrived and are waiting.
+    pub async fn until_open_polls(&self, client: &str, n: u64) {
+        let what = format!("{client} holds {n} open polls");
+        wait_until(&what, Duration::from_secs(5), || async move {
+            self.presence(client).await.1["open_polls"] == n
+        })
+        .await
+    }
+
+    /// Waits until the server holds `n` open polls in all.
+    pub async fn until_total_open_polls(&self, n: u64) {
+        let what = format!("{n} open polls");
+        wait_until(&what, Duration::from_secs(10), || async move {
+            self.stats().await["open_polls"] == n
+        })
+        .await
     }
 
     /// The status of a plain `GET`.

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{cursor, datas, now, token, token_with, TestServer, SECRET};
+use crate::helpers::{cursor, datas, now, token, token_with, wait_until, TestServer, SECRET};
 
 #[tokio::test]
 async fn messages_sent_before_the_first_poll_are_not_lost() {
@@ -46,7 +46,7 @@ async fn a_held_poll_answers_the_moment_a_message_arrives() {
             (started.elapsed(), body)
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.until_open_polls("bob", 1).await;
     server.post_ok(r#"<message to="bob">42</message>"#, 1).await;
     let (waited, body) = held.await.unwrap();
     assert_eq!(datas(&body), vec![json!(42)]);
@@ -67,16 +67,27 @@ async fn an_empty_poll_times_out_with_an_empty_array_and_the_same_cursor() {
     assert!(started.elapsed() >= Duration::from_millis(450));
     assert_eq!(reply["messages"], json!([]));
     assert_eq!(cursor(&reply), cursor(&first));
-    // The server's default (2 s in these tests) applies without `timeout`,
-    // and `timeout` is capped by max_poll_timeout.
+    // Without `timeout` the server's poll_timeout applies; `timeout` is
+    // capped by max_poll_timeout.
     let capped = TestServer::with(|s| {
         s.limits.poll_timeout = Duration::from_millis(200);
-        s.limits.max_poll_timeout = Duration::from_millis(300);
+        s.limits.max_poll_timeout = Duration::from_millis(600);
     })
     .await;
     let started = Instant::now();
+    capped.poll("dave", "").await;
+    let default = started.elapsed();
+    assert!(
+        default >= Duration::from_millis(190) && default < Duration::from_millis(550),
+        "poll_timeout: {default:?}"
+    );
+    let started = Instant::now();
     capped.poll("dave", "timeout=30").await;
-    assert!(started.elapsed() < Duration::from_secs(2));
+    let cap = started.elapsed();
+    assert!(
+        cap >= Duration::from_millis(590) && cap < Duration::from_secs(5),
+        "max_poll_timeout: {cap:?}"
+    );
 }
 
 #[tokio::test]
@@ -121,8 +132,7 @@ async fn two_tabs_of_one_client_each_get_every_message() {
     };
     let start = cursor(&server.poll("frank", "timeout=0").await);
     let (a, b) = (tab(start.clone()), tab(start));
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(server.stats().await["open_polls"], 2);
+    server.until_open_polls("frank", 2).await;
     server
         .post_ok(r#"<message to="frank">"both"</message>"#, 1)
         .await;
@@ -182,6 +192,7 @@ async fn message_ttl_expiry_resets_but_a_messages_own_ttl_does_not() {
     server
         .post_ok(r#"<message to="ivy">"expires"</message>"#, 1)
         .await;
+    // Not a synchronisation: the message's retention must really pass.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     server
         .post_ok(r#"<message to="ivy">"fresh"</message>"#, 1)
@@ -193,6 +204,7 @@ async fn message_ttl_expiry_resets_but_a_messages_own_ttl_does_not() {
     let server = TestServer::start().await;
     let start = cursor(&server.poll("jack", "timeout=0").await);
     server.post_ok(r#"<batch><message to="jack" ttl="1">"short"</message><message to="jack">"kept"</message></batch>"#, 2).await;
+    // Again the time itself must pass.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let reply = server.poll("jack", &format!("since={start}")).await;
     assert!(reply.get("reset").is_none(), "{reply}");
@@ -208,7 +220,7 @@ async fn disconnect_ends_open_polls_and_forgets_the_client() {
         "/poll?token={}&since={since}&timeout=10",
         token("kim", &[])
     ));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.until_open_polls("kim", 1).await;
     server.post_ok(r#"<disconnect client="kim"/>"#, 1).await;
     let reply = tokio::time::timeout(Duration::from_secs(3), held)
         .await
@@ -226,8 +238,10 @@ async fn idle_clients_are_forgotten_with_their_mailbox() {
         TestServer::with(|s| s.limits.client_idle_timeout = Duration::from_millis(300)).await;
     server.post_ok(r#"<message to="lou">1</message>"#, 1).await;
     assert_eq!(server.presence("lou").await.0, StatusCode::OK);
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    assert_eq!(server.presence("lou").await.0, StatusCode::NOT_FOUND);
+    wait_until("lou is forgotten", Duration::from_secs(3), || async {
+        server.presence("lou").await.0 == StatusCode::NOT_FOUND
+    })
+    .await;
     assert_eq!(server.stats().await["clients_evicted"], 1);
 }
 
@@ -236,6 +250,9 @@ async fn a_client_with_an_open_poll_is_never_evicted() {
     let server =
         TestServer::with(|s| s.limits.client_idle_timeout = Duration::from_millis(200)).await;
     let held = server.spawn_poll(format!("/poll?token={}&timeout=1.5", token("max", &[])));
+    server.until_open_polls("max", 1).await;
+    // Four idle timeouts pass while the poll is held; the reaper sweeps
+    // several times meanwhile.
     tokio::time::sleep(Duration::from_millis(800)).await;
     let (_, presence) = server.presence("max").await;
     assert_eq!(presence["online"], json!(true));
@@ -357,7 +374,7 @@ async fn every_poll_error_has_its_status_and_code() {
         let url = server.public_url(&format!("/poll?token={alice}&timeout=2"));
         tokio::spawn(async move { http.get(url).send().await.unwrap().status() })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.until_open_polls("alice", 1).await;
     expect_error(
         &server,
         &format!("token={alice}"),
@@ -395,12 +412,10 @@ async fn a_poll_after_shutdown_began_is_refused_with_shutting_down() {
     let shutdown = tokio_util::sync::CancellationToken::new();
     let state = cometbox::app_state(settings, shutdown.clone());
     shutdown.cancel();
-    for _ in 0..100 {
-        if state.hub.is_shutting_down() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until("the hub shuts down", Duration::from_secs(1), || async {
+        state.hub.is_shutting_down()
+    })
+    .await;
     let request = axum::http::Request::get(format!("/poll?token={}", token("olga", &[])))
         .body(axum::body::Body::empty())
         .unwrap();
@@ -443,8 +458,7 @@ async fn shutdown_answers_every_open_poll_empty() {
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(server.stats().await["open_polls"], 20);
+    server.until_total_open_polls(20).await;
     let started = Instant::now();
     server.stop().await;
     assert!(
@@ -487,15 +501,7 @@ async fn a_browser_that_goes_away_closes_its_poll() {
         token("gone", &[])
     );
     browser.write_all(request.as_bytes()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(server.stats().await["open_polls"], 1);
+    server.until_open_polls("gone", 1).await;
     drop(browser);
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while server.stats().await["open_polls"] != 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the poll is closed when its connection is"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    server.until_open_polls("gone", 0).await;
 }

@@ -19,14 +19,7 @@ async fn five_hundred_waiting_polls_all_receive_one_channel_message() {
     let polls: Vec<_> = (0..N)
         .map(|i| server.spawn_poll(format!("/poll?token={}", token(&format!("u{i}"), &[]))))
         .collect();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while server.stats().await["open_polls"].as_u64() != Some(N as u64) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "all polls open within 10 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    server.until_total_open_polls(N as u64).await;
     server
         .post_ok(
             r#"<message channel="all" event="hello">{"to": "everyone"}</message>"#,

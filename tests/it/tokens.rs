@@ -1,7 +1,5 @@
 //! Channel grants in tokens: `?channels=` subscribes within the grant.
 
-use std::time::Duration;
-
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -19,7 +17,7 @@ async fn a_token_grant_lets_the_browser_subscribe_itself() {
         "/poll?token={jwt}&since={}&timeout=5",
         cursor(&first)
     ));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.until_open_polls("vera", 1).await;
     server
         .post_ok(
             r#"<message channel="room:9" event="chat">{"t": 1}</message>"#,
