@@ -219,3 +219,11 @@ def http_reply(status: int, body: bytes, content_type: str = "application/xml", 
         f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\n"
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     ).encode() + body
+
+
+def signature_header(body: bytes, secret: str, t: int) -> str:
+    """A Cometbox-Signature computed here, independently of cometbox.hooks."""
+    import hashlib
+    import hmac
+
+    return f"t={t},v1={hmac.new(secret.encode(), str(t).encode() + b'.' + body, hashlib.sha256).hexdigest()}"
