@@ -3,8 +3,8 @@
 #
 #   python-client/run-tests.sh [extra pytest arguments]
 #
-# - installs python3, python3-pytest and python3-venv with apt-get when they
-#   are missing (Debian/Ubuntu; root or sudo), and stops loudly if that fails;
+# - installs python3, python3-pytest, python3-venv, python3-setuptools and
+#   python3-wheel with apt-get when they are missing (Debian/Ubuntu; root or sudo), and stops loudly if that fails;
 # - uses $COMETBOX_BIN, default <repo>/target/debug/cometbox, built with
 #   `cargo build` from the repository root when missing;
 # - installs the package (`pip install`, offline, no build isolation) into a
@@ -44,15 +44,15 @@ py="${PYTHON:-/usr/bin/python3}"
 python_ready() {
     [ -x "$py" ] && "$py" -c 'import sys; assert sys.version_info >= (3, 9)' >/dev/null 2>&1 &&
         "$py" -m pytest --version >/dev/null 2>&1 &&
-        "$py" -c 'import ensurepip, venv' >/dev/null 2>&1
+        "$py" -c 'import ensurepip, venv, setuptools, wheel' >/dev/null 2>&1
 }
 
 if ! python_ready; then
-    [ -z "${PYTHON:-}" ] || die "PYTHON=$py lacks Python >= 3.9, pytest or venv/ensurepip"
+    [ -z "${PYTHON:-}" ] || die "PYTHON=$py lacks Python >= 3.9, pytest, venv/ensurepip, setuptools or wheel"
     command -v dpkg-query >/dev/null 2>&1 ||
-        die "python3 >= 3.9, pytest or venv is missing and this is not a Debian-like system: install them, or set PYTHON"
+        die "python3 >= 3.9, pytest, venv, setuptools or wheel is missing and this is not a Debian-like system: install them, or set PYTHON"
     missing=()
-    for p in python3 python3-pytest python3-venv; do
+    for p in python3 python3-pytest python3-venv python3-setuptools python3-wheel; do
         package_installed "$p" || missing+=("$p")
     done
     if [ "${#missing[@]}" -gt 0 ]; then
@@ -70,7 +70,7 @@ if ! python_ready; then
         as_root apt-get "${apt_opts[@]}" install -y -q --no-install-recommends "${missing[@]}" </dev/null ||
             die "apt-get install ${missing[*]} failed"
     fi
-    python_ready || die "$py still lacks Python >= 3.9, pytest or venv after installing python3 python3-pytest python3-venv"
+    python_ready || die "$py still lacks Python >= 3.9, pytest, venv, setuptools or wheel after installing them"
 fi
 log "$("$py" --version), $("$py" -m pytest --version 2>&1 | head -n1)"
 
@@ -91,8 +91,9 @@ log "server binary: $COMETBOX_BIN"
 # ----------------------------------------------------------------- install
 work="$(mktemp -d "${TMPDIR:-/tmp}/cometbox-python-tests.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
-# --system-site-packages: pytest comes from Debian; the package itself is
-# installed into the venv, which shadows any other copy.
+# --system-site-packages: pytest, and wheel for the offline build, come from
+# Debian; the package itself is installed into the venv, which shadows any
+# other copy.
 "$py" -m venv --system-site-packages "$work/venv" || die "cannot create a venv with $py"
 vpy="$work/venv/bin/python"
 # Built from a copy, so that setuptools' build/ and *.egg-info stay out of the tree.
