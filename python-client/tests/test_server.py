@@ -229,6 +229,13 @@ CANNOT_CARRY: List[Tuple[str, Callable[[cometbox.Client], Any]]] = [
     ("ttl float", lambda c: c.send("a", 1, ttl=1.5)),  # type: ignore[arg-type]
     ("ttl bool", lambda c: c.send("a", 1, ttl=True)),
     ("client id not a str", lambda c: c.send(42, 1)),  # type: ignore[arg-type]
+    ("client id None", lambda c: c.send(None, 1)),  # type: ignore[arg-type]
+    ("channel None", lambda c: c.publish(None, 1)),  # type: ignore[arg-type]
+    ("subscribe client None", lambda c: c.subscribe(None, "room")),  # type: ignore[arg-type]
+    ("subscribe channel None", lambda c: c.subscribe("a", [None])),  # type: ignore[list-item]
+    ("disconnect None", lambda c: c.disconnect(None)),  # type: ignore[arg-type]
+    ("presence None", lambda c: c.presence(None)),  # type: ignore[arg-type]
+    ("token client None", lambda c: c.token(None)),  # type: ignore[arg-type]
     ("token ttl 0", lambda c: c.token("a", ttl=0)),
     ("token channel not a str", lambda c: c.token("a", [1])),  # type: ignore[list-item]
     ("batch", lambda c: c.batch().send("a", 1).publish("b\x02", 2)),

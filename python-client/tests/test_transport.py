@@ -41,7 +41,7 @@ def fake(peers: List[FakePeer], replies: list, unix: bool = False) -> FakePeer:
         (http_reply(413, b""), RequestRejected, "too-large", 413),
         (http_reply(415, b"", "text/plain"), RequestRejected, "unsupported-media-type", 415),
         (http_reply(400, b'{"error": "invalid-request", "message": "bad"}', "application/json"), RequestRejected, "invalid-request", 400),
-        (http_reply(502, b"<html><body>Bad Gateway</body></html>", "text/html"), CometBoxError, "unexpected-response", 502),
+        (http_reply(502, b'<html code="x"><body>Bad Gateway</body></html>', "text/html"), CometBoxError, "unexpected-response", 502),
         (http_reply(500, b"oops", "text/plain"), CometBoxError, "unexpected-response", 500),
         (http_reply(200, b"<html>not cometbox</html>", "text/html"), CometBoxError, "unexpected-response", 200),
         (http_reply(200, b'<ok accepted="many"/>'), CometBoxError, "unexpected-response", 200),

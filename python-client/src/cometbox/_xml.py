@@ -128,8 +128,17 @@ def type_name(value: Any) -> str:
     return type(value).__name__
 
 
-def command(name: str, attributes: Sequence[Tuple[str, Optional[str]]], text: Optional[str] = None) -> Command:
-    """One command, every string checked now."""
+def command(
+    name: str,
+    attributes: Sequence[Tuple[str, Optional[str]]],
+    text: Optional[str] = None,
+    required: int = 1,
+) -> Command:
+    """One command, every string checked now; the first ``required``
+    attributes (the client id or channel) may not be None."""
+    for attr, value in attributes[:required]:
+        if not isinstance(value, str):
+            raise InvalidArgument(f"the {attr} of <{name}> must be a str, got {type_name(value)}")
     for attr, value in attributes:
         if value is None:
             continue

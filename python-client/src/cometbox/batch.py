@@ -89,4 +89,4 @@ class Batch:
     @staticmethod
     def _memberships(name: str, client: str, channels: Union[str, Iterable[str]]) -> List[_xml.Command]:
         names = [channels] if isinstance(channels, str) else list(channels)
-        return [_xml.command(name, [("client", client), ("channel", channel)]) for channel in names]
+        return [_xml.command(name, [("client", client), ("channel", channel)], required=2) for channel in names]

@@ -244,10 +244,10 @@ class Client:
         stripped = response.body.lstrip()
         if stripped.startswith(b"<"):
             root = _parse_xml(response.body)
-            if root is not None:
+            if root is not None and root.tag == "error":
                 details = {str(k): str(v) for k, v in root.attrib.items()}
                 text = "".join(root.itertext()).strip()
-            else:
+            else:  # not cometbox's (a proxy's HTML page)
                 text = _excerpt(response.body)
         elif stripped.startswith(b"{"):
             try:
