@@ -5,6 +5,7 @@
 # lockfile, cargo-deb), builds the server, then runs, in order:
 #   1. cargo test        unit tests and the integration binary (tests/it)
 #   2. php-client        PHPUnit against the real binary, every transport
+#      python-client     pytest against the real binary, TCP and Unix socket
 #   3. client-js         node unit + integration tests, headless Chromium
 #   4. deploy            real nginx in front, systemd unit check, the .deb
 #   5. load tool smoke   the benches/ load tool on a tiny scale (release build):
@@ -20,7 +21,8 @@ say() { printf '\n==> %s\n' "$*"; }
 
 # Debian packages every suite needs, installed once (the suites' own
 # scripts re-check and only install what is still missing).
-packages=(php-cli php-xml php-curl php-mbstring phpunit chromium nginx curl systemd python3)
+packages=(php-cli php-xml php-curl php-mbstring phpunit chromium nginx curl systemd python3
+          python3-pytest python3-venv python3-setuptools python3-wheel)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -46,6 +48,7 @@ run_suite() {
 
 run_suite "cargo test (unit + integration)" cargo test --locked
 run_suite "php-client (PHPUnit)" bash php-client/run-tests.sh
+run_suite "python-client (pytest)" bash python-client/run-tests.sh
 run_suite "client-js (node + Chromium)" bash client-js/run-tests.sh
 run_suite "deploy (nginx, systemd, .deb)" bash deploy/run-tests.sh
 run_suite "load tool smoke (benches/load)" cargo bench --locked --bench load -- smoke
