@@ -277,3 +277,48 @@ fn mutated_documents_never_panic() {
         }
     }
 }
+
+#[test]
+fn refuses_characters_xml_does_not_allow_even_raw() {
+    for (doc, line) in [
+        ("<message to=\"a\" type=\"text\">nul \0 here</message>", 1),
+        (
+            "<batch>\n<message to=\"a\" type=\"text\">bell \u{7}</message>\n</batch>",
+            2,
+        ),
+        (
+            "<batch>\n\n<message to=\"a\" type=\"text\">\u{FFFF}</message></batch>",
+            3,
+        ),
+        ("<message to=\"a\u{1}\" type=\"text\">x</message>", 1),
+    ] {
+        let e = err(doc);
+        assert_eq!(e.code, ErrorCode::MalformedXml, "{doc:?}: {e}");
+        assert_eq!(e.line, line, "{doc:?}: {e}");
+        assert!(e.message.contains("not a character XML allows"), "{e}");
+    }
+    assert_eq!(
+        ok("<message to=\"a\" type=\"text\">tab\tcr\r lf\n</message>").len(),
+        1
+    );
+}
+
+#[test]
+fn error_lines_are_right_deep_into_a_long_batch() {
+    let mut doc = String::from("<batch>\n");
+    for _ in 0..5_000 {
+        doc.push_str("<message to=\"a\">1</message>\n");
+    }
+    doc.push_str("<message to=\"a\">{bad</message>\n</batch>");
+    let e = parse(
+        doc.as_bytes(),
+        ParseLimits {
+            max_payload_bytes: 100,
+            max_commands: 10_000,
+        },
+    )
+    .unwrap_err();
+    assert_eq!(e.code, ErrorCode::InvalidJson);
+    assert_eq!(e.line, 5_002, "{e}");
+    assert!(e.message.starts_with("message 5001:"), "{e}");
+}
