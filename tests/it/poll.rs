@@ -505,3 +505,40 @@ async fn a_browser_that_goes_away_closes_its_poll() {
     drop(browser);
     server.until_open_polls("gone", 0).await;
 }
+
+#[tokio::test]
+async fn a_full_mailbox_is_delivered_in_pages_of_max_reply_bytes() {
+    let server = TestServer::with(|s| s.limits.max_reply_bytes = 10_000).await;
+    let text = "x".repeat(3_000);
+    let batch: String = (0..10)
+        .map(|i| format!(r#"<message to="pia" type="text">{i}{text}</message>"#))
+        .collect();
+    server.post_ok(&format!("<batch>{batch}</batch>"), 10).await;
+    let mut since = String::new();
+    let mut received = vec![];
+    let mut pages = vec![];
+    loop {
+        let (status, body, _) = server
+            .poll_raw(&format!(
+                "token={}&since={since}&timeout=0",
+                token("pia", &[])
+            ))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let got = datas(&body);
+        if got.is_empty() {
+            break;
+        }
+        assert!(body.to_string().len() <= 10_000 + 100, "a page is bounded");
+        pages.push(got.len());
+        received.extend(got);
+        since = cursor(&body);
+        assert_eq!(
+            body["messages"][pages.last().unwrap() - 1]["id"].as_str(),
+            Some(since.as_str())
+        );
+    }
+    assert_eq!(pages, vec![3, 3, 3, 1]);
+    let expected: Vec<Value> = (0..10).map(|i| json!(format!("{i}{text}"))).collect();
+    assert_eq!(received, expected, "every message once, in order");
+}
