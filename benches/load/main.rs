@@ -221,6 +221,7 @@ async fn self_check() {
     report::checks::histogram_is_close();
     report::checks::medians();
     wire::checks::splits_nchan_multipart();
+    wire::checks::cometbox_polls_like_the_browser_class();
     procstat::checks::reads_itself();
     client::checks::parses_length_and_chunked_bodies().await;
 }
