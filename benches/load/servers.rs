@@ -28,6 +28,9 @@ pub struct ServerOptions {
     pub no_build: bool,
     /// Nchan's nginx worker processes.
     pub nginx_workers: u32,
+    /// cometbox's `[store] kind`: "memory" or "disk" (in the run's
+    /// directory, default fsync policy).
+    pub store: String,
 }
 
 /// A running server.
@@ -246,7 +249,9 @@ async fn start_cometbox(dir: &Path, options: &ServerOptions) -> Result<Server> {
         .env("COMETBOX_LIMITS__MAILBOX_MAX_MESSAGES", "10000")
         .env("COMETBOX_LIMITS__MAX_INGEST_IN_FLIGHT", "1024")
         .env("COMETBOX_LIMITS__CLIENT_IDLE_TIMEOUT", "10m")
-        .env("COMETBOX_LIMITS__REQUEST_TIMEOUT", "60s");
+        .env("COMETBOX_LIMITS__REQUEST_TIMEOUT", "60s")
+        .env("COMETBOX_STORE__KIND", &options.store)
+        .env("COMETBOX_STORE__PATH", dir.join("store"));
     let mut child = spawn_server(command, dir, &bin)?;
     let pid = child
         .id()
