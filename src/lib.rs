@@ -62,13 +62,16 @@ pub struct Listeners {
 /// logs and whatever else the process opens.
 const RESERVED_FDS: usize = 64;
 
-/// The connection cap in force: the configured one, or what the open-file
-/// limit allows.
+/// The public connection cap in force: the configured one, or what the
+/// open-file limit allows once the ingest listener's own capacity is kept
+/// back (so browsers can never take the descriptors backends need).
 pub fn max_connections(settings: &Settings) -> usize {
     match settings.limits.max_connections {
         0 => {
             let (soft, _) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap_or((1024, 1024));
-            (soft as usize).saturating_sub(RESERVED_FDS).max(16)
+            (soft as usize)
+                .saturating_sub(RESERVED_FDS + settings.limits.max_ingest_connections)
+                .max(16)
         }
         n => n,
     }
@@ -114,6 +117,7 @@ pub fn app_state(settings: Settings, shutdown: CancellationToken) -> AppState {
         ingest_slots: Semaphore::new(limits.max_ingest_in_flight),
         connections: Arc::new(Semaphore::new(max_connections)),
         max_connections,
+        ingest_connections: Arc::new(Semaphore::new(limits.max_ingest_connections)),
         settings,
         shutdown,
     })
@@ -123,22 +127,27 @@ pub fn app_state(settings: Settings, shutdown: CancellationToken) -> AppState {
 /// open poll, finishes in-flight requests and returns.
 pub async fn run(settings: Settings, listeners: Listeners, shutdown: CancellationToken) {
     let state = app_state(settings, shutdown.clone());
-    let policy = |name| ConnectionPolicy {
-        connections: state.connections.clone(),
-        header_timeout: state.settings.limits.request_timeout,
+    let limits = &state.settings.limits;
+    // Each listener has its own permits: whatever browsers do to the public
+    // port, backends find room on the ingest port.
+    let policy = |name, connections: &Arc<Semaphore>| ConnectionPolicy {
+        connections: connections.clone(),
+        header_timeout: limits.request_timeout,
+        max_header_bytes: limits.max_header_bytes,
+        send_timeout: limits.send_timeout,
         name,
     };
     tokio::join!(
         serve(
             listeners.public,
             http::public::router(state.clone()),
-            policy("public"),
+            policy("public", &state.connections),
             shutdown.clone()
         ),
         serve(
             listeners.ingest,
             http::ingest::router(state.clone()),
-            policy("ingest"),
+            policy("ingest", &state.ingest_connections),
             shutdown.clone()
         ),
     );
