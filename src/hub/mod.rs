@@ -24,7 +24,7 @@ mod reaper;
 mod stats;
 
 pub use client::{Client, Gone};
-pub use poll::{PollError, PollReply, PollRequest};
+pub use poll::{OpenPoll, PollError, PollReply, PollRequest};
 pub use reaper::spawn_reaper;
 pub use stats::{Presence, Stats};
 

@@ -26,13 +26,33 @@ pub struct PollRequest {
     pub timeout: Option<Duration>,
 }
 
-/// The JSON body of a poll reply.
+/// The JSON body of a poll reply, and the poll's place among its client's
+/// open polls: the poll counts against `max_polls_per_client` until `open`
+/// is dropped, which the HTTP face does once the body is written.
 #[derive(Debug)]
 pub struct PollReply {
     /// The encoded reply.
     pub body: String,
     /// How many messages it carries.
     pub delivered: usize,
+    /// Keeps the poll open while the reply is being sent.
+    pub open: OpenPoll,
+}
+
+/// A reply before its guard is attached.
+struct Encoded {
+    body: String,
+    delivered: usize,
+}
+
+impl Encoded {
+    fn held_by(self, open: OpenPoll) -> PollReply {
+        PollReply {
+            body: self.body,
+            delivered: self.delivered,
+            open,
+        }
+    }
 }
 
 /// Why a poll was refused before waiting.
@@ -49,10 +69,17 @@ pub enum PollError {
     TooManyChannels(usize),
 }
 
-/// Counts an open poll for as long as it lives; dropping it (reply sent, or
-/// the browser went away and the request future was dropped) closes it.
-struct OpenPoll {
+/// Counts an open poll for as long as it lives; dropping it (reply written,
+/// or the browser went away and the request or its reply was dropped)
+/// closes it. Opaque: only the hub opens polls.
+pub struct OpenPoll {
     client: Arc<Client>,
+}
+
+impl std::fmt::Debug for OpenPoll {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OpenPoll")
+    }
 }
 
 impl Drop for OpenPoll {
@@ -84,28 +111,24 @@ impl Hub {
         let deadline = tokio::time::Instant::now() + timeout;
         let sleep = tokio::time::sleep_until(deadline);
         tokio::pin!(sleep);
-        loop {
+        let encoded = loop {
             // Register for a wake-up before looking, so a message appended
             // between the look and the wait is never missed.
             let mut notified = pin!(open.client.wake.notified());
             notified.as_mut().enable();
             let looked = open.client.lock().look(request.since, Instant::now());
             match looked {
-                Looked::Read(outcome) => return Ok(self.reply(outcome)),
-                Looked::Disconnected(cursor) => return Ok(empty_reply(cursor, true)),
-                Looked::Nothing if self.is_shutting_down() => break,
+                Looked::Read(outcome) => break self.reply(outcome),
+                Looked::Disconnected(cursor) => break empty_reply(cursor, true),
+                Looked::Nothing if self.is_shutting_down() => break timed_out(&open),
                 Looked::Nothing => {}
             }
             tokio::select! {
                 _ = notified => continue,
-                _ = &mut sleep => break,
+                _ = &mut sleep => break timed_out(&open),
             }
-        }
-        // Timed out, or shutting down, with nothing new: `since` was absent
-        // or valid, so the head is where the next poll resumes (past any
-        // message whose own ttl lapsed).
-        let head = open.client.lock().log.head();
-        Ok(empty_reply(head, false))
+        };
+        Ok(encoded.held_by(open))
     }
 
     /// Finds or creates the client and counts one more open poll on it.
@@ -133,7 +156,7 @@ impl Hub {
         }
     }
 
-    fn reply(&self, outcome: ReadOutcome) -> PollReply {
+    fn reply(&self, outcome: ReadOutcome) -> Encoded {
         let size = outcome
             .messages
             .iter()
@@ -148,15 +171,23 @@ impl Hub {
         self.0
             .messages_out
             .fetch_add(delivered as u64, Ordering::Relaxed);
-        PollReply {
+        Encoded {
             body: writer.finish(outcome.reset, false),
             delivered,
         }
     }
 }
 
-fn empty_reply(cursor: Cursor, disconnected: bool) -> PollReply {
-    PollReply {
+/// Timed out, or shutting down, with nothing new: `since` was absent or
+/// valid, so the head is where the next poll resumes (past any message
+/// whose own ttl lapsed).
+fn timed_out(open: &OpenPoll) -> Encoded {
+    let head = open.client.lock().log.head();
+    empty_reply(head, false)
+}
+
+fn empty_reply(cursor: Cursor, disconnected: bool) -> Encoded {
+    Encoded {
         body: ReplyWriter::new(cursor, 0).finish(false, disconnected),
         delivered: 0,
     }
