@@ -9,4 +9,5 @@ mod hostile;
 mod ingest;
 mod poll;
 mod scale;
+mod slow_clients;
 mod tokens;
