@@ -8,6 +8,11 @@
 //! byte accepted clears it; reaching it fails the write with `TimedOut`,
 //! which ends the connection (and drops the reply with its poll guard).
 //!
+//! On timeout the socket is also set to close abortively (a TCP reset,
+//! `SO_LINGER` 0): a plain close would leave the kernel an orphan socket
+//! still holding its unsent data (megabytes per socket once the send
+//! buffer has grown) and probing a peer that will not read, for minutes.
+//!
 //! The deadline is allocated lazily, only while a write is blocked, so a
 //! held poll or an idle keep-alive connection costs no timer at all.
 
@@ -20,6 +25,27 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
+/// What a stream does when its peer is given up on.
+pub trait Abort {
+    /// Makes the coming close discard unsent data and free the kernel's
+    /// buffers at once.
+    fn abort_on_close(&self);
+}
+
+impl Abort for tokio::net::TcpStream {
+    fn abort_on_close(&self) {
+        // Failing leaves an ordinary close: still closed, just later freed.
+        if let Err(e) = self.set_zero_linger() {
+            tracing::debug!(error = %e, "could not set SO_LINGER 0");
+        }
+    }
+}
+
+impl Abort for tokio::net::UnixStream {
+    /// A Unix socket's buffers go with its last descriptor: nothing to do.
+    fn abort_on_close(&self) {}
+}
+
 /// `S` whose writes and flushes time out after `timeout` without progress.
 pub struct SendTimeout<S> {
     inner: S,
@@ -29,7 +55,7 @@ pub struct SendTimeout<S> {
     deadline: Option<Pin<Box<Sleep>>>,
 }
 
-impl<S> SendTimeout<S> {
+impl<S: Abort> SendTimeout<S> {
     /// Wraps `inner`.
     pub fn new(inner: S, timeout: Duration) -> Self {
         SendTimeout {
@@ -55,10 +81,13 @@ impl<S> SendTimeout<S> {
             .deadline
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
         match deadline.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("the peer accepted no byte for {timeout:?} (limits.send_timeout)"),
-            ))),
+            Poll::Ready(()) => {
+                self.inner.abort_on_close();
+                Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("the peer accepted no byte for {timeout:?} (limits.send_timeout)"),
+                )))
+            }
             Poll::Pending => Poll::Pending,
         }
     }
@@ -74,7 +103,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for SendTimeout<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for SendTimeout<S> {
+impl<S: AsyncWrite + Abort + Unpin> AsyncWrite for SendTimeout<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -112,6 +141,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for SendTimeout<S> {
 mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt;
+
+    impl Abort for tokio::io::DuplexStream {
+        fn abort_on_close(&self) {}
+    }
 
     #[tokio::test]
     async fn a_stalled_reader_times_the_write_out() {

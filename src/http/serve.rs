@@ -20,7 +20,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span};
 
-use super::send_timeout::SendTimeout;
+use super::send_timeout::{Abort, SendTimeout};
 use crate::listener::Listener;
 
 /// How long open connections get to finish once shutdown starts. Open polls
@@ -120,7 +120,7 @@ fn spawn_connection<S>(
     permit: OwnedSemaphorePermit,
     span: Span,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + Abort + Unpin + Send + 'static,
 {
     let mut builder = http1::Builder::new();
     builder
