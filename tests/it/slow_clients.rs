@@ -36,6 +36,21 @@ async fn read_to_close(stream: &mut TcpStream, limit: Duration) -> (Vec<u8>, boo
     (reply, false)
 }
 
+/// Reads until the connection ends (within 5 s); whether it ended in a
+/// reset rather than an orderly close.
+async fn ends_in_reset(stream: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 8192];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_millis(200), stream.read(&mut buf)).await {
+            Ok(Ok(0)) => return false,
+            Ok(Err(e)) => return e.kind() == std::io::ErrorKind::ConnectionReset,
+            Ok(Ok(_)) | Err(_) => {}
+        }
+    }
+    false
+}
+
 /// Polls `/stats` until `field` satisfies `want`, for at most `limit`.
 async fn wait_for_stat(
     server: &TestServer,
@@ -183,10 +198,18 @@ async fn stalled_pipelining_readers_are_closed_and_ingest_stays_fast() {
         2 * SEND_TIMEOUT + Duration::from_secs(8),
     )
     .await;
-    // (Their permits are back, so their tasks ended and their sockets were
-    // dropped. Reading each to its end would only replay what the kernel
-    // still holds for it, through a 1 KB window.)
-    drop(attackers);
+    // Closed abortively: the client sees a reset after at most what its
+    // own receive buffer holds, not the server's unsent megabytes trickling
+    // through a 1 KB window (those would keep kernel memory for minutes).
+    let reading = Instant::now();
+    for stream in &mut attackers {
+        assert!(ends_in_reset(stream).await, "reset by the server");
+    }
+    assert!(
+        reading.elapsed() < Duration::from_secs(5),
+        "nothing left to drain: {:?}",
+        reading.elapsed()
+    );
     assert_eq!(
         server.get_status(server.public_url("/health")).await,
         StatusCode::OK
