@@ -137,18 +137,25 @@ pub async fn run(settings: Settings, listeners: Listeners, shutdown: Cancellatio
         send_timeout: limits.send_timeout,
         name,
     };
-    tokio::join!(
-        serve(
-            listeners.public,
-            http::public::router(state.clone()),
-            policy("public", &state.connections),
-            shutdown.clone()
-        ),
-        serve(
-            listeners.ingest,
-            http::ingest::router(state.clone()),
-            policy("ingest", &state.ingest_connections),
-            shutdown.clone()
-        ),
-    );
+    // One task per accept loop (not one task polling both): a burst of
+    // public connections is accepted on its own task and cannot delay the
+    // ingest listener's accepts.
+    let public = tokio::spawn(serve(
+        listeners.public,
+        http::public::router(state.clone()),
+        policy("public", &state.connections),
+        shutdown.clone(),
+    ));
+    let ingest = tokio::spawn(serve(
+        listeners.ingest,
+        http::ingest::router(state.clone()),
+        policy("ingest", &state.ingest_connections),
+        shutdown.clone(),
+    ));
+    let (public, ingest) = tokio::join!(public, ingest);
+    for (name, ended) in [("public", public), ("ingest", ingest)] {
+        if let Err(e) = ended {
+            tracing::error!(listener = name, error = %e, "accept loop failed");
+        }
+    }
 }
