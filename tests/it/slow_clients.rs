@@ -256,7 +256,7 @@ async fn idle_connections_filling_the_public_port_leave_ingest_fast() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poll_counts_until_its_reply_is_sent_and_stalled_readers_let_go() {
     let server = TestServer::with(|s| {
-        s.limits.send_timeout = Duration::from_millis(1000);
+        s.limits.send_timeout = Duration::from_secs(3);
         s.limits.max_polls_per_client = 16;
     })
     .await;
@@ -274,6 +274,7 @@ async fn a_poll_counts_until_its_reply_is_sent_and_stalled_readers_let_go() {
     );
     let (mut ok, mut refused) = (0, 0);
     let mut held = Vec::new();
+    let opening = Instant::now();
     for _ in 0..40 {
         let mut stream = stalled_reader(server.public).await;
         stream.write_all(request.as_bytes()).await.unwrap();
@@ -289,6 +290,10 @@ async fn a_poll_counts_until_its_reply_is_sent_and_stalled_readers_let_go() {
         }
         held.push(stream);
     }
+    assert!(
+        opening.elapsed() < Duration::from_secs(3),
+        "all 40 opened before the first send timeout could free a slot"
+    );
     assert_eq!((ok, refused), (16, 24), "200s and 429s");
     // The replies stall; after send_timeout their connections close and
     // the polls stop counting.
