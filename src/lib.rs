@@ -137,25 +137,62 @@ pub async fn run(settings: Settings, listeners: Listeners, shutdown: Cancellatio
         send_timeout: limits.send_timeout,
         name,
     };
-    // One task per accept loop (not one task polling both): a burst of
-    // public connections is accepted on its own task and cannot delay the
-    // ingest listener's accepts.
     let public = tokio::spawn(serve(
         listeners.public,
         http::public::router(state.clone()),
         policy("public", &state.connections),
         shutdown.clone(),
     ));
-    let ingest = tokio::spawn(serve(
-        listeners.ingest,
-        http::ingest::router(state.clone()),
+    // Ingest runs on a runtime (and threads) of its own: however busy
+    // browsers keep the main runtime's workers, the operating system still
+    // schedules these, so backends and `/health` are answered promptly.
+    let (listener, router) = (listeners.ingest, http::ingest::router(state.clone()));
+    let (policy, stop) = (
         policy("ingest", &state.ingest_connections),
         shutdown.clone(),
-    ));
-    let (public, ingest) = tokio::join!(public, ingest);
-    for (name, ended) in [("public", public), ("ingest", ingest)] {
-        if let Err(e) = ended {
-            tracing::error!(listener = name, error = %e, "accept loop failed");
+    );
+    let ingest = on_own_runtime("cometbox-ingest", INGEST_THREADS, move || async move {
+        match listener.into_current_runtime() {
+            Ok(listener) => serve(listener, router, policy, stop).await,
+            Err(e) => tracing::error!(error = %e, "cannot serve the ingest listener"),
         }
+    });
+    let (public, _) = tokio::join!(public, ingest);
+    if let Err(e) = public {
+        tracing::error!(error = %e, "the public accept loop failed");
     }
+}
+
+/// Worker threads of the ingest runtime: backends are few and their
+/// requests short; two keep one slow batch from holding up `/health`.
+const INGEST_THREADS: usize = 2;
+
+/// Runs the future `make` returns on a new multi-thread runtime of
+/// `threads` workers, on threads of its own; the receiver resolves when it
+/// has ended.
+fn on_own_runtime<F>(
+    name: &'static str,
+    threads: usize,
+    make: impl FnOnce() -> F + Send + 'static,
+) -> tokio::sync::oneshot::Receiver<()>
+where
+    F: std::future::Future<Output = ()>,
+{
+    let (done, ended) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads)
+                .thread_name(name)
+                .enable_all()
+                .build();
+            match runtime {
+                Ok(runtime) => runtime.block_on(make()),
+                Err(e) => tracing::error!(error = %e, "cannot start the {name} runtime"),
+            }
+            let _ = done.send(());
+        })
+        .expect("a thread for the ingest runtime");
+    ended
 }
