@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # benches/hostile-probe.sh: replays issue 14's probe at full scale against
 # the release binary on loopback and prints the figures (server RSS, kernel
-# TCP memory, ingest latency, statuses). Takes about 90 s.
+# TCP memory, ingest latency, statuses). Takes about two minutes.
 #
 #   benches/hostile-probe.sh            # builds target/release/cometbox first
 #   COMETBOX_BIN=path benches/hostile-probe.sh

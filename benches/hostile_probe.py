@@ -203,13 +203,16 @@ async def pipelining_stalled_readers():
     worst, statuses = await ingest_latency(server)
     line("the same 22 s into the attack", f"{worst * 1000:.0f} ms {statuses}, kernel TCP {tcp_mem_mb():.1f} MB")
 
-    async def all_closed():
-        # /stats counts permits taken; the accept loop holds one while it waits.
-        return (await stats(server)).get("connections", 99) <= 1
-    took = await wait_until(all_closed, 60)
-    line("all stalled connections closed by the server after", f"{took + 22:.1f} s" if took is not None else "NOT within 82 s")
+    async def first_wave_closed():
+        # The first 500 closed; the 20 that waited in the backlog are then
+        # held (their own send_timeout would take another 30 s, so the
+        # probe stops there). /stats also counts the permit the accept loop
+        # holds while it waits: hence 21.
+        return (await stats(server)).get("connections", 99) <= 21
+    took = await wait_until(first_wave_closed, 40)
+    line("the 500 stalled connections closed by the server after", f"{took + 22:.1f} s" if took is not None else "NOT within 62 s")
     line("public /health after", await public_health(server))
-    line("server RSS MB / kernel TCP MB after", f"{server.rss():.1f} / {tcp_mem_mb():.1f}")
+    line("server RSS MB / kernel TCP MB after (20 late ones still held)", f"{server.rss():.1f} / {tcp_mem_mb():.1f}")
     for s in socks:
         s.close()
     server.stop()
