@@ -129,11 +129,7 @@ impl Tokens {
 
     fn verify_signature_and_claims(&self, token: &str) -> Result<(Grant, u64), TokenError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|e| match e.kind() {
-                ErrorKind::ExpiredSignature => TokenError::Expired,
-                ErrorKind::InvalidSignature => TokenError::Invalid("bad signature".into()),
-                _ => TokenError::Invalid(format!("not a valid cometbox token: {e}")),
-            })?;
+            .map_err(|e| clean_error(token, e.kind()))?;
         let claims = data.claims;
         let client = ClientId::parse(&claims.sub)
             .map_err(|e| TokenError::Invalid(format!("claim sub: {e}")))?;
@@ -163,6 +159,36 @@ impl Tokens {
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .expect("HS256 signing cannot fail");
         (token, exp)
+    }
+}
+
+/// Says what is wrong in the contract's words, never in the JWT library's
+/// (whose messages name its internals: "unknown variant `none`, expected
+/// one of `HS256`, ..."), so the reply stays the same whatever the library
+/// version.
+fn clean_error(token: &str, kind: &ErrorKind) -> TokenError {
+    let invalid = |message: &str| TokenError::Invalid(message.to_owned());
+    match kind {
+        ErrorKind::ExpiredSignature => TokenError::Expired,
+        ErrorKind::InvalidSignature => invalid("bad signature"),
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+            invalid("the token must be signed with alg HS256")
+        }
+        ErrorKind::MissingRequiredClaim(claim) => match claim.as_str() {
+            "exp" => invalid("claim exp is required"),
+            "sub" => invalid("claim sub is required"),
+            _ => invalid("a required claim is missing"),
+        },
+        ErrorKind::Json(_) if jsonwebtoken::decode_header(token).is_err() => invalid(
+            "the token header is not a JWT header with alg HS256",
+        ),
+        ErrorKind::Json(_) | ErrorKind::InvalidClaimFormat(_) => invalid(
+            "the token claims are not as expected: sub (a string) and exp (a number) are required; channels, if present, is a list of strings",
+        ),
+        ErrorKind::InvalidToken | ErrorKind::Base64(_) | ErrorKind::Utf8(_) => {
+            invalid("not a JWT: expected three base64url parts separated by dots")
+        }
+        _ => invalid("not a valid cometbox token"),
     }
 }
 
@@ -236,6 +262,72 @@ mod tests {
             tokens.verify(&bad_sub),
             Err(TokenError::Invalid(_))
         ));
+    }
+
+    /// Hand-made tokens with a given header and claims, signed with `secret`.
+    fn raw_token(header: &str, claims: &str) -> String {
+        let signing = format!("{}.{}", base64_url(header), base64_url(claims));
+        let signature = jsonwebtoken::crypto::sign(
+            signing.as_bytes(),
+            &EncodingKey::from_secret(b"secret"),
+            Algorithm::HS256,
+        )
+        .unwrap();
+        format!("{signing}.{signature}")
+    }
+
+    fn base64_url(s: &str) -> String {
+        const ALPHABET: &[u8; 64] =
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut out = String::new();
+        for chunk in s.as_bytes().chunks(3) {
+            let n = chunk
+                .iter()
+                .enumerate()
+                .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+            for i in 0..=chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn errors_speak_the_contract_not_the_library() {
+        let tokens = Tokens::new(b"secret");
+        let claims = r#"{"sub":"a","exp":99999999999}"#;
+        for (header, claims, expected) in [
+            (r#"{"alg":"none","typ":"JWT"}"#, claims, "HS256"),
+            (r#"{"alg":"HS512","typ":"JWT"}"#, claims, "HS256"),
+            (
+                r#"{"alg":"HS256"}"#,
+                r#"{"sub":"a"}"#,
+                "exp (a number) are required",
+            ),
+            (
+                r#"{"alg":"HS256"}"#,
+                r#"{"sub":"a","exp":"soon"}"#,
+                "not as expected",
+            ),
+            (
+                r#"{"alg":"HS256"}"#,
+                r#"{"sub":"a","exp":9,"#,
+                "not as expected",
+            ),
+        ] {
+            let Err(TokenError::Invalid(message)) = tokens.verify(&raw_token(header, claims))
+            else {
+                panic!("{header} {claims} accepted");
+            };
+            assert!(message.contains(expected), "{header} {claims}: {message}");
+            for internal in ["variant", "expected one of", "Error", "`"] {
+                assert!(!message.contains(internal), "{header} {claims}: {message}");
+            }
+        }
+        let Err(TokenError::Invalid(message)) = tokens.verify("garbage") else {
+            panic!("garbage accepted");
+        };
+        assert!(message.contains("three base64url parts"), "{message}");
     }
 
     #[test]

@@ -133,9 +133,23 @@ pub struct Limits {
     /// Channels one client may be subscribed to (by backends and by its own
     /// token grants together).
     pub max_channels_per_client: usize,
-    /// Open connections over both listeners; 0 derives it from the open-file
-    /// limit. Beyond it, new connections wait in the kernel's backlog.
+    /// Open connections on the public listener; 0 derives it from the
+    /// open-file limit (less what ingest may take). Beyond it, new
+    /// connections wait in the kernel's backlog.
     pub max_connections: usize,
+    /// Open connections on the ingest listener, counted apart from the public
+    /// ones so that browsers filling the public port can never make backends
+    /// (or a load balancer's `/health`) wait.
+    pub max_ingest_connections: usize,
+    /// Request line plus headers, on either listener; past it `431` and the
+    /// connection is closed. Also bounds hyper's read buffer, so a client
+    /// trickling an endless header holds at most this much memory.
+    pub max_header_bytes: usize,
+    /// How long a connection may accept no byte of a reply before it is
+    /// closed (and its poll stops counting). A reader that stalls would
+    /// otherwise hold its socket, its reply and kernel buffers forever.
+    #[serde(with = "humantime_serde")]
+    pub send_timeout: Duration,
     /// Ingest requests read and parsed at once; more get 503 `overloaded`.
     /// Bounds the memory of buffered bodies to this times `max_body_bytes`.
     pub max_ingest_in_flight: usize,
@@ -164,6 +178,9 @@ impl Default for Limits {
             max_batch_commands: 10_000,
             max_channels_per_client: 256,
             max_connections: 0,
+            max_ingest_connections: 1024,
+            max_header_bytes: 16 << 10,
+            send_timeout: Duration::from_secs(30),
             max_ingest_in_flight: 64,
             request_timeout: Duration::from_secs(10),
             max_reply_bytes: 1 << 20,
@@ -356,6 +373,11 @@ impl Settings {
             ),
             ("limits.message_ttl", l.message_ttl.is_zero()),
             ("limits.request_timeout", l.request_timeout.is_zero()),
+            ("limits.send_timeout", l.send_timeout.is_zero()),
+            (
+                "limits.max_ingest_connections",
+                l.max_ingest_connections == 0,
+            ),
             ("limits.mailbox_max_messages", l.mailbox_max_messages == 0),
             ("limits.max_polls_per_client", l.max_polls_per_client == 0),
             ("limits.max_body_bytes", l.max_body_bytes == 0),
@@ -383,6 +405,12 @@ impl Settings {
                 ),
             ));
         }
+        if l.max_header_bytes < MIN_HEADER_BYTES {
+            return Err((
+                "limits.max_header_bytes",
+                format!("{} is below {MIN_HEADER_BYTES}: hyper's read buffer cannot be smaller, and browsers send several KB of cookies", l.max_header_bytes),
+            ));
+        }
         if l.max_payload_bytes > l.max_body_bytes {
             return Err((
                 "limits.max_payload_bytes",
@@ -392,14 +420,7 @@ impl Settings {
         if self.auth.token_ttl > self.auth.max_token_ttl {
             return Err(("auth.token_ttl", "is above auth.max_token_ttl".into()));
         }
-        if let ListenAddr::Tcp(addr) = self.ingest.listen {
-            if !addr.ip().is_loopback() && self.ingest.key.is_empty() {
-                return Err((
-                    "ingest.listen",
-                    format!("{addr} is not a loopback address: set ingest.key so that only your backends can post messages"),
-                ));
-            }
-        }
+        self.validate_ingest_key()?;
         if self.public.listen == self.ingest.listen
             && !matches!(self.public.listen, ListenAddr::Tcp(a) if a.port() == 0)
         {
@@ -417,7 +438,40 @@ impl Settings {
         }
         Ok(())
     }
+
+    /// A key of blanks counts as no key: it would pass "a key is set" while
+    /// protecting nothing (and no `Authorization` header could carry it,
+    /// since surrounding whitespace is trimmed).
+    fn validate_ingest_key(&self) -> Result<(), (&'static str, String)> {
+        let key = &self.ingest.key;
+        let blank = !key.is_empty() && key.trim().is_empty();
+        if let ListenAddr::Tcp(addr) = self.ingest.listen {
+            if !addr.ip().is_loopback() && key.trim().is_empty() {
+                let (name, why) = if blank {
+                    ("ingest.key", "is only whitespace, which counts as no key")
+                } else {
+                    ("ingest.listen", "needs a key")
+                };
+                return Err((
+                    name,
+                    format!("{why}: ingest.listen {addr} is not a loopback address; set ingest.key so that only your backends can post messages"),
+                ));
+            }
+        }
+        if key.trim() != key {
+            return Err((
+                "ingest.key",
+                "has leading or trailing whitespace, which no Authorization header can carry"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
 }
+
+/// hyper refuses a read buffer below 8 KiB, so a smaller header limit could
+/// not bound memory any further.
+const MIN_HEADER_BYTES: usize = 8192;
 
 #[cfg(test)]
 mod tests;

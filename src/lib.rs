@@ -63,13 +63,16 @@ pub struct Listeners {
 /// logs and whatever else the process opens.
 const RESERVED_FDS: usize = 64;
 
-/// The connection cap in force: the configured one, or what the open-file
-/// limit allows.
+/// The public connection cap in force: the configured one, or what the
+/// open-file limit allows once the ingest listener's own capacity is kept
+/// back (so browsers can never take the descriptors backends need).
 pub fn max_connections(settings: &Settings) -> usize {
     match settings.limits.max_connections {
         0 => {
             let (soft, _) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap_or((1024, 1024));
-            (soft as usize).saturating_sub(RESERVED_FDS).max(16)
+            (soft as usize)
+                .saturating_sub(RESERVED_FDS + settings.limits.max_ingest_connections)
+                .max(16)
         }
         n => n,
     }
@@ -132,6 +135,7 @@ pub fn app_state(
         ingest_slots: Semaphore::new(limits.max_ingest_in_flight),
         connections: Arc::new(Semaphore::new(max_connections)),
         max_connections,
+        ingest_connections: Arc::new(Semaphore::new(limits.max_ingest_connections)),
         settings,
         shutdown,
     })
@@ -146,23 +150,72 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let state = app_state(settings, store, shutdown.clone());
-    let policy = |name| ConnectionPolicy {
-        connections: state.connections.clone(),
-        header_timeout: state.settings.limits.request_timeout,
+    let limits = &state.settings.limits;
+    // Each listener has its own permits: whatever browsers do to the public
+    // port, backends find room on the ingest port.
+    let policy = |name, connections: &Arc<Semaphore>| ConnectionPolicy {
+        connections: connections.clone(),
+        header_timeout: limits.request_timeout,
+        max_header_bytes: limits.max_header_bytes,
+        send_timeout: limits.send_timeout,
         name,
     };
-    tokio::join!(
-        serve(
-            listeners.public,
-            http::public::router(state.clone()),
-            policy("public"),
-            shutdown.clone()
-        ),
-        serve(
-            listeners.ingest,
-            http::ingest::router(state.clone()),
-            policy("ingest"),
-            shutdown.clone()
-        ),
+    let public = tokio::spawn(serve(
+        listeners.public,
+        http::public::router(state.clone()),
+        policy("public", &state.connections),
+        shutdown.clone(),
+    ));
+    // Ingest runs on a runtime (and threads) of its own: however busy
+    // browsers keep the main runtime's workers, the operating system still
+    // schedules these, so backends and `/health` are answered promptly.
+    let (listener, router) = (listeners.ingest, http::ingest::router(state.clone()));
+    let (policy, stop) = (
+        policy("ingest", &state.ingest_connections),
+        shutdown.clone(),
     );
+    let ingest = on_own_runtime("cometbox-ingest", INGEST_THREADS, move || async move {
+        match listener.into_current_runtime() {
+            Ok(listener) => serve(listener, router, policy, stop).await,
+            Err(e) => tracing::error!(error = %e, "cannot serve the ingest listener"),
+        }
+    });
+    let (public, _) = tokio::join!(public, ingest);
+    if let Err(e) = public {
+        tracing::error!(error = %e, "the public accept loop failed");
+    }
+}
+
+/// Worker threads of the ingest runtime: backends are few and their
+/// requests short; two keep one slow batch from holding up `/health`.
+const INGEST_THREADS: usize = 2;
+
+/// Runs the future `make` returns on a new multi-thread runtime of
+/// `threads` workers, on threads of its own; the receiver resolves when it
+/// has ended.
+fn on_own_runtime<F>(
+    name: &'static str,
+    threads: usize,
+    make: impl FnOnce() -> F + Send + 'static,
+) -> tokio::sync::oneshot::Receiver<()>
+where
+    F: std::future::Future<Output = ()>,
+{
+    let (done, ended) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads)
+                .thread_name(name)
+                .enable_all()
+                .build();
+            match runtime {
+                Ok(runtime) => runtime.block_on(make()),
+                Err(e) => tracing::error!(error = %e, "cannot start the {name} runtime"),
+            }
+            let _ = done.send(());
+        })
+        .expect("a thread for the ingest runtime");
+    ended
 }

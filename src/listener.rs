@@ -52,6 +52,27 @@ impl Listener {
         }
     }
 
+    /// The same socket, registered with the runtime this is called on (to
+    /// serve a listener on another runtime than the one that bound it).
+    pub fn into_current_runtime(mut self) -> io::Result<Self> {
+        use std::os::fd::AsFd;
+        match &mut self {
+            Listener::Tcp(listener) => {
+                let fd = listener.as_fd().try_clone_to_owned()?;
+                Ok(Listener::Tcp(TcpListener::from_std(fd.into())?))
+            }
+            Listener::Unix { listener, path } => {
+                let fd = listener.as_fd().try_clone_to_owned()?;
+                Ok(Listener::Unix {
+                    listener: UnixListener::from_std(fd.into())?,
+                    // The old handle must not remove the socket file when
+                    // it drops: the new one owns it now.
+                    path: std::mem::take(path),
+                })
+            }
+        }
+    }
+
     /// Where it listens, as the config would spell it (with the real port).
     pub fn local_addr(&self) -> String {
         match self {
@@ -74,7 +95,9 @@ impl Listener {
 impl Drop for Listener {
     fn drop(&mut self) {
         if let Listener::Unix { path, .. } = self {
-            let _ = std::fs::remove_file(path);
+            if !path.as_os_str().is_empty() {
+                let _ = std::fs::remove_file(path);
+            }
         }
     }
 }

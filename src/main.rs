@@ -108,11 +108,14 @@ async fn serve(settings: Settings, ready_file: Option<&Path>) -> anyhow::Result<
         max_clients = l.max_clients,
         max_body_bytes = l.max_body_bytes,
         max_payload_bytes = l.max_payload_bytes,
+        max_header_bytes = l.max_header_bytes,
+        send_timeout = ?l.send_timeout,
         "limits in force"
     );
     tracing::info!(
-        "up to {} open connections (held polls included) over both listeners",
-        cometbox::max_connections(&settings)
+        "up to {} open public connections (held polls included), and {} ingest connections apart",
+        cometbox::max_connections(&settings),
+        settings.limits.max_ingest_connections
     );
     if let Some(path) = ready_file {
         write_ready_file(path, &public, &ingest)

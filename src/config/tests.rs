@@ -135,3 +135,55 @@ fn a_public_ingest_address_needs_a_key() {
     )
     .unwrap();
 }
+
+#[test]
+fn a_whitespace_key_is_no_key() {
+    let e = load_from(
+        None,
+        env(&[
+            ("COMETBOX_INGEST__LISTEN", "0.0.0.0:8481"),
+            ("COMETBOX_INGEST__KEY", "   "),
+        ]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("ingest.key") && e.contains("whitespace"), "{e}");
+    let e = load_from(None, env(&[("COMETBOX_INGEST__KEY", " k")]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("ingest.key"), "{e}");
+}
+
+#[test]
+fn hostile_client_limits_default_and_validate() {
+    let s = load_from(None, env(&[])).unwrap();
+    assert_eq!(s.limits.max_header_bytes, 16384);
+    assert_eq!(s.limits.send_timeout, Duration::from_secs(30));
+    assert_eq!(s.limits.max_ingest_connections, 1024);
+    let file = toml_file(
+        "[limits]\nmax_header_bytes = 32768\nsend_timeout = \"5s\"\nmax_ingest_connections = 8\n",
+    );
+    let s = load_from(Some(&file.0), env(&[])).unwrap();
+    assert_eq!(s.limits.max_header_bytes, 32768);
+    assert_eq!(s.limits.send_timeout, Duration::from_secs(5));
+    assert_eq!(s.limits.max_ingest_connections, 8);
+    for (key, value, named) in [
+        (
+            "COMETBOX_LIMITS__MAX_HEADER_BYTES",
+            "4096",
+            "limits.max_header_bytes",
+        ),
+        ("COMETBOX_LIMITS__SEND_TIMEOUT", "0s", "limits.send_timeout"),
+        ("COMETBOX_LIMITS__SEND_TIMEOUT", "later", "send_timeout"),
+        (
+            "COMETBOX_LIMITS__MAX_INGEST_CONNECTIONS",
+            "0",
+            "limits.max_ingest_connections",
+        ),
+    ] {
+        let e = load_from(None, env(&[(key, value)]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(named), "{key}={value}: {e}");
+    }
+}

@@ -95,6 +95,10 @@ pub enum IngestError {
     /// 413 `too-large`
     #[error("{0}")]
     TooLarge(String),
+    /// 413 `too-large` from the declared `Content-Length`, answered before
+    /// the body is read; the connection closes after the reply.
+    #[error("{0}")]
+    DeclaredTooLarge(String),
     /// 415 `unsupported-media-type`
     #[error("Content-Type {0:?} is not accepted: send application/xml")]
     UnsupportedMediaType(String),
@@ -136,7 +140,9 @@ impl IngestError {
             IngestError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", None),
             IngestError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", None),
             IngestError::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "timeout", None),
-            IngestError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too-large", None),
+            IngestError::TooLarge(_) | IngestError::DeclaredTooLarge(_) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "too-large", None)
+            }
             IngestError::UnsupportedMediaType(_) => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported-media-type",
@@ -157,10 +163,18 @@ impl IntoResponse for IngestError {
         tracing::info!(code, status = status.as_u16(), error = %self, "ingest request rejected");
         let line = line.map(|l| format!(r#" line="{l}""#)).unwrap_or_default();
         let message = quick_xml::escape::escape(self.to_string());
-        xml(
+        let mut reply = xml(
             status,
             format!(r#"<error code="{code}"{line}>{message}</error>"#),
-        )
+        );
+        if matches!(self, IngestError::DeclaredTooLarge(_)) {
+            // The unread body is not another request: the connection ends.
+            reply.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+        }
+        reply
     }
 }
 

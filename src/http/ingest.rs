@@ -69,13 +69,19 @@ async fn commands(
         return Err(IngestError::ShuttingDown);
     }
     check_xml_content_type(&headers)?;
+    let limits = &state.settings.limits;
+    let body = refuse_declared_length(
+        &headers,
+        body,
+        limits.max_body_bytes,
+        limits.request_timeout,
+    )?;
     let _slot = state.ingest_slots.try_acquire().map_err(|_| {
         IngestError::Overloaded(format!(
             "more than {} ingest requests in flight",
             state.settings.limits.max_ingest_in_flight
         ))
     })?;
-    let limits = &state.settings.limits;
     let body = read_body(
         body,
         &headers,
@@ -115,10 +121,45 @@ fn check_xml_content_type(headers: &HeaderMap) -> Result<(), IngestError> {
     }
 }
 
-/// Over-limit bodies up to this size are read to the end (and discarded)
-/// before the 413 goes out, so that a client still sending sees the reply
-/// rather than a reset connection. Larger ones are cut off.
+/// Over-limit bodies up to this size are read to the end and discarded, so
+/// that a client still sending sees the 413 rather than a reset connection
+/// (closing a socket with unread data resets it). Larger ones are cut off.
 const DRAIN_LIMIT: u64 = 16 << 20;
+
+/// A body whose declared `Content-Length` is over `max` is answered `413`
+/// at once, before any of it is read. The connection then closes; what the
+/// client still sends (up to [`DRAIN_LIMIT`], within `timeout`) is read and
+/// dropped in the background so that it reads the reply instead of a reset.
+fn refuse_declared_length(
+    headers: &HeaderMap,
+    body: Body,
+    max: usize,
+    timeout: Duration,
+) -> Result<Body, IngestError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let Some(declared) = declared.filter(|len| *len > max as u64) else {
+        return Ok(body);
+    };
+    if declared <= DRAIN_LIMIT {
+        tokio::spawn(drain(body, timeout));
+    }
+    Err(IngestError::DeclaredTooLarge(format!(
+        "Content-Length {declared} is over limits.max_body_bytes ({max} bytes)"
+    )))
+}
+
+/// Reads and drops `body` (at most [`DRAIN_LIMIT`] bytes, bounded by the
+/// declared length already checked) for at most `timeout`.
+async fn drain(body: Body, timeout: Duration) {
+    let mut body = body.into_data_stream();
+    let _ = tokio::time::timeout(timeout, async {
+        while let Some(Ok(_)) = body.next().await {}
+    })
+    .await;
+}
 
 /// Reads at most `max` bytes within `timeout`; a declared length over the
 /// limit is refused before reading anything.
@@ -164,6 +205,11 @@ async fn read_body(
     Ok(collected.freeze())
 }
 
+/// A token request is a client id, a ttl and at most
+/// `max_channels_per_client` grants of at most 128 bytes each: 64 KiB is
+/// room for the default 256 grants with their `channel=` and escapes.
+const TOKEN_BODY_BYTES: usize = 64 << 10;
+
 /// `POST /token`: `client`, optional `ttl` (seconds), repeated `channel`,
 /// from the query string and/or a form-encoded body.
 async fn token(
@@ -172,28 +218,12 @@ async fn token(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, IngestError> {
-    let body = read_body(
-        body,
-        &headers,
-        64 << 10,
-        state.settings.limits.request_timeout,
-    )
-    .await?;
+    let timeout = state.settings.limits.request_timeout;
+    let body = refuse_declared_length(&headers, body, TOKEN_BODY_BYTES, timeout)?;
+    let body = read_body(body, &headers, TOKEN_BODY_BYTES, timeout).await?;
     let query = query.unwrap_or_default();
-    let pairs = form_urlencoded::parse(query.as_bytes()).chain(form_urlencoded::parse(&body));
-    let (mut client, mut ttl, mut channels) = (None, None, Vec::new());
-    for (key, value) in pairs {
-        match &*key {
-            "client" => client = Some(value.into_owned()),
-            "ttl" => ttl = Some(value.into_owned()),
-            "channel" => channels.push(value.into_owned()),
-            other => {
-                return Err(IngestError::InvalidRequest(format!(
-                    "unknown parameter {other:?}: expected client, ttl, channel"
-                )))
-            }
-        }
-    }
+    let params = TokenParams::parse(&query, &body, state.settings.limits.max_channels_per_client)?;
+    let (client, ttl, channels) = (params.client, params.ttl, params.channels);
     let client =
         client.ok_or_else(|| IngestError::InvalidRequest("missing parameter client".into()))?;
     let client = ClientId::parse(&client).map_err(|e| IngestError::InvalidId(e.to_string()))?;
@@ -221,13 +251,65 @@ async fn token(
     ))
 }
 
+/// `POST /token`'s parameters, from the query string and the form body.
+struct TokenParams {
+    client: Option<String>,
+    ttl: Option<String>,
+    channels: Vec<String>,
+}
+
+impl TokenParams {
+    /// `client` and `ttl` at most once each (a second one is refused rather
+    /// than one of them silently winning); `channel` repeated, at most
+    /// `max_channels` times, since a token cannot usefully grant more
+    /// channels than its client may join.
+    fn parse(query: &str, body: &[u8], max_channels: usize) -> Result<Self, IngestError> {
+        let pairs = form_urlencoded::parse(query.as_bytes()).chain(form_urlencoded::parse(body));
+        let mut params = TokenParams {
+            client: None,
+            ttl: None,
+            channels: Vec::new(),
+        };
+        for (key, value) in pairs {
+            let slot = match &*key {
+                "client" => &mut params.client,
+                "ttl" => &mut params.ttl,
+                "channel" if params.channels.len() >= max_channels => {
+                    return Err(IngestError::TooLarge(format!(
+                        "more than {max_channels} channel grants (limits.max_channels_per_client)"
+                    )))
+                }
+                "channel" => {
+                    params.channels.push(value.into_owned());
+                    continue;
+                }
+                other => {
+                    return Err(IngestError::InvalidRequest(format!(
+                        "unknown parameter {other:?}: expected client, ttl, channel"
+                    )))
+                }
+            };
+            if slot.is_some() {
+                return Err(IngestError::InvalidRequest(format!(
+                    "parameter {key} given twice"
+                )));
+            }
+            *slot = Some(value.into_owned());
+        }
+        Ok(params)
+    }
+}
+
 /// The `/stats` body: the hub's counters plus the server's.
 #[derive(Serialize)]
 struct ServerStats {
     #[serde(flatten)]
     hub: Stats,
+    /// Open public connections.
     connections: usize,
     max_connections: usize,
+    ingest_connections: usize,
+    max_ingest_connections: usize,
     version: &'static str,
 }
 
@@ -241,6 +323,9 @@ async fn stats(State(state): State<AppState>) -> Json<ServerStats> {
         hub: hub_stats,
         connections: state.max_connections - state.connections.available_permits(),
         max_connections: state.max_connections,
+        ingest_connections: state.settings.limits.max_ingest_connections
+            - state.ingest_connections.available_permits(),
+        max_ingest_connections: state.settings.limits.max_ingest_connections,
         version: env!("CARGO_PKG_VERSION"),
     })
 }

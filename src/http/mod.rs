@@ -14,6 +14,8 @@ use crate::hub::Hub;
 pub mod error;
 pub mod ingest;
 pub mod public;
+pub mod reply_body;
+pub mod send_timeout;
 pub mod serve;
 
 /// What every handler of both listeners shares: one `Arc`, so extracting
@@ -32,10 +34,13 @@ pub struct Shared {
     /// Cancelled when the server starts shutting down (the accept loops and
     /// the reaper watch it; handlers ask [`Hub::is_shutting_down`]).
     pub shutdown: CancellationToken,
-    /// Open-connection permits, shared by both listeners.
+    /// Open-connection permits of the public listener.
     pub connections: Arc<Semaphore>,
     /// `max_connections` as resolved at start.
     pub max_connections: usize,
+    /// Open-connection permits of the ingest listener
+    /// (`max_ingest_connections`), apart from the public ones.
+    pub ingest_connections: Arc<Semaphore>,
     /// Ingest bodies being read or parsed at once (`max_ingest_in_flight`).
     pub ingest_slots: Semaphore,
 }

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -12,6 +13,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use super::error::PublicError;
+use super::reply_body::ReplyBody;
 use super::AppState;
 use crate::hub::PollRequest;
 use crate::protocol::{ChannelName, Cursor};
@@ -114,11 +116,11 @@ async fn poll(
     // allocated for the whole (long) wait.
     let request = admit(&state, headers, query)?;
     let reply = state.hub.poll(request).await?;
-    // TODO(hostile): keep `reply.open` until the body is written.
+    // The body owns the poll's guard: the poll counts until it is written.
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json")],
-        reply.body,
+        Body::new(ReplyBody::new(reply.body, reply.open)),
     )
         .into_response())
 }

@@ -3,7 +3,9 @@
 //! Written against hyper directly rather than `axum::serve` for what a
 //! long-poll server needs: a connection cap taken *before* accept (so
 //! overload waits in the kernel backlog instead of failing), a deadline for
-//! request headers (slow-loris clients), and a graceful drain on shutdown.
+//! request headers (slow-loris clients), a bound on their size, a deadline
+//! for replies a client stops reading ([`SendTimeout`]), and a graceful
+//! drain on shutdown.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +20,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span};
 
+use super::send_timeout::{Abort, SendTimeout};
 use crate::listener::Listener;
 
 /// How long open connections get to finish once shutdown starts. Open polls
@@ -27,10 +30,14 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 /// What every connection of one listener shares.
 #[derive(Clone)]
 pub struct ConnectionPolicy {
-    /// Permits for open connections, shared by both listeners.
+    /// Permits for open connections of this listener.
     pub connections: Arc<Semaphore>,
     /// Deadline for a request's headers.
     pub header_timeout: Duration,
+    /// Largest request line plus headers (`max_header_bytes`).
+    pub max_header_bytes: usize,
+    /// Longest a reply may make no progress (`send_timeout`).
+    pub send_timeout: Duration,
     /// For log lines: "public" or "ingest".
     pub name: &'static str,
 }
@@ -113,15 +120,21 @@ fn spawn_connection<S>(
     permit: OwnedSemaphorePermit,
     span: Span,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + Abort + Unpin + Send + 'static,
 {
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(policy.header_timeout)
+        // Past the limit hyper answers 431 and closes. The read buffer is
+        // capped too (hyper's floor is 8 KiB): by default it grows to
+        // ~400 KiB, which an unfinished header could fill on every
+        // connection. The cap also bounds what a reply queues in user space.
+        .max_header_size(policy.max_header_bytes)
+        .max_buf_size(policy.max_header_bytes.max(8192))
         .keep_alive(true);
     let connection = graceful.watch(builder.serve_connection(
-        TokioIo::new(stream),
+        TokioIo::new(SendTimeout::new(stream, policy.send_timeout)),
         TowerToHyperService::new(router.clone()),
     ));
     tokio::spawn(

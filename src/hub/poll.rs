@@ -62,6 +62,12 @@ pub struct OpenPoll {
     client: Arc<Client>,
 }
 
+impl std::fmt::Debug for OpenPoll {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OpenPoll")
+    }
+}
+
 impl Drop for OpenPoll {
     fn drop(&mut self) {
         let mut state = self.client.lock();

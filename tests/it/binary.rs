@@ -10,10 +10,10 @@ use tokio::process::{Child, Command};
 
 use crate::helpers::{token, wait_until, SECRET};
 
-struct Running {
+pub(crate) struct Running {
     child: Child,
-    public: String,
-    ingest: String,
+    pub(crate) public: String,
+    pub(crate) ingest: String,
     dir: PathBuf,
 }
 
@@ -51,7 +51,7 @@ fn command(envs: &[(&str, &str)], args: &[&str]) -> Command {
 }
 
 /// Starts the binary on ephemeral ports and waits for its ready file.
-async fn start(name: &str, extra_env: &[(&str, &str)]) -> Running {
+pub(crate) async fn start(name: &str, extra_env: &[(&str, &str)]) -> Running {
     let dir = scratch_dir(name);
     let ready = dir.join("ready.json");
     let log = std::fs::File::create(dir.join("stderr.log")).unwrap();
@@ -80,6 +80,23 @@ async fn wait_for_file(path: &Path) -> Value {
 }
 
 impl Running {
+    /// The server's resident memory in KiB, from `/proc/<pid>/status`.
+    pub(crate) fn rss_kib(&self) -> u64 {
+        let pid = self.child.id().expect("still running");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/<pid>/status")
+    }
+
+    /// Stops the server (SIGTERM) and removes its scratch directory.
+    pub(crate) async fn stop(self) {
+        self.signal("TERM");
+        self.exit().await;
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default()
     }

@@ -10,4 +10,5 @@ mod hostile;
 mod ingest;
 mod poll;
 mod scale;
+mod slow_clients;
 mod tokens;
