@@ -79,7 +79,7 @@ pub enum Change {
 }
 
 /// A client as a durable store recovered it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RecoveredClient {
     /// The client.
     pub id: ClientId,

@@ -114,6 +114,9 @@ struct Inner {
     /// written before it is missing from the state it copies.
     written_groups: std::sync::atomic::AtomicU64,
     flushed_groups: std::sync::atomic::AtomicU64,
+    /// Failed writes so far: a snapshot taken while one failed may hold
+    /// changes that were refused, and is discarded.
+    failed_writes: std::sync::atomic::AtomicU64,
     policy: FsyncPolicy,
     fsync_interval: Duration,
     segment_bytes: u64,
@@ -171,6 +174,7 @@ impl DiskJournal {
             writable: AtomicBool::new(true),
             written_groups: Default::default(),
             flushed_groups: Default::default(),
+            failed_writes: Default::default(),
             active: Mutex::new(Active {
                 file,
                 number,
@@ -203,6 +207,9 @@ impl DiskJournal {
             units: Some(units),
             threads: vec![writer, flusher],
         };
+        journal
+            .settle_renewed_epochs(&report, &clients)
+            .map_err(|e| io(std::io::Error::other(e)))?;
         Ok((journal, clients, report))
     }
 }
@@ -286,6 +293,7 @@ impl Inner {
         }
         if let Err(e) = self.append(&mut active, buf, self.policy == FsyncPolicy::Always) {
             self.writable.store(false, Ordering::SeqCst);
+            self.failed_writes.fetch_add(1, Ordering::SeqCst);
             // Cut what may have been half written, so the next good record
             // follows a whole one (reopen tries again if this fails too).
             let _ = active.file.set_len(active.len);
@@ -344,6 +352,7 @@ impl Inner {
             if let Err(e) = active.file.sync_data() {
                 tracing::error!(error = %e, "journal fsync failed");
                 self.writable.store(false, Ordering::SeqCst);
+                self.failed_writes.fetch_add(1, Ordering::SeqCst);
             } else {
                 active.unsynced = false;
                 active.last_sync = Instant::now();
@@ -368,6 +377,25 @@ impl Inner {
 fn fail(group: Vec<Unit>, why: &str) {
     for unit in group {
         let _ = unit.done.send(Err(StoreError::Unavailable(why.to_owned())));
+    }
+}
+
+impl DiskJournal {
+    /// New epochs given at recovery exist only in memory: written nowhere,
+    /// the next start would rebuild the old ones, and every record made
+    /// under the new ones would be dropped as belonging to no mailbox. So
+    /// the recovered state becomes a snapshot at once, which also retires
+    /// the damaged segments.
+    fn settle_renewed_epochs(
+        &self,
+        report: &Report,
+        clients: &[RecoveredClient],
+    ) -> Result<(), StoreError> {
+        if !report.epochs_renewed {
+            return Ok(());
+        }
+        self.write_snapshot(&mut clients.iter().cloned())
+            .inspect(|()| tracing::info!("the renewed epochs are written in a snapshot; the damaged journal is retired"))
     }
 }
 
@@ -447,11 +475,15 @@ impl Journal for DiskJournal {
     ) -> Result<(), StoreError> {
         let inner = &self.inner;
         let unavailable = |e: std::io::Error| StoreError::Unavailable(e.to_string());
-        let (number, written) = {
+        let (number, written, failures) = {
             let mut active = inner.active();
             inner.rotate(&mut active).map_err(unavailable)?;
             active.since_snapshot = 0;
-            (active.number, inner.written_groups.load(Ordering::SeqCst))
+            (
+                active.number,
+                inner.written_groups.load(Ordering::SeqCst),
+                inner.failed_writes.load(Ordering::SeqCst),
+            )
         };
         // What the older segments hold must be in the mailboxes before the
         // state is copied: those segments are deleted afterwards.
@@ -465,7 +497,7 @@ impl Journal for DiskJournal {
         let tmp = path.with_extension("tmp");
         let written = write_snapshot_file(&tmp, clients).map_err(unavailable);
         let bytes = match written {
-            Ok(bytes) if self.writable() => bytes,
+            Ok(bytes) if inner.failed_writes.load(Ordering::SeqCst) == failures => bytes,
             other => {
                 // A write failed meanwhile: this snapshot may hold changes
                 // that were refused. Keep the segments.
