@@ -6,5 +6,8 @@
 //! Some tests mount filesystems (a tmpfs, a loop-mounted ext4 image) and so
 //! need root; without it they fail, loudly, rather than skip.
 
+mod damage;
 mod harness;
 mod kill9;
+mod lock;
+mod space;
