@@ -83,6 +83,15 @@ fn hub(idle: Duration) -> Hub {
     )
 }
 
+/// Applies a batch (the memory hub never waits, but `apply` is async).
+fn apply(hub: &Hub, commands: Vec<cometbox::protocol::Command>) {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(hub.apply(commands))
+        .unwrap();
+}
+
 /// Gives `hub` `n` clients, each with one queued message.
 fn fill(hub: &Hub, n: usize) {
     for chunk in (0..n).collect::<Vec<_>>().chunks(10_000) {
@@ -91,7 +100,7 @@ fn fill(hub: &Hub, n: usize) {
             .map(|i| format!("<message to=\"c{i}\">1</message>"))
             .collect();
         let commands = parse(format!("<batch>{body}</batch>").as_bytes(), PARSE_LIMITS).unwrap();
-        hub.apply(commands).unwrap();
+        apply(hub, commands);
     }
 }
 
@@ -102,6 +111,9 @@ fn while_delivering(hub: &Hub, n: usize, sweep: impl FnOnce()) -> (Duration, Dur
     let deliverer = std::thread::spawn({
         let (hub, stop) = (hub.clone(), stop.clone());
         move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
             let mut worst = Duration::ZERO;
             let mut count = 0;
             let mut i = 0usize;
@@ -109,7 +121,7 @@ fn while_delivering(hub: &Hub, n: usize, sweep: impl FnOnce()) -> (Duration, Dur
                 let xml = format!("<message to=\"c{}\">2</message>", i % n);
                 let commands = parse(xml.as_bytes(), PARSE_LIMITS).unwrap();
                 let started = Instant::now();
-                hub.apply(commands).unwrap();
+                runtime.block_on(hub.apply(commands)).unwrap();
                 worst = worst.max(started.elapsed());
                 count += 1;
                 i = i.wrapping_add(7919);

@@ -22,7 +22,7 @@ export class CometBoxError extends Error {
    * The server's error code (`invalid-request`, `invalid-token`, `token-expired`,
    * `channel-forbidden`, `too-many-polls`, `shutting-down`, `overloaded`) or a
    * client code: `disconnected` (the backend disconnected this client), `network`,
-   * `request-timeout`, `bad-response`, `token-refresh-failed`, `http-<status>`.
+   * `request-timeout`, `bad-response`, `client-error`, `token-refresh-failed`, `http-<status>`.
    */
   code: string;
   /** HTTP status, 0 when no HTTP answer was received. */

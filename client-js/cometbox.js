@@ -182,6 +182,7 @@
       this._claims = null;
       this._storageKey = null;
       this._cursor = null;
+      this._stored = null;      // the cursor last read from or written to storage
       // An explicit cursor wins over the remembered one.
       this._sinceExplicit = typeof o.since === 'string' && o.since.length > 0;
       if (this._sinceExplicit) this._cursor = o.since;
@@ -270,6 +271,7 @@
         this._cursor = stored;
         this._sinceExplicit = false;
       }
+      this._stored = stored; // what this key holds now
     }
 
     _load() {
@@ -283,6 +285,7 @@
     }
 
     _save() {
+      this._stored = this._cursor;
       if (!this._storage || !this._storageKey) return;
       try {
         if (this._cursor == null) this._storage.removeItem(this._storageKey);
@@ -290,10 +293,11 @@
       } catch (e) { /* quota, security: the in-memory cursor still works */ }
     }
 
-    _setCursor(c) {
-      if (c === this._cursor) return;
-      this._cursor = c;
-      this._save();
+    /** Writes the cursor to storage unless it is what was last written there:
+     *  storage writes are synchronous and can be slow, so it is done once per
+     *  reply, not once per message. */
+    _persist() {
+      if (this._cursor !== this._stored) this._save();
     }
 
     _setState(state, detail) {
@@ -415,7 +419,18 @@
       }).then(function (r) {
         if (self._req !== req) return; // stopped or replaced meanwhile
         self._finishRequest(req);
-        self._handleResponse(r.status, r.text, self._now() - req.started);
+        var gen = self._gen;
+        try {
+          self._handleResponse(r.status, r.text, self._now() - req.started);
+        } catch (err) {
+          // A bug (ours, or a broken storage/runtime) must not leave the
+          // instance 'connected' with no poll open: retry from the cursor,
+          // which names the last message whose dispatch completed.
+          reportHandlerError(err);
+          if (gen === self._gen && self._running && !self._req && self._retryTimer == null && !self._refreshing) {
+            self._retry(new CometBoxError('client-error', (err && err.message) || String(err), 0, false));
+          }
+        }
       }, function (err) {
         if (self._req !== req) return;
         self._finishRequest(req);
@@ -489,24 +504,37 @@
         if (gen !== this._gen) return;
       }
 
+      // The in-memory cursor advances after each message (cb.cursor is the last
+      // handled one); storage is written once, after the reply's messages were
+      // dispatched. It never gets ahead of what was dispatched: if the loop is
+      // left early (stop() from a handler) or broken by an exception, what is
+      // stored is the last message whose dispatch completed, so a reload
+      // replays the rest (at least once) and skips nothing. A handler that
+      // throws is reported by _safeCall and its message counts as handled.
       var msgs = body.messages;
-      for (var i = 0; i < msgs.length; i++) {
-        var m = msgs[i];
-        if (!m || typeof m !== 'object') continue;
-        this._dispatch(m);
-        if (typeof m.id === 'string') this._setCursor(m.id);
-        if (gen !== this._gen) return; // stop() from a handler: resume after this message later
+      try {
+        for (var i = 0; i < msgs.length; i++) {
+          var m = msgs[i];
+          if (!m || typeof m !== 'object') continue;
+          this._dispatch(m);
+          if (typeof m.id === 'string') this._cursor = m.id;
+          if (gen !== this._gen) return; // stop() from a handler: resume after this message later
+        }
+        if (body.disconnected === true) {
+          // The backend <disconnect>ed this client: its mailbox is gone.
+          this._cursor = null;
+        } else {
+          this._cursor = body.cursor;
+        }
+      } finally {
+        this._persist();
       }
 
       if (body.disconnected === true) {
-        // The backend <disconnect>ed this client: its mailbox is gone.
-        this._cursor = null;
-        this._save();
         this._fail(new CometBoxError('disconnected', 'the backend disconnected this client', 200, true));
         return;
       }
 
-      this._setCursor(body.cursor);
       var empty = !msgs.length && body.reset !== true;
       if (empty && this._onTimeout) {
         this._safeCall(this._onTimeout, [{ cursor: body.cursor }]);

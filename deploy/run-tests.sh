@@ -106,6 +106,9 @@ CB_ENV=(env)
 for v in $(compgen -e); do
     case "$v" in COMETBOX_*) CB_ENV+=(-u "$v");; esac
 done
+# deploy/cometbox.toml keeps its disk store in /var/lib/cometbox: the tests
+# use a directory of their own.
+CB_ENV+=(COMETBOX_STORE__PATH="$T/store")
 cometbox_clean() { "${CB_ENV[@]}" "$@"; }
 
 free_port() {
@@ -142,8 +145,9 @@ limits.max_poll_timeout limits.client_idle_timeout limits.mailbox_max_messages
 limits.message_ttl limits.max_polls_per_client limits.max_body_bytes
 limits.max_payload_bytes limits.max_clients limits.max_batch_commands
 limits.max_connections limits.max_ingest_in_flight limits.request_timeout
-store.kind log.format log.level""".split())
-for section in ("public", "ingest", "auth", "limits", "log"):
+store.kind store.path store.fsync store.fsync_interval store.segment_bytes
+log.format log.level""".split())
+for section in ("public", "ingest", "auth", "limits", "store", "log"):
     probe = f"{tmp}/probe-{section}.toml"
     with open(probe, "w") as f:
         f.write(f"[{section}]\nzz_no_such_key = 1\n")
@@ -426,8 +430,12 @@ grep -cE '^COMETBOX_AUTH__SECRET=[0-9a-f]{64}\$' /etc/cometbox/cometbox.env
 cp /etc/cometbox/cometbox.env "$T/env.before"
 sh -e "$T/ctl/postinst" configure 0.0.1-1 >/dev/null 2>&1
 cmp /etc/cometbox/cometbox.env "$T/env.before" && echo secret-kept
+# The store's data directory, on a tmpfs in this namespace only.
+mount -t tmpfs tmpfs /var/lib
+mkdir -p /var/lib/cometbox && touch /var/lib/cometbox/journal-00000001.log
 DPKG_MAINTSCRIPT_NAME=postrm sh -e "$T/ctl/postrm" purge >/dev/null 2>&1
 test ! -e /etc/cometbox/cometbox.env && echo purged
+test ! -e /var/lib/cometbox && echo state-purged
 EOF
     if $SUDO unshare -m sh "$T/maint.sh" >"$T/maint.out" 2>&1; then
         sed 's/^/     /' "$T/maint.out"
@@ -446,6 +454,8 @@ EOF
             || fail "postinst keeps the secret on upgrade"
         grep -qx purged "$T/maint.out" && pass "postrm purge removes the generated secret" \
             || fail "postrm purge removes the generated secret"
+        grep -qx state-purged "$T/maint.out" && pass "postrm purge removes /var/lib/cometbox (the disk store)" \
+            || fail "postrm purge removes /var/lib/cometbox (the disk store)"
     else
         sed 's/^/     /' "$T/maint.out"
         fail "maintainer scripts in a mount namespace (unshare -m) failed"

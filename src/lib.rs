@@ -11,8 +11,9 @@
 //!                                      channels,
 //!                                      waiting polls
 //!                                         │
-//!                                   store::Store (memory; the seam
-//!                                   for on-disk or shared stores)
+//!                                   store: memory logs, and for
+//!                                   `disk` a journal written before
+//!                                   every <ok>, recovered at start
 //! ```
 //!
 //! - [`protocol`]: the wire contract as pure data (ids, cursors, the XML
@@ -74,9 +75,27 @@ pub fn max_connections(settings: &Settings) -> usize {
     }
 }
 
-/// Builds what both faces share: the hub (and its reaper, on the current
-/// runtime), the token keys, and the connection and ingest permits.
-pub fn app_state(settings: Settings, shutdown: CancellationToken) -> AppState {
+/// Opens the configured store, recovering what a durable one holds (before
+/// anything listens: a store that cannot be opened stops start-up, named).
+/// Blocking.
+pub fn open_store(settings: &Settings) -> Result<store::Opened, store::disk::OpenError> {
+    let limits = &settings.limits;
+    settings.store.open(
+        Retention {
+            max_messages: limits.mailbox_max_messages,
+        },
+        limits.max_channels_per_client,
+    )
+}
+
+/// Builds what both faces share: the hub on the opened store (and its
+/// reaper, on the current runtime), the token keys, and the connection and
+/// ingest permits.
+pub fn app_state(
+    settings: Settings,
+    store: store::Opened,
+    shutdown: CancellationToken,
+) -> AppState {
     let secret = if settings.auth.secret.is_empty() {
         tracing::warn!("auth.secret is not set: using a random secret, so tokens will not survive a restart (set auth.secret or COMETBOX_AUTH__SECRET)");
         rand::random::<[u8; 32]>().to_vec()
@@ -84,10 +103,7 @@ pub fn app_state(settings: Settings, shutdown: CancellationToken) -> AppState {
         settings.auth.secret.as_bytes().to_vec()
     };
     let limits = &settings.limits;
-    let store = settings.store.build(Retention {
-        max_messages: limits.mailbox_max_messages,
-    });
-    let hub = Hub::new(
+    let hub = Hub::open(
         store,
         HubLimits {
             poll_timeout: limits.poll_timeout,
@@ -101,6 +117,7 @@ pub fn app_state(settings: Settings, shutdown: CancellationToken) -> AppState {
         },
     );
     hub::spawn_reaper(hub.clone(), shutdown.clone());
+    hub::spawn_reloader(hub.clone(), shutdown.clone());
     tokio::spawn({
         let (hub, shutdown) = (hub.clone(), shutdown.clone());
         async move {
@@ -122,8 +139,13 @@ pub fn app_state(settings: Settings, shutdown: CancellationToken) -> AppState {
 
 /// Serves both listeners until `shutdown` is cancelled, then answers every
 /// open poll, finishes in-flight requests and returns.
-pub async fn run(settings: Settings, listeners: Listeners, shutdown: CancellationToken) {
-    let state = app_state(settings, shutdown.clone());
+pub async fn run(
+    settings: Settings,
+    store: store::Opened,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) {
+    let state = app_state(settings, store, shutdown.clone());
     let policy = |name| ConnectionPolicy {
         connections: state.connections.clone(),
         header_timeout: state.settings.limits.request_timeout,

@@ -63,6 +63,14 @@ fn main() -> ExitCode {
 async fn serve(settings: Settings, ready_file: Option<&Path>) -> anyhow::Result<()> {
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "cometbox starting");
     raise_open_file_limit();
+    if settings.store.kind == cometbox::store::StoreKind::Disk {
+        tracing::info!(
+            path = %settings.store.path.display(),
+            fsync = ?settings.store.fsync,
+            "opening the disk store (recovering what it holds)"
+        );
+    }
+    let store = cometbox::open_store(&settings).context("cannot open the store (store.path)")?;
     let public = Listener::bind(&settings.public.listen, settings.public.socket_mode)
         .await
         .with_context(|| {
@@ -113,7 +121,7 @@ async fn serve(settings: Settings, ready_file: Option<&Path>) -> anyhow::Result<
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-    cometbox::run(settings, Listeners { public, ingest }, shutdown).await;
+    cometbox::run(settings, store, Listeners { public, ingest }, shutdown).await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -52,6 +52,8 @@ options:
   --per-worker N                 subscribers per worker process (default 9000)
   --connect-concurrency C        connections opened at once (default 256)
   --nginx-workers W              Nchan's worker_processes (default 2)
+  --store memory|disk            cometbox's store (default memory; disk: in the run's
+                                 temporary directory, fsync always)
   --cometbox-bin PATH            the binary to measure (default target/release/cometbox,
                                  rebuilt with `cargo build --release` when stale)
   --no-build                     never run cargo build
@@ -80,6 +82,7 @@ fn parse_args(args: &[String]) -> Result<Cli> {
             cometbox_bin: None,
             no_build: false,
             nginx_workers: 2,
+            store: "memory".into(),
         },
         per_worker: 9000,
         connect_concurrency: 256,
@@ -125,6 +128,12 @@ fn parse_args(args: &[String]) -> Result<Cli> {
                 settings.servers.cometbox_bin = Some(PathBuf::from(value("--cometbox-bin")?))
             }
             "--no-build" => settings.servers.no_build = true,
+            "--store" => {
+                settings.servers.store = value("--store")?;
+                if !matches!(settings.servers.store.as_str(), "memory" | "disk") {
+                    bail!("--store must be memory or disk");
+                }
+            }
             flag if flag.starts_with("--") => bail!("unknown option {flag}\n\n{USAGE}"),
             _ => positional.push(arg.clone()),
         }
@@ -221,6 +230,7 @@ async fn self_check() {
     report::checks::histogram_is_close();
     report::checks::medians();
     wire::checks::splits_nchan_multipart();
+    wire::checks::cometbox_polls_like_the_browser_class();
     procstat::checks::reads_itself();
     client::checks::parses_length_and_chunked_bodies().await;
 }

@@ -108,10 +108,6 @@ async fn start_workers(
     channel: Option<&str>,
     settings: &Settings,
 ) -> Result<Workers> {
-    let channel = match server.endpoint.kind {
-        Kind::Nchan => channel,
-        Kind::Cometbox => None,
-    };
     Workers::spawn(
         &server.endpoint,
         n,
@@ -225,25 +221,9 @@ async fn fanout(
 ) -> Result<()> {
     let endpoint = &server.endpoint;
     let mut publisher = Client::new(endpoint.publish_addr());
-    if endpoint.kind == Kind::Cometbox {
-        // The backend subscribes everyone: <batch>es of <subscribe>.
-        let mut first = 0;
-        while first < n {
-            let last = (first + 5000).min(n);
-            let reply = publisher
-                .request(&wire::subscribe_batch(first..last, FAN_CHANNEL))
-                .await
-                .context("subscribing")?;
-            if reply.status != 200 {
-                bail!(
-                    "subscribe batch: status {} {}",
-                    reply.status,
-                    String::from_utf8_lossy(&reply.body)
-                );
-            }
-            first = last;
-        }
-    }
+    // No subscribing step: every subscriber names the channel on each of its
+    // polls (cometbox `channels=`, as client-js does; Nchan `/sub/fan`), so
+    // once all n polls are held, all n are subscribed.
     let mut workers = start_workers(server, n, Some(FAN_CHANNEL), settings).await?;
     workers.go().await?;
     let result = async {

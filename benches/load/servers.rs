@@ -1,8 +1,9 @@
 //! Starting and stopping the servers under test, each in its own temporary
-//! directory on free loopback ports: the release cometbox binary (built
-//! first when missing or older than the sources), and nginx with the Nchan
-//! module and a configuration written here. Only processes started here are
-//! ever signalled, by pid.
+//! directory on loopback: the release cometbox binary (built first when
+//! missing or older than the sources) on port 0, its addresses read from
+//! `--ready-file`; and nginx with the Nchan module and a configuration
+//! written here, on a port chosen here (another one when it was taken in
+//! between). Only processes started here are ever signalled, by pid.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -27,6 +28,9 @@ pub struct ServerOptions {
     pub no_build: bool,
     /// Nchan's nginx worker processes.
     pub nginx_workers: u32,
+    /// cometbox's `[store] kind`: "memory" or "disk" (in the run's
+    /// directory, default fsync policy).
+    pub store: String,
 }
 
 /// A running server.
@@ -245,7 +249,9 @@ async fn start_cometbox(dir: &Path, options: &ServerOptions) -> Result<Server> {
         .env("COMETBOX_LIMITS__MAILBOX_MAX_MESSAGES", "10000")
         .env("COMETBOX_LIMITS__MAX_INGEST_IN_FLIGHT", "1024")
         .env("COMETBOX_LIMITS__CLIENT_IDLE_TIMEOUT", "10m")
-        .env("COMETBOX_LIMITS__REQUEST_TIMEOUT", "60s");
+        .env("COMETBOX_LIMITS__REQUEST_TIMEOUT", "60s")
+        .env("COMETBOX_STORE__KIND", &options.store)
+        .env("COMETBOX_STORE__PATH", dir.join("store"));
     let mut child = spawn_server(command, dir, &bin)?;
     let pid = child
         .id()
@@ -315,9 +321,17 @@ pub fn nchan_available() -> Result<()> {
     Ok(())
 }
 
+/// A loopback port that was free a moment ago. Only for nginx, which
+/// cannot bind port 0 and report the port it got (cometbox does: it binds
+/// `127.0.0.1:0` and writes its addresses to `--ready-file`). Another process
+/// may take the port before nginx binds it: [`start_nchan`] then retries.
 fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
+
+/// Ports tried for nginx before giving up (each one only fails if another
+/// process took it between [`free_port`] and nginx's bind).
+const NGINX_PORT_ATTEMPTS: u32 = 5;
 
 /// The configuration: long-poll subscribers on `/sub/<id>`, publishers on
 /// `/pub/<id>`, limits as generous as cometbox's (60 s polls, 10,000
@@ -374,9 +388,26 @@ http {{
 
 async fn start_nchan(dir: &Path, options: &ServerOptions) -> Result<Server> {
     nchan_available()?;
+    for attempt in 1..=NGINX_PORT_ATTEMPTS {
+        let port = free_port()?;
+        if let Some(server) = start_nginx_on(dir, options, port).await? {
+            return Ok(server);
+        }
+        eprintln!(
+            "nginx could not bind 127.0.0.1:{port} (taken since it was chosen); \
+             another port ({attempt}/{NGINX_PORT_ATTEMPTS})"
+        );
+    }
+    bail!("nginx could not bind a loopback port in {NGINX_PORT_ATTEMPTS} attempts")
+}
+
+/// Starts nginx on `port`; `None` when it exited because the port was
+/// taken (try another), an error for any other failure.
+async fn start_nginx_on(dir: &Path, options: &ServerOptions, port: u16) -> Result<Option<Server>> {
     let nginx = nginx_bin().expect("checked");
     let module = nchan_module().expect("checked");
-    let port = free_port()?;
+    // A previous attempt's log would look like this one's failure.
+    let _ = std::fs::remove_file(dir.join("error.log"));
     let conf = dir.join("nginx.conf");
     std::fs::write(&conf, nginx_conf(dir, &module, port, options.nginx_workers))?;
     let mut command = Command::new(&nginx);
@@ -405,6 +436,9 @@ async fn start_nchan(dir: &Path, options: &ServerOptions) -> Result<Server> {
         if let Some(status) = child.try_wait()? {
             let log = std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default();
             let err = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
+            if format!("{log}{err}").contains("Address already in use") {
+                return Ok(None);
+            }
             bail!("nginx exited with {status} before it was ready:\n{log}{err}");
         }
         if Instant::now() > deadline {
@@ -413,10 +447,10 @@ async fn start_nchan(dir: &Path, options: &ServerOptions) -> Result<Server> {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    Ok(Server {
+    Ok(Some(Server {
         endpoint,
         child,
         pid,
         dir: dir.to_owned(),
-    })
+    }))
 }

@@ -1,5 +1,5 @@
 //! How each server is spoken to: subscriber polls (cometbox's `GET /poll`
-//! with `since=` cursors, Nchan's long-poll with `If-Modified-Since` /
+//! exactly as `client-js/cometbox.js` sends it, Nchan's long-poll with `If-Modified-Since` /
 //! `If-None-Match`), publish requests (cometbox's XML `<message>` /
 //! `<batch>`, Nchan's `POST /pub/<id>`), and the server's own count of
 //! waiting polls. Everything else in the tool is the same for both.
@@ -90,9 +90,15 @@ impl Payload {
 
 /// One subscriber's poll state: what to ask for next.
 pub enum Subscriber {
-    /// `GET /poll?token=..&timeout=..[&since=cursor]`.
+    /// A page running `client-js/cometbox.js` as
+    /// `new CometBox(url, {token, channels, timeout: 60})`: every poll is
+    /// `GET /poll?[since=<cursor>&][channels=<list>&]timeout=60` with the
+    /// browser class's headers (see [`BROWSER_POLL_HEADERS`]).
     Cometbox {
-        path: String,
+        /// `channels=<list>&timeout=<s>`: what every poll repeats.
+        query: String,
+        /// `Bearer <token>` (the class's default `tokenIn: 'header'`).
+        authorization: String,
         cursor: Option<String>,
     },
     /// `GET /sub/<channel>` with the previous reply's caching headers.
@@ -124,10 +130,36 @@ struct CometboxMessage {
     data: Payload,
 }
 
+/// The headers `cometbox.js` gives every poll (`fetch(url, {headers,
+/// cache: 'no-store'})`), besides `Authorization`: its own `Accept`, and the
+/// `Cache-Control` / `Pragma` that the Fetch standard adds for
+/// `cache: 'no-store'`.
+pub const BROWSER_POLL_HEADERS: [(&str, &str); 3] = [
+    ("Accept", "application/json"),
+    ("Cache-Control", "no-cache"),
+    ("Pragma", "no-cache"),
+];
+
+/// JavaScript's `encodeURIComponent`, as `cometbox.js` applies it to each
+/// query value.
+pub fn encode_uri_component(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.!~*'()".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 impl Subscriber {
-    /// Client `client`; for Nchan it polls `channel` if given, else its own
-    /// channel `c<i>`. (cometbox clients always poll their own mailbox: a
-    /// channel reaches it through the subscription the backend made.)
+    /// Client `client`. On cometbox it polls its own mailbox, naming
+    /// `channel` (if given) on every poll as `channels=`, as the browser
+    /// class does: the poll subscribes it (the token grants the channel).
+    /// On Nchan it polls `channel` if given, else its own channel `c<i>`:
+    /// there too every poll names the channel (it is the URL).
     pub fn new(
         endpoint: &Endpoint,
         token: Option<&str>,
@@ -135,14 +167,21 @@ impl Subscriber {
         channel: Option<&str>,
     ) -> Self {
         match endpoint.kind {
-            Kind::Cometbox => Subscriber::Cometbox {
-                path: format!(
-                    "/poll?token={}&timeout={}",
-                    token.expect("cometbox subscribers need a token"),
-                    POLL_TIMEOUT.as_secs()
-                ),
-                cursor: None,
-            },
+            Kind::Cometbox => {
+                let mut query = String::new();
+                if let Some(channel) = channel {
+                    query.push_str(&format!("channels={}&", encode_uri_component(channel)));
+                }
+                query.push_str(&format!("timeout={}", POLL_TIMEOUT.as_secs()));
+                Subscriber::Cometbox {
+                    query,
+                    authorization: format!(
+                        "Bearer {}",
+                        token.expect("cometbox subscribers need a token")
+                    ),
+                    cursor: None,
+                }
+            }
             Kind::Nchan => Subscriber::Nchan {
                 path: format!(
                     "/sub/{}",
@@ -157,12 +196,24 @@ impl Subscriber {
     /// The next poll request.
     pub fn request(&self) -> Vec<u8> {
         match self {
-            Subscriber::Cometbox { path, cursor } => {
+            Subscriber::Cometbox {
+                query,
+                authorization,
+                cursor,
+            } => {
+                // The order of cometbox.js's _buildUrl(): since, channels, timeout.
                 let path = match cursor {
-                    Some(c) => format!("{path}&since={c}"),
-                    None => path.clone(),
+                    Some(c) => format!("/poll?since={}&{query}", encode_uri_component(c)),
+                    None => format!("/poll?{query}"),
                 };
-                client::request("GET", &path, &[], b"")
+                let [accept, cache_control, pragma] = BROWSER_POLL_HEADERS;
+                let headers = [
+                    accept,
+                    ("Authorization", authorization.as_str()),
+                    cache_control,
+                    pragma,
+                ];
+                client::request("GET", &path, &headers, b"")
             }
             Subscriber::Nchan {
                 path,
@@ -307,19 +358,6 @@ pub fn publish_to_channel(kind: Kind, channel: &str, payload: &Payload) -> Vec<u
     }
 }
 
-/// cometbox: subscribes clients `clients` to `channel` in one `<batch>`.
-pub fn subscribe_batch(clients: std::ops::Range<u32>, channel: &str) -> Vec<u8> {
-    let mut xml = String::from("<batch>");
-    for i in clients {
-        xml.push_str(&format!(
-            r#"<subscribe client="{}" channel="{channel}"/>"#,
-            client_id(i)
-        ));
-    }
-    xml.push_str("</batch>");
-    ingest_post(&xml)
-}
-
 fn ingest_post(xml: &str) -> Vec<u8> {
     client::request(
         "POST",
@@ -428,6 +466,46 @@ impl Endpoint {
 /// Self-checks run by `smoke`.
 pub mod checks {
     use super::*;
+
+    /// A fan-out subscriber's polls: the query and headers of `cometbox.js`
+    /// with `channels: ['fan'], timeout: 60`, the first without `since`, the
+    /// next from the reply's cursor.
+    pub fn cometbox_polls_like_the_browser_class() {
+        let endpoint = Endpoint {
+            kind: Kind::Cometbox,
+            public: ([127, 0, 0, 1], 1).into(),
+            ingest: ([127, 0, 0, 1], 2).into(),
+            secret: String::new(),
+        };
+        let mut sub = Subscriber::new(&endpoint, Some("T.O.K"), 7, Some("room:1,x"));
+        let first = String::from_utf8(sub.request()).unwrap();
+        assert!(
+            first.starts_with("GET /poll?channels=room%3A1%2Cx&timeout=60 HTTP/1.1\r\n"),
+            "{first}"
+        );
+        for header in [
+            "Accept: application/json\r\n",
+            "Authorization: Bearer T.O.K\r\n",
+            "Cache-Control: no-cache\r\n",
+            "Pragma: no-cache\r\n",
+        ] {
+            assert!(first.contains(header), "{header} missing in {first}");
+        }
+        let reply = Response {
+            status: 200,
+            headers: Vec::new(),
+            body: br#"{"cursor":"a b-2","messages":[]}"#.to_vec(),
+        };
+        sub.on_response(&reply).unwrap();
+        let next = String::from_utf8(sub.request()).unwrap();
+        assert!(
+            next.starts_with(
+                "GET /poll?since=a%20b-2&channels=room%3A1%2Cx&timeout=60 HTTP/1.1\r\n"
+            ),
+            "{next}"
+        );
+        assert_eq!(encode_uri_component("aZ09-_.!~*'()"), "aZ09-_.!~*'()");
+    }
 
     pub fn splits_nchan_multipart() {
         let body = b"--B\r\nContent-Type: application/json\r\n\r\n{\"t\":1}\r\n--B\r\n\r\n{\"t\":2,\"k\":3}\r\n--B--".to_vec();

@@ -33,8 +33,9 @@ pub struct WorkerSpec {
     /// Its clients are `first .. first + count`.
     pub first: u32,
     pub count: u32,
-    /// Nchan: the channel all its subscribers share (fan-out); cometbox
-    /// clients always poll their own mailbox.
+    /// The channel all its subscribers share (fan-out): Nchan subscribers
+    /// poll it; cometbox clients poll their own mailbox and name it in
+    /// `channels=` on every poll, with a token that grants it.
     pub channel: Option<String>,
     /// Connections being opened at once.
     pub connect_concurrency: usize,
@@ -146,7 +147,10 @@ pub async fn run_worker() -> Result<()> {
         .map(|i| {
             let token = (endpoint.kind == Kind::Cometbox).then(|| {
                 let id = cometbox::protocol::ClientId::parse(&client_id(i)).expect("valid id");
-                tokens.mint(&id, Duration::from_secs(3600), Vec::new()).0
+                // As a backend would: the token grants the channel the page
+                // names on its polls.
+                let grants = spec.channel.iter().cloned().collect();
+                tokens.mint(&id, Duration::from_secs(3600), grants).0
             });
             Subscriber::new(&endpoint, token.as_deref(), i, spec.channel.as_deref())
         })

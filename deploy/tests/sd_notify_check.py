@@ -27,7 +27,8 @@ env = {k: v for k, v in os.environ.items() if not k.startswith("COMETBOX_")}
 env.update(NOTIFY_SOCKET=notify_path,
            COMETBOX_PUBLIC__LISTEN="127.0.0.1:0",
            COMETBOX_INGEST__LISTEN="unix:" + ingest_path,
-           COMETBOX_AUTH__SECRET="sd-notify-check")
+           COMETBOX_AUTH__SECRET="sd-notify-check",
+           COMETBOX_STORE__PATH=os.path.join(tmp, "notify-store"))
 log = open(os.path.join(tmp, "notify-cometbox.log"), "wb")
 proc = subprocess.Popen([binary, "--config", config], env=env, stdout=log, stderr=subprocess.STDOUT,
                         stdin=subprocess.DEVNULL)

@@ -402,7 +402,6 @@ final class Client
         if (!is_string($type)) {
             throw new InvalidArgument("message option 'type' must be 'json' or 'text'");
         }
-        [$text, $sentType] = Xml::encodePayload($data, $type);
         $ttl = null;
         if (isset($options['ttl'])) {
             $t = $options['ttl'];
@@ -417,12 +416,11 @@ final class Client
                 throw new InvalidArgument("message option 'ttl' must be at least 1 second");
             }
         }
-        return Xml::command('message', [
+        return Xml::message([
             $targetAttr => $target,
             'event' => $event,
-            'type' => $sentType === 'json' ? null : $sentType,
             'ttl' => $ttl,
-        ], $text);
+        ], $data, $type);
     }
 
     /**

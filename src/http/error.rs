@@ -49,6 +49,9 @@ impl PublicError {
             PublicError::Poll(PollError::TooManyClients(_)) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "overloaded")
             }
+            PublicError::Poll(PollError::Storage(_)) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "storage-unavailable")
+            }
             PublicError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting-down"),
             PublicError::NotFound => (StatusCode::NOT_FOUND, "not-found"),
         }
@@ -101,6 +104,9 @@ pub enum IngestError {
     /// 503 `shutting-down`
     #[error("the server is shutting down; nothing was applied")]
     ShuttingDown,
+    /// 503 `storage-unavailable`: the store cannot write; nothing applied.
+    #[error("{0}")]
+    StorageUnavailable(String),
 }
 
 impl From<ApplyError> for IngestError {
@@ -108,6 +114,7 @@ impl From<ApplyError> for IngestError {
         match e {
             ApplyError::TooManyClients { .. } => IngestError::Overloaded(e.to_string()),
             ApplyError::TooManyChannels { .. } => IngestError::TooLarge(e.to_string()),
+            ApplyError::Storage(_) => IngestError::StorageUnavailable(e.to_string()),
         }
     }
 }
@@ -137,6 +144,9 @@ impl IngestError {
             ),
             IngestError::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded", None),
             IngestError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting-down", None),
+            IngestError::StorageUnavailable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "storage-unavailable", None)
+            }
         }
     }
 }

@@ -88,7 +88,7 @@ async fn commands(
         max_commands: limits.max_batch_commands,
     };
     let commands = ingest::parse(&body, parse_limits)?;
-    let accepted = state.hub.apply(commands)?;
+    let accepted = state.hub.apply(commands).await?;
     Ok(xml(
         StatusCode::OK,
         format!(r#"<ok accepted="{accepted}"/>"#),

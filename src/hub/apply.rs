@@ -7,7 +7,8 @@
 //! mailbox are appended together, under one hold of that client's lock:
 //! a poll sees all of a batch's messages to its mailbox or none of them.
 //! Different mailboxes become visible one after the other, microseconds
-//! apart; membership changes (`<subscribe>`, `<unsubscribe>`,
+//! apart. With a durable store, the appends wait until the journal has
+//! written the batch (see `durable.rs`). Membership changes (`<subscribe>`, `<unsubscribe>`,
 //! `<disconnect>`) take effect in batch order, so a channel message reaches
 //! exactly the clients that are members at its place in the batch.
 
@@ -18,9 +19,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::client::{Client, Gone};
+use super::durable::Recorder;
 use super::membership::has_channel_room;
 use super::Hub;
 use crate::protocol::{reply, ChannelName, ClientId, Command, Target};
+use crate::store::journal::{Change, StoreError};
 use crate::store::{SharedMessage, StoredMessage};
 
 /// Why a batch could not be applied.
@@ -43,24 +46,44 @@ pub enum ApplyError {
         /// `max_clients`.
         max: usize,
     },
+    /// The durable store could not write it; nothing was applied.
+    #[error(transparent)]
+    Storage(#[from] StoreError),
 }
 
 impl Hub {
     /// Applies a validated batch: all of it, or nothing when a limit would
-    /// be passed. Returns how many commands were applied.
-    pub fn apply(&self, commands: Vec<Command>) -> Result<usize, ApplyError> {
+    /// be passed or the store cannot write it. Returns how many commands
+    /// were applied; with a durable store, once they are written.
+    pub async fn apply(&self, commands: Vec<Command>) -> Result<usize, ApplyError> {
         self.check_client_room(&commands)?;
         self.check_channel_room(&commands)?;
+        let accepted = commands.len();
+        let messages = commands
+            .iter()
+            .filter(|c| matches!(c, Command::Message { .. }))
+            .count();
+        let commit = {
+            let mut ordered = self.ordered()?;
+            let deliveries = self.plan(commands, messages, &mut ordered.record);
+            let hub = self.clone();
+            self.submit(ordered, Some(Box::new(move || deliveries.flush(&hub))))?
+        };
+        self.committed(commit).await?;
+        self.0
+            .messages_in
+            .fetch_add(messages as u64, Ordering::Relaxed);
+        Ok(accepted)
+    }
+
+    /// Makes the batch's changes in order; its messages are numbered (and
+    /// recorded) but appended only by [`Deliveries::flush`].
+    fn plan(&self, commands: Vec<Command>, messages: usize, record: &mut Recorder) -> Deliveries {
         let now = Instant::now();
         let ts_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        let accepted = commands.len();
-        let message_count = commands
-            .iter()
-            .filter(|c| matches!(c, Command::Message { .. }))
-            .count();
-        let mut deliveries = Deliveries::new(message_count);
+        let mut deliveries = Deliveries::new(messages, record.is_on());
         for command in commands {
             match command {
                 Command::Message {
@@ -78,28 +101,39 @@ impl Hub {
                         ttl,
                         now,
                     ));
-                    match target {
-                        Target::Client(id) => {
-                            let client = self.client_or_create(&id, now);
-                            deliveries.add(self, client, message, true, now);
+                    let recipients: Vec<(Arc<Client>, bool)> = match target {
+                        Target::Client(id) => vec![(self.client_or_create(&id, now, record), true)],
+                        Target::Channel(name) => self
+                            .0
+                            .channels
+                            .members(&name)
+                            .into_iter()
+                            .map(|member| (member, false))
+                            .collect(),
+                    };
+                    let mut numbered = Vec::new();
+                    for (client, by_id) in recipients {
+                        if record.is_on() {
+                            let seq = client.lock().reserve_seq();
+                            numbered.push((client.id.clone(), client.epoch, seq));
                         }
-                        Target::Channel(name) => {
-                            for member in self.0.channels.members(&name) {
-                                deliveries.add(self, member, message.clone(), false, now);
-                            }
-                        }
+                        deliveries.add(self, client, message.clone(), by_id, now);
+                    }
+                    if !numbered.is_empty() {
+                        record.change(|| Change::Message {
+                            message,
+                            recipients: numbered,
+                        });
                     }
                 }
-                Command::Subscribe { client, channel } => self.subscribe(&client, &channel),
-                Command::Unsubscribe { client, channel } => self.unsubscribe(&client, &channel),
-                Command::Disconnect { client } => self.disconnect(&client),
+                Command::Subscribe { client, channel } => self.subscribe(&client, &channel, record),
+                Command::Unsubscribe { client, channel } => {
+                    self.unsubscribe(&client, &channel, record)
+                }
+                Command::Disconnect { client } => self.disconnect(&client, record),
             }
         }
-        deliveries.flush(self, now);
-        self.0
-            .messages_in
-            .fetch_add(message_count as u64, Ordering::Relaxed);
-        Ok(accepted)
+        deliveries
     }
 
     /// Refuses a batch that would pass `max_clients`.
@@ -169,21 +203,27 @@ impl Hub {
     /// looked up is recreated: a message addressed to a client always lands.
     fn deliver_to_id(&self, id: &ClientId, messages: Vec<SharedMessage>, now: Instant) {
         loop {
-            match self.client_or_create(id, now).append(messages.clone(), now) {
+            let client = self.client_or_create(id, now, &mut Recorder::off());
+            match client.append(messages.clone(), 0, now) {
                 Err(Gone::Evicted) => continue,
                 // Disconnected after this batch looked it up: a
                 // `<disconnect>` ordered after the message takes it along.
-                Ok(()) | Err(Gone::Disconnected) => return,
+                // Replaced: a reload brought back what the journal holds.
+                Ok(()) | Err(Gone::Disconnected | Gone::Replaced) => return,
             }
         }
     }
 
     /// `<disconnect>`: forgets the client; its open polls wake and answer
     /// `disconnected`, its channel memberships go.
-    pub(super) fn disconnect(&self, id: &ClientId) {
+    pub(super) fn disconnect(&self, id: &ClientId, record: &mut Recorder) {
         let Some((_, client)) = self.0.clients.remove(id) else {
             return;
         };
+        record.change(|| Change::Gone {
+            client: id.clone(),
+            epoch: client.epoch,
+        });
         let channels = {
             let mut state = client.lock();
             state.gone = Some(Gone::Disconnected);
@@ -202,22 +242,26 @@ struct Delivery {
 }
 
 /// The messages one batch appends, per mailbox, in batch order.
-struct Deliveries {
+pub(super) struct Deliveries {
     /// A batch with at most one message gives each mailbox at most one, so
-    /// it appends at once instead of grouping (a 10,000-member channel
-    /// message is the common case, and grouping would be pure overhead).
+    /// without a journal it appends at once instead of grouping (a
+    /// 10,000-member channel message is the common case, and grouping would
+    /// be pure overhead).
     immediate: bool,
+    /// Whether the messages had their sequence numbers reserved (journal).
+    reserved: bool,
     /// Per mailbox: its client and its messages.
     pending: Vec<(Arc<Client>, Vec<Delivery>)>,
     /// Index into `pending` by the client's address (this very entry, not
-    /// a later client of the same id).
-    index: HashMap<*const Client, usize>,
+    /// a later client of the same id); the address is only compared.
+    index: HashMap<usize, usize>,
 }
 
 impl Deliveries {
-    fn new(messages: usize) -> Self {
+    fn new(messages: usize, journaled: bool) -> Self {
         Deliveries {
-            immediate: messages <= 1,
+            immediate: messages <= 1 && !journaled,
+            reserved: journaled,
             pending: Vec::new(),
             index: HashMap::new(),
         }
@@ -232,9 +276,9 @@ impl Deliveries {
         now: Instant,
     ) {
         if self.immediate {
-            return deliver(hub, &client, &[Delivery { message, by_id }], now);
+            return deliver(hub, &client, &[Delivery { message, by_id }], false, now);
         }
-        match self.index.entry(Arc::as_ptr(&client)) {
+        match self.index.entry(Arc::as_ptr(&client) as usize) {
             Entry::Occupied(at) => self.pending[*at.get()].1.push(Delivery { message, by_id }),
             Entry::Vacant(slot) => {
                 slot.insert(self.pending.len());
@@ -244,9 +288,11 @@ impl Deliveries {
         }
     }
 
-    fn flush(self, hub: &Hub, now: Instant) {
+    /// Appends everything gathered (with a journal: once it is written).
+    fn flush(self, hub: &Hub) {
+        let now = Instant::now();
         for (client, messages) in &self.pending {
-            deliver(hub, client, messages, now);
+            deliver(hub, client, messages, self.reserved, now);
         }
     }
 }
@@ -254,9 +300,10 @@ impl Deliveries {
 /// Appends one mailbox's share of a batch. If the client was evicted
 /// meanwhile, what was addressed to it by id goes to its new mailbox (what
 /// came through a channel it no longer belongs to does not).
-fn deliver(hub: &Hub, client: &Client, messages: &[Delivery], now: Instant) {
+fn deliver(hub: &Hub, client: &Client, messages: &[Delivery], reserved: bool, now: Instant) {
     let all = messages.iter().map(|d| d.message.clone());
-    if let Err(Gone::Evicted) = client.append(all, now) {
+    let reserved = if reserved { messages.len() as u64 } else { 0 };
+    if let Err(Gone::Evicted) = client.append(all, reserved, now) {
         let by_id: Vec<SharedMessage> = messages
             .iter()
             .filter(|d| d.by_id)

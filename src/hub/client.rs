@@ -19,6 +19,9 @@ pub(super) enum Gone {
     /// Idle past `client_idle_timeout` (it had no open poll). A message
     /// addressed to it by id lands in a new mailbox.
     Evicted,
+    /// The hub reloaded its state from the journal (after a failed write):
+    /// a newer entry stands for this client.
+    Replaced,
 }
 
 /// A client as the hub holds it; shared by the client map, channel member
@@ -26,6 +29,9 @@ pub(super) enum Gone {
 pub(super) struct Client {
     /// The backend-chosen id.
     pub id: ClientId,
+    /// Its mailbox's epoch, fixed for the life of this entry: what journal
+    /// records name it by.
+    pub epoch: u32,
     /// Wakes this client's waiting polls and nobody else's.
     pub wake: Notify,
     /// One lock per client, never held across an `.await`: appends to and
@@ -52,6 +58,14 @@ pub(super) struct ClientState {
     pub revoked: VecDeque<Revocation>,
     /// Set when the client was removed from the hub's map.
     pub gone: Option<Gone>,
+    /// With a journal: messages given a sequence number in a record but not
+    /// appended yet (they are appended once the record is written). The
+    /// next message's number counts them; the reaper leaves such a client
+    /// alone.
+    pub reserved: u64,
+    /// With a journal: the `last_active` most recently recorded, so a sweep
+    /// records only what changed.
+    pub recorded_active: Instant,
 }
 
 /// A backend's `<unsubscribe>`, remembered against the browser's own grant.
@@ -65,6 +79,7 @@ impl Client {
     pub fn new(id: ClientId, log: Box<dyn MailboxLog>, now: Instant) -> Arc<Self> {
         Arc::new(Client {
             id,
+            epoch: log.head().epoch,
             wake: Notify::new(),
             state: Mutex::new(ClientState {
                 log,
@@ -73,6 +88,8 @@ impl Client {
                 channels: BTreeSet::new(),
                 revoked: VecDeque::new(),
                 gone: None,
+                reserved: 0,
+                recorded_active: now,
             }),
         })
     }
@@ -86,15 +103,18 @@ impl Client {
     }
 
     /// Queues messages (all under one lock hold, so a poll sees all of them
-    /// or none) and wakes this client's polls. Queues nothing and says why
-    /// when the client already left the hub.
+    /// or none) and wakes this client's polls; `reserved` of them had their
+    /// sequence numbers given out already. Queues nothing and says why when
+    /// the client already left the hub.
     pub fn append(
         &self,
         messages: impl IntoIterator<Item = SharedMessage>,
+        reserved: u64,
         now: Instant,
     ) -> Result<(), Gone> {
         {
             let mut state = self.lock();
+            state.reserved -= reserved;
             if let Some(gone) = state.gone {
                 return Err(gone);
             }
@@ -115,12 +135,21 @@ pub(super) enum Looked {
     Read(ReadOutcome),
     /// The client was disconnected; reply with this cursor.
     Disconnected(Cursor),
+    /// The entry was replaced by a reload: reply empty with this cursor
+    /// (the next poll finds the new entry).
+    Replaced(Cursor),
 }
 
 impl ClientState {
     pub fn look(&mut self, since: Option<Cursor>, now: Instant, max_bytes: usize) -> Looked {
-        if self.gone == Some(Gone::Disconnected) {
-            return Looked::Disconnected(since.unwrap_or_else(|| self.log.head()));
+        match self.gone {
+            Some(Gone::Disconnected) => {
+                return Looked::Disconnected(since.unwrap_or_else(|| self.log.head()))
+            }
+            Some(Gone::Replaced) => {
+                return Looked::Replaced(since.unwrap_or_else(|| self.log.head()))
+            }
+            _ => {}
         }
         if self.log.has_after(since, now) {
             Looked::Read(self.log.read_after(since, now, max_bytes))
@@ -129,8 +158,18 @@ impl ClientState {
         }
     }
 
-    /// No open poll and no poll for `idle_limit`: the reaper may forget it.
+    /// No open poll, no poll for `idle_limit` and no message on its way:
+    /// the reaper may forget it.
     pub fn is_idle(&self, now: Instant, idle_limit: Duration) -> bool {
-        self.open_polls == 0 && now.saturating_duration_since(self.last_active) >= idle_limit
+        self.open_polls == 0
+            && self.reserved == 0
+            && now.saturating_duration_since(self.last_active) >= idle_limit
+    }
+
+    /// The sequence number the next message will get, counting those
+    /// reserved for records not yet written; reserves it.
+    pub fn reserve_seq(&mut self) -> u64 {
+        self.reserved += 1;
+        self.log.head().seq + self.reserved
     }
 }

@@ -18,31 +18,41 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use super::client::{Client, ClientState, Revocation};
+use super::durable::Recorder;
 use super::poll::PollError;
 use super::Hub;
 use crate::protocol::{ChannelName, ClientId};
+use crate::store::journal::Change;
 
 impl Hub {
     /// `<subscribe>`: joins, and lifts an earlier `<unsubscribe>` of the
     /// same channel.
-    pub(super) fn subscribe(&self, id: &ClientId, channel: &ChannelName) {
+    pub(super) fn subscribe(&self, id: &ClientId, channel: &ChannelName, record: &mut Recorder) {
         loop {
-            let client = self.client_or_create(id, Instant::now());
+            let client = self.client_or_create(id, Instant::now(), record);
             let mut state = client.lock();
             if state.gone.is_some() {
                 continue; // removed meanwhile: look the id up again
             }
+            let was_revoked = state.revoked.iter().any(|r| &r.channel == channel);
             state.revoked.retain(|r| &r.channel != channel);
             if state.channels.insert(channel.clone()) {
                 self.0.channels.add(channel, &client);
+            } else if !was_revoked {
+                return; // nothing changed
             }
+            record.change(|| Change::Subscribed {
+                client: id.clone(),
+                epoch: client.epoch,
+                channel: channel.clone(),
+            });
             return;
         }
     }
 
     /// `<unsubscribe>`: leaves, and remembers it against the browser's own
     /// grant. A client with no mailbox has nothing to leave or remember.
-    pub(super) fn unsubscribe(&self, id: &ClientId, channel: &ChannelName) {
+    pub(super) fn unsubscribe(&self, id: &ClientId, channel: &ChannelName, record: &mut Recorder) {
         let Some(client) = self.0.clients.get(id).map(|c| c.clone()) else {
             return;
         };
@@ -59,9 +69,16 @@ impl Hub {
         if state.revoked.len() >= self.0.limits.max_channels_per_client {
             state.revoked.pop_front();
         }
+        let at = unix_seconds();
         state.revoked.push_back(Revocation {
             channel: channel.clone(),
-            at: unix_seconds(),
+            at,
+        });
+        record.change(|| Change::Unsubscribed {
+            client: id.clone(),
+            epoch: client.epoch,
+            channel: channel.clone(),
+            at,
         });
     }
 
@@ -75,13 +92,45 @@ impl Hub {
         channels: &[ChannelName],
         issued_at: Option<u64>,
     ) -> Result<(), PollError> {
-        let mut state = client.lock();
-        let wanted =
-            |c: &&ChannelName| !state.channels.contains(*c) && !revoked(&state, c, issued_at);
-        if state.gone.is_some() || !channels.iter().any(|c| wanted(&c)) {
-            return Ok(()); // the re-poll path: nothing new, no channel lock
+        if !self.has_new_channels(client, channels, issued_at) {
+            return Ok(()); // the re-poll path: nothing new, no shared lock
         }
-        let mut new: Vec<&ChannelName> = channels.iter().filter(wanted).collect();
+        let mut ordered = self.ordered()?;
+        self.join_channels(client, channels, issued_at, &mut ordered.record)?;
+        // Not waited for: a membership lost in a crash is asked for again
+        // by the browser's next poll.
+        self.submit(ordered, None)?;
+        Ok(())
+    }
+
+    fn has_new_channels(
+        &self,
+        client: &Client,
+        channels: &[ChannelName],
+        issued_at: Option<u64>,
+    ) -> bool {
+        let state = client.lock();
+        state.gone.is_none()
+            && channels
+                .iter()
+                .any(|c| !state.channels.contains(c) && !revoked(&state, c, issued_at))
+    }
+
+    fn join_channels(
+        &self,
+        client: &Arc<Client>,
+        channels: &[ChannelName],
+        issued_at: Option<u64>,
+        record: &mut Recorder,
+    ) -> Result<(), PollError> {
+        let mut state = client.lock();
+        if state.gone.is_some() {
+            return Ok(());
+        }
+        let mut new: Vec<&ChannelName> = channels
+            .iter()
+            .filter(|c| !state.channels.contains(*c) && !revoked(&state, c, issued_at))
+            .collect();
         new.sort_unstable();
         new.dedup();
         let max = self.0.limits.max_channels_per_client;
@@ -91,6 +140,11 @@ impl Hub {
         for channel in new {
             state.channels.insert(channel.clone());
             self.0.channels.add(channel, client);
+            record.change(|| Change::Subscribed {
+                client: client.id.clone(),
+                epoch: client.epoch,
+                channel: channel.clone(),
+            });
         }
         Ok(())
     }

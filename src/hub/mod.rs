@@ -11,7 +11,9 @@
 //! - `membership.rs`: subscribing and unsubscribing, by backends and by
 //!   browsers' grants, and what each may undo of the other;
 //! - `reaper.rs`: idle eviction off the async workers; `stats.rs`: `/stats`
-//!   and presence.
+//!   and presence;
+//! - `durable.rs`: with a durable store, the order in which changes reach
+//!   its journal, recovery at start-up, and reloading after a failed write.
 //!
 //! [`Command`]: crate::protocol::Command
 
@@ -22,23 +24,28 @@ use std::time::{Duration, Instant};
 use dashmap::DashMap;
 
 use crate::protocol::ClientId;
-use crate::store::Store;
+use crate::store::journal::Journal;
+use crate::store::{Opened, Store};
 
 mod apply;
 mod channels;
 mod client;
+mod durable;
 mod membership;
 mod poll;
 mod reaper;
 mod stats;
 
 pub use apply::ApplyError;
+pub use durable::spawn_reloader;
 pub use poll::{OpenPoll, PollError, PollReply, PollRequest};
 pub use reaper::spawn_reaper;
 pub use stats::{Presence, Stats};
 
+use crate::store::journal::Change;
 use channels::Channels;
 use client::Client;
+use durable::Recorder;
 
 /// The hub's share of the `[limits]` section.
 #[derive(Debug, Clone)]
@@ -73,6 +80,17 @@ struct Shared {
     clients: DashMap<ClientId, Arc<Client>>,
     channels: Channels,
     store: Arc<dyn Store>,
+    /// Where changes are written before they are acknowledged (durable
+    /// stores); `None` for the memory store, whose paths skip all of this.
+    journal: Option<Arc<dyn Journal>>,
+    /// Held while a change is made and submitted to the journal, so that
+    /// the journal's order is the order in which changes were made (and
+    /// replaying it rebuilds the same ids). Taken only with a journal, and
+    /// always before any other lock of the hub.
+    journal_order: std::sync::Mutex<()>,
+    /// Wakes the task that reloads the state from the journal after a
+    /// failed write.
+    reload: tokio::sync::Notify,
     limits: HubLimits,
     /// Monotonic counters for `/stats`; relaxed, each bumped once per request.
     messages_in: AtomicU64,
@@ -87,12 +105,27 @@ struct Shared {
 }
 
 impl Hub {
-    /// An empty hub storing mailboxes in `store`.
+    /// An empty hub keeping mailboxes in memory only.
     pub fn new(store: Arc<dyn Store>, limits: HubLimits) -> Self {
-        Hub(Arc::new(Shared {
+        Self::open(
+            Opened {
+                logs: store,
+                journal: None,
+                recovered: Vec::new(),
+            },
+            limits,
+        )
+    }
+
+    /// A hub on an opened store, holding what the store recovered.
+    pub fn open(opened: Opened, limits: HubLimits) -> Self {
+        let hub = Hub(Arc::new(Shared {
             clients: DashMap::new(),
             channels: Channels::default(),
-            store,
+            store: opened.logs,
+            journal: opened.journal,
+            journal_order: std::sync::Mutex::new(()),
+            reload: tokio::sync::Notify::new(),
             limits,
             messages_in: AtomicU64::new(0),
             messages_out: AtomicU64::new(0),
@@ -100,7 +133,9 @@ impl Hub {
             clients_evicted: AtomicU64::new(0),
             started: Instant::now(),
             shutting_down: AtomicBool::new(false),
-        }))
+        }));
+        hub.restore(opened.recovered);
+        hub
     }
 
     /// Starts shutting down: every open poll answers at once (empty, unless
@@ -127,16 +162,28 @@ impl Hub {
     }
 
     /// The client's entry, created if missing (no `max_clients` check: the
-    /// caller made it).
-    fn client_or_create(&self, id: &ClientId, now: Instant) -> Arc<Client> {
+    /// caller made it); a creation is recorded.
+    fn client_or_create(&self, id: &ClientId, now: Instant, record: &mut Recorder) -> Arc<Client> {
         if let Some(client) = self.0.clients.get(id) {
             return client.clone();
         }
-        self.0
+        let mut created = false;
+        let client = self
+            .0
             .clients
             .entry(id.clone())
-            .or_insert_with(|| Client::new(id.clone(), self.0.store.open(id), now))
-            .clone()
+            .or_insert_with(|| {
+                created = true;
+                Client::new(id.clone(), self.0.store.open(id), now)
+            })
+            .clone();
+        if created {
+            record.change(|| Change::Created {
+                client: id.clone(),
+                epoch: client.epoch,
+            });
+        }
+        client
     }
 }
 

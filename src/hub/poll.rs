@@ -50,6 +50,10 @@ pub enum PollError {
     /// `channels` would pass `max_channels_per_client`.
     #[error("channels: a client may be subscribed to at most {0} channels")]
     TooManyChannels(usize),
+    /// The durable store cannot record what this poll changes (a new
+    /// mailbox, new channels).
+    #[error(transparent)]
+    Storage(#[from] crate::store::journal::StoreError),
 }
 
 /// Counts an open poll for as long as it lives; dropping it (reply written,
@@ -69,7 +73,7 @@ impl Drop for OpenPoll {
 impl Hub {
     /// Serves one long-poll until it has something to say.
     pub async fn poll(&self, request: PollRequest) -> Result<PollReply, PollError> {
-        let open = self.open_poll(&request.client)?;
+        let open = self.open_poll(&request.client).await?;
         if !request.subscribe.is_empty() {
             self.subscribe_for_poll(&open.client, &request.subscribe, request.issued_at)?;
         }
@@ -102,6 +106,7 @@ impl Hub {
         Ok(match looked {
             Looked::Read(outcome) => self.reply(outcome, open),
             Looked::Disconnected(cursor) => empty_reply(cursor, true, open),
+            Looked::Replaced(cursor) => empty_reply(cursor, false, open),
             Looked::Nothing => {
                 // Timed out, or shutting down, with nothing new: `since` was
                 // absent or valid, so the head is where the next poll resumes
@@ -113,15 +118,15 @@ impl Hub {
     }
 
     /// Finds or creates the client and counts one more open poll on it.
-    fn open_poll(&self, id: &ClientId) -> Result<OpenPoll, PollError> {
+    async fn open_poll(&self, id: &ClientId) -> Result<OpenPoll, PollError> {
         let limits = &self.0.limits;
         loop {
-            let client = match self.0.clients.get(id) {
-                Some(client) => client.clone(),
+            let client = match self.0.clients.get(id).map(|c| c.clone()) {
+                Some(client) => client,
                 None if self.0.clients.len() >= limits.max_clients => {
                     return Err(PollError::TooManyClients(limits.max_clients))
                 }
-                None => self.client_or_create(id, Instant::now()),
+                None => self.create_for_poll(id).await?,
             };
             let mut state = client.lock();
             if state.gone.is_some() {
@@ -135,6 +140,19 @@ impl Hub {
             drop(state);
             return Ok(OpenPoll { client });
         }
+    }
+
+    /// A poll's first visit creates the mailbox. With a durable store the
+    /// poll waits until the creation is written: the cursors it hands out
+    /// must name an epoch a restart brings back.
+    async fn create_for_poll(&self, id: &ClientId) -> Result<Arc<Client>, PollError> {
+        let (client, commit) = {
+            let mut ordered = self.ordered()?;
+            let client = self.client_or_create(id, Instant::now(), &mut ordered.record);
+            (client, self.submit(ordered, None)?)
+        };
+        self.committed(commit).await?;
+        Ok(client)
     }
 
     fn reply(&self, outcome: ReadOutcome, open: OpenPoll) -> PollReply {

@@ -12,49 +12,102 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
-use super::client::Gone;
+use super::client::{Client, Gone};
+use super::durable::Recorder;
 use super::Hub;
+use crate::store::journal::Change;
+
+/// Activity records hold at most this many clients each.
+const ACTIVITY_CHUNK: usize = 10_000;
+
+/// Evictions made (and recorded) per hold of the journal order, so ingest
+/// is never held up for a whole sweep.
+const EVICTION_CHUNK: usize = 1_024;
 
 impl Hub {
     /// One sweep: drops expired messages everywhere and forgets every client
-    /// with no open poll and no activity for `client_idle_timeout`. Returns
-    /// how many clients were forgotten. Blocking: call it off the workers.
+    /// with no open poll and no activity for `client_idle_timeout`; with a
+    /// journal, also records whose idle clock moved. Returns how many
+    /// clients were forgotten. Blocking: call it off the workers.
     pub fn reap(&self, now: Instant) -> usize {
         let idle_limit = self.0.limits.client_idle_timeout;
+        let recording = self.0.journal.is_some();
+        let wall_now = SystemTime::now();
         let mut candidates = Vec::new();
+        let mut active = Vec::new();
         for entry in self.0.clients.iter() {
-            let mut state = entry.value().lock();
+            let client = entry.value();
+            let mut state = client.lock();
             state.log.purge_expired(now);
             if state.is_idle(now, idle_limit) {
-                candidates.push(entry.value().clone());
+                candidates.push(client.clone());
             }
+            if recording && state.last_active != state.recorded_active {
+                state.recorded_active = state.last_active;
+                let ago = now.saturating_duration_since(state.last_active);
+                active.push((client.id.clone(), client.epoch, wall_now - ago));
+            }
+        }
+        for chunk in active.chunks(ACTIVITY_CHUNK) {
+            let Ok(mut ordered) = self.ordered() else {
+                break;
+            };
+            ordered.record.change(|| Change::Active {
+                clients: chunk.to_vec(),
+            });
+            // A failed write makes the hub reload; nothing to wait for here.
+            let _ = self.submit(ordered, None);
         }
         let mut evicted = 0;
-        for client in candidates {
-            let mut channels = None;
-            self.0.clients.remove_if(&client.id, |_, current| {
-                let mut state = current.lock();
-                let idle = Arc::ptr_eq(current, &client) && state.is_idle(now, idle_limit);
-                if idle {
-                    // Marked while still locked, so a poll that found this
-                    // entry a moment ago sees it gone and looks the id up
-                    // again.
-                    state.gone = Some(Gone::Evicted);
-                    channels = Some(std::mem::take(&mut state.channels));
+        for chunk in candidates.chunks(EVICTION_CHUNK) {
+            let Ok(mut ordered) = self.ordered() else {
+                break;
+            };
+            for client in chunk {
+                if self.evict_if_idle(client, now, idle_limit, &mut ordered.record) {
+                    evicted += 1;
                 }
-                idle
-            });
-            if let Some(channels) = channels {
-                self.drop_memberships(&client, &channels);
-                evicted += 1;
             }
+            let _ = self.submit(ordered, None);
         }
         self.0.clients_evicted.fetch_add(evicted as u64, Relaxed);
+        self.snapshot_if_due();
         evicted
+    }
+
+    /// Removes `client` if its entry is still this one and still idle.
+    fn evict_if_idle(
+        &self,
+        client: &Arc<Client>,
+        now: Instant,
+        idle_limit: Duration,
+        record: &mut Recorder,
+    ) -> bool {
+        let mut channels = None;
+        self.0.clients.remove_if(&client.id, |_, current| {
+            let mut state = current.lock();
+            let idle = Arc::ptr_eq(current, client) && state.is_idle(now, idle_limit);
+            if idle {
+                // Marked while still locked, so a poll that found this entry
+                // a moment ago sees it gone and looks the id up again.
+                state.gone = Some(Gone::Evicted);
+                channels = Some(std::mem::take(&mut state.channels));
+            }
+            idle
+        });
+        let Some(channels) = channels else {
+            return false;
+        };
+        self.drop_memberships(client, &channels);
+        record.change(|| Change::Gone {
+            client: client.id.clone(),
+            epoch: client.epoch,
+        });
+        true
     }
 }
 

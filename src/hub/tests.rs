@@ -40,17 +40,22 @@ fn hub() -> Hub {
     hub_with(limits())
 }
 
+/// Applies a batch to the in-memory hub, from sync code too (the memory
+/// path never awaits: there is no journal to wait for).
 fn apply(hub: &Hub, xml: &str) -> Result<usize, ApplyError> {
-    hub.apply(
-        parse(
-            xml.as_bytes(),
-            ParseLimits {
-                max_payload_bytes: 100_000,
-                max_commands: 100,
-            },
-        )
-        .unwrap(),
+    let commands = parse(
+        xml.as_bytes(),
+        ParseLimits {
+            max_payload_bytes: 100_000,
+            max_commands: 100,
+        },
     )
+    .unwrap();
+    let waker = Waker::from(Arc::new(WakeCount::default()));
+    match pin!(hub.apply(commands)).poll(&mut Context::from_waker(&waker)) {
+        Poll::Ready(applied) => applied,
+        Poll::Pending => panic!("a memory hub applies without waiting"),
+    }
 }
 
 fn id(s: &str) -> ClientId {

@@ -9,6 +9,7 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
+use super::journal::RecoveredClient;
 use super::{MailboxLog, ReadOutcome, Retention, SharedMessage, Store};
 use crate::protocol::reply::encoded_len;
 use crate::protocol::{ClientId, Cursor};
@@ -28,6 +29,16 @@ impl MemoryStore {
 impl Store for MemoryStore {
     fn open(&self, _client: &ClientId) -> Box<dyn MailboxLog> {
         Box::new(MemoryLog::new(rand::random(), self.retention.max_messages))
+    }
+
+    fn restore(&self, client: &RecoveredClient) -> Box<dyn MailboxLog> {
+        Box::new(MemoryLog::from_parts(
+            client.epoch,
+            client.first_seq,
+            client.lost_through,
+            client.messages.iter().cloned(),
+            self.retention.max_messages,
+        ))
     }
 }
 
@@ -54,6 +65,52 @@ impl MemoryLog {
             lost_through: 0,
             max_messages: max_messages.max(1),
         }
+    }
+
+    /// A log as a snapshot or journal recorded it.
+    pub fn from_parts(
+        epoch: u32,
+        first_seq: u64,
+        lost_through: u64,
+        entries: impl IntoIterator<Item = SharedMessage>,
+        max_messages: usize,
+    ) -> Self {
+        let mut log = MemoryLog::new(epoch, max_messages);
+        log.first_seq = first_seq.max(1);
+        log.lost_through = lost_through;
+        log.entries = entries.into_iter().collect();
+        // Retention may have been lowered since: keep the newest.
+        while log.entries.len() > log.max_messages {
+            log.drop_front(true);
+        }
+        log
+    }
+
+    /// Replays a recorded append of `message` as number `seq`: nothing if
+    /// the log already has it (a snapshot did), and when numbers are
+    /// missing before it (records lost to damage), they count as dropped.
+    pub fn append_at(&mut self, seq: u64, message: SharedMessage, now: Instant) {
+        let next = self.last_seq() + 1;
+        if seq < next {
+            return;
+        }
+        if seq > next {
+            self.entries.clear();
+            self.first_seq = seq;
+            self.lost_through = seq - 1;
+        }
+        self.append(message, now);
+    }
+
+    /// The log's parts, for a snapshot: epoch, first sequence number,
+    /// `lost_through`, and the retained messages.
+    pub fn parts(&self) -> (u32, u64, u64, impl Iterator<Item = &SharedMessage>) {
+        (
+            self.epoch,
+            self.first_seq,
+            self.lost_through,
+            self.entries.iter(),
+        )
     }
 
     fn last_seq(&self) -> u64 {
@@ -149,5 +206,10 @@ impl MailboxLog for MemoryLog {
 
     fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    fn image(&self) -> (u32, u64, u64, Vec<SharedMessage>) {
+        let (epoch, first_seq, lost_through, messages) = self.parts();
+        (epoch, first_seq, lost_through, messages.cloned().collect())
     }
 }

@@ -2,9 +2,14 @@
 //!
 //! The seam is a [`Store`] that opens one [`MailboxLog`] per client. The hub
 //! keeps each log inside that client's own lock, so a store never needs a lock
-//! of its own on the hot path. Only the in-memory store exists so far; an
-//! embedded on-disk store implements the same two traits, and
-//! [`conformance`] is the suite every store must pass.
+//! of its own on the hot path. [`conformance`] is the suite every store must
+//! pass.
+//!
+//! Stores:
+//! - [`memory`]: the logs, in process memory; lost on restart.
+//! - [`disk`]: the same in-memory logs, plus a [`journal::Journal`] on disk
+//!   that every change is written to before it is acknowledged, and from
+//!   which the state is recovered at start-up.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,6 +18,8 @@ use serde::Deserialize;
 
 use crate::protocol::{ClientId, Cursor};
 
+pub mod disk;
+pub mod journal;
 pub mod memory;
 
 #[cfg(test)]
@@ -68,6 +75,9 @@ pub trait MailboxLog: Send {
     fn purge_expired(&mut self, now: Instant);
     /// How many messages are retained.
     fn len(&self) -> usize;
+    /// Everything a snapshot needs to rebuild this log: epoch, the first
+    /// retained sequence number, `lost_through`, and the messages.
+    fn image(&self) -> (u32, u64, u64, Vec<SharedMessage>);
     /// Whether nothing is retained.
     fn is_empty(&self) -> bool {
         self.len() == 0
@@ -78,15 +88,51 @@ pub trait MailboxLog: Send {
 pub trait Store: Send + Sync {
     /// Opens (creates) the log of a client that has no mailbox yet.
     fn open(&self, client: &ClientId) -> Box<dyn MailboxLog>;
+    /// Rebuilds the log of a client recovered by a durable store.
+    fn restore(&self, client: &journal::RecoveredClient) -> Box<dyn MailboxLog>;
+}
+
+/// What [`StoreConfig::open`] hands the hub.
+pub struct Opened {
+    /// Opens and restores mailbox logs.
+    pub logs: Arc<dyn Store>,
+    /// Where changes are written before they are acknowledged (durable
+    /// stores only).
+    pub journal: Option<Arc<dyn journal::Journal>>,
+    /// The state found at start-up (empty for the memory store).
+    pub recovered: Vec<journal::RecoveredClient>,
 }
 
 /// The `[store]` section. Engines with settings of their own get them as
 /// further keys here.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
     /// `kind`: which engine.
     pub kind: StoreKind,
+    /// `disk`: the data directory (created if missing).
+    pub path: std::path::PathBuf,
+    /// `disk`: when written changes are flushed to stable storage.
+    pub fsync: disk::FsyncPolicy,
+    /// `disk`, with `fsync = "periodic"`: how often.
+    #[serde(with = "humantime_serde")]
+    pub fsync_interval: std::time::Duration,
+    /// `disk`: a journal segment's size before the next one starts; a
+    /// snapshot is taken once the journal since the last one is larger than
+    /// this and than twice the snapshot.
+    pub segment_bytes: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            kind: StoreKind::Memory,
+            path: "/var/lib/cometbox".into(),
+            fsync: disk::FsyncPolicy::Always,
+            fsync_interval: std::time::Duration::from_secs(1),
+            segment_bytes: disk::DEFAULT_SEGMENT_BYTES,
+        }
+    }
 }
 
 /// The storage engines.
@@ -96,6 +142,9 @@ pub enum StoreKind {
     /// Everything in process memory; lost on restart (cursors then `reset`).
     #[default]
     Memory,
+    /// In memory, journaled to `path` before every `<ok>`; recovered at
+    /// start-up.
+    Disk,
 }
 
 /// Per-mailbox retention limits, from `[limits]`.
@@ -106,10 +155,31 @@ pub struct Retention {
 }
 
 impl StoreConfig {
-    /// Builds the configured engine.
-    pub fn build(&self, retention: Retention) -> Arc<dyn Store> {
+    /// Opens the configured engine, recovering what a durable one holds
+    /// (`max_revoked`: `max_channels_per_client`, the bound of remembered
+    /// unsubscribes). Blocking (a durable store reads its files).
+    pub fn open(
+        &self,
+        retention: Retention,
+        max_revoked: usize,
+    ) -> Result<Opened, disk::OpenError> {
+        let logs = Arc::new(memory::MemoryStore::new(retention));
         match self.kind {
-            StoreKind::Memory => Arc::new(memory::MemoryStore::new(retention)),
+            StoreKind::Memory => Ok(Opened {
+                logs,
+                journal: None,
+                recovered: Vec::new(),
+            }),
+            StoreKind::Disk => {
+                let (journal, recovered, report) =
+                    disk::DiskJournal::open(self, retention, max_revoked)?;
+                disk::log_report(&self.path.display().to_string(), &report, recovered.len());
+                Ok(Opened {
+                    logs,
+                    journal: Some(Arc::new(journal)),
+                    recovered,
+                })
+            }
         }
     }
 }

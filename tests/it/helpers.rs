@@ -58,8 +58,10 @@ impl TestServer {
         let addr = |l: &Listener| l.local_addr().parse::<SocketAddr>().unwrap();
         let (public_addr, ingest_addr) = (addr(&public), addr(&ingest));
         let shutdown = CancellationToken::new();
+        let store = cometbox::open_store(&settings).expect("the store opens");
         let task = tokio::spawn(cometbox::run(
             settings,
+            store,
             Listeners { public, ingest },
             shutdown.clone(),
         ));

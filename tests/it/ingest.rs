@@ -431,8 +431,10 @@ async fn both_listeners_work_on_unix_sockets() {
     let mut settings = Settings::default();
     settings.auth.secret = crate::helpers::SECRET.into();
     let shutdown = tokio_util::sync::CancellationToken::new();
+    let store = cometbox::open_store(&settings).unwrap();
     let server = tokio::spawn(cometbox::run(
         settings,
+        store,
         cometbox::Listeners { public, ingest },
         shutdown.clone(),
     ));

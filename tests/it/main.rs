@@ -4,6 +4,7 @@
 
 mod binary;
 mod cors;
+mod disk;
 mod helpers;
 mod hostile;
 mod ingest;

@@ -13,7 +13,7 @@
  * with a key only this backend knows) in sessionStorage, so two tabs of one
  * browser can chat with each other.
  *
- * Environment (all optional; not named COMETBOX_*, which the sidecar reads as its own):
+ * Environment (all optional; named CHAT_*, apart from the sidecar's COMETBOX_* variables):
  *   CHAT_INGEST_URL     ingest listener (default http://127.0.0.1:8481)
  *   CHAT_INGEST_KEY     ingest key, if configured
  *   CHAT_TOKEN_SECRET   the sidecar's auth secret: tokens are then minted here

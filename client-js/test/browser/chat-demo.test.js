@@ -5,30 +5,50 @@ const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const { spawn } = require('node:child_process');
 const fs = require('node:fs');
+const os = require('node:os');
 const path = require('node:path');
-const { Server, freePort, waitFor, REPO } = require('../lib/server.js');
+const { Server, waitFor, REPO } = require('../lib/server.js');
 const { launch, RESULTS } = require('../lib/browser.js');
 
 const CHAT_DIR = path.resolve(__dirname, '..', '..', 'examples', 'chat');
 const PHP_CLIENT = path.join(REPO, 'php-client', 'autoload.php');
+const ROUTER = path.join(__dirname, 'chat-env-router.php');
 
 let browser, server, php, phpLog = '';
 
 before(async () => {
   if (!fs.existsSync(PHP_CLIENT)) throw new Error('php-client is missing: ' + PHP_CLIENT);
-  const phpPort = await freePort();
-  const origin = 'http://127.0.0.1:' + phpPort;
-  server = await new Server({ COMETBOX_PUBLIC__CORS_ORIGINS: origin, COMETBOX_LIMITS__POLL_TIMEOUT: '20s' }).start();
-  php = spawn('php', ['-S', '127.0.0.1:' + phpPort, '-t', CHAT_DIR], {
-    env: { ...process.env, CHAT_INGEST_URL: server.ingestUrl, CHAT_COMETBOX_URL: server.publicUrl },
+  // No port is chosen up front (that races): `php -S` binds port 0 and prints the
+  // port it got; cometbox binds port 0 and reports its addresses in --ready-file.
+  // cometbox needs the demo's origin for CORS and the demo needs cometbox's URLs,
+  // so php starts first and gets its settings through a file that its router
+  // (chat-env-router.php) reads on each request, written once cometbox is up.
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cometbox-chat-test-'));
+  const envFile = path.join(dir, 'chat-env.json');
+  php = spawn('php', ['-S', '127.0.0.1:0', '-t', CHAT_DIR, ROUTER], {
+    env: { ...process.env, CHAT_TEST_ENV_FILE: envFile },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
+  php.dir = dir;
   php.stdout.on('data', (d) => { phpLog += d; });
   php.stderr.on('data', (d) => { phpLog += d; });
+  // "PHP 8.2.x Development Server (http://127.0.0.1:40123) started"
+  const port = await waitFor(() => {
+    if (php.exitCode !== null) throw new Error('php -S exited (' + php.exitCode + '):\n' + phpLog);
+    const m = /Development Server \(http:\/\/127\.0\.0\.1:(\d+)\) started/.exec(phpLog);
+    return m && Number(m[1]);
+  }, { timeout: 10000, what: 'php -S to report its port' });
+  const origin = 'http://127.0.0.1:' + port;
   php.origin = origin;
+  server = await new Server({ COMETBOX_PUBLIC__CORS_ORIGINS: origin, COMETBOX_LIMITS__POLL_TIMEOUT: '20s' }).start();
+  fs.writeFileSync(envFile + '.tmp', JSON.stringify({ CHAT_INGEST_URL: server.ingestUrl, CHAT_COMETBOX_URL: server.publicUrl }));
+  fs.renameSync(envFile + '.tmp', envFile);
   await waitFor(async () => {
-    try { return (await fetch(origin + '/api.php?action=config')).status === 200; } catch (e) { return false; }
-  }, { timeout: 10000, what: 'php -S to answer' });
+    try {
+      const r = await fetch(origin + '/api.php?action=config');
+      return r.status === 200 && (await r.json()).cometbox === server.publicUrl;
+    } catch (e) { return false; }
+  }, { timeout: 10000, what: 'php -S to answer with the sidecar URL' });
   browser = await launch();
 });
 
@@ -39,6 +59,7 @@ after(async () => {
     php.kill('SIGTERM');
     await Promise.race([gone, new Promise((r) => setTimeout(r, 3000))]);
   }
+  if (php && php.dir) fs.rmSync(php.dir, { recursive: true, force: true });
   if (server) { await server.stop(); server.cleanup(); }
 });
 

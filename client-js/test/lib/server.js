@@ -4,7 +4,6 @@
 const { spawn } = require('node:child_process');
 const crypto = require('node:crypto');
 const fs = require('node:fs');
-const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
 
@@ -13,19 +12,6 @@ const BIN = process.env.COMETBOX_BIN || path.join(REPO, 'target', 'debug', 'come
 const SECRET = 'client-js-test-secret';
 
 function sleep(ms) { return new Promise((r) => setTimeout(r, ms)); }
-
-/** A free loopback TCP port (bind port 0, read it, close). */
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.unref();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 function b64url(x) { return Buffer.from(typeof x === 'string' ? x : JSON.stringify(x)).toString('base64url'); }
 
@@ -59,8 +45,11 @@ class Server {
     if (!fs.existsSync(BIN)) throw new Error('cometbox binary not found at ' + BIN + ' (set COMETBOX_BIN or run cargo build)');
     const ready = path.join(this.dir, 'ready.json');
     try { fs.unlinkSync(ready); } catch (e) { /* none */ }
-    // The server reads every COMETBOX_* variable as configuration (and refuses unknown
-    // ones, e.g. COMETBOX_BIN): give it only ours.
+    // Only COMETBOX_<SECTION>__<KEY> variables are the server's configuration (an
+    // unknown key there is refused); other COMETBOX_* variables such as COMETBOX_BIN
+    // are ignored by it (src/config.rs). Inherited COMETBOX_* are still dropped, so
+    // that a developer's own COMETBOX_LIMITS__... cannot change what the tests see:
+    // the server gets only ours.
     const inherited = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^COMETBOX_/i.test(k)));
     const env = {
       ...inherited,
@@ -118,7 +107,9 @@ class Server {
 
   async restart() {
     await this.stop();
-    // Same ports: the page keeps polling the same origin.
+    // Same ports (the ones the ready file reported): the page keeps polling the
+    // same origin. Another process could take them in between: start() fails
+    // then and is retried until the deadline.
     const deadline = Date.now() + 10000;
     for (;;) {
       try {
@@ -162,4 +153,4 @@ async function waitFor(fn, { timeout = 10000, interval = 25, what = 'condition' 
   throw new Error('timed out waiting for ' + what);
 }
 
-module.exports = { Server, BIN, REPO, SECRET, mintToken, freePort, waitFor, sleep, xmlEscape };
+module.exports = { Server, BIN, REPO, SECRET, mintToken, waitFor, sleep, xmlEscape };

@@ -628,3 +628,95 @@ test('stop() (and restart) from onStateChange leaves no stray request or timer',
   assert.equal(env3.fetch.open.length, 1);
   cb3.stop();
 });
+
+/** A MemoryStorage that counts its writes. */
+class CountingStorage extends MemoryStorage {
+  constructor(init) { super(init); this.writes = []; }
+  setItem(k, v) { this.writes.push(['set', k, String(v)]); super.setItem(k, v); }
+  removeItem(k) { this.writes.push(['remove', k]); super.removeItem(k); }
+}
+
+test('storage: the cursor is written once per reply, not once per message', async () => {
+  const storage = new CountingStorage();
+  const env = setup({ storage });
+  const seen = [];
+  const cb = new CometBox(URL_BASE, { ...env.opts, onMessage: (m) => seen.push([m.id, storage.getItem(KEY_ALICE)]) });
+  cb.start();
+  env.fetch.respond(200, { cursor: 'w-4', messages: [msg('w-1', 1), msg('w-2', 2), msg('w-3', 3), msg('w-4', 4)] });
+  await flush();
+  // While a reply is dispatched, storage still holds the previous cursor: it is
+  // never ahead of what the page has handled.
+  assert.deepEqual(seen, [['w-1', null], ['w-2', null], ['w-3', null], ['w-4', null]]);
+  assert.deepEqual(storage.writes, [['set', KEY_ALICE, 'w-4']]);
+  assert.equal(cb.cursor, 'w-4');
+
+  // An empty reply with the same cursor writes nothing.
+  env.fetch.respond(200, { cursor: 'w-4', messages: [] });
+  await flush();
+  assert.equal(storage.writes.length, 1);
+
+  // Next reply: one more write.
+  env.fetch.respond(200, { cursor: 'w-6', messages: [msg('w-5', 5), msg('w-6', 6)] });
+  await flush();
+  assert.deepEqual(storage.writes.slice(1), [['set', KEY_ALICE, 'w-6']]);
+  cb.stop();
+});
+
+test('storage: a throwing handler does not skip or stop the write; stop() midway stores the last handled id', async () => {
+  const origError = console.error;
+  console.error = () => {};
+  try {
+    const storage = new CountingStorage();
+    const env = setup({ storage });
+    const cb = new CometBox(URL_BASE, env.opts);
+    cb.on('*', (d, m) => { if (m.id === 't-2') throw new Error('boom'); });
+    cb.start();
+    env.fetch.respond(200, { cursor: 't-3', messages: [msg('t-1', 1), msg('t-2', 2), msg('t-3', 3)] });
+    await flush();
+    assert.deepEqual(storage.writes, [['set', KEY_ALICE, 't-3']]);
+    assert.equal(env.fetch.query().get('since'), 't-3');
+    cb.stop();
+
+    // stop() from a handler: the reply's cursor (h-9) is not stored, the last handled id is.
+    const storage2 = new CountingStorage();
+    const env2 = setup({ storage: storage2 });
+    const cb2 = new CometBox(URL_BASE, env2.opts);
+    cb2.on('*', (d, m) => { if (m.id === 'h-2') cb2.stop(); });
+    cb2.start();
+    env2.fetch.respond(200, { cursor: 'h-9', messages: [msg('h-1', 1), msg('h-2', 2), msg('h-3', 3)] });
+    await flush();
+    assert.deepEqual(storage2.writes, [['set', KEY_ALICE, 'h-2']]);
+    // A reload resumes after h-2: h-3 comes again, nothing is skipped.
+    const cb3 = new CometBox(URL_BASE, setup({ storage: storage2 }).opts);
+    assert.equal(cb3.cursor, 'h-2');
+  } finally {
+    console.error = origError;
+  }
+});
+
+test('storage: an exception escaping the dispatch loop never stores a cursor past the message it broke on', async () => {
+  const storage = new CountingStorage();
+  const env = setup({ storage });
+  const cb = new CometBox(URL_BASE, env.opts);
+  cb.start();
+  // Force a failure outside the handlers' safety net, in the middle of the reply.
+  const dispatch = cb._dispatch;
+  cb._dispatch = function (m) { if (m.id === 'x-2') throw new Error('broken'); return dispatch.call(this, m); };
+  const origError = console.error;
+  const reported = [];
+  console.error = (...a) => reported.push(a);
+  try {
+    env.fetch.respond(200, { cursor: 'x-3', messages: [msg('x-1', 1), msg('x-2', 2), msg('x-3', 3)] });
+    await flush();
+  } finally {
+    console.error = origError;
+  }
+  assert.deepEqual(storage.writes, [['set', KEY_ALICE, 'x-1']]);
+  assert.equal(reported.length, 1);
+  // The loop is not left hanging: it waits, then polls again from x-1 (x-2 comes again).
+  assert.equal(cb.state, 'waiting to reconnect');
+  cb._dispatch = dispatch;
+  env.clock.runNext();
+  assert.equal(env.fetch.query().get('since'), 'x-1');
+  cb.stop();
+});

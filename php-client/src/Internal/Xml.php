@@ -114,7 +114,8 @@ final class Xml
     }
 
     /**
-     * One command, its strings checked now: [name, attributes, text].
+     * One command, its strings checked now (and only now: document() trusts
+     * what command() and message() made): [name, attributes, text].
      *
      * @param array<string, string|null> $attributes
      * @return array{0: string, 1: array<string, string|null>, 2: string|null}
@@ -122,11 +123,7 @@ final class Xml
      */
     public static function command(string $name, array $attributes, ?string $text = null): array
     {
-        foreach ($attributes as $attr => $value) {
-            if ($value !== null) {
-                self::assertXmlSafe($value, "the $attr attribute of <$name>");
-            }
-        }
+        self::assertAttributesXmlSafe($name, $attributes);
         if ($text !== null) {
             self::assertXmlSafe($text, "the text of <$name>");
         }
@@ -134,12 +131,44 @@ final class Xml
     }
 
     /**
+     * One <message> carrying $data: the payload is encoded by
+     * encodePayload(), which checks its text as part of encoding it (so it
+     * is not checked again here); the attributes are checked now. A `type`
+     * attribute is set when the payload is sent as text.
+     *
+     * @param array<string, string|null> $attributes
+     * @param mixed $data
+     * @return array{0: string, 1: array<string, string|null>, 2: string|null}
+     * @throws InvalidArgument
+     */
+    public static function message(array $attributes, $data, string $type): array
+    {
+        [$text, $sentType] = self::encodePayload($data, $type);
+        $attributes['type'] = $sentType === 'json' ? null : $sentType;
+        self::assertAttributesXmlSafe('message', $attributes);
+        return ['message', $attributes, $text];
+    }
+
+    /**
+     * @param array<string, string|null> $attributes
+     * @throws InvalidArgument
+     */
+    private static function assertAttributesXmlSafe(string $name, array $attributes): void
+    {
+        foreach ($attributes as $attr => $value) {
+            if ($value !== null) {
+                self::assertXmlSafe($value, "the $attr attribute of <$name>");
+            }
+        }
+    }
+
+    /**
      * Serializes commands: one command is sent as its element, several (or
      * any number when $asBatch) as a <batch>. Each command is [element name, attributes (null values
-     * omitted), text or null].
+     * omitted), text or null], as made by command() or message(), which
+     * checked every string: nothing is checked again here.
      *
      * @param list<array{0: string, 1: array<string, string|null>, 2: string|null}> $commands
-     * @throws InvalidArgument
      */
     public static function document(array $commands, bool $asBatch = false): string
     {
@@ -156,11 +185,9 @@ final class Xml
                 if ($value === null) {
                     continue;
                 }
-                self::assertXmlSafe($value, "the $attr attribute of <$name>");
                 $w->writeAttribute($attr, $value);
             }
             if ($text !== null && $text !== '') {
-                self::assertXmlSafe($text, "the text of <$name>");
                 $w->text($text);
             }
             $w->endElement();

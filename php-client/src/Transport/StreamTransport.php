@@ -69,7 +69,20 @@ final class StreamTransport implements Transport
         if ($body !== null) {
             $http['content'] = $body;
         }
-        $context = stream_context_create(['http' => $http]);
+        // Whether the TCP connection was made decides whether a failed request
+        // may be retried: the wrapper reports it with STREAM_NOTIFY_CONNECT
+        // (sent once the transport is connected, before any byte of the
+        // request is written). No connect notification means nothing reached
+        // the server. The wording of PHP's warning is not used for this: it
+        // varies with the PHP version and with the locale (strerror).
+        $connected = false;
+        $context = stream_context_create(['http' => $http], [
+            'notification' => static function (int $code) use (&$connected): void {
+                if ($code === STREAM_NOTIFY_CONNECT) {
+                    $connected = true;
+                }
+            },
+        ]);
 
         $warning = null;
         set_error_handler(static function (int $no, string $str) use (&$warning): bool {
@@ -82,8 +95,7 @@ final class StreamTransport implements Transport
             if ($fp === false) {
                 $elapsed = microtime(true) - $start;
                 $why = (string) $warning;
-                if (preg_match('/refused|No such|getaddrinfo|php_network_getaddresses|unreachable|Unable to connect|Connection timed out/i', $why)
-                    && stripos($why, 'HTTP request failed') === false) {
+                if (!$connected) {
                     throw new Unavailable(
                         sprintf('cannot connect to cometbox at %s: %s', $e->describe(), $why),
                         'connection-failed'

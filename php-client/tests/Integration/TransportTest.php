@@ -142,6 +142,34 @@ final class TransportTest extends TestCase
         }
     }
 
+    /**
+     * A server that accepts the connection, reads the request and closes
+     * without a word may have applied it: that is not `connection-failed`, so
+     * it is not retried (the second, successful reply is never asked for).
+     *
+     * @dataProvider transports
+     */
+    public function testConnectionClosedAfterConnectIsNotConnectionFailed(string $transport, bool $unix): void
+    {
+        $this->requireTransport($transport);
+        $ok = '<ok accepted="1"/>';
+        $server = new FakeServer(['', "HTTP/1.1 200 OK\r\nContent-Length: " . strlen($ok) . "\r\n\r\n$ok"], $unix);
+        try {
+            $client = new Client($server->url, ['transport' => $transport, 'timeout' => 5, 'retries' => 2, 'retry_delay' => 0.01]);
+            try {
+                $client->send('a', 1);
+                $this->fail('no exception: the request was retried after the server closed the connection');
+            } catch (Unavailable $e) {
+                $this->assertNotSame('connection-failed', $e->getErrorCode(), $e->getMessage());
+                $this->assertSame('connection-lost', $e->getErrorCode(), $e->getMessage());
+                $this->assertFalse($e->isSafeToRetry());
+            }
+            $this->assertCount(1, $server->requests());
+        } finally {
+            $server->stop();
+        }
+    }
+
     /** @dataProvider transports */
     public function testServerDownIsUnavailableWithinTheTimeout(string $transport, bool $unix): void
     {

@@ -1,0 +1,244 @@
+//! The hub with a durable store: recording changes in the order they are
+//! made, recovery at start-up, and reloading after a failed write.
+//!
+//! Every change (a batch, a poll's first visit or new `channels=`, an
+//! eviction) is made and submitted to the journal while holding
+//! `journal_order`, so the journal's order is the order of the changes. A
+//! batch's messages are given their sequence numbers then (reserved in each
+//! mailbox) but appended only once the journal has written the batch: a poll
+//! never sees a message a crash could take back.
+//!
+//! A write that fails leaves the in-memory state ahead of the disk (the
+//! batch's memberships are already changed). The hub then reloads: once the
+//! journal can write again, its recovered state replaces the hub's, as after
+//! a restart; until then ingest and anything that would change the state
+//! answer `503 storage-unavailable`, and polls of existing mailboxes are
+//! served.
+
+use std::sync::{Arc, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio_util::sync::CancellationToken;
+
+use super::client::{Client, Gone, Revocation};
+use super::Hub;
+use crate::store::journal::{AfterCommit, Change, Commit, RecoveredClient, StoreError};
+
+/// Collects the changes of one step when there is a journal to write them
+/// to; does nothing (builds nothing) for the memory store.
+pub(super) struct Recorder(Option<Vec<Change>>);
+
+impl Recorder {
+    /// Records nothing.
+    pub fn off() -> Self {
+        Recorder(None)
+    }
+
+    pub fn is_on(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Records the change `make` builds, if recording.
+    pub fn change(&mut self, make: impl FnOnce() -> Change) {
+        if let Some(changes) = &mut self.0 {
+            changes.push(make());
+        }
+    }
+}
+
+/// Holding `journal_order`, with the recorder that goes with it.
+pub(super) struct Ordered<'a> {
+    _order: Option<MutexGuard<'a, ()>>,
+    pub record: Recorder,
+}
+
+impl Hub {
+    /// Starts a step that changes the state: takes `journal_order` and a
+    /// recording recorder when there is a journal (refusing at once while
+    /// the journal cannot write), nothing otherwise.
+    pub(super) fn ordered(&self) -> Result<Ordered<'_>, StoreError> {
+        let Some(journal) = &self.0.journal else {
+            return Ok(Ordered {
+                _order: None,
+                record: Recorder::off(),
+            });
+        };
+        let order = self
+            .0
+            .journal_order
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !journal.writable() {
+            return Err(unavailable());
+        }
+        Ok(Ordered {
+            _order: Some(order),
+            record: Recorder(Some(Vec::new())),
+        })
+    }
+
+    /// Submits what `ordered` recorded (still holding the order). Without a
+    /// journal, or with nothing recorded, runs `after_commit` at once.
+    pub(super) fn submit(
+        &self,
+        ordered: Ordered<'_>,
+        after_commit: Option<AfterCommit>,
+    ) -> Result<Option<Commit>, StoreError> {
+        let (Some(journal), Recorder(Some(changes))) = (&self.0.journal, ordered.record) else {
+            if let Some(after) = after_commit {
+                after();
+            }
+            return Ok(None);
+        };
+        if changes.is_empty() && after_commit.is_none() {
+            return Ok(None);
+        }
+        journal
+            .submit(changes, after_commit)
+            .map(Some)
+            .inspect_err(|_| {
+                // The change was made in memory but will not be written.
+                self.0.reload.notify_one();
+            })
+    }
+
+    /// Waits for a submitted step to be written; a failed write makes the
+    /// hub reload.
+    pub(super) async fn committed(&self, commit: Option<Commit>) -> Result<(), StoreError> {
+        let Some(commit) = commit else {
+            return Ok(());
+        };
+        commit
+            .wait()
+            .await
+            .inspect_err(|_| self.0.reload.notify_one())
+    }
+
+    /// Puts recovered clients in place (start-up, or a reload on an emptied
+    /// hub).
+    pub(super) fn restore(&self, recovered: Vec<RecoveredClient>) {
+        let (wall, mono) = (SystemTime::now(), Instant::now());
+        for r in recovered {
+            let log = self.0.store.restore(&r);
+            let idle_for = wall.duration_since(r.last_active).unwrap_or_default();
+            let last_active = mono.checked_sub(idle_for).unwrap_or(mono);
+            let client = Client::new(r.id.clone(), log, last_active);
+            {
+                let mut state = client.lock();
+                state.recorded_active = last_active;
+                for channel in r.channels {
+                    self.0.channels.add(&channel, &client);
+                    state.channels.insert(channel);
+                }
+                state.revoked = r
+                    .revoked
+                    .into_iter()
+                    .map(|(channel, at)| Revocation { channel, at })
+                    .collect();
+            }
+            self.0.clients.insert(r.id, client);
+        }
+    }
+
+    /// Writes a snapshot when the journal asks for one (from the reaper's
+    /// blocking thread). Clients are collected first, so no shard of the
+    /// client map stays locked while the snapshot is written.
+    pub(super) fn snapshot_if_due(&self) {
+        let Some(journal) = &self.0.journal else {
+            return;
+        };
+        if !journal.snapshot_due() {
+            return;
+        }
+        let all: Vec<Arc<Client>> = self.0.clients.iter().map(|c| c.value().clone()).collect();
+        let (wall, mono) = (SystemTime::now(), Instant::now());
+        let mut images = all.iter().filter_map(|client| {
+            let state = client.lock();
+            if state.gone.is_some() {
+                return None;
+            }
+            let (epoch, first_seq, lost_through, messages) = state.log.image();
+            Some(RecoveredClient {
+                id: client.id.clone(),
+                epoch,
+                first_seq,
+                lost_through,
+                messages,
+                channels: state.channels.iter().cloned().collect(),
+                revoked: state
+                    .revoked
+                    .iter()
+                    .map(|r| (r.channel.clone(), r.at))
+                    .collect(),
+                last_active: wall - mono.saturating_duration_since(state.last_active),
+            })
+        });
+        if let Err(e) = journal.write_snapshot(&mut images) {
+            tracing::warn!(error = %e, "snapshot not taken; the journal keeps growing until the next try");
+        }
+    }
+
+    /// Replaces the whole state with what the journal holds.
+    fn replace_state(&self, recovered: Vec<RecoveredClient>) {
+        let old: Vec<Arc<Client>> = self.0.clients.iter().map(|c| c.value().clone()).collect();
+        self.0.clients.clear();
+        for client in old {
+            let channels = {
+                let mut state = client.lock();
+                state.gone = Some(Gone::Replaced);
+                std::mem::take(&mut state.channels)
+            };
+            self.drop_memberships(&client, &channels);
+            client.wake.notify_waiters();
+        }
+        self.restore(recovered);
+    }
+}
+
+/// After a failed write: waits until the journal can write again, then
+/// reloads the hub's state from it. Runs until `shutdown`.
+pub fn spawn_reloader(hub: Hub, shutdown: CancellationToken) {
+    let Some(journal) = hub.0.journal.clone() else {
+        return;
+    };
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = hub.0.reload.notified() => {}
+                _ = shutdown.cancelled() => return,
+            }
+            tracing::warn!("a journal write failed: the state will be reloaded from disk once writes succeed again");
+            loop {
+                let reopening = journal.clone();
+                let reopened = tokio::task::spawn_blocking(move || reopening.reopen()).await;
+                match reopened {
+                    Ok(Ok(recovered)) => {
+                        let _order = hub
+                            .0
+                            .journal_order
+                            .lock()
+                            .unwrap_or_else(|poisoned| poisoned.into_inner());
+                        let clients = recovered.len();
+                        hub.replace_state(recovered);
+                        journal.resume();
+                        tracing::info!(
+                            clients,
+                            "storage is writable again; state reloaded from disk"
+                        );
+                        break;
+                    }
+                    Ok(Err(e)) => tracing::debug!(error = %e, "storage still unavailable"),
+                    Err(e) => tracing::error!(error = %e, "reopening the journal failed"),
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        }
+    });
+}
+
+fn unavailable() -> StoreError {
+    StoreError::Unavailable("the store cannot write right now; nothing was applied".into())
+}
