@@ -169,7 +169,7 @@ async fn sigkill_at_random_moments_loses_no_acknowledged_message() {
         verify(&server, &model, &mut tally).await;
         tally.cycles += 1;
         eprintln!(
-            "kill9 cycle {cycle}: killed after {run_for:?} of load (fsync {} → {}), verified in {:?}; {tally:?}",
+            "kill9 cycle {cycle}: killed {run_for:?} into the load (fsync {} → {}), cycle took {:?}; {tally:?}",
             FSYNC_MODES[cycle % 3],
             FSYNC_MODES[(cycle + 1) % 3],
             t.elapsed()

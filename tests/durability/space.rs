@@ -24,10 +24,13 @@ fn assert_unavailable(status: u16, body: &str, what: &str) {
 }
 
 /// What a failing store must refuse: a message, and a batch that would
-/// also subscribe `x1` to `sx` (checked later to be absent).
+/// also subscribe `x1` to `sx` (checked later to be absent). Each carries
+/// 16 KiB, more than the slack a page already held by the journal may
+/// have left on a full filesystem.
 async fn refused_while_broken(server: &Server, client: &str, what: &str) -> Vec<Value> {
-    let one = json!({ "tag": "refused", "what": what, "n": 0 });
-    let two = json!({ "tag": "refused", "what": what, "n": 1 });
+    let pad = "z".repeat(16 << 10);
+    let one = json!({ "tag": "refused", "what": what, "n": 0, "pad": pad });
+    let two = json!({ "tag": "refused", "what": what, "n": 1, "pad": pad });
     let (status, body) = server
         .post(&format!(r#"<message to="{client}">{one}</message>"#))
         .await
@@ -72,9 +75,14 @@ fn datas(server_read: &crate::harness::Read) -> Vec<Value> {
         .collect()
 }
 
-/// Fills the filesystem of `dir` with `dir/filler` until it is full.
+/// Grows `dir/filler` until the filesystem of `dir` is full, down to
+/// single bytes: then no file there can take another page.
 fn fill(dir: &Path) -> u64 {
-    let mut file = std::fs::File::create(dir.join("filler")).unwrap();
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("filler"))
+        .unwrap();
     let chunk = vec![0xa5u8; 64 << 10];
     let mut written = 0u64;
     for _ in 0..4096 {
@@ -159,8 +167,27 @@ async fn a_full_disk_answers_503_serves_polls_and_recovers_by_itself() {
         break;
     }
     let n = first_refusal.expect("a full disk was noticed within 200 large messages");
-    eprintln!("full: filler {filled} bytes; refused after {n} more large messages");
-    let refused = refused_while_broken(&server, "f1", "disk full").await;
+    // A small message may still fit in a page the journal holds (the
+    // refused one may have left a partial write there): kept if
+    // acknowledged, and the journal must stay readable either way (checked
+    // after the restart below).
+    let small = json!({ "tag": "small-after-refusal" });
+    let (status, body) = server
+        .post(&format!(r#"<message to="f1">{small}</message>"#))
+        .await
+        .unwrap();
+    let mut refused = Vec::new();
+    if status == 200 {
+        acked.push(small);
+    } else {
+        assert_unavailable(status, &body, "disk full, small message");
+        refused.push(small);
+    }
+    eprintln!("full: a small message after the refusal: {status}");
+    // Whatever the failed write gave back goes to the filler too.
+    let topped = fill(&mount.dir);
+    eprintln!("full: filler {filled} + {topped} bytes; refused after {n} more large messages");
+    refused.extend(refused_while_broken(&server, "f1", "disk full").await);
 
     // Polls of existing clients are served, with nothing refused in them.
     let f1_now = server.read_all(&t1, f1_seen.cursor.as_deref()).await;
