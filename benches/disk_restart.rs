@@ -4,6 +4,7 @@
 //! ```sh
 //! cargo bench --bench disk_restart                       # 10,000 clients × 100
 //! cargo bench --bench disk_restart -- --clients 1000 --per-client 10   # a smoke run
+//! cargo bench --bench disk_restart -- --segment-bytes 8388608   # restart from a snapshot
 //! ```
 //!
 //! Fills a fresh store through ingest `<batch>`es (round by round, so each
@@ -31,6 +32,10 @@ struct Options {
     per_client: usize,
     batch: usize,
     posters: usize,
+    /// `store.segment_bytes`, when given: smaller segments make the store
+    /// snapshot during the fill, so the restart reads a snapshot and a
+    /// few segments instead of one long journal.
+    segment_bytes: Option<usize>,
 }
 
 fn options() -> Options {
@@ -39,6 +44,7 @@ fn options() -> Options {
         per_client: 100,
         batch: 5_000,
         posters: 4,
+        segment_bytes: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -53,12 +59,13 @@ fn options() -> Options {
             "--per-client" => o.per_client = value(),
             "--batch" => o.batch = value(),
             "--posters" => o.posters = value(),
+            "--segment-bytes" => o.segment_bytes = Some(value()),
             "--bench" => {
                 i += 1;
                 continue;
             }
             other => {
-                panic!("unknown argument {other}: --clients N --per-client M --batch B --posters P")
+                panic!("unknown argument {other}: --clients N --per-client M --batch B --posters P --segment-bytes S")
             }
         }
         i += 2;
@@ -115,6 +122,10 @@ async fn run(o: &Options) -> Result<bool, String> {
         .with("COMETBOX_LIMITS__CLIENT_IDLE_TIMEOUT", "1h")
         .with("COMETBOX_LIMITS__MAX_BATCH_COMMANDS", &o.batch.to_string())
         .with("COMETBOX_LIMITS__MAX_BODY_BYTES", "8388608");
+    let spec = match o.segment_bytes {
+        Some(n) => spec.with("COMETBOX_STORE__SEGMENT_BYTES", &n.to_string()),
+        None => spec,
+    };
     let total = o.clients * o.per_client;
     println!(
         "disk_restart: {} clients × {} = {total} messages, batches of {}, binary {}",
