@@ -18,6 +18,10 @@ use cometbox::protocol::ingest::{parse, ParseLimits};
 use cometbox::store::memory::MemoryStore;
 use cometbox::store::Retention;
 
+/// The server's allocator, so allocation costs are the server's.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 const PARSE_LIMITS: ParseLimits = ParseLimits {
     max_payload_bytes: 65_536,
     max_commands: 100_000,

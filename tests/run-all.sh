@@ -49,9 +49,27 @@ run_suite() {
 }
 
 run_suite "cargo test (unit + integration)" cargo test --locked
+
+# The release build (for the .deb and the load tool) takes minutes of CPU;
+# it runs while the client suites, which wait on the network more than on
+# the CPU, use the debug binary.
+say "building the release binary in the background"
+release_log="$(mktemp)"
+cargo build --locked --release --bin cometbox >"$release_log" 2>&1 &
+release_pid=$!
+
 run_suite "php-client (PHPUnit)" bash php-client/run-tests.sh
 run_suite "python-client (pytest)" bash python-client/run-tests.sh
 run_suite "client-js (node + Chromium)" bash client-js/run-tests.sh
+
+say "waiting for the release build"
+if wait "$release_pid"; then
+  results+=("PASS  release build")
+else
+  cat "$release_log"
+  results+=("FAIL  release build"); failed=$((failed + 1))
+fi
+rm -f "$release_log"
 run_suite "deploy (nginx, systemd, .deb)" bash deploy/run-tests.sh
 run_suite "load tool smoke (benches/load)" cargo bench --locked --bench load -- smoke
 

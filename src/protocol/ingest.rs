@@ -98,14 +98,14 @@ fn is_xml_char(c: char) -> bool {
 /// only control characters and U+FFFE/U+FFFF can be such, so this is a byte
 /// scan rather than a decode.
 fn first_non_xml_char(text: &str) -> Option<usize> {
-    let control = text
-        .bytes()
-        .position(|b| b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r'));
-    let non_char = text.find(['\u{FFFE}', '\u{FFFF}']);
-    match (control, non_char) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
+    let bytes = text.as_bytes();
+    bytes.iter().enumerate().position(|(i, &b)| match b {
+        b'\t' | b'\n' | b'\r' => false,
+        0..0x20 => true,
+        // U+FFFE and U+FFFF are EF BF BE and EF BF BF.
+        0xEF => bytes.get(i + 1) == Some(&0xBF) && matches!(bytes.get(i + 2), Some(0xBE | 0xBF)),
+        _ => false,
+    })
 }
 
 /// 1-based line at the end of `prefix`. Counted only when an error is
@@ -470,9 +470,11 @@ impl<'a> Parser<'a> {
     }
 
     fn finish_command(&mut self, open: OpenCommand) -> Result<(), ParseError> {
-        let label = self.label(open.element);
-        let fail =
-            |code, message: String| self.error_at(open.at, code, format!("{label}: {message}"));
+        // The label is built only for an error: this runs once per command.
+        let fail = |code, message: String| {
+            let label = self.label(open.element);
+            self.error_at(open.at, code, format!("{label}: {message}"))
+        };
         let attrs = Attributes::read(&open, &fail)?;
         if open.element != Element::Message && !open.text.trim().is_empty() {
             return Err(fail(

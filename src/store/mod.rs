@@ -70,8 +70,8 @@ pub trait MailboxLog: Send {
     fn head(&self) -> Cursor;
     /// Whether a message after `since` could be returned right now.
     fn has_after(&self, since: Option<Cursor>, now: Instant) -> bool;
-    /// Drops expired messages (appends and reads do it as they go; the
-    /// reaper does it for every mailbox on each sweep).
+    /// Drops expired messages (appends, reads, `/stats` and presence do it
+    /// as they go).
     fn purge_expired(&mut self, now: Instant);
     /// How many messages are retained.
     fn len(&self) -> usize;

@@ -20,21 +20,25 @@ async fn disk_server(path: &Path) -> TestServer {
     .await
 }
 
-/// Waits until the previous server let go of the directory.
-async fn restart(server: TestServer, path: &Path) -> TestServer {
+/// Stops a server and waits until it let go of its directory (the last
+/// handle on the store may be dropped by a task finishing just after).
+async fn stop(server: TestServer, path: &Path) {
     server.stop().await;
-    let mut settings = cometbox::config::Settings::default();
-    settings.store.kind = cometbox::store::StoreKind::Disk;
-    settings.store.path = path.to_owned();
+    let lock = std::fs::File::open(path.join("LOCK")).unwrap();
     wait_until(
         "the store's lock is released",
         Duration::from_secs(5),
         || {
-            let settings = settings.clone();
-            async move { cometbox::open_store(&settings).is_ok() }
+            let free = lock.try_lock().is_ok();
+            let _ = lock.unlock();
+            async move { free }
         },
     )
     .await;
+}
+
+async fn restart(server: TestServer, path: &Path) -> TestServer {
+    stop(server, path).await;
     disk_server(path).await
 }
 
@@ -165,7 +169,7 @@ async fn a_torn_tail_is_cut_and_everything_before_it_kept() {
         )
         .await;
     let reply = server.poll("tia", "timeout=0").await;
-    server.stop().await;
+    stop(server, &dir).await;
     let newest = files(&dir, "journal-").pop().unwrap();
     let whole = std::fs::metadata(&newest).unwrap().len();
     // Half a record, as a crash in the middle of a write leaves it.
@@ -198,7 +202,7 @@ async fn damage_in_the_middle_resets_cursors_instead_of_skipping_silently() {
             .await;
     }
     let reply = server.poll("dan", "timeout=0").await;
-    server.stop().await;
+    stop(server, &dir).await;
     let newest = files(&dir, "journal-").pop().unwrap();
     let mut bytes = std::fs::read(&newest).unwrap();
     // Inside the second message's record: find the second "0"... simply
@@ -256,8 +260,7 @@ async fn snapshots_bound_the_journal_and_keep_every_id() {
         !first_left.ends_with("journal-00000001.log"),
         "the segments before the snapshot are deleted: {segments:?}"
     );
-    server.stop().await;
-    let server = disk_server(&dir).await;
+    let server = restart(server, &dir).await;
     let after = server.poll("sam", "").await;
     assert_eq!(
         ids(&after),

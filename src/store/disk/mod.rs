@@ -109,6 +109,11 @@ struct Inner {
     writable: AtomicBool,
     /// The writer thread, snapshots and `reopen` take turns on the segment.
     active: Mutex<Active>,
+    /// Groups written, and groups whose after-commit steps ran: a snapshot
+    /// waits for the second to catch up with the first, so that nothing
+    /// written before it is missing from the state it copies.
+    written_groups: std::sync::atomic::AtomicU64,
+    flushed_groups: std::sync::atomic::AtomicU64,
     policy: FsyncPolicy,
     fsync_interval: Duration,
     segment_bytes: u64,
@@ -121,7 +126,9 @@ pub struct DiskJournal {
     inner: Arc<Inner>,
     /// To the writer thread; `None` once dropping.
     units: Option<mpsc::Sender<Unit>>,
-    writer: Option<std::thread::JoinHandle<()>>,
+    /// The writer, then the thread that runs written units' after-commit
+    /// steps (so the next write and `fsync` overlap them).
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Drop for DiskJournal {
@@ -129,8 +136,8 @@ impl Drop for DiskJournal {
     /// store is dropped its files are complete and its lock is released.
     fn drop(&mut self) {
         self.units.take();
-        if let Some(writer) = self.writer.take() {
-            let _ = writer.join();
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
         }
     }
 }
@@ -162,6 +169,8 @@ impl DiskJournal {
             files,
             _lock: lock,
             writable: AtomicBool::new(true),
+            written_groups: Default::default(),
+            flushed_groups: Default::default(),
             active: Mutex::new(Active {
                 file,
                 number,
@@ -178,15 +187,21 @@ impl DiskJournal {
             max_revoked,
         });
         let (units, rx) = mpsc::channel();
+        let (written, written_rx) = mpsc::channel();
         let writing = inner.clone();
         let writer = std::thread::Builder::new()
             .name("cometbox-journal".into())
-            .spawn(move || writing.run(rx))
+            .spawn(move || writing.run(rx, written))
+            .map_err(io)?;
+        let flushing = inner.clone();
+        let flusher = std::thread::Builder::new()
+            .name("cometbox-commit".into())
+            .spawn(move || flushing.run_after_commits(written_rx))
             .map_err(io)?;
         let journal = DiskJournal {
             inner,
             units: Some(units),
-            writer: Some(writer),
+            threads: vec![writer, flusher],
         };
         Ok((journal, clients, report))
     }
@@ -207,8 +222,9 @@ impl Inner {
         self.active.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The writer thread: groups whatever units are waiting into one write.
-    fn run(&self, rx: mpsc::Receiver<Unit>) {
+    /// The writer thread: groups whatever units are waiting into one write,
+    /// and hands each written group on to [`Inner::run_after_commits`].
+    fn run(&self, rx: mpsc::Receiver<Unit>, written: mpsc::Sender<Vec<Unit>>) {
         let mut buf = Vec::new();
         loop {
             let first = match rx.recv_timeout(self.fsync_interval) {
@@ -231,14 +247,35 @@ impl Inner {
                     Err(_) => break,
                 }
             }
-            self.write_group(group, &mut buf);
+            if let Some(group) = self.write_group(group, &mut buf) {
+                if written.send(group).is_err() {
+                    return;
+                }
+            }
         }
     }
 
-    fn write_group(&self, group: Vec<Unit>, buf: &mut Vec<u8>) {
+    /// Runs written units' after-commit steps (the hub's appends) and
+    /// acknowledges them, group after group, in the order written.
+    fn run_after_commits(&self, written: mpsc::Receiver<Vec<Unit>>) {
+        for group in written {
+            for unit in group {
+                if let Some(after) = unit.after_commit {
+                    after();
+                }
+                let _ = unit.done.send(Ok(()));
+            }
+            self.flushed_groups.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Writes a group; returns it once written (`None`: it failed, and its
+    /// units were told so).
+    fn write_group(&self, group: Vec<Unit>, buf: &mut Vec<u8>) -> Option<Vec<Unit>> {
         let mut active = self.active();
         if !self.writable.load(Ordering::SeqCst) {
-            return fail(group, "an earlier write failed; the store is recovering");
+            fail(group, "an earlier write failed; the store is recovering");
+            return None;
         }
         buf.clear();
         let clock = Clock::now();
@@ -253,21 +290,31 @@ impl Inner {
             // follows a whole one (reopen tries again if this fails too).
             let _ = active.file.set_len(active.len);
             tracing::error!(file = %self.files.segment_path(active.number).display(), error = %e, "journal write failed: refusing writes until the disk takes them again");
-            return fail(group, &format!("the journal write failed: {e}"));
+            fail(group, &format!("the journal write failed: {e}"));
+            return None;
         }
-        // In submission order, and before the next group: a batch's
-        // messages appear in the order their numbers were given.
-        for unit in group {
-            if let Some(after) = unit.after_commit {
-                after();
-            }
-            let _ = unit.done.send(Ok(()));
-        }
+        // Counted while the segment is still held, so a snapshot rotating
+        // after this write waits for this group's appends.
+        self.written_groups.fetch_add(1, Ordering::SeqCst);
         if active.len >= self.segment_bytes {
             if let Err(e) = self.rotate(&mut active) {
                 tracing::warn!(error = %e, "could not start a new journal segment; appending to the current one");
             }
         }
+        Some(group)
+    }
+
+    /// Waits until every group written so far has been appended to the
+    /// mailboxes (bounded: a snapshot gives up rather than wait forever).
+    fn wait_for_after_commits(&self, written: u64) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.flushed_groups.load(Ordering::SeqCst) < written {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        true
     }
 
     /// Appends whole records, syncing when asked (or when the periodic
@@ -400,12 +447,19 @@ impl Journal for DiskJournal {
     ) -> Result<(), StoreError> {
         let inner = &self.inner;
         let unavailable = |e: std::io::Error| StoreError::Unavailable(e.to_string());
-        let number = {
+        let (number, written) = {
             let mut active = inner.active();
             inner.rotate(&mut active).map_err(unavailable)?;
             active.since_snapshot = 0;
-            active.number
+            (active.number, inner.written_groups.load(Ordering::SeqCst))
         };
+        // What the older segments hold must be in the mailboxes before the
+        // state is copied: those segments are deleted afterwards.
+        if !inner.wait_for_after_commits(written) {
+            return Err(StoreError::Unavailable(
+                "the journal's appends did not catch up; snapshot postponed".into(),
+            ));
+        }
         let started = Instant::now();
         let path = inner.files.snapshot_path(number);
         let tmp = path.with_extension("tmp");
