@@ -3,7 +3,9 @@
 #   ./tests/run-all.sh
 # Installs what the suites need (Debian packages, npm packages from the
 # lockfile, cargo-deb), builds the server, then runs, in order:
-#   1. cargo test        unit tests and the integration binary (tests/it)
+#   1. cargo test        unit tests, the integration binary (tests/it) and the
+#                        disk store's durability suite (tests/durability: kills
+#                        the real binary; mounts a tmpfs and an ext4 image, root)
 #   2. php-client        PHPUnit against the real binary, every transport
 #      python-client     pytest against the real binary, TCP and Unix socket
 #   3. client-js         node unit + integration tests, headless Chromium
