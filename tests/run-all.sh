@@ -24,7 +24,8 @@ say() { printf '\n==> %s\n' "$*"; }
 # Debian packages every suite needs, installed once (the suites' own
 # scripts re-check and only install what is still missing).
 packages=(php-cli php-xml php-curl php-mbstring phpunit chromium nginx curl systemd python3
-          python3-pytest python3-venv python3-setuptools python3-wheel)
+          python3-pytest python3-venv python3-setuptools python3-wheel
+          e2fsprogs util-linux mount)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
