@@ -8,31 +8,13 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tokio::process::{Child, Command};
 
-use crate::helpers::{token, wait_until, SECRET};
+use crate::helpers::{scratch_dir, token, wait_until, SECRET};
 
 pub(crate) struct Running {
     child: Child,
     pub(crate) public: String,
     pub(crate) ingest: String,
     dir: PathBuf,
-}
-
-fn scratch_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "cometbox-bin-{name}-{}-{}",
-        std::process::id(),
-        rand_suffix()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn rand_suffix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        % 1_000_000_007
 }
 
 fn command(envs: &[(&str, &str)], args: &[&str]) -> Command {

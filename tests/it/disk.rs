@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::helpers::{cursor, datas, token, wait_until, TestServer};
+use crate::helpers::{cursor, datas, scratch_dir, token, wait_until, TestServer};
 
 async fn disk_server(path: &Path) -> TestServer {
     let path = path.to_owned();
@@ -53,7 +53,7 @@ fn ids(reply: &Value) -> Vec<String> {
 
 #[tokio::test]
 async fn acknowledged_messages_come_back_with_their_ids_and_cursors_hold() {
-    let dir = tempdir("restart");
+    let dir = scratch_dir("disk-restart");
     let server = disk_server(&dir).await;
     server
         .post_ok(
@@ -117,7 +117,7 @@ async fn acknowledged_messages_come_back_with_their_ids_and_cursors_hold() {
 
 #[tokio::test]
 async fn a_second_server_on_the_same_path_is_refused_naming_it() {
-    let dir = tempdir("locked");
+    let dir = scratch_dir("disk-locked");
     let server = disk_server(&dir).await;
     let mut settings = cometbox::config::Settings::default();
     settings.store.kind = cometbox::store::StoreKind::Disk;
@@ -129,23 +129,6 @@ async fn a_second_server_on_the_same_path_is_refused_naming_it() {
         "{text}"
     );
     server.stop().await;
-}
-
-fn tempdir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "cometbox-it-{name}-{}-{}",
-        std::process::id(),
-        rand_suffix()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
-fn rand_suffix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
 }
 
 fn files(dir: &Path, prefix: &str) -> Vec<std::path::PathBuf> {
@@ -160,7 +143,7 @@ fn files(dir: &Path, prefix: &str) -> Vec<std::path::PathBuf> {
 
 #[tokio::test]
 async fn a_torn_tail_is_cut_and_everything_before_it_kept() {
-    let dir = tempdir("torn");
+    let dir = scratch_dir("disk-torn");
     let server = disk_server(&dir).await;
     server
         .post_ok(
@@ -194,7 +177,7 @@ async fn a_torn_tail_is_cut_and_everything_before_it_kept() {
 
 #[tokio::test]
 async fn damage_in_the_middle_resets_cursors_instead_of_skipping_silently() {
-    let dir = tempdir("damaged");
+    let dir = scratch_dir("disk-damaged");
     let server = disk_server(&dir).await;
     for i in 0..3 {
         server
@@ -228,7 +211,7 @@ async fn damage_in_the_middle_resets_cursors_instead_of_skipping_silently() {
 
 #[tokio::test]
 async fn snapshots_bound_the_journal_and_keep_every_id() {
-    let dir = tempdir("compact");
+    let dir = scratch_dir("disk-compact");
     let path = dir.clone();
     let server = TestServer::with(move |s| {
         s.store.kind = cometbox::store::StoreKind::Disk;

@@ -14,6 +14,21 @@ use tokio_util::sync::CancellationToken;
 
 pub const SECRET: &str = "integration-test-secret";
 
+/// A fresh directory under the system's temporary one, unique to this
+/// process and call.
+pub fn scratch_dir(name: &str) -> std::path::PathBuf {
+    let unique = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let dir = std::env::temp_dir().join(format!(
+        "cometbox-it-{name}-{}-{unique}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 /// Waits until `condition` holds, looking every 20 ms for at most `limit`;
 /// fails the test naming `what` if it never does. Tests wait for states,
 /// not for guessed durations.

@@ -395,7 +395,11 @@ impl DiskJournal {
             return Ok(());
         }
         self.write_snapshot(&mut clients.iter().cloned())
-            .inspect(|()| tracing::info!("the renewed epochs are written in a snapshot; the damaged journal is retired"))
+            .inspect(|()| {
+                tracing::info!(
+                    "the renewed epochs are written in a snapshot; the damaged journal is retired"
+                )
+            })
     }
 }
 
