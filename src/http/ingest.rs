@@ -124,11 +124,11 @@ fn check_xml_content_type(headers: &HeaderMap) -> Result<(), IngestError> {
 /// Over-limit bodies up to this size are read to the end and discarded, so
 /// that a client still sending sees the 413 rather than a reset connection
 /// (closing a socket with unread data resets it). Larger ones are cut off.
-const DRAIN_LIMIT: u64 = 16 << 20;
+const MAX_DRAINED_BODY_BYTES: u64 = 16 << 20;
 
 /// A body whose declared `Content-Length` is over `max` is answered `413`
 /// at once, before any of it is read. The connection then closes; what the
-/// client still sends (up to [`DRAIN_LIMIT`], within `timeout`) is read and
+/// client still sends (up to [`MAX_DRAINED_BODY_BYTES`], within `timeout`) is read and
 /// dropped in the background so that it reads the reply instead of a reset.
 fn refuse_declared_length(
     headers: &HeaderMap,
@@ -143,7 +143,7 @@ fn refuse_declared_length(
     let Some(declared) = declared.filter(|len| *len > max as u64) else {
         return Ok(body);
     };
-    if declared <= DRAIN_LIMIT {
+    if declared <= MAX_DRAINED_BODY_BYTES {
         tokio::spawn(drain(body, timeout));
     }
     Err(IngestError::DeclaredTooLarge(format!(
@@ -151,7 +151,7 @@ fn refuse_declared_length(
     )))
 }
 
-/// Reads and drops `body` (at most [`DRAIN_LIMIT`] bytes, bounded by the
+/// Reads and drops `body` (at most [`MAX_DRAINED_BODY_BYTES`] bytes, bounded by the
 /// declared length already checked) for at most `timeout`.
 async fn drain(body: Body, timeout: Duration) {
     let mut body = body.into_data_stream();
@@ -175,7 +175,7 @@ async fn read_body(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > DRAIN_LIMIT) {
+    if declared.is_some_and(|len| len > MAX_DRAINED_BODY_BYTES) {
         return Err(too_large());
     }
     let mut body = body.into_data_stream();
@@ -187,7 +187,7 @@ async fn read_body(
                 IngestError::InvalidRequest(format!("could not read the body: {e}"))
             })?;
             seen += chunk.len() as u64;
-            if seen > DRAIN_LIMIT {
+            if seen > MAX_DRAINED_BODY_BYTES {
                 return Err(too_large());
             }
             if seen <= max as u64 {

@@ -25,7 +25,7 @@ use crate::listener::Listener;
 
 /// How long open connections get to finish once shutdown starts. Open polls
 /// answer at once on shutdown, so this only bounds a stuck client.
-const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// What every connection of one listener shares.
 #[derive(Clone)]
@@ -80,13 +80,13 @@ pub async fn serve(
         }
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN_LIMIT, graceful.shutdown())
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
         .await
         .is_err()
     {
         tracing::warn!(
             listener = policy.name,
-            "connections still open after {DRAIN_LIMIT:?}; closing them"
+            "connections still open after {SHUTDOWN_GRACE:?}; closing them"
         );
     }
 }
