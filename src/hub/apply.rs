@@ -101,16 +101,18 @@ impl Hub {
                         ttl,
                         now,
                     ));
-                    let recipients: Vec<(Arc<Client>, bool)> = match target {
-                        Target::Client(id) => vec![(self.client_or_create(&id, now, record), true)],
-                        Target::Channel(name) => self
-                            .0
-                            .channels
-                            .members(&name)
-                            .into_iter()
-                            .map(|member| (member, false))
-                            .collect(),
+                    let direct = match &target {
+                        Target::Client(id) => Some(self.client_or_create(id, now, record)),
+                        Target::Channel(_) => None,
                     };
+                    let members = match &target {
+                        Target::Channel(name) => self.0.channels.members(name),
+                        Target::Client(_) => Vec::new(),
+                    };
+                    let recipients = direct.into_iter().map(|c| (c, true));
+                    let recipients = recipients.chain(members.into_iter().map(|m| (m, false)));
+                    // With a journal, each recipient's number is given now
+                    // and recorded; the append waits for the write.
                     let mut numbered = Vec::new();
                     for (client, by_id) in recipients {
                         if record.is_on() {
