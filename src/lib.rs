@@ -19,13 +19,16 @@
 //! - [`protocol`]: the wire contract as pure data (ids, cursors, the XML
 //!   reader, the poll reply encoder).
 //! - [`hub`]: every client's mailbox, channel membership and open polls; the
-//!   idle reaper.
-//! - [`store`]: where a mailbox's messages are retained.
-//! - [`http`]: the two HTTP faces and the accept loop.
+//!   idle reaper; with a durable store, the order changes are journaled in.
+//! - [`store`]: where a mailbox's messages are retained: in-memory logs, and
+//!   the `disk` store's journal, snapshots and recovery.
+//! - [`http`]: the two HTTP faces and the accept loop (ingest on a runtime
+//!   of its own).
 //! - [`config`], [`auth`], [`listener`], [`telemetry`]: start-up pieces.
 //!
-//! [`run`] takes already-bound listeners and a shutdown token, so tests bind
-//! port 0 and the binary binds what the configuration says.
+//! [`open_store`] recovers the configured store before anything listens;
+//! [`run`] takes it, already-bound listeners and a shutdown token, so tests
+//! bind port 0 and the binary binds what the configuration says.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
