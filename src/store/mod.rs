@@ -2,7 +2,7 @@
 //!
 //! The seam is a [`Store`] that opens one [`MailboxLog`] per client. The hub
 //! keeps each log inside that client's own lock, so a store never needs a lock
-//! of its own on the hot path. [`conformance`] is the suite every store must
+//! of its own on the hot path. `conformance.rs` is the suite every store must
 //! pass.
 //!
 //! Stores:
