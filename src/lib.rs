@@ -22,6 +22,8 @@
 //!   idle reaper.
 //! - [`store`]: where a mailbox's messages are retained.
 //! - [`http`]: the two HTTP faces and the accept loop.
+//! - [`metrics`]: `GET /metrics` on the ingest face, read from the hub's
+//!   counters at scrape time.
 //! - [`config`], [`auth`], [`listener`], [`telemetry`]: start-up pieces.
 //!
 //! [`run`] takes already-bound listeners and a shutdown token, so tests bind
@@ -40,6 +42,7 @@ pub mod config;
 pub mod http;
 pub mod hub;
 pub mod listener;
+pub mod metrics;
 pub mod protocol;
 pub mod store;
 pub mod telemetry;
@@ -129,8 +132,10 @@ pub fn app_state(
         }
     });
     let max_connections = max_connections(&settings);
+    let metrics = metrics::Metrics::new(&hub);
     AppState::new(http::Shared {
         hub,
+        metrics,
         tokens: auth::Tokens::new(&secret),
         ingest_slots: Semaphore::new(limits.max_ingest_in_flight),
         connections: Arc::new(Semaphore::new(max_connections)),
