@@ -24,6 +24,8 @@
 //!   the `disk` store's journal, snapshots and recovery.
 //! - [`http`]: the two HTTP faces and the accept loop (ingest on a runtime
 //!   of its own).
+//! - [`metrics`]: `GET /metrics` on the ingest face, read from the hub's
+//!   counters at scrape time.
 //! - [`config`], [`auth`], [`listener`], [`telemetry`]: start-up pieces.
 //!
 //! [`open_store`] recovers the configured store before anything listens;
@@ -43,6 +45,7 @@ pub mod config;
 pub mod http;
 pub mod hub;
 pub mod listener;
+pub mod metrics;
 pub mod protocol;
 pub mod store;
 pub mod telemetry;
@@ -132,8 +135,10 @@ pub fn app_state(
         }
     });
     let max_connections = max_connections(&settings);
+    let metrics = metrics::Metrics::new(&hub);
     AppState::new(http::Shared {
         hub,
+        metrics,
         tokens: auth::Tokens::new(&secret),
         ingest_slots: Semaphore::new(limits.max_ingest_in_flight),
         connections: Arc::new(Semaphore::new(max_connections)),

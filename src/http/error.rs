@@ -167,6 +167,8 @@ impl IntoResponse for IngestError {
             status,
             format!(r#"<error code="{code}"{line}>{message}</error>"#),
         );
+        // For the ingest router's layer that counts rejections by code.
+        reply.extensions_mut().insert(Rejected(code));
         if matches!(self, IngestError::DeclaredTooLarge(_)) {
             // The unread body is not another request: the connection ends.
             reply.headers_mut().insert(
@@ -177,6 +179,10 @@ impl IntoResponse for IngestError {
         reply
     }
 }
+
+/// Marks a response as an ingest rejection with this error code.
+#[derive(Debug, Clone, Copy)]
+pub struct Rejected(pub &'static str);
 
 /// An XML reply.
 pub fn xml(status: StatusCode, body: String) -> Response {

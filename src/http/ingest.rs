@@ -1,5 +1,5 @@
 //! The ingest face: XML commands at `POST /`, `POST /token`, `GET /stats`,
-//! `GET /clients/<id>` and `GET /health`. Every endpoint but `/health`
+//! `GET /metrics`, `GET /clients/<id>` and `GET /health`. Every endpoint but `/health`
 //! requires the ingest key when one is configured.
 
 use std::time::Duration;
@@ -14,7 +14,7 @@ use axum::{Json, Router};
 use futures_util::StreamExt;
 use serde::Serialize;
 
-use super::error::{xml, IngestError};
+use super::error::{xml, IngestError, Rejected};
 use super::AppState;
 use crate::hub::Stats;
 use crate::protocol::ids::is_valid_channel_grant;
@@ -27,6 +27,7 @@ pub fn router(state: AppState) -> Router {
         .route("/", post(commands))
         .route("/token", post(token))
         .route("/stats", get(stats))
+        .route("/metrics", get(metrics))
         .route("/clients/{id}", get(presence))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
     Router::new()
@@ -35,7 +36,21 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async {
             IngestError::NotFound("no such endpoint: POST / takes XML commands".into())
         })
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_rejections,
+        ))
         .with_state(state)
+}
+
+/// Counts every [`IngestError`] reply (the key check's and the fallback's
+/// included) by its code, for `cometbox_ingest_rejected_total`.
+async fn count_rejections(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    if let Some(Rejected(code)) = response.extensions().get::<Rejected>() {
+        state.metrics.rejected(code);
+    }
+    response
 }
 
 async fn require_key(State(state): State<AppState>, request: Request, next: Next) -> Response {
@@ -313,21 +328,42 @@ struct ServerStats {
     version: &'static str,
 }
 
-async fn stats(State(state): State<AppState>) -> Json<ServerStats> {
-    // A walk over every client: off the async workers.
+/// The hub's counters: a walk over every client, off the async workers.
+async fn hub_stats(state: &AppState) -> Stats {
     let hub = state.hub.clone();
-    let hub_stats = tokio::task::spawn_blocking(move || hub.stats())
+    tokio::task::spawn_blocking(move || hub.stats())
         .await
-        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+}
+
+/// Open connections of the public and the ingest listener.
+fn open_connections(state: &AppState) -> (usize, usize) {
+    (
+        state.max_connections - state.connections.available_permits(),
+        state.settings.limits.max_ingest_connections - state.ingest_connections.available_permits(),
+    )
+}
+
+async fn stats(State(state): State<AppState>) -> Json<ServerStats> {
+    let hub_stats = hub_stats(&state).await;
+    let (connections, ingest_connections) = open_connections(&state);
     Json(ServerStats {
         hub: hub_stats,
-        connections: state.max_connections - state.connections.available_permits(),
+        connections,
         max_connections: state.max_connections,
-        ingest_connections: state.settings.limits.max_ingest_connections
-            - state.ingest_connections.available_permits(),
+        ingest_connections,
         max_ingest_connections: state.settings.limits.max_ingest_connections,
         version: env!("CARGO_PKG_VERSION"),
     })
+}
+
+/// `GET /metrics`: OpenMetrics text (see [`crate::metrics`]).
+async fn metrics(State(state): State<AppState>) -> Response {
+    let mut snapshot = crate::metrics::Snapshot::from_stats(&hub_stats(&state).await);
+    let (public, ingest) = open_connections(&state);
+    (snapshot.public_connections, snapshot.ingest_connections) = (public as u64, ingest as u64);
+    let text = state.metrics.encode(snapshot);
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
 }
 
 async fn presence(

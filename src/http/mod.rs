@@ -1,5 +1,6 @@
 //! The two HTTP faces: `public` for browsers (long-poll, the JS class) and
-//! `ingest` for backends (XML commands, tokens, stats). Handlers are thin
+//! `ingest` for backends (XML commands, tokens, stats,
+//! metrics). Handlers are thin
 //! adapters between HTTP and the hub.
 
 use std::sync::Arc;
@@ -27,6 +28,8 @@ pub struct AppState(Arc<Shared>);
 pub struct Shared {
     /// Mailboxes, channels and polls.
     pub hub: Hub,
+    /// The `GET /metrics` registry and the counters kept as things happen.
+    pub metrics: crate::metrics::Metrics,
     /// Token signing and checking.
     pub tokens: Tokens,
     /// The configuration in force.

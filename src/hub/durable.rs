@@ -93,8 +93,15 @@ impl Hub {
         if changes.is_empty() && after_commit.is_none() {
             return Ok(None);
         }
+        let (submitted, histogram) = (Instant::now(), self.0.commit_seconds.clone());
+        let after_commit: AfterCommit = Box::new(move || {
+            histogram.observe(submitted.elapsed().as_secs_f64());
+            if let Some(after) = after_commit {
+                after();
+            }
+        });
         journal
-            .submit(changes, after_commit)
+            .submit(changes, Some(after_commit))
             .map(Some)
             .inspect_err(|_| {
                 // The change was made in memory but will not be written.
@@ -112,6 +119,12 @@ impl Hub {
             .wait()
             .await
             .inspect_err(|_| self.0.reload.notify_one())
+    }
+
+    /// Seconds from submitting a journal unit to its commit: a handle on the
+    /// hub's histogram, for `GET /metrics`.
+    pub fn commit_seconds(&self) -> prometheus_client::metrics::histogram::Histogram {
+        self.0.commit_seconds.clone()
     }
 
     /// Puts recovered clients in place (start-up, or a reload on an emptied

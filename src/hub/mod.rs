@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
+use prometheus_client::metrics::histogram::Histogram;
 
 use crate::protocol::ClientId;
 use crate::store::journal::Journal;
@@ -69,6 +70,13 @@ pub struct HubLimits {
     pub max_reply_bytes: usize,
 }
 
+/// Bucket bounds of [`Hub::commit_seconds`]: 100 µs (a page-cache write)
+/// to about 3 s (an fsync on a struggling disk), doubling.
+const COMMIT_BUCKETS: [f64; 16] = [
+    0.0001, 0.0002, 0.0004, 0.0008, 0.0016, 0.0032, 0.0064, 0.0128, 0.0256, 0.0512, 0.1024, 0.2048,
+    0.4096, 0.8192, 1.6384, 3.2768,
+];
+
 /// Cheap-clone handle to the hub.
 #[derive(Clone)]
 pub struct Hub(Arc<Shared>);
@@ -97,6 +105,11 @@ struct Shared {
     messages_out: AtomicU64,
     polls_total: AtomicU64,
     clients_evicted: AtomicU64,
+    /// Seconds from a journal unit's submission to its commit (durable
+    /// stores; no observations with the memory store). Observed by the
+    /// journal writer once per unit, which is already one write per unit;
+    /// read by `GET /metrics`.
+    commit_seconds: Histogram,
     started: Instant,
     /// Set once shutdown begins. Open polls learn of it through their own
     /// client's notifier, so no poll registers with a signal shared by all
@@ -131,6 +144,7 @@ impl Hub {
             messages_out: AtomicU64::new(0),
             polls_total: AtomicU64::new(0),
             clients_evicted: AtomicU64::new(0),
+            commit_seconds: Histogram::new(COMMIT_BUCKETS),
             started: Instant::now(),
             shutting_down: AtomicBool::new(false),
         }));

@@ -22,6 +22,9 @@ pub struct Stats {
     pub messages_in: u64,
     /// Messages sent in poll replies (redeliveries count again).
     pub messages_out: u64,
+    /// Messages dropped (to retention or `message_ttl`) before any poll
+    /// reply carried them; not those lapsing by their own `ttl`.
+    pub messages_lost: u64,
     /// Polls served since start.
     pub polls_total: u64,
     /// Clients forgotten for being idle.
@@ -72,6 +75,7 @@ impl Hub {
             queued_messages: queued,
             messages_in: self.0.messages_in.load(Relaxed),
             messages_out: self.0.messages_out.load(Relaxed),
+            messages_lost: self.0.store.messages_lost(),
             polls_total: self.0.polls_total.load(Relaxed),
             clients_evicted: self.0.clients_evicted.load(Relaxed),
             channels,

@@ -7,6 +7,8 @@
 //! when read.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::journal::RecoveredClient;
@@ -17,28 +19,44 @@ use crate::protocol::{ClientId, Cursor};
 /// Keeps every mailbox in process memory.
 pub struct MemoryStore {
     retention: Retention,
+    /// Messages its logs dropped before any read returned them, shared by
+    /// every log it opened so the count survives the logs (evicted clients)
+    /// and is read at scrape time without walking them. Bumped only when a
+    /// message is dropped, next to the drop's own reference-count update.
+    lost: Arc<AtomicU64>,
 }
 
 impl MemoryStore {
     /// A store whose logs keep at most `retention.max_messages` each.
     pub fn new(retention: Retention) -> Self {
-        MemoryStore { retention }
+        MemoryStore {
+            retention,
+            lost: Arc::default(),
+        }
     }
 }
 
 impl Store for MemoryStore {
     fn open(&self, _client: &ClientId) -> Box<dyn MailboxLog> {
-        Box::new(MemoryLog::new(rand::random(), self.retention.max_messages))
+        Box::new(
+            MemoryLog::new(rand::random(), self.retention.max_messages)
+                .counting_lost(self.lost.clone()),
+        )
     }
 
     fn restore(&self, client: &RecoveredClient) -> Box<dyn MailboxLog> {
-        Box::new(MemoryLog::from_parts(
-            client.epoch,
+        let mut log = MemoryLog::new(client.epoch, self.retention.max_messages)
+            .counting_lost(self.lost.clone());
+        log.set_parts(
             client.first_seq,
             client.lost_through,
             client.messages.iter().cloned(),
-            self.retention.max_messages,
-        ))
+        );
+        Box::new(log)
+    }
+
+    fn messages_lost(&self) -> u64 {
+        self.lost.load(Relaxed)
     }
 }
 
@@ -53,6 +71,12 @@ pub struct MemoryLog {
     /// than this missed something and must `reset`.
     lost_through: u64,
     max_messages: usize,
+    /// The highest sequence number a read has returned: a message above it
+    /// that is dropped undelivered counts in `lost`.
+    delivered_through: u64,
+    /// The store's count of messages dropped undelivered (`None`: not
+    /// counted, as for the logs recovery builds before handing them over).
+    lost: Option<Arc<AtomicU64>>,
 }
 
 impl MemoryLog {
@@ -64,7 +88,15 @@ impl MemoryLog {
             entries: VecDeque::new(),
             lost_through: 0,
             max_messages: max_messages.max(1),
+            delivered_through: 0,
+            lost: None,
         }
+    }
+
+    /// The same log, adding the messages it drops undelivered to `counter`.
+    pub fn counting_lost(mut self, counter: Arc<AtomicU64>) -> Self {
+        self.lost = Some(counter);
+        self
     }
 
     /// A log as a snapshot or journal recorded it.
@@ -76,14 +108,24 @@ impl MemoryLog {
         max_messages: usize,
     ) -> Self {
         let mut log = MemoryLog::new(epoch, max_messages);
-        log.first_seq = first_seq.max(1);
-        log.lost_through = lost_through;
-        log.entries = entries.into_iter().collect();
-        // Retention may have been lowered since: keep the newest.
-        while log.entries.len() > log.max_messages {
-            log.drop_front(true);
-        }
+        log.set_parts(first_seq, lost_through, entries);
         log
+    }
+
+    /// Replaces the contents by what a snapshot or journal recorded.
+    fn set_parts(
+        &mut self,
+        first_seq: u64,
+        lost_through: u64,
+        entries: impl IntoIterator<Item = SharedMessage>,
+    ) {
+        self.first_seq = first_seq.max(1);
+        self.lost_through = lost_through;
+        self.entries = entries.into_iter().collect();
+        // Retention may have been lowered since: keep the newest.
+        while self.entries.len() > self.max_messages {
+            self.drop_front(true);
+        }
     }
 
     /// Replays a recorded append of `message` as number `seq`: nothing if
@@ -121,6 +163,11 @@ impl MemoryLog {
         self.entries.pop_front();
         if lost {
             self.lost_through = self.first_seq;
+            if self.first_seq > self.delivered_through {
+                if let Some(counter) = &self.lost {
+                    counter.fetch_add(1, Relaxed);
+                }
+            }
         }
         self.first_seq += 1;
     }
@@ -171,6 +218,9 @@ impl MailboxLog for MemoryLog {
                 break;
             }
             messages.push((seq, message.clone()));
+        }
+        if let Some((last, _)) = messages.last() {
+            self.delivered_through = self.delivered_through.max(*last);
         }
         ReadOutcome {
             messages,

@@ -90,6 +90,12 @@ pub trait Store: Send + Sync {
     fn open(&self, client: &ClientId) -> Box<dyn MailboxLog>;
     /// Rebuilds the log of a client recovered by a durable store.
     fn restore(&self, client: &journal::RecoveredClient) -> Box<dyn MailboxLog>;
+    /// Messages its logs dropped (to retention or `message_ttl`) before any
+    /// read returned them, since the store was opened. Messages that lapse
+    /// by their own shorter `ttl` are meant to lapse and do not count.
+    fn messages_lost(&self) -> u64 {
+        0
+    }
 }
 
 /// What [`StoreConfig::open`] hands the hub.

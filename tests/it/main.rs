@@ -8,6 +8,7 @@ mod disk;
 mod helpers;
 mod hostile;
 mod ingest;
+mod metrics;
 mod poll;
 mod scale;
 mod slow_clients;
