@@ -188,8 +188,8 @@ async fn damage_in_the_middle_resets_cursors_instead_of_skipping_silently() {
     stop(server, &dir).await;
     let newest = files(&dir, "journal-").pop().unwrap();
     let mut bytes = std::fs::read(&newest).unwrap();
-    // Inside the second message's record: find the second "0"... simply
-    // the byte before the last record's magic, well inside the middle.
+    // Two bytes before the last record's magic: inside the payload of the
+    // record before it, so a whole record follows the damage (not a tail).
     let magics: Vec<usize> = bytes
         .windows(4)
         .enumerate()
