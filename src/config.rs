@@ -421,6 +421,19 @@ impl Settings {
             return Err(("auth.token_ttl", "is above auth.max_token_ttl".into()));
         }
         self.validate_ingest_key()?;
+        if self.store.kind == crate::store::StoreKind::Redis {
+            if let Err(e) = self.store.redis_settings() {
+                use crate::store::redis::RedisConfigError as E;
+                let key = match e {
+                    E::Url(_) => "store.url",
+                    E::ClusterUnsupported => "store.cluster",
+                };
+                return Err((key, e.to_string()));
+            }
+            if self.store.timeout.is_zero() {
+                return Err(("store.timeout", "must be above zero".into()));
+            }
+        }
         if self.public.listen == self.ingest.listen
             && !matches!(self.public.listen, ListenAddr::Tcp(a) if a.port() == 0)
         {

@@ -31,7 +31,7 @@ pub fn router(state: AppState) -> Router {
         .route("/clients/{id}", get(presence))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
     Router::new()
-        .route("/health", get(|| async { "ok\n" }))
+        .route("/health", get(health))
         .merge(guarded)
         .fallback(|| async {
             IngestError::NotFound("no such endpoint: POST / takes XML commands".into())
@@ -328,12 +328,14 @@ struct ServerStats {
     version: &'static str,
 }
 
-/// The hub's counters: a walk over every client, off the async workers.
-async fn hub_stats(state: &AppState) -> Stats {
-    let hub = state.hub.clone();
-    tokio::task::spawn_blocking(move || hub.stats())
+/// The hub's counters (a walk over every client off the async workers, or
+/// the cluster's figures from Redis).
+async fn hub_stats(state: &AppState) -> Result<Stats, IngestError> {
+    state
+        .hub
+        .current_stats()
         .await
-        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+        .map_err(|e| IngestError::StorageUnavailable(e.to_string()))
 }
 
 /// Open connections of the public and the ingest listener.
@@ -344,26 +346,26 @@ fn open_connections(state: &AppState) -> (usize, usize) {
     )
 }
 
-async fn stats(State(state): State<AppState>) -> Json<ServerStats> {
-    let hub_stats = hub_stats(&state).await;
+async fn stats(State(state): State<AppState>) -> Result<Json<ServerStats>, IngestError> {
+    let hub_stats = hub_stats(&state).await?;
     let (connections, ingest_connections) = open_connections(&state);
-    Json(ServerStats {
+    Ok(Json(ServerStats {
         hub: hub_stats,
         connections,
         max_connections: state.max_connections,
         ingest_connections,
         max_ingest_connections: state.settings.limits.max_ingest_connections,
         version: env!("CARGO_PKG_VERSION"),
-    })
+    }))
 }
 
 /// `GET /metrics`: OpenMetrics text (see [`crate::metrics`]).
-async fn metrics(State(state): State<AppState>) -> Response {
-    let mut snapshot = crate::metrics::Snapshot::from_stats(&hub_stats(&state).await);
+async fn metrics(State(state): State<AppState>) -> Result<Response, IngestError> {
+    let mut snapshot = crate::metrics::Snapshot::from_stats(&hub_stats(&state).await?);
     let (public, ingest) = open_connections(&state);
     (snapshot.public_connections, snapshot.ingest_connections) = (public as u64, ingest as u64);
     let text = state.metrics.encode(snapshot);
-    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
+    Ok(([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response())
 }
 
 async fn presence(
@@ -373,7 +375,23 @@ async fn presence(
     let client = ClientId::parse(&id).map_err(|e| IngestError::InvalidId(e.to_string()))?;
     let presence = state
         .hub
-        .presence(&client)
+        .current_presence(&client)
+        .await
+        .map_err(|e| IngestError::StorageUnavailable(e.to_string()))?
         .ok_or_else(|| IngestError::NotFound(format!("no client {id:?}")))?;
     Ok(Json(presence).into_response())
+}
+
+/// `GET /health`: `ok`, or `503 degraded` while the store (Redis) cannot be
+/// reached; the server keeps running and recovers by itself.
+async fn health(State(state): State<AppState>) -> Response {
+    if state.hub.storage_healthy() {
+        "ok\n".into_response()
+    } else {
+        (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "degraded: storage unavailable\n",
+        )
+            .into_response()
+    }
 }

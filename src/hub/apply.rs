@@ -56,6 +56,9 @@ impl Hub {
     /// be passed or the store cannot write it. Returns how many commands
     /// were applied; with a durable store, once they are written.
     pub async fn apply(&self, commands: Vec<Command>) -> Result<usize, ApplyError> {
+        if let Some(redis) = &self.0.redis {
+            return self.apply_remote(redis, commands).await;
+        }
         self.check_client_room(&commands)?;
         self.check_channel_room(&commands)?;
         let accepted = commands.len();

@@ -35,13 +35,14 @@ mod durable;
 mod membership;
 mod poll;
 mod reaper;
+mod remote;
 mod stats;
 
 pub use apply::ApplyError;
 pub use durable::spawn_reloader;
 pub use poll::{OpenPoll, PollError, PollReply, PollRequest};
 pub use reaper::spawn_reaper;
-pub use stats::{Presence, Stats};
+pub use stats::{Presence, Stats, StatsScope};
 
 use crate::store::journal::Change;
 use channels::Channels;
@@ -91,6 +92,9 @@ struct Shared {
     /// Where changes are written before they are acknowledged (durable
     /// stores); `None` for the memory store, whose paths skip all of this.
     journal: Option<Arc<dyn Journal>>,
+    /// With the `redis` store, where the state lives instead; `clients`,
+    /// `channels`, `store` and `journal` then stay unused.
+    redis: Option<Arc<crate::store::redis::RedisStore>>,
     /// Held while a change is made and submitted to the journal, so that
     /// the journal's order is the order in which changes were made (and
     /// replaying it rebuilds the same ids). Taken only with a journal, and
@@ -125,18 +129,22 @@ impl Hub {
                 logs: store,
                 journal: None,
                 recovered: Vec::new(),
+                redis: None,
             },
             limits,
         )
     }
 
-    /// A hub on an opened store, holding what the store recovered.
+    /// A hub on an opened store, holding what the store recovered. With
+    /// Redis, starts its connection on the current runtime.
     pub fn open(opened: Opened, limits: HubLimits) -> Self {
+        let redis = opened.redis.map(crate::store::redis::RedisStore::start);
         let hub = Hub(Arc::new(Shared {
             clients: DashMap::new(),
             channels: Channels::default(),
             store: opened.logs,
             journal: opened.journal,
+            redis,
             journal_order: std::sync::Mutex::new(()),
             reload: tokio::sync::Notify::new(),
             limits,
@@ -162,6 +170,10 @@ impl Hub {
         self.0.shutting_down.store(true, Ordering::SeqCst);
         for client in self.0.clients.iter() {
             client.wake.notify_waiters();
+        }
+        if let Some(redis) = &self.0.redis {
+            redis.waiters.wake_all();
+            redis.stop();
         }
     }
 

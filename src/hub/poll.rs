@@ -58,7 +58,18 @@ pub enum PollError {
 
 /// Counts an open poll for as long as it lives; dropping it (reply written,
 /// or the browser went away and the request was dropped) closes it.
-pub struct OpenPoll {
+pub struct OpenPoll(#[allow(dead_code, reason = "held for its Drop")] pub(super) Open);
+
+/// Whose poll it is: this server's client (memory, disk), or a lease in
+/// Redis; each undoes its count when dropped.
+#[allow(dead_code, reason = "each variant is held for its Drop")]
+pub(super) enum Open {
+    Local(LocalPoll),
+    Remote(super::remote::RemotePoll),
+}
+
+/// A poll counted on a client of this server.
+pub(super) struct LocalPoll {
     client: Arc<Client>,
 }
 
@@ -68,7 +79,7 @@ impl std::fmt::Debug for OpenPoll {
     }
 }
 
-impl Drop for OpenPoll {
+impl Drop for LocalPoll {
     fn drop(&mut self) {
         let mut state = self.client.lock();
         state.open_polls -= 1;
@@ -79,6 +90,9 @@ impl Drop for OpenPoll {
 impl Hub {
     /// Serves one long-poll until it has something to say.
     pub async fn poll(&self, request: PollRequest) -> Result<PollReply, PollError> {
+        if let Some(redis) = &self.0.redis {
+            return self.poll_remote(redis, request).await;
+        }
         let open = self.open_poll(&request.client).await?;
         if !request.subscribe.is_empty() {
             self.subscribe_for_poll(&open.client, &request.subscribe, request.issued_at)?;
@@ -109,22 +123,21 @@ impl Hub {
                 _ = &mut sleep => break Looked::Nothing,
             }
         };
+        let head = open.client.lock().log.head();
+        let open = OpenPoll(Open::Local(open));
         Ok(match looked {
             Looked::Read(outcome) => self.reply(outcome, open),
             Looked::Disconnected(cursor) => empty_reply(cursor, true, open),
             Looked::Replaced(cursor) => empty_reply(cursor, false, open),
-            Looked::Nothing => {
-                // Timed out, or shutting down, with nothing new: `since` was
-                // absent or valid, so the head is where the next poll resumes
-                // (past any message whose own ttl lapsed).
-                let head = open.client.lock().log.head();
-                empty_reply(head, false, open)
-            }
+            // Timed out, or shutting down, with nothing new: `since` was
+            // absent or valid, so the head is where the next poll resumes
+            // (past any message whose own ttl lapsed).
+            Looked::Nothing => empty_reply(head, false, open),
         })
     }
 
     /// Finds or creates the client and counts one more open poll on it.
-    async fn open_poll(&self, id: &ClientId) -> Result<OpenPoll, PollError> {
+    async fn open_poll(&self, id: &ClientId) -> Result<LocalPoll, PollError> {
         let limits = &self.0.limits;
         loop {
             let client = match self.0.clients.get(id).map(|c| c.clone()) {
@@ -144,7 +157,7 @@ impl Hub {
             state.open_polls += 1;
             state.last_active = Instant::now();
             drop(state);
-            return Ok(OpenPoll { client });
+            return Ok(LocalPoll { client });
         }
     }
 
@@ -182,7 +195,7 @@ impl Hub {
     }
 }
 
-fn empty_reply(cursor: Cursor, disconnected: bool, open: OpenPoll) -> PollReply {
+pub(super) fn empty_reply(cursor: Cursor, disconnected: bool, open: OpenPoll) -> PollReply {
     PollReply {
         body: ReplyWriter::new(cursor, 0).finish(false, disconnected),
         open,

@@ -115,13 +115,16 @@ impl Hub {
 
 /// How often the reaper sweeps: often enough that eviction is at most a
 /// quarter late, never more than every 5 seconds.
-fn sweep_interval(idle_limit: Duration) -> Duration {
+pub(super) fn sweep_interval(idle_limit: Duration) -> Duration {
     (idle_limit / 4).clamp(Duration::from_millis(50), Duration::from_secs(5))
 }
 
 /// Runs [`Hub::reap`] on a blocking thread every sweep interval until
 /// `shutdown`.
 pub fn spawn_reaper(hub: Hub, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+    if let Some(redis) = hub.0.redis.clone() {
+        return super::remote::spawn_remote_reaper(&hub, redis, shutdown);
+    }
     let every = sweep_interval(hub.limits().client_idle_timeout);
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(every);

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::Hub;
 use crate::protocol::ClientId;
+use crate::store::journal::StoreError;
 
 /// The `/stats` body.
 #[derive(Debug, Serialize)]
@@ -35,6 +36,51 @@ pub struct Stats {
     pub subscriptions: usize,
     /// Seconds since the hub started.
     pub uptime_s: u64,
+    /// With the `redis` store: which figures are the cluster's and which
+    /// this node's (absent for local stores, where all are this server's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<StatsScope>,
+}
+
+/// Which `/stats` figures are whose, with a shared store.
+#[derive(Debug, Serialize)]
+pub struct StatsScope {
+    /// `"redis"`.
+    pub store: &'static str,
+    /// Nodes that swept for idle clients lately (alive).
+    pub nodes: u64,
+    /// This node's id (random per process).
+    pub node: String,
+    /// Figures counted over every node.
+    pub cluster: [&'static str; 6],
+    /// Figures of this node only.
+    pub node_figures: [&'static str; 5],
+}
+
+impl StatsScope {
+    /// The split the `redis` store reports.
+    pub fn redis(nodes: u64, node: &str) -> Self {
+        StatsScope {
+            store: "redis",
+            nodes,
+            node: node.to_owned(),
+            cluster: [
+                "clients",
+                "queued_messages",
+                "messages_lost",
+                "clients_evicted",
+                "channels",
+                "subscriptions",
+            ],
+            node_figures: [
+                "open_polls",
+                "messages_in",
+                "messages_out",
+                "polls_total",
+                "uptime_s",
+            ],
+        }
+    }
 }
 
 /// The `/clients/<id>` body.
@@ -81,6 +127,27 @@ impl Hub {
             channels,
             subscriptions,
             uptime_s: self.0.started.elapsed().as_secs(),
+            scope: None,
+        }
+    }
+
+    /// `/stats` for any store: the walk ([`Hub::stats`]) off the async
+    /// workers, or the cluster's figures from Redis.
+    pub async fn current_stats(&self) -> Result<Stats, StoreError> {
+        if let Some(redis) = &self.0.redis {
+            return self.stats_remote(redis).await;
+        }
+        let hub = self.clone();
+        Ok(tokio::task::spawn_blocking(move || hub.stats())
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())))
+    }
+
+    /// `/clients/<id>` for any store (cluster-wide with Redis).
+    pub async fn current_presence(&self, id: &ClientId) -> Result<Option<Presence>, StoreError> {
+        match &self.0.redis {
+            Some(redis) => self.presence_remote(redis, id).await,
+            None => Ok(self.presence(id)),
         }
     }
 

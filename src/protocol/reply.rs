@@ -47,7 +47,7 @@ fn push_json_string(out: &mut String, s: &str) {
 /// The most a message's per-reply prefix can add to its shared tail:
 /// `{"id":"` + the longest cursor (7 base-36 digits, `-`, 20 decimal digits)
 /// + `",` + the `,` between array entries.
-const MAX_ENTRY_OVERHEAD: usize = 7 + 28 + 2 + 1;
+pub const MAX_ENTRY_OVERHEAD: usize = 7 + 28 + 2 + 1;
 
 /// An upper bound on the bytes a message with this tail adds to a reply:
 /// what `max_reply_bytes` is measured in.

@@ -10,6 +10,8 @@
 //! - [`disk`]: the same in-memory logs, plus a [`journal::Journal`] on disk
 //!   that every change is written to before it is acknowledged, and from
 //!   which the state is recovered at start-up.
+//! - [`redis`]: the state lives in Redis and is shared by every node using
+//!   it; the hub then bypasses [`MailboxLog`] (see `src/hub/remote.rs`).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -21,6 +23,7 @@ use crate::protocol::{ClientId, Cursor};
 pub mod disk;
 pub mod journal;
 pub mod memory;
+pub mod redis;
 
 #[cfg(test)]
 mod conformance;
@@ -107,6 +110,9 @@ pub struct Opened {
     pub journal: Option<Arc<dyn journal::Journal>>,
     /// The state found at start-up (empty for the memory store).
     pub recovered: Vec<journal::RecoveredClient>,
+    /// With the `redis` store: where the state lives instead (`logs` and
+    /// `journal` are then unused).
+    pub redis: Option<redis::RedisSettings>,
 }
 
 /// The `[store]` section. Engines with settings of their own get them as
@@ -127,6 +133,18 @@ pub struct StoreConfig {
     /// snapshot is taken once the journal since the last one is larger than
     /// this and than twice the snapshot.
     pub segment_bytes: u64,
+    /// `redis`: one server, `redis://[:password@]host:port/db`.
+    pub url: String,
+    /// `redis`: Redis Cluster seed nodes (not supported yet; start-up
+    /// refuses it, naming the key).
+    pub cluster: Vec<String>,
+    /// `redis`: prefix of every key (several deployments can share one
+    /// Redis; nodes of one deployment must use the same).
+    pub key_prefix: String,
+    /// `redis`: longest wait for one Redis call (and for a connection);
+    /// past it the request answers `503 storage-unavailable`.
+    #[serde(with = "humantime_serde")]
+    pub timeout: std::time::Duration,
 }
 
 impl Default for StoreConfig {
@@ -137,6 +155,10 @@ impl Default for StoreConfig {
             fsync: disk::FsyncPolicy::Always,
             fsync_interval: std::time::Duration::from_secs(1),
             segment_bytes: disk::DEFAULT_SEGMENT_BYTES,
+            url: String::new(),
+            cluster: Vec::new(),
+            key_prefix: "cometbox:".into(),
+            timeout: std::time::Duration::from_secs(2),
         }
     }
 }
@@ -151,6 +173,8 @@ pub enum StoreKind {
     /// In memory, journaled to `path` before every `<ok>`; recovered at
     /// start-up.
     Disk,
+    /// In Redis (`url`), shared by every node configured with it.
+    Redis,
 }
 
 /// Per-mailbox retention limits, from `[limits]`.
@@ -175,6 +199,13 @@ impl StoreConfig {
                 logs,
                 journal: None,
                 recovered: Vec::new(),
+                redis: None,
+            }),
+            StoreKind::Redis => Ok(Opened {
+                logs,
+                journal: None,
+                recovered: Vec::new(),
+                redis: Some(self.redis_settings()?.with_retention(retention)),
             }),
             StoreKind::Disk => {
                 let (journal, recovered, report) =
@@ -184,8 +215,14 @@ impl StoreConfig {
                     logs,
                     journal: Some(Arc::new(journal)),
                     recovered,
+                    redis: None,
                 })
             }
         }
+    }
+
+    /// The Redis settings, checked (`kind = "redis"`).
+    pub fn redis_settings(&self) -> Result<redis::RedisSettings, redis::RedisConfigError> {
+        redis::RedisSettings::new(&self.url, &self.cluster, &self.key_prefix, self.timeout)
     }
 }

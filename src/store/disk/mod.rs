@@ -71,6 +71,9 @@ pub enum OpenError {
     /// Reading or preparing its files failed.
     #[error("cannot recover the store at {}: {}", .0.display(), .1)]
     Io(PathBuf, std::io::Error),
+    /// The `redis` store's settings cannot work.
+    #[error(transparent)]
+    Redis(#[from] crate::store::redis::RedisConfigError),
 }
 
 /// A segment grows to about this size before the next one starts.

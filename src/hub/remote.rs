@@ -1,0 +1,416 @@
+//! The hub on the `redis` store: every node configured with one Redis acts
+//! as one server.
+//!
+//! The truth (mailboxes, ids, memberships, poll counts, idle clocks) is in
+//! Redis and every change is one Lua script, so a batch, its ids and its
+//! wake-up hint are one atomic step (`src/store/redis/`). A node keeps only
+//! its own waiting polls, each woken by a hint and then reading Redis again.
+//! The memory and disk paths never come here: [`Hub::apply`] and
+//! [`Hub::poll`] branch once, at their top.
+
+use std::pin::pin;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::poll::{empty_reply, Open, OpenPoll, PollError, PollReply, PollRequest};
+use super::stats::{Presence, Stats, StatsScope};
+use super::{ApplyError, Hub};
+use crate::protocol::reply::{self, ReplyWriter, MAX_ENTRY_OVERHEAD};
+use crate::protocol::{ClientId, Command, Cursor, Target};
+use crate::store::journal::StoreError;
+use crate::store::redis::{unix_ms, Args, LocalClient, RedisStore, Reply, Step};
+
+/// A lease outlives its poll's timeout by this much before Redis stops
+/// counting it (a node killed with polls open).
+const LEASE_GRACE: Duration = Duration::from_secs(30);
+
+/// Clients one eviction script looks at, so Redis is never held long.
+const REAP_BATCH: usize = 500;
+
+/// A poll open on this node: counted in Redis (a lease) and here (a
+/// waiter) until its reply is written.
+pub(super) struct RemotePoll {
+    store: Arc<RedisStore>,
+    client: ClientId,
+    lease: String,
+    /// Whether Redis counted the lease (the poll's start succeeded).
+    opened: bool,
+    local: Arc<LocalClient>,
+}
+
+impl Drop for RemotePoll {
+    fn drop(&mut self) {
+        self.store.waiters.leave(&self.client);
+        if !self.opened {
+            return;
+        }
+        let (store, args) = (
+            self.store.clone(),
+            vec![
+                self.client.as_str().into(),
+                std::mem::take(&mut self.lease).into_bytes(),
+            ],
+        );
+        // Without a runtime (process exit) the lease lapses by itself.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = store.run(Step::PollClose, args).await;
+            });
+        }
+    }
+}
+
+/// What one look at a mailbox found.
+enum Looked {
+    /// Nothing after the cursor; the head is here.
+    Nothing(Cursor),
+    /// Messages (or a reset) to reply with.
+    Read {
+        cursor: Cursor,
+        reset: bool,
+        messages: Vec<(u64, String)>,
+    },
+    /// The mailbox is gone: disconnected while the poll waited.
+    Gone,
+}
+
+fn decode_read(reply: &Reply) -> Looked {
+    if reply.text(0) != "ok" {
+        return Looked::Gone;
+    }
+    let epoch = reply.int(1) as u32;
+    let cursor = Cursor {
+        epoch,
+        seq: reply.int(2) as u64,
+    };
+    let reset = reply.int(3) == 1;
+    let messages: Vec<(u64, String)> = (4..reply.len())
+        .step_by(2)
+        .map(|i| (reply.int(i) as u64, reply.text(i + 1)))
+        .collect();
+    if messages.is_empty() && !reset {
+        Looked::Nothing(cursor)
+    } else {
+        Looked::Read {
+            cursor,
+            reset,
+            messages,
+        }
+    }
+}
+
+fn read_args(request: &PollRequest, max_bytes: usize) -> Args {
+    let (has, epoch, seq) = match request.since {
+        Some(c) => ("1", c.epoch, c.seq),
+        None => ("0", 0, 0),
+    };
+    vec![
+        has.into(),
+        epoch.to_string().into(),
+        seq.to_string().into(),
+        max_bytes.to_string().into(),
+        MAX_ENTRY_OVERHEAD.to_string().into(),
+    ]
+}
+
+impl Hub {
+    fn redis(&self) -> Option<&Arc<RedisStore>> {
+        self.0.redis.as_ref()
+    }
+
+    /// [`Hub::apply`] on Redis: the whole batch is one script.
+    pub(super) async fn apply_remote(
+        &self,
+        redis: &RedisStore,
+        commands: Vec<Command>,
+    ) -> Result<usize, ApplyError> {
+        let limits = &self.0.limits;
+        let accepted = commands.len();
+        let now_ms = unix_ms();
+        let mut args: Args = vec![
+            limits_arg(redis.max_messages()),
+            limits_arg(limits.max_clients),
+            limits_arg(limits.max_channels_per_client),
+            (now_ms / 1000).to_string().into(),
+        ];
+        for command in commands {
+            match command {
+                Command::Message {
+                    target,
+                    event,
+                    payload,
+                    ttl,
+                } => {
+                    let (kind, name, channel) = match &target {
+                        Target::Client(id) => ("c", id.as_str(), None),
+                        Target::Channel(c) => ("h", c.as_str(), Some(c)),
+                    };
+                    let tail = reply::message_tail(channel, event.as_deref(), &payload, now_ms);
+                    let own = ttl.is_some_and(|t| t < limits.message_ttl);
+                    let lifetime = ttl.map_or(limits.message_ttl, |t| t.min(limits.message_ttl));
+                    args.extend([
+                        "m".into(),
+                        kind.into(),
+                        name.into(),
+                        (now_ms + lifetime.as_millis() as u64).to_string().into(),
+                        if own { "1" } else { "0" }.into(),
+                        String::from(tail).into_bytes(),
+                    ]);
+                }
+                Command::Subscribe { client, channel } => {
+                    args.extend(["s".into(), client.as_str().into(), channel.as_str().into()])
+                }
+                Command::Unsubscribe { client, channel } => {
+                    args.extend(["u".into(), client.as_str().into(), channel.as_str().into()])
+                }
+                Command::Disconnect { client } => args.extend(["d".into(), client.as_str().into()]),
+            }
+        }
+        let reply = redis.run(Step::Apply, args).await?;
+        match reply.text(0).as_str() {
+            "ok" => {
+                self.0.messages_in.fetch_add(reply.int(1) as u64, Relaxed);
+                Ok(accepted)
+            }
+            "too-many-clients" => Err(ApplyError::TooManyClients {
+                new: reply.int(1) as usize,
+                max: limits.max_clients,
+            }),
+            "too-many-channels" => Err(ApplyError::TooManyChannels {
+                client: ClientId::parse(&reply.text(1)).map_err(unexpected)?,
+                max: limits.max_channels_per_client,
+            }),
+            other => Err(unexpected(other).into()),
+        }
+    }
+
+    /// [`Hub::poll`] on Redis: a script starts the poll and looks; a wait
+    /// for a hint (or the timeout); a script looks again after each hint.
+    pub(super) async fn poll_remote(
+        &self,
+        redis: &Arc<RedisStore>,
+        request: PollRequest,
+    ) -> Result<PollReply, PollError> {
+        let limits = &self.0.limits;
+        let timeout = request
+            .timeout
+            .map_or(limits.poll_timeout, |t| t.min(limits.max_poll_timeout));
+        let mut open = RemotePoll {
+            store: redis.clone(),
+            lease: format!("{}:{:016x}", redis.node(), rand::random::<u64>()),
+            local: redis.waiters.join(&request.client),
+            client: request.client.clone(),
+            opened: false,
+        };
+        let deadline = tokio::time::Instant::now() + timeout;
+        let sleep = tokio::time::sleep_until(deadline);
+        tokio::pin!(sleep);
+        let local = open.local.clone();
+        let mut first = true;
+        let looked = loop {
+            // Registered before looking, so a hint published between the
+            // look and the wait is never missed.
+            let mut notified = pin!(local.wake.notified());
+            notified.as_mut().enable();
+            let reply = if first {
+                first = false;
+                let reply = self
+                    .start_poll(redis, &request, &open.lease, timeout)
+                    .await?;
+                open.opened = true;
+                reply
+            } else {
+                let mut args: Args = vec![request.client.as_str().into()];
+                args.extend(read_args(&request, limits.max_reply_bytes));
+                redis.run(Step::PollRead, args).await?
+            };
+            match decode_read(&reply) {
+                Looked::Nothing(head) if !self.is_shutting_down() => {
+                    tokio::select! {
+                        _ = notified => continue,
+                        _ = &mut sleep => break Looked::Nothing(head),
+                    }
+                }
+                said => break said,
+            }
+        };
+        self.0.polls_total.fetch_add(1, Relaxed);
+        let open = OpenPoll(Open::Remote(open));
+        Ok(match looked {
+            Looked::Nothing(head) => empty_reply(head, false, open),
+            Looked::Gone => {
+                // The since cursor (if any) is where a new mailbox would
+                // answer `reset` anyway.
+                let cursor = request.since.unwrap_or(Cursor { epoch: 0, seq: 0 });
+                empty_reply(cursor, true, open)
+            }
+            Looked::Read {
+                cursor,
+                reset,
+                messages,
+            } => {
+                let size = messages.iter().map(|(_, t)| reply::encoded_len(t)).sum();
+                let mut writer = ReplyWriter::new(cursor, size);
+                for (seq, tail) in &messages {
+                    writer.push(
+                        Cursor {
+                            epoch: cursor.epoch,
+                            seq: *seq,
+                        },
+                        tail,
+                    );
+                }
+                self.0
+                    .messages_out
+                    .fetch_add(messages.len() as u64, Relaxed);
+                PollReply {
+                    body: writer.finish(reset, false),
+                    open,
+                }
+            }
+        })
+    }
+
+    /// The poll-start script: mailbox, lease, `channels=`, first look.
+    async fn start_poll(
+        &self,
+        redis: &RedisStore,
+        request: &PollRequest,
+        lease: &str,
+        timeout: Duration,
+    ) -> Result<Reply, PollError> {
+        let limits = &self.0.limits;
+        let lease_deadline = unix_ms() + (timeout + LEASE_GRACE).as_millis() as u64;
+        let mut args: Args = vec![
+            request.client.as_str().into(),
+            lease.into(),
+            lease_deadline.to_string().into(),
+            limits.max_polls_per_client.to_string().into(),
+            limits_arg(limits.max_clients),
+            limits_arg(limits.max_channels_per_client),
+            request
+                .issued_at
+                .map_or(String::new(), |iat| iat.to_string())
+                .into(),
+        ];
+        args.extend(read_args(request, limits.max_reply_bytes));
+        args.extend(request.subscribe.iter().map(|c| c.as_str().into()));
+        let reply = redis.run(Step::PollOpen, args).await?;
+        match reply.text(0).as_str() {
+            "ok" | "gone" => Ok(reply),
+            "too-many-clients" => Err(PollError::TooManyClients(limits.max_clients)),
+            "too-many-polls" => Err(PollError::TooManyPolls(reply.int(1) as u32)),
+            "too-many-channels" => Err(PollError::TooManyChannels(limits.max_channels_per_client)),
+            other => Err(unexpected(other).into()),
+        }
+    }
+
+    /// `/stats` on Redis: this node's counters and the cluster's figures.
+    pub(super) async fn stats_remote(&self, redis: &RedisStore) -> Result<Stats, StoreError> {
+        let gone_after = node_gone_after(self.0.limits.client_idle_timeout);
+        let reply = redis
+            .run(Step::Stats, vec![gone_after.as_millis().to_string().into()])
+            .await?;
+        let n = |i| reply.int(i).max(0) as u64;
+        Ok(Stats {
+            clients: n(0) as usize,
+            open_polls: redis.waiters.open_polls(),
+            queued_messages: n(3),
+            messages_in: self.0.messages_in.load(Relaxed),
+            messages_out: self.0.messages_out.load(Relaxed),
+            messages_lost: n(4),
+            polls_total: self.0.polls_total.load(Relaxed),
+            clients_evicted: n(5),
+            channels: n(1) as usize,
+            subscriptions: n(2) as usize,
+            uptime_s: self.0.started.elapsed().as_secs(),
+            scope: Some(StatsScope::redis(n(6), redis.node())),
+        })
+    }
+
+    /// `/clients/<id>` on Redis: cluster-wide.
+    pub(super) async fn presence_remote(
+        &self,
+        redis: &RedisStore,
+        id: &ClientId,
+    ) -> Result<Option<Presence>, StoreError> {
+        let reply = redis.run(Step::Presence, vec![id.as_str().into()]).await?;
+        if reply.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Presence {
+            client: id.to_string(),
+            online: reply.int(0) > 0,
+            open_polls: reply.int(0) as u32,
+            pending_messages: reply.int(1) as usize,
+            channels: (3..reply.len()).map(|i| reply.text(i)).collect(),
+            idle_ms: reply.int(2) as u64,
+        }))
+    }
+
+    /// Whether the store answers (`/health`): always for local stores.
+    pub fn storage_healthy(&self) -> bool {
+        self.redis().is_none_or(|r| r.healthy())
+    }
+}
+
+/// Limits go to Lua as decimal text; `usize::MAX` would not survive Lua's
+/// doubles, so huge values are capped (nothing counts that high).
+fn limits_arg(n: usize) -> Vec<u8> {
+    n.min(1 << 50).to_string().into_bytes()
+}
+
+fn unexpected(what: impl std::fmt::Display) -> StoreError {
+    tracing::error!(reply = %what, "unexpected reply from a redis script");
+    StoreError::Unavailable(format!("unexpected reply from redis: {what}"))
+}
+
+/// A node that has not swept for this long no longer counts in `nodes`.
+fn node_gone_after(idle_limit: Duration) -> Duration {
+    super::reaper::sweep_interval(idle_limit) * 3
+}
+
+/// The reaper on Redis: every sweep interval, one node's sweep (any node's;
+/// each script run is atomic) evicts idle clients cluster-wide in batches,
+/// and records this node's heartbeat.
+pub(super) fn spawn_remote_reaper(
+    hub: &Hub,
+    redis: Arc<RedisStore>,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let idle = hub.limits().client_idle_timeout;
+    let every = super::reaper::sweep_interval(idle);
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = shutdown.cancelled() => return,
+            }
+            loop {
+                let args: Args = vec![
+                    idle.as_millis().to_string().into(),
+                    REAP_BATCH.to_string().into(),
+                    redis.node().into(),
+                    node_gone_after(idle).as_millis().to_string().into(),
+                ];
+                match redis.run(Step::Reap, args).await {
+                    Ok(reply) => {
+                        let (evicted, looked) = (reply.int(0), reply.int(1));
+                        if evicted > 0 {
+                            tracing::debug!(evicted, "idle clients forgotten");
+                        }
+                        if (looked as usize) < REAP_BATCH {
+                            break;
+                        }
+                    }
+                    Err(_) => break, // logged by the store; next tick retries
+                }
+            }
+        }
+    })
+}

@@ -1,0 +1,144 @@
+-- cometbox: what every script shares (keys, mailbox steps). Each script is
+-- this prelude followed by its own body; the Rust side (mod.rs) passes the
+-- same first ARGV to all of them:
+--   ARGV[1] key prefix, ARGV[2] now (unix ms), ARGV[3] a random u32 (new epochs)
+-- Keys of one client share the hash tag {c:<id>}, so a Redis Cluster keeps
+-- them in one slot.
+local P = ARGV[1]
+local NOW = tonumber(ARGV[2])
+local SEED = tonumber(ARGV[3])
+local ACTIVE = P .. 'active'      -- zset: client id -> last activity (ms)
+local STATS = P .. 'stats'        -- hash: msgid, subs, queued, lost, evicted
+local CHANNELS = P .. 'channels'  -- set: channels with at least one member
+local WAKE = P .. 'wake'          -- pub/sub: ids whose mailbox changed
+
+local function mk(id) return P .. '{c:' .. id .. '}' end  -- hash e h f l d
+local function qk(id) return mk(id) .. ':q' end   -- list of "seq:expires:own:pid"
+local function chk(id) return mk(id) .. ':ch' end -- set of its channels
+local function rvk(id) return mk(id) .. ':rv' end -- hash channel -> unsubscribed at (s)
+local function plk(id) return mk(id) .. ':p' end  -- zset poll lease -> deadline (ms)
+local function members(ch) return P .. 'ch:' .. ch end
+local function payload(pid) return P .. 'p:' .. pid end
+
+local function parse(entry)
+  local seq, exp, own, pid = string.match(entry, '^(%d+):(%d+):(%d):(%d+)$')
+  return tonumber(seq), tonumber(exp), own == '1', pid
+end
+
+local created = 0
+-- Creates the mailbox if missing, with a fresh epoch: a mailbox Redis lost
+-- comes back under a new epoch, so older cursors get `reset`.
+local function ensure(id)
+  local k = mk(id)
+  if redis.call('EXISTS', k) == 1 then return false end
+  created = created + 1
+  local epoch = (SEED + created * 40503) % 4294967296
+  redis.call('HSET', k, 'e', epoch, 'h', 0, 'f', 1, 'l', 0, 'd', 0)
+  redis.call('ZADD', ACTIVE, NOW, id)
+  return true
+end
+
+-- Drops the oldest entry; `lost`: dropped before it was due (retention),
+-- so cursors before it must `reset`.
+local function drop_front(id, lost)
+  local k = mk(id)
+  local entry = redis.call('LPOP', qk(id))
+  local seq = parse(entry)
+  redis.call('HSET', k, 'f', seq + 1)
+  redis.call('HINCRBY', STATS, 'queued', -1)
+  if lost then
+    redis.call('HSET', k, 'l', seq)
+    if seq > tonumber(redis.call('HGET', k, 'd')) then
+      redis.call('HINCRBY', STATS, 'lost', 1)
+    end
+  end
+end
+
+local function purge(id)
+  local q = qk(id)
+  while true do
+    local front = redis.call('LINDEX', q, 0)
+    if not front then return end
+    local _, exp, own = parse(front)
+    if exp > NOW then return end
+    drop_front(id, not own)
+  end
+end
+
+local function append(id, pid, exp, own, max_messages)
+  purge(id)
+  local seq = redis.call('HINCRBY', mk(id), 'h', 1)
+  redis.call('RPUSH', qk(id), seq .. ':' .. exp .. ':' .. own .. ':' .. pid)
+  redis.call('HINCRBY', STATS, 'queued', 1)
+  if redis.call('LLEN', qk(id)) > max_messages then drop_front(id, true) end
+end
+
+local function join(id, ch)
+  if redis.call('SADD', chk(id), ch) == 0 then return false end
+  redis.call('SADD', members(ch), id)
+  redis.call('SADD', CHANNELS, ch)
+  redis.call('HINCRBY', STATS, 'subs', 1)
+  return true
+end
+
+local function leave(id, ch)
+  if redis.call('SREM', chk(id), ch) == 0 then return end
+  redis.call('SREM', members(ch), id)
+  if redis.call('SCARD', members(ch)) == 0 then redis.call('SREM', CHANNELS, ch) end
+  redis.call('HINCRBY', STATS, 'subs', -1)
+end
+
+-- Removes a client entirely (disconnect, idle eviction).
+local function forget(id)
+  for _, ch in ipairs(redis.call('SMEMBERS', chk(id))) do leave(id, ch) end
+  redis.call('HINCRBY', STATS, 'queued', -redis.call('LLEN', qk(id)))
+  redis.call('DEL', mk(id), qk(id), chk(id), rvk(id), plk(id))
+  redis.call('ZREM', ACTIVE, id)
+end
+
+-- Whether a backend's unsubscribe of `ch` stands against a token issued at
+-- `iat` (nil: a token without iat, taken as older).
+local function revoked(id, ch, iat)
+  local at = redis.call('HGET', rvk(id), ch)
+  return at and (iat == nil or iat <= tonumber(at))
+end
+
+-- What a poll sees after its cursor. Returns
+-- {'ok', epoch, cursor_seq, reset, seq1, tail1, ...} or {'gone'}.
+local function read(id, has_since, since_epoch, since_seq, max_bytes, overhead)
+  local k = mk(id)
+  if redis.call('EXISTS', k) == 0 then return {'gone'} end
+  purge(id)
+  local m = redis.call('HMGET', k, 'e', 'h', 'f', 'l', 'd')
+  local e, h, f, l, d = tonumber(m[1]), tonumber(m[2]), tonumber(m[3]), tonumber(m[4]), tonumber(m[5])
+  local start, reset = f, 0
+  if has_since then
+    if since_epoch == e and since_seq >= l and since_seq <= h then
+      start = math.max(since_seq + 1, f)
+    else
+      reset = 1
+    end
+  end
+  local out = {'ok', e, h, reset}
+  local bytes, last = 0, nil
+  if start <= h then
+    for _, entry in ipairs(redis.call('LRANGE', qk(id), start - f, -1)) do
+      local seq, exp, _, pid = parse(entry)
+      if exp > NOW then
+        local tail = redis.call('GET', payload(pid))
+        if tail then
+          bytes = bytes + #tail + overhead
+          if bytes > max_bytes and last then
+            out[3] = last -- the rest waits for the next poll, which resumes here
+            break
+          end
+          out[#out + 1] = seq
+          out[#out + 1] = tail
+          last = seq
+        end
+      end
+    end
+  end
+  if last and last > d then redis.call('HSET', k, 'd', last) end
+  return out
+end

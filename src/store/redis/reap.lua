@@ -1,0 +1,18 @@
+-- Idle eviction, cluster-wide (any node may run it; each run is atomic).
+-- ARGV: [4] idle limit ms, [5] at most this many clients per run,
+-- [6] this node's id (its heartbeat), [7] a node is gone after this many ms
+redis.call('ZADD', P .. 'nodes', NOW, ARGV[6])
+redis.call('ZREMRANGEBYSCORE', P .. 'nodes', '-inf', NOW - tonumber(ARGV[7]))
+local idle = redis.call('ZRANGEBYSCORE', ACTIVE, '-inf', NOW - tonumber(ARGV[4]), 'LIMIT', 0, tonumber(ARGV[5]))
+local evicted = 0
+for _, id in ipairs(idle) do
+  redis.call('ZREMRANGEBYSCORE', plk(id), '-inf', NOW)
+  if redis.call('ZCARD', plk(id)) > 0 then
+    redis.call('ZADD', ACTIVE, NOW, id) -- a poll is open somewhere
+  else
+    forget(id)
+    evicted = evicted + 1
+  end
+end
+if evicted > 0 then redis.call('HINCRBY', STATS, 'evicted', evicted) end
+return {evicted, #idle}

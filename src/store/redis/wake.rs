@@ -1,0 +1,129 @@
+//! Wake-up hints: the pub/sub side of the `redis` store, and this node's
+//! waiting polls.
+//!
+//! A script that changes mailboxes publishes, once per batch, the ids it
+//! changed on `<prefix>wake`. Every node subscribes and wakes the polls it
+//! holds for those ids; a poll then reads Redis again. The hint is only a
+//! hint: the stored log is the truth, so a lost hint (a dropped pub/sub
+//! connection) costs a poll its latency, never a message. Whenever the
+//! subscription is (re)established, every waiting poll is woken to look
+//! again, since hints may have been missed meanwhile.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use futures_util::StreamExt;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::RedisStore;
+use crate::protocol::ClientId;
+
+/// One client with at least one poll waiting on this node.
+#[derive(Default)]
+pub struct LocalClient {
+    /// Woken by a hint for this client, a lost connection, or shutdown.
+    pub wake: Notify,
+    polls: AtomicU32,
+}
+
+/// This node's waiting polls, by client: the only per-client state a node
+/// keeps with the `redis` store.
+#[derive(Default)]
+pub struct Waiters(DashMap<ClientId, Arc<LocalClient>>);
+
+impl Waiters {
+    /// Registers one more poll of `id`; [`Waiters::leave`] undoes it.
+    pub fn join(&self, id: &ClientId) -> Arc<LocalClient> {
+        let entry = self.0.entry(id.clone()).or_default();
+        entry.polls.fetch_add(1, Ordering::Relaxed);
+        entry.clone()
+    }
+
+    /// One poll of `id` ended; the entry goes with its last poll.
+    pub fn leave(&self, id: &ClientId) {
+        // Counted under the shard lock, so a concurrent join either finds
+        // the entry before its removal or creates a new one.
+        self.0
+            .remove_if(id, |_, c| c.polls.fetch_sub(1, Ordering::Relaxed) == 1);
+    }
+
+    /// Wakes the polls of `id`, if this node holds any.
+    pub fn wake(&self, id: &str) {
+        if let Some(client) = self.0.get(id) {
+            client.wake.notify_waiters();
+        }
+    }
+
+    /// Wakes every waiting poll (shutdown, a lost or regained connection).
+    pub fn wake_all(&self) {
+        for client in self.0.iter() {
+            client.wake.notify_waiters();
+        }
+    }
+
+    /// Polls waiting on this node.
+    pub fn open_polls(&self) -> u64 {
+        self.0
+            .iter()
+            .map(|c| u64::from(c.polls.load(Ordering::Relaxed)))
+            .sum()
+    }
+}
+
+/// Keeps a pub/sub subscription to the wake channel until `shutdown`,
+/// reconnecting after any loss.
+pub(super) fn spawn_listener(
+    store: Arc<RedisStore>,
+    client: redis::Client,
+    shutdown: CancellationToken,
+) {
+    tokio::spawn(async move {
+        let channel = store.wake_channel();
+        loop {
+            let subscribed = async {
+                let mut pubsub = client.get_async_pubsub().await?;
+                pubsub.subscribe(&channel).await?;
+                Ok::<_, redis::RedisError>(pubsub)
+            };
+            let attempt = tokio::select! {
+                r = tokio::time::timeout(Duration::from_secs(2), subscribed) => r,
+                _ = shutdown.cancelled() => return,
+            };
+            match attempt {
+                Ok(Ok(pubsub)) => {
+                    tracing::debug!(channel, "subscribed to wake-up hints");
+                    store.waiters.wake_all(); // hints may have been missed
+                    let mut messages = pubsub.into_on_message();
+                    loop {
+                        let message = tokio::select! {
+                            m = messages.next() => m,
+                            _ = shutdown.cancelled() => return,
+                        };
+                        let Some(message) = message else { break };
+                        let payload: &[u8] = message.get_payload_bytes();
+                        for id in payload.split(|b| *b == b'\n') {
+                            if let Ok(id) = std::str::from_utf8(id) {
+                                store.waiters.wake(id);
+                            }
+                        }
+                    }
+                    tracing::warn!("lost the redis pub/sub connection; reconnecting");
+                    store.set_healthy(false);
+                    store.waiters.wake_all();
+                }
+                Ok(Err(e)) => {
+                    store.set_healthy(false);
+                    tracing::debug!(error = %e, "cannot subscribe to wake-up hints yet");
+                }
+                Err(_) => store.set_healthy(false),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    });
+}
