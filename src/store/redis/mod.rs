@@ -242,6 +242,24 @@ impl RedisStore {
     /// Runs one script with the shared arguments (prefix, now, a random
     /// seed for new epochs) followed by `args`.
     pub async fn run(&self, step: Step, args: Args) -> Result<Reply, StoreError> {
+        match self.run_once(step, &args).await {
+            // The connection broke (Redis restarted, a failover): the
+            // manager reconnects, and every step but a batch can safely be
+            // sent again (a batch might have been applied; the backend gets
+            // its 503 and decides).
+            Err(e) if e.is_connection_dropped() || e.is_io_error() => {
+                if matches!(step, Step::Apply) {
+                    return Err(self.failed(step, e));
+                }
+                self.run_once(step, &args)
+                    .await
+                    .map_err(|e| self.failed(step, e))
+            }
+            result => result.map_err(|e| self.failed(step, e)),
+        }
+    }
+
+    async fn run_once(&self, step: Step, args: &Args) -> Result<Reply, redis::RedisError> {
         let s = &self.scripts;
         let script = match step {
             Step::Apply => &s.apply,
@@ -257,25 +275,23 @@ impl RedisStore {
             .arg(unix_ms())
             .arg(rand::random::<u32>());
         for arg in args {
-            call.arg(arg);
+            call.arg(&arg[..]);
         }
         let mut conn = self.conn.clone();
-        match call.invoke_async::<Value>(&mut conn).await {
-            Ok(value) => {
-                self.set_healthy(true);
-                Ok(Reply(match value {
-                    Value::Array(items) => items,
-                    other => vec![other],
-                }))
-            }
-            Err(e) => {
-                if is_unavailable(&e) {
-                    self.set_healthy(false);
-                }
-                tracing::debug!(?step, error = %e, "redis call failed");
-                Err(StoreError::Unavailable(format!("redis: {e}")))
-            }
+        let value = call.invoke_async::<Value>(&mut conn).await?;
+        self.set_healthy(true);
+        Ok(Reply(match value {
+            Value::Array(items) => items,
+            other => vec![other],
+        }))
+    }
+
+    fn failed(&self, step: Step, e: redis::RedisError) -> StoreError {
+        if is_unavailable(&e) {
+            self.set_healthy(false);
         }
+        tracing::debug!(?step, error = %e, "redis call failed");
+        StoreError::Unavailable(format!("redis: {e}"))
     }
 
     /// The pub/sub channel carrying wake-up hints.

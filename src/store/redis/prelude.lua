@@ -91,7 +91,9 @@ end
 -- Removes a client entirely (disconnect, idle eviction).
 local function forget(id)
   for _, ch in ipairs(redis.call('SMEMBERS', chk(id))) do leave(id, ch) end
-  redis.call('HINCRBY', STATS, 'queued', -redis.call('LLEN', qk(id)))
+  local queued = redis.call('LLEN', qk(id))
+  -- (never `-0`: Lua writes it as "-0", which HINCRBY refuses)
+  if queued > 0 then redis.call('HINCRBY', STATS, 'queued', 0 - queued) end
   redis.call('DEL', mk(id), qk(id), chk(id), rvk(id), plk(id))
   redis.call('ZREM', ACTIVE, id)
 end

@@ -1,0 +1,16 @@
+//! Several real cometbox nodes on one real Redis (`store.kind = "redis"`):
+//! cross-node delivery, channel fan-out across nodes, a node SIGKILLed
+//! under load, Redis restarted with and without persistence, Redis down and
+//! back, and polls of one client alternating between nodes.
+//!
+//! Needs `redis-server` (Debian's; `tests/cluster/run-tests.sh` installs it)
+//! and is built only with `--features redis-tests`, so a plain `cargo test`
+//! does not need Redis: `bash tests/cluster/run-tests.sh`.
+
+#[allow(dead_code)]
+#[path = "../durability/harness.rs"]
+mod harness;
+mod redis_server;
+
+mod nodes;
+mod scenarios;

@@ -1,0 +1,476 @@
+//! The scenarios: each starts its own Redis and nodes in a scratch dir.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::harness::{token, wait_until, Scratch};
+use crate::nodes::{ids, ingest_get, node, nodes, poll_ok, stats, PROMPT};
+use crate::redis_server::{Persistence, RedisServer};
+
+/// A poll held on node B is answered within milliseconds of a message
+/// accepted on node A; ids and cursors are the same from every node; one
+/// client's polls alternate between nodes without loss or duplicates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cross_node_delivery_and_alternating_polls() {
+    let dir = Scratch::new("cross-node");
+    let redis = RedisServer::start(&dir.0.join("redis"), Persistence::None).await;
+    let n = nodes(&redis.url(), &dir.0, 3).await;
+    let alice = token("alice", &[]);
+    let first = poll_ok(&n[1], &alice, "timeout=0").await;
+    let mut cursor = first["cursor"].as_str().unwrap().to_owned();
+
+    // Latency: held poll on node 1, message on node 0, ten times.
+    let mut latencies = Vec::new();
+    for i in 0..10 {
+        let held = {
+            let (server, alice, cursor) = (&n[1], alice.clone(), cursor.clone());
+            let url = format!(
+                "http://{}/poll?token={alice}&since={cursor}&timeout=20",
+                server.public
+            );
+            let http = server.http.clone();
+            tokio::spawn(async move {
+                let body: Value = http.get(url).send().await.unwrap().json().await.unwrap();
+                (body, Instant::now())
+            })
+        };
+        // The poll is registered once presence says so (any node answers).
+        wait_until("the held poll is open", PROMPT, || async {
+            let (_, body) = ingest_get(&n[2], "/clients/alice").await;
+            body.contains("\"open_polls\":1")
+        })
+        .await;
+        let sent = Instant::now();
+        n[0].post_ok(&format!(r#"<message to="alice">{{"n":{i}}}</message>"#), 1)
+            .await;
+        let (body, answered) = tokio::time::timeout(PROMPT, held)
+            .await
+            .expect("answered promptly")
+            .unwrap();
+        latencies.push(answered.saturating_duration_since(sent));
+        assert_eq!(body["messages"][0]["data"]["n"], i, "{body}");
+        cursor = body["cursor"].as_str().unwrap().to_owned();
+    }
+    latencies.sort();
+    eprintln!("cross-node wake-up latency (post on A -> held poll on B answered): min {:?}, median {:?}, max {:?}", latencies[0], latencies[5], latencies[9]);
+    assert!(
+        latencies[5] < Duration::from_secs(1),
+        "median {:?}",
+        latencies[5]
+    );
+
+    // Every node reads the same mailbox the same way.
+    let everything: Vec<Vec<String>> = {
+        let mut all = Vec::new();
+        for server in &n {
+            all.push(ids(&poll_ok(server, &alice, "timeout=0").await));
+        }
+        all
+    };
+    assert_eq!(everything[0].len(), 10);
+    assert!(
+        everything.iter().all(|i| *i == everything[0]),
+        "{everything:?}"
+    );
+
+    // Alternating nodes: 60 messages posted on random nodes, polled with
+    // the cursor on node 0, 1, 2, 0, ... ; each exactly once, in order.
+    let mut got = Vec::new();
+    let mut cursor = cursor.clone();
+    for i in 0..60 {
+        n[(i * 7) % 3]
+            .post_ok(&format!(r#"<message to="alice">{{"k":{i}}}</message>"#), 1)
+            .await;
+        if i % 4 == 3 {
+            let body = poll_ok(
+                &n[(i / 4) % 3],
+                &alice,
+                &format!("since={cursor}&timeout=0"),
+            )
+            .await;
+            assert_ne!(body["reset"], true, "{body}");
+            got.extend(
+                body["messages"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|m| m["data"]["k"].as_i64().unwrap()),
+            );
+            cursor = body["cursor"].as_str().unwrap().to_owned();
+        }
+    }
+    assert_eq!(got, (0..60).collect::<Vec<_>>());
+}
+
+/// A channel message reaches members polling on every node; the payload is
+/// stored once in Redis, not once per member; presence and /stats are
+/// cluster-wide.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn channel_fan_out_across_nodes() {
+    let dir = Scratch::new("fan-out");
+    let redis = RedisServer::start(&dir.0.join("redis"), Persistence::None).await;
+    let n = nodes(&redis.url(), &dir.0, 3).await;
+    let members: Vec<(String, String)> = (0..30)
+        .map(|i| (format!("m{i}"), token(&format!("m{i}"), &["room"])))
+        .collect();
+    let mut cursors = Vec::new();
+    for (i, (_, t)) in members.iter().enumerate() {
+        let body = poll_ok(&n[i % 3], t, "channels=room&timeout=0").await;
+        cursors.push(body["cursor"].as_str().unwrap().to_owned());
+    }
+    let (_, presence) = ingest_get(&n[0], "/clients/m4").await;
+    assert!(presence.contains(r#""channels":["room"]"#), "{presence}");
+    // Hold every member's poll, each on the node it joined through.
+    let mut held = Vec::new();
+    for (i, (_, t)) in members.iter().enumerate() {
+        let server = &n[i % 3];
+        let url = format!(
+            "http://{}/poll?token={t}&since={}&timeout=20",
+            server.public, cursors[i]
+        );
+        let http = server.http.clone();
+        held.push(tokio::spawn(async move {
+            http.get(url)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }));
+    }
+    wait_until("30 polls open cluster-wide", PROMPT, || async {
+        let mut open = 0;
+        for server in &n {
+            open += stats(server).await["open_polls"].as_u64().unwrap();
+        }
+        open == 30
+    })
+    .await;
+    n[1].post_ok(
+        r#"<message channel="room" event="news">{"big":"payload"}</message>"#,
+        1,
+    )
+    .await;
+    for h in held {
+        let body = tokio::time::timeout(PROMPT, h)
+            .await
+            .expect("every member answered")
+            .unwrap();
+        assert_eq!(body["messages"][0]["data"]["big"], "payload", "{body}");
+        assert_eq!(body["messages"][0]["channel"], "room");
+    }
+    let mut conn = redis.connection().await;
+    let payloads: Vec<String> = redis::cmd("KEYS")
+        .arg("cometbox:p:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        payloads.len(),
+        1,
+        "the payload is stored once: {payloads:?}"
+    );
+    let s = stats(&n[2]).await;
+    assert_eq!(
+        (
+            s["clients"].as_u64(),
+            s["subscriptions"].as_u64(),
+            s["channels"].as_u64()
+        ),
+        (Some(30), Some(30), Some(1)),
+        "{s}"
+    );
+    assert_eq!(s["scope"]["store"], "redis");
+    assert_eq!(s["scope"]["nodes"], 3, "{s}");
+}
+
+/// A node SIGKILLed while its clients poll and backends post: the clients
+/// re-poll another node with their cursors and get every acknowledged
+/// message, without `reset`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn node_killed_under_load_loses_nothing() {
+    let dir = Scratch::new("kill-node");
+    let redis = RedisServer::start(&dir.0.join("redis"), Persistence::None).await;
+    let mut n = nodes(&redis.url(), &dir.0, 3).await;
+    let clients: Vec<String> = (0..8).map(|i| format!("k{i}")).collect();
+    let tokens: Vec<String> = clients.iter().map(|c| token(c, &[])).collect();
+    let mut cursors = Vec::new();
+    for t in &tokens {
+        cursors.push(
+            poll_ok(&n[1], t, "timeout=0").await["cursor"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    // Backends post through node 0 and node 2 while clients poll node 1.
+    let (ingest_a, ingest_b) = (n[0].ingest.clone(), n[2].ingest.clone());
+    let http = n[0].http.clone();
+    let writer = tokio::spawn(async move {
+        let mut acked: Vec<(usize, u64)> = Vec::new();
+        for k in 0..400u64 {
+            let c = (k % 8) as usize;
+            let ingest = if k % 2 == 0 { &ingest_a } else { &ingest_b };
+            let reply = http
+                .post(format!("http://{ingest}/"))
+                .header("content-type", "application/xml")
+                .body(format!(r#"<message to="k{c}">{{"k":{k}}}</message>"#))
+                .send()
+                .await
+                .unwrap();
+            if reply.status() == 200 {
+                acked.push((c, k));
+            }
+        }
+        acked
+    });
+    let mut received: Vec<Vec<u64>> = vec![Vec::new(); 8];
+    // Poll node 1 a while, then kill it, then carry on with node 2.
+    for round in 0..6 {
+        for c in 0..8 {
+            let body = poll_ok(
+                &n[1],
+                &tokens[c],
+                &format!("since={}&timeout=0", cursors[c]),
+            )
+            .await;
+            assert_ne!(body["reset"], true, "{body}");
+            received[c].extend(
+                body["messages"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|m| m["data"]["k"].as_u64().unwrap()),
+            );
+            cursors[c] = body["cursor"].as_str().unwrap().to_owned();
+        }
+        let _ = round;
+    }
+    let killed = n.remove(1);
+    killed.kill9().await;
+    let acked = writer.await.unwrap();
+    assert_eq!(
+        acked.len(),
+        400,
+        "every post through the living nodes was acknowledged"
+    );
+    for c in 0..8 {
+        loop {
+            let body = poll_ok(
+                &n[1],
+                &tokens[c],
+                &format!("since={}&timeout=0", cursors[c]),
+            )
+            .await;
+            assert_ne!(body["reset"], true, "no reset after a node died: {body}");
+            let messages = body["messages"].as_array().unwrap();
+            if messages.is_empty() {
+                break;
+            }
+            received[c].extend(messages.iter().map(|m| m["data"]["k"].as_u64().unwrap()));
+            cursors[c] = body["cursor"].as_str().unwrap().to_owned();
+        }
+    }
+    for c in 0..8 {
+        let expected: Vec<u64> = acked
+            .iter()
+            .filter(|(to, _)| *to == c)
+            .map(|(_, k)| *k)
+            .collect();
+        assert_eq!(
+            received[c], expected,
+            "client k{c}: every acknowledged message, once, in order"
+        );
+    }
+}
+
+/// Redis restarted with AOF: cursors are honoured and nothing is lost.
+/// Restarted without persistence: the same cursors get `reset`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_restart_with_and_without_persistence() {
+    for persistence in [Persistence::Aof, Persistence::None] {
+        let dir = Scratch::new("redis-restart");
+        let mut redis = RedisServer::start(&dir.0.join("redis"), persistence).await;
+        let n = nodes(&redis.url(), &dir.0, 2).await;
+        let bob = token("bob", &[]);
+        for i in 0..5 {
+            n[0].post_ok(&format!(r#"<message to="bob">{{"i":{i}}}</message>"#), 1)
+                .await;
+        }
+        let body = poll_ok(&n[1], &bob, "timeout=0").await;
+        assert_eq!(ids(&body).len(), 5);
+        let second = ids(&body)[1].clone();
+        match persistence {
+            Persistence::Aof => redis.stop().await,
+            Persistence::None => redis.kill9().await,
+        }
+        redis.restart().await;
+        // The nodes reconnect by themselves; a post succeeds once they have.
+        wait_until(
+            "ingest works again after the restart",
+            Duration::from_secs(20),
+            || async {
+                matches!(
+                    n[0].post(r#"<message to="bob">{"i":5}</message>"#).await,
+                    Ok((200, _))
+                )
+            },
+        )
+        .await;
+        let body = poll_ok(&n[1], &bob, &format!("since={second}&timeout=0")).await;
+        match persistence {
+            Persistence::Aof => {
+                assert_ne!(body["reset"], true, "{body}");
+                let got: Vec<i64> = body["messages"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|m| m["data"]["i"].as_i64().unwrap())
+                    .collect();
+                assert_eq!(got, vec![2, 3, 4, 5], "{body}");
+            }
+            Persistence::None => {
+                assert_eq!(
+                    body["reset"], true,
+                    "data lost in Redis must reset the cursor: {body}"
+                );
+                let got: Vec<i64> = body["messages"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|m| m["data"]["i"].as_i64().unwrap())
+                    .collect();
+                assert_eq!(got, vec![5], "{body}");
+            }
+        }
+    }
+}
+
+/// Redis unreachable: ingest answers 503 storage-unavailable and applies
+/// nothing, polls answer 503, held polls end, /health says degraded; once
+/// Redis is back the nodes serve again by themselves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_down_then_back() {
+    let dir = Scratch::new("redis-down");
+    let mut redis = RedisServer::start(&dir.0.join("redis"), Persistence::Aof).await;
+    let n = nodes(&redis.url(), &dir.0, 2).await;
+    let carol = token("carol", &[]);
+    n[0].post_ok(r#"<message to="carol">{"before":1}</message>"#, 1)
+        .await;
+    let cursor = poll_ok(&n[1], &carol, "timeout=0").await["cursor"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let held = {
+        let url = format!(
+            "http://{}/poll?token={carol}&since={cursor}&timeout=60",
+            n[1].public
+        );
+        let http = n[1].http.clone();
+        tokio::spawn(async move {
+            let reply = http.get(url).send().await.unwrap();
+            (reply.status().as_u16(), reply.text().await.unwrap())
+        })
+    };
+    wait_until("the held poll is open", PROMPT, || async {
+        stats(&n[1]).await["open_polls"] == 1
+    })
+    .await;
+    redis.stop().await;
+    let (status, body) = tokio::time::timeout(Duration::from_secs(10), held)
+        .await
+        .expect("the held poll ends")
+        .unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("storage-unavailable"), "{body}");
+    let (status, body) = n[0]
+        .post(r#"<message to="carol">{"during":1}</message>"#)
+        .await
+        .unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("storage-unavailable"), "{body}");
+    let (status, body) = n[1]
+        .poll(&carol, &format!("since={cursor}&timeout=0"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (503, Some("storage-unavailable")),
+        "{body}"
+    );
+    wait_until("/health says degraded", PROMPT, || async {
+        let (status, body) = ingest_get(&n[0], "/health").await;
+        status == 503 && body.contains("degraded")
+    })
+    .await;
+    redis.restart().await;
+    wait_until("ingest works again", Duration::from_secs(20), || async {
+        matches!(
+            n[0].post(r#"<message to="carol">{"after":1}</message>"#)
+                .await,
+            Ok((200, _))
+        )
+    })
+    .await;
+    wait_until("/health is ok again", PROMPT, || async {
+        let (status, _) = ingest_get(&n[1], "/health").await;
+        // Any call through that node refreshes its view of Redis.
+        let _ = stats(&n[1]).await;
+        status == 200
+    })
+    .await;
+    let body = poll_ok(&n[1], &carol, &format!("since={cursor}&timeout=0")).await;
+    assert_ne!(body["reset"], true, "{body}");
+    let got: Vec<&Value> = body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| &m["data"])
+        .collect();
+    assert_eq!(
+        got.len(),
+        1,
+        "nothing of the refused post, the later one once: {body}"
+    );
+    assert_eq!(got[0]["after"], 1);
+}
+
+/// `max_clients` counts clients on every node; idle eviction is cluster-wide.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn limits_and_eviction_are_cluster_wide() {
+    let dir = Scratch::new("limits");
+    let redis = RedisServer::start(&dir.0.join("redis"), Persistence::None).await;
+    let settings = [
+        ("COMETBOX_LIMITS__MAX_CLIENTS", "3"),
+        ("COMETBOX_LIMITS__CLIENT_IDLE_TIMEOUT", "1s"),
+    ];
+    let a = node(&redis.url(), &dir.0, &settings).await;
+    let b = node(&redis.url(), &dir.0, &settings).await;
+    a.post_ok(
+        r#"<batch><message to="x1">1</message><message to="x2">2</message></batch>"#,
+        2,
+    )
+    .await;
+    poll_ok(&b, &token("x3", &[]), "timeout=0").await;
+    let (status, body) = b.poll(&token("x4", &[]), "timeout=0").await.unwrap();
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (503, Some("overloaded")),
+        "{body}"
+    );
+    let (status, body) = a.post(r#"<message to="x5">5</message>"#).await.unwrap();
+    assert_eq!(status, 503, "{body}");
+    // Idle for a second: forgotten everywhere, and room again.
+    wait_until(
+        "idle clients evicted cluster-wide",
+        Duration::from_secs(20),
+        || async { stats(&a).await["clients"] == 0 },
+    )
+    .await;
+    assert!(stats(&b).await["clients_evicted"].as_u64().unwrap() >= 3);
+    let (status, _) = ingest_get(&b, "/clients/x1").await;
+    assert_eq!(status, 404);
+    a.post_ok(r#"<message to="x5">5</message>"#, 1).await;
+}
