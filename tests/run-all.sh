@@ -6,6 +6,7 @@
 #   1. cargo test        unit tests, the integration binary (tests/it) and the
 #                        disk store's durability suite (tests/durability: kills
 #                        the real binary; mounts a tmpfs and an ext4 image, root)
+#   1b. redis cluster   several real nodes on a real redis-server (tests/cluster)
 #   2. php-client        PHPUnit against the real binary, every transport
 #      python-client     pytest against the real binary, TCP and Unix socket
 #   3. client-js         node unit + integration tests, headless Chromium
@@ -25,7 +26,7 @@ say() { printf '\n==> %s\n' "$*"; }
 # scripts re-check and only install what is still missing).
 packages=(php-cli php-xml php-curl php-mbstring phpunit chromium nginx curl systemd python3
           python3-pytest python3-venv python3-setuptools python3-wheel
-          e2fsprogs util-linux mount)
+          e2fsprogs util-linux mount redis-server)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -50,6 +51,7 @@ run_suite() {
 }
 
 run_suite "cargo test (unit + integration)" cargo test --locked
+run_suite "redis store: nodes on a real Redis (tests/cluster)" bash tests/cluster/run-tests.sh
 
 # The release build (for the .deb and the load tool) takes minutes of CPU;
 # it runs while the client suites, which wait on the network more than on

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The redis store's end-to-end suite: several real cometbox nodes on a real
+# redis-server (Debian's), each test with its own Redis on a free loopback
+# port and its own data directory, stopped by pid.
+#   bash tests/cluster/run-tests.sh
+# Installs redis-server if missing; fails loudly if it cannot.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$repo"
+export DEBIAN_FRONTEND=noninteractive
+if ! command -v redis-server >/dev/null; then
+  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends redis-server
+fi
+command -v redis-server >/dev/null || { echo "redis-server is required and could not be installed" >&2; exit 1; }
+# Debian's package starts a system-wide Redis on 6379; the tests never use
+# it (each starts its own), so it is left alone.
+export REDIS_SERVER=$(command -v redis-server)
+cargo build --locked --bin cometbox
+export COMETBOX_BIN=${COMETBOX_BIN:-$repo/target/debug/cometbox}
+cargo test --locked --features redis-tests --test cluster -- --test-threads 3
