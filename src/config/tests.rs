@@ -187,3 +187,36 @@ fn hostile_client_limits_default_and_validate() {
         assert!(e.contains(named), "{key}={value}: {e}");
     }
 }
+
+#[test]
+fn redis_store_settings_are_checked_at_start_up() {
+    let file = toml_file(
+        "[store]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:6379/2\"\ntimeout = \"500ms\"\n",
+    );
+    let s = load_from(Some(&file.0), env(&[])).unwrap();
+    assert_eq!(s.store.kind, crate::store::StoreKind::Redis);
+    assert_eq!(s.store.timeout, Duration::from_millis(500));
+    assert_eq!(s.store.key_prefix, "cometbox:");
+    for (text, key) in [
+        ("[store]\nkind = \"redis\"\n", "store.url"),
+        (
+            "[store]\nkind = \"redis\"\nurl = \"http://x\"\n",
+            "store.url",
+        ),
+        (
+            "[store]\nkind = \"redis\"\nurl = \"redis://a\"\ncluster = [\"redis://b:7000\"]\n",
+            "store.cluster",
+        ),
+        (
+            "[store]\nkind = \"redis\"\nurl = \"redis://a\"\ntimeout = \"0s\"\n",
+            "store.timeout",
+        ),
+    ] {
+        let file = toml_file(text);
+        let e = load_from(Some(&file.0), env(&[])).unwrap_err().to_string();
+        assert!(
+            e.contains(key) && e.contains(&file.0.display().to_string()),
+            "{text}: {e}"
+        );
+    }
+}

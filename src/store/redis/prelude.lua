@@ -68,9 +68,9 @@ end
 local function append(id, pid, exp, own, max_messages)
   purge(id)
   local seq = redis.call('HINCRBY', mk(id), 'h', 1)
-  redis.call('RPUSH', qk(id), seq .. ':' .. exp .. ':' .. own .. ':' .. pid)
+  local len = redis.call('RPUSH', qk(id), seq .. ':' .. exp .. ':' .. own .. ':' .. pid)
   redis.call('HINCRBY', STATS, 'queued', 1)
-  if redis.call('LLEN', qk(id)) > max_messages then drop_front(id, true) end
+  if len > max_messages then drop_front(id, true) end
 end
 
 local function join(id, ch)
