@@ -52,8 +52,12 @@ options:
   --per-worker N                 subscribers per worker process (default 9000)
   --connect-concurrency C        connections opened at once (default 256)
   --nginx-workers W              Nchan's worker_processes (default 2)
-  --store memory|disk            cometbox's store (default memory; disk: in the run's
-                                 temporary directory, fsync always)
+  --store memory|disk|redis      cometbox's store (default memory; disk: in the run's
+                                 temporary directory, fsync always; redis: a redis-server
+                                 (Debian's) started in it, no persistence)
+  --nodes N                      cometbox nodes sharing that Redis (--store redis; default 1):
+                                 subscribers and publishers spread over them; CPU is the
+                                 nodes' sum, Redis's own CPU is printed apart
   --cometbox-bin PATH            the binary to measure (default target/release/cometbox,
                                  rebuilt with `cargo build --release` when stale)
   --no-build                     never run cargo build
@@ -83,6 +87,7 @@ fn parse_args(args: &[String]) -> Result<Cli> {
             no_build: false,
             nginx_workers: 2,
             store: "memory".into(),
+            nodes: 1,
         },
         per_worker: 9000,
         connect_concurrency: 256,
@@ -128,10 +133,16 @@ fn parse_args(args: &[String]) -> Result<Cli> {
                 settings.servers.cometbox_bin = Some(PathBuf::from(value("--cometbox-bin")?))
             }
             "--no-build" => settings.servers.no_build = true,
+            "--nodes" => {
+                settings.servers.nodes = value("--nodes")?.parse().context("--nodes")?;
+                if settings.servers.nodes == 0 {
+                    bail!("--nodes must be at least 1");
+                }
+            }
             "--store" => {
                 settings.servers.store = value("--store")?;
-                if !matches!(settings.servers.store.as_str(), "memory" | "disk") {
-                    bail!("--store must be memory or disk");
+                if !matches!(settings.servers.store.as_str(), "memory" | "disk" | "redis") {
+                    bail!("--store must be memory, disk or redis");
                 }
             }
             flag if flag.starts_with("--") => bail!("unknown option {flag}\n\n{USAGE}"),

@@ -353,7 +353,7 @@ async fn publisher(
     }
     let mut seq = vec![0u64; owned.len()];
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (p as u64 + 1));
-    let mut client = Client::new(endpoint.publish_addr());
+    let mut client = Client::new(endpoint.publish_addr_for(p));
     let mut picks = Vec::with_capacity(batch);
     let mut payloads = Vec::with_capacity(batch);
     'requests: while Instant::now() < until {

@@ -28,9 +28,12 @@ pub struct ServerOptions {
     pub no_build: bool,
     /// Nchan's nginx worker processes.
     pub nginx_workers: u32,
-    /// cometbox's `[store] kind`: "memory" or "disk" (in the run's
-    /// directory, default fsync policy).
+    /// cometbox's `[store] kind`: "memory", "disk" (in the run's
+    /// directory, default fsync policy) or "redis" (a redis-server the
+    /// tool starts in the run's directory).
     pub store: String,
+    /// cometbox nodes sharing that Redis (`--nodes`; 1 otherwise).
+    pub nodes: usize,
 }
 
 /// A running server.
@@ -40,6 +43,10 @@ pub struct Server {
     child: Child,
     pid: u32,
     dir: PathBuf,
+    /// With `--nodes N`: the other cometbox nodes (process, pid).
+    extra: Vec<(Child, u32)>,
+    /// With `--store redis`: the redis-server (process, pid).
+    redis: Option<(Child, u32)>,
 }
 
 impl Server {
@@ -59,7 +66,9 @@ impl Server {
     /// The server's processes: cometbox's one, or nginx's master and workers.
     pub fn pids(&self) -> Vec<u32> {
         match self.endpoint.kind {
-            Kind::Cometbox => vec![self.pid],
+            Kind::Cometbox => std::iter::once(self.pid)
+                .chain(self.extra.iter().map(|(_, pid)| *pid))
+                .collect(),
             Kind::Nchan => procstat::family(self.pid),
         }
     }
@@ -74,8 +83,30 @@ impl Server {
         procstat::total_cpu(&self.pids())
     }
 
+    /// CPU seconds redis-server used so far (`--store redis`), apart from
+    /// the nodes' [`Server::cpu`].
+    pub fn redis_cpu(&self) -> Option<f64> {
+        self.redis
+            .as_ref()
+            .map(|(_, pid)| procstat::total_cpu(&[*pid]))
+    }
+
     /// SIGTERM, wait up to 10 s, then SIGKILL; removes the temporary dir.
     pub async fn stop(mut self) -> Result<()> {
+        if let Some(redis_cpu) = self.redis_cpu() {
+            eprintln!(
+                "cpu over the whole run: cometbox nodes {:.2} s, redis-server {redis_cpu:.2} s",
+                self.cpu()
+            );
+        }
+        for (mut child, pid) in std::mem::take(&mut self.extra) {
+            signal(pid, libc::SIGTERM);
+            let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+        }
+        if let Some((mut child, pid)) = self.redis.take() {
+            signal(pid, libc::SIGTERM);
+            let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+        }
         signal(self.pid, libc::SIGTERM);
         let exited = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
         if exited.is_err() {
@@ -225,9 +256,99 @@ fn spawn_server(mut command: Command, dir: &Path, program: &Path) -> Result<Chil
 
 async fn start_cometbox(dir: &Path, options: &ServerOptions) -> Result<Server> {
     let bin = ensure_cometbox_built(options)?;
+    let redis = match options.store.as_str() {
+        "redis" => Some(start_redis(dir).await?),
+        _ => None,
+    };
+    let count = if redis.is_some() {
+        options.nodes.max(1)
+    } else {
+        1
+    };
+    let mut nodes = Vec::new();
+    for i in 0..count {
+        let node_dir = if count == 1 {
+            dir.to_owned()
+        } else {
+            dir.join(format!("node-{i}"))
+        };
+        std::fs::create_dir_all(&node_dir)?;
+        let url = redis.as_ref().map(|(_, _, url)| url.as_str());
+        nodes.push(start_node(&bin, &node_dir, options, url).await?);
+    }
+    let addrs: Vec<(SocketAddr, SocketAddr)> = nodes.iter().map(|n| (n.2, n.3)).collect();
+    let mut nodes = nodes.into_iter();
+    let (child, pid, public, ingest) = nodes.next().expect("at least one node");
+    Ok(Server {
+        endpoint: Endpoint {
+            kind: Kind::Cometbox,
+            public,
+            ingest,
+            secret: SECRET.into(),
+            nodes: if count > 1 { addrs } else { Vec::new() },
+        },
+        child,
+        pid,
+        dir: dir.to_owned(),
+        extra: nodes.map(|(child, pid, _, _)| (child, pid)).collect(),
+        redis: redis.map(|(child, pid, _)| (child, pid)),
+    })
+}
+
+/// Debian's redis-server on a free loopback port in `dir`, without
+/// persistence; returns it, its pid and its URL once it answers PING.
+async fn start_redis(dir: &Path) -> Result<(Child, u32, String)> {
+    let port = free_port()?;
+    let redis_dir = dir.join("redis");
+    std::fs::create_dir_all(&redis_dir)?;
+    let mut command = Command::new("redis-server");
+    command
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .args(["--appendonly", "no", "--daemonize", "no"])
+        .arg("--dir")
+        .arg(&redis_dir);
+    let child = spawn_server(command, &redis_dir, Path::new("redis-server"))
+        .context("--store redis needs Debian's redis-server (apt-get install redis-server)")?;
+    let pid = child
+        .id()
+        .ok_or_else(|| anyhow!("redis-server exited at once"))?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut reply = [0u8; 7];
+            if stream.write_all(b"PING\r\n").await.is_ok()
+                && stream.read_exact(&mut reply).await.is_ok()
+                && &reply == b"+PONG\r\n"
+            {
+                return Ok((child, pid, format!("redis://127.0.0.1:{port}/0")));
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("redis-server did not answer on port {port} within 15 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One cometbox process in `dir` (on Redis at `redis_url`, if given):
+/// the process, its pid, and its public and ingest addresses.
+async fn start_node(
+    bin: &Path,
+    dir: &Path,
+    options: &ServerOptions,
+    redis_url: Option<&str>,
+) -> Result<(Child, u32, SocketAddr, SocketAddr)> {
     let ready = dir.join("ready.json");
     let max_timeout = POLL_TIMEOUT * 2;
-    let mut command = Command::new(&bin);
+    let mut command = Command::new(bin);
     command
         .arg("--ready-file")
         .arg(&ready)
@@ -252,12 +373,15 @@ async fn start_cometbox(dir: &Path, options: &ServerOptions) -> Result<Server> {
         .env("COMETBOX_LIMITS__REQUEST_TIMEOUT", "60s")
         .env("COMETBOX_STORE__KIND", &options.store)
         .env("COMETBOX_STORE__PATH", dir.join("store"));
-    let mut child = spawn_server(command, dir, &bin)?;
+    if let Some(url) = redis_url {
+        command.env("COMETBOX_STORE__URL", url);
+    }
+    let mut child = spawn_server(command, dir, bin)?;
     let pid = child
         .id()
         .ok_or_else(|| anyhow!("cometbox exited at once"))?;
     let deadline = Instant::now() + Duration::from_secs(15);
-    let addrs = loop {
+    loop {
         if let Ok(text) = std::fs::read_to_string(&ready) {
             let v: serde_json::Value = serde_json::from_str(&text).context("ready file")?;
             let addr = |k: &str| -> Result<SocketAddr> {
@@ -266,7 +390,7 @@ async fn start_cometbox(dir: &Path, options: &ServerOptions) -> Result<Server> {
                     .parse()
                     .with_context(|| format!("ready file: {k}"))
             };
-            break (addr("public")?, addr("ingest")?);
+            return Ok((child, pid, addr("public")?, addr("ingest")?));
         }
         if let Some(status) = child.try_wait()? {
             let log = std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default();
@@ -276,18 +400,7 @@ async fn start_cometbox(dir: &Path, options: &ServerOptions) -> Result<Server> {
             bail!("cometbox wrote no ready file within 15 s");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    Ok(Server {
-        endpoint: Endpoint {
-            kind: Kind::Cometbox,
-            public: addrs.0,
-            ingest: addrs.1,
-            secret: SECRET.into(),
-        },
-        child,
-        pid,
-        dir: dir.to_owned(),
-    })
+    }
 }
 
 // ---- Nchan ---------------------------------------------------------------
@@ -425,6 +538,7 @@ async fn start_nginx_on(dir: &Path, options: &ServerOptions, port: u16) -> Resul
         public: addr,
         ingest: addr,
         secret: String::new(),
+        nodes: Vec::new(),
     };
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
@@ -452,5 +566,7 @@ async fn start_nginx_on(dir: &Path, options: &ServerOptions, port: u16) -> Resul
         child,
         pid,
         dir: dir.to_owned(),
+        extra: Vec::new(),
+        redis: None,
     }))
 }

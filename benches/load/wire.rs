@@ -42,6 +42,11 @@ pub struct Endpoint {
     pub ingest: SocketAddr,
     /// cometbox's token secret (unused for Nchan).
     pub secret: String,
+    /// With `--nodes N` (cometbox on Redis): every node's (public, ingest),
+    /// node 0 first; subscribers and publishers are spread over them.
+    /// Empty: just `public` and `ingest`.
+    #[serde(default)]
+    pub nodes: Vec<(SocketAddr, SocketAddr)>,
 }
 
 /// The channel every fan-out subscriber shares.
@@ -408,6 +413,22 @@ impl Endpoint {
         self.ingest
     }
 
+    /// Where publisher `p` posts: the nodes in turn.
+    pub fn publish_addr_for(&self, p: usize) -> SocketAddr {
+        match self.nodes.len() {
+            0 => self.ingest,
+            n => self.nodes[p % n].1,
+        }
+    }
+
+    /// Where subscriber `i` polls: the nodes in turn.
+    pub fn public_for(&self, i: u32) -> SocketAddr {
+        match self.nodes.len() {
+            0 => self.public,
+            n => self.nodes[i as usize % n].0,
+        }
+    }
+
     /// How many polls the server says it is holding (cometbox `/stats`
     /// `open_polls`; Nchan `nchan_stub_status` `subscribers`).
     pub async fn held_polls(&self, client: &mut Client) -> Result<u64, String> {
@@ -447,9 +468,23 @@ impl Endpoint {
             Kind::Nchan => self.public,
         };
         let mut client = Client::new(addr);
+        // With several nodes, `open_polls` is each node's own: add them up.
+        let mut others: Vec<Client> = self
+            .nodes
+            .iter()
+            .skip(1)
+            .map(|(_, i)| Client::new(*i))
+            .collect();
         let mut last = 0;
         while start.elapsed() < deadline {
-            match self.held_polls(&mut client).await {
+            let mut held = self.held_polls(&mut client).await;
+            for other in &mut others {
+                held = match (held, self.held_polls(other).await) {
+                    (Ok(a), Ok(b)) => Ok(a + b),
+                    (Err(e), _) | (_, Err(e)) => Err(e),
+                };
+            }
+            match held {
                 Ok(held) if held >= n => return Ok(start.elapsed()),
                 Ok(held) => last = held,
                 Err(e) => return Err(e),
@@ -476,6 +511,7 @@ pub mod checks {
             public: ([127, 0, 0, 1], 1).into(),
             ingest: ([127, 0, 0, 1], 2).into(),
             secret: String::new(),
+            nodes: Vec::new(),
         };
         let mut sub = Subscriber::new(&endpoint, Some("T.O.K"), 7, Some("room:1,x"));
         let first = String::from_utf8(sub.request()).unwrap();

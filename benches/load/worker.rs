@@ -232,7 +232,7 @@ async fn subscribe(
     connecting: Arc<Semaphore>,
     tx: mpsc::UnboundedSender<Note>,
 ) {
-    let mut client = Client::new(endpoint.public);
+    let mut client = Client::new(endpoint.public_for(idx));
     let read_limit = POLL_TIMEOUT * 2 + Duration::from_secs(10);
     let pause = Duration::from_millis(100);
     let mut first = true;
