@@ -103,4 +103,4 @@ for _, c in ipairs(cmds) do
   end
 end
 if #wlist > 0 then redis.call('PUBLISH', WAKE, table.concat(wlist, '\n')) end
-return {'ok', messages}
+return done({'ok', messages})

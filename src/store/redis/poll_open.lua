@@ -30,4 +30,4 @@ end
 for _, ch in ipairs(new) do join(id, ch) end
 redis.call('ZADD', leases, tonumber(ARGV[6]), ARGV[5])
 redis.call('ZADD', ACTIVE, NOW, id)
-return read(id, ARGV[11] == '1', tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14]), tonumber(ARGV[15]))
+return done(read(id, ARGV[11] == '1', tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14]), tonumber(ARGV[15])))

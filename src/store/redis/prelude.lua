@@ -12,6 +12,16 @@ local STATS = P .. 'stats'        -- hash: msgid, subs, queued, lost, evicted
 local CHANNELS = P .. 'channels'  -- set: channels with at least one member
 local WAKE = P .. 'wake'          -- pub/sub: ids whose mailbox changed
 
+-- Change of STATS.queued, written once when the script ends (`done`):
+-- a 10,000-member fan-out then costs one HINCRBY, not 10,000.
+local queued_delta = 0
+local function done(result)
+  -- (never `-0`: Lua writes it as "-0", which HINCRBY refuses; `~= 0`
+  -- excludes it)
+  if queued_delta ~= 0 then redis.call('HINCRBY', STATS, 'queued', queued_delta) end
+  return result
+end
+
 local function mk(id) return P .. '{c:' .. id .. '}' end  -- hash e h f l d
 local function qk(id) return mk(id) .. ':q' end   -- list of "seq:expires:own:pid"
 local function chk(id) return mk(id) .. ':ch' end -- set of its channels
@@ -45,7 +55,7 @@ local function drop_front(id, lost)
   local entry = redis.call('LPOP', qk(id))
   local seq = parse(entry)
   redis.call('HSET', k, 'f', seq + 1)
-  redis.call('HINCRBY', STATS, 'queued', -1)
+  queued_delta = queued_delta - 1
   if lost then
     redis.call('HSET', k, 'l', seq)
     if seq > tonumber(redis.call('HGET', k, 'd')) then
@@ -69,7 +79,7 @@ local function append(id, pid, exp, own, max_messages)
   purge(id)
   local seq = redis.call('HINCRBY', mk(id), 'h', 1)
   local len = redis.call('RPUSH', qk(id), seq .. ':' .. exp .. ':' .. own .. ':' .. pid)
-  redis.call('HINCRBY', STATS, 'queued', 1)
+  queued_delta = queued_delta + 1
   if len > max_messages then drop_front(id, true) end
 end
 
@@ -91,9 +101,7 @@ end
 -- Removes a client entirely (disconnect, idle eviction).
 local function forget(id)
   for _, ch in ipairs(redis.call('SMEMBERS', chk(id))) do leave(id, ch) end
-  local queued = redis.call('LLEN', qk(id))
-  -- (never `-0`: Lua writes it as "-0", which HINCRBY refuses)
-  if queued > 0 then redis.call('HINCRBY', STATS, 'queued', 0 - queued) end
+  queued_delta = queued_delta - redis.call('LLEN', qk(id))
   redis.call('DEL', mk(id), qk(id), chk(id), rvk(id), plk(id))
   redis.call('ZREM', ACTIVE, id)
 end

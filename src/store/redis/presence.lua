@@ -10,4 +10,4 @@ local out = {redis.call('ZCARD', plk(id)), redis.call('LLEN', qk(id)), math.max(
 local chans = redis.call('SMEMBERS', chk(id))
 table.sort(chans)
 for _, ch in ipairs(chans) do out[#out + 1] = ch end
-return out
+return done(out)

@@ -15,4 +15,4 @@ for _, id in ipairs(idle) do
   end
 end
 if evicted > 0 then redis.call('HINCRBY', STATS, 'evicted', evicted) end
-return {evicted, #idle}
+return done({evicted, #idle})
