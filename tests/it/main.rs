@@ -10,6 +10,7 @@ mod hostile;
 mod ingest;
 mod metrics;
 mod poll;
+mod public_http;
 mod scale;
 mod slow_clients;
 mod tokens;

@@ -175,35 +175,49 @@ impl<S: Socket> Connection<S> {
     async fn read_head(&mut self) -> Result<Head, ReadError> {
         let deadline = Instant::now() + self.face.header_timeout;
         loop {
-            if let Some(head) = self.parse_buffered()? {
+            if self.buf.is_empty() {
+                // Nothing to parse yet.
+            } else if let Some(head) = self.parse_buffered()? {
                 return Ok(head);
             }
             self.read_more(deadline).await?;
         }
     }
 
-    /// Parses the buffer once it holds an end of head; `None` until then.
+    /// Parses the buffer once it may hold a whole head; `None` until then.
     fn parse_buffered(&mut self) -> Result<Option<Head>, ReadError> {
-        // Parse only once the blank line is there: a client trickling its
-        // head byte by byte must not make each byte re-parse all before it.
-        let from = self.scanned.saturating_sub(3);
-        let ended = self.buf[from..].windows(2).any(|w| w == b"\n\n")
-            || self.buf[from..].windows(4).any(|w| w == b"\r\n\r\n");
-        self.scanned = self.buf.len();
-        if !ended {
-            return if self.buf.len() >= self.face.max_header_bytes {
-                Err(ReadError::Refused(HeadError::TooLarge))
-            } else {
-                Ok(None)
-            };
+        // A head nearly always arrives in one read and is parsed at once.
+        // After a partial parse, parse again only once a blank line came:
+        // a client trickling its head byte by byte must not make each byte
+        // re-parse everything before it.
+        if self.scanned > 0 {
+            let from = self.scanned.saturating_sub(3);
+            let ended = memchr::memmem::find(&self.buf[from..], b"\r\n\r\n").is_some()
+                || memchr::memmem::find(&self.buf[from..], b"\n\n").is_some();
+            if !ended {
+                self.scanned = self.buf.len();
+                return self.partial();
+            }
         }
         match request::parse(&self.buf) {
             Ok(Parsed::Complete(head, taken)) => {
                 self.consume(taken);
                 Ok(Some(head))
             }
-            Ok(Parsed::Partial) => Ok(None), // a blank line inside a value: read on
+            Ok(Parsed::Partial) => {
+                self.scanned = self.buf.len().max(1);
+                self.partial()
+            }
             Err(e) => Err(ReadError::Refused(e)),
+        }
+    }
+
+    /// An unfinished head: read on, unless it is already at the limit.
+    fn partial(&self) -> Result<Option<Head>, ReadError> {
+        if self.buf.len() >= self.face.max_header_bytes {
+            Err(ReadError::Refused(HeadError::TooLarge))
+        } else {
+            Ok(None)
         }
     }
 
