@@ -265,18 +265,43 @@ impl Collector for BridgeCollector {
         for b in &snapshots {
             for state in State::ALL {
                 ConstGauge::new(i64::from(b.state == state)).encode(
-                    family.encode_family(&[("bridge", b.name.as_str()), ("state", state.as_str())])?,
+                    family
+                        .encode_family(&[("bridge", b.name.as_str()), ("state", state.as_str())])?,
                 )?;
             }
         }
         type Count = fn(&crate::bridge::BridgeStats) -> u64;
         let counters: [(&str, &str, Count); 6] = [
-            ("cometbox_bridge_received", "Messages read from the broker", |b| b.received),
-            ("cometbox_bridge_delivered", "Messages accepted by the hub and the store", |b| b.delivered),
-            ("cometbox_bridge_skipped", "Messages skipped as invalid (payload or routing headers)", |b| b.skipped),
-            ("cometbox_bridge_rejected", "Messages refused by max_clients or max_channels_per_client", |b| b.rejected),
-            ("cometbox_bridge_connects", "Connections made (the first and each reconnection)", |b| b.connects),
-            ("cometbox_bridge_failures", "Failed connection attempts and lost connections", |b| b.failures),
+            (
+                "cometbox_bridge_received",
+                "Messages read from the broker",
+                |b| b.received,
+            ),
+            (
+                "cometbox_bridge_delivered",
+                "Messages accepted by the hub and the store",
+                |b| b.delivered,
+            ),
+            (
+                "cometbox_bridge_skipped",
+                "Messages skipped as invalid (payload or routing headers)",
+                |b| b.skipped,
+            ),
+            (
+                "cometbox_bridge_rejected",
+                "Messages refused by max_clients or max_channels_per_client",
+                |b| b.rejected,
+            ),
+            (
+                "cometbox_bridge_connects",
+                "Connections made (the first and each reconnection)",
+                |b| b.connects,
+            ),
+            (
+                "cometbox_bridge_failures",
+                "Failed connection attempts and lost connections",
+                |b| b.failures,
+            ),
         ];
         for (name, help, count) in counters {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;

@@ -149,14 +149,19 @@ pub type Invalid = (&'static str, String);
 impl BridgeConfig {
     /// Its name: `name`, or `bridge[index]`.
     pub fn name(&self, index: usize) -> String {
-        self.name.clone().unwrap_or_else(|| format!("bridge[{index}]"))
+        self.name
+            .clone()
+            .unwrap_or_else(|| format!("bridge[{index}]"))
     }
 
     /// Checks every key; `max_payload_bytes` is `[limits]`'s.
     pub fn compile(&self, index: usize, max_payload_bytes: usize) -> Result<Bridge, Invalid> {
         if let Some(name) = &self.name {
             if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
-                return Err(("name", "must be 1 to 64 characters without control characters".into()));
+                return Err((
+                    "name",
+                    "must be 1 to 64 characters without control characters".into(),
+                ));
             }
         }
         let url = Url::parse(&self.url).map_err(|e| ("url", format!("{:?}: {e}", self.url)))?;
@@ -169,10 +174,16 @@ impl BridgeConfig {
         let source = self.source(&url)?;
         let is_stream = matches!(source, Source::RedisStream { .. });
         if !is_stream && self.group.is_some() {
-            return Err(("group", "applies only to a Redis stream (source = \"stream:<key>\")".into()));
+            return Err((
+                "group",
+                "applies only to a Redis stream (source = \"stream:<key>\")".into(),
+            ));
         }
         if !is_stream && self.consumer.is_some() {
-            return Err(("consumer", "applies only to a Redis stream (source = \"stream:<key>\")".into()));
+            return Err((
+                "consumer",
+                "applies only to a Redis stream (source = \"stream:<key>\")".into(),
+            ));
         }
         let channel = self
             .channel
@@ -191,8 +202,14 @@ impl BridgeConfig {
             ("client_header", &self.client_header),
             ("event_header", &self.event_header),
         ] {
-            if header.as_deref().is_some_and(|h| h.is_empty() || h.contains([':', '\n', '\r'])) {
-                return Err((key, "must be a header name (not empty, no ':' or line break)".into()));
+            if header
+                .as_deref()
+                .is_some_and(|h| h.is_empty() || h.contains([':', '\n', '\r']))
+            {
+                return Err((
+                    key,
+                    "must be a header name (not empty, no ':' or line break)".into(),
+                ));
             }
         }
         let event = self
@@ -319,7 +336,9 @@ mod tests {
 
     #[test]
     fn each_scheme_makes_its_source() {
-        let b = table("url = \"stomp://u:p%40ss@127.0.0.1:61000/vh\"\nsource = \"/queue/a\"\nchannel = \"c\"");
+        let b = table(
+            "url = \"stomp://u:p%40ss@127.0.0.1:61000/vh\"\nsource = \"/queue/a\"\nchannel = \"c\"",
+        );
         let bridge = b.compile(0, 100).unwrap();
         assert_eq!(
             bridge.source,
@@ -333,7 +352,13 @@ mod tests {
         assert_eq!(bridge.shown_url, "stomp://u:***@127.0.0.1:61000/vh");
         assert_eq!(bridge.name, "bridge[0]");
         let b = table("url = \"amqp://localhost\"\nsource = \"ex/key.#\"\nchannel = \"c\"");
-        assert!(matches!(b.compile(0, 100).unwrap().source, Source::Amqp { from: AmqpFrom::Exchange { .. }, .. }));
+        assert!(matches!(
+            b.compile(0, 100).unwrap().source,
+            Source::Amqp {
+                from: AmqpFrom::Exchange { .. },
+                ..
+            }
+        ));
         let b = table("url = \"redis://localhost\"\nsource = \"stream:s\"\nchannel_header = \"ch\"\ngroup = \"g\"");
         assert!(matches!(
             b.compile(0, 100).unwrap().source,
@@ -345,17 +370,47 @@ mod tests {
     fn bad_tables_name_their_key() {
         let cases = [
             ("url = \"http://x\"\nsource = \"s\"\nchannel = \"c\"", "url"),
-            ("url = \"not a url\"\nsource = \"s\"\nchannel = \"c\"", "url"),
-            ("url = \"nats://x\"\nsource = \"\"\nchannel = \"c\"", "source"),
+            (
+                "url = \"not a url\"\nsource = \"s\"\nchannel = \"c\"",
+                "url",
+            ),
+            (
+                "url = \"nats://x\"\nsource = \"\"\nchannel = \"c\"",
+                "source",
+            ),
             ("url = \"nats://x\"\nsource = \"s\"", "channel"),
-            ("url = \"nats://x\"\nsource = \"s\"\nchannel = \"bad channel!\"", "channel"),
-            ("url = \"nats://x\"\nsource = \"s\"\nchannel = \"c\"\ntype = \"xml\"", "type"),
-            ("url = \"nats://x\"\nsource = \"s\"\nchannel = \"c\"\ngroup = \"g\"", "group"),
-            ("url = \"nats://x\"\nsource = \"s\"\nchannel = \"c\"\nevent = \"\"", "event"),
-            ("url = \"nats://x\"\nsource = \"s\"\nchannel_header = \"a:b\"", "channel_header"),
-            ("url = \"redis://x\"\nsource = \"stream:\"\nchannel = \"c\"", "source"),
-            ("url = \"amqp://x\"\nsource = \"/key\"\nchannel = \"c\"", "source"),
-            ("url = \"nats://x\"\nsource = \"s\"\nchannel = \"c\"\nmax_backoff = \"1ms\"", "max_backoff"),
+            (
+                "url = \"nats://x\"\nsource = \"s\"\nchannel = \"bad channel!\"",
+                "channel",
+            ),
+            (
+                "url = \"nats://x\"\nsource = \"s\"\nchannel = \"c\"\ntype = \"xml\"",
+                "type",
+            ),
+            (
+                "url = \"nats://x\"\nsource = \"s\"\nchannel = \"c\"\ngroup = \"g\"",
+                "group",
+            ),
+            (
+                "url = \"nats://x\"\nsource = \"s\"\nchannel = \"c\"\nevent = \"\"",
+                "event",
+            ),
+            (
+                "url = \"nats://x\"\nsource = \"s\"\nchannel_header = \"a:b\"",
+                "channel_header",
+            ),
+            (
+                "url = \"redis://x\"\nsource = \"stream:\"\nchannel = \"c\"",
+                "source",
+            ),
+            (
+                "url = \"amqp://x\"\nsource = \"/key\"\nchannel = \"c\"",
+                "source",
+            ),
+            (
+                "url = \"nats://x\"\nsource = \"s\"\nchannel = \"c\"\nmax_backoff = \"1ms\"",
+                "max_backoff",
+            ),
         ];
         for (text, key) in cases {
             let err = table(text).compile(0, 100).unwrap_err();

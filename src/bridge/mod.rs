@@ -166,7 +166,10 @@ fn source_text(source: &Source) -> String {
         Source::Stomp { destination, .. } => destination.clone(),
         Source::Amqp { from, .. } => match from {
             config::AmqpFrom::Queue(q) => q.clone(),
-            config::AmqpFrom::Exchange { exchange, routing_key } => format!("{exchange}/{routing_key}"),
+            config::AmqpFrom::Exchange {
+                exchange,
+                routing_key,
+            } => format!("{exchange}/{routing_key}"),
         },
         Source::Nats { subject, .. } => subject.clone(),
         Source::RedisPubSub { channel, .. } => channel.clone(),
@@ -261,7 +264,9 @@ mod tests {
         let max = Duration::from_secs(30);
         for attempt in 0..40 {
             let d = backoff(attempt, max);
-            let full = Duration::from_millis(250).saturating_mul(1 << attempt.min(16)).min(max);
+            let full = Duration::from_millis(250)
+                .saturating_mul(1 << attempt.min(16))
+                .min(max);
             assert!(d >= full / 2 && d <= full, "{attempt}: {d:?}");
         }
         assert!(backoff(100, Duration::from_secs(2)) <= Duration::from_secs(2));

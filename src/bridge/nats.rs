@@ -28,7 +28,9 @@ pub async fn run(sink: &Sink) -> Result<(), BridgeError> {
             async move {
                 match event {
                     async_nats::Event::Connected => reporter.connected(),
-                    async_nats::Event::Disconnected => reporter.disconnected("the NATS connection was lost"),
+                    async_nats::Event::Disconnected => {
+                        reporter.disconnected("the NATS connection was lost")
+                    }
                     other => tracing::debug!(event = %other, "nats event"),
                 }
             }

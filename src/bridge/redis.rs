@@ -85,7 +85,9 @@ pub async fn run_stream(sink: &Sink) -> Result<(), BridgeError> {
         .query_async(&mut con)
         .await;
     match created {
-        Ok(()) => tracing::info!(bridge = %sink.bridge().name, stream = %key, group = %group, "created the consumer group at the stream's end"),
+        Ok(()) => {
+            tracing::info!(bridge = %sink.bridge().name, stream = %key, group = %group, "created the consumer group at the stream's end")
+        }
         Err(e) if e.code() == Some("BUSYGROUP") => {}
         Err(e) => return Err(connect_error(e)),
     }
@@ -94,11 +96,17 @@ pub async fn run_stream(sink: &Sink) -> Result<(), BridgeError> {
     let mut pending = true;
     loop {
         let mut read = redis::cmd("XREADGROUP");
-        read.arg("GROUP").arg(group).arg(consumer).arg("COUNT").arg(COUNT);
+        read.arg("GROUP")
+            .arg(group)
+            .arg(consumer)
+            .arg("COUNT")
+            .arg(COUNT);
         if !pending {
             read.arg("BLOCK").arg(BLOCK.as_millis() as u64);
         }
-        read.arg("STREAMS").arg(key).arg(if pending { "0" } else { ">" });
+        read.arg("STREAMS")
+            .arg(key)
+            .arg(if pending { "0" } else { ">" });
         let reply: Value = read.query_async(&mut con).await.map_err(lost)?;
         let entries = entries(reply).map_err(BridgeError::Protocol)?;
         if pending && entries.is_empty() {
@@ -230,7 +238,10 @@ mod tests {
         assert_eq!(got[0].id, "1-0");
         assert_eq!(
             got[0].fields,
-            Some(vec![("data".into(), b"{}".to_vec()), ("ch".into(), b"x".to_vec())])
+            Some(vec![
+                ("data".into(), b"{}".to_vec()),
+                ("ch".into(), b"x".to_vec())
+            ])
         );
         assert_eq!(got[1].fields, None);
         assert!(entries(Value::Nil).unwrap().is_empty());

@@ -127,22 +127,43 @@ mod tests {
     #[test]
     fn invalid_messages_are_skipped_with_a_reason() {
         let r = route();
-        assert!(matches!(r.command(headers(&[]), b"{nope"), Err(Skip::Payload(_))));
-        assert!(matches!(r.command(headers(&[]), b"\xff"), Err(Skip::Payload(_))));
-        assert!(matches!(r.command(headers(&[]), &[b'1'; 65]), Err(Skip::Payload(_))));
+        assert!(matches!(
+            r.command(headers(&[]), b"{nope"),
+            Err(Skip::Payload(_))
+        ));
+        assert!(matches!(
+            r.command(headers(&[]), b"\xff"),
+            Err(Skip::Payload(_))
+        ));
+        assert!(matches!(
+            r.command(headers(&[]), &[b'1'; 65]),
+            Err(Skip::Payload(_))
+        ));
         let h = [("cometbox-client", "not valid!")];
         assert!(matches!(r.command(headers(&h), b"1"), Err(Skip::Target(_))));
         let h = [("cometbox-event", "")];
         assert!(matches!(r.command(headers(&h), b"1"), Err(Skip::Event(_))));
-        let none = Route { channel: None, ..route() };
-        assert!(matches!(none.command(headers(&[]), b"1"), Err(Skip::Target(_))));
+        let none = Route {
+            channel: None,
+            ..route()
+        };
+        assert!(matches!(
+            none.command(headers(&[]), b"1"),
+            Err(Skip::Target(_))
+        ));
     }
 
     #[test]
     fn text_payloads_become_strings() {
-        let r = Route { kind: PayloadType::Text, ..route() };
+        let r = Route {
+            kind: PayloadType::Text,
+            ..route()
+        };
         match r.command(headers(&[]), b"not json").unwrap() {
-            Command::Message { payload: Payload::Text(t), .. } => assert_eq!(t, "not json"),
+            Command::Message {
+                payload: Payload::Text(t),
+                ..
+            } => assert_eq!(t, "not json"),
             other => panic!("{other:?}"),
         }
     }

@@ -66,14 +66,19 @@ pub async fn run(sink: &Sink) -> Result<(), BridgeError> {
         connect.push(("login", user));
         connect.push(("passcode", pass));
     }
-    conn.send(Item::Frame(Frame::new("CONNECT", &connect))).await?;
+    conn.send(Item::Frame(Frame::new("CONNECT", &connect)))
+        .await?;
     let connected = tokio::time::timeout(CONNECT_TIMEOUT, next_frame(&mut conn))
         .await
         .map_err(|_| BridgeError::Connect("no CONNECTED frame in time".into()))??;
     match connected.command.as_str() {
         "CONNECTED" => {}
         "ERROR" => return Err(BridgeError::Connect(error_text(&connected))),
-        other => return Err(BridgeError::Protocol(format!("{other} instead of CONNECTED"))),
+        other => {
+            return Err(BridgeError::Protocol(format!(
+                "{other} instead of CONNECTED"
+            )))
+        }
     }
     let (send_every, read_within) = heart_beats(connected.header("heart-beat"));
     conn.send(Item::Frame(Frame::new(
@@ -91,9 +96,9 @@ pub async fn run(sink: &Sink) -> Result<(), BridgeError> {
     loop {
         let read = async {
             match read_within {
-                Some(limit) => tokio::time::timeout(limit, conn.next())
-                    .await
-                    .map_err(|_| BridgeError::Lost(format!("nothing from the broker in {limit:?}"))),
+                Some(limit) => tokio::time::timeout(limit, conn.next()).await.map_err(|_| {
+                    BridgeError::Lost(format!("nothing from the broker in {limit:?}"))
+                }),
                 None => Ok(conn.next().await),
             }
         };
@@ -115,7 +120,8 @@ pub async fn run(sink: &Sink) -> Result<(), BridgeError> {
             "MESSAGE" => {
                 sink.deliver(|name| frame.header(name), &frame.body).await?;
                 if let Some(id) = frame.header("ack") {
-                    conn.send(Item::Frame(Frame::new("ACK", &[("id", id)]))).await?;
+                    conn.send(Item::Frame(Frame::new("ACK", &[("id", id)])))
+                        .await?;
                 }
             }
             "ERROR" => return Err(BridgeError::Protocol(error_text(&frame))),
@@ -124,12 +130,14 @@ pub async fn run(sink: &Sink) -> Result<(), BridgeError> {
     }
 }
 
-async fn next_frame(
-    conn: &mut Framed<TcpStream, StompCodec>,
-) -> Result<Frame, BridgeError> {
+async fn next_frame(conn: &mut Framed<TcpStream, StompCodec>) -> Result<Frame, BridgeError> {
     loop {
         match conn.next().await {
-            None => return Err(BridgeError::Connect("the broker closed the connection".into())),
+            None => {
+                return Err(BridgeError::Connect(
+                    "the broker closed the connection".into(),
+                ))
+            }
             Some(Err(e)) => return Err(e.into()),
             Some(Ok(Item::HeartBeat)) => continue,
             Some(Ok(Item::Frame(f))) => return Ok(f),
@@ -155,7 +163,12 @@ fn error_text(frame: &Frame) -> String {
 fn heart_beats(header: Option<&str>) -> (Option<Duration>, Option<Duration>) {
     let (sx, sy) = header
         .and_then(|h| h.split_once(','))
-        .map(|(x, y)| (x.trim().parse::<u64>().unwrap_or(0), y.trim().parse::<u64>().unwrap_or(0)))
+        .map(|(x, y)| {
+            (
+                x.trim().parse::<u64>().unwrap_or(0),
+                y.trim().parse::<u64>().unwrap_or(0),
+            )
+        })
         .unwrap_or((0, 0));
     let ours = HEART_BEAT.as_millis() as u64;
     let send = (sy > 0).then(|| Duration::from_millis(sy.max(ours)));

@@ -608,7 +608,9 @@ fn build_message(
         },
     };
     let payload = match PayloadType::parse(attrs.get("type").unwrap_or("json")) {
-        Ok(kind) => kind.read(text).map_err(|m| fail(ErrorCode::InvalidJson, m))?,
+        Ok(kind) => kind
+            .read(text)
+            .map_err(|m| fail(ErrorCode::InvalidJson, m))?,
         Err(m) => return Err(fail(ErrorCode::InvalidRequest, m)),
     };
     Ok(Command::Message {

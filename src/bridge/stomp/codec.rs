@@ -94,7 +94,10 @@ impl Decoder for StompCodec {
     type Error = CodecError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Item>, CodecError> {
-        let eols = src.iter().take_while(|&&b| b == b'\n' || b == b'\r').count();
+        let eols = src
+            .iter()
+            .take_while(|&&b| b == b'\n' || b == b'\r')
+            .count();
         if eols > 0 {
             src.advance(eols);
             return Ok(Some(Item::HeartBeat));
@@ -110,9 +113,11 @@ impl Decoder for StompCodec {
             return Ok(None);
         };
         let (head, body_start) = head_end;
-        let head_text =
-            std::str::from_utf8(&src[..head]).map_err(|_| CodecError::Malformed("head is not UTF-8"))?;
-        let mut lines = head_text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
+        let head_text = std::str::from_utf8(&src[..head])
+            .map_err(|_| CodecError::Malformed("head is not UTF-8"))?;
+        let mut lines = head_text
+            .split('\n')
+            .map(|l| l.strip_suffix('\r').unwrap_or(l));
         let command = lines.next().unwrap_or_default();
         if command.is_empty() || !command.bytes().all(|b| b.is_ascii_uppercase()) {
             return Err(CodecError::Malformed("command is not upper-case letters"));
@@ -321,7 +326,10 @@ mod tests {
         assert!(decode_all(b"MESSAGE\na:\\x\n\n\0").is_err());
         assert!(decode_all(b"MESSAGE\ncontent-length:2\n\nabc\0").is_err());
         let big = format!("MESSAGE\ncontent-length:{}\n\n", MAX + 1);
-        assert!(matches!(decode_all(big.as_bytes()), Err(CodecError::TooLarge(_))));
+        assert!(matches!(
+            decode_all(big.as_bytes()),
+            Err(CodecError::TooLarge(_))
+        ));
         let endless = vec![b'A'; MAX + 2];
         assert!(matches!(decode_all(&endless), Err(CodecError::TooLarge(_))));
     }
