@@ -177,7 +177,8 @@ class ActiveMQ(Broker):
 
 
 class RabbitMQ(Broker):
-    """RabbitMQ with its own node name, mnesia and log dirs, ports, and an
+    """RabbitMQ (AMQP, and STOMP through its plugin) with its own node name,
+    mnesia and log dirs, ports, and an
     epmd of its own (started here, in the foreground, so it has a pid)."""
 
     name = "rabbitmq"
@@ -185,14 +186,17 @@ class RabbitMQ(Broker):
     def __init__(self, root: Path) -> None:
         super().__init__(root)
         self.port = free_port()
+        self.stomp_port = free_port()
         self.dist_port = free_port()
         self.epmd_port = free_port()
         (self.dir / "rabbitmq.conf").write_text(
             f"listeners.tcp.default = 127.0.0.1:{self.port}\n"
+            f"stomp.listeners.tcp.1 = 127.0.0.1:{self.stomp_port}\n"
             "loopback_users = none\n"
             "log.console = true\nlog.file = false\n"
         )
-        (self.dir / "enabled_plugins").write_text("[].\n")
+        # The STOMP plugin: the STOMP bridge is tested against RabbitMQ too.
+        (self.dir / "enabled_plugins").write_text("[rabbitmq_stomp].\n")
         self.epmd: Optional[subprocess.Popen[bytes]] = None
 
     def env(self) -> Dict[str, str]:
@@ -226,7 +230,7 @@ class RabbitMQ(Broker):
         super().start()
 
     def ports(self) -> List[int]:
-        return [self.port]
+        return [self.port, self.stomp_port]
 
     def stop_epmd(self) -> None:
         if self.epmd is not None and self.epmd.poll() is None:

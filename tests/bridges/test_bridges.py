@@ -104,6 +104,13 @@ type = "text"
 max_backoff = "1s"
 
 [[bridge]]
+name = "rabbit-stomp"
+url = "stomp://guest:guest@127.0.0.1:{self.rabbit.stomp_port}/%2f"
+source = "/queue/cb-rstomp"
+channel = "rabbit-stomp"
+{routed}max_backoff = "1s"
+
+[[bridge]]
 name = "stomp-queue"
 url = "{self.activemq.url}"
 source = "/queue/cb-queue"
@@ -120,6 +127,10 @@ max_backoff = "1s"
 """
 
 
+BRIDGES = ["redis-pubsub", "redis-stream", "nats", "amqp-queue", "amqp-exchange", "rabbit-stomp",
+           "stomp-queue", "stomp-topic"]
+
+
 @pytest.fixture(scope="module")
 def env() -> Iterator[Env]:
     root = Path(tempfile.mkdtemp(prefix="cbbridges-", dir=os.environ.get("BRIDGES_WORK")))
@@ -133,7 +144,7 @@ def env() -> Iterator[Env]:
         declare_queue(e.rabbit)
         e.cometbox = Cometbox(root / "cometbox", e.config())
         e.cometbox.start()
-        for name in ["redis-pubsub", "redis-stream", "nats", "amqp-queue", "amqp-exchange", "stomp-queue", "stomp-topic"]:
+        for name in BRIDGES:
             e.cometbox.wait_state(name, "connected", 60)
         yield e
     except BaseException:
@@ -159,11 +170,12 @@ def declare_queue(rabbit: brokers.RabbitMQ) -> None:
 # ------------------------------------------------------------------ senders
 
 
-def stomp_send(url_port: int, destination: str, messages: List[Tuple[str, Dict[str, str]]]) -> None:
+def stomp_send(port: int, destination: str, messages: List[Tuple[str, Dict[str, str]]],
+               login: Tuple[str, str] = ("", "")) -> None:
     """stomp.py, as a producer: persistent messages whose extra headers are
     what a JMS producer's properties become."""
-    conn = stomp.Connection12([("127.0.0.1", url_port)])
-    conn.connect(wait=True)
+    conn = stomp.Connection12([("127.0.0.1", port)], vhost="/" if login[0] else None)
+    conn.connect(login[0] or None, login[1] or None, wait=True)
     try:
         for body, headers in messages:
             conn.send(destination, body, headers={"persistent": "true", **headers})
@@ -280,10 +292,20 @@ def test_activemq_stomp_queue_and_topic(env: Env) -> None:
     wait_for(lambda: env.cometbox.bridge("stomp-queue")["skipped"] >= 1, 10, "the invalid STOMP message counted")
 
 
+def test_rabbitmq_stomp_plugin(env: Env) -> None:
+    b = browser(env, "room-rs")
+    marker = uid("rs")
+    stomp_send(env.rabbit.stomp_port, "/queue/cb-rstomp", [
+        (json.dumps({"m": marker}), {"cometbox-channel": "room-rs", "cometbox-event": "rs"}),
+    ], login=("guest", "guest"))
+    [m] = b.wait(with_data({"m": marker}))
+    assert m["channel"] == "room-rs" and m["event"] == "rs"
+
+
 def test_stats_and_metrics_show_each_bridge(env: Env) -> None:
     stats = env.cometbox.stats()
     names = [b["name"] for b in stats["bridges"]]
-    assert names == ["redis-pubsub", "redis-stream", "nats", "amqp-queue", "amqp-exchange", "stomp-queue", "stomp-topic"]
+    assert names == BRIDGES
     for b in stats["bridges"]:
         assert b["state"] == "connected" and b["connects"] >= 1
     assert "guest:***@" in env.cometbox.bridge("amqp-queue")["url"]
@@ -370,7 +392,7 @@ def test_a_restarted_broker_is_reconnected(env: Env, broker: str) -> None:
     names = {
         "redis": ["redis-pubsub", "redis-stream"],
         "nats": ["nats"],
-        "rabbit": ["amqp-queue", "amqp-exchange"],
+        "rabbit": ["amqp-queue", "amqp-exchange", "rabbit-stomp"],
         "activemq": ["stomp-queue", "stomp-topic"],
     }[broker]
     connects = {n: env.cometbox.bridge(n)["connects"] for n in names}
@@ -396,6 +418,11 @@ def test_a_restarted_broker_is_reconnected(env: Env, broker: str) -> None:
         nats_publish(env.nats.url, "cb.y", [(payload, {"cometbox-channel": "after-restart"})])
     elif broker == "rabbit":
         amqp_publish(env.rabbit, "", "cb-queue", [(payload, {"cometbox-channel": "after-restart"})])
+        b.wait(with_data({"again": marker}), timeout=60)
+        marker = uid("rabbit-stomp")
+        payload = json.dumps({"again": marker})
+        stomp_send(env.rabbit.stomp_port, "/queue/cb-rstomp", [(payload, {"cometbox-channel": "after-restart"})],
+                   login=("guest", "guest"))
     else:
         stomp_send(env.activemq.port, "/queue/cb-queue", [(payload, {"cometbox-channel": "after-restart"})])
     b.wait(with_data({"again": marker}), timeout=60)
