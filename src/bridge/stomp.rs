@@ -26,6 +26,8 @@ const HEART_BEAT: Duration = Duration::from_secs(10);
 /// Largest frame accepted: well above any payload `max_payload_bytes`
 /// allows, which [`Sink::deliver`] checks.
 const MAX_FRAME: usize = 16 << 20;
+/// The receipt id asked for on SUBSCRIBE.
+const SUBSCRIBED: &str = "cometbox-subscribed";
 /// How long the broker has to answer CONNECT.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -87,10 +89,14 @@ pub async fn run(sink: &Sink) -> Result<(), BridgeError> {
             ("id", "0"),
             ("destination", destination),
             ("ack", "client-individual"),
+            ("receipt", SUBSCRIBED),
         ],
     )))
     .await?;
-    sink.connected();
+    // Connected once the broker confirms the subscription (its RECEIPT, or
+    // a first MESSAGE): a refused SUBSCRIBE is an ERROR instead, and the
+    // bridge never shows as connected, nor logs it, between retries.
+    let mut subscribed = false;
     let mut beat = tokio::time::interval(send_every.unwrap_or(Duration::from_secs(3600)));
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -117,7 +123,15 @@ pub async fn run(sink: &Sink) -> Result<(), BridgeError> {
             Some(Ok(Item::Frame(frame))) => frame,
         };
         match frame.command.as_str() {
+            "RECEIPT" if !subscribed => {
+                subscribed = true;
+                sink.connected();
+            }
             "MESSAGE" => {
+                if !subscribed {
+                    subscribed = true;
+                    sink.connected();
+                }
                 sink.deliver(|name| frame.header(name), &frame.body).await?;
                 if let Some(id) = frame.header("ack") {
                     conn.send(Item::Frame(Frame::new("ACK", &[("id", id)])))
