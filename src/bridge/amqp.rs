@@ -2,15 +2,16 @@
 //!
 //! A queue source consumes the named queue (declared by the operator, so
 //! its durability is theirs to choose) with manual acknowledgement and a
-//! prefetch window; each delivery is acknowledged only once
-//! [`Sink::deliver`] returned, so what cometbox did not store is redelivered
+//! prefetch window; the deliveries already received are applied as one
+//! batch and acknowledged together (`multiple`) only once [`Sink::apply`]
+//! returned, so what cometbox did not store is redelivered
 //! after a crash or a lost connection (at-least-once). An
 //! `<exchange>/<routing key>` source binds a server-named exclusive queue
 //! that goes away with the connection: what is published while cometbox is
 //! disconnected is not seen (at-most-once). String, number and boolean
 //! entries of a message's `headers` table are the routing headers.
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueBindOptions, QueueDeclareOptions,
 };
@@ -83,23 +84,37 @@ pub async fn run(sink: &Sink) -> Result<(), BridgeError> {
         .map_err(connect)?;
     sink.connected();
     let lost = |e: lapin::Error| BridgeError::Lost(e.to_string());
-    while let Some(delivery) = consumer.next().await {
-        let delivery = delivery.map_err(lost)?;
-        let headers = delivery
-            .properties
-            .headers()
-            .as_ref()
-            .map(string_headers)
-            .unwrap_or_default();
-        let header = |name: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.as_str())
-        };
-        sink.deliver(header, &delivery.data).await?;
-        delivery
-            .ack(BasicAckOptions::default())
+    while let Some(first) = consumer.next().await {
+        // Deliveries already received join the first in one hub batch (one
+        // journal write), acknowledged together with `multiple`.
+        let mut batch = vec![first.map_err(lost)?];
+        while batch.len() < usize::from(PREFETCH) {
+            match consumer.next().now_or_never() {
+                Some(Some(delivery)) => batch.push(delivery.map_err(lost)?),
+                Some(None) | None => break,
+            }
+        }
+        let commands = batch
+            .iter()
+            .filter_map(|delivery| {
+                let headers = delivery
+                    .properties
+                    .headers()
+                    .as_ref()
+                    .map(string_headers)
+                    .unwrap_or_default();
+                let header = |name: &str| {
+                    headers
+                        .iter()
+                        .find(|(k, _)| k == name)
+                        .map(|(_, v)| v.as_str())
+                };
+                sink.route(header, &delivery.data)
+            })
+            .collect();
+        sink.apply(commands).await?;
+        let last = batch.last().expect("a batch has its first delivery");
+        last.ack(BasicAckOptions { multiple: true })
             .await
             .map_err(lost)?;
     }

@@ -41,6 +41,7 @@ pub use config::{Bridge, BridgeConfig, Source};
 pub use status::{BridgeStats, BridgeStatus, State};
 
 use crate::hub::{ApplyError, Hub};
+use crate::protocol::Command;
 
 /// Why a bridge's connection ended (then it is retried).
 #[derive(Debug, thiserror::Error)]
@@ -122,27 +123,58 @@ impl Sink {
         header: impl Fn(&str) -> Option<&'h str>,
         payload: &[u8],
     ) -> Result<(), BridgeError> {
+        match self.route(header, payload) {
+            Some(command) => self.apply(vec![command]).await,
+            None => Ok(()),
+        }
+    }
+
+    /// The command for one message read from the broker, or `None` when it
+    /// is skipped as invalid (counted). For sources that read in batches:
+    /// [`Sink::apply`] then takes the batch's commands at once.
+    pub fn route<'h>(
+        &self,
+        header: impl Fn(&str) -> Option<&'h str>,
+        payload: &[u8],
+    ) -> Option<Command> {
         self.status.received.fetch_add(1, Ordering::Relaxed);
-        let command = match self.bridge.route.command(header, payload) {
-            Ok(command) => command,
+        match self.bridge.route.command(header, payload) {
+            Ok(command) => Some(command),
             Err(skip) => {
                 self.status.skipped.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(bridge = %self.bridge.name, reason = %skip, "bridge message skipped");
-                return Ok(());
-            }
-        };
-        match self.hub.apply(vec![command]).await {
-            Ok(_) => {
-                self.status.delivered.fetch_add(1, Ordering::Relaxed);
-                Ok(())
-            }
-            Err(ApplyError::Storage(e)) => Err(BridgeError::Store(e)),
-            Err(e @ (ApplyError::TooManyClients { .. } | ApplyError::TooManyChannels { .. })) => {
-                self.status.rejected.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(bridge = %self.bridge.name, error = %e, "bridge message refused by a limit");
-                Ok(())
+                None
             }
         }
+    }
+
+    /// Applies routed messages: one hub batch (so, with the disk store, one
+    /// journal write) for all of them. `Ok` and `Err` as for
+    /// [`Sink::deliver`], for every message of the batch. When a hub limit
+    /// refuses the batch, each message is tried alone, so that only those
+    /// over the limit are refused.
+    pub async fn apply(&self, commands: Vec<Command>) -> Result<(), BridgeError> {
+        if commands.is_empty() {
+            return Ok(());
+        }
+        let count = commands.len() as u64;
+        let refused = match self.hub.apply(commands.clone()).await {
+            Ok(_) => {
+                self.status.delivered.fetch_add(count, Ordering::Relaxed);
+                return Ok(());
+            }
+            Err(ApplyError::Storage(e)) => return Err(BridgeError::Store(e)),
+            Err(e) => e,
+        };
+        if count == 1 {
+            self.status.rejected.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(bridge = %self.bridge.name, error = %refused, "bridge message refused by a limit");
+            return Ok(());
+        }
+        for command in commands {
+            Box::pin(self.apply(vec![command])).await?;
+        }
+        Ok(())
     }
 }
 

@@ -7,8 +7,9 @@
 //! - Streams (`source = "stream:<key>"`): read through a consumer group
 //!   (created at the stream's end, with `MKSTREAM`, when missing). Each
 //!   connection first re-reads the entries this consumer was given but did
-//!   not acknowledge (its pending list), then blocks for new ones; an entry
-//!   is `XACK`ed only once [`Sink::deliver`] returned, so a crash
+//!   not acknowledge (its pending list), then blocks for new ones; each read
+//!   is applied as one batch and its entries are `XACK`ed only once
+//!   [`Sink::apply`] returned, so a crash
 //!   redelivers rather than loses (at-least-once). The entry's `data` field
 //!   is the payload; its other fields are the routing headers.
 
@@ -112,26 +113,29 @@ pub async fn run_stream(sink: &Sink) -> Result<(), BridgeError> {
         if pending && entries.is_empty() {
             pending = false;
         }
-        for entry in entries {
-            if let Some(fields) = &entry.fields {
-                let header = |name: &str| {
-                    fields
-                        .iter()
-                        .find(|(k, _)| k == name)
-                        .and_then(|(_, v)| std::str::from_utf8(v).ok())
-                };
-                let payload = fields
+        // The whole read is one hub batch (one journal write), then one XACK.
+        let mut commands = Vec::with_capacity(entries.len());
+        for fields in entries.iter().filter_map(|e| e.fields.as_ref()) {
+            let header = |name: &str| {
+                fields
                     .iter()
-                    .find(|(k, _)| k == "data")
-                    .map_or(&[][..], |(_, v)| v.as_slice());
-                sink.deliver(header, payload).await?;
-            }
+                    .find(|(k, _)| k == name)
+                    .and_then(|(_, v)| std::str::from_utf8(v).ok())
+            };
+            let payload = fields
+                .iter()
+                .find(|(k, _)| k == "data")
+                .map_or(&[][..], |(_, v)| v.as_slice());
+            commands.extend(sink.route(header, payload));
+        }
+        sink.apply(commands).await?;
+        if !entries.is_empty() {
             // A pending entry deleted from the stream (no fields) is
             // acknowledged too: there is nothing left to deliver.
             let _: i64 = redis::cmd("XACK")
                 .arg(key)
                 .arg(group)
-                .arg(&entry.id)
+                .arg(entries.iter().map(|e| e.id.as_str()).collect::<Vec<_>>())
                 .query_async(&mut con)
                 .await
                 .map_err(lost)?;

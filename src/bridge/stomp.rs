@@ -1,8 +1,9 @@
 //! The STOMP 1.2 source (ActiveMQ, RabbitMQ's STOMP plugin, Artemis).
 //!
 //! Connects with `accept-version:1.2` and heart-beats both ways, subscribes
-//! to the destination with `ack:client-individual`, and ACKs each MESSAGE
-//! (by its `ack` header) only once [`Sink::deliver`] returned: on a queue, a
+//! to the destination with `ack:client-individual`, applies each MESSAGE
+//! (with those already waiting in the socket, as one batch) and ACKs them
+//! (by their `ack` header) only once [`Sink::apply`] returned: on a queue, a
 //! message that cometbox did not store is redelivered after a crash or a
 //! lost connection. On a topic the broker keeps nothing for an absent
 //! subscriber, so what is published while cometbox is disconnected is not
@@ -13,7 +14,7 @@ mod codec;
 
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
@@ -122,29 +123,68 @@ pub async fn run(sink: &Sink) -> Result<(), BridgeError> {
             Some(Ok(Item::HeartBeat)) => continue,
             Some(Ok(Item::Frame(frame))) => frame,
         };
-        match frame.command.as_str() {
-            "RECEIPT" if !subscribed => {
+        if frame.command == "MESSAGE" {
+            if !subscribed {
                 subscribed = true;
                 sink.connected();
             }
-            "MESSAGE" => {
-                if !subscribed {
-                    subscribed = true;
-                    sink.connected();
-                }
-                sink.deliver(|name| frame.header(name), &frame.body).await?;
-                if let Some(id) = frame.header("ack") {
-                    conn.send(Item::Frame(Frame::new("ACK", &[("id", id)])))
-                        .await?;
-                }
+            // What the socket already holds joins this MESSAGE in one hub
+            // batch (one journal write); a frame of another kind waits.
+            let (batch, other) = take_ready(&mut conn, frame)?;
+            let commands = batch
+                .iter()
+                .filter_map(|f| sink.route(|name| f.header(name), &f.body))
+                .collect();
+            sink.apply(commands).await?;
+            for id in batch.iter().filter_map(|f| f.header("ack")) {
+                conn.feed(Item::Frame(Frame::new("ACK", &[("id", id)])))
+                    .await?;
             }
-            "ERROR" => return Err(BridgeError::Protocol(error_text(&frame))),
-            _ => {}
+            conn.flush().await?;
+            let Some(frame) = other else { continue };
+            handle_other(sink, &frame, &mut subscribed)?;
+        } else {
+            handle_other(sink, &frame, &mut subscribed)?;
         }
     }
 }
 
-async fn next_frame(conn: &mut Framed<TcpStream, StompCodec>) -> Result<Frame, BridgeError> {
+/// Most MESSAGE frames stored in one batch.
+const MAX_BATCH: usize = 256;
+
+type Conn = Framed<TcpStream, StompCodec>;
+
+/// `first` and the MESSAGE frames already received after it, up to
+/// [`MAX_BATCH`]; and the first frame of another kind, if one came.
+fn take_ready(conn: &mut Conn, first: Frame) -> Result<(Vec<Frame>, Option<Frame>), BridgeError> {
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH {
+        match conn.next().now_or_never() {
+            None => break,
+            Some(None) => return Err(BridgeError::Lost("the broker closed the connection".into())),
+            Some(Some(Err(e))) => return Err(e.into()),
+            Some(Some(Ok(Item::HeartBeat))) => {}
+            Some(Some(Ok(Item::Frame(f)))) if f.command == "MESSAGE" => batch.push(f),
+            Some(Some(Ok(Item::Frame(f)))) => return Ok((batch, Some(f))),
+        }
+    }
+    Ok((batch, None))
+}
+
+/// A frame other than MESSAGE: the subscription's RECEIPT, or an ERROR.
+fn handle_other(sink: &Sink, frame: &Frame, subscribed: &mut bool) -> Result<(), BridgeError> {
+    match frame.command.as_str() {
+        "RECEIPT" if !*subscribed => {
+            *subscribed = true;
+            sink.connected();
+            Ok(())
+        }
+        "ERROR" => Err(BridgeError::Protocol(error_text(frame))),
+        _ => Ok(()),
+    }
+}
+
+async fn next_frame(conn: &mut Conn) -> Result<Frame, BridgeError> {
     loop {
         match conn.next().await {
             None => {
