@@ -5,7 +5,7 @@
 //!  broker ──▶ source (stomp.rs, amqp.rs, nats.rs, redis.rs)
 //!                │  headers + payload
 //!                ▼
-//!             Sink::deliver ── Route::command ──▶ Hub::apply ──▶ ack (where the source can)
+//!             Sink::route (Route::command) ──▶ Sink::apply (Hub::apply) ──▶ ack (where the source can)
 //! ```
 //!
 //! - [`config`]: the table and its checks (a bad one stops start-up, named).
@@ -18,7 +18,8 @@
 //!   are logged once each; a broker that stays down is not logged again.
 //!
 //! Acknowledgement: a source that can acknowledge does so only after
-//! [`Sink::deliver`] returned `Ok`, which is after `Hub::apply` returned —
+//! [`Sink::apply`] (or [`Sink::deliver`], one message) returned `Ok`, which
+//! is after `Hub::apply` returned —
 //! with the `disk` store, after the journal wrote the message. A store that
 //! cannot write returns an error instead; the source then drops the
 //! connection unacknowledged, and the broker redelivers after reconnection.

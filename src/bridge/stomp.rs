@@ -25,7 +25,7 @@ use super::{BridgeError, Sink, Source};
 /// Heart-beat interval we offer and ask for.
 const HEART_BEAT: Duration = Duration::from_secs(10);
 /// Largest frame accepted: well above any payload `max_payload_bytes`
-/// allows, which [`Sink::deliver`] checks.
+/// allows, which [`Sink::route`] checks.
 const MAX_FRAME: usize = 16 << 20;
 /// The receipt id asked for on SUBSCRIBE.
 const SUBSCRIBED: &str = "cometbox-subscribed";
