@@ -10,7 +10,8 @@ use serde::Serialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
-    /// Trying to connect (at start, and after each failure).
+    /// The first connection attempt, not yet done (later attempts are made
+    /// in `Disconnected`, so that a broker that stays down is one state).
     Connecting,
     /// Connected and subscribed: messages flow.
     Connected,
