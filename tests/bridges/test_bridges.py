@@ -430,3 +430,42 @@ def test_a_restarted_broker_is_reconnected(env: Env, broker: str) -> None:
     b.wait(with_data({"again": marker}), timeout=60)
     log = env.cometbox.log_path.read_text(errors="replace")
     assert "bridge disconnected" in log and "bridge connected" in log
+
+
+def test_a_broker_down_at_start_is_retried_and_logged_once(env: Env) -> None:
+    """cometbox starts while its broker is down: it serves, the bridge is
+    disconnected and retried (logged once, not per attempt), and connects
+    when the broker comes up."""
+    late = brokers.Redis(env.root / "late")
+    server = Cometbox(env.root / "late-cometbox", f"""
+[public]
+listen = "127.0.0.1:0"
+[ingest]
+listen = "127.0.0.1:0"
+[[bridge]]
+name = "late"
+url = "{late.url}"
+source = "late"
+channel = "late"
+max_backoff = "200ms"
+""")
+    server.start()
+    try:
+        down = wait_for(lambda: (lambda b: b if b["failures"] >= 5 else None)(server.bridge("late")), 60,
+                        "several failed attempts")
+        assert down["state"] == "disconnected" and "connect" in down["last_error"]
+        assert server.stats()["clients"] == 0  # ingest and /stats answer meanwhile
+        log = server.log_path.read_text()
+        assert log.count("bridge disconnected") == 1, log
+        late.start()
+        try:
+            late.wait_ready(60)
+            server.wait_state("late", "connected", 60)
+            b = Browser(server, uid("late"))
+            server.subscribe(b.client, "late")
+            late.cli("PUBLISH", "late", '{"late": true}')
+            b.wait(with_data({"late": True}))
+        finally:
+            late.stop()
+    finally:
+        server.stop()
