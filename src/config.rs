@@ -27,6 +27,9 @@ pub struct Settings {
     pub store: StoreConfig,
     /// `[log]`: log format and level.
     pub log: LogSection,
+    /// `[[bridge]]`: message brokers relayed to clients (see
+    /// [`crate::bridge`]).
+    pub bridge: Vec<crate::bridge::BridgeConfig>,
 }
 
 /// `[public]`
@@ -300,8 +303,8 @@ pub enum ConfigError {
     Invalid {
         /// The file, or "defaults and environment".
         origin: String,
-        /// `section.key`.
-        key: &'static str,
+        /// `section.key`, or `bridge[N].key`.
+        key: String,
         /// Why.
         message: String,
     },
@@ -353,6 +356,8 @@ pub fn load_from(
     })?;
     settings
         .validate()
+        .map_err(|(key, message)| (key.to_owned(), message))
+        .and_then(|()| settings.validate_bridges())
         .map_err(|(key, message)| ConfigError::Invalid {
             origin,
             key,
@@ -434,6 +439,23 @@ impl Settings {
                 || origin.ends_with('/')
             {
                 return Err(("public.cors_origins", format!("{origin:?} is not an origin like \"https://app.example\" (scheme and host, no path) or \"*\"")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Each `[[bridge]]` table, named by its index.
+    fn validate_bridges(&self) -> Result<(), (String, String)> {
+        let mut names = std::collections::HashSet::new();
+        for (i, bridge) in self.bridge.iter().enumerate() {
+            bridge
+                .compile(i, self.limits.max_payload_bytes)
+                .map_err(|(key, message)| (format!("bridge[{i}].{key}"), message))?;
+            if !names.insert(bridge.name(i)) {
+                return Err((
+                    format!("bridge[{i}].name"),
+                    format!("{:?} is the name of an earlier bridge", bridge.name(i)),
+                ));
             }
         }
         Ok(())

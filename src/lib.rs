@@ -26,6 +26,8 @@
 //!   of its own).
 //! - [`metrics`]: `GET /metrics` on the ingest face, read from the hub's
 //!   counters at scrape time.
+//! - [`bridge`]: `[[bridge]]` brokers (STOMP, AMQP, NATS, Redis) whose
+//!   messages are applied like ingest's, one supervised task each.
 //! - [`config`], [`auth`], [`listener`], [`telemetry`]: start-up pieces.
 //!
 //! [`open_store`] recovers the configured store before anything listens;
@@ -41,6 +43,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 pub mod auth;
+pub mod bridge;
 pub mod config;
 pub mod http;
 pub mod hub;
@@ -135,7 +138,8 @@ pub fn app_state(
         }
     });
     let max_connections = max_connections(&settings);
-    let metrics = metrics::Metrics::new(&hub);
+    let bridges = bridge::statuses(&compiled_bridges(&settings));
+    let metrics = metrics::Metrics::new(&hub, bridges.clone());
     AppState::new(http::Shared {
         hub,
         metrics,
@@ -144,9 +148,25 @@ pub fn app_state(
         connections: Arc::new(Semaphore::new(max_connections)),
         max_connections,
         ingest_connections: Arc::new(Semaphore::new(limits.max_ingest_connections)),
+        bridges,
         settings,
         shutdown,
     })
+}
+
+/// The configured bridges, checked (`config::load` has refused any bad
+/// one already; settings built by hand that hold one lose it, logged).
+fn compiled_bridges(settings: &Settings) -> Vec<bridge::Bridge> {
+    let max_payload = settings.limits.max_payload_bytes;
+    (settings.bridge.iter().enumerate())
+        .filter_map(|(i, b)| match b.compile(i, max_payload) {
+            Ok(bridge) => Some(bridge),
+            Err((key, message)) => {
+                tracing::error!("bridge[{i}].{key}: {message}; this bridge does not run");
+                None
+            }
+        })
+        .collect()
 }
 
 /// Serves both listeners until `shutdown` is cancelled, then answers every
@@ -188,7 +208,16 @@ pub async fn run(
             Err(e) => tracing::error!(error = %e, "cannot serve the ingest listener"),
         }
     });
+    // Bridges run on the main runtime and stop with `shutdown`; whatever
+    // they had not acknowledged is redelivered by the broker later.
+    let mut bridges = bridge::spawn_all(
+        compiled_bridges(&state.settings),
+        &state.bridges,
+        &state.hub,
+        &shutdown,
+    );
     let (public, _) = tokio::join!(public, ingest);
+    while bridges.join_next().await.is_some() {}
     if let Err(e) = public {
         tracing::error!(error = %e, "the public accept loop failed");
     }

@@ -15,8 +15,13 @@
 //!   each unit, from its submission to its commit (disk store; with the
 //!   memory store the family is there with no observations).
 //!
-//! Hooks and bridges do not exist yet, so there are no families for them.
-//! Nothing is labelled per client: the label sets are fixed and small.
+//! - `cometbox_bridge_*{bridge}`: each `[[bridge]]`'s state (one gauge per
+//!   state, 1 for the current one) and counters, read at scrape time from
+//!   its [`BridgeStatus`].
+//!
+//! Hooks do not exist yet, so there are no families for them. Nothing is
+//! labelled per client: the label sets are fixed and small (bridges are
+//! named in the configuration).
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -29,6 +34,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+use crate::bridge::{BridgeStatus, State};
 use crate::hub::{Hub, Stats};
 
 /// The media type of the reply: OpenMetrics 1.0, which Prometheus asks for
@@ -115,11 +121,13 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// The registry with every family, reading `hub`'s commit histogram.
-    pub fn new(hub: &Hub) -> Self {
+    /// The registry with every family, reading `hub`'s commit histogram and
+    /// the bridges' statuses.
+    pub fn new(hub: &Hub, bridges: Arc<[Arc<BridgeStatus>]>) -> Self {
         let mut registry = Registry::default();
         let snapshot = Arc::new(Mutex::new(Snapshot::default()));
         registry.register_collector(Box::new(HubCollector(snapshot.clone())));
+        registry.register_collector(Box::new(BridgeCollector(bridges)));
         let rejected = Family::<[(&'static str, &'static str); 1], Counter>::default();
         for code in INGEST_ERROR_CODES {
             let _ = rejected.get_or_create(&[("code", code)]);
@@ -236,6 +244,71 @@ impl Collector for HubCollector {
         ] {
             ConstGauge::new(open as i64)
                 .encode(family.encode_family(&[("listener", listener)])?)?;
+        }
+        Ok(())
+    }
+}
+
+/// Encodes each bridge's state and counters.
+#[derive(Debug)]
+struct BridgeCollector(Arc<[Arc<BridgeStatus>]>);
+
+impl Collector for BridgeCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let snapshots: Vec<_> = self.0.iter().map(|b| b.snapshot()).collect();
+        let mut family = encoder.encode_descriptor(
+            "cometbox_bridge_state",
+            "Each bridge's connection state: 1 for the current state, 0 for the others",
+            None,
+            MetricType::Gauge,
+        )?;
+        for b in &snapshots {
+            for state in State::ALL {
+                ConstGauge::new(i64::from(b.state == state)).encode(
+                    family
+                        .encode_family(&[("bridge", b.name.as_str()), ("state", state.as_str())])?,
+                )?;
+            }
+        }
+        type Count = fn(&crate::bridge::BridgeStats) -> u64;
+        let counters: [(&str, &str, Count); 6] = [
+            (
+                "cometbox_bridge_received",
+                "Messages read from the broker",
+                |b| b.received,
+            ),
+            (
+                "cometbox_bridge_delivered",
+                "Messages accepted by the hub and the store",
+                |b| b.delivered,
+            ),
+            (
+                "cometbox_bridge_skipped",
+                "Messages skipped as invalid (payload or routing headers)",
+                |b| b.skipped,
+            ),
+            (
+                "cometbox_bridge_rejected",
+                "Messages refused by max_clients or max_channels_per_client",
+                |b| b.rejected,
+            ),
+            (
+                "cometbox_bridge_connects",
+                "Connections made (the first and each reconnection)",
+                |b| b.connects,
+            ),
+            (
+                "cometbox_bridge_failures",
+                "Failed connection attempts and lost connections",
+                |b| b.failures,
+            ),
+        ];
+        for (name, help, count) in counters {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for b in &snapshots {
+                ConstCounter::new(count(b))
+                    .encode(family.encode_family(&[("bridge", b.name.as_str())])?)?;
+            }
         }
         Ok(())
     }

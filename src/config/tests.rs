@@ -187,3 +187,35 @@ fn hostile_client_limits_default_and_validate() {
         assert!(e.contains(named), "{key}={value}: {e}");
     }
 }
+
+#[test]
+fn bridge_tables_are_read_and_a_bad_one_is_named_with_the_file() {
+    let good = "[[bridge]]\nurl = \"nats://127.0.0.1:4222\"\nsource = \"a.>\"\nchannel = \"a\"\n";
+    let file = toml_file(good);
+    let s = load_from(Some(&file.0), env(&[])).unwrap();
+    assert_eq!(s.bridge.len(), 1);
+    assert_eq!(s.bridge[0].source, "a.>");
+    for (second, named) in [
+        (
+            "[[bridge]]\nurl = \"http://x\"\nsource = \"s\"\nchannel = \"c\"\n",
+            "bridge[1].url",
+        ),
+        (
+            "[[bridge]]\nurl = \"redis://x\"\nsource = \"s\"\n",
+            "bridge[1].channel",
+        ),
+        (
+            "[[bridge]]\nname = \"bridge[0]\"\nurl = \"redis://x\"\nsource = \"s\"\nchannel = \"c\"\n",
+            "bridge[1].name",
+        ),
+        (
+            "[[bridge]]\nurl = \"redis://x\"\nsource = \"s\"\nchannel = \"c\"\nqueue = \"q\"\n",
+            "queue",
+        ),
+    ] {
+        let file = toml_file(&format!("{good}{second}"));
+        let e = load_from(Some(&file.0), env(&[])).unwrap_err().to_string();
+        assert!(e.contains(named), "{second}: {e}");
+        assert!(e.contains(&file.0.display().to_string()), "{e}");
+    }
+}
