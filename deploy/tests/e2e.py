@@ -252,14 +252,14 @@ def run_checks(env):
             assert r.status == 200, f"GET /cometbox/events: {r.status} {r.read()[:300]!r}"
             ctype = r.getheader("content-type") or ""
             assert ctype.startswith("text/event-stream"), f"Content-Type {ctype!r}"
-            first = r.fp.readline()
+            first = r.readline()
             assert first.startswith(b": ok"), f"first line {first!r}"
             posted_at = time.monotonic()
             p = env.post(f'<message to="{sse_client}" event="notice">{{"n": 1}}</message>')
             assert p.status == 200, f"POST / to ingest: {p}"
             lines = []
             while not (lines and lines[-1] == b"\n" and any(x.startswith(b"data:") for x in lines)):
-                lines.append(r.fp.readline())
+                lines.append(r.readline())
                 assert lines[-1], f"the stream ended: {lines}"
             latency = time.monotonic() - posted_at
             text = b"".join(lines).decode()
