@@ -27,6 +27,8 @@ pub struct Settings {
     pub store: StoreConfig,
     /// `[log]`: log format and level.
     pub log: LogSection,
+    /// `[hooks]`: backend hooks (off without a `url`).
+    pub hooks: crate::hooks::HooksConfig,
 }
 
 /// `[public]`
@@ -421,6 +423,7 @@ impl Settings {
             return Err(("auth.token_ttl", "is above auth.max_token_ttl".into()));
         }
         self.validate_ingest_key()?;
+        self.hooks.validate()?;
         if self.public.listen == self.ingest.listen
             && !matches!(self.public.listen, ListenAddr::Tcp(a) if a.port() == 0)
         {

@@ -38,6 +38,7 @@ impl Hub {
             state.revoked.retain(|r| &r.channel != channel);
             if state.channels.insert(channel.clone()) {
                 self.0.channels.add(channel, &client);
+                self.joined(&mut state, &client, channel);
             } else if !was_revoked {
                 return; // nothing changed
             }
@@ -62,6 +63,7 @@ impl Hub {
         }
         if state.channels.remove(channel) {
             self.0.channels.remove(channel, &client);
+            self.left(&mut state, &client, channel);
         }
         state.revoked.retain(|r| &r.channel != channel);
         // Bounded like subscriptions; forgetting the oldest kick is the
@@ -140,6 +142,7 @@ impl Hub {
         for channel in new {
             state.channels.insert(channel.clone());
             self.0.channels.add(channel, client);
+            self.joined(&mut state, client, channel);
             record.change(|| Change::Subscribed {
                 client: client.id.clone(),
                 epoch: client.epoch,
@@ -163,7 +166,7 @@ impl Hub {
 
 /// Whether a backend `<unsubscribe>` of `channel` stands against a token
 /// issued at `issued_at` (a token without `iat` is taken as older).
-fn revoked(state: &ClientState, channel: &ChannelName, issued_at: Option<u64>) -> bool {
+pub(super) fn revoked(state: &ClientState, channel: &ChannelName, issued_at: Option<u64>) -> bool {
     state
         .revoked
         .iter()

@@ -50,6 +50,10 @@ pub enum PollError {
     /// `channels` would pass `max_channels_per_client`.
     #[error("channels: a client may be subscribed to at most {0} channels")]
     TooManyChannels(usize),
+    /// A hook refused it (`connect` or `subscribe`), or could not be asked
+    /// with `on_error = "deny"`: nothing was applied.
+    #[error(transparent)]
+    Denied(#[from] crate::hooks::Denied),
     /// The durable store cannot record what this poll changes (a new
     /// mailbox, new channels).
     #[error(transparent)]
@@ -59,7 +63,7 @@ pub enum PollError {
 /// Counts an open poll for as long as it lives; dropping it (reply written,
 /// or the browser went away and the request was dropped) closes it.
 pub struct OpenPoll {
-    client: Arc<Client>,
+    pub(super) client: Arc<Client>,
 }
 
 impl std::fmt::Debug for OpenPoll {
@@ -79,10 +83,16 @@ impl Drop for OpenPoll {
 impl Hub {
     /// Serves one long-poll until it has something to say.
     pub async fn poll(&self, request: PollRequest) -> Result<PollReply, PollError> {
-        let open = self.open_poll(&request.client).await?;
-        if !request.subscribe.is_empty() {
-            self.subscribe_for_poll(&open.client, &request.subscribe, request.issued_at)?;
-        }
+        let open = match &self.0.hooks {
+            Some(hooks) => self.open_hooked_poll(hooks, &request).await?,
+            None => {
+                let open = self.open_poll(&request.client).await?;
+                if !request.subscribe.is_empty() {
+                    self.subscribe_for_poll(&open.client, &request.subscribe, request.issued_at)?;
+                }
+                open
+            }
+        };
         self.0.polls_total.fetch_add(1, Ordering::Relaxed);
         let limits = &self.0.limits;
         let timeout = request
@@ -124,7 +134,7 @@ impl Hub {
     }
 
     /// Finds or creates the client and counts one more open poll on it.
-    async fn open_poll(&self, id: &ClientId) -> Result<OpenPoll, PollError> {
+    pub(super) async fn open_poll(&self, id: &ClientId) -> Result<OpenPoll, PollError> {
         let limits = &self.0.limits;
         loop {
             let client = match self.0.clients.get(id).map(|c| c.clone()) {
