@@ -101,11 +101,14 @@ pub fn open_store(settings: &Settings) -> Result<store::Opened, store::disk::Ope
 
 /// The configured hooks, their pending notifications read back from the
 /// `disk` store's directory (before anything listens). Blocking.
-pub fn open_hooks(settings: &Settings) -> Result<Option<Arc<hooks::Hooks>>, hooks::outbox::OutboxError> {
+pub fn open_hooks(
+    settings: &Settings,
+) -> Result<Option<Arc<hooks::Hooks>>, hooks::outbox::OutboxError> {
     if !settings.hooks.enabled() {
         return Ok(None);
     }
-    let dir = (settings.store.kind == store::StoreKind::Disk).then_some(settings.store.path.as_path());
+    let dir =
+        (settings.store.kind == store::StoreKind::Disk).then_some(settings.store.path.as_path());
     Ok(Some(Arc::new(hooks::Hooks::new(&settings.hooks, dir)?)))
 }
 
@@ -218,7 +221,10 @@ pub async fn run(
         // The shutdown queued an `offline` for every online client.
         let left = hooks.drain(HOOKS_DRAIN).await;
         if left > 0 {
-            tracing::warn!(pending = left, "stopping with hook notifications undelivered");
+            tracing::warn!(
+                pending = left,
+                "stopping with hook notifications undelivered"
+            );
         }
         hooks.stop();
     }

@@ -126,7 +126,14 @@ async fn serve(settings: Settings, ready_file: Option<&Path>) -> anyhow::Result<
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-    cometbox::run(settings, store, hooks, Listeners { public, ingest }, shutdown).await;
+    cometbox::run(
+        settings,
+        store,
+        hooks,
+        Listeners { public, ingest },
+        shutdown,
+    )
+    .await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -36,7 +36,9 @@ impl Target {
     pub fn parse(url: &str) -> Result<Self, String> {
         if let Some(path) = url.strip_prefix("unix:") {
             if !path.starts_with('/') {
-                return Err(format!("{url:?}: unix: needs an absolute socket path, like unix:/run/app/hooks.sock"));
+                return Err(format!(
+                    "{url:?}: unix: needs an absolute socket path, like unix:/run/app/hooks.sock"
+                ));
             }
             return Ok(Target::Unix(path.into()));
         }

@@ -21,7 +21,26 @@ use super::client::{Client, ClientState, Presence};
 use super::poll::{OpenPoll, PollError, PollRequest};
 use super::Hub;
 use crate::hooks::{EventType, Hooks};
-use crate::protocol::ChannelName;
+use crate::protocol::{ChannelName, ClientId};
+
+/// Holds a client's turn to ask `connect`; the map entry goes with the
+/// last holder or waiter.
+struct ConnectTurn {
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+    hub: Hub,
+    id: ClientId,
+}
+
+impl Drop for ConnectTurn {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        // Only the map's own reference left: nobody waits.
+        self.hub
+            .0
+            .connecting
+            .remove_if(&self.id, |_, lock| Arc::strong_count(lock) == 1);
+    }
+}
 
 impl Hub {
     /// [`Hub::open_poll`] and the poll's `channels=`, with hooks: asks
@@ -34,8 +53,19 @@ impl Hub {
     ) -> Result<OpenPoll, PollError> {
         let id = request.client.as_str();
         loop {
-            let (online, new) =
+            let (mut online, mut new) =
                 self.before_poll(&request.client, &request.subscribe, request.issued_at);
+            // One `connect` at a time per client: a second tab opening at
+            // the same moment waits for the first, then finds it online.
+            let _turn = match online {
+                true => None,
+                false => {
+                    let turn = self.connect_turn(&request.client).await;
+                    (online, new) =
+                        self.before_poll(&request.client, &request.subscribe, request.issued_at);
+                    Some(turn)
+                }
+            };
             if !online {
                 hooks
                     .ask(EventType::Connect, id, None)
@@ -65,11 +95,21 @@ impl Hub {
         }
     }
 
+    /// Waits for this client's turn to ask `connect`.
+    async fn connect_turn(&self, id: &ClientId) -> ConnectTurn {
+        let lock = self.0.connecting.entry(id.clone()).or_default().clone();
+        ConnectTurn {
+            guard: Some(lock.lock_owned().await),
+            hub: self.clone(),
+            id: id.clone(),
+        }
+    }
+
     /// Whether the client is online, and the poll's channels it does not
     /// hold (deduplicated): all of them for a client not in the hub.
     fn before_poll(
         &self,
-        id: &crate::protocol::ClientId,
+        id: &ClientId,
         channels: &[ChannelName],
         issued_at: Option<u64>,
     ) -> (bool, Vec<ChannelName>) {
@@ -81,9 +121,9 @@ impl Hub {
         let mut new: Vec<ChannelName> = channels
             .iter()
             .filter(|c| {
-                state
-                    .as_ref()
-                    .is_none_or(|s| !s.channels.contains(*c) && !super::membership::revoked(s, c, issued_at))
+                state.as_ref().is_none_or(|s| {
+                    !s.channels.contains(*c) && !super::membership::revoked(s, c, issued_at)
+                })
             })
             .cloned()
             .collect();
@@ -116,7 +156,11 @@ impl Hub {
         let Some(hooks) = &self.0.hooks else {
             return;
         };
-        if !hooks.notify(EventType::Subscribed, client.id.as_str(), Some(channel.as_str())) {
+        if !hooks.notify(
+            EventType::Subscribed,
+            client.id.as_str(),
+            Some(channel.as_str()),
+        ) {
             state.unannounced.push(channel.clone());
         }
     }
@@ -131,7 +175,11 @@ impl Hub {
             state.unannounced.swap_remove(at);
             return;
         }
-        hooks.notify(EventType::Unsubscribed, client.id.as_str(), Some(channel.as_str()));
+        hooks.notify(
+            EventType::Unsubscribed,
+            client.id.as_str(),
+            Some(channel.as_str()),
+        );
     }
 
     /// The client leaves the hub (`<disconnect>`, eviction), its `channels`

@@ -99,6 +99,9 @@ struct Shared {
     journal_order: std::sync::Mutex<()>,
     /// Backend hooks, when `[hooks]` names a URL (see `hooked.rs`).
     hooks: Option<Arc<crate::hooks::Hooks>>,
+    /// With hooks: clients whose `connect` is being asked, so that tabs
+    /// opening together ask it once (`hooked.rs`).
+    connecting: DashMap<ClientId, Arc<tokio::sync::Mutex<()>>>,
     /// Wakes the task that reloads the state from the journal after a
     /// failed write.
     reload: tokio::sync::Notify,
@@ -146,6 +149,7 @@ impl Hub {
     ) -> Self {
         let hub = Hub(Arc::new(Shared {
             hooks,
+            connecting: DashMap::new(),
             clients: DashMap::new(),
             channels: Channels::default(),
             store: opened.logs,

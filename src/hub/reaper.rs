@@ -127,12 +127,9 @@ fn sweep_interval(idle_limit: Duration) -> Duration {
 pub fn spawn_reaper(hub: Hub, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
     // With hooks, presence is swept too: `offline` at most a quarter of
     // `offline_after` late.
-    let every = sweep_interval(
-        hub.hooks()
-            .map_or(hub.limits().client_idle_timeout, |h| {
-                h.offline_after().min(hub.limits().client_idle_timeout)
-            }),
-    );
+    let every = sweep_interval(hub.hooks().map_or(hub.limits().client_idle_timeout, |h| {
+        h.offline_after().min(hub.limits().client_idle_timeout)
+    }));
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(every);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

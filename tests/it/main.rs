@@ -6,6 +6,7 @@ mod binary;
 mod cors;
 mod disk;
 mod helpers;
+mod hooks;
 mod hostile;
 mod ingest;
 mod metrics;
