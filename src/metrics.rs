@@ -227,20 +227,21 @@ impl Collector for HubCollector {
             let metric = ConstCounter::new(value);
             metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)?;
         }
-        let mut family = encoder.encode_descriptor(
-            "cometbox_connections",
-            "Open connections, by listener",
-            None,
-            MetricType::Gauge,
-        )?;
-        for (listener, open) in [
-            ("public", s.public_connections),
-            ("ingest", s.ingest_connections),
-        ] {
-            ConstGauge::new(open as i64)
-                .encode(family.encode_family(&[("listener", listener)])?)?;
+        {
+            let mut family = encoder.encode_descriptor(
+                "cometbox_connections",
+                "Open connections, by listener",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (listener, open) in [
+                ("public", s.public_connections),
+                ("ingest", s.ingest_connections),
+            ] {
+                ConstGauge::new(open as i64)
+                    .encode(family.encode_family(&[("listener", listener)])?)?;
+            }
         }
-        drop(family);
         if let Some(h) = &s.hooks {
             encode_hooks(&mut encoder, h)?;
         }
