@@ -574,3 +574,91 @@ async fn pending_notifications_survive_a_restart_of_the_disk_store() {
     server.stop().await;
     let _ = std::fs::remove_dir_all(&path);
 }
+
+/// `publish` is asked by Bayeux (not built yet): its call path against the
+/// real receiver, which denies a bad word and may replace the payload.
+#[tokio::test]
+async fn publish_is_asked_and_may_be_denied_or_rewritten() {
+    use cometbox::hooks::{Denied, Hooks, HooksConfig, OnError};
+    let receiver = Receiver::start();
+    let config = |on_error| HooksConfig {
+        url: receiver.url(),
+        secret: HOOK_SECRET.into(),
+        timeout: Duration::from_secs(1),
+        on_error,
+        ..HooksConfig::default()
+    };
+    let hooks = Hooks::new(&config(OnError::Deny), None).unwrap();
+    let data = serde_json::json!({"text": "hello"});
+    assert_eq!(hooks.publish("pia", "/chat/x", data.clone()).await, Ok(None));
+    assert_eq!(
+        hooks.publish("pia", "/chat/x", serde_json::json!({"text": "a badword"})).await,
+        Err(Denied("watch your language".into()))
+    );
+    assert_eq!(
+        hooks.publish("pia", "/chat/x", Value::from("replace-me")).await,
+        Ok(Some(Value::from("replaced")))
+    );
+    let sent = receiver.log();
+    assert_eq!(sent.len(), 3);
+    assert_eq!(sent[0].1["type"], "publish");
+    assert_eq!(sent[0].1["channel"], "/chat/x");
+    assert_eq!(sent[0].1["data"], data);
+
+    receiver.set_mode("fail");
+    assert!(hooks.publish("pia", "/chat/x", data.clone()).await.is_err());
+    let lenient = Hooks::new(&config(OnError::Allow), None).unwrap();
+    assert_eq!(lenient.publish("pia", "/chat/x", data.clone()).await, Ok(None));
+    // Not in `events`: allowed without asking.
+    let mut quiet = config(OnError::Deny);
+    quiet.events.retain(|e| *e != cometbox::hooks::EventType::Publish);
+    let before = receiver.log().len();
+    assert_eq!(Hooks::new(&quiet, None).unwrap().publish("pia", "/c", data).await, Ok(None));
+    assert_eq!(receiver.log().len(), before);
+}
+
+/// A backend down for long: the queue stays bounded, what did not fit is
+/// counted and dropped as whole pairs (no `offline` without its `online`).
+#[tokio::test]
+async fn the_queue_is_bounded_and_overflow_drops_whole_pairs() {
+    let receiver = Receiver::start();
+    let server = hooked_server(&receiver, |s| {
+        s.hooks.on_error = cometbox::hooks::OnError::Allow;
+        s.hooks.max_pending = 2;
+        s.hooks.events = ["online", "offline"]
+            .map(|e| serde_json::from_value(Value::from(e)).unwrap())
+            .to_vec();
+    })
+    .await;
+    receiver.set_mode("fail");
+    let clients = ["q1", "q2", "q3", "q4"];
+    for client in clients {
+        assert_eq!(poll_now(&server, client, "").await.0, StatusCode::OK);
+    }
+    let stats = server.stats().await;
+    assert_eq!(stats["hooks"]["dropped"], 2, "{stats}");
+    assert_eq!(stats["hooks"]["pending"], 2, "{stats}");
+    for client in clients {
+        server
+            .post_ok(&format!(r#"<disconnect client="{client}"/>"#), 1)
+            .await;
+    }
+    receiver.set_mode("ok");
+    wait_until("the queue drains", Duration::from_secs(15), || async {
+        server.stats().await["hooks"]["pending"] == 0
+    })
+    .await;
+    let announced: Vec<_> = clients
+        .iter()
+        .filter(|c| !receiver.delivered(c).is_empty())
+        .collect();
+    assert_eq!(announced.len(), 2, "the two that fitted");
+    for client in clients {
+        let got = receiver.delivered(client);
+        assert!(
+            got.is_empty() || got == vec![ev("online", None), ev("offline", None)],
+            "{client}: {got:?}"
+        );
+    }
+    server.stop().await;
+}
