@@ -590,13 +590,20 @@ async fn publish_is_asked_and_may_be_denied_or_rewritten() {
     };
     let hooks = Hooks::new(&config(OnError::Deny), None).unwrap();
     let data = serde_json::json!({"text": "hello"});
-    assert_eq!(hooks.publish("pia", "/chat/x", data.clone()).await, Ok(None));
     assert_eq!(
-        hooks.publish("pia", "/chat/x", serde_json::json!({"text": "a badword"})).await,
+        hooks.publish("pia", "/chat/x", data.clone()).await,
+        Ok(None)
+    );
+    assert_eq!(
+        hooks
+            .publish("pia", "/chat/x", serde_json::json!({"text": "a badword"}))
+            .await,
         Err(Denied("watch your language".into()))
     );
     assert_eq!(
-        hooks.publish("pia", "/chat/x", Value::from("replace-me")).await,
+        hooks
+            .publish("pia", "/chat/x", Value::from("replace-me"))
+            .await,
         Ok(Some(Value::from("replaced")))
     );
     let sent = receiver.log();
@@ -608,12 +615,23 @@ async fn publish_is_asked_and_may_be_denied_or_rewritten() {
     receiver.set_mode("fail");
     assert!(hooks.publish("pia", "/chat/x", data.clone()).await.is_err());
     let lenient = Hooks::new(&config(OnError::Allow), None).unwrap();
-    assert_eq!(lenient.publish("pia", "/chat/x", data.clone()).await, Ok(None));
+    assert_eq!(
+        lenient.publish("pia", "/chat/x", data.clone()).await,
+        Ok(None)
+    );
     // Not in `events`: allowed without asking.
     let mut quiet = config(OnError::Deny);
-    quiet.events.retain(|e| *e != cometbox::hooks::EventType::Publish);
+    quiet
+        .events
+        .retain(|e| *e != cometbox::hooks::EventType::Publish);
     let before = receiver.log().len();
-    assert_eq!(Hooks::new(&quiet, None).unwrap().publish("pia", "/c", data).await, Ok(None));
+    assert_eq!(
+        Hooks::new(&quiet, None)
+            .unwrap()
+            .publish("pia", "/c", data)
+            .await,
+        Ok(None)
+    );
     assert_eq!(receiver.log().len(), before);
 }
 
