@@ -67,8 +67,11 @@ struct Inner {
     file: Option<Journal>,
     /// With a file: clients whose last queued presence event is `online`,
     /// kept across rewrites (`@<client>` lines) so that a crash still owes
-    /// them their `offline`.
+    /// them their `offline`. Not kept in memory-only outboxes.
     online: HashSet<String>,
+    /// Whether this outbox has a file (set before recovered events are
+    /// queued, so that they are tracked too).
+    durable: bool,
 }
 
 /// The outbox file and what a rewrite needs.
@@ -118,6 +121,7 @@ impl Outbox {
         let outbox = Outbox::in_memory(max_pending);
         {
             let mut inner = outbox.lock();
+            inner.durable = true;
             for event in pending {
                 inner.push(event);
             }
@@ -226,6 +230,7 @@ impl Inner {
     fn push(&mut self, event: Event) -> bool {
         self.pending += 1;
         match event.kind {
+            _ if !self.durable => {}
             EventType::Online => {
                 self.online.insert(event.client.clone());
             }

@@ -680,3 +680,90 @@ async fn the_queue_is_bounded_and_overflow_drops_whole_pairs() {
     }
     server.stop().await;
 }
+
+/// The real binary killed with SIGKILL (disk store): what was pending is
+/// sent after the restart with its ids, and the client that was online
+/// gets the `offline` the dead process owed it.
+#[tokio::test]
+async fn after_a_kill_9_pending_notifications_and_the_owed_offline_arrive() {
+    let receiver = Receiver::start();
+    let path = scratch_dir("hooks-kill9");
+    let url = receiver.url();
+    let env = [
+        ("COMETBOX_STORE__KIND", "disk"),
+        ("COMETBOX_STORE__PATH", path.to_str().unwrap()),
+        ("COMETBOX_HOOKS__URL", url.as_str()),
+        ("COMETBOX_HOOKS__SECRET", HOOK_SECRET),
+        ("COMETBOX_HOOKS__ON_ERROR", "allow"),
+        ("COMETBOX_HOOKS__RETRY_MAX", "200ms"),
+        ("COMETBOX_HOOKS__OFFLINE_AFTER", "60s"),
+    ];
+    let http = reqwest::Client::new();
+    let poll = |public: String, client: &str| {
+        let url = format!(
+            "http://{public}/poll?timeout=0&channels=room&token={}",
+            token(client, &["room"])
+        );
+        let http = http.clone();
+        async move { http.get(url).send().await.unwrap().status() }
+    };
+    let server = crate::binary::start("hooks-kill9-a", &env).await;
+    assert_eq!(poll(server.public.clone(), "kim").await, StatusCode::OK);
+    until_delivered(
+        &receiver,
+        "kim",
+        &[
+            ev("connect", None),
+            ev("subscribe", Some("room")),
+            ev("online", None),
+            ev("subscribed", Some("room")),
+        ],
+    )
+    .await;
+    receiver.set_mode("fail");
+    assert_eq!(poll(server.public.clone(), "lou").await, StatusCode::OK);
+    wait_until(
+        "lou's online was refused",
+        Duration::from_secs(10),
+        || async {
+            receiver
+                .log()
+                .iter()
+                .any(|(s, e)| *s == 500 && e["type"] == "online" && e["client"] == "lou")
+        },
+    )
+    .await;
+    server.kill9().await;
+
+    receiver.set_mode("ok");
+    let server = crate::binary::start("hooks-kill9-b", &env).await;
+    for client in ["kim", "lou"] {
+        wait_until(
+            &format!("{client}'s owed offline"),
+            Duration::from_secs(15),
+            || async { receiver.delivered(client).last() == Some(&ev("offline", None)) },
+        )
+        .await;
+    }
+    assert_eq!(
+        receiver.delivered("lou"),
+        // (its connect and subscribe got 500s: allowed by on_error)
+        vec![
+            ev("online", None),
+            ev("subscribed", Some("room")),
+            ev("offline", None),
+        ]
+    );
+    let online_ids: Vec<Value> = receiver
+        .log()
+        .iter()
+        .filter(|(_, e)| e["type"] == "online" && e["client"] == "lou")
+        .map(|(_, e)| e["id"].clone())
+        .collect();
+    assert!(
+        online_ids.len() >= 2 && online_ids.iter().all(|id| *id == online_ids[0]),
+        "{online_ids:?}"
+    );
+    server.stop().await;
+    let _ = std::fs::remove_dir_all(&path);
+}
