@@ -767,3 +767,84 @@ async fn after_a_kill_9_pending_notifications_and_the_owed_offline_arrive() {
     server.stop().await;
     let _ = std::fs::remove_dir_all(&path);
 }
+
+/// `url = "unix:/path"`: requests go to `POST /` on the socket. The
+/// receiver here is hyper's HTTP/1 server on a Unix listener, checking the
+/// signature with this test's own HMAC.
+#[tokio::test]
+async fn a_unix_socket_url_reaches_the_backend() {
+    use http_body_util::{BodyExt, Full};
+    use hyper::service::service_fn;
+    let dir = scratch_dir("hooks-unix");
+    let socket = dir.join("hooks.sock");
+    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, Value)>::new()));
+    let recorder = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let recorder = recorder.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                    let recorder = recorder.clone();
+                    async move {
+                        let path = request.uri().path().to_owned();
+                        let header = request.headers()["cometbox-signature"]
+                            .to_str()
+                            .unwrap()
+                            .to_owned();
+                        let body = request.into_body().collect().await.unwrap().to_bytes();
+                        let t = header
+                            .split(',')
+                            .next()
+                            .unwrap()
+                            .strip_prefix("t=")
+                            .unwrap();
+                        use hmac::Mac;
+                        let mut mac =
+                            hmac::Hmac::<sha2::Sha256>::new_from_slice(HOOK_SECRET.as_bytes())
+                                .unwrap();
+                        mac.update(format!("{t}.").as_bytes());
+                        mac.update(&body);
+                        let hex: String = mac
+                            .finalize()
+                            .into_bytes()
+                            .iter()
+                            .map(|b| format!("{b:02x}"))
+                            .collect();
+                        assert!(header.ends_with(&format!(",v1={hex}")), "{header}");
+                        let event: Value = serde_json::from_slice(&body).unwrap();
+                        recorder.lock().unwrap().push((path, event));
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                            bytes::Bytes::from_static(br#"{"allow":false,"reason":"via unix"}"#),
+                        )))
+                    }
+                });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, service)
+                    .await;
+            });
+        }
+    });
+    let url = format!("unix:{}", socket.display());
+    let server = TestServer::with(move |s| {
+        s.hooks.url = url;
+        s.hooks.secret = HOOK_SECRET.into();
+    })
+    .await;
+    let (status, body) = poll_now(&server, "uma", "").await;
+    assert_eq!(
+        (status, body["message"].as_str()),
+        (StatusCode::FORBIDDEN, Some("via unix"))
+    );
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].0, "/");
+    assert_eq!(
+        (seen[0].1["type"].as_str(), seen[0].1["client"].as_str()),
+        (Some("connect"), Some("uma"))
+    );
+    server.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
