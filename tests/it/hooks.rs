@@ -26,18 +26,24 @@ impl Receiver {
     fn start() -> Self {
         let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
         let dir = scratch_dir("hooks-receiver");
-        // A free port: bound and released (php binds it a moment later).
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let script = repo.join("tests/it/hooks/receiver.php");
+        let env = [
+            ("HOOK_SECRET", HOOK_SECRET.to_owned()),
+            ("HOOK_DIR", dir.display().to_string()),
+            (
+                "COMETBOX_PHP_CLIENT",
+                repo.join("php-client").display().to_string(),
+            ),
+        ];
+        Self::serve(free_port(), &[script.as_os_str()], &env, dir)
+    }
+
+    /// `php -S 127.0.0.1:<port> <args>` with `env`, once it accepts.
+    fn serve(port: u16, args: &[&std::ffi::OsStr], env: &[(&str, String)], dir: PathBuf) -> Self {
         let child = Command::new("php")
             .args(["-S", &format!("127.0.0.1:{port}")])
-            .arg(repo.join("tests/it/hooks/receiver.php"))
-            .env("HOOK_SECRET", HOOK_SECRET)
-            .env("HOOK_DIR", &dir)
-            .env("COMETBOX_PHP_CLIENT", repo.join("php-client"))
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             // Several requests at once: a slow answer must not hold up others.
             .env("PHP_CLI_SERVER_WORKERS", "8")
             .stdout(Stdio::null())
@@ -109,6 +115,15 @@ impl Drop for Receiver {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A free port: bound and released (php binds it a moment later).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn ev(kind: &str, channel: Option<&str>) -> (String, Option<String>) {
@@ -847,4 +862,94 @@ async fn a_unix_socket_url_reaches_the_backend() {
     );
     server.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The chat demo's hook.php (client-js/examples/chat) behind the real
+/// server: joins and leaves are announced from online/offline, and a
+/// subscribe to chat:staff is refused unless the name says staff.
+#[tokio::test]
+async fn the_chat_demo_announces_presence_and_refuses_the_staff_room() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let port = free_port();
+    let server = TestServer::with(move |s| {
+        s.hooks.url = format!("http://127.0.0.1:{port}/hook.php");
+        s.hooks.secret = "chat-hook-secret".into();
+        s.hooks.offline_after = Duration::from_millis(800);
+    })
+    .await;
+    let docroot = repo.join("client-js/examples/chat");
+    let demo = Receiver::serve(
+        port,
+        &["-t".as_ref(), docroot.as_os_str()],
+        &[
+            ("CHAT_HOOK_SECRET", "chat-hook-secret".to_owned()),
+            ("CHAT_INGEST_URL", server.ingest_url("")),
+            ("CHAT_TOKEN_SECRET", crate::helpers::SECRET.to_owned()),
+        ],
+        scratch_dir("chat-demo"),
+    );
+    let api = |action: &str, body: Value| {
+        let request = server
+            .http
+            .post(format!(
+                "http://127.0.0.1:{}/api.php?action={action}",
+                demo.port
+            ))
+            .json(&body);
+        async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let ann = api("login", serde_json::json!({"name": "ann"})).await;
+    let staff = api("login", serde_json::json!({"name": "staff-sue"})).await;
+    let browser = &server;
+    let poll = |token: &Value, channels: &str| {
+        let query = format!(
+            "token={}&timeout=0&channels={channels}",
+            token.as_str().unwrap()
+        );
+        async move { browser.poll_raw(&query).await }
+    };
+    assert_eq!(poll(&ann["token"], "chat").await.0, StatusCode::OK);
+    let (status, body, _) = poll(&ann["token"], "chat,chat:staff").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::FORBIDDEN, Some("denied"))
+    );
+    assert_eq!(body["message"], "chat:staff is for staff only");
+    assert_eq!(
+        poll(&staff["token"], "chat,chat:staff").await.0,
+        StatusCode::OK
+    );
+
+    // ann keeps polling; staff-sue stops and is announced as gone.
+    let mut presence = Vec::new();
+    let mut cursor = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !presence.contains(&(Value::from("staff-sue"), Value::from("left"))) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "staff-sue not announced leaving: {presence:?}"
+        );
+        let (status, reply, _) = poll(&ann["token"], &format!("chat&since={cursor}")).await;
+        assert_eq!(status, StatusCode::OK, "{reply}");
+        cursor = reply["cursor"].as_str().unwrap().to_owned();
+        for m in reply["messages"].as_array().unwrap() {
+            presence.push((m["data"]["name"].clone(), m["data"]["what"].clone()));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let joined: Vec<_> = presence
+        .iter()
+        .filter(|(_, w)| w == "joined")
+        .map(|(n, _)| n.clone())
+        .collect();
+    assert!(
+        joined.contains(&Value::from("ann")) && joined.contains(&Value::from("staff-sue")),
+        "{presence:?}"
+    );
+    assert!(
+        !presence.contains(&(Value::from("ann"), Value::from("left"))),
+        "ann kept polling: {presence:?}"
+    );
+    server.stop().await;
+    drop(demo);
 }
