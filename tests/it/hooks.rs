@@ -383,7 +383,11 @@ async fn the_receiver_refuses_bad_and_stale_signatures() {
 #[tokio::test]
 async fn presence_survives_re_polls_tabs_and_ends_once_after_a_cut() {
     let receiver = Receiver::start();
-    let server = hooked_server(&receiver, |_| {}).await;
+    let server = hooked_server(&receiver, |s| {
+        // Well above the gaps between re-polls, even on a loaded machine.
+        s.hooks.offline_after = Duration::from_secs(2);
+    })
+    .await;
     let t = token("carol", &[]);
 
     // Two tabs at once: one connect, one online.
@@ -874,7 +878,8 @@ async fn the_chat_demo_announces_presence_and_refuses_the_staff_room() {
     let server = TestServer::with(move |s| {
         s.hooks.url = format!("http://127.0.0.1:{port}/hook.php");
         s.hooks.secret = "chat-hook-secret".into();
-        s.hooks.offline_after = Duration::from_millis(800);
+        // Well above the gaps between ann's polls, even on a loaded machine.
+        s.hooks.offline_after = Duration::from_secs(2);
     })
     .await;
     let docroot = repo.join("client-js/examples/chat");
