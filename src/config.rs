@@ -258,7 +258,10 @@ impl<'de> Deserialize<'de> for ListenAddr {
     }
 }
 
-fn list_or_comma_separated<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+/// A list, or (from the environment) a comma-separated string.
+pub(crate) fn list_or_comma_separated<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum ListOrString {

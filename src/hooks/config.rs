@@ -126,23 +126,8 @@ impl HooksConfig {
 }
 
 fn events_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<EventType>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum ListOrString {
-        List(Vec<String>),
-        String(String),
-    }
-    let names: Vec<String> = match ListOrString::deserialize(d)? {
-        ListOrString::List(list) => list,
-        ListOrString::String(s) => s
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect(),
-    };
-    names
-        .iter()
+    crate::config::list_or_comma_separated(d)?
+        .into_iter()
         .map(|name| {
             serde_json::from_value(serde_json::Value::String(name.clone())).map_err(|_| {
                 serde::de::Error::custom(format!(

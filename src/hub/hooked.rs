@@ -121,9 +121,9 @@ impl Hub {
         let mut new: Vec<ChannelName> = channels
             .iter()
             .filter(|c| {
-                state.as_ref().is_none_or(|s| {
-                    !s.channels.contains(*c) && !super::membership::revoked(s, c, issued_at)
-                })
+                state
+                    .as_ref()
+                    .is_none_or(|s| super::membership::joinable(s, c, issued_at))
             })
             .cloned()
             .collect();

@@ -112,10 +112,7 @@ impl Hub {
         issued_at: Option<u64>,
     ) -> bool {
         let state = client.lock();
-        state.gone.is_none()
-            && channels
-                .iter()
-                .any(|c| !state.channels.contains(c) && !revoked(&state, c, issued_at))
+        state.gone.is_none() && channels.iter().any(|c| joinable(&state, c, issued_at))
     }
 
     fn join_channels(
@@ -131,7 +128,7 @@ impl Hub {
         }
         let mut new: Vec<&ChannelName> = channels
             .iter()
-            .filter(|c| !state.channels.contains(*c) && !revoked(&state, c, issued_at))
+            .filter(|c| joinable(&state, c, issued_at))
             .collect();
         new.sort_unstable();
         new.dedup();
@@ -164,9 +161,15 @@ impl Hub {
     }
 }
 
+/// Whether a poll's `channels=` would join `channel`: not held, and not
+/// revoked since its token was issued.
+pub(super) fn joinable(state: &ClientState, channel: &ChannelName, issued_at: Option<u64>) -> bool {
+    !state.channels.contains(channel) && !revoked(state, channel, issued_at)
+}
+
 /// Whether a backend `<unsubscribe>` of `channel` stands against a token
 /// issued at `issued_at` (a token without `iat` is taken as older).
-pub(super) fn revoked(state: &ClientState, channel: &ChannelName, issued_at: Option<u64>) -> bool {
+fn revoked(state: &ClientState, channel: &ChannelName, issued_at: Option<u64>) -> bool {
     state
         .revoked
         .iter()
