@@ -10,7 +10,9 @@
 //!     127.0.0.1:8481 / unix socket     mailboxes,      0.0.0.0:8480 (or behind nginx)
 //!                                      channels,
 //!                                      waiting polls
-//!                                         │
+//!                                         │  └──▶ hooks ── signed POST ──▶ backend's hook URL
+//!                                         │       (connect/subscribe awaited;
+//!                                         │        notifications via the outbox)
 //!                                   store: memory logs, and for
 //!                                   `disk` a journal written before
 //!                                   every <ok>, recovered at start
@@ -26,6 +28,10 @@
 //!   of its own).
 //! - [`metrics`]: `GET /metrics` on the ingest face, read from the hub's
 //!   counters at scrape time.
+//! - [`hooks`]: `[hooks]`, signed requests to the backend: the hub awaits
+//!   `connect`/`subscribe` before a poll changes anything and queues
+//!   `online`/`offline`/`subscribed`/`unsubscribed` into the outbox, which
+//!   a few workers deliver (and a `disk` store's directory keeps).
 //! - [`config`], [`auth`], [`listener`], [`telemetry`]: start-up pieces.
 //!
 //! [`open_store`] recovers the configured store before anything listens;
