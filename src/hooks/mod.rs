@@ -234,13 +234,17 @@ impl Hooks {
             let event = self.outbox.next().await;
             let body = event.body();
             let mut pause = FIRST_RETRY;
-            loop {
+            for attempt in 1u64.. {
                 match transport::post(&self.target, &self.secret, body.clone(), self.timeout).await
                 {
                     Ok(_) => break,
                     Err(e) => {
                         self.outbox.failed_attempts.fetch_add(1, Relaxed);
-                        tracing::debug!(id = %event.id, kind = ?event.kind, error = %e, retry_in = ?pause, "hook notification failed; retrying");
+                        // Every failure is retried (a 401 from a wrong secret
+                        // too): say so at the first and every 20th attempt.
+                        if attempt == 1 || attempt % 20 == 0 {
+                            tracing::warn!(id = %event.id, kind = ?event.kind, client = %event.client, attempt, error = %e, retry_in = ?pause, "hook notification failed; retrying");
+                        }
                         tokio::time::sleep(pause).await;
                         pause = (pause * 2).min(self.retry_max);
                     }
