@@ -199,9 +199,9 @@ pub async fn run(
         send_timeout: limits.send_timeout,
         name,
     };
-    let public = tokio::spawn(serve(
+    let public = tokio::spawn(http::public::serve(
         listeners.public,
-        http::public::router(state.clone()),
+        state.clone(),
         policy("public", &state.connections),
         shutdown.clone(),
     ));

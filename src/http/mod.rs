@@ -15,7 +15,6 @@ use crate::hub::Hub;
 pub mod error;
 pub mod ingest;
 pub mod public;
-pub mod reply_body;
 pub mod send_timeout;
 pub mod serve;
 
