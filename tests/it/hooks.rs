@@ -958,3 +958,49 @@ async fn the_chat_demo_announces_presence_and_refuses_the_staff_room() {
     server.stop().await;
     drop(demo);
 }
+
+/// `/events` opens like a poll (`Hub::open_for`): `connect` and `subscribe`
+/// are asked first, a denial is `403 denied` before the stream starts, and
+/// an open stream keeps its client online until it closes.
+#[tokio::test]
+async fn an_event_stream_is_asked_and_counts_for_presence() {
+    let receiver = Receiver::start();
+    let server = hooked_server(&receiver, |_| {}).await;
+    let open = |client: &str, channels: &str| {
+        let url = server.public_url(&format!(
+            "/events?token={}&channels={channels}",
+            token(client, &["room", "forbidden"])
+        ));
+        server.http.get(url).send()
+    };
+    let denied = open("sse-sam", "room,forbidden").await.unwrap();
+    assert_eq!(denied.status(), StatusCode::FORBIDDEN);
+    let body: Value = denied.json().await.unwrap();
+    assert_eq!(
+        (body["error"].as_str(), body["message"].as_str()),
+        (Some("denied"), Some("forbidden room"))
+    );
+    assert_eq!(server.presence("sse-sam").await.1["channels"], Value::Null);
+
+    let stream = open("sse-sam", "room").await.unwrap();
+    assert_eq!(stream.status(), StatusCode::OK);
+    // Held open past offline_after: still online.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let notified = |client: &str| -> Vec<(String, Option<String>)> {
+        receiver
+            .delivered(client)
+            .into_iter()
+            .filter(|(kind, _)| kind != "connect" && kind != "subscribe")
+            .collect()
+    };
+    assert_eq!(
+        notified("sse-sam"),
+        vec![ev("online", None), ev("subscribed", Some("room"))]
+    );
+    drop(stream);
+    wait_until("sse-sam goes offline", Duration::from_secs(15), || async {
+        notified("sse-sam").last() == Some(&ev("offline", None))
+    })
+    .await;
+    server.stop().await;
+}
