@@ -3,7 +3,7 @@
 # (default target/debug/cometbox). Hooks point at an unreachable URL with
 # on_error = "allow": the backend is down, and online clients must not notice.
 #   python3 benches/hooks_repoll.py
-import http.client, json, os, subprocess, sys, tempfile, time, hmac, hashlib, base64
+import http.client, json, os, shutil, subprocess, sys, tempfile, time, hmac, hashlib, base64
 BIN = os.environ.get("COMETBOX_BIN", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "target", "debug", "cometbox"))
 SECRET = "bench"
 def b64(b): return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
@@ -26,7 +26,7 @@ def run(hooks_url, n=3000):
     start = time.perf_counter()
     for _ in range(n): poll()
     el = time.perf_counter() - start
-    p.terminate(); p.wait()
+    p.terminate(); p.wait(); shutil.rmtree(d, ignore_errors=True)
     return el / n * 1e6
 for rnd in range(3):
     off = run(None); on = run("http://127.0.0.1:1/unreachable")
