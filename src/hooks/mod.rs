@@ -155,7 +155,16 @@ impl Hooks {
         Ok(self.ask_event(event).await?.data)
     }
 
-    async fn ask_event(&self, event: Event) -> Result<Answer, Denied> {
+    /// A new event stamped with this server's `node`, for callers that add
+    /// fields before asking: a Bayeux handshake's `connect` carries `ext`.
+    pub fn event(&self, kind: EventType, client: &str, channel: Option<&str>) -> Event {
+        Event::new(kind, client, channel, &self.node)
+    }
+
+    /// Asks the backend about a cancellable `event` built with
+    /// [`Hooks::event`] (allowed without asking when its type is not in
+    /// `events`).
+    pub async fn ask_event(&self, event: Event) -> Result<Answer, Denied> {
         let allow = Answer {
             allow: true,
             reason: None,

@@ -625,8 +625,13 @@ async fn publish_is_asked_and_may_be_denied_or_rewritten() {
             .await,
         Ok(Some(Value::from("replaced")))
     );
+    // A Bayeux handshake's connect carries its ext.
+    let mut connect = hooks.event(cometbox::hooks::EventType::Connect, "pia", None);
+    connect.ext = Some(serde_json::json!({"auth": "t0k"}));
+    assert!(hooks.ask_event(connect).await.is_ok());
     let sent = receiver.log();
-    assert_eq!(sent.len(), 3);
+    assert_eq!(sent.len(), 4);
+    assert_eq!(sent[3].1["ext"], serde_json::json!({"auth": "t0k"}));
     assert_eq!(sent[0].1["type"], "publish");
     assert_eq!(sent[0].1["channel"], "/chat/x");
     assert_eq!(sent[0].1["data"], data);
