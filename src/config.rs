@@ -30,6 +30,8 @@ pub struct Settings {
     /// `[[bridge]]`: message brokers relayed to clients (see
     /// [`crate::bridge`]).
     pub bridge: Vec<crate::bridge::BridgeConfig>,
+    /// `[hooks]`: backend hooks (off without a `url`).
+    pub hooks: crate::hooks::HooksConfig,
 }
 
 /// `[public]`
@@ -259,7 +261,10 @@ impl<'de> Deserialize<'de> for ListenAddr {
     }
 }
 
-fn list_or_comma_separated<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+/// A list, or (from the environment) a comma-separated string.
+pub(crate) fn list_or_comma_separated<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum ListOrString {
@@ -426,6 +431,7 @@ impl Settings {
             return Err(("auth.token_ttl", "is above auth.max_token_ttl".into()));
         }
         self.validate_ingest_key()?;
+        self.hooks.validate()?;
         if self.public.listen == self.ingest.listen
             && !matches!(self.public.listen, ListenAddr::Tcp(a) if a.port() == 0)
         {

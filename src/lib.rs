@@ -10,7 +10,9 @@
 //!     127.0.0.1:8481 / unix socket     mailboxes,      0.0.0.0:8480 (or behind nginx)
 //!                                      channels,
 //!                                      waiting polls
-//!                                         │
+//!                                         │  └──▶ hooks ── signed POST ──▶ backend's hook URL
+//!                                         │       (connect/subscribe awaited;
+//!                                         │        notifications via the outbox)
 //!                                   store: memory logs, and for
 //!                                   `disk` a journal written before
 //!                                   every <ok>, recovered at start
@@ -28,10 +30,15 @@
 //!   counters at scrape time.
 //! - [`bridge`]: `[[bridge]]` brokers (STOMP, AMQP, NATS, Redis) whose
 //!   messages are applied like ingest's, one supervised task each.
+//! - [`hooks`]: `[hooks]`, signed requests to the backend: the hub awaits
+//!   `connect`/`subscribe` before a poll changes anything and queues
+//!   `online`/`offline`/`subscribed`/`unsubscribed` into the outbox, which
+//!   a few workers deliver (and a `disk` store's directory keeps).
 //! - [`config`], [`auth`], [`listener`], [`telemetry`]: start-up pieces.
 //!
 //! [`open_store`] recovers the configured store before anything listens;
-//! [`run`] takes it, already-bound listeners and a shutdown token, so tests
+//! [`open_hooks`] reads back pending hook notifications next to it;
+//! [`run`] takes both, already-bound listeners and a shutdown token, so tests
 //! bind port 0 and the binary binds what the configuration says.
 
 #![forbid(unsafe_code)]
@@ -45,6 +52,7 @@ use tokio_util::sync::CancellationToken;
 pub mod auth;
 pub mod bridge;
 pub mod config;
+pub mod hooks;
 pub mod http;
 pub mod hub;
 pub mod listener;
@@ -100,14 +108,35 @@ pub fn open_store(settings: &Settings) -> Result<store::Opened, store::disk::Ope
     )
 }
 
+/// The configured hooks, their pending notifications read back from the
+/// `disk` store's directory (before anything listens). Blocking.
+pub fn open_hooks(
+    settings: &Settings,
+) -> Result<Option<Arc<hooks::Hooks>>, hooks::outbox::OutboxError> {
+    if !settings.hooks.enabled() {
+        return Ok(None);
+    }
+    let dir =
+        (settings.store.kind == store::StoreKind::Disk).then_some(settings.store.path.as_path());
+    Ok(Some(Arc::new(hooks::Hooks::new(&settings.hooks, dir)?)))
+}
+
+/// How long a stopping server waits for pending hook notifications to be
+/// delivered (with a `disk` store, what is left is sent after the restart).
+const HOOKS_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Builds what both faces share: the hub on the opened store (and its
 /// reaper, on the current runtime), the token keys, and the connection and
-/// ingest permits.
+/// ingest permits; starts the hooks' workers.
 pub fn app_state(
     settings: Settings,
     store: store::Opened,
+    hooks: Option<Arc<hooks::Hooks>>,
     shutdown: CancellationToken,
 ) -> AppState {
+    if let Some(hooks) = &hooks {
+        hooks.spawn_workers();
+    }
     let secret = if settings.auth.secret.is_empty() {
         tracing::warn!("auth.secret is not set: using a random secret, so tokens will not survive a restart (set auth.secret or COMETBOX_AUTH__SECRET)");
         rand::random::<[u8; 32]>().to_vec()
@@ -115,7 +144,7 @@ pub fn app_state(
         settings.auth.secret.as_bytes().to_vec()
     };
     let limits = &settings.limits;
-    let hub = Hub::open(
+    let hub = Hub::open_with_hooks(
         store,
         HubLimits {
             poll_timeout: limits.poll_timeout,
@@ -127,6 +156,7 @@ pub fn app_state(
             max_channels_per_client: limits.max_channels_per_client,
             max_reply_bytes: limits.max_reply_bytes,
         },
+        hooks,
     );
     hub::spawn_reaper(hub.clone(), shutdown.clone());
     hub::spawn_reloader(hub.clone(), shutdown.clone());
@@ -174,10 +204,11 @@ fn compiled_bridges(settings: &Settings) -> Vec<bridge::Bridge> {
 pub async fn run(
     settings: Settings,
     store: store::Opened,
+    hooks: Option<Arc<hooks::Hooks>>,
     listeners: Listeners,
     shutdown: CancellationToken,
 ) {
-    let state = app_state(settings, store, shutdown.clone());
+    let state = app_state(settings, store, hooks, shutdown.clone());
     let limits = &state.settings.limits;
     // Each listener has its own permits: whatever browsers do to the public
     // port, backends find room on the ingest port.
@@ -220,6 +251,17 @@ pub async fn run(
     while bridges.join_next().await.is_some() {}
     if let Err(e) = public {
         tracing::error!(error = %e, "the public accept loop failed");
+    }
+    if let Some(hooks) = state.hub.hooks() {
+        // The shutdown queued an `offline` for every online client.
+        let left = hooks.drain(HOOKS_DRAIN).await;
+        if left > 0 {
+            tracing::warn!(
+                pending = left,
+                "stopping with hook notifications undelivered"
+            );
+        }
+        hooks.stop();
     }
 }
 

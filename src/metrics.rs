@@ -86,6 +86,8 @@ pub struct Snapshot {
     pub public_connections: u64,
     /// Open connections of the ingest listener.
     pub ingest_connections: u64,
+    /// Backend hooks' counters (absent, and not encoded, without hooks).
+    pub hooks: Option<crate::hooks::HookStats>,
 }
 
 impl Snapshot {
@@ -104,6 +106,7 @@ impl Snapshot {
             clients_evicted: stats.clients_evicted,
             public_connections: 0,
             ingest_connections: 0,
+            hooks: stats.hooks.clone(),
         }
     }
 }
@@ -232,18 +235,23 @@ impl Collector for HubCollector {
             let metric = ConstCounter::new(value);
             metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)?;
         }
-        let mut family = encoder.encode_descriptor(
-            "cometbox_connections",
-            "Open connections, by listener",
-            None,
-            MetricType::Gauge,
-        )?;
-        for (listener, open) in [
-            ("public", s.public_connections),
-            ("ingest", s.ingest_connections),
-        ] {
-            ConstGauge::new(open as i64)
-                .encode(family.encode_family(&[("listener", listener)])?)?;
+        {
+            let mut family = encoder.encode_descriptor(
+                "cometbox_connections",
+                "Open connections, by listener",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (listener, open) in [
+                ("public", s.public_connections),
+                ("ingest", s.ingest_connections),
+            ] {
+                ConstGauge::new(open as i64)
+                    .encode(family.encode_family(&[("listener", listener)])?)?;
+            }
+        }
+        if let Some(h) = &s.hooks {
+            encode_hooks(&mut encoder, h)?;
         }
         Ok(())
     }
@@ -312,4 +320,54 @@ impl Collector for BridgeCollector {
         }
         Ok(())
     }
+}
+
+/// The `cometbox_hook_*` families (only with `[hooks]` on).
+fn encode_hooks(
+    encoder: &mut DescriptorEncoder,
+    h: &crate::hooks::HookStats,
+) -> Result<(), std::fmt::Error> {
+    let pending = ConstGauge::new(h.pending as i64);
+    pending.encode(encoder.encode_descriptor(
+        "cometbox_hook_notifications_pending",
+        "Hook notifications queued or in flight (at most hooks.max_pending opening ones)",
+        None,
+        pending.metric_type(),
+    )?)?;
+    let counters = [
+        (
+            "cometbox_hook_notifications_delivered",
+            "Hook notifications the backend answered with 2xx",
+            h.delivered,
+        ),
+        (
+            "cometbox_hook_notifications_dropped",
+            "Opening hook notifications (online, subscribed) dropped because hooks.max_pending were waiting; their closing ones are not sent either",
+            h.dropped,
+        ),
+        (
+            "cometbox_hook_notification_retries",
+            "Hook notification attempts that failed and were retried",
+            h.retries,
+        ),
+        (
+            "cometbox_hook_requests_failed",
+            "Cancellable hook requests that failed or timed out (then hooks.on_error applied)",
+            h.errors,
+        ),
+    ];
+    for (name, help, value) in counters {
+        let metric = ConstCounter::new(value);
+        metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)?;
+    }
+    let mut family = encoder.encode_descriptor(
+        "cometbox_hook_decisions",
+        "Cancellable hook events, by outcome (denied includes on_error = \"deny\" after a failure)",
+        None,
+        MetricType::Counter,
+    )?;
+    for (outcome, value) in [("allowed", h.allowed), ("denied", h.denied)] {
+        ConstCounter::new(value).encode(family.encode_family(&[("outcome", outcome)])?)?;
+    }
+    Ok(())
 }

@@ -52,6 +52,7 @@ impl PublicError {
             PublicError::Poll(PollError::TooManyClients(_)) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "overloaded")
             }
+            PublicError::Poll(PollError::Denied(_)) => (StatusCode::FORBIDDEN, "denied"),
             PublicError::Poll(PollError::Storage(_)) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "storage-unavailable")
             }

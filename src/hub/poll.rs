@@ -50,6 +50,10 @@ pub enum PollError {
     /// `channels` would pass `max_channels_per_client`.
     #[error("channels: a client may be subscribed to at most {0} channels")]
     TooManyChannels(usize),
+    /// A hook refused it (`connect` or `subscribe`), or could not be asked
+    /// with `on_error = "deny"`: nothing was applied.
+    #[error(transparent)]
+    Denied(#[from] crate::hooks::Denied),
     /// The durable store cannot record what this poll changes (a new
     /// mailbox, new channels).
     #[error(transparent)]
@@ -59,7 +63,7 @@ pub enum PollError {
 /// Counts an open poll for as long as it lives; dropping it (reply written,
 /// or the browser went away and the request was dropped) closes it.
 pub struct OpenPoll {
-    client: Arc<Client>,
+    pub(super) client: Arc<Client>,
 }
 
 impl std::fmt::Debug for OpenPoll {
@@ -109,11 +113,18 @@ impl Hub {
     /// Opens a poll (or a stream, which counts as one for as long as it
     /// lasts): finds or creates the client, counts the open poll, and
     /// subscribes the request's channels.
+    /// With hooks, `connect` and `subscribe` are asked first (`hooked.rs`).
     pub async fn open_for(&self, request: &PollRequest) -> Result<OpenPoll, PollError> {
-        let open = self.open_poll(&request.client).await?;
-        if !request.subscribe.is_empty() {
-            self.subscribe_for_poll(&open.client, &request.subscribe, request.issued_at)?;
-        }
+        let open = match &self.0.hooks {
+            Some(hooks) => self.open_hooked_poll(hooks, request).await?,
+            None => {
+                let open = self.open_poll(&request.client).await?;
+                if !request.subscribe.is_empty() {
+                    self.subscribe_for_poll(&open.client, &request.subscribe, request.issued_at)?;
+                }
+                open
+            }
+        };
         self.0.polls_total.fetch_add(1, Ordering::Relaxed);
         Ok(open)
     }
@@ -159,7 +170,7 @@ impl Hub {
     }
 
     /// Finds or creates the client and counts one more open poll on it.
-    async fn open_poll(&self, id: &ClientId) -> Result<OpenPoll, PollError> {
+    pub(super) async fn open_poll(&self, id: &ClientId) -> Result<OpenPoll, PollError> {
         let limits = &self.0.limits;
         loop {
             let client = match self.0.clients.get(id).map(|c| c.clone()) {

@@ -35,6 +35,9 @@ pub struct Stats {
     pub subscriptions: usize,
     /// Seconds since the hub started.
     pub uptime_s: u64,
+    /// Backend hooks' counters, when `[hooks]` is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<crate::hooks::HookStats>,
 }
 
 /// The `/clients/<id>` body.
@@ -81,6 +84,7 @@ impl Hub {
             channels,
             subscriptions,
             uptime_s: self.0.started.elapsed().as_secs(),
+            hooks: self.0.hooks.as_ref().map(|h| h.stats()),
         }
     }
 

@@ -7,6 +7,7 @@ mod cors;
 mod disk;
 mod events;
 mod helpers;
+mod hooks;
 mod hostile;
 mod ingest;
 mod metrics;

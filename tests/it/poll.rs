@@ -411,7 +411,7 @@ async fn a_poll_after_shutdown_began_is_refused_with_shutting_down() {
     settings.auth.secret = SECRET.into();
     let shutdown = tokio_util::sync::CancellationToken::new();
     let store = cometbox::open_store(&settings).unwrap();
-    let state = cometbox::app_state(settings, store, shutdown.clone());
+    let state = cometbox::app_state(settings, store, None, shutdown.clone());
     shutdown.cancel();
     wait_until("the hub shuts down", Duration::from_secs(1), || async {
         state.hub.is_shutting_down()
