@@ -27,6 +27,11 @@ pub struct Settings {
     pub store: StoreConfig,
     /// `[log]`: log format and level.
     pub log: LogSection,
+    /// `[[bridge]]`: message brokers relayed to clients (see
+    /// [`crate::bridge`]).
+    pub bridge: Vec<crate::bridge::BridgeConfig>,
+    /// `[hooks]`: backend hooks (off without a `url`).
+    pub hooks: crate::hooks::HooksConfig,
 }
 
 /// `[public]`
@@ -256,7 +261,10 @@ impl<'de> Deserialize<'de> for ListenAddr {
     }
 }
 
-fn list_or_comma_separated<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+/// A list, or (from the environment) a comma-separated string.
+pub(crate) fn list_or_comma_separated<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum ListOrString {
@@ -300,8 +308,8 @@ pub enum ConfigError {
     Invalid {
         /// The file, or "defaults and environment".
         origin: String,
-        /// `section.key`.
-        key: &'static str,
+        /// `section.key`, or `bridge[N].key`.
+        key: String,
         /// Why.
         message: String,
     },
@@ -353,6 +361,8 @@ pub fn load_from(
     })?;
     settings
         .validate()
+        .map_err(|(key, message)| (key.to_owned(), message))
+        .and_then(|()| settings.validate_bridges())
         .map_err(|(key, message)| ConfigError::Invalid {
             origin,
             key,
@@ -434,6 +444,7 @@ impl Settings {
                 return Err(("store.timeout", "must be above zero".into()));
             }
         }
+        self.hooks.validate()?;
         if self.public.listen == self.ingest.listen
             && !matches!(self.public.listen, ListenAddr::Tcp(a) if a.port() == 0)
         {
@@ -447,6 +458,23 @@ impl Settings {
                 || origin.ends_with('/')
             {
                 return Err(("public.cors_origins", format!("{origin:?} is not an origin like \"https://app.example\" (scheme and host, no path) or \"*\"")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Each `[[bridge]]` table, named by its index.
+    fn validate_bridges(&self) -> Result<(), (String, String)> {
+        let mut names = std::collections::HashSet::new();
+        for (i, bridge) in self.bridge.iter().enumerate() {
+            bridge
+                .compile(i, self.limits.max_payload_bytes)
+                .map_err(|(key, message)| (format!("bridge[{i}].{key}"), message))?;
+            if !names.insert(bridge.name(i)) {
+                return Err((
+                    format!("bridge[{i}].name"),
+                    format!("{:?} is the name of an earlier bridge", bridge.name(i)),
+                ));
             }
         }
         Ok(())

@@ -10,7 +10,9 @@
 //!     127.0.0.1:8481 / unix socket     mailboxes,      0.0.0.0:8480 (or behind nginx)
 //!                                      channels,
 //!                                      waiting polls
-//!                                         │
+//!                                         │  └──▶ hooks ── signed POST ──▶ backend's hook URL
+//!                                         │       (connect/subscribe awaited;
+//!                                         │        notifications via the outbox)
 //!                                   store: memory logs, and for
 //!                                   `disk` a journal written before
 //!                                   every <ok>, recovered at start
@@ -26,10 +28,17 @@
 //!   of its own).
 //! - [`metrics`]: `GET /metrics` on the ingest face, read from the hub's
 //!   counters at scrape time.
+//! - [`bridge`]: `[[bridge]]` brokers (STOMP, AMQP, NATS, Redis) whose
+//!   messages are applied like ingest's, one supervised task each.
+//! - [`hooks`]: `[hooks]`, signed requests to the backend: the hub awaits
+//!   `connect`/`subscribe` before a poll changes anything and queues
+//!   `online`/`offline`/`subscribed`/`unsubscribed` into the outbox, which
+//!   a few workers deliver (and a `disk` store's directory keeps).
 //! - [`config`], [`auth`], [`listener`], [`telemetry`]: start-up pieces.
 //!
 //! [`open_store`] recovers the configured store before anything listens;
-//! [`run`] takes it, already-bound listeners and a shutdown token, so tests
+//! [`open_hooks`] reads back pending hook notifications next to it;
+//! [`run`] takes both, already-bound listeners and a shutdown token, so tests
 //! bind port 0 and the binary binds what the configuration says.
 
 #![forbid(unsafe_code)]
@@ -41,7 +50,9 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 pub mod auth;
+pub mod bridge;
 pub mod config;
+pub mod hooks;
 pub mod http;
 pub mod hub;
 pub mod listener;
@@ -97,14 +108,35 @@ pub fn open_store(settings: &Settings) -> Result<store::Opened, store::disk::Ope
     )
 }
 
+/// The configured hooks, their pending notifications read back from the
+/// `disk` store's directory (before anything listens). Blocking.
+pub fn open_hooks(
+    settings: &Settings,
+) -> Result<Option<Arc<hooks::Hooks>>, hooks::outbox::OutboxError> {
+    if !settings.hooks.enabled() {
+        return Ok(None);
+    }
+    let dir =
+        (settings.store.kind == store::StoreKind::Disk).then_some(settings.store.path.as_path());
+    Ok(Some(Arc::new(hooks::Hooks::new(&settings.hooks, dir)?)))
+}
+
+/// How long a stopping server waits for pending hook notifications to be
+/// delivered (with a `disk` store, what is left is sent after the restart).
+const HOOKS_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Builds what both faces share: the hub on the opened store (and its
 /// reaper, on the current runtime), the token keys, and the connection and
-/// ingest permits.
+/// ingest permits; starts the hooks' workers.
 pub fn app_state(
     settings: Settings,
     store: store::Opened,
+    hooks: Option<Arc<hooks::Hooks>>,
     shutdown: CancellationToken,
 ) -> AppState {
+    if let Some(hooks) = &hooks {
+        hooks.spawn_workers();
+    }
     let secret = if settings.auth.secret.is_empty() {
         tracing::warn!("auth.secret is not set: using a random secret, so tokens will not survive a restart (set auth.secret or COMETBOX_AUTH__SECRET)");
         rand::random::<[u8; 32]>().to_vec()
@@ -112,7 +144,7 @@ pub fn app_state(
         settings.auth.secret.as_bytes().to_vec()
     };
     let limits = &settings.limits;
-    let hub = Hub::open(
+    let hub = Hub::open_with_hooks(
         store,
         HubLimits {
             poll_timeout: limits.poll_timeout,
@@ -124,6 +156,7 @@ pub fn app_state(
             max_channels_per_client: limits.max_channels_per_client,
             max_reply_bytes: limits.max_reply_bytes,
         },
+        hooks,
     );
     hub::spawn_reaper(hub.clone(), shutdown.clone());
     hub::spawn_reloader(hub.clone(), shutdown.clone());
@@ -135,7 +168,8 @@ pub fn app_state(
         }
     });
     let max_connections = max_connections(&settings);
-    let metrics = metrics::Metrics::new(&hub);
+    let bridges = bridge::statuses(&compiled_bridges(&settings));
+    let metrics = metrics::Metrics::new(&hub, bridges.clone());
     AppState::new(http::Shared {
         hub,
         metrics,
@@ -144,9 +178,25 @@ pub fn app_state(
         connections: Arc::new(Semaphore::new(max_connections)),
         max_connections,
         ingest_connections: Arc::new(Semaphore::new(limits.max_ingest_connections)),
+        bridges,
         settings,
         shutdown,
     })
+}
+
+/// The configured bridges, checked (`config::load` has refused any bad
+/// one already; settings built by hand that hold one lose it, logged).
+fn compiled_bridges(settings: &Settings) -> Vec<bridge::Bridge> {
+    let max_payload = settings.limits.max_payload_bytes;
+    (settings.bridge.iter().enumerate())
+        .filter_map(|(i, b)| match b.compile(i, max_payload) {
+            Ok(bridge) => Some(bridge),
+            Err((key, message)) => {
+                tracing::error!("bridge[{i}].{key}: {message}; this bridge does not run");
+                None
+            }
+        })
+        .collect()
 }
 
 /// Serves both listeners until `shutdown` is cancelled, then answers every
@@ -154,10 +204,11 @@ pub fn app_state(
 pub async fn run(
     settings: Settings,
     store: store::Opened,
+    hooks: Option<Arc<hooks::Hooks>>,
     listeners: Listeners,
     shutdown: CancellationToken,
 ) {
-    let state = app_state(settings, store, shutdown.clone());
+    let state = app_state(settings, store, hooks, shutdown.clone());
     let limits = &state.settings.limits;
     // Each listener has its own permits: whatever browsers do to the public
     // port, backends find room on the ingest port.
@@ -168,9 +219,9 @@ pub async fn run(
         send_timeout: limits.send_timeout,
         name,
     };
-    let public = tokio::spawn(serve(
+    let public = tokio::spawn(http::public::serve(
         listeners.public,
-        http::public::router(state.clone()),
+        state.clone(),
         policy("public", &state.connections),
         shutdown.clone(),
     ));
@@ -188,9 +239,29 @@ pub async fn run(
             Err(e) => tracing::error!(error = %e, "cannot serve the ingest listener"),
         }
     });
+    // Bridges run on the main runtime and stop with `shutdown`; whatever
+    // they had not acknowledged is redelivered by the broker later.
+    let mut bridges = bridge::spawn_all(
+        compiled_bridges(&state.settings),
+        &state.bridges,
+        &state.hub,
+        &shutdown,
+    );
     let (public, _) = tokio::join!(public, ingest);
+    while bridges.join_next().await.is_some() {}
     if let Err(e) = public {
         tracing::error!(error = %e, "the public accept loop failed");
+    }
+    if let Some(hooks) = state.hub.hooks() {
+        // The shutdown queued an `offline` for every online client.
+        let left = hooks.drain(HOOKS_DRAIN).await;
+        if left > 0 {
+            tracing::warn!(
+                pending = left,
+                "stopping with hook notifications undelivered"
+            );
+        }
+        hooks.stop();
     }
 }
 

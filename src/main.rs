@@ -71,6 +71,8 @@ async fn serve(settings: Settings, ready_file: Option<&Path>) -> anyhow::Result<
         );
     }
     let store = cometbox::open_store(&settings).context("cannot open the store (store.path)")?;
+    let hooks =
+        cometbox::open_hooks(&settings).context("cannot open the hooks outbox (store.path)")?;
     let public = Listener::bind(&settings.public.listen, settings.public.socket_mode)
         .await
         .with_context(|| {
@@ -124,7 +126,14 @@ async fn serve(settings: Settings, ready_file: Option<&Path>) -> anyhow::Result<
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-    cometbox::run(settings, store, Listeners { public, ingest }, shutdown).await;
+    cometbox::run(
+        settings,
+        store,
+        hooks,
+        Listeners { public, ingest },
+        shutdown,
+    )
+    .await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -15,8 +15,13 @@
 //!   each unit, from its submission to its commit (disk store; with the
 //!   memory store the family is there with no observations).
 //!
-//! Hooks and bridges do not exist yet, so there are no families for them.
-//! Nothing is labelled per client: the label sets are fixed and small.
+//! - `cometbox_bridge_*{bridge}`: each `[[bridge]]`'s state (one gauge per
+//!   state, 1 for the current one) and counters, read at scrape time from
+//!   its [`BridgeStatus`].
+//!
+//! Hooks do not exist yet, so there are no families for them. Nothing is
+//! labelled per client: the label sets are fixed and small (bridges are
+//! named in the configuration).
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -29,6 +34,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+use crate::bridge::{BridgeStatus, State};
 use crate::hub::{Hub, Stats};
 
 /// The media type of the reply: OpenMetrics 1.0, which Prometheus asks for
@@ -80,6 +86,8 @@ pub struct Snapshot {
     pub public_connections: u64,
     /// Open connections of the ingest listener.
     pub ingest_connections: u64,
+    /// Backend hooks' counters (absent, and not encoded, without hooks).
+    pub hooks: Option<crate::hooks::HookStats>,
 }
 
 impl Snapshot {
@@ -98,6 +106,7 @@ impl Snapshot {
             clients_evicted: stats.clients_evicted,
             public_connections: 0,
             ingest_connections: 0,
+            hooks: stats.hooks.clone(),
         }
     }
 }
@@ -115,11 +124,13 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// The registry with every family, reading `hub`'s commit histogram.
-    pub fn new(hub: &Hub) -> Self {
+    /// The registry with every family, reading `hub`'s commit histogram and
+    /// the bridges' statuses.
+    pub fn new(hub: &Hub, bridges: Arc<[Arc<BridgeStatus>]>) -> Self {
         let mut registry = Registry::default();
         let snapshot = Arc::new(Mutex::new(Snapshot::default()));
         registry.register_collector(Box::new(HubCollector(snapshot.clone())));
+        registry.register_collector(Box::new(BridgeCollector(bridges)));
         let rejected = Family::<[(&'static str, &'static str); 1], Counter>::default();
         for code in INGEST_ERROR_CODES {
             let _ = rejected.get_or_create(&[("code", code)]);
@@ -224,19 +235,139 @@ impl Collector for HubCollector {
             let metric = ConstCounter::new(value);
             metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)?;
         }
-        let mut family = encoder.encode_descriptor(
-            "cometbox_connections",
-            "Open connections, by listener",
-            None,
-            MetricType::Gauge,
-        )?;
-        for (listener, open) in [
-            ("public", s.public_connections),
-            ("ingest", s.ingest_connections),
-        ] {
-            ConstGauge::new(open as i64)
-                .encode(family.encode_family(&[("listener", listener)])?)?;
+        {
+            let mut family = encoder.encode_descriptor(
+                "cometbox_connections",
+                "Open connections, by listener",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (listener, open) in [
+                ("public", s.public_connections),
+                ("ingest", s.ingest_connections),
+            ] {
+                ConstGauge::new(open as i64)
+                    .encode(family.encode_family(&[("listener", listener)])?)?;
+            }
+        }
+        if let Some(h) = &s.hooks {
+            encode_hooks(&mut encoder, h)?;
         }
         Ok(())
     }
+}
+
+/// Encodes each bridge's state and counters.
+#[derive(Debug)]
+struct BridgeCollector(Arc<[Arc<BridgeStatus>]>);
+
+impl Collector for BridgeCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let snapshots: Vec<_> = self.0.iter().map(|b| b.snapshot()).collect();
+        let mut family = encoder.encode_descriptor(
+            "cometbox_bridge_state",
+            "Each bridge's connection state: 1 for the current state, 0 for the others",
+            None,
+            MetricType::Gauge,
+        )?;
+        for b in &snapshots {
+            for state in State::ALL {
+                ConstGauge::new(i64::from(b.state == state)).encode(
+                    family
+                        .encode_family(&[("bridge", b.name.as_str()), ("state", state.as_str())])?,
+                )?;
+            }
+        }
+        type Count = fn(&crate::bridge::BridgeStats) -> u64;
+        let counters: [(&str, &str, Count); 6] = [
+            (
+                "cometbox_bridge_received",
+                "Messages read from the broker",
+                |b| b.received,
+            ),
+            (
+                "cometbox_bridge_delivered",
+                "Messages accepted by the hub and the store",
+                |b| b.delivered,
+            ),
+            (
+                "cometbox_bridge_skipped",
+                "Messages skipped as invalid (payload or routing headers)",
+                |b| b.skipped,
+            ),
+            (
+                "cometbox_bridge_rejected",
+                "Messages refused by max_clients or max_channels_per_client",
+                |b| b.rejected,
+            ),
+            (
+                "cometbox_bridge_connects",
+                "Connections made (the first and each reconnection)",
+                |b| b.connects,
+            ),
+            (
+                "cometbox_bridge_failures",
+                "Failed connection attempts and lost connections",
+                |b| b.failures,
+            ),
+        ];
+        for (name, help, count) in counters {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for b in &snapshots {
+                ConstCounter::new(count(b))
+                    .encode(family.encode_family(&[("bridge", b.name.as_str())])?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The `cometbox_hook_*` families (only with `[hooks]` on).
+fn encode_hooks(
+    encoder: &mut DescriptorEncoder,
+    h: &crate::hooks::HookStats,
+) -> Result<(), std::fmt::Error> {
+    let pending = ConstGauge::new(h.pending as i64);
+    pending.encode(encoder.encode_descriptor(
+        "cometbox_hook_notifications_pending",
+        "Hook notifications queued or in flight (at most hooks.max_pending opening ones)",
+        None,
+        pending.metric_type(),
+    )?)?;
+    let counters = [
+        (
+            "cometbox_hook_notifications_delivered",
+            "Hook notifications the backend answered with 2xx",
+            h.delivered,
+        ),
+        (
+            "cometbox_hook_notifications_dropped",
+            "Opening hook notifications (online, subscribed) dropped because hooks.max_pending were waiting; their closing ones are not sent either",
+            h.dropped,
+        ),
+        (
+            "cometbox_hook_notification_retries",
+            "Hook notification attempts that failed and were retried",
+            h.retries,
+        ),
+        (
+            "cometbox_hook_requests_failed",
+            "Cancellable hook requests that failed or timed out (then hooks.on_error applied)",
+            h.errors,
+        ),
+    ];
+    for (name, help, value) in counters {
+        let metric = ConstCounter::new(value);
+        metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)?;
+    }
+    let mut family = encoder.encode_descriptor(
+        "cometbox_hook_decisions",
+        "Cancellable hook events, by outcome (denied includes on_error = \"deny\" after a failure)",
+        None,
+        MetricType::Counter,
+    )?;
+    for (outcome, value) in [("allowed", h.allowed), ("denied", h.denied)] {
+        ConstCounter::new(value).encode(family.encode_family(&[("outcome", outcome)])?)?;
+    }
+    Ok(())
 }

@@ -220,3 +220,90 @@ fn redis_store_settings_are_checked_at_start_up() {
         );
     }
 }
+
+#[test]
+fn bridge_tables_are_read_and_a_bad_one_is_named_with_the_file() {
+    let good = "[[bridge]]\nurl = \"nats://127.0.0.1:4222\"\nsource = \"a.>\"\nchannel = \"a\"\n";
+    let file = toml_file(good);
+    let s = load_from(Some(&file.0), env(&[])).unwrap();
+    assert_eq!(s.bridge.len(), 1);
+    assert_eq!(s.bridge[0].source, "a.>");
+    for (second, named) in [
+        (
+            "[[bridge]]\nurl = \"http://x\"\nsource = \"s\"\nchannel = \"c\"\n",
+            "bridge[1].url",
+        ),
+        (
+            "[[bridge]]\nurl = \"redis://x\"\nsource = \"s\"\n",
+            "bridge[1].channel",
+        ),
+        (
+            "[[bridge]]\nname = \"bridge[0]\"\nurl = \"redis://x\"\nsource = \"s\"\nchannel = \"c\"\n",
+            "bridge[1].name",
+        ),
+        (
+            "[[bridge]]\nurl = \"redis://x\"\nsource = \"s\"\nchannel = \"c\"\nqueue = \"q\"\n",
+            "queue",
+        ),
+    ] {
+        let file = toml_file(&format!("{good}{second}"));
+        let e = load_from(Some(&file.0), env(&[])).unwrap_err().to_string();
+        assert!(e.contains(named), "{second}: {e}");
+        assert!(e.contains(&file.0.display().to_string()), "{e}");
+    }
+}
+
+#[test]
+fn hooks_are_off_by_default_and_read_from_file_and_environment() {
+    use crate::hooks::{EventType, OnError};
+    let s = load_from(None, env(&[])).unwrap();
+    assert!(!s.hooks.enabled());
+    assert_eq!(s.hooks.offline_after, Duration::from_secs(15));
+    assert_eq!(s.hooks.events, EventType::ALL.to_vec());
+    let file = toml_file(
+        "[hooks]\nurl = \"unix:/run/app/hooks.sock\"\nsecret = \"s\"\ntimeout = \"500ms\"\non_error = \"allow\"\nevents = [\"connect\", \"offline\"]\n",
+    );
+    let s = load_from(Some(&file.0), env(&[])).unwrap();
+    assert_eq!(s.hooks.timeout, Duration::from_millis(500));
+    assert_eq!(s.hooks.on_error, OnError::Allow);
+    assert_eq!(s.hooks.events, vec![EventType::Connect, EventType::Offline]);
+    let s = load_from(
+        None,
+        env(&[
+            ("COMETBOX_HOOKS__URL", "http://127.0.0.1:9000/hook"),
+            ("COMETBOX_HOOKS__SECRET", "s"),
+            ("COMETBOX_HOOKS__EVENTS", "online, offline"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(s.hooks.events, vec![EventType::Online, EventType::Offline]);
+}
+
+#[test]
+fn bad_hooks_name_their_key() {
+    let refused = |pairs: &[(&str, &str)], key: &str| {
+        let e = load_from(None, env(pairs)).unwrap_err().to_string();
+        assert!(e.contains(key), "{e}");
+    };
+    refused(&[("COMETBOX_HOOKS__URL", "http://x/")], "hooks.secret");
+    refused(
+        &[
+            ("COMETBOX_HOOKS__URL", "https://x/"),
+            ("COMETBOX_HOOKS__SECRET", "s"),
+        ],
+        "hooks.url",
+    );
+    refused(
+        &[
+            ("COMETBOX_HOOKS__URL", "http://x/"),
+            ("COMETBOX_HOOKS__SECRET", "s"),
+            ("COMETBOX_HOOKS__TIMEOUT", "0s"),
+        ],
+        "hooks.timeout",
+    );
+    refused(
+        &[("COMETBOX_HOOKS__EVENTS", "online,sometimes")],
+        "hooks.events",
+    );
+    refused(&[("COMETBOX_HOOKS__ON_ERROR", "maybe")], "on_error");
+}

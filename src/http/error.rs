@@ -29,6 +29,9 @@ pub enum PublicError {
     /// 404 `not-found`
     #[error("no such endpoint; polls go to /poll")]
     NotFound,
+    /// 405 `method-not-allowed`
+    #[error("this endpoint answers GET, HEAD and OPTIONS only")]
+    MethodNotAllowed,
 }
 
 impl PublicError {
@@ -49,25 +52,30 @@ impl PublicError {
             PublicError::Poll(PollError::TooManyClients(_)) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "overloaded")
             }
+            PublicError::Poll(PollError::Denied(_)) => (StatusCode::FORBIDDEN, "denied"),
             PublicError::Poll(PollError::Storage(_)) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "storage-unavailable")
             }
             PublicError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting-down"),
             PublicError::NotFound => (StatusCode::NOT_FOUND, "not-found"),
+            PublicError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed"),
         }
     }
-}
 
-impl IntoResponse for PublicError {
-    fn into_response(self) -> Response {
+    /// The reply: the status, and `{"error": code, "message": ...}`.
+    pub fn response(&self) -> crate::http::public::Response {
         let (status, code) = self.status_and_code();
         if status.is_server_error() {
             tracing::warn!(code, error = %self, "poll refused");
         } else {
             tracing::debug!(code, error = %self, "poll refused");
         }
-        let body = serde_json::json!({ "error": code, "message": self.to_string() });
-        (status, axum::Json(body)).into_response()
+        let mut reply =
+            crate::http::public::Response::error(status.as_u16(), code, &self.to_string());
+        if matches!(self, PublicError::MethodNotAllowed) {
+            reply.extra = &[("allow", "GET, HEAD, OPTIONS")];
+        }
+        reply
     }
 }
 

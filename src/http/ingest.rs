@@ -325,6 +325,8 @@ struct ServerStats {
     max_connections: usize,
     ingest_connections: usize,
     max_ingest_connections: usize,
+    /// Each `[[bridge]]`: state and counters.
+    bridges: Vec<crate::bridge::BridgeStats>,
     version: &'static str,
 }
 
@@ -355,6 +357,7 @@ async fn stats(State(state): State<AppState>) -> Result<Json<ServerStats>, Inges
         max_connections: state.max_connections,
         ingest_connections,
         max_ingest_connections: state.settings.limits.max_ingest_connections,
+        bridges: state.bridges.iter().map(|b| b.snapshot()).collect(),
         version: env!("CARGO_PKG_VERSION"),
     }))
 }

@@ -15,7 +15,6 @@ use crate::hub::Hub;
 pub mod error;
 pub mod ingest;
 pub mod public;
-pub mod reply_body;
 pub mod send_timeout;
 pub mod serve;
 
@@ -46,6 +45,8 @@ pub struct Shared {
     pub ingest_connections: Arc<Semaphore>,
     /// Ingest bodies being read or parsed at once (`max_ingest_in_flight`).
     pub ingest_slots: Semaphore,
+    /// Each `[[bridge]]`'s state and counters, in configuration order.
+    pub bridges: Arc<[Arc<crate::bridge::BridgeStatus>]>,
 }
 
 impl AppState {

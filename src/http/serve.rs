@@ -25,7 +25,7 @@ use crate::listener::Listener;
 
 /// How long open connections get to finish once shutdown starts. Open polls
 /// answer at once on shutdown, so this only bounds a stuck client.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// What every connection of one listener shares.
 #[derive(Clone)]
@@ -50,6 +50,39 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let graceful = GracefulShutdown::new();
+    accept_loop(
+        listener,
+        &policy,
+        &shutdown,
+        |accepted, permit, span| match accepted {
+            Accepted::Tcp(stream) => {
+                spawn_connection(stream, &router, &policy, &graceful, permit, span)
+            }
+            Accepted::Unix(stream) => {
+                spawn_connection(stream, &router, &policy, &graceful, permit, span)
+            }
+        },
+    )
+    .await;
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            listener = policy.name,
+            "connections still open after {SHUTDOWN_GRACE:?}; closing them"
+        );
+    }
+}
+
+/// Accepts connections until `shutdown`, each under one of the policy's
+/// permits, and hands each to `serve_one`; closes the listener on return.
+pub async fn accept_loop(
+    listener: Listener,
+    policy: &ConnectionPolicy,
+    shutdown: &CancellationToken,
+    mut serve_one: impl FnMut(Accepted, OwnedSemaphorePermit, Span),
+) {
     loop {
         let permit = tokio::select! {
             permit = policy.connections.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
@@ -62,14 +95,7 @@ pub async fn serve(
         match accepted {
             Ok((io, peer)) => {
                 let span = tracing::debug_span!("conn", listener = policy.name, %peer);
-                match io {
-                    Accepted::Tcp(stream) => {
-                        spawn_connection(stream, &router, &policy, &graceful, permit, span)
-                    }
-                    Accepted::Unix(stream) => {
-                        spawn_connection(stream, &router, &policy, &graceful, permit, span)
-                    }
-                }
+                serve_one(io, permit, span);
             }
             Err(e) => {
                 // Typically EMFILE: out of file descriptors. Back off briefly
@@ -79,20 +105,13 @@ pub async fn serve(
             }
         }
     }
-    drop(listener);
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            listener = policy.name,
-            "connections still open after {SHUTDOWN_GRACE:?}; closing them"
-        );
-    }
 }
 
-enum Accepted {
+/// An accepted connection, of either kind of listener.
+pub enum Accepted {
+    /// From a TCP listener.
     Tcp(tokio::net::TcpStream),
+    /// From a Unix socket listener.
     Unix(tokio::net::UnixStream),
 }
 

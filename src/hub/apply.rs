@@ -232,7 +232,9 @@ impl Hub {
         let channels = {
             let mut state = client.lock();
             state.gone = Some(Gone::Disconnected);
-            std::mem::take(&mut state.channels)
+            let channels = std::mem::take(&mut state.channels);
+            self.leaving(&mut state, &client, &channels);
+            channels
         };
         client.wake.notify_waiters();
         self.drop_memberships(&client, &channels);

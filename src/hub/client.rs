@@ -66,6 +66,23 @@ pub(super) struct ClientState {
     /// With a journal: the `last_active` most recently recorded, so a sweep
     /// records only what changed.
     pub recorded_active: Instant,
+    /// With hooks: whether the client is online, as `online`/`offline`
+    /// notifications tell it (see `hooked.rs`).
+    pub presence: Presence,
+    /// With hooks: channels whose `subscribed` was dropped (the queue was
+    /// full), so their `unsubscribed` is not sent either. Empty unless the
+    /// notification queue overflowed.
+    pub unannounced: Vec<ChannelName>,
+}
+
+/// A client's presence as hook notifications tell it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Presence {
+    /// No `online` sent (or its `offline` sent already).
+    Offline,
+    /// Came online; `announced` when its `online` was queued (not dropped
+    /// for want of room), so that its `offline` is owed.
+    Online { announced: bool },
 }
 
 /// A backend's `<unsubscribe>`, remembered against the browser's own grant.
@@ -90,6 +107,8 @@ impl Client {
                 gone: None,
                 reserved: 0,
                 recorded_active: now,
+                presence: Presence::Offline,
+                unannounced: Vec::new(),
             }),
         })
     }

@@ -199,6 +199,9 @@ impl Hub {
             let channels = {
                 let mut state = client.lock();
                 state.gone = Some(Gone::Replaced);
+                // Its replacement starts offline: this one's `online` gets
+                // its `offline` now, and the next poll asks `connect` again.
+                self.went_offline(&mut state, &client);
                 std::mem::take(&mut state.channels)
             };
             self.drop_memberships(&client, &channels);

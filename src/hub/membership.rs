@@ -38,6 +38,7 @@ impl Hub {
             state.revoked.retain(|r| &r.channel != channel);
             if state.channels.insert(channel.clone()) {
                 self.0.channels.add(channel, &client);
+                self.joined(&mut state, &client, channel);
             } else if !was_revoked {
                 return; // nothing changed
             }
@@ -62,6 +63,7 @@ impl Hub {
         }
         if state.channels.remove(channel) {
             self.0.channels.remove(channel, &client);
+            self.left(&mut state, &client, channel);
         }
         state.revoked.retain(|r| &r.channel != channel);
         // Bounded like subscriptions; forgetting the oldest kick is the
@@ -110,10 +112,7 @@ impl Hub {
         issued_at: Option<u64>,
     ) -> bool {
         let state = client.lock();
-        state.gone.is_none()
-            && channels
-                .iter()
-                .any(|c| !state.channels.contains(c) && !revoked(&state, c, issued_at))
+        state.gone.is_none() && channels.iter().any(|c| joinable(&state, c, issued_at))
     }
 
     fn join_channels(
@@ -129,7 +128,7 @@ impl Hub {
         }
         let mut new: Vec<&ChannelName> = channels
             .iter()
-            .filter(|c| !state.channels.contains(*c) && !revoked(&state, c, issued_at))
+            .filter(|c| joinable(&state, c, issued_at))
             .collect();
         new.sort_unstable();
         new.dedup();
@@ -140,6 +139,7 @@ impl Hub {
         for channel in new {
             state.channels.insert(channel.clone());
             self.0.channels.add(channel, client);
+            self.joined(&mut state, client, channel);
             record.change(|| Change::Subscribed {
                 client: client.id.clone(),
                 epoch: client.epoch,
@@ -159,6 +159,12 @@ impl Hub {
             self.0.channels.remove(channel, client);
         }
     }
+}
+
+/// Whether a poll's `channels=` would join `channel`: not held, and not
+/// revoked since its token was issued.
+pub(super) fn joinable(state: &ClientState, channel: &ChannelName, issued_at: Option<u64>) -> bool {
+    !state.channels.contains(channel) && !revoked(state, channel, issued_at)
 }
 
 /// Whether a backend `<unsubscribe>` of `channel` stands against a token

@@ -32,6 +32,7 @@ mod apply;
 mod channels;
 mod client;
 mod durable;
+mod hooked;
 mod membership;
 mod poll;
 mod reaper;
@@ -40,7 +41,7 @@ mod stats;
 
 pub use apply::ApplyError;
 pub use durable::spawn_reloader;
-pub use poll::{OpenPoll, PollError, PollReply, PollRequest};
+pub use poll::{OpenPoll, PollError, PollReply, PollRequest, Waited};
 pub use reaper::spawn_reaper;
 pub use stats::{Presence, Stats, StatsScope};
 
@@ -100,6 +101,11 @@ struct Shared {
     /// replaying it rebuilds the same ids). Taken only with a journal, and
     /// always before any other lock of the hub.
     journal_order: std::sync::Mutex<()>,
+    /// Backend hooks, when `[hooks]` names a URL (see `hooked.rs`).
+    hooks: Option<Arc<crate::hooks::Hooks>>,
+    /// With hooks: clients whose `connect` is being asked, so that tabs
+    /// opening together ask it once (`hooked.rs`).
+    connecting: DashMap<ClientId, Arc<tokio::sync::Mutex<()>>>,
     /// Wakes the task that reloads the state from the journal after a
     /// failed write.
     reload: tokio::sync::Notify,
@@ -138,8 +144,19 @@ impl Hub {
     /// A hub on an opened store, holding what the store recovered. With
     /// Redis, starts its connection on the current runtime.
     pub fn open(opened: Opened, limits: HubLimits) -> Self {
+        Self::open_with_hooks(opened, limits, None)
+    }
+
+    /// [`Hub::open`], telling `hooks` what clients do and asking it first.
+    pub fn open_with_hooks(
+        opened: Opened,
+        limits: HubLimits,
+        hooks: Option<Arc<crate::hooks::Hooks>>,
+    ) -> Self {
         let redis = opened.redis.map(crate::store::redis::RedisStore::start);
         let hub = Hub(Arc::new(Shared {
+            hooks,
+            connecting: DashMap::new(),
             clients: DashMap::new(),
             channels: Channels::default(),
             store: opened.logs,
@@ -168,6 +185,7 @@ impl Hub {
         // notifier before it reads the flag: either it sees the flag or it
         // is woken.
         self.0.shutting_down.store(true, Ordering::SeqCst);
+        self.all_offline();
         for client in self.0.clients.iter() {
             client.wake.notify_waiters();
         }

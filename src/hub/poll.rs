@@ -50,6 +50,10 @@ pub enum PollError {
     /// `channels` would pass `max_channels_per_client`.
     #[error("channels: a client may be subscribed to at most {0} channels")]
     TooManyChannels(usize),
+    /// A hook refused it (`connect` or `subscribe`), or could not be asked
+    /// with `on_error = "deny"`: nothing was applied.
+    #[error(transparent)]
+    Denied(#[from] crate::hooks::Denied),
     /// The durable store cannot record what this poll changes (a new
     /// mailbox, new channels).
     #[error(transparent)]
@@ -58,19 +62,19 @@ pub enum PollError {
 
 /// Counts an open poll for as long as it lives; dropping it (reply written,
 /// or the browser went away and the request was dropped) closes it.
-pub struct OpenPoll(#[allow(dead_code, reason = "held for its Drop")] pub(super) Open);
+pub struct OpenPoll(pub(super) Open);
 
 /// Whose poll it is: this server's client (memory, disk), or a lease in
-/// Redis; each undoes its count when dropped.
-#[allow(dead_code, reason = "each variant is held for its Drop")]
+/// Redis (`remote.rs`); each undoes its count when dropped.
 pub(super) enum Open {
     Local(LocalPoll),
-    Remote(super::remote::RemotePoll),
+    /// Boxed: it carries the start script's first look.
+    Remote(Box<super::remote::RemotePoll>),
 }
 
 /// A poll counted on a client of this server.
 pub(super) struct LocalPoll {
-    client: Arc<Client>,
+    pub(super) client: Arc<Client>,
 }
 
 impl std::fmt::Debug for OpenPoll {
@@ -87,33 +91,82 @@ impl Drop for LocalPoll {
     }
 }
 
+/// What a wait on a mailbox ended with.
+#[derive(Debug)]
+pub enum Waited {
+    /// Messages (or a reset) after the cursor.
+    Read(ReadOutcome),
+    /// The client was disconnected by a backend; the cursor to reply with.
+    Disconnected(Cursor),
+    /// The entry was replaced by a reload; the next request finds the new one.
+    Replaced(Cursor),
+    /// Nothing arrived in time (or the server is shutting down); the
+    /// cursor where the next wait resumes.
+    Nothing(Cursor),
+    /// The store could not be read (Redis unreachable): the poll answers
+    /// `503 storage-unavailable`, a stream ends.
+    Failed(crate::store::journal::StoreError),
+}
+
 impl Hub {
     /// Serves one long-poll until it has something to say.
     pub async fn poll(&self, request: PollRequest) -> Result<PollReply, PollError> {
-        if let Some(redis) = &self.0.redis {
-            return self.poll_remote(redis, request).await;
-        }
-        let open = self.open_poll(&request.client).await?;
-        if !request.subscribe.is_empty() {
-            self.subscribe_for_poll(&open.client, &request.subscribe, request.issued_at)?;
-        }
-        self.0.polls_total.fetch_add(1, Ordering::Relaxed);
+        let open = self.open_for(&request).await?;
         let limits = &self.0.limits;
         let timeout = request
             .timeout
             .map_or(limits.poll_timeout, |t| t.min(limits.max_poll_timeout));
-        let deadline = tokio::time::Instant::now() + timeout;
-        let sleep = tokio::time::sleep_until(deadline);
+        let waited = self.wait(&open, request.since, timeout).await;
+        Ok(match waited {
+            Waited::Failed(e) => return Err(e.into()),
+            Waited::Read(outcome) => self.reply(outcome, open),
+            Waited::Disconnected(cursor) => empty_reply(cursor, true, open),
+            Waited::Replaced(cursor) | Waited::Nothing(cursor) => empty_reply(cursor, false, open),
+        })
+    }
+
+    /// Opens a poll (or a stream, which counts as one for as long as it
+    /// lasts): finds or creates the client, counts the open poll, and
+    /// subscribes the request's channels.
+    /// With hooks, `connect` and `subscribe` are asked first (`hooked.rs`).
+    /// With Redis, the poll is a lease there (`remote.rs`).
+    pub async fn open_for(&self, request: &PollRequest) -> Result<OpenPoll, PollError> {
+        if let Some(redis) = &self.0.redis {
+            return self.open_remote(redis, request).await;
+        }
+        let open = match &self.0.hooks {
+            Some(hooks) => self.open_hooked_poll(hooks, request).await?,
+            None => {
+                let open = self.open_poll(&request.client).await?;
+                if !request.subscribe.is_empty() {
+                    self.subscribe_for_poll(&open.client, &request.subscribe, request.issued_at)?;
+                }
+                open
+            }
+        };
+        self.0.polls_total.fetch_add(1, Ordering::Relaxed);
+        Ok(OpenPoll(Open::Local(open)))
+    }
+
+    /// Waits up to `timeout` for something after `since` in the mailbox of
+    /// `open`'s client. Messages read are counted as delivered.
+    pub async fn wait(&self, open: &OpenPoll, since: Option<Cursor>, timeout: Duration) -> Waited {
+        let open = match &open.0 {
+            Open::Local(open) => open,
+            Open::Remote(open) => return self.wait_remote(open, since, timeout).await,
+        };
+        let limits = &self.0.limits;
+        let sleep = tokio::time::sleep(timeout);
         tokio::pin!(sleep);
         let looked = loop {
             // Register for a wake-up before looking, so a message appended
             // between the look and the wait is never missed.
             let mut notified = pin!(open.client.wake.notified());
             notified.as_mut().enable();
-            let looked =
-                open.client
-                    .lock()
-                    .look(request.since, Instant::now(), limits.max_reply_bytes);
+            let looked = open
+                .client
+                .lock()
+                .look(since, Instant::now(), limits.max_reply_bytes);
             match looked {
                 Looked::Nothing if !self.is_shutting_down() => {}
                 said => break said,
@@ -123,21 +176,24 @@ impl Hub {
                 _ = &mut sleep => break Looked::Nothing,
             }
         };
-        let head = open.client.lock().log.head();
-        let open = OpenPoll(Open::Local(open));
-        Ok(match looked {
-            Looked::Read(outcome) => self.reply(outcome, open),
-            Looked::Disconnected(cursor) => empty_reply(cursor, true, open),
-            Looked::Replaced(cursor) => empty_reply(cursor, false, open),
+        match looked {
+            Looked::Read(outcome) => {
+                self.0
+                    .messages_out
+                    .fetch_add(outcome.messages.len() as u64, Ordering::Relaxed);
+                Waited::Read(outcome)
+            }
+            Looked::Disconnected(cursor) => Waited::Disconnected(cursor),
+            Looked::Replaced(cursor) => Waited::Replaced(cursor),
             // Timed out, or shutting down, with nothing new: `since` was
-            // absent or valid, so the head is where the next poll resumes
+            // absent or valid, so the head is where the next wait resumes
             // (past any message whose own ttl lapsed).
-            Looked::Nothing => empty_reply(head, false, open),
-        })
+            Looked::Nothing => Waited::Nothing(open.client.lock().log.head()),
+        }
     }
 
     /// Finds or creates the client and counts one more open poll on it.
-    async fn open_poll(&self, id: &ClientId) -> Result<LocalPoll, PollError> {
+    pub(super) async fn open_poll(&self, id: &ClientId) -> Result<LocalPoll, PollError> {
         let limits = &self.0.limits;
         loop {
             let client = match self.0.clients.get(id).map(|c| c.clone()) {
@@ -185,9 +241,6 @@ impl Hub {
         for (seq, message) in &outcome.messages {
             writer.push(Cursor { epoch, seq: *seq }, &message.json_tail);
         }
-        self.0
-            .messages_out
-            .fetch_add(outcome.messages.len() as u64, Ordering::Relaxed);
         PollReply {
             body: writer.finish(outcome.reset, false),
             open,
@@ -195,7 +248,7 @@ impl Hub {
     }
 }
 
-pub(super) fn empty_reply(cursor: Cursor, disconnected: bool, open: OpenPoll) -> PollReply {
+fn empty_reply(cursor: Cursor, disconnected: bool, open: OpenPoll) -> PollReply {
     PollReply {
         body: ReplyWriter::new(cursor, 0).finish(false, disconnected),
         open,

@@ -45,6 +45,7 @@ impl Hub {
             // Reaching into each log would cost several cache misses per
             // client, most of a sweep's time.
             let mut state = client.lock();
+            self.offline_if_away(&mut state, client, now);
             if state.is_idle(now, idle_limit) {
                 candidates.push(client.clone());
             }
@@ -97,7 +98,9 @@ impl Hub {
                 // Marked while still locked, so a poll that found this entry
                 // a moment ago sees it gone and looks the id up again.
                 state.gone = Some(Gone::Evicted);
-                channels = Some(std::mem::take(&mut state.channels));
+                let taken = std::mem::take(&mut state.channels);
+                self.leaving(&mut state, current, &taken);
+                channels = Some(taken);
             }
             idle
         });
@@ -125,7 +128,11 @@ pub fn spawn_reaper(hub: Hub, shutdown: CancellationToken) -> tokio::task::JoinH
     if let Some(redis) = hub.0.redis.clone() {
         return super::remote::spawn_remote_reaper(&hub, redis, shutdown);
     }
-    let every = sweep_interval(hub.limits().client_idle_timeout);
+    // With hooks, presence is swept too: `offline` at most a quarter of
+    // `offline_after` late.
+    let every = sweep_interval(hub.hooks().map_or(hub.limits().client_idle_timeout, |h| {
+        h.offline_after().min(hub.limits().client_idle_timeout)
+    }));
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(every);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

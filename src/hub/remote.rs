@@ -5,23 +5,27 @@
 //! Redis and every change is one Lua script, so a batch, its ids and its
 //! wake-up hint are one atomic step (`src/store/redis/`). A node keeps only
 //! its own waiting polls, each woken by a hint and then reading Redis again.
-//! The memory and disk paths never come here: [`Hub::apply`] and
-//! [`Hub::poll`] branch once, at their top.
+//! The memory and disk paths never come here: [`Hub::apply`],
+//! [`Hub::open_for`] and [`Hub::wait`] (so `/poll` and `/events` alike)
+//! branch once, at their top. What the scripts read is handed back as a
+//! [`ReadOutcome`], so the public port encodes it as for any store.
 
 use std::pin::pin;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::poll::{empty_reply, Open, OpenPoll, PollError, PollReply, PollRequest};
+use super::poll::{Open, OpenPoll, PollError, PollRequest, Waited};
 use super::stats::{Presence, Stats, StatsScope};
 use super::{ApplyError, Hub};
-use crate::protocol::reply::{self, ReplyWriter, MAX_ENTRY_OVERHEAD};
-use crate::protocol::{ClientId, Command, Cursor, Target};
+use crate::hooks::{EventType, Hooks};
+use crate::protocol::reply::{self, MAX_ENTRY_OVERHEAD};
+use crate::protocol::{ChannelName, ClientId, Command, Cursor, Target};
 use crate::store::journal::StoreError;
 use crate::store::redis::{unix_ms, Args, LocalClient, RedisStore, Reply, Step};
+use crate::store::{ReadOutcome, StoredMessage};
 
 /// A lease outlives its poll's timeout by this much before Redis stops
 /// counting it (a node killed with polls open).
@@ -39,6 +43,10 @@ pub(super) struct RemotePoll {
     /// Whether Redis counted the lease (the poll's start succeeded).
     opened: bool,
     local: Arc<LocalClient>,
+    /// The start script's look, and the `since` it looked after: the
+    /// first [`Hub::wait`] with that `since` answers with it (no second
+    /// round trip).
+    first: Mutex<Option<(Option<Cursor>, Waited)>>,
 }
 
 impl Drop for RemotePoll {
@@ -63,23 +71,12 @@ impl Drop for RemotePoll {
     }
 }
 
-/// What one look at a mailbox found.
-enum Looked {
-    /// Nothing after the cursor; the head is here.
-    Nothing(Cursor),
-    /// Messages (or a reset) to reply with.
-    Read {
-        cursor: Cursor,
-        reset: bool,
-        messages: Vec<(u64, String)>,
-    },
-    /// The mailbox is gone: disconnected while the poll waited.
-    Gone,
-}
-
-fn decode_read(reply: &Reply) -> Looked {
+/// What one look at a mailbox found, as a wait on any store says it.
+fn decode_read(reply: &Reply, since: Option<Cursor>) -> Waited {
     if reply.text(0) != "ok" {
-        return Looked::Gone;
+        // The mailbox is gone (disconnected). The since cursor (if any) is
+        // where a new mailbox would answer `reset` anyway.
+        return Waited::Disconnected(since.unwrap_or(Cursor { epoch: 0, seq: 0 }));
     }
     let epoch = reply.int(1) as u32;
     let cursor = Cursor {
@@ -87,23 +84,33 @@ fn decode_read(reply: &Reply) -> Looked {
         seq: reply.int(2) as u64,
     };
     let reset = reply.int(3) == 1;
-    let messages: Vec<(u64, String)> = (4..reply.len())
+    // Only `json_tail` is read from here on: Redis already left out what
+    // expired, so the clock fields are placeholders.
+    let now = Instant::now();
+    let messages: Vec<_> = (4..reply.len())
         .step_by(2)
-        .map(|i| (reply.int(i) as u64, reply.text(i + 1)))
+        .map(|i| {
+            let message = StoredMessage {
+                json_tail: reply.text(i + 1).into_boxed_str(),
+                expires_at: now,
+                own_ttl: false,
+            };
+            (reply.int(i) as u64, Arc::new(message))
+        })
         .collect();
     if messages.is_empty() && !reset {
-        Looked::Nothing(cursor)
+        Waited::Nothing(cursor)
     } else {
-        Looked::Read {
+        Waited::Read(ReadOutcome {
+            messages,
             cursor,
             reset,
-            messages,
-        }
+        })
     }
 }
 
-fn read_args(request: &PollRequest, max_bytes: usize) -> Args {
-    let (has, epoch, seq) = match request.since {
+fn read_args(since: Option<Cursor>, max_bytes: usize) -> Args {
+    let (has, epoch, seq) = match since {
         Some(c) => ("1", c.epoch, c.seq),
         None => ("0", 0, 0),
     };
@@ -114,6 +121,11 @@ fn read_args(request: &PollRequest, max_bytes: usize) -> Args {
         max_bytes.to_string().into(),
         MAX_ENTRY_OVERHEAD.to_string().into(),
     ]
+}
+
+/// When a lease held for `timeout` from now lapses by itself.
+fn lease_deadline(timeout: Duration) -> String {
+    (unix_ms() + (timeout + LEASE_GRACE).as_millis() as u64).to_string()
 }
 
 impl Hub {
@@ -187,13 +199,16 @@ impl Hub {
         }
     }
 
-    /// [`Hub::poll`] on Redis: a script starts the poll and looks; a wait
-    /// for a hint (or the timeout); a script looks again after each hint.
-    pub(super) async fn poll_remote(
+    /// [`Hub::open_for`] on Redis: with hooks, `connect` and `subscribe`
+    /// asked first; then a script starts the poll (its lease) and looks.
+    pub(super) async fn open_remote(
         &self,
         redis: &Arc<RedisStore>,
-        request: PollRequest,
-    ) -> Result<PollReply, PollError> {
+        request: &PollRequest,
+    ) -> Result<OpenPoll, PollError> {
+        if let Some(hooks) = &self.0.hooks {
+            self.ask_remote(hooks, redis, request).await?;
+        }
         let limits = &self.0.limits;
         let timeout = request
             .timeout
@@ -204,74 +219,113 @@ impl Hub {
             local: redis.waiters.join(&request.client),
             client: request.client.clone(),
             opened: false,
+            first: Mutex::new(None),
         };
-        let deadline = tokio::time::Instant::now() + timeout;
-        let sleep = tokio::time::sleep_until(deadline);
+        let reply = self
+            .start_poll(redis, request, &open.lease, timeout)
+            .await?;
+        open.opened = true;
+        *open.first.get_mut().unwrap_or_else(|e| e.into_inner()) =
+            Some((request.since, decode_read(&reply, request.since)));
+        self.0.polls_total.fetch_add(1, Relaxed);
+        Ok(OpenPoll(Open::Remote(Box::new(open))))
+    }
+
+    /// With hooks on Redis: `connect` unless the client is online anywhere
+    /// in the cluster (a poll open, or one closed less than `offline_after`
+    /// ago), `subscribe` for each channel it does not hold. Presence events
+    /// (`online`, `offline`, ...) are not sent with Redis (docs/hooks.md).
+    async fn ask_remote(
+        &self,
+        hooks: &Hooks,
+        redis: &RedisStore,
+        request: &PollRequest,
+    ) -> Result<(), PollError> {
+        let presence = self.presence_remote(redis, &request.client).await?;
+        let online = presence.as_ref().is_some_and(|p| {
+            p.open_polls > 0 || Duration::from_millis(p.idle_ms) < hooks.offline_after()
+        });
+        let id = request.client.as_str();
+        if !online {
+            hooks
+                .ask(EventType::Connect, id, None)
+                .await
+                .map_err(PollError::Denied)?;
+        }
+        let mut new: Vec<&ChannelName> = request
+            .subscribe
+            .iter()
+            .filter(|c| {
+                presence
+                    .as_ref()
+                    .is_none_or(|p| !p.channels.iter().any(|held| held == c.as_str()))
+            })
+            .collect();
+        new.sort_unstable();
+        new.dedup();
+        let asks = new
+            .iter()
+            .map(|c| hooks.ask(EventType::Subscribe, id, Some(c.as_str())));
+        for answer in futures_util::future::join_all(asks).await {
+            answer.map_err(PollError::Denied)?;
+        }
+        Ok(())
+    }
+
+    /// [`Hub::wait`] on Redis: the start script's look if it is the one
+    /// asked for, else a script looks; then a wait for a hint (or the
+    /// timeout), and a look again after each hint. Each look renews the
+    /// lease, so a long stream stays counted.
+    pub(super) async fn wait_remote(
+        &self,
+        open: &RemotePoll,
+        since: Option<Cursor>,
+        timeout: Duration,
+    ) -> Waited {
+        let limits = &self.0.limits;
+        let sleep = tokio::time::sleep(timeout);
         tokio::pin!(sleep);
-        let local = open.local.clone();
-        let mut first = true;
-        let looked = loop {
+        let mut first = open
+            .first
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .filter(|(looked_after, _)| *looked_after == since)
+            .map(|(_, waited)| waited);
+        let waited = loop {
             // Registered before looking, so a hint published between the
             // look and the wait is never missed.
-            let mut notified = pin!(local.wake.notified());
+            let mut notified = pin!(open.local.wake.notified());
             notified.as_mut().enable();
-            let reply = if first {
-                first = false;
-                let reply = self
-                    .start_poll(redis, &request, &open.lease, timeout)
-                    .await?;
-                open.opened = true;
-                reply
-            } else {
-                let mut args: Args = vec![request.client.as_str().into()];
-                args.extend(read_args(&request, limits.max_reply_bytes));
-                redis.run(Step::PollRead, args).await?
+            let waited = match first.take() {
+                Some(waited) => waited,
+                None => {
+                    let mut args: Args = vec![open.client.as_str().into()];
+                    args.extend(read_args(since, limits.max_reply_bytes));
+                    args.extend([open.lease.as_str().into(), lease_deadline(timeout).into()]);
+                    match open.store.run(Step::PollRead, args).await {
+                        Ok(reply) => decode_read(&reply, since),
+                        // Logged by the store.
+                        Err(e) => break Waited::Failed(e),
+                    }
+                }
             };
-            match decode_read(&reply) {
-                Looked::Nothing(head) if !self.is_shutting_down() => {
+            match waited {
+                Waited::Nothing(head) if !self.is_shutting_down() => {
                     tokio::select! {
                         _ = notified => continue,
-                        _ = &mut sleep => break Looked::Nothing(head),
+                        _ = &mut sleep => break Waited::Nothing(head),
                     }
                 }
                 said => break said,
             }
         };
-        self.0.polls_total.fetch_add(1, Relaxed);
-        let open = OpenPoll(Open::Remote(open));
-        Ok(match looked {
-            Looked::Nothing(head) => empty_reply(head, false, open),
-            Looked::Gone => {
-                // The since cursor (if any) is where a new mailbox would
-                // answer `reset` anyway.
-                let cursor = request.since.unwrap_or(Cursor { epoch: 0, seq: 0 });
-                empty_reply(cursor, true, open)
-            }
-            Looked::Read {
-                cursor,
-                reset,
-                messages,
-            } => {
-                let size = messages.iter().map(|(_, t)| reply::encoded_len(t)).sum();
-                let mut writer = ReplyWriter::new(cursor, size);
-                for (seq, tail) in &messages {
-                    writer.push(
-                        Cursor {
-                            epoch: cursor.epoch,
-                            seq: *seq,
-                        },
-                        tail,
-                    );
-                }
-                self.0
-                    .messages_out
-                    .fetch_add(messages.len() as u64, Relaxed);
-                PollReply {
-                    body: writer.finish(reset, false),
-                    open,
-                }
-            }
-        })
+        if let Waited::Read(outcome) = &waited {
+            self.0
+                .messages_out
+                .fetch_add(outcome.messages.len() as u64, Relaxed);
+        }
+        waited
     }
 
     /// The poll-start script: mailbox, lease, `channels=`, first look.
@@ -283,11 +337,10 @@ impl Hub {
         timeout: Duration,
     ) -> Result<Reply, PollError> {
         let limits = &self.0.limits;
-        let lease_deadline = unix_ms() + (timeout + LEASE_GRACE).as_millis() as u64;
         let mut args: Args = vec![
             request.client.as_str().into(),
             lease.into(),
-            lease_deadline.to_string().into(),
+            lease_deadline(timeout).into(),
             limits.max_polls_per_client.to_string().into(),
             limits_arg(limits.max_clients),
             limits_arg(limits.max_channels_per_client),
@@ -296,7 +349,7 @@ impl Hub {
                 .map_or(String::new(), |iat| iat.to_string())
                 .into(),
         ];
-        args.extend(read_args(request, limits.max_reply_bytes));
+        args.extend(read_args(request.since, limits.max_reply_bytes));
         args.extend(request.subscribe.iter().map(|c| c.as_str().into()));
         let reply = redis.run(Step::PollOpen, args).await?;
         match reply.text(0).as_str() {
@@ -328,6 +381,7 @@ impl Hub {
             subscriptions: n(2) as usize,
             uptime_s: self.0.started.elapsed().as_secs(),
             scope: Some(StatsScope::redis(n(6), redis.node())),
+            hooks: self.0.hooks.as_ref().map(|h| h.stats()),
         })
     }
 

@@ -40,6 +40,9 @@ pub struct Stats {
     /// this node's (absent for local stores, where all are this server's).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scope: Option<StatsScope>,
+    /// Backend hooks' counters, when `[hooks]` is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<crate::hooks::HookStats>,
 }
 
 /// Which `/stats` figures are whose, with a shared store.
@@ -128,6 +131,7 @@ impl Hub {
             subscriptions,
             uptime_s: self.0.started.elapsed().as_secs(),
             scope: None,
+            hooks: self.0.hooks.as_ref().map(|h| h.stats()),
         }
     }
 

@@ -590,15 +590,11 @@ fn build_message(
             ))
         }
     };
-    let event = match attrs.get("event") {
-        Some(e) if e.is_empty() || e.len() > MAX_EVENT_LEN || e.chars().any(char::is_control) => {
-            return Err(fail(
-                ErrorCode::InvalidRequest,
-                format!("\"event\" must be 1 to {MAX_EVENT_LEN} bytes without control characters"),
-            ))
-        }
-        other => other.map(str::to_owned),
-    };
+    let event = attrs
+        .get("event")
+        .map(event_name)
+        .transpose()
+        .map_err(|m| fail(ErrorCode::InvalidRequest, m))?;
     let ttl = match attrs.get("ttl") {
         None => None,
         Some(s) => match s.trim().parse::<u32>() {
@@ -611,15 +607,11 @@ fn build_message(
             }
         },
     };
-    let payload = match attrs.get("type").unwrap_or("json") {
-        "json" => Payload::Json(parse_json(&text).map_err(|m| fail(ErrorCode::InvalidJson, m))?),
-        "text" => Payload::Text(text),
-        other => {
-            return Err(fail(
-                ErrorCode::InvalidRequest,
-                format!("\"type\" must be json or text, got {other:?}"),
-            ))
-        }
+    let payload = match PayloadType::parse(attrs.get("type").unwrap_or("json")) {
+        Ok(kind) => kind
+            .read(text)
+            .map_err(|m| fail(ErrorCode::InvalidJson, m))?,
+        Err(m) => return Err(fail(ErrorCode::InvalidRequest, m)),
     };
     Ok(Command::Message {
         target,
@@ -627,6 +619,46 @@ fn build_message(
         payload,
         ttl,
     })
+}
+
+/// A message's `event` name, checked: what ingest's `event` attribute and a
+/// bridge's event (fixed or from a header) must both be.
+pub fn event_name(e: &str) -> Result<String, String> {
+    if e.is_empty() || e.len() > MAX_EVENT_LEN || e.chars().any(char::is_control) {
+        return Err(format!(
+            "\"event\" must be 1 to {MAX_EVENT_LEN} bytes without control characters"
+        ));
+    }
+    Ok(e.to_owned())
+}
+
+/// How a message's text is read: a `<message type="...">`, or a bridge's
+/// `type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PayloadType {
+    /// `json`: the text must be one JSON value, delivered verbatim.
+    Json,
+    /// `text`: delivered as a JSON string.
+    Text,
+}
+
+impl PayloadType {
+    /// `json` or `text`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "json" => Ok(PayloadType::Json),
+            "text" => Ok(PayloadType::Text),
+            other => Err(format!("\"type\" must be json or text, got {other:?}")),
+        }
+    }
+
+    /// The payload `text` makes, or why it is not valid JSON.
+    pub fn read(self, text: String) -> Result<Payload, String> {
+        match self {
+            PayloadType::Json => parse_json(&text).map(Payload::Json),
+            PayloadType::Text => Ok(Payload::Text(text)),
+        }
+    }
 }
 
 fn parse_json(text: &str) -> Result<Box<RawValue>, String> {

@@ -1,7 +1,8 @@
 //! Several real cometbox nodes on one real Redis (`store.kind = "redis"`):
 //! cross-node delivery, channel fan-out across nodes, a node SIGKILLed
 //! under load, Redis restarted with and without persistence, Redis down and
-//! back, and polls of one client alternating between nodes.
+//! back, polls of one client alternating between nodes, and `/events`
+//! streams fed from another node, backend hooks asked on any node.
 //!
 //! Needs `redis-server` (Debian's; `tests/cluster/run-tests.sh` installs it)
 //! and is built only with `--features redis-tests`, so a plain `cargo test`
@@ -12,5 +13,7 @@
 mod harness;
 mod redis_server;
 
+mod events;
+mod hooks;
 mod nodes;
 mod scenarios;

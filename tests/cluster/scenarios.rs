@@ -422,6 +422,17 @@ async fn redis_down_then_back() {
         status == 503 && body.contains("degraded")
     })
     .await;
+    // The public port says so too (load balancers probe that one).
+    wait_until("public /health says degraded", PROMPT, || async {
+        let reply = n[1]
+            .http
+            .get(format!("http://{}/health", n[1].public))
+            .send()
+            .await
+            .unwrap();
+        reply.status().as_u16() == 503 && reply.text().await.unwrap().contains("degraded")
+    })
+    .await;
     redis.restart().await;
     wait_until("ingest works again", Duration::from_secs(20), || async {
         matches!(

@@ -79,6 +79,12 @@ impl Running {
         self.exit().await;
     }
 
+    /// Kills the server with SIGKILL (no shutdown at all) and waits for it.
+    pub(crate) async fn kill9(mut self) {
+        self.child.kill().await.unwrap();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default()
     }

@@ -74,9 +74,11 @@ impl TestServer {
         let (public_addr, ingest_addr) = (addr(&public), addr(&ingest));
         let shutdown = CancellationToken::new();
         let store = cometbox::open_store(&settings).expect("the store opens");
+        let hooks = cometbox::open_hooks(&settings).expect("the hooks outbox opens");
         let task = tokio::spawn(cometbox::run(
             settings,
             store,
+            hooks,
             Listeners { public, ingest },
             shutdown.clone(),
         ));

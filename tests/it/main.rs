@@ -5,11 +5,14 @@
 mod binary;
 mod cors;
 mod disk;
+mod events;
 mod helpers;
+mod hooks;
 mod hostile;
 mod ingest;
 mod metrics;
 mod poll;
+mod public_http;
 mod scale;
 mod slow_clients;
 mod tokens;

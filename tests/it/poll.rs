@@ -411,27 +411,27 @@ async fn a_poll_after_shutdown_began_is_refused_with_shutting_down() {
     settings.auth.secret = SECRET.into();
     let shutdown = tokio_util::sync::CancellationToken::new();
     let store = cometbox::open_store(&settings).unwrap();
-    let state = cometbox::app_state(settings, store, shutdown.clone());
+    let state = cometbox::app_state(settings, store, None, shutdown.clone());
     shutdown.cancel();
     wait_until("the hub shuts down", Duration::from_secs(1), || async {
         state.hub.is_shutting_down()
     })
     .await;
-    let request = axum::http::Request::get(format!("/poll?token={}", token("olga", &[])))
-        .body(axum::body::Body::empty())
-        .unwrap();
-    let reply = cometbox::http::public::router(state.clone())
-        .oneshot(request)
+    // The listener stopped accepting on shutdown: serve one connection by
+    // hand, as the public port would have.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let serving = state.clone();
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        cometbox::http::public::serve_connection(stream, serving).await;
+    });
+    let reply = reqwest::get(format!("http://{addr}/poll?token={}", token("olga", &[])))
         .await
         .unwrap();
     assert_eq!(reply.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let body = axum::body::to_bytes(reply.into_body(), 1 << 16)
-        .await
-        .unwrap();
-    assert_eq!(
-        serde_json::from_slice::<Value>(&body).unwrap()["error"],
-        "shutting-down"
-    );
+    let body: Value = reply.json().await.unwrap();
+    assert_eq!(body["error"], "shutting-down");
     let request = axum::http::Request::post("/")
         .body(axum::body::Body::from(r#"<message to="olga">1</message>"#))
         .unwrap();

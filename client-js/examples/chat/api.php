@@ -19,6 +19,10 @@
  *   CHAT_TOKEN_SECRET   the sidecar's auth secret: tokens are then minted here
  *                       instead of through POST /token
  *   CHAT_COMETBOX_URL   the sidecar as the browser sees it (default http://127.0.0.1:8480)
+ *   CHAT_HOOK_SECRET    the sidecar's hooks.secret, when its hooks.url is this
+ *                       demo's hook.php: joins and leaves are then announced
+ *                       by the hook (from online/offline), not here, and
+ *                       tokens also grant the rooms chat:* (hook.php decides)
  */
 
 declare(strict_types=1);
@@ -27,6 +31,18 @@ require __DIR__ . '/../../../php-client/autoload.php';
 
 const CHANNEL = 'chat';
 const TOKEN_TTL = 600; // seconds; the page asks for a new one through getToken() when it expires
+
+/** With hooks (hook.php), presence comes from the sidecar's online/offline events. */
+function hooked(): bool
+{
+    return env('CHAT_HOOK_SECRET') !== null;
+}
+
+/** What a token grants: the room, and with hooks every chat:* room (hook.php says who may join). */
+function grants(): array
+{
+    return hooked() ? [CHANNEL, CHANNEL . ':*'] : [CHANNEL];
+}
 
 header('Content-Type: application/json; charset=utf-8');
 header('Cache-Control: no-store');
@@ -117,20 +133,21 @@ try {
             $slug = substr(preg_replace('/[^A-Za-z0-9_.-]+/', '-', $name), 0, 40);
             $clientId = 'chat:' . trim($slug, '-') . '@' . bin2hex(random_bytes(6));
             $cb = cometbox();
-            $cb->batch()
-                ->subscribe($clientId, CHANNEL)
-                ->publish(CHANNEL, ['name' => $name, 'id' => $clientId, 'what' => 'joined'], 'presence')
-                ->commit();
+            $batch = $cb->batch()->subscribe($clientId, CHANNEL);
+            if (!hooked()) {
+                $batch->publish(CHANNEL, ['name' => $name, 'id' => $clientId, 'what' => 'joined'], 'presence');
+            }
+            $batch->commit();
             reply(200, [
                 'clientId' => $clientId,
                 'name' => $name,
                 'auth' => sign($clientId, $name),
-                'token' => $cb->token($clientId, TOKEN_TTL, [CHANNEL]),
+                'token' => $cb->token($clientId, TOKEN_TTL, grants()),
             ]);
 
         case 'token':
             [$clientId] = user(input());
-            reply(200, ['token' => cometbox()->token($clientId, TOKEN_TTL, [CHANNEL])]);
+            reply(200, ['token' => cometbox()->token($clientId, TOKEN_TTL, grants())]);
 
         case 'send':
             $in = input();
@@ -144,10 +161,11 @@ try {
 
         case 'logout':
             [$clientId, $name] = user(input());
-            cometbox()->batch()
-                ->publish(CHANNEL, ['name' => $name, 'id' => $clientId, 'what' => 'left'], 'presence')
-                ->disconnect($clientId)
-                ->commit();
+            $batch = cometbox()->batch();
+            if (!hooked()) {
+                $batch->publish(CHANNEL, ['name' => $name, 'id' => $clientId, 'what' => 'left'], 'presence');
+            }
+            $batch->disconnect($clientId)->commit();
             reply(200, ['ok' => true]);
 
         default:

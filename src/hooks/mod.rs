@@ -1,0 +1,297 @@
+//! Backend hooks (`[hooks]`): cometbox tells the backend what browsers do,
+//! and lets it say no.
+//!
+//! - **Cancellable** events (`connect`, `subscribe`, `publish`) are asked
+//!   with [`Hooks::ask`] (and [`Hooks::publish`]) and awaited by whoever is
+//!   about to act: the hub's poll path awaits `connect` and `subscribe`
+//!   before it changes anything (`hub/hooked.rs`); Bayeux will await
+//!   `publish`. A failure or a timeout follows `on_error`.
+//! - **Notifications** (`online`, `offline`, `subscribed`, `unsubscribed`)
+//!   are queued with [`Hooks::notify`] under the client's own lock (so
+//!   their order is the order of the changes) and delivered by
+//!   [`Hooks::spawn_workers`], at least once, in order per client, retried
+//!   with backoff; see `outbox.rs` for the bound and the disk file.
+//!
+//! Files: `config.rs` (the section), `events.rs` (the JSON), `signing.rs`
+//! (the header), `transport.rs` (one POST), `outbox.rs` (the queue).
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+pub mod config;
+pub mod events;
+pub mod outbox;
+pub mod signing;
+pub mod transport;
+
+pub use config::{HooksConfig, OnError};
+pub use events::{Answer, Event, EventSet, EventType};
+use outbox::Outbox;
+use transport::{SendError, Target};
+
+/// The first pause before a notification is retried; it doubles up to
+/// `retry_max`.
+const FIRST_RETRY: Duration = Duration::from_millis(100);
+
+/// A cancellable event the backend refused (or could not be asked about,
+/// with `on_error = "deny"`): the reason is given to the browser.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Denied(pub String);
+
+/// The hooks of one server: the target, the secret, the notification queue
+/// and the counters.
+pub struct Hooks {
+    target: Target,
+    secret: Vec<u8>,
+    timeout: Duration,
+    on_error: OnError,
+    offline_after: Duration,
+    events: EventSet,
+    node: String,
+    concurrency: usize,
+    retry_max: Duration,
+    /// Cancellable requests in flight (`max_asks`).
+    asks: Semaphore,
+    outbox: Outbox,
+    allowed: AtomicU64,
+    denied: AtomicU64,
+    ask_errors: AtomicU64,
+    /// Stops the notification workers ([`Hooks::stop`]).
+    stop: CancellationToken,
+}
+
+/// The hooks' share of `/stats` (`"hooks": {...}`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct HookStats {
+    /// Notifications queued or in flight.
+    pub pending: u64,
+    /// Notifications delivered (the backend answered 2xx).
+    pub delivered: u64,
+    /// Opening notifications dropped because `max_pending` were waiting
+    /// (their closing ones are then not sent either).
+    pub dropped: u64,
+    /// Notification attempts that failed and were retried.
+    pub retries: u64,
+    /// Cancellable events the backend allowed.
+    pub allowed: u64,
+    /// Cancellable events refused (by the backend, or by `on_error = "deny"`).
+    pub denied: u64,
+    /// Cancellable requests that failed or timed out (then `on_error`).
+    pub errors: u64,
+}
+
+impl Hooks {
+    /// Hooks as configured; with a durable store's `dir`, pending
+    /// notifications are kept in a file there (and read back now).
+    pub fn new(config: &HooksConfig, dir: Option<&Path>) -> Result<Self, outbox::OutboxError> {
+        let node = config.node_name();
+        let outbox = match dir {
+            Some(dir) => Outbox::open(dir, config.max_pending, |client| {
+                Event::new(EventType::Offline, client, None, &node)
+            })?,
+            None => Outbox::in_memory(config.max_pending),
+        };
+        Ok(Hooks {
+            target: Target::parse(&config.url).expect("validated with the configuration"),
+            secret: config.secret.as_bytes().to_vec(),
+            timeout: config.timeout,
+            on_error: config.on_error,
+            offline_after: config.offline_after,
+            events: config.event_set(),
+            node,
+            concurrency: config.concurrency,
+            retry_max: config.retry_max,
+            asks: Semaphore::new(config.max_asks),
+            outbox,
+            allowed: AtomicU64::new(0),
+            denied: AtomicU64::new(0),
+            ask_errors: AtomicU64::new(0),
+            stop: CancellationToken::new(),
+        })
+    }
+
+    /// Whether events of `kind` are sent.
+    pub fn wants(&self, kind: EventType) -> bool {
+        self.events.contains(kind)
+    }
+
+    /// `offline_after`.
+    pub fn offline_after(&self) -> Duration {
+        self.offline_after
+    }
+
+    /// Asks the backend about a cancellable event (not sent, and allowed,
+    /// when `kind` is not in `events`). Waits at most `timeout`, a free
+    /// request slot included.
+    pub async fn ask(
+        &self,
+        kind: EventType,
+        client: &str,
+        channel: Option<&str>,
+    ) -> Result<Answer, Denied> {
+        self.ask_event(Event::new(kind, client, channel, &self.node))
+            .await
+    }
+
+    /// Asks `publish` for a browser's publish of `data` to `channel`:
+    /// `Ok(Some(data))` when the backend replaced the payload, `Ok(None)` to
+    /// publish it as it is.
+    pub async fn publish(
+        &self,
+        client: &str,
+        channel: &str,
+        data: Value,
+    ) -> Result<Option<Value>, Denied> {
+        let mut event = Event::new(EventType::Publish, client, Some(channel), &self.node);
+        event.data = Some(data);
+        Ok(self.ask_event(event).await?.data)
+    }
+
+    /// A new event stamped with this server's `node`, for callers that add
+    /// fields before asking: a Bayeux handshake's `connect` carries `ext`.
+    pub fn event(&self, kind: EventType, client: &str, channel: Option<&str>) -> Event {
+        Event::new(kind, client, channel, &self.node)
+    }
+
+    /// Asks the backend about a cancellable `event` built with
+    /// [`Hooks::event`] (allowed without asking when its type is not in
+    /// `events`).
+    pub async fn ask_event(&self, event: Event) -> Result<Answer, Denied> {
+        let allow = Answer {
+            allow: true,
+            reason: None,
+            data: None,
+        };
+        if !self.wants(event.kind) {
+            return Ok(allow);
+        }
+        let asked = tokio::time::timeout(self.timeout, async {
+            let _slot = self.asks.acquire().await;
+            transport::post(&self.target, &self.secret, event.body(), self.timeout).await
+        })
+        .await
+        .unwrap_or(Err(SendError::Timeout(self.timeout)));
+        let answer = asked.and_then(|body| {
+            serde_json::from_slice::<Answer>(&body)
+                .map_err(|e| SendError::Io(format!("the answer is not {{\"allow\": ...}}: {e}")))
+        });
+        match answer {
+            Ok(answer) if answer.allow => {
+                self.allowed.fetch_add(1, Relaxed);
+                Ok(answer)
+            }
+            Ok(answer) => {
+                self.denied.fetch_add(1, Relaxed);
+                let reason = answer.reason.unwrap_or_default();
+                Err(Denied(if reason.is_empty() {
+                    "denied by the backend".into()
+                } else {
+                    reason
+                }))
+            }
+            Err(e) => {
+                self.ask_errors.fetch_add(1, Relaxed);
+                tracing::warn!(kind = ?event.kind, client = %event.client, error = %e, on_error = ?self.on_error, "hook request failed");
+                match self.on_error {
+                    OnError::Allow => Ok(allow),
+                    OnError::Deny => {
+                        self.denied.fetch_add(1, Relaxed);
+                        Err(Denied(format!("the backend could not be asked: {e}")))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Queues a notification (nothing when `kind` is not in `events`).
+    /// Returns false when an opening one (`online`, `subscribed`) was
+    /// dropped for want of room: the caller then skips its closing one.
+    /// Call it under the client's lock: the queue's order per client is the
+    /// order of the calls.
+    pub fn notify(&self, kind: EventType, client: &str, channel: Option<&str>) -> bool {
+        if !self.wants(kind) {
+            return true;
+        }
+        self.outbox
+            .push(Event::new(kind, client, channel, &self.node))
+    }
+
+    /// Starts `concurrency` workers delivering notifications until
+    /// [`Hooks::stop`].
+    pub fn spawn_workers(self: &Arc<Self>) {
+        for _ in 0..self.concurrency {
+            let (hooks, stop) = (self.clone(), self.stop.clone());
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = hooks.deliver_forever() => {}
+                    _ = stop.cancelled() => {}
+                }
+            });
+        }
+    }
+
+    async fn deliver_forever(&self) {
+        loop {
+            let event = self.outbox.next().await;
+            let body = event.body();
+            let mut pause = FIRST_RETRY;
+            for attempt in 1u64.. {
+                match transport::post(&self.target, &self.secret, body.clone(), self.timeout).await
+                {
+                    Ok(_) => break,
+                    Err(e) => {
+                        self.outbox.failed_attempts.fetch_add(1, Relaxed);
+                        // Every failure is retried (a 401 from a wrong secret
+                        // too): say so at the first and every 20th attempt.
+                        if attempt == 1 || attempt % 20 == 0 {
+                            tracing::warn!(id = %event.id, kind = ?event.kind, client = %event.client, attempt, error = %e, retry_in = ?pause, "hook notification failed; retrying");
+                        }
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(self.retry_max);
+                    }
+                }
+            }
+            self.outbox.done(&event);
+        }
+    }
+
+    /// Stops the notification workers (what is pending stays pending: in
+    /// the outbox file with a durable store).
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+
+    /// Waits until every notification is delivered, or `limit` passed;
+    /// returns how many are still pending.
+    pub async fn drain(&self, limit: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let pending = self.outbox.pending();
+            if pending == 0 || tokio::time::Instant::now() >= deadline {
+                return pending;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The counters for `/stats` and `/metrics`.
+    pub fn stats(&self) -> HookStats {
+        HookStats {
+            pending: self.outbox.pending() as u64,
+            delivered: self.outbox.delivered.load(Relaxed),
+            dropped: self.outbox.dropped.load(Relaxed),
+            retries: self.outbox.failed_attempts.load(Relaxed),
+            allowed: self.allowed.load(Relaxed),
+            denied: self.denied.load(Relaxed),
+            errors: self.ask_errors.load(Relaxed),
+        }
+    }
+}

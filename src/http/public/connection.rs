@@ -1,0 +1,362 @@
+//! One connection of the public port: requests read one after another
+//! (keep-alive, pipelining), each answered by `routes.rs`, under the port's
+//! limits.
+//!
+//! - A head must arrive whole within `request_timeout` of the wait for it
+//!   starting and within `max_header_bytes`; otherwise `408` (nothing, if no
+//!   byte came) or `431`, and the connection closes.
+//! - The read buffer is freed whenever it holds nothing unparsed, so a
+//!   held poll keeps no buffer: what it costs is its socket, this task and
+//!   the hub's waiter.
+//! - While a poll waits, the socket is watched: bytes the client pipelines
+//!   are kept for later (up to `max_header_bytes`), and an end of stream
+//!   (the browser left, or shut its sending side) drops the poll at once, so
+//!   presence and `max_polls_per_client` see it gone.
+//! - A reply the client accepts no byte of for `send_timeout` ends the
+//!   connection with a reset, which frees the kernel's buffers too.
+//! - A connection closed after an error first reads and discards what the
+//!   client is still sending (briefly, boundedly): closing with unread data
+//!   would reset the connection and could destroy the error reply before
+//!   the client reads it.
+
+use std::future::Future;
+use std::io::{self, IoSlice};
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::BufMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+
+use super::request::{self, BodyFraming, Head, HeadError, Method, Parsed};
+use super::response::Response;
+use super::routes::{self, Routed};
+use super::Face;
+use crate::http::send_timeout::Abort;
+
+/// What the port accepts: TCP or Unix sockets, read through readiness so
+/// that watching a waiting poll's socket needs no buffer.
+pub trait Socket: AsyncRead + AsyncWrite + Abort + Unpin + Send + 'static {
+    /// Resolves when the socket may have bytes (or an end of stream).
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
+    /// Reads what is there without waiting.
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize>;
+}
+
+macro_rules! impl_socket {
+    ($($stream:ty),*) => {$(
+        impl Socket for $stream {
+            fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
+                <$stream>::readable(self)
+            }
+            fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+                <$stream>::try_read(self, buf)
+            }
+        }
+    )*};
+}
+impl_socket!(tokio::net::TcpStream, tokio::net::UnixStream);
+
+/// First allocation of the read buffer: a browser's poll with its cookies
+/// usually fits; it grows by doubling up to `max_header_bytes`.
+const FIRST_READ: usize = 2048;
+
+/// How long, and how much, a closing connection reads and discards.
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 1 << 20;
+
+/// Why reading a head stopped.
+enum ReadError {
+    /// The client closed (or the socket failed); `partial` if it had sent
+    /// part of a head.
+    Closed,
+    /// No whole head within `request_timeout`.
+    TimedOut { partial: bool },
+    /// The server is shutting down and the connection was idle.
+    ShuttingDown,
+    /// A head that cannot be served.
+    Refused(HeadError),
+}
+
+/// One connection and its unparsed bytes.
+pub struct Connection<S> {
+    socket: S,
+    /// Bytes read and not parsed yet: the start of the next request.
+    buf: Vec<u8>,
+    /// How much of `buf` is known to hold no end of head.
+    scanned: usize,
+    /// Whether a reply was written already: a connection waiting for its
+    /// next request is idle, one waiting for its first is not.
+    served: bool,
+    face: Arc<Face>,
+}
+
+impl<S: Socket> Connection<S> {
+    /// Serves requests on `socket` until either side closes it.
+    pub async fn run(socket: S, face: Arc<Face>) {
+        let mut connection = Connection {
+            socket,
+            buf: Vec::new(),
+            scanned: 0,
+            served: false,
+            face,
+        };
+        connection.serve().await;
+    }
+
+    async fn serve(&mut self) {
+        loop {
+            let head = match self.read_head().await {
+                Ok(head) => head,
+                Err(ReadError::Closed | ReadError::ShuttingDown) => return,
+                Err(ReadError::TimedOut { partial }) => {
+                    if partial {
+                        let reply = Response::error(
+                            408,
+                            "timeout",
+                            "the request headers did not arrive in time",
+                        );
+                        self.fail(reply).await;
+                    }
+                    return;
+                }
+                Err(ReadError::Refused(e)) => {
+                    let reply = match e {
+                        HeadError::TooLarge => {
+                            Response::error(431, "invalid-request", &e.to_string())
+                        }
+                        HeadError::Malformed(_) => {
+                            Response::error(400, "invalid-request", &e.to_string())
+                        }
+                    };
+                    self.fail(reply).await;
+                    return;
+                }
+            };
+            if head.body != BodyFraming::None && head.method != Method::Post {
+                let reply = Response::error(
+                    400,
+                    "invalid-request",
+                    "requests to this port carry no body",
+                );
+                self.fail(reply).await;
+                return;
+            }
+            let head_only = head.method == Method::Head;
+            let keep_alive = head.keep_alive;
+            let routed = routes::route(self, head).await;
+            let (response, poll) = match routed {
+                Routed::Reply { response, poll } => (response, poll),
+                // The client left while its poll waited, or a stream ended.
+                Routed::ClientLeft | Routed::Streamed => return,
+            };
+            let close = !keep_alive || self.face.state.hub.is_shutting_down();
+            let sent = self.send(&response, head_only, close).await;
+            // The poll counted (against `max_polls_per_client`, and as
+            // presence) until its reply was written or given up on.
+            drop(poll);
+            if sent.is_err() {
+                return;
+            }
+            self.served = true;
+            if close {
+                let _ = self.socket.shutdown().await;
+                return;
+            }
+        }
+    }
+
+    /// The shared state of the port.
+    pub fn face(&self) -> &Arc<Face> {
+        &self.face
+    }
+
+    /// Reads until a whole head is in the buffer and parses it.
+    async fn read_head(&mut self) -> Result<Head, ReadError> {
+        let deadline = Instant::now() + self.face.header_timeout;
+        loop {
+            if self.buf.is_empty() {
+                // Nothing to parse yet.
+            } else if let Some(head) = self.parse_buffered()? {
+                return Ok(head);
+            }
+            self.read_more(deadline).await?;
+        }
+    }
+
+    /// Parses the buffer once it may hold a whole head; `None` until then.
+    fn parse_buffered(&mut self) -> Result<Option<Head>, ReadError> {
+        // A head nearly always arrives in one read and is parsed at once.
+        // After a partial parse, parse again only once a blank line came:
+        // a client trickling its head byte by byte must not make each byte
+        // re-parse everything before it.
+        if self.scanned > 0 {
+            let from = self.scanned.saturating_sub(3);
+            let ended = memchr::memmem::find(&self.buf[from..], b"\r\n\r\n").is_some()
+                || memchr::memmem::find(&self.buf[from..], b"\n\n").is_some();
+            if !ended {
+                self.scanned = self.buf.len();
+                return self.partial();
+            }
+        }
+        match request::parse(&self.buf) {
+            Ok(Parsed::Complete(head, taken)) => {
+                self.consume(taken);
+                Ok(Some(head))
+            }
+            Ok(Parsed::Partial) => {
+                self.scanned = self.buf.len().max(1);
+                self.partial()
+            }
+            Err(e) => Err(ReadError::Refused(e)),
+        }
+    }
+
+    /// An unfinished head: read on, unless it is already at the limit.
+    fn partial(&self) -> Result<Option<Head>, ReadError> {
+        if self.buf.len() >= self.face.max_header_bytes {
+            Err(ReadError::Refused(HeadError::TooLarge))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Drops the first `n` bytes; frees the buffer when nothing is left.
+    fn consume(&mut self, n: usize) {
+        if n >= self.buf.len() {
+            self.buf = Vec::new();
+        } else {
+            self.buf.drain(..n);
+        }
+        self.scanned = 0;
+    }
+
+    /// Reads more of a head, growing the buffer up to `max_header_bytes`.
+    async fn read_more(&mut self, deadline: Instant) -> Result<(), ReadError> {
+        let limit = self.face.max_header_bytes;
+        if self.buf.len() == self.buf.capacity() {
+            let grown = (self.buf.capacity() * 2).clamp(FIRST_READ, limit.max(1));
+            self.buf.reserve_exact(grown - self.buf.len());
+        }
+        let room = limit.saturating_sub(self.buf.len()).max(1);
+        let partial = !self.buf.is_empty();
+        let idle = !partial && self.served;
+        let Connection {
+            socket, buf, face, ..
+        } = self;
+        let mut room = buf.limit(room);
+        let mut read = pin!(socket.read_buf(&mut room));
+        // Most reads find their bytes already there: no timer for those.
+        let read = match poll_once(read.as_mut()).await {
+            Poll::Ready(read) => read,
+            Poll::Pending => tokio::select! {
+                read = read => read,
+                _ = tokio::time::sleep_until(deadline) => return Err(ReadError::TimedOut { partial }),
+                // An idle keep-alive connection ends at once on shutdown;
+                // one in the middle of a head gets to finish it.
+                _ = face.state.shutdown.cancelled(), if idle => return Err(ReadError::ShuttingDown),
+            },
+        };
+        match read {
+            Ok(0) | Err(_) => Err(ReadError::Closed),
+            Ok(_) => Ok(()),
+        }
+    }
+
+    /// Runs `work` (a waiting poll) while watching the socket; `None` when
+    /// the client closed its side first, or pipelined past the limit.
+    pub async fn wait_for<F: Future>(&mut self, work: F) -> Option<F::Output> {
+        let mut work = pin!(work);
+        loop {
+            tokio::select! {
+                biased;
+                output = &mut work => return Some(output),
+                ready = self.socket.readable() => {
+                    ready.ok()?;
+                    let mut chunk = [0u8; 1024];
+                    match self.socket.try_read(&mut chunk) {
+                        Ok(0) => return None,
+                        Ok(n) if self.buf.len() + n > self.face.max_header_bytes => return None,
+                        Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(_) => return None,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes a reply: the head and the body in as few writes as the socket
+    /// takes, each allowed `send_timeout` without progress.
+    pub async fn send(
+        &mut self,
+        response: &Response,
+        head_only: bool,
+        close: bool,
+    ) -> io::Result<()> {
+        let head = response.encode_head(close);
+        let body: &[u8] = if head_only { &[] } else { &response.body };
+        self.write_all(&head, body).await
+    }
+
+    /// Writes `first` then `second`, each write allowed `send_timeout`
+    /// without progress.
+    pub async fn write_all(&mut self, first: &[u8], second: &[u8]) -> io::Result<()> {
+        let (mut head, mut body) = (first, second);
+        while !head.is_empty() || !body.is_empty() {
+            let written = self
+                .write_some(&[IoSlice::new(head), IoSlice::new(body)])
+                .await?;
+            if written == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            if written < head.len() {
+                head = &head[written..];
+            } else {
+                body = &body[written - head.len()..];
+                head = &[];
+            }
+        }
+        Ok(())
+    }
+
+    async fn write_some(&mut self, slices: &[IoSlice<'_>]) -> io::Result<usize> {
+        let timeout = self.face.send_timeout;
+        let mut write = pin!(self.socket.write_vectored(slices));
+        if let Poll::Ready(written) = poll_once(write.as_mut()).await {
+            return written;
+        }
+        match tokio::time::timeout(timeout, write).await {
+            Ok(written) => written,
+            Err(_) => {
+                self.socket.abort_on_close();
+                Err(io::ErrorKind::TimedOut.into())
+            }
+        }
+    }
+
+    /// Sends a last reply and closes, reading and discarding what the
+    /// client still sends meanwhile (see the module doc).
+    async fn fail(&mut self, response: Response) {
+        if self.send(&response, false, true).await.is_err() {
+            return;
+        }
+        let _ = self.socket.shutdown().await;
+        let mut discarded = 0;
+        let mut chunk = vec![0u8; 16 << 10];
+        let deadline = Instant::now() + LINGER;
+        while discarded < LINGER_BYTES {
+            match tokio::time::timeout_at(deadline, self.socket.read(&mut chunk)).await {
+                Ok(Ok(n)) if n > 0 => discarded += n,
+                _ => return,
+            }
+        }
+    }
+}
+
+/// Polls `future` once, handing back whether it finished.
+async fn poll_once<F: Future + ?Sized>(mut future: std::pin::Pin<&mut F>) -> Poll<F::Output> {
+    std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await
+}

@@ -1,0 +1,305 @@
+//! A request head as the public port reads it: parsed by `httparse` from the
+//! connection's buffer, then kept as the few owned fields the routes use, so
+//! the read buffer can be freed before a poll waits.
+//!
+//! Strict on purpose: anything a browser or a proxy would not send (obsolete
+//! line folding, spaces before a colon, conflicting lengths, more headers
+//! than [`MAX_HEADERS`]) is refused with the connection closed, since the
+//! framing of what follows it cannot be trusted.
+
+/// Headers a request may carry. Browsers send about 15; past this the
+/// request is refused with 431, like one whose head is over
+/// `max_header_bytes`.
+pub const MAX_HEADERS: usize = 64;
+
+/// The methods the public port knows; the rest are answered 405.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+    Options,
+    Post,
+    Other,
+}
+
+/// How a request says its body is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFraming {
+    /// No body (no `Content-Length`, or `Content-Length: 0`).
+    None,
+    /// `Content-Length: n`, n > 0.
+    Length(u64),
+    /// A `Transfer-Encoding` (chunked or anything else).
+    Encoded,
+}
+
+/// One request's head, owned.
+#[derive(Debug)]
+pub struct Head {
+    pub method: Method,
+    /// The request target in origin form (`/poll?token=...`); an absolute
+    /// target (`http://host/poll?...`) is cut to this form.
+    target: String,
+    /// Where the path ends in `target` (at `?` or the end).
+    path_end: usize,
+    /// Whether the client lets the connection stay open after the reply.
+    pub keep_alive: bool,
+    /// `Authorization`, if sent.
+    pub authorization: Option<String>,
+    /// `Origin`, if sent.
+    pub origin: Option<String>,
+    /// `Last-Event-ID`, if sent (an `EventSource` resuming a stream).
+    pub last_event_id: Option<String>,
+    pub body: BodyFraming,
+}
+
+impl Head {
+    /// The path, without the query.
+    pub fn path(&self) -> &str {
+        &self.target[..self.path_end]
+    }
+
+    /// The query, without the `?`; empty when there is none.
+    pub fn query(&self) -> &str {
+        self.target.get(self.path_end + 1..).unwrap_or("")
+    }
+}
+
+/// Why a head was refused; the connection is closed after the reply.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum HeadError {
+    /// 400: not HTTP/1.x as a browser or proxy sends it.
+    #[error("malformed request: {0}")]
+    Malformed(&'static str),
+    /// 431: more than [`MAX_HEADERS`] headers, or over `max_header_bytes`.
+    #[error("request headers too large")]
+    TooLarge,
+}
+
+/// What one look at the buffer found.
+#[derive(Debug)]
+pub enum Parsed {
+    /// A whole head, and how many bytes of the buffer it took.
+    Complete(Head, usize),
+    /// More bytes are needed.
+    Partial,
+}
+
+/// Parses the head at the start of `buf`.
+pub fn parse(buf: &[u8]) -> Result<Parsed, HeadError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut headers);
+    let taken = match request.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+        Err(e) => return Err(HeadError::Malformed(parse_error(e))),
+    };
+    let version = request.version.ok_or(HeadError::Malformed("no version"))?;
+    let http10 = version == 0;
+    let method = match request.method.unwrap_or("") {
+        "GET" => Method::Get,
+        "HEAD" => Method::Head,
+        "OPTIONS" => Method::Options,
+        "POST" => Method::Post,
+        _ => Method::Other,
+    };
+    let (target, path_end) = origin_form(request.path.unwrap_or(""))?;
+    let mut head = Head {
+        method,
+        target,
+        path_end,
+        keep_alive: !http10,
+        authorization: None,
+        origin: None,
+        last_event_id: None,
+        body: BodyFraming::None,
+    };
+    let mut length: Option<u64> = None;
+    for header in request.headers.iter() {
+        let name = header.name;
+        if name.eq_ignore_ascii_case("content-length") {
+            let value = std::str::from_utf8(header.value)
+                .ok()
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or(HeadError::Malformed("invalid Content-Length"))?;
+            if length.is_some_and(|l| l != value) {
+                return Err(HeadError::Malformed("conflicting Content-Length headers"));
+            }
+            length = Some(value);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            head.body = BodyFraming::Encoded;
+        } else if name.eq_ignore_ascii_case("connection") {
+            for token in header.value.split(|b| *b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    head.keep_alive = false;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") && http10 {
+                    head.keep_alive = true;
+                }
+            }
+        } else if name.eq_ignore_ascii_case("authorization") {
+            head.authorization = Some(text(header.value)?);
+        } else if name.eq_ignore_ascii_case("origin") {
+            head.origin = Some(text(header.value)?);
+        } else if name.eq_ignore_ascii_case("last-event-id") {
+            head.last_event_id = Some(text(header.value)?);
+        }
+    }
+    if head.body == BodyFraming::Encoded {
+        if length.is_some() {
+            // Request smuggling's classic: two framings, two readings.
+            return Err(HeadError::Malformed(
+                "both Transfer-Encoding and Content-Length",
+            ));
+        }
+    } else if let Some(n) = length.filter(|n| *n > 0) {
+        head.body = BodyFraming::Length(n);
+    }
+    Ok(Parsed::Complete(head, taken))
+}
+
+/// A header value the routes read as text.
+fn text(value: &[u8]) -> Result<String, HeadError> {
+    std::str::from_utf8(value)
+        .map(str::to_owned)
+        .map_err(|_| HeadError::Malformed("a header value is not UTF-8"))
+}
+
+/// The target in origin form, and where its path ends.
+fn origin_form(target: &str) -> Result<(String, usize), HeadError> {
+    let target = match target.split_once("://") {
+        // Absolute form (`GET http://host/poll HTTP/1.1`), as sent to proxies.
+        Some((scheme, rest))
+            if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https") =>
+        {
+            rest.find('/').map_or("/", |at| &rest[at..])
+        }
+        _ => target,
+    };
+    if !target.starts_with('/') {
+        return Err(HeadError::Malformed("the request target must start with /"));
+    }
+    let path_end = target.find('?').unwrap_or(target.len());
+    Ok((target.to_owned(), path_end))
+}
+
+fn parse_error(e: httparse::Error) -> &'static str {
+    match e {
+        httparse::Error::HeaderName => "invalid header name",
+        httparse::Error::HeaderValue => "invalid header value",
+        httparse::Error::NewLine => "invalid line ending",
+        httparse::Error::Status => "invalid status",
+        httparse::Error::Token => "invalid method or request target",
+        httparse::Error::TooManyHeaders => "too many headers",
+        httparse::Error::Version => "not HTTP/1.0 or HTTP/1.1",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(raw: &str) -> Head {
+        match parse(raw.as_bytes()) {
+            Ok(Parsed::Complete(head, n)) => {
+                assert_eq!(n, raw.len());
+                head
+            }
+            other => panic!("{raw:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_browser_poll_is_read() {
+        let h = head("GET /poll?since=a-1&channels=x HTTP/1.1\r\nHost: h\r\nOrigin: https://o\r\nAuthorization: Bearer t\r\n\r\n");
+        assert_eq!(
+            (h.method, h.path(), h.query()),
+            (Method::Get, "/poll", "since=a-1&channels=x")
+        );
+        assert!(h.keep_alive);
+        assert_eq!(h.origin.as_deref(), Some("https://o"));
+        assert_eq!(h.authorization.as_deref(), Some("Bearer t"));
+        assert_eq!(h.body, BodyFraming::None);
+    }
+
+    #[test]
+    fn keep_alive_follows_the_version_and_connection() {
+        assert!(!head("GET / HTTP/1.0\r\n\r\n").keep_alive);
+        assert!(head("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").keep_alive);
+        assert!(!head("GET / HTTP/1.1\r\nConnection: upgrade, close\r\n\r\n").keep_alive);
+    }
+
+    #[test]
+    fn absolute_targets_are_cut_to_their_path() {
+        assert_eq!(
+            head("GET http://h:1/poll?x=1 HTTP/1.1\r\n\r\n").query(),
+            "x=1"
+        );
+        assert_eq!(head("GET https://h HTTP/1.1\r\n\r\n").path(), "/");
+    }
+
+    #[test]
+    fn bodies_are_framed_or_refused() {
+        assert_eq!(
+            head("GET / HTTP/1.1\r\nContent-Length: 0\r\n\r\n").body,
+            BodyFraming::None
+        );
+        assert_eq!(
+            head("GET / HTTP/1.1\r\nContent-Length: 5\r\n\r\n").body,
+            BodyFraming::Length(5)
+        );
+        assert_eq!(
+            head("GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n").body,
+            BodyFraming::Encoded
+        );
+        for bad in [
+            "GET / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            "GET / HTTP/1.1\r\nContent-Length: +5\r\n\r\n",
+            "GET / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET / HTTP/1.1\r\nFolded: a\r\n b\r\n\r\n",
+            "GET / HTTP/1.1\r\nSpace : a\r\n\r\n",
+            "GET poll HTTP/1.1\r\n\r\n",
+            "GET / HTTP/2.0\r\n\r\n",
+        ] {
+            assert!(
+                matches!(parse(bad.as_bytes()), Err(HeadError::Malformed(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn too_many_headers_is_too_large_and_a_partial_head_asks_for_more() {
+        let many: String = (0..=MAX_HEADERS).map(|i| format!("X-{i}: v\r\n")).collect();
+        let raw = format!("GET / HTTP/1.1\r\n{many}\r\n");
+        assert_eq!(parse(raw.as_bytes()).unwrap_err(), HeadError::TooLarge);
+        assert!(matches!(
+            parse(b"GET /poll HTTP/1.1\r\nHost:"),
+            Ok(Parsed::Partial)
+        ));
+        let pipelined = parse(b"GET / HTTP/1.1\r\n\r\nGET");
+        assert!(
+            matches!(pipelined, Ok(Parsed::Complete(_, 18))),
+            "{pipelined:?}"
+        );
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        // A cheap stand-in for the fuzz target: every prefix and every
+        // single-byte corruption of a real request.
+        let raw = b"GET /poll?token=a.b.c HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+        for end in 0..=raw.len() {
+            let _ = parse(&raw[..end]);
+        }
+        for at in 0..raw.len() {
+            for byte in [0u8, b'\r', b'\n', b' ', b':', 0x80, 0xff] {
+                let mut bent = raw.to_vec();
+                bent[at] = byte;
+                let _ = parse(&bent);
+            }
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! What the public port answers: `GET /poll` (the hub's long-poll),
+//! `GET /cometbox.js`, `GET /health`, CORS preflights, and `404`/`405` with
+//! their codes for everything else. `HEAD` is answered as `GET` without the
+//! body.
+
+use std::time::Duration;
+
+use super::connection::{Connection, Socket};
+use super::request::{Head, Method};
+use super::response::{AllowOrigin, Response};
+use super::Face;
+use crate::http::error::PublicError;
+use crate::hub::{OpenPoll, PollRequest};
+use crate::protocol::{ChannelName, Cursor};
+
+/// The browser class, embedded at build time so the binary serves the very
+/// version it was built with.
+const SCRIPT: &str = include_str!("../../../client-js/cometbox.js");
+
+/// What a preflight answers, besides the origin.
+const PREFLIGHT: &[(&str, &str)] = &[
+    ("access-control-allow-methods", "GET,OPTIONS"),
+    ("access-control-allow-headers", "authorization,content-type"),
+    ("access-control-max-age", "600"),
+];
+
+/// Where a request went.
+pub enum Routed {
+    /// A reply to write; `poll` keeps a poll counted until it is written.
+    Reply {
+        response: Response,
+        poll: Option<OpenPoll>,
+    },
+    /// The client closed its side while its poll waited: nothing to write.
+    ClientLeft,
+    /// A stream was written and ended: the connection closes.
+    Streamed,
+}
+
+impl From<Response> for Routed {
+    fn from(response: Response) -> Self {
+        Routed::Reply {
+            response,
+            poll: None,
+        }
+    }
+}
+
+/// Answers one request.
+pub async fn route<S: Socket>(connection: &mut Connection<S>, mut head: Head) -> Routed {
+    let face = connection.face().clone();
+    let allow_origin = face.cors.allow(head.origin.take());
+    let method = head.method;
+    let result = match (head.path(), method) {
+        (_, Method::Options) if face.cors.enabled() => Ok(Routed::from(Response {
+            extra: PREFLIGHT,
+            ..Response::ok("text/plain", "")
+        })),
+        ("/poll", Method::Get | Method::Head) => poll(connection, &face, head).await,
+        ("/events", Method::Get | Method::Head) => {
+            super::events::stream(connection, &face, head, allow_origin.clone()).await
+        }
+        ("/cometbox.js", Method::Get | Method::Head) => Ok(Routed::from(Response::ok(
+            "text/javascript; charset=utf-8",
+            SCRIPT,
+        ))),
+        // `degraded` while the store (Redis) cannot be reached, as on the
+        // ingest port: one atomic load.
+        ("/health", Method::Get | Method::Head) if !face.state.hub.storage_healthy() => {
+            Ok(Routed::from(Response {
+                status: 503,
+                ..Response::ok("text/plain", "degraded: storage unavailable\n")
+            }))
+        }
+        ("/health", Method::Get | Method::Head) => {
+            Ok(Routed::from(Response::ok("text/plain", "ok\n")))
+        }
+        ("/poll" | "/events" | "/cometbox.js" | "/health", _) => Err(PublicError::MethodNotAllowed),
+        _ => Err(PublicError::NotFound),
+    };
+    let mut routed = result.unwrap_or_else(|e| Routed::from(e.response()));
+    if let Routed::Reply { response, .. } = &mut routed {
+        response.allow_origin = allow_origin;
+    }
+    routed
+}
+
+async fn poll<S: Socket>(
+    connection: &mut Connection<S>,
+    face: &Face,
+    head: Head,
+) -> Result<Routed, PublicError> {
+    let (request, _) = admit(face, &head)?;
+    // Nothing of the request is kept while the poll waits.
+    drop(head);
+    let Some(reply) = connection.wait_for(face.state.hub.poll(request)).await else {
+        return Ok(Routed::ClientLeft);
+    };
+    let reply = reply?;
+    Ok(Routed::Reply {
+        response: Response::ok("application/json", reply.body),
+        poll: Some(reply.open),
+    })
+}
+
+/// The configured CORS origins.
+pub struct Cors {
+    /// `*` was configured.
+    any: bool,
+    origins: Vec<String>,
+}
+
+impl Cors {
+    /// From `[public] cors_origins` (validated at start-up).
+    pub fn new(origins: &[String]) -> Self {
+        Cors {
+            any: origins.iter().any(|o| o == "*"),
+            origins: origins.to_vec(),
+        }
+    }
+
+    fn enabled(&self) -> bool {
+        !self.origins.is_empty()
+    }
+
+    /// What `Access-Control-Allow-Origin` says to a request from `origin`.
+    fn allow(&self, origin: Option<String>) -> Option<AllowOrigin> {
+        if self.any {
+            return Some(AllowOrigin::Any);
+        }
+        let origin = origin?;
+        self.origins
+            .contains(&origin)
+            .then_some(AllowOrigin::Echo(origin))
+    }
+}
+
+/// `GET /poll`'s query parameters.
+#[derive(Default)]
+struct PollParams {
+    token: Option<String>,
+    since: Option<String>,
+    channels: Option<String>,
+    timeout: Option<String>,
+}
+
+impl PollParams {
+    /// Reads the known parameters; others (cache busters) are ignored.
+    /// Values are percent-decoded only when they hold an escape: a token is
+    /// plain base64url, and this runs on every poll.
+    fn parse(query: &str) -> Self {
+        let mut params = PollParams::default();
+        for pair in query.split('&') {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let slot = match key {
+                "token" => &mut params.token,
+                "since" => &mut params.since,
+                "channels" => &mut params.channels,
+                "timeout" => &mut params.timeout,
+                _ => continue,
+            };
+            slot.get_or_insert_with(|| {
+                if value.contains(['%', '+']) {
+                    let value = value.replace('+', " ");
+                    percent_encoding::percent_decode_str(&value)
+                        .decode_utf8_lossy()
+                        .into_owned()
+                } else {
+                    value.to_owned()
+                }
+            });
+        }
+        params
+    }
+}
+
+/// Checks a poll's (or a stream's) token and parameters; returns what the
+/// hub needs, and when the token expires.
+pub(super) fn admit(face: &Face, head: &Head) -> Result<(PollRequest, u64), PublicError> {
+    let state = &face.state;
+    if state.hub.is_shutting_down() {
+        return Err(PublicError::ShuttingDown);
+    }
+    let params = PollParams::parse(head.query());
+    let token = params
+        .token
+        .or_else(|| bearer(head.authorization.as_deref()))
+        .ok_or_else(|| {
+            crate::auth::TokenError::Invalid(
+                "no token: pass ?token= or Authorization: Bearer <token>".into(),
+            )
+        })?;
+    let grant = state.tokens.verify(&token)?;
+    // `since` wins; an `EventSource` resuming by itself sends only its
+    // `Last-Event-ID`.
+    let since = params.since.as_deref().or(head.last_event_id.as_deref());
+    let since = match since {
+        None | Some("") => None,
+        Some(s) => {
+            Some(Cursor::parse(s).map_err(|e| PublicError::InvalidRequest(format!("since: {e}")))?)
+        }
+    };
+    let timeout = params.timeout.as_deref().map(parse_timeout).transpose()?;
+    let mut subscribe = Vec::new();
+    for name in params
+        .channels
+        .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .filter(|n| !n.is_empty())
+    {
+        let channel = ChannelName::parse(name)
+            .map_err(|e| PublicError::InvalidRequest(format!("channels: {e}")))?;
+        if !grant.allows(&channel) {
+            return Err(PublicError::ChannelForbidden(name.to_owned()));
+        }
+        subscribe.push(channel);
+    }
+    let request = PollRequest {
+        client: grant.client,
+        issued_at: grant.issued_at,
+        since,
+        subscribe,
+        timeout,
+    };
+    Ok((request, grant.expires_at))
+}
+
+fn bearer(authorization: Option<&str>) -> Option<String> {
+    let (scheme, token) = authorization?.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_owned())
+}
+
+/// `timeout` in seconds, fractions allowed (`0` answers at once).
+fn parse_timeout(s: &str) -> Result<Duration, PublicError> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|secs| secs.is_finite() && *secs >= 0.0)
+        .map(|secs| Duration::from_secs_f64(secs.min(86_400.0)))
+        .ok_or_else(|| {
+            PublicError::InvalidRequest(format!("timeout: {s:?} is not a number of seconds"))
+        })
+}

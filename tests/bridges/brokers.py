@@ -1,0 +1,242 @@
+"""Private instances of the real brokers (Debian's packages), each on
+loopback ports of its own with its config and data in a temp directory,
+started in the background and stopped by pid."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+class Broker:
+    """One broker process; ``ports`` are waited for after a start."""
+
+    name = "broker"
+
+    def __init__(self, root: Path) -> None:
+        self.dir = root / self.name
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.process: Optional[subprocess.Popen[bytes]] = None
+        self.log_path = self.dir / "broker.log"
+
+    def command(self) -> List[str]:
+        raise NotImplementedError
+
+    def env(self) -> Dict[str, str]:
+        return dict(os.environ)
+
+    def ports(self) -> List[int]:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                self.command(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                cwd=self.dir,
+                env=self.env(),
+                start_new_session=True,
+            )
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while not all(port_open(p) for p in self.ports()):
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{self.log()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name} did not open {self.ports()} in {timeout} s:\n{self.log()}")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        """SIGTERM to our pid (its process group: a wrapper script's
+        children), SIGKILL after 30 s; then wait for the ports to close."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+        deadline = time.monotonic() + 30
+        while any(port_open(p) for p in self.ports()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-3000:]
+        except OSError:
+            return "(no log)"
+
+
+class Redis(Broker):
+    name = "redis"
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.port = free_port()
+
+    def command(self) -> List[str]:
+        # appendonly: a restart keeps the stream and its consumer group.
+        return ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
+                "--save", "", "--appendonly", "yes", "--daemonize", "no"]
+
+    def ports(self) -> List[int]:
+        return [self.port]
+
+    def cli(self, *args: str) -> str:
+        out = subprocess.run(["redis-cli", "-p", str(self.port), *args], check=True, capture_output=True, timeout=30)
+        return out.stdout.decode()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+
+class Nats(Broker):
+    name = "nats"
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.port = free_port()
+
+    def command(self) -> List[str]:
+        return ["nats-server", "-a", "127.0.0.1", "-p", str(self.port)]
+
+    def ports(self) -> List[int]:
+        return [self.port]
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+
+class ActiveMQ(Broker):
+    """ActiveMQ 5 with a persistent store and a STOMP connector only."""
+
+    name = "activemq"
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.port = free_port()
+        data = self.dir / "data"
+        (self.dir / "conf").mkdir(exist_ok=True)
+        (self.dir / "conf" / "activemq.xml").write_text(f"""<beans xmlns="http://www.springframework.org/schema/beans"
+  xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"
+  xsi:schemaLocation="http://www.springframework.org/schema/beans http://www.springframework.org/schema/beans/spring-beans-2.0.xsd
+  http://activemq.apache.org/schema/core http://activemq.apache.org/schema/core/activemq-core.xsd">
+  <broker xmlns="http://activemq.apache.org/schema/core" useJmx="false" brokerName="cometbox-test"
+          dataDirectory="{data}" persistent="true">
+    <persistenceAdapter><kahaDB directory="{data}/kahadb"/></persistenceAdapter>
+    <transportConnectors>
+      <transportConnector name="stomp" uri="stomp://127.0.0.1:{self.port}"/>
+    </transportConnectors>
+  </broker>
+</beans>
+""")
+
+    def command(self) -> List[str]:
+        d = str(self.dir)
+        return ["java", "-Xms64m", "-Xmx256m", "-XX:TieredStopAtLevel=1",
+                "-Dactivemq.home=/usr/share/activemq", f"-Dactivemq.base={d}", f"-Dactivemq.conf={d}/conf",
+                f"-Dactivemq.data={d}/data", f"-Djava.io.tmpdir={d}",
+                "-jar", "/usr/share/activemq/bin/activemq.jar", "start", f"xbean:file:{d}/conf/activemq.xml"]
+
+    def ports(self) -> List[int]:
+        return [self.port]
+
+    @property
+    def url(self) -> str:
+        return f"stomp://127.0.0.1:{self.port}"
+
+
+class RabbitMQ(Broker):
+    """RabbitMQ (AMQP, and STOMP through its plugin) with its own node name,
+    mnesia and log dirs, ports, and an
+    epmd of its own (started here, in the foreground, so it has a pid)."""
+
+    name = "rabbitmq"
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.port = free_port()
+        self.stomp_port = free_port()
+        self.dist_port = free_port()
+        self.epmd_port = free_port()
+        (self.dir / "rabbitmq.conf").write_text(
+            f"listeners.tcp.default = 127.0.0.1:{self.port}\n"
+            f"stomp.listeners.tcp.1 = 127.0.0.1:{self.stomp_port}\n"
+            "loopback_users = none\n"
+            "log.console = true\nlog.file = false\n"
+        )
+        # The STOMP plugin: the STOMP bridge is tested against RabbitMQ too.
+        (self.dir / "enabled_plugins").write_text("[rabbitmq_stomp].\n")
+        self.epmd: Optional[subprocess.Popen[bytes]] = None
+
+    def env(self) -> Dict[str, str]:
+        env = dict(os.environ)
+        d = str(self.dir)
+        env.update({
+            "HOME": d,
+            "RABBITMQ_NODENAME": "cometbox-test@localhost",
+            "RABBITMQ_CONFIG_FILE": f"{d}/rabbitmq.conf",
+            "RABBITMQ_ENABLED_PLUGINS_FILE": f"{d}/enabled_plugins",
+            "RABBITMQ_MNESIA_BASE": f"{d}/mnesia",
+            "RABBITMQ_LOG_BASE": f"{d}/log",
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "ERL_EPMD_PORT": str(self.epmd_port),
+            "ERL_EPMD_ADDRESS": "127.0.0.1",
+            "RABBITMQ_PID_FILE": f"{d}/rabbit.pid",
+        })
+        return env
+
+    def command(self) -> List[str]:
+        return ["/usr/lib/rabbitmq/bin/rabbitmq-server"]
+
+    def start(self) -> None:
+        if self.epmd is None or self.epmd.poll() is not None:
+            epmd = shutil.which("epmd") or "/usr/lib/erlang/bin/epmd"
+            self.epmd = subprocess.Popen(
+                [epmd, "-port", str(self.epmd_port), "-address", "127.0.0.1"],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                env=self.env(), start_new_session=True,
+            )
+        super().start()
+
+    def ports(self) -> List[int]:
+        return [self.port, self.stomp_port]
+
+    def stop_epmd(self) -> None:
+        if self.epmd is not None and self.epmd.poll() is None:
+            self.epmd.terminate()
+            self.epmd.wait(10)
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.port}/%2f"

@@ -1,0 +1,158 @@
+//! Backend hooks on the redis store: `connect` and `subscribe` are asked
+//! before a poll or a stream opens, on any node, and a denial applies
+//! nothing in Redis; a client online in the cluster is not asked again on
+//! another node (docs/hooks.md "Known limits": notifications are not sent).
+
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::harness::{token, Scratch};
+use crate::nodes::{ingest_get, node};
+use crate::redis_server::{Persistence, RedisServer};
+
+/// A backend on loopback: records `(type, channel)` of every request and
+/// denies `subscribe` to `staff`.
+struct Backend {
+    url: String,
+    asked: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+impl Backend {
+    async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let record = asked.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    return;
+                };
+                let record = record.clone();
+                tokio::spawn(async move {
+                    let Some(event) = read_request(&mut socket).await else {
+                        return;
+                    };
+                    let kind = event["type"].as_str().unwrap_or("").to_owned();
+                    let channel = event["channel"].as_str().unwrap_or("").to_owned();
+                    let answer = if kind == "subscribe" && channel == "staff" {
+                        r#"{"allow": false, "reason": "staff only"}"#
+                    } else {
+                        r#"{"allow": true}"#
+                    };
+                    record.lock().unwrap().push((kind, channel));
+                    let reply = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                        answer.len()
+                    );
+                    let _ = socket.write_all(reply.as_bytes()).await;
+                });
+            }
+        });
+        Backend { url, asked }
+    }
+
+    /// What was asked so far, and forgets it.
+    fn take(&self) -> Vec<(String, String)> {
+        let mut got = std::mem::take(&mut *self.asked.lock().unwrap());
+        got.sort();
+        got
+    }
+}
+
+/// One request's JSON body (head read up to the blank line, then
+/// `content-length` bytes).
+async fn read_request(socket: &mut tokio::net::TcpStream) -> Option<Value> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())?;
+            while buf.len() < end + 4 + length {
+                let n = socket.read(&mut chunk).await.ok()?;
+                if n == 0 {
+                    return None;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            return serde_json::from_slice(&buf[end + 4..end + 4 + length]).ok();
+        }
+        let n = socket.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn asked(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut v: Vec<_> = pairs
+        .iter()
+        .map(|(k, c)| ((*k).to_owned(), (*c).to_owned()))
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn connect_and_subscribe_are_asked_on_any_node() {
+    let dir = Scratch::new("hooks");
+    let redis = RedisServer::start(&dir.0.join("redis"), Persistence::None).await;
+    let backend = Backend::start().await;
+    let hooks = [
+        ("COMETBOX_HOOKS__URL", backend.url.as_str()),
+        ("COMETBOX_HOOKS__SECRET", "hook-secret"),
+    ];
+    let a = node(&redis.url(), &dir.0, &hooks).await;
+    let b = node(&redis.url(), &dir.0, &hooks).await;
+    let erin = token("erin", &["room", "staff"]);
+
+    // Denied: nothing applied in Redis (no mailbox anywhere).
+    let (status, body) = a.poll(&erin, "channels=staff&timeout=0").await.unwrap();
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (403, Some("denied")),
+        "{body}"
+    );
+    assert_eq!(body["message"], "staff only", "{body}");
+    assert_eq!(
+        backend.take(),
+        asked(&[("connect", ""), ("subscribe", "staff")])
+    );
+    let (status, _) = ingest_get(&b, "/clients/erin").await;
+    assert_eq!(status, 404);
+
+    // Allowed on node A: asked once, then the mailbox holds the channel.
+    let (status, body) = a.poll(&erin, "channels=room&timeout=0").await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        backend.take(),
+        asked(&[("connect", ""), ("subscribe", "room")])
+    );
+
+    // Node B sees the client online holding `room`: nothing asked, for a
+    // poll or a stream; a channel it does not hold is asked.
+    let (status, body) = b.poll(&erin, "channels=room&timeout=0").await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let stream = b
+        .http
+        .get(format!(
+            "http://{}/events?token={erin}&channels=room",
+            b.public
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status().as_u16(), 200);
+    drop(stream);
+    assert_eq!(backend.take(), asked(&[]));
+    let (status, body) = b.poll(&erin, "channels=staff&timeout=0").await.unwrap();
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(backend.take(), asked(&[("subscribe", "staff")]));
+}

@@ -1,0 +1,1011 @@
+//! Backend hooks against a real receiver: PHP's built-in server running
+//! tests/it/hooks/receiver.php, which answers with the PHP class
+//! (`CometBox\Hooks`: signature check, allow/deny) and logs what it got.
+//! Needs `php` (tests/run-all.sh installs php-cli); fails loudly without it.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::helpers::{now, scratch_dir, token, wait_until, TestServer};
+
+const HOOK_SECRET: &str = "hook-secret-for-tests";
+
+/// `php -S` serving the receiver script, killed (by its pid) when dropped.
+struct Receiver {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Receiver {
+    fn start() -> Self {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let dir = scratch_dir("hooks-receiver");
+        let script = repo.join("tests/it/hooks/receiver.php");
+        let env = [
+            ("HOOK_SECRET", HOOK_SECRET.to_owned()),
+            ("HOOK_DIR", dir.display().to_string()),
+            (
+                "COMETBOX_PHP_CLIENT",
+                repo.join("php-client").display().to_string(),
+            ),
+        ];
+        Self::serve(free_port(), &[script.as_os_str()], &env, dir)
+    }
+
+    /// `php -S 127.0.0.1:<port> <args>` with `env`, once it accepts.
+    fn serve(port: u16, args: &[&std::ffi::OsStr], env: &[(&str, String)], dir: PathBuf) -> Self {
+        let child = Command::new("php")
+            .args(["-S", &format!("127.0.0.1:{port}")])
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            // Several requests at once: a slow answer must not hold up others.
+            .env("PHP_CLI_SERVER_WORKERS", "8")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("php is needed for the hooks tests: apt-get install php-cli (tests/run-all.sh does)");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "php -S did not start on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Receiver { child, port, dir }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/hook.php", self.port)
+    }
+
+    fn set_mode(&self, mode: &str) {
+        std::fs::write(self.dir.join("mode"), mode).unwrap();
+    }
+
+    /// Every verified request: (status it got, event).
+    fn log(&self) -> Vec<(u16, Value)> {
+        std::fs::read_to_string(self.dir.join("events.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                let line: Value = serde_json::from_str(l).unwrap();
+                (
+                    line["status"].as_u64().unwrap() as u16,
+                    line["event"].clone(),
+                )
+            })
+            .collect()
+    }
+
+    /// `(type, channel)` of the events about `client` that got a 200, in
+    /// order, repeats (same id) folded.
+    fn delivered(&self, client: &str) -> Vec<(String, Option<String>)> {
+        let mut seen = std::collections::HashSet::new();
+        self.log()
+            .into_iter()
+            .filter(|(status, e)| *status == 200 && e["client"] == client)
+            .filter(|(_, e)| seen.insert(e["id"].as_str().unwrap().to_owned()))
+            .map(|(_, e)| {
+                (
+                    e["type"].as_str().unwrap().to_owned(),
+                    e["channel"].as_str().map(str::to_owned),
+                )
+            })
+            .collect()
+    }
+
+    fn rejected(&self) -> usize {
+        std::fs::read_to_string(self.dir.join("rejected.log"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A free port: bound and released (php binds it a moment later).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn ev(kind: &str, channel: Option<&str>) -> (String, Option<String>) {
+    (kind.to_owned(), channel.map(str::to_owned))
+}
+
+async fn hooked_server(
+    receiver: &Receiver,
+    tweak: impl FnOnce(&mut cometbox::config::Settings),
+) -> TestServer {
+    let url = receiver.url();
+    TestServer::with(move |s| {
+        s.hooks.url = url;
+        s.hooks.secret = HOOK_SECRET.into();
+        s.hooks.timeout = Duration::from_secs(1);
+        s.hooks.offline_after = Duration::from_millis(800);
+        s.hooks.retry_max = Duration::from_millis(200);
+        tweak(s);
+    })
+    .await
+}
+
+/// A poll that answers at once; the status and body.
+async fn poll_now(server: &TestServer, client: &str, channels: &str) -> (StatusCode, Value) {
+    let grants = ["room", "forbidden", "news"];
+    let query = format!(
+        "token={}&timeout=0&channels={channels}",
+        token(client, &grants)
+    );
+    let (status, body, _) = server.poll_raw(&query).await;
+    (status, body)
+}
+
+/// Waits until the receiver holds exactly `expected` for `client`.
+async fn until_delivered(receiver: &Receiver, client: &str, expected: &[(String, Option<String>)]) {
+    let what = format!("{client}'s hooks are {expected:?}");
+    wait_until(&what, Duration::from_secs(15), || async {
+        receiver.delivered(client) == expected
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn connect_and_subscribe_are_asked_and_denials_apply_nothing() {
+    let receiver = Receiver::start();
+    let server = hooked_server(&receiver, |s| {
+        s.hooks.offline_after = Duration::from_secs(30)
+    })
+    .await;
+    let asks = |client: &str| -> Vec<(String, Option<String>)> {
+        let mut asks: Vec<_> = receiver
+            .delivered(client)
+            .into_iter()
+            .filter(|(kind, _)| kind == "connect" || kind == "subscribe")
+            .collect();
+        asks.sort(); // asked concurrently: in no set order
+        asks
+    };
+
+    let (status, _) = poll_now(&server, "alice", "room").await;
+    assert_eq!(status, StatusCode::OK);
+    until_delivered(
+        &receiver,
+        "alice",
+        &[
+            ev("connect", None),
+            ev("subscribe", Some("room")),
+            ev("online", None),
+            ev("subscribed", Some("room")),
+        ],
+    )
+    .await;
+
+    // Re-polls repeating a held subscription ask nothing.
+    for _ in 0..3 {
+        assert_eq!(poll_now(&server, "alice", "room").await.0, StatusCode::OK);
+    }
+    assert_eq!(asks("alice").len(), 2);
+    // A denied channel: 403 denied with the reason; nothing applied, not
+    // even the allowed channel asked for alongside.
+    let (status, body) = poll_now(&server, "alice", "news,forbidden").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(body["error"], "denied");
+    assert_eq!(body["message"], "forbidden room");
+    assert_eq!(
+        server.presence("alice").await.1["channels"],
+        serde_json::json!(["room"])
+    );
+    assert_eq!(
+        asks("alice"),
+        vec![
+            ev("connect", None),
+            ev("subscribe", Some("forbidden")),
+            ev("subscribe", Some("news")),
+            ev("subscribe", Some("room")),
+        ]
+    );
+
+    // A denied connect: no mailbox is created.
+    let (status, body) = poll_now(&server, "banned-bob", "room").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::FORBIDDEN, Some("denied"))
+    );
+    assert_eq!(body["message"], "banned user");
+    assert_eq!(server.presence("banned-bob").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(receiver.delivered("banned-bob"), vec![ev("connect", None)]);
+
+    // A backend <subscribe> is not asked about, only announced.
+    server
+        .post_ok(r#"<subscribe client="alice" channel="news"/>"#, 1)
+        .await;
+    wait_until(
+        "alice's subscribed news",
+        Duration::from_secs(15),
+        || async { receiver.delivered("alice").last() == Some(&ev("subscribed", Some("news"))) },
+    )
+    .await;
+    let notified: Vec<_> = receiver
+        .delivered("alice")
+        .into_iter()
+        .filter(|(kind, _)| kind != "connect" && kind != "subscribe")
+        .collect();
+    assert_eq!(
+        notified,
+        vec![
+            ev("online", None),
+            ev("subscribed", Some("room")),
+            ev("subscribed", Some("news")),
+        ]
+    );
+    assert_eq!(
+        asks("alice").len(),
+        4,
+        "the backend's subscribe asked nothing"
+    );
+    assert_eq!(
+        receiver.rejected(),
+        0,
+        "every request's signature checked out"
+    );
+    let stats = server.stats().await;
+    assert!(stats["hooks"]["denied"].as_u64().unwrap() >= 2, "{stats}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_failing_or_slow_backend_follows_on_error() {
+    let receiver = Receiver::start();
+    let long = |s: &mut cometbox::config::Settings| s.hooks.offline_after = Duration::from_secs(60);
+    let deny = hooked_server(&receiver, long).await;
+    let allow = hooked_server(&receiver, |s| {
+        long(s);
+        s.hooks.on_error = cometbox::hooks::OnError::Allow;
+    })
+    .await;
+
+    // Online before the backend fails: its re-polls ask nothing, so a
+    // failing or slow backend never holds them up.
+    assert_eq!(poll_now(&deny, "early", "room").await.0, StatusCode::OK);
+
+    for (mode, client) in [("fail", "f"), ("garbage", "g"), ("slow", "s")] {
+        receiver.set_mode(mode);
+        let started = std::time::Instant::now();
+        let (status, body) = poll_now(&deny, &format!("{client}-denied"), "").await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (StatusCode::FORBIDDEN, Some("denied")),
+            "{mode}: {body}"
+        );
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("the backend could not be asked"),
+            "{body}"
+        );
+        let (status, _) = poll_now(&allow, &format!("{client}-allowed"), "room").await;
+        assert_eq!(status, StatusCode::OK, "{mode}, on_error = allow");
+        assert_eq!(
+            allow.presence(&format!("{client}-allowed")).await.1["channels"],
+            serde_json::json!(["room"])
+        );
+        // Bounded by hooks.timeout (1 s) per ask, not by the backend.
+        assert!(
+            started.elapsed() < Duration::from_secs(6),
+            "{mode}: {:?}",
+            started.elapsed()
+        );
+
+        let started = std::time::Instant::now();
+        assert_eq!(poll_now(&deny, "early", "room").await.0, StatusCode::OK);
+        assert!(
+            started.elapsed() < Duration::from_millis(900),
+            "{mode}: an online client's re-poll took {:?}",
+            started.elapsed()
+        );
+    }
+    receiver.set_mode("ok");
+    let stats = deny.stats().await;
+    assert!(stats["hooks"]["errors"].as_u64().unwrap() >= 3, "{stats}");
+    let metrics = deny
+        .http
+        .get(deny.ingest_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("cometbox_hook_requests_failed_total"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("cometbox_hook_notifications_pending"),
+        "{metrics}"
+    );
+    deny.stop().await;
+    allow.stop().await;
+}
+
+#[tokio::test]
+async fn the_receiver_refuses_bad_and_stale_signatures() {
+    let receiver = Receiver::start();
+    let body = r#"{"id":"evt-x","type":"online","client":"c","ts":1,"node":"n"}"#;
+    let sign = |t: u64, secret: &str| {
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(format!("{t}.{body}").as_bytes());
+        let hex: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        format!("t={t},v1={hex}")
+    };
+    let http = reqwest::Client::new();
+    let send = |header: String| {
+        let request = http
+            .post(receiver.url())
+            .body(body)
+            .header("cometbox-signature", header);
+        async move { request.send().await.unwrap().status() }
+    };
+    assert_eq!(send(sign(now(), HOOK_SECRET)).await, StatusCode::OK);
+    assert_eq!(send(sign(now(), "wrong")).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        send(sign(now() - 3600, HOOK_SECRET)).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(send("garbage".into()).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(receiver.rejected(), 3);
+}
+
+#[tokio::test]
+async fn presence_survives_re_polls_tabs_and_ends_once_after_a_cut() {
+    let receiver = Receiver::start();
+    let server = hooked_server(&receiver, |s| {
+        // Well above the gaps between re-polls, even on a loaded machine.
+        s.hooks.offline_after = Duration::from_secs(2);
+    })
+    .await;
+    let t = token("carol", &[]);
+
+    // Two tabs at once: one connect, one online.
+    let tab1 = server.spawn_poll(format!("/poll?token={t}&timeout=1"));
+    let tab2 = server.spawn_poll(format!("/poll?token={t}&timeout=1"));
+    tab1.await.unwrap();
+    tab2.await.unwrap();
+    // Re-polls with gaps well under offline_after: no flapping.
+    for _ in 0..8 {
+        server.poll("carol", "timeout=0.1").await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        receiver.delivered("carol"),
+        vec![ev("connect", None), ev("online", None)]
+    );
+
+    // The network cuts a held poll: offline once offline_after passed.
+    let held = server.spawn_poll(format!("/poll?token={t}&timeout=30"));
+    server.until_open_polls("carol", 1).await;
+    held.abort();
+    until_delivered(
+        &receiver,
+        "carol",
+        &[ev("connect", None), ev("online", None), ev("offline", None)],
+    )
+    .await;
+    // Back again: a new connect and online, then a clean stop ends it.
+    server.poll("carol", "timeout=0").await;
+    until_delivered(
+        &receiver,
+        "carol",
+        &[
+            ev("connect", None),
+            ev("online", None),
+            ev("offline", None),
+            ev("connect", None),
+            ev("online", None),
+        ],
+    )
+    .await;
+    server.stop().await;
+    assert_eq!(
+        receiver.delivered("carol").last(),
+        Some(&ev("offline", None)),
+        "shutdown delivers the offline before it returns"
+    );
+}
+
+#[tokio::test]
+async fn disconnect_and_idle_eviction_end_presence_and_memberships() {
+    let receiver = Receiver::start();
+    let server = hooked_server(&receiver, |s| {
+        s.hooks.offline_after = Duration::from_secs(30);
+        s.limits.client_idle_timeout = Duration::from_millis(800);
+    })
+    .await;
+    assert_eq!(poll_now(&server, "dora", "room").await.0, StatusCode::OK);
+    assert_eq!(poll_now(&server, "eve", "room").await.0, StatusCode::OK);
+    server.post_ok(r#"<disconnect client="dora"/>"#, 1).await;
+    let lifetime = [
+        ev("connect", None),
+        ev("subscribe", Some("room")),
+        ev("online", None),
+        ev("subscribed", Some("room")),
+        ev("unsubscribed", Some("room")),
+        ev("offline", None),
+    ];
+    until_delivered(&receiver, "dora", &lifetime).await;
+    // eve just stops polling: evicted (before offline_after), announced.
+    until_delivered(&receiver, "eve", &lifetime).await;
+    assert_eq!(server.presence("eve").await.0, StatusCode::NOT_FOUND);
+    server.stop().await;
+    assert_eq!(receiver.delivered("dora"), lifetime);
+    assert_eq!(receiver.delivered("eve"), lifetime);
+}
+
+#[tokio::test]
+async fn a_failing_receiver_gets_everything_in_order_with_repeats_under_one_id() {
+    let receiver = Receiver::start();
+    let server = hooked_server(&receiver, |s| {
+        s.hooks.on_error = cometbox::hooks::OnError::Allow;
+        s.hooks.events = ["online", "offline", "subscribed", "unsubscribed"]
+            .map(|e| serde_json::from_value(Value::from(e)).unwrap())
+            .to_vec();
+    })
+    .await;
+    receiver.set_mode("fail");
+    let clients = ["p1", "p2", "p3"];
+    for client in clients {
+        assert_eq!(
+            poll_now(&server, client, "room,news").await.0,
+            StatusCode::OK
+        );
+        server
+            .post_ok(
+                &format!(r#"<unsubscribe client="{client}" channel="news"/>"#),
+                1,
+            )
+            .await;
+        server
+            .post_ok(&format!(r#"<disconnect client="{client}"/>"#), 1)
+            .await;
+    }
+    wait_until(
+        "the receiver refused some attempts",
+        Duration::from_secs(10),
+        || async { receiver.log().iter().filter(|(s, _)| *s == 500).count() >= 6 },
+    )
+    .await;
+    receiver.set_mode("ok");
+    let expected = [
+        ev("online", None),
+        ev("subscribed", Some("news")),
+        ev("subscribed", Some("room")),
+        ev("unsubscribed", Some("news")),
+        ev("unsubscribed", Some("room")),
+        ev("offline", None),
+    ];
+    for client in clients {
+        until_delivered(&receiver, client, &expected).await;
+    }
+    // Repeats carry the id of the attempt they repeat: per client, the ids
+    // attempted (500 or 200) in order, folded, are the delivered ones.
+    let log = receiver.log();
+    for client in clients {
+        let mut attempted: Vec<&str> = log
+            .iter()
+            .filter(|(_, e)| e["client"] == client)
+            .map(|(_, e)| e["id"].as_str().unwrap())
+            .collect();
+        attempted.dedup();
+        assert_eq!(attempted.len(), expected.len(), "{client}: {attempted:?}");
+    }
+    let stats = server.stats().await;
+    assert_eq!(stats["hooks"]["pending"], 0, "{stats}");
+    assert!(stats["hooks"]["retries"].as_u64().unwrap() >= 6, "{stats}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn pending_notifications_survive_a_restart_of_the_disk_store() {
+    let receiver = Receiver::start();
+    let path = scratch_dir("hooks-disk");
+    let disk = |path: PathBuf| {
+        move |s: &mut cometbox::config::Settings| {
+            s.store.kind = cometbox::store::StoreKind::Disk;
+            s.store.path = path;
+            s.hooks.on_error = cometbox::hooks::OnError::Allow;
+        }
+    };
+    let server = hooked_server(&receiver, disk(path.clone())).await;
+    receiver.set_mode("fail");
+    assert_eq!(poll_now(&server, "rita", "room").await.0, StatusCode::OK);
+    wait_until(
+        "the receiver refused rita's online",
+        Duration::from_secs(10),
+        || async {
+            receiver
+                .log()
+                .iter()
+                .any(|(s, e)| *s == 500 && e["type"] == "online")
+        },
+    )
+    .await;
+    // Stopping gives up on the backend after a few seconds; the outbox file
+    // keeps what is pending (online, subscribed, and the shutdown's offline).
+    server.stop().await;
+    let attempted_online = receiver
+        .log()
+        .iter()
+        .find(|(_, e)| e["type"] == "online")
+        .map(|(_, e)| e["id"].clone())
+        .unwrap();
+    receiver.set_mode("ok");
+    wait_until("the store is released", Duration::from_secs(5), || {
+        let lock = std::fs::File::open(path.join("LOCK")).unwrap();
+        let free = lock.try_lock().is_ok();
+        async move { free }
+    })
+    .await;
+    let server = hooked_server(&receiver, disk(path.clone())).await;
+    until_delivered(
+        &receiver,
+        "rita",
+        &[
+            ev("online", None),
+            ev("subscribed", Some("room")),
+            ev("offline", None),
+        ],
+    )
+    .await;
+    let delivered_online = receiver
+        .log()
+        .iter()
+        .find(|(s, e)| *s == 200 && e["type"] == "online")
+        .map(|(_, e)| e["id"].clone())
+        .unwrap();
+    assert_eq!(
+        delivered_online, attempted_online,
+        "the same event, the same id"
+    );
+    server.stop().await;
+    let _ = std::fs::remove_dir_all(&path);
+}
+
+/// `publish` is asked by Bayeux (not built yet): its call path against the
+/// real receiver, which denies a bad word and may replace the payload.
+#[tokio::test]
+async fn publish_is_asked_and_may_be_denied_or_rewritten() {
+    use cometbox::hooks::{Denied, Hooks, HooksConfig, OnError};
+    let receiver = Receiver::start();
+    let config = |on_error| HooksConfig {
+        url: receiver.url(),
+        secret: HOOK_SECRET.into(),
+        timeout: Duration::from_secs(1),
+        on_error,
+        ..HooksConfig::default()
+    };
+    let hooks = Hooks::new(&config(OnError::Deny), None).unwrap();
+    let data = serde_json::json!({"text": "hello"});
+    assert_eq!(
+        hooks.publish("pia", "/chat/x", data.clone()).await,
+        Ok(None)
+    );
+    assert_eq!(
+        hooks
+            .publish("pia", "/chat/x", serde_json::json!({"text": "a badword"}))
+            .await,
+        Err(Denied("watch your language".into()))
+    );
+    assert_eq!(
+        hooks
+            .publish("pia", "/chat/x", Value::from("replace-me"))
+            .await,
+        Ok(Some(Value::from("replaced")))
+    );
+    // A Bayeux handshake's connect carries its ext.
+    let mut connect = hooks.event(cometbox::hooks::EventType::Connect, "pia", None);
+    connect.ext = Some(serde_json::json!({"auth": "t0k"}));
+    assert!(hooks.ask_event(connect).await.is_ok());
+    let sent = receiver.log();
+    assert_eq!(sent.len(), 4);
+    assert_eq!(sent[3].1["ext"], serde_json::json!({"auth": "t0k"}));
+    assert_eq!(sent[0].1["type"], "publish");
+    assert_eq!(sent[0].1["channel"], "/chat/x");
+    assert_eq!(sent[0].1["data"], data);
+
+    receiver.set_mode("fail");
+    assert!(hooks.publish("pia", "/chat/x", data.clone()).await.is_err());
+    let lenient = Hooks::new(&config(OnError::Allow), None).unwrap();
+    assert_eq!(
+        lenient.publish("pia", "/chat/x", data.clone()).await,
+        Ok(None)
+    );
+    // Not in `events`: allowed without asking.
+    let mut quiet = config(OnError::Deny);
+    quiet
+        .events
+        .retain(|e| *e != cometbox::hooks::EventType::Publish);
+    let before = receiver.log().len();
+    assert_eq!(
+        Hooks::new(&quiet, None)
+            .unwrap()
+            .publish("pia", "/c", data)
+            .await,
+        Ok(None)
+    );
+    assert_eq!(receiver.log().len(), before);
+}
+
+/// A backend down for long: the queue stays bounded, what did not fit is
+/// counted and dropped as whole pairs (no `offline` without its `online`).
+#[tokio::test]
+async fn the_queue_is_bounded_and_overflow_drops_whole_pairs() {
+    let receiver = Receiver::start();
+    let server = hooked_server(&receiver, |s| {
+        s.hooks.on_error = cometbox::hooks::OnError::Allow;
+        s.hooks.max_pending = 2;
+        s.hooks.events = ["online", "offline"]
+            .map(|e| serde_json::from_value(Value::from(e)).unwrap())
+            .to_vec();
+    })
+    .await;
+    receiver.set_mode("fail");
+    let clients = ["q1", "q2", "q3", "q4"];
+    for client in clients {
+        assert_eq!(poll_now(&server, client, "").await.0, StatusCode::OK);
+    }
+    let stats = server.stats().await;
+    assert_eq!(stats["hooks"]["dropped"], 2, "{stats}");
+    assert_eq!(stats["hooks"]["pending"], 2, "{stats}");
+    for client in clients {
+        server
+            .post_ok(&format!(r#"<disconnect client="{client}"/>"#), 1)
+            .await;
+    }
+    receiver.set_mode("ok");
+    wait_until("the queue drains", Duration::from_secs(15), || async {
+        server.stats().await["hooks"]["pending"] == 0
+    })
+    .await;
+    let announced: Vec<_> = clients
+        .iter()
+        .filter(|c| !receiver.delivered(c).is_empty())
+        .collect();
+    assert_eq!(announced.len(), 2, "the two that fitted");
+    for client in clients {
+        let got = receiver.delivered(client);
+        assert!(
+            got.is_empty() || got == vec![ev("online", None), ev("offline", None)],
+            "{client}: {got:?}"
+        );
+    }
+    server.stop().await;
+}
+
+/// The real binary killed with SIGKILL (disk store): what was pending is
+/// sent after the restart with its ids, and the client that was online
+/// gets the `offline` the dead process owed it.
+#[tokio::test]
+async fn after_a_kill_9_pending_notifications_and_the_owed_offline_arrive() {
+    let receiver = Receiver::start();
+    let path = scratch_dir("hooks-kill9");
+    let url = receiver.url();
+    let env = [
+        ("COMETBOX_STORE__KIND", "disk"),
+        ("COMETBOX_STORE__PATH", path.to_str().unwrap()),
+        ("COMETBOX_HOOKS__URL", url.as_str()),
+        ("COMETBOX_HOOKS__SECRET", HOOK_SECRET),
+        ("COMETBOX_HOOKS__ON_ERROR", "allow"),
+        ("COMETBOX_HOOKS__RETRY_MAX", "200ms"),
+        ("COMETBOX_HOOKS__OFFLINE_AFTER", "60s"),
+    ];
+    let http = reqwest::Client::new();
+    let poll = |public: String, client: &str| {
+        let url = format!(
+            "http://{public}/poll?timeout=0&channels=room&token={}",
+            token(client, &["room"])
+        );
+        let http = http.clone();
+        async move { http.get(url).send().await.unwrap().status() }
+    };
+    let server = crate::binary::start("hooks-kill9-a", &env).await;
+    assert_eq!(poll(server.public.clone(), "kim").await, StatusCode::OK);
+    until_delivered(
+        &receiver,
+        "kim",
+        &[
+            ev("connect", None),
+            ev("subscribe", Some("room")),
+            ev("online", None),
+            ev("subscribed", Some("room")),
+        ],
+    )
+    .await;
+    receiver.set_mode("fail");
+    assert_eq!(poll(server.public.clone(), "lou").await, StatusCode::OK);
+    wait_until(
+        "lou's online was refused",
+        Duration::from_secs(10),
+        || async {
+            receiver
+                .log()
+                .iter()
+                .any(|(s, e)| *s == 500 && e["type"] == "online" && e["client"] == "lou")
+        },
+    )
+    .await;
+    server.kill9().await;
+
+    receiver.set_mode("ok");
+    let server = crate::binary::start("hooks-kill9-b", &env).await;
+    for client in ["kim", "lou"] {
+        wait_until(
+            &format!("{client}'s owed offline"),
+            Duration::from_secs(15),
+            || async { receiver.delivered(client).last() == Some(&ev("offline", None)) },
+        )
+        .await;
+    }
+    assert_eq!(
+        receiver.delivered("lou"),
+        // (its connect and subscribe got 500s: allowed by on_error)
+        vec![
+            ev("online", None),
+            ev("subscribed", Some("room")),
+            ev("offline", None),
+        ]
+    );
+    let online_ids: Vec<Value> = receiver
+        .log()
+        .iter()
+        .filter(|(_, e)| e["type"] == "online" && e["client"] == "lou")
+        .map(|(_, e)| e["id"].clone())
+        .collect();
+    assert!(
+        online_ids.len() >= 2 && online_ids.iter().all(|id| *id == online_ids[0]),
+        "{online_ids:?}"
+    );
+    server.stop().await;
+    let _ = std::fs::remove_dir_all(&path);
+}
+
+/// `url = "unix:/path"`: requests go to `POST /` on the socket. The
+/// receiver here is hyper's HTTP/1 server on a Unix listener, checking the
+/// signature with this test's own HMAC.
+#[tokio::test]
+async fn a_unix_socket_url_reaches_the_backend() {
+    use http_body_util::{BodyExt, Full};
+    use hyper::service::service_fn;
+    let dir = scratch_dir("hooks-unix");
+    let socket = dir.join("hooks.sock");
+    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, Value)>::new()));
+    let recorder = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let recorder = recorder.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                    let recorder = recorder.clone();
+                    async move {
+                        let path = request.uri().path().to_owned();
+                        let header = request.headers()["cometbox-signature"]
+                            .to_str()
+                            .unwrap()
+                            .to_owned();
+                        let body = request.into_body().collect().await.unwrap().to_bytes();
+                        let t = header
+                            .split(',')
+                            .next()
+                            .unwrap()
+                            .strip_prefix("t=")
+                            .unwrap();
+                        use hmac::Mac;
+                        let mut mac =
+                            hmac::Hmac::<sha2::Sha256>::new_from_slice(HOOK_SECRET.as_bytes())
+                                .unwrap();
+                        mac.update(format!("{t}.").as_bytes());
+                        mac.update(&body);
+                        let hex: String = mac
+                            .finalize()
+                            .into_bytes()
+                            .iter()
+                            .map(|b| format!("{b:02x}"))
+                            .collect();
+                        assert!(header.ends_with(&format!(",v1={hex}")), "{header}");
+                        let event: Value = serde_json::from_slice(&body).unwrap();
+                        recorder.lock().unwrap().push((path, event));
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                            bytes::Bytes::from_static(br#"{"allow":false,"reason":"via unix"}"#),
+                        )))
+                    }
+                });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, service)
+                    .await;
+            });
+        }
+    });
+    let url = format!("unix:{}", socket.display());
+    let server = TestServer::with(move |s| {
+        s.hooks.url = url;
+        s.hooks.secret = HOOK_SECRET.into();
+    })
+    .await;
+    let (status, body) = poll_now(&server, "uma", "").await;
+    assert_eq!(
+        (status, body["message"].as_str()),
+        (StatusCode::FORBIDDEN, Some("via unix"))
+    );
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].0, "/");
+    assert_eq!(
+        (seen[0].1["type"].as_str(), seen[0].1["client"].as_str()),
+        (Some("connect"), Some("uma"))
+    );
+    server.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The chat demo's hook.php (client-js/examples/chat) behind the real
+/// server: joins and leaves are announced from online/offline, and a
+/// subscribe to chat:staff is refused unless the name says staff.
+#[tokio::test]
+async fn the_chat_demo_announces_presence_and_refuses_the_staff_room() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let port = free_port();
+    let server = TestServer::with(move |s| {
+        s.hooks.url = format!("http://127.0.0.1:{port}/hook.php");
+        s.hooks.secret = "chat-hook-secret".into();
+        // Well above the gaps between ann's polls, even on a loaded machine.
+        s.hooks.offline_after = Duration::from_secs(2);
+    })
+    .await;
+    let docroot = repo.join("client-js/examples/chat");
+    let demo = Receiver::serve(
+        port,
+        &["-t".as_ref(), docroot.as_os_str()],
+        &[
+            ("CHAT_HOOK_SECRET", "chat-hook-secret".to_owned()),
+            ("CHAT_INGEST_URL", server.ingest_url("")),
+            ("CHAT_TOKEN_SECRET", crate::helpers::SECRET.to_owned()),
+        ],
+        scratch_dir("chat-demo"),
+    );
+    let api = |action: &str, body: Value| {
+        let request = server
+            .http
+            .post(format!(
+                "http://127.0.0.1:{}/api.php?action={action}",
+                demo.port
+            ))
+            .json(&body);
+        async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let ann = api("login", serde_json::json!({"name": "ann"})).await;
+    let staff = api("login", serde_json::json!({"name": "staff-sue"})).await;
+    let browser = &server;
+    let poll = |token: &Value, channels: &str| {
+        let query = format!(
+            "token={}&timeout=0&channels={channels}",
+            token.as_str().unwrap()
+        );
+        async move { browser.poll_raw(&query).await }
+    };
+    assert_eq!(poll(&ann["token"], "chat").await.0, StatusCode::OK);
+    let (status, body, _) = poll(&ann["token"], "chat,chat:staff").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::FORBIDDEN, Some("denied"))
+    );
+    assert_eq!(body["message"], "chat:staff is for staff only");
+    assert_eq!(
+        poll(&staff["token"], "chat,chat:staff").await.0,
+        StatusCode::OK
+    );
+
+    // ann keeps polling; staff-sue stops and is announced as gone.
+    let mut presence = Vec::new();
+    let mut cursor = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !presence.contains(&(Value::from("staff-sue"), Value::from("left"))) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "staff-sue not announced leaving: {presence:?}"
+        );
+        let (status, reply, _) = poll(&ann["token"], &format!("chat&since={cursor}")).await;
+        assert_eq!(status, StatusCode::OK, "{reply}");
+        cursor = reply["cursor"].as_str().unwrap().to_owned();
+        for m in reply["messages"].as_array().unwrap() {
+            presence.push((m["data"]["name"].clone(), m["data"]["what"].clone()));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let joined: Vec<_> = presence
+        .iter()
+        .filter(|(_, w)| w == "joined")
+        .map(|(n, _)| n.clone())
+        .collect();
+    assert!(
+        joined.contains(&Value::from("ann")) && joined.contains(&Value::from("staff-sue")),
+        "{presence:?}"
+    );
+    assert!(
+        !presence.contains(&(Value::from("ann"), Value::from("left"))),
+        "ann kept polling: {presence:?}"
+    );
+    server.stop().await;
+    drop(demo);
+}
+
+/// `/events` opens like a poll (`Hub::open_for`): `connect` and `subscribe`
+/// are asked first, a denial is `403 denied` before the stream starts, and
+/// an open stream keeps its client online until it closes.
+#[tokio::test]
+async fn an_event_stream_is_asked_and_counts_for_presence() {
+    let receiver = Receiver::start();
+    let server = hooked_server(&receiver, |_| {}).await;
+    let open = |client: &str, channels: &str| {
+        let url = server.public_url(&format!(
+            "/events?token={}&channels={channels}",
+            token(client, &["room", "forbidden"])
+        ));
+        server.http.get(url).send()
+    };
+    let denied = open("sse-sam", "room,forbidden").await.unwrap();
+    assert_eq!(denied.status(), StatusCode::FORBIDDEN);
+    let body: Value = denied.json().await.unwrap();
+    assert_eq!(
+        (body["error"].as_str(), body["message"].as_str()),
+        (Some("denied"), Some("forbidden room"))
+    );
+    assert_eq!(server.presence("sse-sam").await.1["channels"], Value::Null);
+
+    let stream = open("sse-sam", "room").await.unwrap();
+    assert_eq!(stream.status(), StatusCode::OK);
+    // Held open past offline_after: still online.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let notified = |client: &str| -> Vec<(String, Option<String>)> {
+        receiver
+            .delivered(client)
+            .into_iter()
+            .filter(|(kind, _)| kind != "connect" && kind != "subscribe")
+            .collect()
+    };
+    assert_eq!(
+        notified("sse-sam"),
+        vec![ev("online", None), ev("subscribed", Some("room"))]
+    );
+    drop(stream);
+    wait_until("sse-sam goes offline", Duration::from_secs(15), || async {
+        notified("sse-sam").last() == Some(&ev("offline", None))
+    })
+    .await;
+    server.stop().await;
+}
