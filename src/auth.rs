@@ -34,6 +34,8 @@ pub struct Grant {
     pub channels: Arc<[String]>,
     /// The token's `iat` (unix seconds), when it has one.
     pub issued_at: Option<u64>,
+    /// The token's `exp` (unix seconds): a stream (SSE) ends then.
+    pub expires_at: u64,
 }
 
 impl Grant {
@@ -142,6 +144,7 @@ impl Tokens {
             client,
             channels: claims.channels.into(),
             issued_at: claims.iat,
+            expires_at: claims.exp,
         };
         Ok((grant, claims.exp))
     }

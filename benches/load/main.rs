@@ -15,6 +15,7 @@ mod procstat;
 mod report;
 mod scenarios;
 mod servers;
+mod sse;
 mod wire;
 mod worker;
 
@@ -57,6 +58,9 @@ options:
   --cometbox-bin PATH            the binary to measure (default target/release/cometbox,
                                  rebuilt with `cargo build --release` when stale)
   --no-build                     never run cargo build
+  --transport poll|sse           hold and fanout subscribers long-poll (default, as
+                                 client-js's poll transport) or hold an EventSource
+                                 stream each (cometbox /events, Nchan eventsource)
 
 Exit status: 0 when every run completed with nothing lost and no errors.";
 
@@ -88,6 +92,7 @@ fn parse_args(args: &[String]) -> Result<Cli> {
         connect_concurrency: 256,
         publishers: 4,
         batch: 100,
+        sse: false,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -128,6 +133,11 @@ fn parse_args(args: &[String]) -> Result<Cli> {
                 settings.servers.cometbox_bin = Some(PathBuf::from(value("--cometbox-bin")?))
             }
             "--no-build" => settings.servers.no_build = true,
+            "--transport" => match value("--transport")?.as_str() {
+                "poll" => settings.sse = false,
+                "sse" => settings.sse = true,
+                other => bail!("--transport {other}: expected poll or sse"),
+            },
             "--store" => {
                 settings.servers.store = value("--store")?;
                 if !matches!(settings.servers.store.as_str(), "memory" | "disk") {

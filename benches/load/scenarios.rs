@@ -33,6 +33,10 @@ pub struct Settings {
     pub publishers: usize,
     /// Messages per request in batch mode (throughput).
     pub batch: usize,
+    /// Subscribers of `hold` and `fanout` hold Server-Sent Events streams
+    /// (cometbox `/events`, Nchan's `eventsource` subscriber) instead of
+    /// long-polls.
+    pub sse: bool,
 }
 
 /// What to run.
@@ -115,6 +119,7 @@ async fn start_workers(
         settings.per_worker,
         settings.connect_concurrency,
         WORKER_LIFETIME_S,
+        settings.sse,
     )
     .await
 }

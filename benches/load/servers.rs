@@ -370,6 +370,11 @@ http {{
             nchan_subscriber_first_message oldest;
             nchan_longpoll_multipart_response on;
         }}
+        location ~ ^/es/(.+)$ {{
+            nchan_subscriber eventsource;
+            nchan_channel_id $1;
+            nchan_subscriber_timeout 0;
+        }}
         location ~ ^/pub/(.+)$ {{
             nchan_publisher;
             nchan_channel_id $1;

@@ -41,6 +41,9 @@ pub struct WorkerSpec {
     pub connect_concurrency: usize,
     /// The worker exits by itself after this long, whatever happens.
     pub max_seconds: u64,
+    /// Subscribers hold Server-Sent Events streams instead of long-polls.
+    #[serde(default)]
+    pub sse: bool,
 }
 
 /// Parent to worker.
@@ -107,7 +110,7 @@ pub struct WorkerReport {
 }
 
 /// What subscriber tasks tell the worker's main loop.
-enum Note {
+pub enum Note {
     Sent {
         ok: bool,
     },
@@ -143,6 +146,7 @@ pub async fn run_worker() -> Result<()> {
     let hard_stop = Instant::now() + Duration::from_secs(spec.max_seconds);
     let endpoint = Arc::new(spec.endpoint.clone());
     let tokens = cometbox::auth::Tokens::new(endpoint.secret.as_bytes());
+    let mut stream_paths = Vec::new();
     let subscribers: Vec<Subscriber> = (spec.first..spec.first + spec.count)
         .map(|i| {
             let token = (endpoint.kind == Kind::Cometbox).then(|| {
@@ -152,6 +156,10 @@ pub async fn run_worker() -> Result<()> {
                 let grants = spec.channel.iter().cloned().collect();
                 tokens.mint(&id, Duration::from_secs(3600), grants).0
             });
+            if spec.sse {
+                let channel = spec.channel.as_deref().unwrap_or(crate::wire::FAN_CHANNEL);
+                stream_paths.push(crate::sse::path(endpoint.kind, token.as_deref(), channel));
+            }
             Subscriber::new(&endpoint, token.as_deref(), i, spec.channel.as_deref())
         })
         .collect();
@@ -174,13 +182,23 @@ pub async fn run_worker() -> Result<()> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let connecting = Arc::new(Semaphore::new(spec.connect_concurrency.max(1)));
     for (idx, sub) in subscribers.into_iter().enumerate() {
-        tokio::spawn(subscribe(
-            idx as u32,
-            endpoint.clone(),
-            sub,
-            connecting.clone(),
-            tx.clone(),
-        ));
+        match stream_paths.get(idx) {
+            Some(path) => tokio::spawn(crate::sse::subscribe(
+                idx as u32,
+                endpoint.public,
+                endpoint.kind,
+                path.clone(),
+                connecting.clone(),
+                tx.clone(),
+            )),
+            None => tokio::spawn(subscribe(
+                idx as u32,
+                endpoint.clone(),
+                sub,
+                connecting.clone(),
+                tx.clone(),
+            )),
+        };
     }
     drop(tx);
 
@@ -427,6 +445,7 @@ impl Workers {
         per_worker: u32,
         connect_concurrency: usize,
         max_seconds: u64,
+        sse: bool,
     ) -> Result<Workers> {
         let count = n.div_ceil(per_worker.max(1)).max(1);
         let exe = std::env::current_exe().context("finding the bench binary")?;
@@ -441,6 +460,7 @@ impl Workers {
                 channel: channel.map(str::to_owned),
                 connect_concurrency: (connect_concurrency / count as usize).max(1),
                 max_seconds,
+                sse,
             };
             first += share;
             let mut command = tokio::process::Command::new(&exe);

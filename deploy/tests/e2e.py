@@ -241,6 +241,37 @@ def run_checks(env):
               f"{time.monotonic() - t0:.2f}s after the poll started", flush=True)
     check("poll through nginx gets a message posted while it waits (< 1 s)", push)
 
+    # --- Server-Sent Events through the snippet unchanged: not buffered
+    def sse():
+        sse_client = new_client("sse")
+        sse_token = mint_jwt(env.secret, sse_client)
+        conn = connection(env.nginx, 15)
+        try:
+            conn.request("GET", "/cometbox/events?" + urllib.parse.urlencode({"token": sse_token}))
+            r = conn.getresponse()
+            assert r.status == 200, f"GET /cometbox/events: {r.status} {r.read()[:300]!r}"
+            ctype = r.getheader("content-type") or ""
+            assert ctype.startswith("text/event-stream"), f"Content-Type {ctype!r}"
+            first = r.fp.readline()
+            assert first.startswith(b": ok"), f"first line {first!r}"
+            posted_at = time.monotonic()
+            p = env.post(f'<message to="{sse_client}" event="notice">{{"n": 1}}</message>')
+            assert p.status == 200, f"POST / to ingest: {p}"
+            lines = []
+            while not (lines and lines[-1] == b"\n" and any(x.startswith(b"data:") for x in lines)):
+                lines.append(r.fp.readline())
+                assert lines[-1], f"the stream ended: {lines}"
+            latency = time.monotonic() - posted_at
+            text = b"".join(lines).decode()
+            assert "event: notice" in text, f"event: {text!r}"
+            data = json.loads(text.split("data: ", 1)[1].split("\n", 1)[0])
+            assert data.get("data") == {"n": 1}, f"data: {data}"
+            assert latency < 1.0, f"event arrived {latency:.2f}s after the post: buffered?"
+            print(f"     SSE event delivered {latency * 1000:.0f} ms after the post", flush=True)
+        finally:
+            conn.close()
+    check("SSE through nginx: an event arrives as it is posted (< 1 s), not buffered", sse)
+
     def held_in_server():
         assert "open_polls" in cursor, "no result from the previous check"
         n = cursor["open_polls"]

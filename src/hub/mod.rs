@@ -39,7 +39,7 @@ mod stats;
 
 pub use apply::ApplyError;
 pub use durable::spawn_reloader;
-pub use poll::{OpenPoll, PollError, PollReply, PollRequest};
+pub use poll::{OpenPoll, PollError, PollReply, PollRequest, Waited};
 pub use reaper::spawn_reaper;
 pub use stats::{Presence, Stats};
 

@@ -76,30 +76,63 @@ impl Drop for OpenPoll {
     }
 }
 
+/// What a wait on a mailbox ended with.
+#[derive(Debug)]
+pub enum Waited {
+    /// Messages (or a reset) after the cursor.
+    Read(ReadOutcome),
+    /// The client was disconnected by a backend; the cursor to reply with.
+    Disconnected(Cursor),
+    /// The entry was replaced by a reload; the next request finds the new one.
+    Replaced(Cursor),
+    /// Nothing arrived in time (or the server is shutting down); the
+    /// cursor where the next wait resumes.
+    Nothing(Cursor),
+}
+
 impl Hub {
     /// Serves one long-poll until it has something to say.
     pub async fn poll(&self, request: PollRequest) -> Result<PollReply, PollError> {
+        let open = self.open_for(&request).await?;
+        let limits = &self.0.limits;
+        let timeout = request
+            .timeout
+            .map_or(limits.poll_timeout, |t| t.min(limits.max_poll_timeout));
+        let waited = self.wait(&open, request.since, timeout).await;
+        Ok(match waited {
+            Waited::Read(outcome) => self.reply(outcome, open),
+            Waited::Disconnected(cursor) => empty_reply(cursor, true, open),
+            Waited::Replaced(cursor) | Waited::Nothing(cursor) => empty_reply(cursor, false, open),
+        })
+    }
+
+    /// Opens a poll (or a stream, which counts as one for as long as it
+    /// lasts): finds or creates the client, counts the open poll, and
+    /// subscribes the request's channels.
+    pub async fn open_for(&self, request: &PollRequest) -> Result<OpenPoll, PollError> {
         let open = self.open_poll(&request.client).await?;
         if !request.subscribe.is_empty() {
             self.subscribe_for_poll(&open.client, &request.subscribe, request.issued_at)?;
         }
         self.0.polls_total.fetch_add(1, Ordering::Relaxed);
+        Ok(open)
+    }
+
+    /// Waits up to `timeout` for something after `since` in the mailbox of
+    /// `open`'s client. Messages read are counted as delivered.
+    pub async fn wait(&self, open: &OpenPoll, since: Option<Cursor>, timeout: Duration) -> Waited {
         let limits = &self.0.limits;
-        let timeout = request
-            .timeout
-            .map_or(limits.poll_timeout, |t| t.min(limits.max_poll_timeout));
-        let deadline = tokio::time::Instant::now() + timeout;
-        let sleep = tokio::time::sleep_until(deadline);
+        let sleep = tokio::time::sleep(timeout);
         tokio::pin!(sleep);
         let looked = loop {
             // Register for a wake-up before looking, so a message appended
             // between the look and the wait is never missed.
             let mut notified = pin!(open.client.wake.notified());
             notified.as_mut().enable();
-            let looked =
-                open.client
-                    .lock()
-                    .look(request.since, Instant::now(), limits.max_reply_bytes);
+            let looked = open
+                .client
+                .lock()
+                .look(since, Instant::now(), limits.max_reply_bytes);
             match looked {
                 Looked::Nothing if !self.is_shutting_down() => {}
                 said => break said,
@@ -109,18 +142,20 @@ impl Hub {
                 _ = &mut sleep => break Looked::Nothing,
             }
         };
-        Ok(match looked {
-            Looked::Read(outcome) => self.reply(outcome, open),
-            Looked::Disconnected(cursor) => empty_reply(cursor, true, open),
-            Looked::Replaced(cursor) => empty_reply(cursor, false, open),
-            Looked::Nothing => {
-                // Timed out, or shutting down, with nothing new: `since` was
-                // absent or valid, so the head is where the next poll resumes
-                // (past any message whose own ttl lapsed).
-                let head = open.client.lock().log.head();
-                empty_reply(head, false, open)
+        match looked {
+            Looked::Read(outcome) => {
+                self.0
+                    .messages_out
+                    .fetch_add(outcome.messages.len() as u64, Ordering::Relaxed);
+                Waited::Read(outcome)
             }
-        })
+            Looked::Disconnected(cursor) => Waited::Disconnected(cursor),
+            Looked::Replaced(cursor) => Waited::Replaced(cursor),
+            // Timed out, or shutting down, with nothing new: `since` was
+            // absent or valid, so the head is where the next wait resumes
+            // (past any message whose own ttl lapsed).
+            Looked::Nothing => Waited::Nothing(open.client.lock().log.head()),
+        }
     }
 
     /// Finds or creates the client and counts one more open poll on it.
@@ -172,9 +207,6 @@ impl Hub {
         for (seq, message) in &outcome.messages {
             writer.push(Cursor { epoch, seq: *seq }, &message.json_tail);
         }
-        self.0
-            .messages_out
-            .fetch_add(outcome.messages.len() as u64, Ordering::Relaxed);
         PollReply {
             body: writer.finish(outcome.reset, false),
             open,

@@ -40,6 +40,21 @@ pub fn message_tail(
     out.into_boxed_str()
 }
 
+/// The `event` of a message, read back from the tail [`message_tail`]
+/// wrote (`"channel":"<name>",` first when there is one, then
+/// `"event":<JSON string>,`): streams name each event by it.
+pub fn event_of(tail: &str) -> Option<String> {
+    let mut rest = tail;
+    if let Some(after) = rest.strip_prefix(r#""channel":""#) {
+        // Channel names are validated: no quote or backslash inside.
+        let end = after.find('"')?;
+        rest = after[end + 1..].strip_prefix(',')?;
+    }
+    let value = rest.strip_prefix(r#""event":"#)?;
+    let mut strings = serde_json::Deserializer::from_str(value).into_iter::<String>();
+    strings.next()?.ok()
+}
+
 fn push_json_string(out: &mut String, s: &str) {
     out.push_str(&serde_json::to_string(s).expect("a str always serialises"));
 }
@@ -98,6 +113,23 @@ impl ReplyWriter {
 mod tests {
     use super::*;
     use serde_json::{json, Value};
+
+    #[test]
+    fn the_event_is_read_back_from_a_tail() {
+        let chan = ChannelName::parse("room:42").unwrap();
+        let text = Payload::Text("x".into());
+        let tail = |c, e| message_tail(c, e, &text, 1);
+        assert_eq!(event_of(&tail(None, None)), None);
+        assert_eq!(event_of(&tail(Some(&chan), None)), None);
+        assert_eq!(
+            event_of(&tail(None, Some("notice"))).as_deref(),
+            Some("notice")
+        );
+        assert_eq!(
+            event_of(&tail(Some(&chan), Some("say \"hi\"\n"))).as_deref(),
+            Some("say \"hi\"\n")
+        );
+    }
 
     #[test]
     fn encodes_a_reply_that_parses_as_the_contract_says() {

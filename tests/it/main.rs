@@ -5,6 +5,7 @@
 mod binary;
 mod cors;
 mod disk;
+mod events;
 mod helpers;
 mod hostile;
 mod ingest;

@@ -147,8 +147,10 @@ impl<S: Socket> Connection<S> {
             let head_only = head.method == Method::Head;
             let keep_alive = head.keep_alive;
             let routed = routes::route(self, head).await;
-            let Routed::Reply { response, poll } = routed else {
-                return; // the client left while its poll waited
+            let (response, poll) = match routed {
+                Routed::Reply { response, poll } => (response, poll),
+                // The client left while its poll waited, or a stream ended.
+                Routed::ClientLeft | Routed::Streamed => return,
             };
             let close = !keep_alive || self.face.state.hub.is_shutting_down();
             let sent = self.send(&response, head_only, close).await;
@@ -288,10 +290,21 @@ impl<S: Socket> Connection<S> {
 
     /// Writes a reply: the head and the body in as few writes as the socket
     /// takes, each allowed `send_timeout` without progress.
-    async fn send(&mut self, response: &Response, head_only: bool, close: bool) -> io::Result<()> {
+    pub async fn send(
+        &mut self,
+        response: &Response,
+        head_only: bool,
+        close: bool,
+    ) -> io::Result<()> {
         let head = response.encode_head(close);
         let body: &[u8] = if head_only { &[] } else { &response.body };
-        let (mut head, mut body) = (&head[..], body);
+        self.write_all(&head, body).await
+    }
+
+    /// Writes `first` then `second`, each write allowed `send_timeout`
+    /// without progress.
+    pub async fn write_all(&mut self, first: &[u8], second: &[u8]) -> io::Result<()> {
+        let (mut head, mut body) = (first, second);
         while !head.is_empty() || !body.is_empty() {
             let written = self
                 .write_some(&[IoSlice::new(head), IoSlice::new(body)])

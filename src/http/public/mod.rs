@@ -1,5 +1,6 @@
-//! The public face: what browsers talk to. `GET /poll`, `GET /cometbox.js`,
-//! `GET /health`, CORS, and `Cache-Control: no-store` on every reply.
+//! The public face: what browsers talk to. `GET /poll`, `GET /events`
+//! (Server-Sent Events), `GET /cometbox.js`, `GET /health`, CORS, and
+//! `Cache-Control: no-store` on every reply.
 //!
 //! A purpose-built HTTP/1.1 server rather than a general-purpose stack:
 //! the port serves a few GET requests, nearly all of them polls that wait,
@@ -12,6 +13,7 @@
 //! - `connection.rs`: one connection's loop: keep-alive, pipelining,
 //!   timeouts, watching a waiting poll's socket, writing replies;
 //! - `routes.rs`: what each path answers, poll parameters, CORS;
+//! - `events.rs`: `GET /events`, a poll that goes on as a stream;
 //! - `response.rs`: encoding a reply.
 
 use std::sync::Arc;
@@ -27,6 +29,7 @@ use connection::Connection;
 use routes::Cors;
 
 mod connection;
+mod events;
 mod request;
 mod response;
 mod routes;

@@ -48,6 +48,8 @@ pub struct Head {
     pub authorization: Option<String>,
     /// `Origin`, if sent.
     pub origin: Option<String>,
+    /// `Last-Event-ID`, if sent (an `EventSource` resuming a stream).
+    pub last_event_id: Option<String>,
     pub body: BodyFraming,
 }
 
@@ -110,6 +112,7 @@ pub fn parse(buf: &[u8]) -> Result<Parsed, HeadError> {
         keep_alive: !http10,
         authorization: None,
         origin: None,
+        last_event_id: None,
         body: BodyFraming::None,
     };
     let mut length: Option<u64> = None;
@@ -140,6 +143,8 @@ pub fn parse(buf: &[u8]) -> Result<Parsed, HeadError> {
             head.authorization = Some(text(header.value)?);
         } else if name.eq_ignore_ascii_case("origin") {
             head.origin = Some(text(header.value)?);
+        } else if name.eq_ignore_ascii_case("last-event-id") {
+            head.last_event_id = Some(text(header.value)?);
         }
     }
     if head.body == BodyFraming::Encoded {

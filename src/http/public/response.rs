@@ -19,6 +19,9 @@ pub struct Response {
     pub allow_origin: Option<AllowOrigin>,
     /// Headers some replies add (preflights, 405's `Allow`).
     pub extra: &'static [(&'static str, &'static str)],
+    /// A stream (SSE): no `Content-Length`; the body is written as it comes
+    /// and ends when the connection closes.
+    pub streamed: bool,
 }
 
 /// What `Access-Control-Allow-Origin` says.
@@ -39,6 +42,16 @@ impl Response {
             body: body.into(),
             allow_origin: None,
             extra: &[],
+            streamed: false,
+        }
+    }
+
+    /// The head of a stream of `content_type`, whose end is the
+    /// connection's.
+    pub fn stream(content_type: &'static str) -> Self {
+        Response {
+            streamed: true,
+            ..Response::ok(content_type, "")
         }
     }
 
@@ -59,13 +72,19 @@ impl Response {
         // Writing to a String cannot fail.
         let _ = write!(
             head,
-            "HTTP/1.1 {} {}\r\ndate: {}\r\ncontent-type: {}\r\ncontent-length: {}\r\ncache-control: no-store\r\n",
+            "HTTP/1.1 {} {}\r\ndate: {}\r\ncontent-type: {}\r\ncache-control: no-store\r\n",
             self.status,
             reason(self.status),
             date::now(),
             self.content_type,
-            self.body.len(),
         );
+        if self.streamed {
+            // nginx passes the stream on as it comes even where buffering
+            // is on.
+            head.push_str("x-accel-buffering: no\r\n");
+        } else {
+            let _ = write!(head, "content-length: {}\r\n", self.body.len());
+        }
         match &self.allow_origin {
             Some(AllowOrigin::Any) => head.push_str("access-control-allow-origin: *\r\n"),
             Some(AllowOrigin::Echo(origin)) => {
@@ -79,7 +98,7 @@ impl Response {
         for (name, value) in self.extra {
             let _ = write!(head, "{name}: {value}\r\n");
         }
-        if close {
+        if close || self.streamed {
             head.push_str("connection: close\r\n");
         }
         head.push_str("\r\n");

@@ -33,6 +33,8 @@ pub enum Routed {
     },
     /// The client closed its side while its poll waited: nothing to write.
     ClientLeft,
+    /// A stream was written and ended: the connection closes.
+    Streamed,
 }
 
 impl From<Response> for Routed {
@@ -55,6 +57,9 @@ pub async fn route<S: Socket>(connection: &mut Connection<S>, mut head: Head) ->
             ..Response::ok("text/plain", "")
         })),
         ("/poll", Method::Get | Method::Head) => poll(connection, &face, head).await,
+        ("/events", Method::Get | Method::Head) => {
+            super::events::stream(connection, &face, head, allow_origin.clone()).await
+        }
         ("/cometbox.js", Method::Get | Method::Head) => Ok(Routed::from(Response::ok(
             "text/javascript; charset=utf-8",
             SCRIPT,
@@ -62,7 +67,7 @@ pub async fn route<S: Socket>(connection: &mut Connection<S>, mut head: Head) ->
         ("/health", Method::Get | Method::Head) => {
             Ok(Routed::from(Response::ok("text/plain", "ok\n")))
         }
-        ("/poll" | "/cometbox.js" | "/health", _) => Err(PublicError::MethodNotAllowed),
+        ("/poll" | "/events" | "/cometbox.js" | "/health", _) => Err(PublicError::MethodNotAllowed),
         _ => Err(PublicError::NotFound),
     };
     let mut routed = result.unwrap_or_else(|e| Routed::from(e.response()));
@@ -77,7 +82,7 @@ async fn poll<S: Socket>(
     face: &Face,
     head: Head,
 ) -> Result<Routed, PublicError> {
-    let request = admit(face, &head)?;
+    let (request, _) = admit(face, &head)?;
     // Nothing of the request is kept while the poll waits.
     drop(head);
     let Some(reply) = connection.wait_for(face.state.hub.poll(request)).await else {
@@ -161,8 +166,9 @@ impl PollParams {
     }
 }
 
-/// Checks a poll's token and parameters; returns what the hub needs.
-fn admit(face: &Face, head: &Head) -> Result<PollRequest, PublicError> {
+/// Checks a poll's (or a stream's) token and parameters; returns what the
+/// hub needs, and when the token expires.
+pub(super) fn admit(face: &Face, head: &Head) -> Result<(PollRequest, u64), PublicError> {
     let state = &face.state;
     if state.hub.is_shutting_down() {
         return Err(PublicError::ShuttingDown);
@@ -177,7 +183,10 @@ fn admit(face: &Face, head: &Head) -> Result<PollRequest, PublicError> {
             )
         })?;
     let grant = state.tokens.verify(&token)?;
-    let since = match params.since.as_deref() {
+    // `since` wins; an `EventSource` resuming by itself sends only its
+    // `Last-Event-ID`.
+    let since = params.since.as_deref().or(head.last_event_id.as_deref());
+    let since = match since {
         None | Some("") => None,
         Some(s) => {
             Some(Cursor::parse(s).map_err(|e| PublicError::InvalidRequest(format!("since: {e}")))?)
@@ -199,13 +208,14 @@ fn admit(face: &Face, head: &Head) -> Result<PollRequest, PublicError> {
         }
         subscribe.push(channel);
     }
-    Ok(PollRequest {
+    let request = PollRequest {
         client: grant.client,
         issued_at: grant.issued_at,
         since,
         subscribe,
         timeout,
-    })
+    };
+    Ok((request, grant.expires_at))
 }
 
 fn bearer(authorization: Option<&str>) -> Option<String> {
