@@ -8,6 +8,7 @@ const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const { Server, mintToken, sleep, waitFor } = require('../lib/server.js');
 const { launch, openTestPage } = require('../lib/browser.js');
+const { bufferingProxy } = require('../lib/proxy.js');
 
 let browser;
 const cleanups = [];
@@ -63,8 +64,10 @@ async function waitOneLeader(pages) {
 const range = (a, b) => Array.from({ length: b - a + 1 }, (_, i) => a + i);
 async function sendRange(s, id, a, b) { for (let n = a; n <= b; n++) await s.send(id, { n }, 'tick'); }
 
-test('three tabs of one client: one connection; the leader closed, a reload; nothing lost, nothing twice', async () => {
+for (const transport of ['sse', 'poll']) test(`three tabs of one client (${transport}): one connection; the leader closed, a reload; nothing lost, nothing twice`, async () => {
   const s = await newServer();
+  // 'auto' picks the stream against this server; 'poll' forces long-poll.
+  const opts = transport === 'sse' ? {} : { transport: 'poll' };
   const ctx = await browser.newContext();
   cleanups.push(() => ctx.close());
   const id = cid('tabs');
@@ -72,7 +75,7 @@ test('three tabs of one client: one connection; the leader closed, a reload; not
   const pages = [];
   for (let i = 0; i < 3; i++) {
     const p = await openTestPage(ctx, s.publicUrl);
-    await p.evaluate(([u, t]) => boot(u, { token: t }), [s.publicUrl, token]);
+    await p.evaluate(([u, t, o]) => boot(u, { token: t, ...o }), [s.publicUrl, token, opts]);
     pages.push(p);
   }
   let leader = await waitOneLeader(pages);
@@ -101,7 +104,7 @@ test('three tabs of one client: one connection; the leader closed, a reload; not
   await leader.reload();
   await leader.waitForFunction(() => typeof window.boot === 'function');
   await sendRange(s, id, 11, 13);
-  await leader.evaluate(([u, t]) => boot(u, { token: t }), [s.publicUrl, token]);
+  await leader.evaluate(([u, t, o]) => boot(u, { token: t, ...o }), [s.publicUrl, token, opts]);
   const newLeader = await waitOneLeader([leader, other]);
   assert.equal(newLeader, other, 'the tab that stayed took over');
   await waitMessages(leader, 3);
@@ -114,9 +117,8 @@ test('three tabs of one client: one connection; the leader closed, a reload; not
   const c2 = await connections(s, id);
   assert.ok(c2.max <= 1, `at most one connection for two tabs, saw ${c2.max}`);
   for (const p of [leader, other]) assert.deepEqual(await p.evaluate(() => T.errors), []);
-  // Every tab knows the transport the leader uses (the same code picks it).
-  const transports = await Promise.all([leader, other].map((p) => p.evaluate(() => cb.transport)));
-  assert.equal(transports[0], transports[1]);
+  // The leader used the transport asked for ('auto' chose the stream).
+  assert.equal(await other.evaluate(() => cb.transport), transport);
 });
 
 test('shareTabs: false: every tab holds its own connection', async () => {
@@ -155,4 +157,21 @@ test('tabs of two different clients in one browser do not share', async () => {
   await sleep(300);
   assert.deepEqual(await texts(pages[0]), [1]);
   assert.deepEqual(await texts(pages[1]), [2]);
+});
+
+test('through a proxy that buffers responses, the page falls back to long-poll by itself', async () => {
+  const s = await newServer();
+  const proxy = await bufferingProxy(s.publicUrl);
+  cleanups.push(() => proxy.close());
+  const ctx = await browser.newContext();
+  cleanups.push(() => ctx.close());
+  const id = cid('proxied');
+  const page = await openTestPage(ctx, proxy.url);
+  await page.evaluate(([u, t]) => boot(u, { token: t, streamProbeTimeout: 1500 }), [proxy.url, mintToken(id)]);
+  await page.waitForFunction(() => cb.transport === 'poll', null, { timeout: 15000, polling: 50 });
+  assert.equal(await page.evaluate(() => cb.fallbackReason), 'buffered');
+  await sendRange(s, id, 1, 2);
+  await waitMessages(page, 2);
+  assert.deepEqual(await texts(page), [1, 2]);
+  assert.deepEqual(await page.evaluate(() => T.errors), []);
 });
