@@ -139,7 +139,7 @@ export class CometBox {
   readonly transport: 'sse' | 'poll' | null;
   /**
    * Why `transport: 'auto'` uses long-poll: `no-streams` (old browser), `http-404` /
-   * `http-405` / `http-501` (no /events), `not-a-stream`, `stream-closed`, `buffered`
+   * `http-405` / `http-501` (no /events), `not-a-stream`, `stream-closed`, `buffered`, `stream-unreachable` (/poll answered where /events never did)
    * (no first bytes in time), `stream-stalled` (a live stream went silent twice); null otherwise.
    */
   readonly fallbackReason: string | null;

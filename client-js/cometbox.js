@@ -191,6 +191,9 @@
       this._streamIdle = o.streamIdleTimeout != null ? Number(o.streamIdleTimeout) : 45000;
       this._idleTimeouts = 0;        // consecutive stream watchdog expiries with no event between
       this._fastEnd = 0;             // consecutive streams that ended at once with nothing
+      this._streamWorked = false;    // a stream has delivered its first bytes here
+      this._streamNetFails = 0;      // consecutive network failures of /events before that
+      this._probePoll = false;       // the next attempt is a long-poll, to tell the two apart
 
       // Tab sharing: one connection per (url, client, channels) for all tabs of a browser.
       this._shareWanted = o.shareTabs !== false;
@@ -454,13 +457,15 @@
         // onStateChange may have called stop() (or stop() and start()).
         if (!this._running || this._req || this._retryTimer != null || this._refreshing) return;
       }
-      if (this._transport === 'sse' && !this._catchingUp) {
+      var probe = this._probePoll;
+      this._probePoll = false;
+      if (this._transport === 'sse' && !this._catchingUp && !probe) {
         this._openStream();
         return;
       }
 
       var self = this;
-      var req = { controller: this._AbortController ? new this._AbortController() : null, timer: null, timedOut: false, started: this._now() };
+      var req = { controller: this._AbortController ? new this._AbortController() : null, timer: null, timedOut: false, started: this._now(), probe: probe };
       this._req = req;
       var headers = { 'Accept': 'application/json' };
       if (this._tokenIn === 'header' && this._token) headers['Authorization'] = 'Bearer ' + this._token;
@@ -485,6 +490,11 @@
       }).then(function (r) {
         if (self._req !== req) return; // stopped or replaced meanwhile
         self._finishRequest(req);
+        if (req.probe && r.status === 200) {
+          // /poll answers where /events never did: the stream cannot get through here.
+          self._transport = 'poll';
+          self._fallbackReason = 'stream-unreachable';
+        }
         var gen = self._gen;
         try {
           self._handleResponse(r.status, r.text, self._now() - req.started);
@@ -969,7 +979,9 @@
     // If those first bytes do not arrive within streamProbeTimeout (a proxy
     // buffers the body), or /events answers 404/405/501 (an older server), or a
     // 200 that is not text/event-stream, or the stream closes before any byte,
-    // this instance switches to long-poll for good. On a working stream some
+    // this instance switches to long-poll for good; so it does when /events keeps
+    // failing at the network level while a long-poll tried in its place is
+    // answered ('stream-unreachable'). On a working stream some
     // bytes (keep-alive comments every 15 s) arrive at least every
     // streamIdleTimeout; when two such watchdogs expire in a row with no event
     // between (a proxy that started buffering), it switches too; one is taken
@@ -1071,6 +1083,8 @@
           if (!req.proven) {
             // The first bytes (`: ok`): the stream reaches us unbuffered.
             req.proven = true;
+            self._streamWorked = true;
+            self._streamNetFails = 0;
             self._attempt = 0;
             self._authFailures = 0;
             self._sinceExplicit = false;
@@ -1164,6 +1178,11 @@
       }
       if (err) {
         if (err instanceof CometBoxError) { this._retry(err); return; }
+        // /events failing at the network level while it never worked here: either
+        // the server is down, or something lets /poll through and not /events (a
+        // proxy route, CORS on /poll only). Every second such failure, the next
+        // attempt is a long-poll: if that one is answered, long-poll it is.
+        if (auto && !this._streamWorked && ++this._streamNetFails % 2 === 0) this._probePoll = true;
         this._retry(new CometBoxError('network', (err && err.message) || 'network error', 0, false));
         return;
       }

@@ -19,6 +19,7 @@ function stream(call) {
   return {
     write: (s) => ctl.enqueue(enc.encode(s)),
     close: () => ctl.close(),
+    error: (e) => ctl.error(e || new TypeError('network error')),
   };
 }
 const ev = (id, m, event) => `id: ${id}\nevent: ${event || m.event || 'message'}\ndata: ${JSON.stringify(m)}\n\n`;
@@ -232,4 +233,59 @@ test('without streams (an old browser) auto uses long-poll', () => {
   } finally {
     globalThis.ReadableStream = saved;
   }
+});
+
+test('when /events fails at the network level and /poll is answered, auto settles on long-poll', async () => {
+  const env = sseEnv();
+  const cb = new CometBox(URL_BASE, env.opts);
+  cb.start();
+  env.fetch.fail(); // e.g. a proxy route or CORS only for /poll
+  await flush();
+  env.clock.runNext();
+  assert.equal(new URL(env.fetch.last.url).pathname, '/events');
+  env.fetch.fail();
+  await flush();
+  env.clock.runNext();
+  // Every second failure: one long-poll to tell "server down" from "stream blocked".
+  assert.equal(new URL(env.fetch.last.url).pathname, '/poll');
+  env.fetch.fail(); // the server is down after all: back to trying the stream
+  await flush();
+  env.clock.runNext();
+  assert.equal(new URL(env.fetch.last.url).pathname, '/events');
+  assert.equal(cb.transport, 'sse');
+  env.fetch.fail();
+  await flush();
+  env.clock.runNext();
+  assert.equal(new URL(env.fetch.last.url).pathname, '/events');
+  env.fetch.fail();
+  await flush();
+  env.clock.runNext();
+  assert.equal(new URL(env.fetch.last.url).pathname, '/poll');
+  env.fetch.respond(200, { cursor: 'p-1', messages: [{ id: 'p-1', data: 1 }] });
+  await flush();
+  assert.equal(cb.transport, 'poll');
+  assert.equal(cb.fallbackReason, 'stream-unreachable');
+  assert.deepEqual(env.messages.map((m) => m.id), ['p-1']);
+  assert.equal(new URL(env.fetch.last.url).pathname, '/poll');
+  cb.stop();
+});
+
+test('once a stream has worked, network errors never switch the transport', async () => {
+  const env = sseEnv();
+  const cb = new CometBox(URL_BASE, env.opts);
+  cb.start();
+  const s = stream(env.fetch.last);
+  s.write(': ok\n\n');
+  await flush();
+  s.error(); // the connection dropped
+  await flush();
+  assert.equal(cb.state, 'waiting to reconnect');
+  for (let i = 0; i < 4; i++) {
+    env.clock.runNext();
+    assert.equal(new URL(env.fetch.last.url).pathname, '/events');
+    env.fetch.fail();
+    await flush();
+  }
+  assert.equal(cb.transport, 'sse');
+  cb.stop();
 });
