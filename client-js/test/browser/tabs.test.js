@@ -175,3 +175,43 @@ test('through a proxy that buffers responses, the page falls back to long-poll b
   assert.deepEqual(await texts(page), [1, 2]);
   assert.deepEqual(await page.evaluate(() => T.errors), []);
 });
+
+test('messages sent without pause while the leader closes and the next leader reloads: each tab gets each once, in order', async () => {
+  const s = await newServer();
+  const ctx = await browser.newContext();
+  cleanups.push(() => ctx.close());
+  const id = cid('burst');
+  const token = mintToken(id);
+  const pages = [];
+  for (let i = 0; i < 3; i++) {
+    const p = await openTestPage(ctx, s.publicUrl);
+    await p.evaluate(([u, t]) => boot(u, { token: t }), [s.publicUrl, token]);
+    pages.push(p);
+  }
+  let leader = await waitOneLeader(pages);
+  const N = 60;
+  let sent = 0;
+  const sender = (async () => { while (sent < N) { sent++; await s.send(id, { n: sent }, 'tick'); await sleep(15); } })();
+  await waitFor(() => sent >= 10, { what: '10 sent' });
+  const rest = pages.filter((p) => p !== leader);
+  await leader.close();
+  leader = await waitOneLeader(rest);
+  await waitFor(() => sent >= 35, { what: '35 sent' });
+  await leader.reload();
+  await leader.waitForFunction(() => typeof window.boot === 'function');
+  // What the tab had dispatched when it went: its remembered cursor.
+  const stored = await leader.evaluate(([k]) => sessionStorage.getItem(k), [`cometbox:cursor:${s.publicUrl}#${id}`]);
+  await leader.evaluate(([u, t]) => boot(u, { token: t }), [s.publicUrl, token]);
+  await sender;
+  const other = rest.find((p) => p !== leader);
+  await other.waitForFunction((k) => T.messages.length >= k, N, { timeout: 20000, polling: 50 });
+  await leader.waitForFunction((k) => T.messages.length && T.messages[T.messages.length - 1].data.n === k, N, { timeout: 20000, polling: 50 });
+  await sleep(500);
+  assert.deepEqual(await texts(other), range(1, N), 'the tab that stayed: all, once, in order');
+  const ids = await other.evaluate(() => T.messages.map((m) => m.id));
+  const resumeAt = stored == null ? 1 : ids.indexOf(stored) + 2; // n of the message after the cursor
+  assert.ok(resumeAt >= 2, `the remembered cursor ${stored} is a message id`);
+  assert.deepEqual(await texts(leader), range(resumeAt, N), 'the reloaded tab: exactly what followed its cursor, once, in order');
+  for (const p of [leader, other]) assert.deepEqual(await p.evaluate(() => T.errors), []);
+  await waitFor(async () => (await presence(s, id)).open_polls === 1, { timeout: 10000, what: 'one open connection at the end' });
+});
