@@ -28,7 +28,7 @@
 })(typeof globalThis !== 'undefined' ? globalThis : (typeof self !== 'undefined' ? self : this), function (root) {
   'use strict';
 
-  var VERSION = '0.1.0';
+  var VERSION = '0.2.0';
 
   /** The four states of a CometBox instance (see README: state machine). */
   var STATES = Object.freeze({
@@ -144,7 +144,7 @@
   class CometBox {
     /**
      * @param {string} url  the poll endpoint base: `http://127.0.0.1:8480`, `/cometbox`...
-     *                      The class requests `<url>/poll`.
+     *                      The class requests `<url>/events` (stream) or `<url>/poll`.
      * @param {object} [options]  see cometbox.d.ts / README.md
      */
     constructor(url, options) {
