@@ -46,7 +46,8 @@ export interface StateChangeDetail {
 export interface ResetInfo<T = unknown> {
   /** The new cursor the client continues from. */
   cursor: string;
-  /** The messages of the reset reply (dispatched right after onReset returns). */
+  /** The messages of the reset reply (dispatched right after onReset returns);
+   *  empty on the SSE stream, whose messages follow as their own events. */
   messages: CometBoxMessage<T>[];
   /** The cursor the server could not honour. */
   previousCursor: string | null;
@@ -72,7 +73,8 @@ export interface CometBoxOptions {
   onMessage?: (message: CometBoxMessage) => void;
   /** A fatal error: the instance is `stopped` (400, 403, 401 without getToken, `disconnected`...). */
   onError?: (error: CometBoxError) => void;
-  /** A poll ended with no message (the server's poll timeout passed). */
+  /** A poll ended with no message (the server's poll timeout passed). Long-poll only,
+   *  and only in the tab that holds the connection. */
   onTimeout?: (info: { cursor: string }) => void;
   /** The server could not honour the cursor (restart, expiry): resync the page's state. */
   onReset?: (info: ResetInfo) => void;
