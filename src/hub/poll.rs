@@ -116,7 +116,10 @@ impl Hub {
     /// With hooks, `connect` and `subscribe` are asked first (`hooked.rs`).
     pub async fn open_for(&self, request: &PollRequest) -> Result<OpenPoll, PollError> {
         let open = match &self.0.hooks {
-            Some(hooks) => self.open_hooked_poll(hooks, request).await?,
+            // Boxed: the hook requests' state would otherwise be part of
+            // every poll's future, and so of every held poll's memory
+            // (`a_waiting_poll_future_stays_small`).
+            Some(hooks) => Box::pin(self.open_hooked_poll(hooks, request)).await?,
             None => {
                 let open = self.open_poll(&request.client).await?;
                 if !request.subscribe.is_empty() {
