@@ -46,7 +46,8 @@ export interface StateChangeDetail {
 export interface ResetInfo<T = unknown> {
   /** The new cursor the client continues from. */
   cursor: string;
-  /** The messages of the reset reply (dispatched right after onReset returns). */
+  /** The messages of the reset reply (dispatched right after onReset returns);
+   *  empty on the SSE stream, whose messages follow as their own events. */
   messages: CometBoxMessage<T>[];
   /** The cursor the server could not honour. */
   previousCursor: string | null;
@@ -72,7 +73,8 @@ export interface CometBoxOptions {
   onMessage?: (message: CometBoxMessage) => void;
   /** A fatal error: the instance is `stopped` (400, 403, 401 without getToken, `disconnected`...). */
   onError?: (error: CometBoxError) => void;
-  /** A poll ended with no message (the server's poll timeout passed). */
+  /** A poll ended with no message (the server's poll timeout passed). Long-poll only,
+   *  and only in the tab that holds the connection. */
   onTimeout?: (info: { cursor: string }) => void;
   /** The server could not honour the cursor (restart, expiry): resync the page's state. */
   onReset?: (info: ResetInfo) => void;
@@ -87,6 +89,27 @@ export interface CometBoxOptions {
   tokenIn?: 'header' | 'query';
   /** Reconnect backoff in ms (default base 1000, max 30000). */
   backoff?: { base?: number; max?: number };
+
+  /**
+   * `'auto'` (default): the SSE stream `GET <url>/events` where it works, long-poll
+   * where it does not (detected, then kept for this instance; see `fallbackReason`).
+   * `'sse'`: the stream only. `'poll'`: long-poll only.
+   */
+  transport?: 'auto' | 'sse' | 'poll';
+  /** ms the stream's first bytes (`: ok`) may take before `'auto'` decides a proxy buffers it (default 5000). */
+  streamProbeTimeout?: number;
+  /** ms of silence (no event, no keep-alive) after which a stream is taken for dead (default 45000). */
+  streamIdleTimeout?: number;
+  /**
+   * `true` (default): all tabs of this browser that use the same url, client
+   * (token `sub`) and channels share one connection (Web Locks election,
+   * BroadcastChannel to the other tabs). `false`: this instance connects by itself.
+   */
+  shareTabs?: boolean;
+  /** Injected for tests: the Web Locks manager (default `navigator.locks`; null: no sharing). */
+  locks?: { request(name: string, ...args: any[]): Promise<any> } | null;
+  /** Injected for tests: the BroadcastChannel constructor (default the global; null: no sharing). */
+  BroadcastChannel?: typeof BroadcastChannel | null;
 
   /** Where the cursor is remembered (default: sessionStorage; null disables). */
   storage?: Pick<Storage, 'getItem' | 'setItem' | 'removeItem'> | null;
@@ -112,6 +135,18 @@ export class CometBox {
   readonly clientId: string | null;
   /** `<url>/poll`. */
   readonly pollUrl: string;
+  /** `<url>/events`. */
+  readonly eventsUrl: string;
+  /** The transport in use (null before the first `start()`). */
+  readonly transport: 'sse' | 'poll' | null;
+  /**
+   * Why `transport: 'auto'` uses long-poll: `no-streams` (old browser), `http-404` /
+   * `http-405` / `http-501` (no /events), `not-a-stream`, `stream-closed`, `buffered`, `stream-unreachable` (/poll answered where /events never did)
+   * (no first bytes in time), `stream-stalled` (a live stream went silent twice); null otherwise.
+   */
+  readonly fallbackReason: string | null;
+  /** `leader` (holds the connection), `follower` (another tab does), `solo` (not shared), null (stopped or deciding). */
+  readonly role: 'leader' | 'follower' | 'solo' | null;
 
   /** Handle messages whose `event` is `eventName` (`'*'`: all messages). */
   on<T = any>(eventName: string, handler: (data: T, message: CometBoxMessage<T>) => void): this;

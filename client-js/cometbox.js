@@ -7,7 +7,9 @@
  *   - CommonJS:           const CometBox = require('cometbox-client')
  *   - an ES module:       import CometBox from 'cometbox-client'  (cometbox.mjs beside this file)
  *
- * Wire protocol: cometbox PROTOCOL.md, version 1 (GET <url>/poll long-polls).
+ * Wire protocol: cometbox PROTOCOL.md: GET <url>/events (Server-Sent Events, read
+ * with fetch streaming) where it works, GET <url>/poll (long-poll) where it does
+ * not; one connection per client shared by all tabs (Web Locks + BroadcastChannel).
  */
 (function (root, factory) {
   'use strict';
@@ -26,7 +28,7 @@
 })(typeof globalThis !== 'undefined' ? globalThis : (typeof self !== 'undefined' ? self : this), function (root) {
   'use strict';
 
-  var VERSION = '0.1.0';
+  var VERSION = '0.2.0';
 
   /** The four states of a CometBox instance (see README: state machine). */
   var STATES = Object.freeze({
@@ -37,6 +39,12 @@
   });
 
   var DEFAULT_BACKOFF = Object.freeze({ base: 1000, max: 30000 });
+  /** Message ids a tab remembers to drop what it already dispatched (tab sharing). */
+  var SEEN_MAX = 2000;
+  /** Leader batches a follower keeps while it catches up. */
+  var PENDING_MAX = 1000;
+  /** Longest SSE line accepted (the server's replies are bounded by max_reply_bytes). */
+  var STREAM_LINE_MAX = 4 * 1024 * 1024;
 
   /** Error passed to onError and to onStateChange details. */
   class CometBoxError extends Error {
@@ -119,6 +127,14 @@
     if (typeof console !== 'undefined' && console.error) console.error('cometbox: a handler threw', err);
   }
 
+  function cancelReader(reader) {
+    try { Promise.resolve(reader.cancel()).then(null, function () {}); } catch (e) { /* ignore */ }
+  }
+
+  function cancelBody(resp) {
+    try { if (resp && resp.body && typeof resp.body.cancel === 'function') resp.body.cancel().then(null, function () {}); } catch (e) { /* ignore */ }
+  }
+
   function isAbortError(err) {
     return !!err && (err.name === 'AbortError' || err.code === 20);
   }
@@ -128,7 +144,7 @@
   class CometBox {
     /**
      * @param {string} url  the poll endpoint base: `http://127.0.0.1:8480`, `/cometbox`...
-     *                      The class requests `<url>/poll`.
+     *                      The class requests `<url>/events` (stream) or `<url>/poll`.
      * @param {object} [options]  see cometbox.d.ts / README.md
      */
     constructor(url, options) {
@@ -166,6 +182,32 @@
       this._eventTarget = o.eventTarget !== undefined ? o.eventTarget
         : (root && typeof root.addEventListener === 'function' && typeof root.removeEventListener === 'function' ? root : null);
 
+      // Transport: 'auto' tries the SSE stream and falls back to long-poll for good
+      // (this instance) when the stream does not work here; 'sse' and 'poll' force one.
+      this._transportOpt = o.transport === 'sse' || o.transport === 'poll' ? o.transport : 'auto';
+      this._transport = null;        // resolved at the first start(): 'sse' or 'poll'
+      this._fallbackReason = null;   // why 'auto' fell back to 'poll'
+      this._streamProbe = o.streamProbeTimeout != null ? Number(o.streamProbeTimeout) : 5000;
+      this._streamIdle = o.streamIdleTimeout != null ? Number(o.streamIdleTimeout) : 45000;
+      this._idleTimeouts = 0;        // consecutive stream watchdog expiries with no event between
+      this._fastEnd = 0;             // consecutive streams that ended at once with nothing
+      this._streamWorked = false;    // a stream has delivered its first bytes here
+      this._streamNetFails = 0;      // consecutive network failures of /events before that
+      this._probePoll = false;       // the next attempt is a long-poll, to tell the two apart
+
+      // Tab sharing: one connection per (url, client, channels) for all tabs of a browser.
+      this._shareWanted = o.shareTabs !== false;
+      var nav = root && root.navigator;
+      this._locks = o.locks !== undefined ? o.locks : (nav && nav.locks) || null;
+      this._BroadcastChannel = o.BroadcastChannel !== undefined ? o.BroadcastChannel
+        : (root && typeof root.BroadcastChannel === 'function' ? root.BroadcastChannel : null);
+      this._role = null;             // null (not decided), 'electing', 'solo', 'leader', 'follower'
+      this._share = null;            // {name, channel, release, abort} while in a group
+      this._catchingUp = false;      // follower: fetching what it missed (?timeout=0 polls)
+      this._pending = [];            // follower: leader batches heard while catching up
+      this._leaderState = null;      // follower: the leader's last state message
+      this._seen = null;             // shared mode: recently dispatched message ids
+
       this._handlers = Object.create(null);
       this._state = STATES.STOPPED;
       this._running = false;
@@ -201,6 +243,15 @@
     get clientId() { return this._claims && typeof this._claims.sub === 'string' ? this._claims.sub : null; }
     /** The URL requested for polls (without query). */
     get pollUrl() { return this._url + '/poll'; }
+    /** The URL of the SSE stream (without query). */
+    get eventsUrl() { return this._url + '/events'; }
+    /** The transport in use: 'sse' or 'poll' (null before the first start()). */
+    get transport() { return this._transport; }
+    /** Why `transport: 'auto'` fell back to long-poll (null when it did not). */
+    get fallbackReason() { return this._fallbackReason; }
+    /** 'leader' (this tab holds the connection), 'follower' (another tab does),
+     *  'solo' (not shared), or null (stopped / not decided yet). */
+    get role() { return this._role === 'electing' ? null : this._role; }
 
     /** Call `fn(data, message)` for each message whose `event` is `eventName`
      *  (`'*'`: every message). Returns this. */
@@ -226,6 +277,8 @@
     /** Replace the token (e.g. after a login). Takes effect from the next poll. */
     setToken(token) {
       this._applyToken(token || null, true);
+      // Another client (or a first token): the tab group changes with it.
+      if (this._running && this._share && this._shareName() !== this._share.name) this._regroup();
       return this;
     }
 
@@ -235,6 +288,9 @@
       if (!this._fetch) throw new Error('CometBox: no fetch() available');
       this._running = true;
       this._gen++;
+      if (!this._transport) this._transport = this._pickTransport();
+      this._idleTimeouts = 0;
+      this._fastEnd = 0;
       this._attempt = 0;
       this._authFailures = 0;
       this._fastEmpty = 0;
@@ -304,6 +360,7 @@
       var prev = this._state;
       if (prev === state) return;
       this._state = state;
+      if (this._role === 'leader') this._postState(detail);
       if (this._onStateChange) {
         var d = { previous: prev };
         if (detail) for (var k in detail) d[k] = detail[k];
@@ -358,6 +415,7 @@
       }
       this._abortRequest();
       this._detachOnline();
+      this._leaveGroup();
     }
 
     _abortRequest() {
@@ -370,13 +428,15 @@
       }
     }
 
-    _buildUrl() {
+    _buildUrl(stream) {
       var q = [];
       if (this._cursor != null) q.push('since=' + encodeURIComponent(this._cursor));
       if (this._channels.length) q.push('channels=' + encodeURIComponent(this._channels.join(',')));
-      if (this._pollTimeout != null && !isNaN(this._pollTimeout)) q.push('timeout=' + encodeURIComponent(String(this._pollTimeout)));
+      // A follower catching up must not be held: it only wants what it missed.
+      var timeout = this._catchingUp ? 0 : this._pollTimeout;
+      if (!stream && timeout != null && !isNaN(timeout)) q.push('timeout=' + encodeURIComponent(String(timeout)));
       if (this._tokenIn === 'query' && this._token) q.push('token=' + encodeURIComponent(this._token));
-      var base = this.pollUrl;
+      var base = stream ? this.eventsUrl : this.pollUrl;
       return q.length ? base + (base.indexOf('?') >= 0 ? '&' : '?') + q.join('&') : base;
     }
 
@@ -387,14 +447,25 @@
         this._refreshToken(null);
         return;
       }
+      // Tab sharing: the first poll with a token decides whether this tab holds
+      // the connection or follows the tab that does (see _elect).
+      if (this._role === null && this._elect()) return;
+      if (this._role === 'electing') return;
+      if (this._role === 'follower' && !this._catchingUp) return; // fed by the leader
       if (this._state !== STATES.CONNECTED) {
         this._setState(STATES.CONNECTING);
         // onStateChange may have called stop() (or stop() and start()).
         if (!this._running || this._req || this._retryTimer != null || this._refreshing) return;
       }
+      var probe = this._probePoll;
+      this._probePoll = false;
+      if (this._transport === 'sse' && !this._catchingUp && !probe) {
+        this._openStream();
+        return;
+      }
 
       var self = this;
-      var req = { controller: this._AbortController ? new this._AbortController() : null, timer: null, timedOut: false, started: this._now() };
+      var req = { controller: this._AbortController ? new this._AbortController() : null, timer: null, timedOut: false, started: this._now(), probe: probe };
       this._req = req;
       var headers = { 'Accept': 'application/json' };
       if (this._tokenIn === 'header' && this._token) headers['Authorization'] = 'Bearer ' + this._token;
@@ -419,6 +490,11 @@
       }).then(function (r) {
         if (self._req !== req) return; // stopped or replaced meanwhile
         self._finishRequest(req);
+        if (req.probe && r.status === 200) {
+          // /poll answers where /events never did: the stream cannot get through here.
+          self._transport = 'poll';
+          self._fallbackReason = 'stream-unreachable';
+        }
         var gen = self._gen;
         try {
           self._handleResponse(r.status, r.text, self._now() - req.started);
@@ -491,7 +567,9 @@
       this._fail(new CometBoxError(code, message, status, true));
     }
 
-    _handleBatch(body, elapsed) {
+    /** A poll reply, or one SSE event as a reply of one message (`stream`: the
+     *  stream goes on, nothing is polled afterwards). */
+    _handleBatch(body, elapsed, stream) {
       var gen = this._gen;
       this._attempt = 0;
       this._authFailures = 0;
@@ -499,9 +577,18 @@
       this._setState(STATES.CONNECTED);
       if (gen !== this._gen) return; // stop() from onStateChange
 
-      if (body.reset === true && this._onReset) {
-        this._safeCall(this._onReset, [{ cursor: body.cursor, messages: body.messages, previousCursor: this._cursor }]);
-        if (gen !== this._gen) return;
+      var msgs = body.messages;
+      if (this._role === 'leader' && (msgs.length || body.reset === true || body.disconnected === true)) {
+        // Before dispatching here: a handler of this tab may stop() it midway.
+        this._post({ t: 'batch', messages: msgs, cursor: body.disconnected === true ? null : body.cursor,
+          reset: body.reset === true, disconnected: body.disconnected === true, previousCursor: this._cursor });
+      }
+      if (body.reset === true) {
+        if (this._seen) this._seen.clear(); // ids after a reset may repeat older ones
+        if (this._onReset) {
+          this._safeCall(this._onReset, [{ cursor: body.cursor, messages: body.messages, previousCursor: this._cursor }]);
+          if (gen !== this._gen) return;
+        }
       }
 
       // The in-memory cursor advances after each message (cb.cursor is the last
@@ -511,12 +598,11 @@
       // stored is the last message whose dispatch completed, so a reload
       // replays the rest (at least once) and skips nothing. A handler that
       // throws is reported by _safeCall and its message counts as handled.
-      var msgs = body.messages;
       try {
         for (var i = 0; i < msgs.length; i++) {
           var m = msgs[i];
           if (!m || typeof m !== 'object') continue;
-          this._dispatch(m);
+          if (this._markSeen(m.id)) this._dispatch(m);
           if (typeof m.id === 'string') this._cursor = m.id;
           if (gen !== this._gen) return; // stop() from a handler: resume after this message later
         }
@@ -535,7 +621,13 @@
         return;
       }
 
+      if (stream) return;
       var empty = !msgs.length && body.reset !== true;
+      if (this._role === 'follower' && this._catchingUp) {
+        // Caught up once a ?timeout=0 poll comes back empty; then the leader feeds this tab.
+        if (empty) this._caughtUp(); else this._poll();
+        return;
+      }
       if (empty && this._onTimeout) {
         this._safeCall(this._onTimeout, [{ cursor: body.cursor }]);
         if (gen !== this._gen) return;
@@ -632,6 +724,486 @@
       this._halt();
       this._setState(STATES.STOPPED, { error: err });
       if (this._onError) this._safeCall(this._onError, [err]);
+    }
+
+    // ------------------------------------------------------------ tab sharing
+    //
+    // All tabs of one browser that run a CometBox for the same (url, client,
+    // channels) form a group: the tab holding the Web Lock named after the group
+    // (the leader) holds the only connection and posts what it receives on a
+    // BroadcastChannel of the same name; the others (followers) dispatch that.
+    // A follower first catches up by itself with ?timeout=0 polls from its own
+    // cursor (what it missed, e.g. during its reload), holding nothing open.
+    // When the leader goes (closed, reloaded, stopped), the browser grants the
+    // lock to a waiting follower, which connects from the cursor of the last
+    // message it dispatched: nothing is lost, and message ids already
+    // dispatched by this tab are skipped (the last SEEN_MAX), so nothing is
+    // shown twice in a tab either.
+
+    /** The group's lock and channel name, or null (no client id yet). */
+    _shareName() {
+      var sub = this.clientId;
+      if (!sub) return null;
+      var ch = this._channels.slice().sort().join(',');
+      return 'cometbox:' + absoluteBase(this._url) + '#' + sub + (ch ? '|' + ch : '');
+    }
+
+    /** Decide this tab's role. Returns true while an election is under way
+     *  (the caller must wait: _becomeLeader/_becomeFollower poll when it ends). */
+    _elect() {
+      var name = this._shareName();
+      var locks = this._locks;
+      if (!this._shareWanted || !name || !locks || typeof locks.request !== 'function' ||
+          !this._BroadcastChannel || !this._AbortController) {
+        this._role = 'solo';
+        return false;
+      }
+      var self = this;
+      var share = { name: name, channel: null, release: null, abort: new this._AbortController() };
+      try {
+        share.channel = new this._BroadcastChannel(name);
+      } catch (e) {
+        this._role = 'solo';
+        return false;
+      }
+      share.channel.onmessage = function (ev) {
+        if (self._share === share) self._onGroupMessage(ev && ev.data);
+      };
+      var held = new Promise(function (resolve) { share.release = resolve; });
+      this._share = share;
+      this._role = 'electing';
+      this._seen = new Set();
+      function solo(err) {
+        // Web Locks refused (sandboxed iframe, a broken polyfill): work alone.
+        if (self._share !== share) return;
+        if (err) reportHandlerError(err);
+        self._leaveGroup();
+        self._role = 'solo';
+        self._poll();
+      }
+      try {
+        Promise.resolve(locks.request(name, { ifAvailable: true }, function (lock) {
+          if (self._share !== share) return undefined; // stopped meanwhile: release at once
+          if (lock) {
+            self._becomeLeader();
+            return held;
+          }
+          self._becomeFollower();
+          // Queue for the lock: granted when the leader's tab goes away.
+          Promise.resolve(locks.request(name, { signal: share.abort.signal }, function () {
+            if (self._share !== share) return undefined;
+            self._becomeLeader();
+            return held;
+          })).then(null, function (err) {
+            if (self._share === share && !isAbortError(err)) solo(err);
+          });
+          return undefined;
+        })).then(null, solo);
+      } catch (err) {
+        solo(err);
+      }
+      return true;
+    }
+
+    _becomeLeader() {
+      var wasFollower = this._role === 'follower';
+      this._role = 'leader';
+      // What the old leader posted and this tab has not dispatched yet comes again
+      // from the server, from this tab's cursor, in order.
+      this._catchingUp = false;
+      this._pending = [];
+      this._postState();
+      if (wasFollower && this._running && !this._req && this._retryTimer == null && !this._refreshing) {
+        this._attempt = 0;
+        this._poll();
+      } else if (!wasFollower) {
+        this._poll();
+      }
+    }
+
+    _becomeFollower() {
+      this._role = 'follower';
+      this._catchingUp = true;
+      this._pending = [];
+      this._leaderState = null;
+      this._post({ t: 'hello' }); // the leader answers with its state
+      this._poll();
+    }
+
+    _caughtUp() {
+      this._catchingUp = false;
+      this._attempt = 0;
+      var gen = this._gen;
+      var pending = this._pending;
+      this._pending = [];
+      for (var i = 0; i < pending.length; i++) {
+        this._applyBatch(pending[i]);
+        if (gen !== this._gen || this._role !== 'follower') return;
+      }
+      if (this._leaderState) this._mirrorState(this._leaderState);
+    }
+
+    _onGroupMessage(d) {
+      if (!d || typeof d !== 'object') return;
+      if (d.t === 'hello') {
+        if (this._role === 'leader') this._postState();
+      } else if (d.t === 'state') {
+        if (this._role !== 'follower') return;
+        this._leaderState = d;
+        if (!this._catchingUp) this._mirrorState(d);
+      } else if (d.t === 'batch' && Array.isArray(d.messages)) {
+        if (this._role === 'follower') {
+          if (!this._catchingUp) {
+            this._applyBatch(d);
+          } else if (this._pending.length < PENDING_MAX) {
+            this._pending.push(d);
+          } else {
+            // Catching up for this long: the server has these too; fetch them then.
+            this._pending = [];
+          }
+        } else if (d.disconnected === true && this._running) {
+          // A late word from the old leader after this tab took over: the client is
+          // gone (its mailbox too, so its last messages come only from here).
+          this._applyBatch(d);
+        }
+        // A leader ignores other batches: the server is its source, from its cursor.
+      }
+    }
+
+    /** A follower dispatches what the leader received (same order as a poll reply). */
+    _applyBatch(d) {
+      var gen = this._gen;
+      var msgs = d.messages;
+      if (d.reset === true) {
+        if (this._seen) this._seen.clear();
+        if (this._onReset) {
+          this._safeCall(this._onReset, [{ cursor: d.cursor, messages: msgs, previousCursor: this._cursor }]);
+          if (gen !== this._gen) return;
+        }
+      }
+      var fresh = msgs.length === 0;
+      try {
+        for (var i = 0; i < msgs.length; i++) {
+          var m = msgs[i];
+          if (!m || typeof m !== 'object' || !this._markSeen(m.id)) continue;
+          fresh = true;
+          this._dispatch(m);
+          if (typeof m.id === 'string') this._cursor = m.id;
+          if (gen !== this._gen) return;
+        }
+        if (d.disconnected === true) this._cursor = null;
+        else if (fresh && typeof d.cursor === 'string') this._cursor = d.cursor;
+      } finally {
+        this._persist();
+      }
+      if (d.disconnected === true) {
+        this._fail(new CometBoxError('disconnected', 'the backend disconnected this client', 200, true));
+      }
+    }
+
+    /** A follower shows the leader's connection state (never `stopped`: when the
+     *  leader stops, a follower takes over). */
+    _mirrorState(d) {
+      if (d.state !== STATES.CONNECTING && d.state !== STATES.CONNECTED && d.state !== STATES.WAITING) return;
+      var detail = null;
+      if (d.error) {
+        detail = { error: new CometBoxError(d.error.code, d.error.message, d.error.status, false) };
+        if (d.delay != null) detail.delay = d.delay;
+        if (d.attempt != null) detail.attempt = d.attempt;
+      }
+      this._setState(d.state, detail);
+    }
+
+    _postState(detail) {
+      var msg = { t: 'state', state: this._state };
+      var err = detail && detail.error;
+      if (err) msg.error = { code: err.code, message: err.message, status: err.status };
+      if (detail && detail.delay != null) msg.delay = detail.delay;
+      if (detail && detail.attempt != null) msg.attempt = detail.attempt;
+      this._post(msg);
+    }
+
+    _post(msg) {
+      var share = this._share;
+      if (!share || !share.channel) return;
+      try {
+        share.channel.postMessage(msg);
+      } catch (e) {
+        reportHandlerError(e); // a message that cannot be cloned: followers fetch it on takeover
+      }
+    }
+
+    _leaveGroup() {
+      var share = this._share;
+      this._share = null;
+      this._role = null;
+      this._catchingUp = false;
+      this._pending = [];
+      this._leaderState = null;
+      if (!share) return;
+      if (share.release) share.release();            // the leader's lock: next tab's turn
+      try { share.abort.abort(); } catch (e) { /* ignore */ }  // a follower's queued request
+      try { share.channel.close(); } catch (e) { /* ignore */ }
+    }
+
+    /** The token now names another client: leave the group and join that client's. */
+    _regroup() {
+      this._leaveGroup();
+      this._abortRequest();
+      if (this._retryTimer != null) {
+        this._clearTimeout(this._retryTimer);
+        this._retryTimer = null;
+      }
+      if (!this._refreshing) this._poll();
+    }
+
+    /** Remember a dispatched id; false when this tab already dispatched it. */
+    _markSeen(id) {
+      var seen = this._seen;
+      if (!seen || typeof id !== 'string') return true;
+      if (seen.has(id)) return false;
+      seen.add(id);
+      if (seen.size > SEEN_MAX) seen.delete(seen.values().next().value);
+      return true;
+    }
+
+    // ------------------------------------------------------------ SSE stream
+    //
+    // GET <url>/events read with fetch() and a ReadableStream rather than
+    // EventSource: EventSource cannot send the Authorization header, cannot read
+    // the JSON error of a refused request, delivers named events only to
+    // listeners of that name (a message's `event` is any name), and hides the
+    // comment lines that tell a live stream from one a proxy buffers.
+    //
+    // 'auto' detection: the server writes `: ok` as soon as the stream starts.
+    // If those first bytes do not arrive within streamProbeTimeout (a proxy
+    // buffers the body), or /events answers 404/405/501 (an older server), or a
+    // 200 that is not text/event-stream, or the stream closes before any byte,
+    // this instance switches to long-poll for good; so it does when /events keeps
+    // failing at the network level while a long-poll tried in its place is
+    // answered ('stream-unreachable'). On a working stream some
+    // bytes (keep-alive comments every 15 s) arrive at least every
+    // streamIdleTimeout; when two such watchdogs expire in a row with no event
+    // between (a proxy that started buffering), it switches too; one is taken
+    // for a dead connection and reconnects.
+
+    _pickTransport() {
+      if (this._transportOpt === 'poll') return 'poll';
+      var streams = typeof ReadableStream === 'function' && typeof TextDecoder === 'function' && !!this._AbortController;
+      if (!streams) {
+        if (this._transportOpt === 'auto') this._fallbackReason = 'no-streams';
+        return 'poll';
+      }
+      return 'sse';
+    }
+
+    _fallBack(reason) {
+      this._transport = 'poll';
+      this._fallbackReason = reason;
+      this._attempt = 0;
+      this._poll();
+    }
+
+    /** Ends the stream `req` unless some bytes come within `ms`. */
+    _armWatchdog(req, ms) {
+      if (req.timer != null) this._clearTimeout(req.timer);
+      req.timer = null;
+      if (!(ms > 0)) return;
+      var self = this;
+      req.timer = this._setTimeout(function () {
+        req.timer = null;
+        if (self._req !== req) return;
+        req.timedOut = true;
+        self._finishRequest(req);
+        try { req.controller.abort(); } catch (e) { /* ignore */ }
+        if (req.reader) cancelReader(req.reader);
+        self._streamEnded(req, new CometBoxError('request-timeout', 'stream watchdog', 0, false));
+      }, ms);
+    }
+
+    _openStream() {
+      var self = this;
+      var auto = this._transportOpt === 'auto';
+      var req = { controller: new this._AbortController(), timer: null, timedOut: false, started: this._now(), proven: false, events: 0 };
+      this._req = req;
+      var headers = { 'Accept': 'text/event-stream' };
+      if (this._tokenIn === 'header' && this._token) headers['Authorization'] = 'Bearer ' + this._token;
+      var init = { method: 'GET', headers: headers, cache: 'no-store', signal: req.controller.signal };
+      this._armWatchdog(req, this._streamProbe);
+      var p;
+      try {
+        p = Promise.resolve(this._fetch(this._buildUrl(true), init));
+      } catch (err) {
+        p = Promise.reject(err);
+      }
+      p.then(function (resp) {
+        if (self._req !== req) { cancelBody(resp); return undefined; }
+        var ct = (resp.headers && typeof resp.headers.get === 'function' && resp.headers.get('content-type')) || '';
+        var isStream = resp.status === 200 && /^\s*text\/event-stream/i.test(ct) && resp.body && typeof resp.body.getReader === 'function';
+        if (!isStream) {
+          return Promise.resolve(resp.text()).then(function (text) {
+            if (self._req !== req) return;
+            self._finishRequest(req);
+            var status = resp.status;
+            if (auto && (status === 404 || status === 405 || status === 501 || status === 200)) {
+              self._fallBack(status === 200 ? 'not-a-stream' : 'http-' + status);
+            } else if (status === 200) {
+              self._retry(new CometBoxError('bad-response', 'the /events reply is not text/event-stream', status, false));
+            } else {
+              self._handleResponse(status, text, self._now() - req.started);
+            }
+          });
+        }
+        return self._readStream(req, resp.body);
+      }).then(null, function (err) {
+        if (self._req !== req) return;
+        self._finishRequest(req);
+        try { req.controller.abort(); } catch (e) { /* ignore */ }
+        if (err && !(err instanceof CometBoxError) && !isAbortError(err) && !(err instanceof TypeError)) {
+          reportHandlerError(err); // a bug, not the network: say so, then reconnect
+        }
+        self._streamEnded(req, err || new Error('network error'));
+      });
+    }
+
+    _readStream(req, body) {
+      var self = this;
+      var reader = body.getReader();
+      req.reader = reader;
+      var decoder = new TextDecoder('utf-8');
+      var parser = { buf: '', data: [], event: '', id: null, size: 0 };
+      function pump() {
+        return reader.read().then(function (r) {
+          if (self._req !== req) { cancelReader(reader); return undefined; }
+          if (r.done) {
+            self._finishRequest(req);
+            self._streamEnded(req, null);
+            return undefined;
+          }
+          if (!req.proven) {
+            // The first bytes (`: ok`): the stream reaches us unbuffered.
+            req.proven = true;
+            self._streamWorked = true;
+            self._streamNetFails = 0;
+            self._attempt = 0;
+            self._authFailures = 0;
+            self._sinceExplicit = false;
+            self._setState(STATES.CONNECTED);
+            if (self._req !== req) { cancelReader(reader); return undefined; }
+          }
+          self._armWatchdog(req, self._streamIdle);
+          var gen = self._gen;
+          try {
+            self._feedStream(req, parser, decoder.decode(r.value, { stream: true }));
+          } finally {
+            if (gen === self._gen) self._persist();
+          }
+          if (self._req !== req) { cancelReader(reader); return undefined; }
+          return pump();
+        });
+      }
+      return pump();
+    }
+
+    /** The SSE line format (WHATWG HTML, "event stream interpretation"). */
+    _feedStream(req, p, text) {
+      p.buf += text;
+      if (p.buf.length > STREAM_LINE_MAX) throw new CometBoxError('bad-response', 'an SSE line over ' + STREAM_LINE_MAX + ' characters', 200, false);
+      for (;;) {
+        var m = /\r\n|\r|\n/.exec(p.buf);
+        if (!m) return;
+        if (m[0] === '\r' && m.index === p.buf.length - 1) return; // maybe a \r\n cut in two
+        var line = p.buf.slice(0, m.index);
+        p.buf = p.buf.slice(m.index + m[0].length);
+        if (line === '') {
+          var data = p.data, type = p.event || 'message', id = p.id;
+          p.data = [];
+          p.event = '';
+          if (data.length) {
+            this._streamEvent(req, type, data.join('\n'), id);
+            if (this._req !== req) return;
+          }
+          continue;
+        }
+        if (line.charAt(0) === ':') continue; // `: ok`, `: keep-alive`
+        var c = line.indexOf(':');
+        var field = c < 0 ? line : line.slice(0, c);
+        var value = c < 0 ? '' : line.slice(c + 1);
+        if (value.charAt(0) === ' ') value = value.slice(1);
+        if (field === 'data') p.data.push(value);
+        else if (field === 'event') p.event = value;
+        else if (field === 'id' && value.indexOf('\0') < 0) p.id = value;
+      }
+    }
+
+    _streamEvent(req, type, text, id) {
+      var data;
+      try { data = JSON.parse(text); } catch (e) { data = undefined; }
+      var gen = this._gen;
+      req.events++;
+      this._idleTimeouts = 0;
+      this._fastEnd = 0;
+      if (type === 'reset') {
+        var cursor = data && typeof data.cursor === 'string' ? data.cursor : id;
+        if (typeof cursor !== 'string') return;
+        // The same meaning as a poll reply's `reset: true`; its messages follow as events.
+        this._handleBatch({ cursor: cursor, messages: [], reset: true }, null, true);
+        return;
+      }
+      if (type === 'disconnected') {
+        this._handleBatch({ cursor: this._cursor || '', messages: [], disconnected: true }, null, true);
+        return;
+      }
+      if (!data || typeof data !== 'object') return; // not a cometbox message: ignored
+      var mid = typeof data.id === 'string' ? data.id : id;
+      if (typeof mid !== 'string') return;
+      if (typeof data.id !== 'string') data.id = mid;
+      this._handleBatch({ cursor: mid, messages: [data] }, null, true);
+      if (gen !== this._gen) return;
+    }
+
+    /** The stream ended: `err` null when the server closed it, else why. */
+    _streamEnded(req, err) {
+      var auto = this._transportOpt === 'auto';
+      if (err && req.timedOut) {
+        if (!req.proven) {
+          if (auto) { this._fallBack('buffered'); return; }
+          this._retry(new CometBoxError('request-timeout', 'no byte of the stream within ' + this._streamProbe + ' ms', 0, false));
+          return;
+        }
+        this._idleTimeouts++;
+        if (auto && this._idleTimeouts >= 2) { this._fallBack('stream-stalled'); return; }
+        this._retry(new CometBoxError('request-timeout', 'the stream was silent for ' + this._streamIdle + ' ms', 0, false));
+        return;
+      }
+      if (err) {
+        if (err instanceof CometBoxError) { this._retry(err); return; }
+        // /events failing at the network level while it never worked here: either
+        // the server is down, or something lets /poll through and not /events (a
+        // proxy route, CORS on /poll only). Every second such failure, the next
+        // attempt is a long-poll: if that one is answered, long-poll it is.
+        if (auto && !this._streamWorked && ++this._streamNetFails % 2 === 0) this._probePoll = true;
+        this._retry(new CometBoxError('network', (err && err.message) || 'network error', 0, false));
+        return;
+      }
+      if (!req.proven) {
+        if (auto) { this._fallBack('stream-closed'); return; }
+        this._retry(new CometBoxError('bad-response', 'the stream closed before it started', 200, false));
+        return;
+      }
+      // Closed by the server: its shutdown, or the token's `exp` passed.
+      var exp = this._claims && typeof this._claims.exp === 'number' ? this._claims.exp * 1000 : null;
+      if (exp != null && exp <= this._now() + 1000 && this._getToken) {
+        this._refreshToken(new CometBoxError('token-expired', 'the token expired', 0, false));
+        return;
+      }
+      // Streams that keep ending at once with nothing are spaced like empty polls.
+      this._fastEnd = !req.events && this._now() - req.started < 1000 ? this._fastEnd + 1 : 0;
+      if (this._fastEnd >= 3) {
+        this._retry(new CometBoxError('bad-response', 'the stream keeps closing at once', 200, false));
+        return;
+      }
+      this._poll();
     }
   }
 

@@ -132,10 +132,15 @@ impl Hub {
     /// With Redis, the poll is a lease there (`remote.rs`).
     pub async fn open_for(&self, request: &PollRequest) -> Result<OpenPoll, PollError> {
         if let Some(redis) = &self.0.redis {
-            return self.open_remote(redis, request).await;
+            // Boxed for the same reason as the hooked open below: Redis
+            // calls (and hook requests) stay out of local polls' futures.
+            return Box::pin(self.open_remote(redis, request)).await;
         }
         let open = match &self.0.hooks {
-            Some(hooks) => self.open_hooked_poll(hooks, request).await?,
+            // Boxed: the hook requests' state would otherwise be part of
+            // every poll's future, and so of every held poll's memory
+            // (`a_waiting_poll_future_stays_small`).
+            Some(hooks) => Box::pin(self.open_hooked_poll(hooks, request)).await?,
             None => {
                 let open = self.open_poll(&request.client).await?;
                 if !request.subscribe.is_empty() {
@@ -153,7 +158,8 @@ impl Hub {
     pub async fn wait(&self, open: &OpenPoll, since: Option<Cursor>, timeout: Duration) -> Waited {
         let open = match &open.0 {
             Open::Local(open) => open,
-            Open::Remote(open) => return self.wait_remote(open, since, timeout).await,
+            // Boxed: the Redis call's state stays out of local waits.
+            Open::Remote(open) => return Box::pin(self.wait_remote(open, since, timeout)).await,
         };
         let limits = &self.0.limits;
         let sleep = tokio::time::sleep(timeout);

@@ -567,3 +567,15 @@ fn concurrent_subscribe_and_unsubscribe_leave_membership_consistent() {
     let in_map = !hub.0.channels.members(&channel("room")).is_empty();
     assert_eq!(in_set, in_map);
 }
+
+/// A held poll's task holds this future for the whole wait: whatever it
+/// can ever await (a hook request, a journal commit) is part of its size
+/// unless boxed, and costs every held poll that memory.
+#[test]
+fn a_waiting_poll_future_stays_small() {
+    let hub = hub();
+    let poll = hub.poll(request("small"));
+    let size = std::mem::size_of_val(&poll);
+    println!("Hub::poll future: {size} bytes");
+    assert!(size <= 768, "Hub::poll's future is {size} bytes");
+}

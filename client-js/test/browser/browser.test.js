@@ -152,8 +152,9 @@ test('the online event re-polls at once instead of waiting out the backoff', asy
   const ctx = await newContext();
   const page = await openTestPage(ctx, s.publicUrl);
   const id = cid('erin');
-  // Long backoff: the first retry would come 10-20 s later.
-  await page.evaluate(([u, t]) => boot(u, { token: t, backoff: { base: 20000, max: 20000 } }), [s.publicUrl, mintToken(id)]);
+  // Long backoff: the first retry would come 10-20 s later. Long-poll: Chromium's
+  // emulated offline fails new requests but leaves an open stream (loopback) up.
+  await page.evaluate(([u, t]) => boot(u, { token: t, transport: 'poll', backoff: { base: 20000, max: 20000 } }), [s.publicUrl, mintToken(id)]);
   await waitConnected(page);
   await ctx.setOffline(true);
   await page.waitForFunction(() => cb.state === 'waiting to reconnect', null, { timeout: 10000, polling: 50 });

@@ -34,6 +34,7 @@ function make(url, opts = {}) {
     onReset: (i) => rec.resets.push(i),
     onTimeout: () => rec.timeouts++,
     backoff: { base: 200, max: 1000 },
+    transport: 'poll', // the long-poll transport; test/integration/sse.test.js covers the stream
     ...opts,
   });
   live.add(cb);

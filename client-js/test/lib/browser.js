@@ -33,6 +33,9 @@ function testPage(scriptBase = '') {
       token: opts.token,
       channels: opts.channels,
       tokenIn: opts.tokenIn,
+      transport: opts.transport,
+      shareTabs: opts.shareTabs,
+      streamProbeTimeout: opts.streamProbeTimeout,
       backoff: opts.backoff || { base: 300, max: 2000 },
       onMessage: function (m) {
         T.messages.push(m);

@@ -88,6 +88,9 @@ function setup(options = {}) {
   const env = { clock, fetch, storage, target, states, errors };
   env.opts = {
     token: fakeJwt({ sub: 'alice', exp: 2000000000 }),
+    // These tests drive the long-poll transport by hand (test/unit/sse.test.js
+    // drives the stream); the default, 'auto', would open /events first.
+    transport: 'poll',
     fetch: fetch.fn,
     timers: { setTimeout: clock.setTimeout, clearTimeout: clock.clearTimeout },
     storage,
