@@ -1,0 +1,229 @@
+// What every Bayeux client must be able to do against cometbox, written once
+// and run with each npm client (cometd-node.test.mjs, faye.test.mjs). Each
+// group starts the real binary on loopback ephemeral ports.
+import { describe, test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  startServer, stopAll, mintToken, PollClient, startHookReceiver, waitFor,
+} from '../lib/harness.mjs';
+
+let seq = 0;
+/** A client id unique within the run (ids are cometbox client ids). */
+const uid = (who) => `${who}-${process.pid}-${++seq}`;
+
+/**
+ * `make(url, opts)` builds a client (lib/clients.mjs); `opts.name` names it
+ * in failures.
+ */
+export function scenarios(label, make) {
+  const open = [];
+  const client = (url, name, opts = {}) => { const c = make(url, { name: `${label}:${name}`, ...opts }); open.push(c); return c; };
+  const closeAll = async () => { while (open.length) await open.pop().disconnect().catch(() => {}); };
+
+  /** A client handshaken with a token for `who` (grants as given). */
+  async function connected(server, who, grants = { channels: ['/chat/*'] }, opts = {}) {
+    const token = await mintToken(server, who, grants);
+    const c = client(server.bayeuxUrl, who, opts);
+    const reply = await c.handshake({ cometbox: { token } });
+    assert.equal(reply.successful, true, `${who}: handshake refused: ${JSON.stringify(reply)}`);
+    return c;
+  }
+
+  async function subscribed(c, channel) {
+    const reply = await c.subscribe(channel);
+    assert.equal(reply.successful, true, `${c.name}: subscribe ${channel} refused: ${JSON.stringify(reply)}`);
+  }
+
+  describe(`${label}: with tokens`, () => {
+    let server;
+    before(async () => { server = await startServer(); });
+    after(async () => { await closeAll(); await stopAll(server); });
+
+    test('handshake with a token; subscribe; a message from ingest arrives with its id and event', async () => {
+      const alice = await connected(server, uid('alice'));
+      const hs = alice.handshakeReplies[0];
+      assert.equal(typeof hs.clientId, 'string');
+      assert.ok(hs.supportedConnectionTypes.includes('long-polling'), JSON.stringify(hs));
+      await subscribed(alice, '/chat/demo');
+      await server.publish('/chat/demo', { text: 'hello from the backend' }, 'chat');
+      await alice.until((r) => r.length >= 1, { what: 'the ingest message' });
+      const [m] = alice.received;
+      assert.equal(m.channel, '/chat/demo');
+      assert.deepEqual(m.data, { text: 'hello from the backend' });
+      assert.equal(typeof m.id, 'string');
+      assert.equal(m.ext && m.ext.cometbox && m.ext.cometbox.event, 'chat', JSON.stringify(m));
+    });
+
+    test('wildcards: /chat/* matches one level, /chat/** every level, and one session gets a message once', async () => {
+      const one = await connected(server, uid('one'));
+      const all = await connected(server, uid('all'));
+      const both = await connected(server, uid('both'));
+      await subscribed(one, '/chat/*');
+      await subscribed(all, '/chat/**');
+      for (const ch of ['/chat/demo', '/chat/*', '/chat/**']) await subscribed(both, ch);
+
+      await server.publish('/chat/room/7', { n: 1 });
+      await server.publish('/chat/demo', { n: 2 });
+      const wanted = (r) => r.some((m) => m.data.n === 2);
+      await one.until(wanted, { what: '/chat/demo through /chat/*' });
+      await all.until(wanted, { what: '/chat/demo through /chat/**' });
+      await both.until(wanted, { what: '/chat/demo through three subscriptions' });
+      // A marker after both, so that nothing else is still on its way.
+      await server.publish('/chat/end', { n: 3 });
+      for (const c of [one, all, both]) await c.until((r) => r.some((m) => m.data.n === 3), { what: 'the marker' });
+
+      assert.deepEqual(one.received.map((m) => m.data.n), [2, 3], '/chat/* must not match /chat/room/7');
+      assert.deepEqual(all.received.map((m) => [m.channel, m.data.n]), [['/chat/room/7', 1], ['/chat/demo', 2], ['/chat/end', 3]]);
+      assert.deepEqual(both.received.map((m) => m.data.n), [1, 2, 3], 'each message once, however many subscriptions match');
+    });
+
+    test('a message to one client arrives on /cometbox/direct', async () => {
+      const who = uid('dora');
+      const dora = await connected(server, who);
+      await server.send(who, { text: 'just for you' }, 'notice');
+      await dora.until((r) => r.length >= 1, { what: 'the direct message' });
+      assert.equal(dora.received[0].channel, '/cometbox/direct');
+      assert.deepEqual(dora.received[0].data, { text: 'just for you' });
+    });
+
+    test('two clients publish to each other (token publish grants)', async () => {
+      const grants = { channels: ['/chat/*'], publish: ['/chat/*'] };
+      const alice = await connected(server, uid('alice'), grants);
+      const bob = await connected(server, uid('bob'), grants);
+      await subscribed(alice, '/chat/pair');
+      await subscribed(bob, '/chat/pair');
+      const r1 = await alice.publish('/chat/pair', { from: 'alice', text: 'hi bob' });
+      assert.equal(r1.successful, true, JSON.stringify(r1));
+      await bob.until((r) => r.some((m) => m.data.text === 'hi bob'), { what: "alice's publish" });
+      const r2 = await bob.publish('/chat/pair', { from: 'bob', text: 'hi alice' });
+      assert.equal(r2.successful, true, JSON.stringify(r2));
+      await alice.until((r) => r.some((m) => m.data.text === 'hi alice'), { what: "bob's publish" });
+      const m = bob.received.find((x) => x.data.text === 'hi bob');
+      assert.equal(m.channel, '/chat/pair');
+      assert.equal(typeof m.id, 'string');
+    });
+
+    test('refused: a subscribe outside the grants, a publish without a publish grant, a handshake without a token', async () => {
+      const eve = await connected(server, uid('eve'), { channels: ['/chat/*'] });
+      const sub = await eve.subscribe('/admin/logs');
+      assert.equal(sub.successful, false);
+      assert.match(String(sub.error), /^403:/);
+      const pub = await eve.publish('/chat/demo', { text: 'no grant to publish' });
+      assert.equal(pub.successful, false, JSON.stringify(pub));
+      assert.match(String(pub.error), /^403:/);
+
+      const anon = client(server.bayeuxUrl, 'anonymous');
+      const hs = await anon.handshake({});
+      assert.equal(hs.successful, false, JSON.stringify(hs));
+      await anon.disconnect();
+    });
+
+    test('/poll and Bayeux clients share channels both ways', async () => {
+      const pollWho = uid('poller');
+      const poller = new PollClient(server, await mintToken(server, pollWho, { channels: ['/chat/*'] }), ['/chat/mixed']);
+      await poller.next(0); // subscribes it to /chat/mixed
+      const bay = await connected(server, uid('bay'), { channels: ['/chat/*'], publish: ['/chat/mixed'] });
+      await subscribed(bay, '/chat/mixed');
+
+      const pub = await bay.publish('/chat/mixed', { text: 'from bayeux' });
+      assert.equal(pub.successful, true, JSON.stringify(pub));
+      await poller.until((r) => r.some((m) => m.data && m.data.text === 'from bayeux'), { what: 'the Bayeux publish on /poll' });
+
+      await server.publish('/chat/mixed', { text: 'from ingest' }, 'chat');
+      await poller.until((r) => r.some((m) => m.data && m.data.text === 'from ingest'), { what: 'the ingest message on /poll' });
+      await bay.until((r) => r.some((m) => m.data.text === 'from ingest'), { what: 'the ingest message on Bayeux' });
+      const viaPoll = poller.received.find((m) => m.data.text === 'from bayeux');
+      assert.equal(viaPoll.channel, '/chat/mixed');
+    });
+
+    test("with the library's default transports (websocket first) it falls back to long-polling", async () => {
+      const wsy = await connected(server, uid('wsy'), { channels: ['/chat/*'] }, { websocket: true });
+      await subscribed(wsy, '/chat/ws');
+      await server.publish('/chat/ws', { text: 'over long-polling' });
+      await wsy.until((r) => r.some((m) => m.data.text === 'over long-polling'), { what: 'a message after the fallback' });
+    });
+  });
+
+  describe(`${label}: with hooks (php -S, CometBox\\Hooks)`, () => {
+    let server, hook;
+    before(async () => {
+      hook = await startHookReceiver();
+      server = await startServer({ hooks: hook });
+    });
+    after(async () => { await closeAll(); await stopAll(server, hook); });
+
+    test('the connect hook decides a handshake without a token, and sees its ext', async () => {
+      const guest = client(server.bayeuxUrl, 'guest');
+      const ok = await guest.handshake({ test: { hello: label } });
+      assert.equal(ok.successful, true, JSON.stringify(ok));
+      await waitFor(() => hook.events().some((e) => e.type === 'connect' && e.ext && e.ext.test && e.ext.test.hello === label),
+        { what: 'the connect hook with the handshake ext' });
+
+      const denied = client(server.bayeuxUrl, 'denied');
+      const no = await denied.handshake({ test: { deny: 'no guests today' } });
+      assert.equal(no.successful, false, JSON.stringify(no));
+      assert.match(JSON.stringify(no), /no guests today/);
+      await denied.disconnect();
+    });
+
+    test('subscribe and publish denied by the hook carry its reason; allowed ones go through', async () => {
+      const ann = await connected(server, uid('ann'), { channels: ['/chat/*'] });
+      const ben = await connected(server, uid('ben'), { channels: ['/chat/*'] });
+      const sub = await ann.subscribe('/chat/secret');
+      assert.equal(sub.successful, false);
+      assert.match(String(sub.error), /^403:.*secret room/);
+      await subscribed(ann, '/chat/open');
+      await subscribed(ben, '/chat/open');
+
+      // No publish claim in the tokens: the publish hook decides.
+      const no = await ben.publish('/chat/open', { text: 'a forbidden thing' });
+      assert.equal(no.successful, false);
+      assert.match(String(no.error), /^403:.*forbidden word/);
+      const yes = await ben.publish('/chat/open', { text: 'a fine thing' });
+      assert.equal(yes.successful, true, JSON.stringify(yes));
+      await ann.until((r) => r.some((m) => m.data.text === 'a fine thing'), { what: 'the allowed publish' });
+      assert.ok(!ann.received.some((m) => /forbidden/.test(m.data.text)), 'a denied publish must not be delivered');
+    });
+
+    test('a publish to /service/** reaches the hook only', async () => {
+      const carl = await connected(server, uid('carl'), { channels: ['/chat/*'] });
+      const watcher = await connected(server, uid('watcher'), { channels: ['/chat/*', '/service/*'] });
+      await subscribed(watcher, '/chat/**');
+      await watcher.subscribe('/service/echo'); // allowed or not: nothing may arrive there
+      const reply = await carl.publish('/service/echo', { text: 'for the backend', tag: label });
+      assert.equal(reply.successful, true, JSON.stringify(reply));
+      await waitFor(() => hook.events().some((e) => e.type === 'publish' && e.channel === '/service/echo' && e.data && e.data.tag === label),
+        { what: 'the /service publish at the hook' });
+      await server.publish('/chat/after', { text: 'marker' });
+      await watcher.until((r) => r.some((m) => m.data.text === 'marker'), { what: 'the marker' });
+      assert.deepEqual(watcher.received.map((m) => m.channel), ['/chat/after'], 'a /service publish is never broadcast');
+      assert.ok(!carl.received.length, 'nor echoed to its sender');
+    });
+  });
+
+  describe(`${label}: a restart of the memory store`, () => {
+    let server;
+    before(async () => { server = await startServer(); });
+    after(async () => { await closeAll(); await stopAll(server); });
+
+    test('402::session_unknown: the client handshakes again by itself and receives again', async () => {
+      const rita = await connected(server, uid('rita'));
+      await subscribed(rita, '/chat/restart');
+      await server.publish('/chat/restart', { n: 1 });
+      await rita.until((r) => r.some((m) => m.data.n === 1), { what: 'the message before the restart' });
+
+      await server.restart();
+      await waitFor(() => rita.handshakes >= 2, { timeout: 30000, what: `${label} to handshake again` });
+      assert.ok(rita.metas.some((m) => m.channel === '/meta/connect' && m.successful === false && /^402::session_unknown/.test(m.error)),
+        'the server said 402::session_unknown: ' + JSON.stringify(rita.metas.filter((m) => !m.successful)));
+      // The subscription is renewed after the new handshake (by the application for CometD, by Faye itself).
+      const renewed = () => {
+        const i = rita.metas.findLastIndex((m) => m.channel === '/meta/handshake' && m.successful);
+        return rita.metas.slice(i).some((m) => m.channel === '/meta/subscribe' && m.successful);
+      };
+      await waitFor(renewed, { timeout: 15000, what: 'the subscription renewed' });
+      await server.publish('/chat/restart', { n: 2 });
+      await rita.until((r) => r.some((m) => m.data.n === 2), { what: 'a message after the restart' });
+    });
+  });
+}
