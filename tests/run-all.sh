@@ -10,6 +10,8 @@
 #   2. php-client        PHPUnit against the real binary, every transport
 #      python-client     pytest against the real binary, TCP and Unix socket
 #   3. client-js         node unit + integration tests, headless Chromium
+#      bayeux            the real npm Bayeux clients (CometD in Node and in
+#                        Chromium, Faye) and the Bayeux chat demo (tests/bayeux)
 #      bridges           [[bridge]] against real ActiveMQ, RabbitMQ, NATS and
 #                        Redis (Debian's packages) started on loopback
 #   4. deploy            real nginx in front, systemd unit check, the .deb
@@ -66,6 +68,7 @@ release_pid=$!
 run_suite "php-client (PHPUnit)" bash php-client/run-tests.sh
 run_suite "python-client (pytest)" bash python-client/run-tests.sh
 run_suite "client-js (node + Chromium)" bash client-js/run-tests.sh
+run_suite "bayeux (CometD + Faye in Node, CometD in Chromium, demo)" bash tests/bayeux/run-tests.sh
 run_suite "bridges (ActiveMQ, RabbitMQ, NATS, Redis)" bash tests/bridges/run-tests.sh
 
 say "waiting for the release build"
