@@ -27,6 +27,8 @@ pub struct PollRequest {
     pub subscribe: Vec<ChannelName>,
     /// The requested `timeout`, before the cap.
     pub timeout: Option<Duration>,
+    /// A Bayeux handshake's `ext`, which its `connect` hook carries.
+    pub connect_ext: Option<Box<serde_json::Value>>,
 }
 
 /// A poll's answer.

@@ -251,7 +251,7 @@ impl Hub {
         let id = request.client.as_str();
         if !online {
             hooks
-                .ask(EventType::Connect, id, None)
+                .ask_connect(id, request.connect_ext.as_deref())
                 .await
                 .map_err(PollError::Denied)?;
         }

@@ -73,6 +73,7 @@ fn request(client: &str) -> PollRequest {
         since: None,
         subscribe: vec![],
         timeout: None,
+        connect_ext: None,
     }
 }
 
