@@ -1,5 +1,6 @@
-//! Browser tokens: HS256 JWTs with `sub` (the client id), `exp`, and an
-//! optional `channels` grant list. Minted by `POST /token` or by any JWT
+//! Browser tokens: HS256 JWTs with `sub` (the client id), `exp`, an
+//! optional `channels` grant list, and an optional `publish` grant list
+//! (what a Bayeux page may publish to). Minted by `POST /token` or by any JWT
 //! library holding the shared secret; checked on every poll.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -23,6 +24,8 @@ struct Claims {
     iat: Option<u64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     channels: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    publish: Vec<String>,
 }
 
 /// What a valid token lets its bearer do. Cheap to clone (two `Arc`s).
@@ -32,6 +35,8 @@ pub struct Grant {
     pub client: ClientId,
     /// Channel names or `prefix*` patterns it may subscribe to by itself.
     pub channels: Arc<[String]>,
+    /// Channel names or `prefix*` patterns it may publish to (Bayeux).
+    pub publish: Arc<[String]>,
     /// The token's `iat` (unix seconds), when it has one.
     pub issued_at: Option<u64>,
     /// The token's `exp` (unix seconds): a stream (SSE) ends then.
@@ -42,6 +47,13 @@ impl Grant {
     /// Whether the token allows subscribing to `channel`.
     pub fn allows(&self, channel: &ChannelName) -> bool {
         self.channels
+            .iter()
+            .any(|grant| grant_allows(grant, channel))
+    }
+
+    /// Whether the token allows publishing to `channel`.
+    pub fn allows_publish(&self, channel: &ChannelName) -> bool {
+        self.publish
             .iter()
             .any(|grant| grant_allows(grant, channel))
     }
@@ -135,14 +147,17 @@ impl Tokens {
         let claims = data.claims;
         let client = ClientId::parse(&claims.sub)
             .map_err(|e| TokenError::Invalid(format!("claim sub: {e}")))?;
-        if let Some(bad) = claims.channels.iter().find(|g| !is_valid_channel_grant(g)) {
-            return Err(TokenError::Invalid(format!(
-                "claim channels: invalid grant {bad:?}"
-            )));
+        for (claim, grants) in [("channels", &claims.channels), ("publish", &claims.publish)] {
+            if let Some(bad) = grants.iter().find(|g| !is_valid_channel_grant(g)) {
+                return Err(TokenError::Invalid(format!(
+                    "claim {claim}: invalid grant {bad:?}"
+                )));
+            }
         }
         let grant = Grant {
             client,
             channels: claims.channels.into(),
+            publish: claims.publish.into(),
             issued_at: claims.iat,
             expires_at: claims.exp,
         };
@@ -151,6 +166,17 @@ impl Tokens {
 
     /// Mints a token for `client` valid for `ttl`; returns it with its `exp`.
     pub fn mint(&self, client: &ClientId, ttl: Duration, channels: Vec<String>) -> (String, u64) {
+        self.mint_with_publish(client, ttl, channels, Vec::new())
+    }
+
+    /// [`Tokens::mint`] with a `publish` claim (omitted when empty).
+    pub fn mint_with_publish(
+        &self,
+        client: &ClientId,
+        ttl: Duration,
+        channels: Vec<String>,
+        publish: Vec<String>,
+    ) -> (String, u64) {
         let now = unix_now();
         let exp = now + ttl.as_secs();
         let claims = Claims {
@@ -158,6 +184,7 @@ impl Tokens {
             exp,
             iat: Some(now),
             channels,
+            publish,
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .expect("HS256 signing cannot fail");
@@ -186,7 +213,7 @@ fn clean_error(token: &str, kind: &ErrorKind) -> TokenError {
             "the token header is not a JWT header with alg HS256",
         ),
         ErrorKind::Json(_) | ErrorKind::InvalidClaimFormat(_) => invalid(
-            "the token claims are not as expected: sub (a string) and exp (a number) are required; channels, if present, is a list of strings",
+            "the token claims are not as expected: sub (a string) and exp (a number) are required; channels and publish, if present, are lists of strings",
         ),
         ErrorKind::InvalidToken | ErrorKind::Base64(_) | ErrorKind::Utf8(_) => {
             invalid("not a JWT: expected three base64url parts separated by dots")
@@ -237,6 +264,7 @@ mod tests {
             exp: 1_000,
             iat: None,
             channels: vec![],
+            publish: vec![],
         };
         let expired = jsonwebtoken::encode(
             &Header::default(),
@@ -254,6 +282,7 @@ mod tests {
             exp: u64::MAX / 2,
             iat: None,
             channels: vec![],
+            publish: vec![],
         };
         let bad_sub = jsonwebtoken::encode(
             &Header::default(),

@@ -188,7 +188,7 @@ impl BridgeConfig {
         let channel = self
             .channel
             .as_deref()
-            .map(ChannelName::parse)
+            .map(ChannelName::parse_target)
             .transpose()
             .map_err(|e| ("channel", e.to_string()))?;
         if channel.is_none() && self.channel_header.is_none() && self.client_header.is_none() {

@@ -49,7 +49,9 @@ impl Route {
         let target = if let Some(id) = named(&self.client_header) {
             Target::Client(ClientId::parse(id).map_err(|e| Skip::Target(e.to_string()))?)
         } else if let Some(name) = named(&self.channel_header) {
-            Target::Channel(ChannelName::parse(name).map_err(|e| Skip::Target(e.to_string()))?)
+            Target::Channel(
+                ChannelName::parse_target(name).map_err(|e| Skip::Target(e.to_string()))?,
+            )
         } else if let Some(channel) = &self.channel {
             Target::Channel(channel.clone())
         } else {

@@ -141,6 +141,14 @@ impl Hooks {
             .await
     }
 
+    /// Asks `connect` for `client`, carrying a Bayeux handshake's `ext`
+    /// when there is one.
+    pub async fn ask_connect(&self, client: &str, ext: Option<&Value>) -> Result<Answer, Denied> {
+        let mut event = Event::new(EventType::Connect, client, None, &self.node);
+        event.ext = ext.cloned();
+        self.ask_event(event).await
+    }
+
     /// Asks `publish` for a browser's publish of `data` to `channel`:
     /// `Ok(Some(data))` when the backend replaced the payload, `Ok(None)` to
     /// publish it as it is.

@@ -225,8 +225,9 @@ async fn read_body(
 /// room for the default 256 grants with their `channel=` and escapes.
 const TOKEN_BODY_BYTES: usize = 64 << 10;
 
-/// `POST /token`: `client`, optional `ttl` (seconds), repeated `channel`,
-/// from the query string and/or a form-encoded body.
+/// `POST /token`: `client`, optional `ttl` (seconds), repeated `channel`
+/// and `publish` (Bayeux publish grants), from the query string and/or a
+/// form-encoded body.
 async fn token(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
@@ -238,7 +239,8 @@ async fn token(
     let body = read_body(body, &headers, TOKEN_BODY_BYTES, timeout).await?;
     let query = query.unwrap_or_default();
     let params = TokenParams::parse(&query, &body, state.settings.limits.max_channels_per_client)?;
-    let (client, ttl, channels) = (params.client, params.ttl, params.channels);
+    let (client, ttl, channels, publish) =
+        (params.client, params.ttl, params.channels, params.publish);
     let client =
         client.ok_or_else(|| IngestError::InvalidRequest("missing parameter client".into()))?;
     let client = ClientId::parse(&client).map_err(|e| IngestError::InvalidId(e.to_string()))?;
@@ -254,12 +256,15 @@ async fn token(
             }
         },
     };
-    if let Some(bad) = channels.iter().find(|c| !is_valid_channel_grant(c)) {
+    let grants = channels.iter().chain(&publish);
+    if let Some(bad) = grants.into_iter().find(|c| !is_valid_channel_grant(c)) {
         return Err(IngestError::InvalidId(format!(
             "invalid channel grant {bad:?}: a channel name, or a prefix ending in *"
         )));
     }
-    let (jwt, expires) = state.tokens.mint(&client, ttl, channels);
+    let (jwt, expires) = state
+        .tokens
+        .mint_with_publish(&client, ttl, channels, publish);
     Ok(xml(
         StatusCode::OK,
         format!(r#"<token expires="{expires}">{jwt}</token>"#),
@@ -271,6 +276,7 @@ struct TokenParams {
     client: Option<String>,
     ttl: Option<String>,
     channels: Vec<String>,
+    publish: Vec<String>,
 }
 
 impl TokenParams {
@@ -284,6 +290,7 @@ impl TokenParams {
             client: None,
             ttl: None,
             channels: Vec::new(),
+            publish: Vec::new(),
         };
         for (key, value) in pairs {
             let slot = match &*key {
@@ -298,9 +305,18 @@ impl TokenParams {
                     params.channels.push(value.into_owned());
                     continue;
                 }
+                "publish" if params.publish.len() >= max_channels => {
+                    return Err(IngestError::TooLarge(format!(
+                        "more than {max_channels} publish grants (limits.max_channels_per_client)"
+                    )))
+                }
+                "publish" => {
+                    params.publish.push(value.into_owned());
+                    continue;
+                }
                 other => {
                     return Err(IngestError::InvalidRequest(format!(
-                        "unknown parameter {other:?}: expected client, ttl, channel"
+                        "unknown parameter {other:?}: expected client, ttl, channel, publish"
                     )))
                 }
             };

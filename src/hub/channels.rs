@@ -1,8 +1,17 @@
 //! Channel membership: channel name -> the clients subscribed to it.
+//!
+//! A membership is held under the name subscribed to, which may be a
+//! wildcard pattern (`/chat/*`, `/chat/**`: see
+//! [`ChannelName::is_pattern`]). A message to a channel reaches its exact
+//! members and the members of every pattern matching it, each client once.
+//! While no pattern is subscribed anywhere (the common case), a publish
+//! looks up its exact name only: one atomic load decides.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 
 use super::Client;
@@ -12,19 +21,29 @@ use crate::protocol::{ChannelName, ClientId};
 /// member list (one `Arc` each) and appends outside the shard lock, so a
 /// 10,000-member fan-out never blocks subscribes to other channels.
 #[derive(Default)]
-pub(super) struct Channels(DashMap<ChannelName, HashMap<ClientId, Arc<Client>>>);
+pub(super) struct Channels {
+    members: DashMap<ChannelName, HashMap<ClientId, Arc<Client>>>,
+    /// How many of `members`' keys are patterns.
+    patterns: AtomicUsize,
+}
 
 impl Channels {
     pub fn add(&self, channel: &ChannelName, client: &Arc<Client>) {
-        self.0
-            .entry(channel.clone())
-            .or_default()
-            .insert(client.id.clone(), client.clone());
+        let mut members = match self.members.entry(channel.clone()) {
+            Entry::Occupied(entry) => entry.into_ref(),
+            Entry::Vacant(entry) => {
+                if channel.is_pattern() {
+                    self.patterns.fetch_add(1, Ordering::Relaxed);
+                }
+                entry.insert(HashMap::new())
+            }
+        };
+        members.insert(client.id.clone(), client.clone());
     }
 
     /// Removes `client` (this very entry, not a newer client of the same id).
     pub fn remove(&self, channel: &ChannelName, client: &Arc<Client>) {
-        if let Some(mut members) = self.0.get_mut(channel) {
+        if let Some(mut members) = self.members.get_mut(channel) {
             if members
                 .get(&client.id)
                 .is_some_and(|m| Arc::ptr_eq(m, client))
@@ -32,19 +51,44 @@ impl Channels {
                 members.remove(&client.id);
             }
         }
-        self.0.remove_if(channel, |_, members| members.is_empty());
+        let removed = self
+            .members
+            .remove_if(channel, |_, members| members.is_empty());
+        if removed.is_some() && channel.is_pattern() {
+            self.patterns.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
+    /// Who a message to `channel` reaches: its members, and the members of
+    /// every pattern matching it, each client once.
     pub fn members(&self, channel: &ChannelName) -> Vec<Arc<Client>> {
-        self.0
+        let mut found: Vec<Arc<Client>> = self
+            .members
             .get(channel)
             .map(|m| m.values().cloned().collect())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if self.patterns.load(Ordering::Relaxed) == 0 {
+            return found;
+        }
+        let mut seen: Option<HashSet<*const Client>> = None;
+        for pattern in channel.matching_patterns() {
+            let Some(members) = self.members.get(pattern.as_str()) else {
+                continue;
+            };
+            let seen =
+                seen.get_or_insert_with(|| found.iter().map(Arc::as_ptr).collect::<HashSet<_>>());
+            for member in members.values() {
+                if seen.insert(Arc::as_ptr(member)) {
+                    found.push(member.clone());
+                }
+            }
+        }
+        found
     }
 
     /// (channels, memberships) for `/stats`.
     pub fn counts(&self) -> (usize, usize) {
-        self.0
+        self.members
             .iter()
             .fold((0, 0), |(c, m), entry| (c + 1, m + entry.len()))
     }

@@ -68,7 +68,7 @@ impl Hub {
             };
             if !online {
                 hooks
-                    .ask(EventType::Connect, id, None)
+                    .ask_connect(id, request.connect_ext.as_deref())
                     .await
                     .map_err(PollError::Denied)?;
             }

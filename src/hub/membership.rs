@@ -84,6 +84,26 @@ impl Hub {
         });
     }
 
+    /// A browser's own leave ([`crate::protocol::Command::Leave`]): like
+    /// `<unsubscribe>`, without remembering a revocation.
+    pub(super) fn leave(&self, id: &ClientId, channel: &ChannelName, record: &mut Recorder) {
+        let Some(client) = self.0.clients.get(id).map(|c| c.clone()) else {
+            return;
+        };
+        let mut state = client.lock();
+        if state.gone.is_some() || !state.channels.remove(channel) {
+            return;
+        }
+        self.0.channels.remove(channel, &client);
+        self.left(&mut state, &client, channel);
+        record.change(|| Change::Unsubscribed {
+            client: id.clone(),
+            epoch: client.epoch,
+            channel: channel.clone(),
+            at: 0,
+        });
+    }
+
     /// A poll's `channels=` (each already allowed by the token issued at
     /// `issued_at`): joins those not joined yet and not revoked since the
     /// token was issued. Refuses all of them if that would pass

@@ -27,6 +27,8 @@ pub struct PollRequest {
     pub subscribe: Vec<ChannelName>,
     /// The requested `timeout`, before the cap.
     pub timeout: Option<Duration>,
+    /// A Bayeux handshake's `ext`, which its `connect` hook carries.
+    pub connect_ext: Option<Box<serde_json::Value>>,
 }
 
 /// A poll's answer.
@@ -50,6 +52,10 @@ pub enum PollError {
     /// `channels` would pass `max_channels_per_client`.
     #[error("channels: a client may be subscribed to at most {0} channels")]
     TooManyChannels(usize),
+    /// Wildcard subscriptions with a store that cannot fan out to them
+    /// (Redis, for now).
+    #[error("wildcard subscriptions ({0}) are not available with the redis store")]
+    PatternUnsupported(String),
     /// A hook refused it (`connect` or `subscribe`), or could not be asked
     /// with `on_error = "deny"`: nothing was applied.
     #[error(transparent)]
@@ -132,6 +138,9 @@ impl Hub {
     /// With Redis, the poll is a lease there (`remote.rs`).
     pub async fn open_for(&self, request: &PollRequest) -> Result<OpenPoll, PollError> {
         if let Some(redis) = &self.0.redis {
+            if let Some(pattern) = request.subscribe.iter().find(|c| c.is_pattern()) {
+                return Err(PollError::PatternUnsupported(pattern.to_string()));
+            }
             // Boxed for the same reason as the hooked open below: Redis
             // calls (and hook requests) stay out of local polls' futures.
             return Box::pin(self.open_remote(redis, request)).await;

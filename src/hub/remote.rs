@@ -175,6 +175,9 @@ impl Hub {
                 Command::Subscribe { client, channel } => {
                     args.extend(["s".into(), client.as_str().into(), channel.as_str().into()])
                 }
+                Command::Leave { client, channel } => {
+                    args.extend(["l".into(), client.as_str().into(), channel.as_str().into()])
+                }
                 Command::Unsubscribe { client, channel } => {
                     args.extend(["u".into(), client.as_str().into(), channel.as_str().into()])
                 }
@@ -248,7 +251,7 @@ impl Hub {
         let id = request.client.as_str();
         if !online {
             hooks
-                .ask(EventType::Connect, id, None)
+                .ask_connect(id, request.connect_ext.as_deref())
                 .await
                 .map_err(PollError::Denied)?;
         }

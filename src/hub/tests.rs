@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::*;
 use crate::protocol::ingest::{parse, ParseLimits};
-use crate::protocol::{ChannelName, Cursor};
+use crate::protocol::{ChannelName, Command, Cursor};
 use crate::store::{memory::MemoryStore, Retention};
 
 fn limits() -> HubLimits {
@@ -73,6 +73,7 @@ fn request(client: &str) -> PollRequest {
         since: None,
         subscribe: vec![],
         timeout: None,
+        connect_ext: None,
     }
 }
 
@@ -396,6 +397,74 @@ async fn subscriptions_per_client_are_capped_before_anything_applies() {
     assert!(
         hub.poll(asking("one")).await.is_ok(),
         "re-subscribing to a channel it has is fine"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn wildcard_members_get_each_matching_message_once() {
+    let mut limits = limits();
+    limits.max_channels_per_client = 4;
+    let hub = hub_with(limits);
+    apply(
+        &hub,
+        r#"<batch><subscribe client="a" channel="/chat/*"/><subscribe client="a" channel="/chat/**"/>
+        <subscribe client="a" channel="/chat/demo"/><subscribe client="b" channel="/chat/**"/>
+        <subscribe client="c" channel="/chat/demo"/></batch>"#,
+    )
+    .unwrap();
+    apply(&hub, r#"<message channel="/chat/demo">1</message>"#).unwrap();
+    apply(&hub, r#"<message channel="/chat/room/9">2</message>"#).unwrap();
+    apply(&hub, r#"<message channel="/news">3</message>"#).unwrap();
+    let a = datas(&poll(&hub, "a", None).await);
+    assert_eq!(
+        a,
+        vec![Value::from(1), Value::from(2)],
+        "once each, /chat/* is one level"
+    );
+    let b = datas(&poll(&hub, "b", None).await);
+    assert_eq!(b, vec![Value::from(1), Value::from(2)]);
+    let c = datas(&poll(&hub, "c", None).await);
+    assert_eq!(c, vec![Value::from(1)]);
+    let to_a_pattern = parse(
+        br#"<message channel="/chat/*">4</message>"#,
+        ParseLimits {
+            max_payload_bytes: 100,
+            max_commands: 1,
+        },
+    );
+    assert!(to_a_pattern.is_err(), "a message never goes to a pattern");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_browser_leave_can_be_undone_by_the_browser() {
+    let hub = hub();
+    let asking = PollRequest {
+        subscribe: vec![channel("room")],
+        issued_at: Some(1),
+        timeout: Some(Duration::ZERO),
+        ..request("a")
+    };
+    poll_with(&hub, asking).await;
+    let leave = Command::Leave {
+        client: id("a"),
+        channel: channel("room"),
+    };
+    hub.apply(vec![leave]).await.unwrap();
+    assert!(hub.presence(&id("a")).unwrap().channels.is_empty());
+    poll_with(
+        &hub,
+        PollRequest {
+            subscribe: vec![channel("room")],
+            issued_at: Some(1),
+            timeout: Some(Duration::ZERO),
+            ..request("a")
+        },
+    )
+    .await;
+    assert_eq!(
+        hub.presence(&id("a")).unwrap().channels,
+        vec!["room"],
+        "no kick is remembered for a leave"
     );
 }
 

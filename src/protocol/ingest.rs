@@ -582,7 +582,10 @@ fn build_message(
 ) -> Result<Command, ParseError> {
     let target = match (attrs.get("to"), attrs.get("channel")) {
         (Some(_), None) => Target::Client(attrs.client_id("to", fail)?),
-        (None, Some(_)) => Target::Channel(attrs.channel("channel", fail)?),
+        (None, Some(_)) => Target::Channel(
+            ChannelName::parse_target(attrs.required("channel", fail)?)
+                .map_err(|e| fail(ErrorCode::InvalidId, e.to_string()))?,
+        ),
         _ => {
             return Err(fail(
                 ErrorCode::InvalidRequest,

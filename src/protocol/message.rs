@@ -52,6 +52,16 @@ pub enum Command {
         /// What they leave.
         channel: ChannelName,
     },
+    /// A browser's own unsubscribe (Bayeux `/meta/unsubscribe`): leaves the
+    /// channel without the memory of a kick that a backend's
+    /// `<unsubscribe>` leaves, so the browser may join it again. Never
+    /// parsed from ingest.
+    Leave {
+        /// Who leaves.
+        client: ClientId,
+        /// What they leave.
+        channel: ChannelName,
+    },
     /// `<disconnect>`: forget a client and end its open polls.
     Disconnect {
         /// Who is dropped.

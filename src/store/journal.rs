@@ -52,7 +52,9 @@ pub enum Change {
         channel: ChannelName,
     },
     /// A backend `<unsubscribe>`: left the channel (if a member) and the
-    /// revocation is remembered from `at` (unix seconds).
+    /// revocation is remembered from `at` (unix seconds). `at = 0` is a
+    /// browser's own leave ([`crate::protocol::Command::Leave`]): nothing
+    /// is remembered.
     Unsubscribed {
         /// The client.
         client: ClientId,

@@ -222,6 +222,7 @@ pub(super) fn admit(face: &Face, head: &Head) -> Result<(PollRequest, u64), Publ
         since,
         subscribe,
         timeout,
+        connect_ext: None,
     };
     Ok((request, grant.expires_at))
 }

@@ -124,11 +124,14 @@ impl Replay {
                 let max = self.max_revoked;
                 if let Some(c) = self.current(&client, epoch) {
                     c.channels.remove(&channel);
-                    c.revoked.retain(|(r, _)| r != &channel);
-                    if c.revoked.len() >= max {
-                        c.revoked.remove(0);
+                    // `at = 0`: a browser's own leave, no kick to remember.
+                    if at != 0 {
+                        c.revoked.retain(|(r, _)| r != &channel);
+                        if c.revoked.len() >= max {
+                            c.revoked.remove(0);
+                        }
+                        c.revoked.push((channel, at));
                     }
-                    c.revoked.push((channel, at));
                 }
             }
             Change::Gone { client, epoch } => {

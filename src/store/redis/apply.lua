@@ -3,6 +3,7 @@
 -- [7] unix seconds, then the commands:
 --   'm' 'c'|'h' <client or channel> <expires ms> <own ttl 0|1> <json tail>
 --   's' <client> <channel>    'u' <client> <channel>    'd' <client>
+--   'l' <client> <channel>    (a browser's own leave: no revocation kept)
 local MAXM, MAXC, MAXCH, SECS = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local cmds, i = {}, 8
 while i <= #ARGV do
@@ -10,7 +11,7 @@ while i <= #ARGV do
   if op == 'm' then
     cmds[#cmds + 1] = {op, ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]}
     i = i + 6
-  elseif op == 's' or op == 'u' then
+  elseif op == 's' or op == 'u' or op == 'l' then
     cmds[#cmds + 1] = {op, ARGV[i + 1], ARGV[i + 2]}
     i = i + 3
   else
@@ -78,6 +79,8 @@ for _, c in ipairs(cmds) do
     ensure(c[2])
     redis.call('HDEL', rvk(c[2]), c[3])
     join(c[2], c[3])
+  elseif op == 'l' then
+    if redis.call('EXISTS', mk(c[2])) == 1 then leave(c[2], c[3]) end
   elseif op == 'u' then
     local id, ch = c[2], c[3]
     if redis.call('EXISTS', mk(id)) == 1 then
