@@ -88,7 +88,7 @@ export function cometdClient(url, { name = 'cometd', websocket = false, ack = fa
     if (m.successful && c.handshakes > 1) for (const ch of wanted) cometd.subscribe(ch, () => {});
   });
   c.cometd = cometd;
-  c.transport = () => cometd.getTransport() && cometd.getTransport().getType();
+  c.transport = () => cometd.getTransport() && cometd.getTransport().type;
   c.handshake = (ext) => {
     const d = deferred(name + ' handshake reply');
     cometd.handshake({ ext }, (reply) => d.resolve(reply));

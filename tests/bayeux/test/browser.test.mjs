@@ -22,7 +22,7 @@ const PAGE = `<!doctype html><meta charset="utf-8"><title>CometD in Chromium</ti
     window.cometd = cometd;
     cometd.handshake({ ext: { cometbox: { token } } }, resolve);
   });
-  window.transport = () => cometd.getTransport() && cometd.getTransport().getType();
+  window.transport = () => cometd.getTransport() && cometd.getTransport().type;
   window.subscribe = (ch) => new Promise((resolve) => cometd.subscribe(ch, () => {}, resolve));
   window.publish = (ch, data) => new Promise((resolve) => cometd.publish(ch, data, resolve));
   window.ready = true;
