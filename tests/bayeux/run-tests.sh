@@ -43,6 +43,7 @@ fi
 command -v node >/dev/null 2>&1 || die "node is missing"
 node_major="$(node -p 'process.versions.node.split(".")[0]')"
 [ "$node_major" -ge 20 ] || die "node >= 20 needed (node --test, ES modules, findLastIndex); found $(node --version)"
+node --help | grep -q -- --test-force-exit || die "node >= 20.14 needed (node --test --test-force-exit); found $(node --version)"
 [ -x /usr/bin/chromium ] || die "/usr/bin/chromium is missing"
 command -v php >/dev/null 2>&1 || die "php is missing"
 [ -f "$REPO/php-client/autoload.php" ] || die "php-client/autoload.php is missing (the hook receivers need it)"
@@ -68,4 +69,4 @@ mkdir -p test-results
 echo "tests/bayeux/run-tests.sh: node --test ${files[*]}"
 # One file at a time (Chromium is heavy on a 2-core machine); every test
 # bounds its own waits, and the whole run is bounded here.
-timeout --kill-after=30 600 node --test --test-concurrency=1 --test-timeout=120000 "${files[@]}"
+timeout --kill-after=30 600 node --test --test-concurrency=1 --test-force-exit --test-timeout=120000 "${files[@]}"

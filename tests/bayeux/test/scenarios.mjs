@@ -29,6 +29,16 @@ export function scenarios(label, make) {
     return c;
   }
 
+  /**
+   * A refused handshake must tell the client not to try again
+   * (`advice.reconnect: "none"`, as CometD's own server does): otherwise
+   * both libraries handshake again in a loop (Faye every `retry` seconds,
+   * forever), each time asking the connect hook.
+   */
+  function refusedForGood(reply) {
+    assert.equal(reply.advice && reply.advice.reconnect, 'none', 'a refused handshake advises reconnect "none": ' + JSON.stringify(reply));
+  }
+
   async function subscribed(c, channel) {
     const reply = await c.subscribe(channel);
     assert.equal(reply.successful, true, `${c.name}: subscribe ${channel} refused: ${JSON.stringify(reply)}`);
@@ -115,6 +125,7 @@ export function scenarios(label, make) {
       const anon = client(server.bayeuxUrl, 'anonymous');
       const hs = await anon.handshake({});
       assert.equal(hs.successful, false, JSON.stringify(hs));
+      refusedForGood(hs);
       await anon.disconnect();
     });
 
@@ -163,6 +174,7 @@ export function scenarios(label, make) {
       const no = await denied.handshake({ test: { deny: 'no guests today' } });
       assert.equal(no.successful, false, JSON.stringify(no));
       assert.match(JSON.stringify(no), /no guests today/);
+      refusedForGood(no);
       await denied.disconnect();
     });
 
