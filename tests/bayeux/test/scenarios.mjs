@@ -87,9 +87,12 @@ export function scenarios(label, make) {
       assert.deepEqual(both.received.map((m) => m.data.n), [1, 2, 3], 'each message once, however many subscriptions match');
     });
 
-    test('a message to one client arrives on /cometbox/direct', async () => {
+    test('a message to one client arrives on /cometbox/direct, which it may subscribe to', async () => {
       const who = uid('dora');
       const dora = await connected(server, who);
+      // Faye hands a page only messages of channels it subscribed to, so
+      // subscribing to /cometbox/direct must be allowed without a grant.
+      await subscribed(dora, '/cometbox/direct');
       await server.send(who, { text: 'just for you' }, 'notice');
       await dora.until((r) => r.length >= 1, { what: 'the direct message' });
       assert.equal(dora.received[0].channel, '/cometbox/direct');
