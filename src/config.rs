@@ -32,6 +32,8 @@ pub struct Settings {
     pub bridge: Vec<crate::bridge::BridgeConfig>,
     /// `[hooks]`: backend hooks (off without a `url`).
     pub hooks: crate::hooks::HooksConfig,
+    /// `[bayeux]`: the Bayeux endpoint (off by default).
+    pub bayeux: crate::bayeux::BayeuxConfig,
 }
 
 /// `[public]`
@@ -445,6 +447,7 @@ impl Settings {
             }
         }
         self.hooks.validate()?;
+        self.bayeux.validate()?;
         if self.public.listen == self.ingest.listen
             && !matches!(self.public.listen, ListenAddr::Tcp(a) if a.port() == 0)
         {

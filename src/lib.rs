@@ -34,6 +34,8 @@
 //!   `connect`/`subscribe` before a poll changes anything and queues
 //!   `online`/`offline`/`subscribed`/`unsubscribed` into the outbox, which
 //!   a few workers deliver (and a `disk` store's directory keeps).
+//! - [`bayeux`]: `[bayeux]`, the Bayeux endpoint on the public face: its
+//!   sessions read clients' mailboxes like polls do.
 //! - [`config`], [`auth`], [`listener`], [`telemetry`]: start-up pieces.
 //!
 //! [`open_store`] recovers the configured store before anything listens;
@@ -50,6 +52,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 pub mod auth;
+pub mod bayeux;
 pub mod bridge;
 pub mod config;
 pub mod hooks;
@@ -167,6 +170,15 @@ pub fn app_state(
             hub.begin_shutdown();
         }
     });
+    let bayeux = settings.bayeux.enabled.then(|| {
+        let bayeux = bayeux::Bayeux::new(
+            hub.clone(),
+            settings.bayeux.clone(),
+            limits.max_payload_bytes,
+        );
+        bayeux.spawn_sweeper(shutdown.clone());
+        bayeux
+    });
     let max_connections = max_connections(&settings);
     let bridges = bridge::statuses(&compiled_bridges(&settings));
     let metrics = metrics::Metrics::new(&hub, bridges.clone());
@@ -179,6 +191,7 @@ pub fn app_state(
         max_connections,
         ingest_connections: Arc::new(Semaphore::new(limits.max_ingest_connections)),
         bridges,
+        bayeux,
         settings,
         shutdown,
     })

@@ -89,8 +89,12 @@ async fn serve(settings: Settings, ready_file: Option<&Path>) -> anyhow::Result<
                 settings.ingest.listen
             )
         })?;
+    let bayeux = match settings.bayeux.enabled {
+        true => format!(", Bayeux at {}", settings.bayeux.path),
+        false => String::new(),
+    };
     tracing::info!(
-        "public listener (browsers: GET /poll, /cometbox.js) on {}",
+        "public listener (browsers: GET /poll, /events, /cometbox.js{bayeux}) on {}",
         public.url()
     );
     tracing::info!(

@@ -343,6 +343,9 @@ struct ServerStats {
     max_ingest_connections: usize,
     /// Each `[[bridge]]`: state and counters.
     bridges: Vec<crate::bridge::BridgeStats>,
+    /// Bayeux sessions live on this node, when `[bayeux]` is enabled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bayeux_sessions: Option<usize>,
     version: &'static str,
 }
 
@@ -374,6 +377,7 @@ async fn stats(State(state): State<AppState>) -> Result<Json<ServerStats>, Inges
         ingest_connections,
         max_ingest_connections: state.settings.limits.max_ingest_connections,
         bridges: state.bridges.iter().map(|b| b.snapshot()).collect(),
+        bayeux_sessions: state.bayeux.as_ref().map(|b| b.sessions()),
         version: env!("CARGO_PKG_VERSION"),
     }))
 }

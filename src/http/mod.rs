@@ -45,6 +45,8 @@ pub struct Shared {
     pub ingest_connections: Arc<Semaphore>,
     /// Ingest bodies being read or parsed at once (`max_ingest_in_flight`).
     pub ingest_slots: Semaphore,
+    /// The Bayeux endpoint, when `[bayeux] enabled`.
+    pub bayeux: Option<Arc<crate::bayeux::Bayeux>>,
     /// Each `[[bridge]]`'s state and counters, in configuration order.
     pub bridges: Arc<[Arc<crate::bridge::BridgeStatus>]>,
 }

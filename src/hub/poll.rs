@@ -207,6 +207,26 @@ impl Hub {
         }
     }
 
+    /// Where `open`'s mailbox ends now: a reader starting here gets only
+    /// what comes next (a new Bayeux session).
+    pub async fn head(&self, open: &OpenPoll) -> Result<Cursor, crate::store::journal::StoreError> {
+        if let Open::Local(open) = &open.0 {
+            return Ok(open.client.lock().log.head());
+        }
+        // Redis: read (without waiting) until nothing is left. A mailbox
+        // holds at most `mailbox_max_messages`, so this ends.
+        let mut since = None;
+        loop {
+            match self.wait(open, since, Duration::ZERO).await {
+                Waited::Read(outcome) => since = Some(outcome.cursor),
+                Waited::Failed(e) => return Err(e),
+                Waited::Nothing(cursor) | Waited::Disconnected(cursor) | Waited::Replaced(cursor) => {
+                    return Ok(cursor)
+                }
+            }
+        }
+    }
+
     /// Finds or creates the client and counts one more open poll on it.
     pub(super) async fn open_poll(&self, id: &ClientId) -> Result<LocalPoll, PollError> {
         let limits = &self.0.limits;

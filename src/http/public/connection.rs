@@ -12,6 +12,10 @@
 //!   are kept for later (up to `max_header_bytes`), and an end of stream
 //!   (the browser left, or shut its sending side) drops the poll at once, so
 //!   presence and `max_polls_per_client` see it gone.
+//! - A request body is read only by a route that wants one (a Bayeux
+//!   POST), whole, within `request_timeout` and its route's limit; a body
+//!   left unread closes the connection after the reply, since what follows
+//!   it cannot be framed.
 //! - A reply the client accepts no byte of for `send_timeout` ends the
 //!   connection with a reset, which frees the kernel's buffers too.
 //! - A connection closed after an error first reads and discards what the
@@ -90,7 +94,23 @@ pub struct Connection<S> {
     /// Whether a reply was written already: a connection waiting for its
     /// next request is idle, one waiting for its first is not.
     served: bool,
+    /// The current request has a body its route did not read.
+    body_unread: bool,
     face: Arc<Face>,
+}
+
+/// Why a request body could not be read; each closes the connection after
+/// its reply.
+#[derive(Debug)]
+pub enum BodyError {
+    /// `Content-Length` over the route's limit: `413`, unread.
+    TooLarge(u64),
+    /// A `Transfer-Encoding` body: `411`; browsers send a length.
+    NoLength,
+    /// Not all there within `request_timeout`: `408`.
+    TimedOut,
+    /// The client closed first.
+    Closed,
 }
 
 impl<S: Socket> Connection<S> {
@@ -101,6 +121,7 @@ impl<S: Socket> Connection<S> {
             buf: Vec::new(),
             scanned: 0,
             served: false,
+            body_unread: false,
             face,
         };
         connection.serve().await;
@@ -146,13 +167,19 @@ impl<S: Socket> Connection<S> {
             }
             let head_only = head.method == Method::Head;
             let keep_alive = head.keep_alive;
+            self.body_unread = head.body != BodyFraming::None;
             let routed = routes::route(self, head).await;
             let (response, poll) = match routed {
                 Routed::Reply { response, poll } => (response, poll),
                 // The client left while its poll waited, or a stream ended.
                 Routed::ClientLeft | Routed::Streamed => return,
+                Routed::Close(response) => {
+                    self.fail(response).await;
+                    return;
+                }
             };
-            let close = !keep_alive || self.face.state.hub.is_shutting_down();
+            let close =
+                !keep_alive || self.body_unread || self.face.state.hub.is_shutting_down();
             let sent = self.send(&response, head_only, close).await;
             // The poll counted (against `max_polls_per_client`, and as
             // presence) until its reply was written or given up on.
@@ -263,6 +290,34 @@ impl<S: Socket> Connection<S> {
             Ok(0) | Err(_) => Err(ReadError::Closed),
             Ok(_) => Ok(()),
         }
+    }
+
+    /// Reads the current request's body, whole: what the buffer holds of it
+    /// already, then the socket, within `request_timeout`, at most `limit`
+    /// bytes (a longer declared length is refused unread).
+    pub async fn read_body(&mut self, framing: BodyFraming, limit: usize) -> Result<Vec<u8>, BodyError> {
+        let length = match framing {
+            BodyFraming::None => return Ok(Vec::new()),
+            BodyFraming::Encoded => return Err(BodyError::NoLength),
+            BodyFraming::Length(n) if n > limit as u64 => return Err(BodyError::TooLarge(n)),
+            BodyFraming::Length(n) => n as usize,
+        };
+        let deadline = Instant::now() + self.face.header_timeout;
+        let mut body = Vec::with_capacity(length);
+        let buffered = length.min(self.buf.len());
+        body.extend_from_slice(&self.buf[..buffered]);
+        self.consume(buffered);
+        while body.len() < length {
+            let missing = length - body.len();
+            let mut room = (&mut body).limit(missing);
+            match tokio::time::timeout_at(deadline, self.socket.read_buf(&mut room)).await {
+                Err(_) => return Err(BodyError::TimedOut),
+                Ok(Ok(0) | Err(_)) => return Err(BodyError::Closed),
+                Ok(Ok(_)) => {}
+            }
+        }
+        self.body_unread = false;
+        Ok(body)
     }
 
     /// Runs `work` (a waiting poll) while watching the socket; `None` when

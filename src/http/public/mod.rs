@@ -14,6 +14,8 @@
 //!   timeouts, watching a waiting poll's socket, writing replies;
 //! - `routes.rs`: what each path answers, poll parameters, CORS;
 //! - `events.rs`: `GET /events`, a poll that goes on as a stream;
+//! - `bayeux.rs`: the Bayeux path (`[bayeux]`), POST bodies and
+//!   callback-polling;
 //! - `response.rs`: encoding a reply.
 
 use std::sync::Arc;
@@ -28,6 +30,7 @@ use crate::listener::Listener;
 use connection::Connection;
 use routes::Cors;
 
+mod bayeux;
 mod connection;
 mod events;
 mod request;

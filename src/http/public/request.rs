@@ -50,6 +50,8 @@ pub struct Head {
     pub origin: Option<String>,
     /// `Last-Event-ID`, if sent (an `EventSource` resuming a stream).
     pub last_event_id: Option<String>,
+    /// `Content-Type`, if sent (a Bayeux POST: JSON or a form).
+    pub content_type: Option<String>,
     pub body: BodyFraming,
 }
 
@@ -113,6 +115,7 @@ pub fn parse(buf: &[u8]) -> Result<Parsed, HeadError> {
         authorization: None,
         origin: None,
         last_event_id: None,
+        content_type: None,
         body: BodyFraming::None,
     };
     let mut length: Option<u64> = None;
@@ -145,6 +148,8 @@ pub fn parse(buf: &[u8]) -> Result<Parsed, HeadError> {
             head.origin = Some(text(header.value)?);
         } else if name.eq_ignore_ascii_case("last-event-id") {
             head.last_event_id = Some(text(header.value)?);
+        } else if name.eq_ignore_ascii_case("content-type") {
+            head.content_type = Some(text(header.value)?);
         }
     }
     if head.body == BodyFraming::Encoded {

@@ -1,4 +1,5 @@
 //! What the public port answers: `GET /poll` (the hub's long-poll),
+//! `GET /events`, the Bayeux path (`bayeux.rs`) when enabled,
 //! `GET /cometbox.js`, `GET /health`, CORS preflights, and `404`/`405` with
 //! their codes for everything else. `HEAD` is answered as `GET` without the
 //! body.
@@ -35,6 +36,9 @@ pub enum Routed {
     ClientLeft,
     /// A stream was written and ended: the connection closes.
     Streamed,
+    /// A last reply, after which the connection closes (a request body
+    /// that could not be read).
+    Close(Response),
 }
 
 impl From<Response> for Routed {
@@ -49,6 +53,11 @@ impl From<Response> for Routed {
 /// Answers one request.
 pub async fn route<S: Socket>(connection: &mut Connection<S>, mut head: Head) -> Routed {
     let face = connection.face().clone();
+    if let Some(bayeux) = &face.state.bayeux {
+        if bayeux.config().serves(head.path()) {
+            return bayeux_route(connection, &face, bayeux, head).await;
+        }
+    }
     let allow_origin = face.cors.allow(head.origin.take());
     let method = head.method;
     let result = match (head.path(), method) {
@@ -80,6 +89,34 @@ pub async fn route<S: Socket>(connection: &mut Connection<S>, mut head: Head) ->
     };
     let mut routed = result.unwrap_or_else(|e| Routed::from(e.response()));
     if let Routed::Reply { response, .. } = &mut routed {
+        response.allow_origin = allow_origin;
+    }
+    routed
+}
+
+/// The Bayeux path: CORS with credentials, then `bayeux.rs`.
+async fn bayeux_route<S: Socket>(
+    connection: &mut Connection<S>,
+    face: &Face,
+    bayeux: &crate::bayeux::Bayeux,
+    mut head: Head,
+) -> Routed {
+    let allow_origin = face.cors.allow_with_credentials(head.origin.take());
+    let result = match head.method {
+        Method::Options if face.cors.enabled() => Ok(Routed::from(Response {
+            extra: super::bayeux::PREFLIGHT,
+            ..Response::ok("text/plain", "")
+        })),
+        Method::Get | Method::Head | Method::Post => {
+            super::bayeux::serve(connection, face, bayeux, head).await
+        }
+        _ => Err(PublicError::MethodNotAllowed),
+    };
+    let mut routed = result.unwrap_or_else(|e| Routed::from(e.response()));
+    if let Routed::Reply { response, .. } | Routed::Close(response) = &mut routed {
+        if allow_origin.is_some() && response.extra.is_empty() {
+            response.extra = super::bayeux::CREDENTIALS;
+        }
         response.allow_origin = allow_origin;
     }
     routed
@@ -121,6 +158,14 @@ impl Cors {
 
     fn enabled(&self) -> bool {
         !self.origins.is_empty()
+    }
+
+    /// What `Access-Control-Allow-Origin` says to a credentialed request
+    /// (Bayeux) from `origin`: browsers refuse `*` with credentials, so an
+    /// allowed origin is always echoed.
+    fn allow_with_credentials(&self, origin: Option<String>) -> Option<AllowOrigin> {
+        let origin = origin?;
+        (self.any || self.origins.contains(&origin)).then_some(AllowOrigin::Echo(origin))
     }
 
     /// What `Access-Control-Allow-Origin` says to a request from `origin`.

@@ -1,0 +1,291 @@
+//! `/meta/connect`: a poll of the session's mailbox, and what it read as
+//! Bayeux messages.
+//!
+//! The connect reads after the session's cursor, or, when the client
+//! speaks CometD's acknowledgement extension, after the batch it says it
+//! received (`ext.ack`): a reply lost on the way is then sent again rather
+//! than skipped. Without the extension the cursor moves when the reply is
+//! made, so a reply lost after that is lost, as with every Bayeux server.
+//!
+//! Each mailbox message becomes `{"channel", "data", "id"}`: `id` is its
+//! cursor, a channel message keeps its channel, a message sent to the
+//! client alone (`<message to=...>`) comes on [`DIRECT`], and an event name
+//! rides in `ext.cometbox.event`. When the cursor could not be honoured
+//! (messages after it are gone), a message on [`RESET`] comes first.
+
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::meta::poll_failure;
+use super::session::Session;
+use super::wire::{self, Inbound, Reconnect, CONNECTION_TYPES};
+use super::Bayeux;
+use crate::hub::{OpenPoll, PollRequest, Waited};
+use crate::protocol::Cursor;
+use crate::store::ReadOutcome;
+
+/// The channel of messages sent to one client rather than to a channel.
+pub const DIRECT: &str = "/cometbox/direct";
+
+/// The channel that says messages were lost before those that follow.
+pub const RESET: &str = "/cometbox/reset";
+
+/// A connect accepted, to be waited on.
+pub struct PendingConnect {
+    message: Inbound,
+    holding: Holding,
+    since: Cursor,
+    timeout: Duration,
+    /// This connect's number: a newer one supersedes it.
+    number: u64,
+}
+
+/// What a connect came to: the messages it read and its own reply, in that
+/// order, and the poll to keep open until they are written.
+pub struct Connected {
+    /// Delivered messages, then the connect's reply.
+    pub messages: Vec<Value>,
+    /// Counts as an open poll until dropped.
+    pub open: Option<OpenPoll>,
+}
+
+/// Counts a held connect on its session, so it does not lapse meanwhile;
+/// the lapse clock starts again when it is dropped.
+struct Holding(Arc<Session>);
+
+impl Drop for Holding {
+    fn drop(&mut self) {
+        let mut state = self.0.lock();
+        state.holding -= 1;
+        state.last_seen = Instant::now();
+    }
+}
+
+/// A mailbox message's shared members, as `protocol::reply` wrote them.
+#[derive(Deserialize)]
+struct Stored {
+    #[serde(default)]
+    channel: Option<String>,
+    #[serde(default)]
+    event: Option<String>,
+    data: Value,
+}
+
+impl Bayeux {
+    /// Checks a connect and counts it on its session; a connect the
+    /// session was holding answers at once.
+    pub(super) fn prepare_connect(&self, message: Inbound) -> Result<PendingConnect, Value> {
+        let session = self.session_of(&message)?;
+        if let Some(kind) = &message.connection_type {
+            if !CONNECTION_TYPES.contains(&kind.as_str()) {
+                return Err(wire::failure(
+                    &message,
+                    400,
+                    &format!("connectionType {kind:?} is not served"),
+                    Reconnect::Handshake,
+                ));
+            }
+        }
+        let limits = self.hub.limits();
+        let timeout = wire::timeout_of(message.advice.as_ref()).map_or(limits.poll_timeout, |ms| {
+            Duration::from_millis(ms).min(limits.max_poll_timeout)
+        });
+        let acked = wire::ack_of(message.ext.as_ref()).filter(|_| session.ack);
+        let (since, number) = {
+            let mut state = session.lock();
+            state.connects += 1;
+            state.holding += 1;
+            let since = match acked {
+                Some(seq) => Cursor {
+                    epoch: state.cursor.epoch,
+                    seq,
+                },
+                None => state.cursor,
+            };
+            (since, state.connects)
+        };
+        session.nudge.notify_waiters();
+        Ok(PendingConnect {
+            message,
+            holding: Holding(session),
+            since,
+            timeout,
+            number,
+        })
+    }
+
+    /// Waits until the session's mailbox has something after the cursor,
+    /// the timeout passes, a newer connect comes or the session ends.
+    pub async fn connect(&self, pending: PendingConnect) -> Connected {
+        let PendingConnect {
+            message,
+            holding,
+            since,
+            timeout,
+            number,
+        } = pending;
+        let session = &holding.0;
+        let request = PollRequest {
+            client: session.client.clone(),
+            issued_at: session.grant.as_ref().and_then(|g| g.issued_at),
+            since: Some(since),
+            subscribe: Vec::new(),
+            timeout: Some(timeout),
+            connect_ext: None,
+        };
+        let open = match self.hub.open_for(&request).await {
+            Ok(open) => open,
+            Err(e) => {
+                return Connected {
+                    messages: vec![poll_failure(&message, &e)],
+                    open: None,
+                }
+            }
+        };
+        let waited = {
+            let mut nudged = pin!(session.nudge.notified());
+            nudged.as_mut().enable();
+            if self.superseded(session, number) {
+                Waited::Nothing(since)
+            } else {
+                tokio::select! {
+                    waited = self.hub.wait(&open, Some(since), timeout) => waited,
+                    _ = nudged => Waited::Nothing(since),
+                }
+            }
+        };
+        if session.lock().ended {
+            let reply = wire::failure(&message, 402, "session_unknown", Reconnect::None);
+            return Connected {
+                messages: vec![reply],
+                open: Some(open),
+            };
+        }
+        let (mut messages, cursor) = match waited {
+            Waited::Read(outcome) => {
+                let cursor = outcome.cursor;
+                (bayeux_messages(outcome), cursor)
+            }
+            Waited::Nothing(cursor) | Waited::Replaced(cursor) => (Vec::new(), cursor),
+            Waited::Disconnected(_) => {
+                // The backend disconnected the client: its mailbox is gone.
+                self.sessions.end(&session.id);
+                let reply = wire::failure(&message, 402, "session_unknown", Reconnect::None);
+                return Connected {
+                    messages: vec![reply],
+                    open: Some(open),
+                };
+            }
+            Waited::Failed(_) => {
+                let reply =
+                    wire::failure(&message, 503, "storage-unavailable", Reconnect::RetryAfter(1000));
+                return Connected {
+                    messages: vec![reply],
+                    open: Some(open),
+                };
+            }
+        };
+        {
+            let mut state = session.lock();
+            // A newer connect read from where this one started: moving the
+            // cursor under it could skip what it is about to read.
+            if state.connects == number {
+                state.cursor = cursor;
+            }
+        }
+        let mut reply = wire::reply(&message, true);
+        reply.insert(
+            "advice".into(),
+            self.advice(self.hub.limits().poll_timeout),
+        );
+        if session.ack {
+            reply.insert("ext".into(), json!({"ack": cursor.seq}));
+        }
+        messages.push(Value::Object(reply));
+        Connected {
+            messages,
+            open: Some(open),
+        }
+    }
+
+    fn superseded(&self, session: &Session, number: u64) -> bool {
+        let state = session.lock();
+        state.ended || state.connects != number
+    }
+}
+
+/// What a connect read, as Bayeux messages.
+fn bayeux_messages(outcome: ReadOutcome) -> Vec<Value> {
+    let epoch = outcome.cursor.epoch;
+    let mut out = Vec::with_capacity(outcome.messages.len() + 1);
+    if outcome.reset {
+        out.push(json!({
+            "channel": RESET,
+            "data": {"cursor": outcome.cursor.to_string()},
+        }));
+    }
+    for (seq, message) in &outcome.messages {
+        let id = Cursor { epoch, seq: *seq }.to_string();
+        let Ok(stored) = serde_json::from_str::<Stored>(&format!("{{{}", message.json_tail))
+        else {
+            // Every tail was written by `protocol::reply`; one that does
+            // not read back is a bug, logged rather than sent half.
+            tracing::error!(id, "a stored message does not read back as JSON");
+            continue;
+        };
+        let mut bayeux = Map::new();
+        bayeux.insert(
+            "channel".into(),
+            Value::from(stored.channel.unwrap_or_else(|| DIRECT.into())),
+        );
+        bayeux.insert("data".into(), stored.data);
+        bayeux.insert("id".into(), Value::from(id));
+        if let Some(event) = stored.event {
+            bayeux.insert("ext".into(), json!({"cometbox": {"event": event}}));
+        }
+        out.push(Value::Object(bayeux));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{reply::message_tail, ChannelName, Payload};
+    use crate::store::StoredMessage;
+
+    fn stored(channel: Option<&str>, event: Option<&str>, data: &str) -> Arc<StoredMessage> {
+        let channel = channel.map(|c| ChannelName::parse(c).unwrap());
+        let payload = Payload::Json(serde_json::value::RawValue::from_string(data.into()).unwrap());
+        Arc::new(StoredMessage {
+            json_tail: message_tail(channel.as_ref(), event, &payload, 1),
+            expires_at: Instant::now(),
+            own_ttl: false,
+        })
+    }
+
+    #[test]
+    fn mailbox_messages_become_bayeux_messages() {
+        let outcome = ReadOutcome {
+            messages: vec![
+                (4, stored(Some("/chat/demo"), None, r#"{"text":"hi"}"#)),
+                (5, stored(None, Some("notice"), "7")),
+            ],
+            cursor: Cursor { epoch: 3, seq: 5 },
+            reset: true,
+        };
+        let out = bayeux_messages(outcome);
+        assert_eq!(out[0]["channel"], RESET);
+        assert_eq!(
+            out[1],
+            json!({"channel": "/chat/demo", "data": {"text": "hi"}, "id": Cursor { epoch: 3, seq: 4 }.to_string()})
+        );
+        assert_eq!(out[2]["channel"], DIRECT);
+        assert_eq!(out[2]["data"], 7);
+        assert_eq!(out[2]["ext"]["cometbox"]["event"], "notice");
+    }
+}

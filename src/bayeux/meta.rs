@@ -1,0 +1,379 @@
+//! The messages answered at once: handshake, subscribe, unsubscribe,
+//! disconnect, and a page's publish.
+//!
+//! Subscribing and the handshake go through [`Hub::open_for`] with a poll
+//! that ends at once: the same path as a `/poll` with `channels=`, so the
+//! `connect` and `subscribe` hooks, `max_clients`, `max_channels_per_client`
+//! and every store (Redis included) behave as they do for polls.
+//!
+//! [`Hub::open_for`]: crate::hub::Hub::open_for
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, value::RawValue, Value};
+
+use super::session::Session;
+use super::wire::{self, Inbound, Reconnect, CONNECTION_TYPES};
+use super::Bayeux;
+use crate::auth::{Grant, TokenError, Tokens};
+use crate::hooks::{Denied, EventType};
+use crate::hub::{ApplyError, PollError, PollRequest};
+use crate::protocol::{ChannelName, ClientId, Command, Payload, Target};
+
+/// Where every service channel starts: a publish there goes to the backend
+/// (the `publish` hook) only.
+const SERVICE: &str = "/service/";
+
+impl Bayeux {
+    /// `/meta/handshake`: checks the token (or leaves it to the hooks),
+    /// brings the client online (asking `connect` with the handshake's
+    /// `ext`), and starts a session where its mailbox ends now, or where
+    /// the client's lapsed session had read to.
+    pub(super) async fn handshake(&self, tokens: &Tokens, message: &Inbound) -> Value {
+        if let Some(types) = &message.supported_connection_types {
+            if !types.iter().any(|t| CONNECTION_TYPES.contains(&t.as_str())) {
+                let mut reply = wire::failure(
+                    message,
+                    406,
+                    "no common connection type: long-polling and callback-polling are served",
+                    Reconnect::None,
+                );
+                reply["supportedConnectionTypes"] = json!(CONNECTION_TYPES);
+                return reply;
+            }
+        }
+        if self.hub.is_shutting_down() {
+            return wire::failure(message, 503, "shutting down", Reconnect::RetryAfter(1000));
+        }
+        let ext = message.ext.as_ref();
+        let (client, grant) = match wire::token_of(ext) {
+            Some(token) => match tokens.verify(token) {
+                Ok(grant) => (grant.client.clone(), Some(grant)),
+                Err(e) => {
+                    let code = match e {
+                        TokenError::Expired => "token-expired",
+                        TokenError::Invalid(_) => "invalid-token",
+                    };
+                    return wire::failure(message, 401, &format!("{code}: {e}"), Reconnect::None);
+                }
+            },
+            // Without a token the backend decides, on a client of its own.
+            None if self.hooks_ask(EventType::Connect) => (anonymous_client(), None),
+            None => {
+                return wire::failure(
+                    message,
+                    401,
+                    "a token is required in ext.cometbox.token",
+                    Reconnect::None,
+                )
+            }
+        };
+        let request = PollRequest {
+            client: client.clone(),
+            issued_at: grant.as_ref().and_then(|g| g.issued_at),
+            since: None,
+            subscribe: Vec::new(),
+            timeout: Some(Duration::ZERO),
+            connect_ext: message.ext.clone().map(Box::new),
+        };
+        let open = match self.hub.open_for(&request).await {
+            Ok(open) => open,
+            Err(e) => return poll_failure(message, &e),
+        };
+        let start = match self.sessions.take_resume(&client) {
+            Some(cursor) => cursor,
+            None => match self.hub.head(&open).await {
+                Ok(cursor) => cursor,
+                Err(_) => {
+                    return wire::failure(
+                        message,
+                        503,
+                        "storage-unavailable",
+                        Reconnect::RetryAfter(1000),
+                    )
+                }
+            },
+        };
+        drop(open);
+        let ack = wire::wants_ack(ext);
+        let per_client = self.hub.limits().max_polls_per_client as usize;
+        let session = self
+            .sessions
+            .create(client, grant, ack, start, per_client);
+        let mut reply = wire::reply(message, true);
+        reply.insert("clientId".into(), Value::from(session.id.as_str()));
+        reply.insert("version".into(), Value::from("1.0"));
+        reply.insert("supportedConnectionTypes".into(), json!(CONNECTION_TYPES));
+        reply.insert("advice".into(), self.advice(self.hub.limits().poll_timeout));
+        if ack {
+            reply.insert(
+                "ext".into(),
+                json!({"ack": {"enabled": true, "batch": start.seq}}),
+            );
+        }
+        Value::Object(reply)
+    }
+
+    /// Whether `[hooks]` asks the backend about `kind`.
+    fn hooks_ask(&self, kind: EventType) -> bool {
+        self.hub.hooks().is_some_and(|h| h.wants(kind))
+    }
+
+    /// The advice every successful handshake and connect carries.
+    pub(super) fn advice(&self, timeout: Duration) -> Value {
+        json!({
+            "reconnect": "retry",
+            "interval": 0,
+            "timeout": timeout.as_millis() as u64,
+            "maxInterval": self.config.session_timeout.as_millis() as u64,
+        })
+    }
+
+    /// The session a message names, or the reply that it is unknown.
+    pub(super) fn session_of(&self, message: &Inbound) -> Result<Arc<Session>, Value> {
+        message
+            .client_id
+            .as_deref()
+            .and_then(|id| self.sessions.get(id))
+            .ok_or_else(|| wire::failure(message, 402, "session_unknown", Reconnect::Handshake))
+    }
+
+    /// `/meta/subscribe`: each channel (or pattern) must be granted by the
+    /// token, and allowed by the `subscribe` hook; all or none join.
+    pub(super) async fn subscribe(&self, message: &Inbound) -> Value {
+        let session = match self.session_of(message) {
+            Ok(session) => session,
+            Err(reply) => return reply,
+        };
+        let channels = match self.subscriptions(message, &session) {
+            Ok(channels) => channels,
+            Err(reply) => return reply,
+        };
+        if channels.is_empty() {
+            return Value::Object(wire::reply(message, true));
+        }
+        let request = PollRequest {
+            client: session.client.clone(),
+            issued_at: session.grant.as_ref().and_then(|g| g.issued_at),
+            since: None,
+            subscribe: channels,
+            timeout: Some(Duration::ZERO),
+            connect_ext: None,
+        };
+        match self.hub.open_for(&request).await {
+            Ok(open) => {
+                drop(open);
+                Value::Object(wire::reply(message, true))
+            }
+            Err(e) => poll_failure(message, &e),
+        }
+    }
+
+    /// A subscribe's channels, checked against the token. Service channels
+    /// are answered but join nothing: what the backend says back comes to
+    /// the session's mailbox anyway.
+    fn subscriptions(
+        &self,
+        message: &Inbound,
+        session: &Session,
+    ) -> Result<Vec<ChannelName>, Value> {
+        let Some(subscription) = &message.subscription else {
+            return Err(wire::failure(
+                message,
+                400,
+                "subscription is required",
+                Reconnect::Unchanged,
+            ));
+        };
+        let mut channels = Vec::new();
+        for name in subscription.names() {
+            if name.starts_with("/meta/") || name.starts_with(SERVICE) {
+                continue;
+            }
+            let channel = ChannelName::parse(name).map_err(|e| {
+                wire::failure(message, 400, &e.to_string(), Reconnect::Unchanged)
+            })?;
+            if session
+                .grant
+                .as_ref()
+                .is_some_and(|grant| !grant.allows(&channel))
+            {
+                return Err(wire::failure(
+                    message,
+                    403,
+                    &format!("the token does not allow channel {name}"),
+                    Reconnect::Unchanged,
+                ));
+            }
+            channels.push(channel);
+        }
+        Ok(channels)
+    }
+
+    /// `/meta/unsubscribe`: the client leaves the channels (a browser's own
+    /// leave: it may join again).
+    pub(super) async fn unsubscribe(&self, message: &Inbound) -> Value {
+        let session = match self.session_of(message) {
+            Ok(session) => session,
+            Err(reply) => return reply,
+        };
+        let Some(subscription) = &message.subscription else {
+            return wire::failure(message, 400, "subscription is required", Reconnect::Unchanged);
+        };
+        let mut leaves = Vec::new();
+        for name in subscription.names() {
+            if name.starts_with("/meta/") || name.starts_with(SERVICE) {
+                continue;
+            }
+            match ChannelName::parse(name) {
+                Ok(channel) => leaves.push(Command::Leave {
+                    client: session.client.clone(),
+                    channel,
+                }),
+                Err(e) => {
+                    return wire::failure(message, 400, &e.to_string(), Reconnect::Unchanged)
+                }
+            }
+        }
+        if leaves.is_empty() {
+            return Value::Object(wire::reply(message, true));
+        }
+        match self.hub.apply(leaves).await {
+            Ok(_) => Value::Object(wire::reply(message, true)),
+            Err(e) => apply_failure(message, &e),
+        }
+    }
+
+    /// `/meta/disconnect`: the session ends; a connect it holds answers.
+    pub(super) fn disconnect(&self, message: &Inbound) -> Value {
+        match self.session_of(message) {
+            Ok(session) => {
+                self.sessions.end(&session.id);
+                Value::Object(wire::reply(message, true))
+            }
+            Err(reply) => reply,
+        }
+    }
+
+    /// A page publishes: allowed by the token's `publish` claim and/or the
+    /// `publish` hook (which may replace the data); then it is a channel
+    /// message like ingest's, reaching Bayeux and `/poll` members alike.
+    /// A service channel's publish goes to the hook only.
+    pub(super) async fn publish(&self, message: &Inbound) -> Value {
+        let session = match self.session_of(message) {
+            Ok(session) => session,
+            Err(reply) => return reply,
+        };
+        let Some(data) = &message.data else {
+            return wire::failure(message, 400, "a publish needs data", Reconnect::Unchanged);
+        };
+        let channel = match ChannelName::parse_target(&message.channel) {
+            Ok(channel) => channel,
+            Err(e) => return wire::failure(message, 400, &e.to_string(), Reconnect::Unchanged),
+        };
+        let service = message.channel.starts_with(SERVICE);
+        // A token's `publish` claim, when it has one, bounds the page
+        // whatever the hook would say; without a claim the hook decides,
+        // and without hooks nothing may be published.
+        let claim = session.grant.as_ref().filter(|g| !g.publish.is_empty());
+        let by_token = claim.is_some_and(|grant: &Grant| grant.allows_publish(&channel));
+        if claim.is_some() && !by_token && !service {
+            return wire::failure(
+                message,
+                403,
+                &format!("the token does not allow publishing to {}", message.channel),
+                Reconnect::Unchanged,
+            );
+        }
+        let hooks = self.hub.hooks().filter(|h| h.wants(EventType::Publish));
+        let data = match hooks {
+            Some(hooks) => {
+                match hooks
+                    .publish(session.client.as_str(), channel.as_str(), data.clone())
+                    .await
+                {
+                    Ok(replaced) => replaced.unwrap_or_else(|| data.clone()),
+                    Err(Denied(reason)) => {
+                        return wire::failure(message, 403, &reason, Reconnect::Unchanged)
+                    }
+                }
+            }
+            None if service => {
+                return wire::failure(
+                    message,
+                    403,
+                    "service channels go to the publish hook, and [hooks] is not configured",
+                    Reconnect::Unchanged,
+                )
+            }
+            None if !by_token => {
+                return wire::failure(
+                    message,
+                    403,
+                    &format!("the token does not allow publishing to {}", message.channel),
+                    Reconnect::Unchanged,
+                )
+            }
+            None => data.clone(),
+        };
+        if service {
+            return Value::Object(wire::reply(message, true));
+        }
+        let raw = match RawValue::from_string(data.to_string()) {
+            Ok(raw) if raw.get().len() <= self.max_payload_bytes => raw,
+            _ => {
+                return wire::failure(
+                    message,
+                    413,
+                    &format!("data is over {} bytes", self.max_payload_bytes),
+                    Reconnect::Unchanged,
+                )
+            }
+        };
+        let command = Command::Message {
+            target: Target::Channel(channel),
+            event: None,
+            payload: Payload::Json(raw),
+            ttl: None,
+        };
+        match self.hub.apply(vec![command]).await {
+            Ok(_) => Value::Object(wire::reply(message, true)),
+            Err(e) => apply_failure(message, &e),
+        }
+    }
+}
+
+/// A client id for a session without a token: the hooks decide who it is
+/// allowed to be, and it is nobody else.
+fn anonymous_client() -> ClientId {
+    let id = format!("bayeux-{:032x}", rand::random::<u128>());
+    ClientId::parse(&id).expect("hex after a prefix is a valid client id")
+}
+
+/// A refused open (handshake, subscribe) as a Bayeux reply.
+pub(super) fn poll_failure(message: &Inbound, e: &PollError) -> Value {
+    let (code, reconnect) = match e {
+        PollError::Denied(_) => (403, Reconnect::Unchanged),
+        PollError::TooManyChannels(_) | PollError::PatternUnsupported(_) => {
+            (400, Reconnect::Unchanged)
+        }
+        PollError::TooManyPolls(_) => (429, Reconnect::RetryAfter(1000)),
+        PollError::TooManyClients(_) | PollError::Storage(_) => (503, Reconnect::RetryAfter(1000)),
+    };
+    let reconnect = match (message.channel.as_str(), reconnect) {
+        // A refused handshake is final until something changes.
+        ("/meta/handshake", Reconnect::Unchanged) => Reconnect::None,
+        (_, reconnect) => reconnect,
+    };
+    wire::failure(message, code, &e.to_string(), reconnect)
+}
+
+/// A refused change (publish, unsubscribe) as a Bayeux reply.
+fn apply_failure(message: &Inbound, e: &ApplyError) -> Value {
+    let code = match e {
+        ApplyError::TooManyChannels { .. } | ApplyError::PatternUnsupported(_) => 400,
+        ApplyError::TooManyClients { .. } | ApplyError::Storage(_) => 503,
+    };
+    wire::failure(message, code, &e.to_string(), Reconnect::Unchanged)
+}

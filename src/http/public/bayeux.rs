@@ -1,0 +1,187 @@
+//! `/bayeux` (`[bayeux] path`, and any path below it) on the public port:
+//! the HTTP side of [`crate::bayeux`].
+//!
+//! - `POST` carries the batch as JSON (`application/json`, or any type
+//!   but a form: some clients send `text/plain` to avoid a preflight), or as
+//!   a form field `message=`; the body is read whole, within
+//!   `request_timeout` and `max_body_bytes`.
+//! - `GET ?message=...&jsonp=<callback>` is callback-polling: the reply is
+//!   `text/javascript`, the array passed to the callback. The callback
+//!   name is checked (letters, digits, `_`, `$`, `.`), so a reply can never
+//!   carry script a page did not ask for.
+//! - Replies are always `200` with an array of Bayeux messages, errors
+//!   included (as Bayeux wants); a request that is not Bayeux at all gets
+//!   the port's usual `400 invalid-request`.
+//! - CORS: the configured origins, with credentials (cookies), so the
+//!   origin is echoed, never `*`.
+
+use super::connection::{BodyError, Connection, Socket};
+use super::request::{Head, Method};
+use super::response::Response;
+use super::routes::Routed;
+use super::Face;
+use crate::bayeux::{parse_batch, Bayeux};
+use crate::http::error::PublicError;
+
+/// What a credentialed CORS reply adds.
+pub const CREDENTIALS: &[(&str, &str)] = &[("access-control-allow-credentials", "true")];
+
+/// What a preflight to the Bayeux path answers, besides the origin.
+pub const PREFLIGHT: &[(&str, &str)] = &[
+    ("access-control-allow-methods", "GET,POST,OPTIONS"),
+    ("access-control-allow-headers", "authorization,content-type"),
+    ("access-control-allow-credentials", "true"),
+    ("access-control-max-age", "600"),
+];
+
+/// Longest callback name a callback-polling request may give.
+const MAX_CALLBACK: usize = 64;
+
+/// Serves one Bayeux request.
+pub async fn serve<S: Socket>(
+    connection: &mut Connection<S>,
+    face: &Face,
+    bayeux: &Bayeux,
+    head: Head,
+) -> Result<Routed, PublicError> {
+    if face.state.hub.is_shutting_down() {
+        return Err(PublicError::ShuttingDown);
+    }
+    let (text, callback) = match head.method {
+        Method::Post => {
+            let limit = face.state.settings.limits.max_body_bytes;
+            let body = match connection.read_body(head.body, limit).await {
+                Ok(body) => body,
+                Err(e) => return Ok(body_failure(e, limit)),
+            };
+            (batch_of_post(head.content_type.as_deref(), body)?, None)
+        }
+        Method::Get | Method::Head => {
+            let (message, callback) = callback_query(head.query())?;
+            (message.into_bytes(), Some(callback))
+        }
+        _ => return Err(PublicError::MethodNotAllowed),
+    };
+    drop(head);
+    let batch = parse_batch(&text).map_err(|e| PublicError::InvalidRequest(e.to_string()))?;
+    drop(text);
+    let exchange = bayeux.handle(&face.state.tokens, batch).await;
+    let mut replies = exchange.replies;
+    let mut poll = None;
+    if let Some(pending) = exchange.connect {
+        let Some(connected) = connection.wait_for(bayeux.connect(pending)).await else {
+            return Ok(Routed::ClientLeft);
+        };
+        replies.extend(connected.messages);
+        poll = connected.open;
+    }
+    let json = serde_json::Value::Array(replies).to_string();
+    let response = match callback {
+        // The leading comment keeps a reply from ever starting with bytes
+        // a browser could sniff as something else.
+        Some(callback) => Response::ok(
+            "text/javascript; charset=utf-8",
+            format!("/**/{callback}({json});"),
+        ),
+        None => Response::ok("application/json", json),
+    };
+    Ok(Routed::Reply { response, poll })
+}
+
+/// A POST body as a batch's JSON text: the body itself, or its `message`
+/// form field.
+fn batch_of_post(content_type: Option<&str>, body: Vec<u8>) -> Result<Vec<u8>, PublicError> {
+    let is_form = content_type.is_some_and(|t| {
+        t.split(';')
+            .next()
+            .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
+    });
+    if !is_form {
+        return Ok(body);
+    }
+    form_urlencoded::parse(&body)
+        .find(|(key, _)| key == "message")
+        .map(|(_, value)| value.into_owned().into_bytes())
+        .ok_or_else(|| PublicError::InvalidRequest("a form body needs a message field".into()))
+}
+
+/// Callback-polling's `message` and `jsonp` (default `jsonpcallback`).
+fn callback_query(query: &str) -> Result<(String, String), PublicError> {
+    let mut message = None;
+    let mut callback = None;
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        match &*key {
+            "message" => message = Some(value.into_owned()),
+            "jsonp" => callback = Some(value.into_owned()),
+            _ => {}
+        }
+    }
+    let message = message.ok_or_else(|| {
+        PublicError::InvalidRequest(
+            "a GET is callback-polling and needs ?message=[...]&jsonp=<callback>".into(),
+        )
+    })?;
+    let callback = callback.unwrap_or_else(|| "jsonpcallback".into());
+    let valid = !callback.is_empty()
+        && callback.len() <= MAX_CALLBACK
+        && !callback.starts_with(|c: char| c.is_ascii_digit())
+        && callback
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'$' | b'.'));
+    if !valid {
+        return Err(PublicError::InvalidRequest(format!(
+            "jsonp: {callback:?} is not a callback name (letters, digits, _, $ and .)"
+        )));
+    }
+    Ok((message, callback))
+}
+
+/// The reply to a body that could not be read (the connection then closes).
+fn body_failure(e: BodyError, limit: usize) -> Routed {
+    match e {
+        BodyError::TooLarge(n) => Routed::Close(Response::error(
+            413,
+            "too-large",
+            &format!("the body is {n} bytes, over limits.max_body_bytes ({limit})"),
+        )),
+        BodyError::NoLength => Routed::Close(Response::error(
+            411,
+            "invalid-request",
+            "send the body with a Content-Length",
+        )),
+        BodyError::TimedOut => Routed::Close(Response::error(
+            408,
+            "timeout",
+            "the request body did not arrive in time",
+        )),
+        BodyError::Closed => Routed::ClientLeft,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn callback_names_are_checked() {
+        let (message, callback) = callback_query("message=%5B%5D&jsonp=_cometd.cb_1").unwrap();
+        assert_eq!((message.as_str(), callback.as_str()), ("[]", "_cometd.cb_1"));
+        assert_eq!(callback_query("message=[]").unwrap().1, "jsonpcallback");
+        for bad in ["alert(1)", "a;b", "1a", "x<y"] {
+            let query = format!("message=[]&jsonp={}", bad.replace(';', "%3B"));
+            assert!(callback_query(&query).is_err(), "{bad}");
+        }
+        assert!(callback_query("jsonp=cb").is_err(), "no message");
+    }
+
+    #[test]
+    fn a_form_body_carries_the_batch_in_message() {
+        let form = b"message=%5B%7B%22channel%22%3A%22%2Fmeta%2Fconnect%22%7D%5D".to_vec();
+        let text = batch_of_post(Some("application/x-www-form-urlencoded; charset=UTF-8"), form)
+            .unwrap();
+        assert_eq!(text, br#"[{"channel":"/meta/connect"}]"#);
+        let json = br#"[{"channel":"/meta/connect"}]"#.to_vec();
+        assert_eq!(batch_of_post(Some("application/json"), json.clone()).unwrap(), json);
+        assert!(batch_of_post(Some("application/x-www-form-urlencoded"), b"a=b".to_vec()).is_err());
+    }
+}
