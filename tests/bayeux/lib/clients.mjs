@@ -60,6 +60,7 @@ class Base {
       if (message.channel === '/meta/handshake') {
         this.handshakeReplies.push(message);
         if (message.successful) this.handshakes++;
+        if (this.onServerHandshake) { this.onServerHandshake(message); this.onServerHandshake = null; }
       }
     } else if (message.data !== undefined && !('successful' in message)) {
       this.received.push(message);
@@ -89,9 +90,13 @@ export function cometdClient(url, { name = 'cometd', websocket = false, ack = fa
   });
   c.cometd = cometd;
   c.transport = () => cometd.getTransport() && cometd.getTransport().type;
+  // The first reply from the server: CometD also calls back with the
+  // failures it makes up itself (a websocket that cannot connect, before it
+  // falls back to long-polling), which the tap never sees.
   c.handshake = (ext) => {
     const d = deferred(name + ' handshake reply');
-    cometd.handshake({ ext }, (reply) => d.resolve(reply));
+    c.onServerHandshake = d.resolve;
+    cometd.handshake({ ext });
     return d.promise;
   };
   c.subscribe = (channel) => {
@@ -130,7 +135,6 @@ export function fayeClient(url, { name = 'faye', websocket = false } = {}) {
   const client = new faye.Client(url, { timeout: 30, retry: 0.5 });
   if (!websocket) client.disable('websocket');
   let ext = null;
-  let onHandshake = null;
   client.addExtension({
     outgoing(message, callback) {
       if (message.channel === '/meta/handshake' && ext) message.ext = { ...(message.ext || {}), ...ext };
@@ -138,7 +142,6 @@ export function fayeClient(url, { name = 'faye', websocket = false } = {}) {
     },
     incoming(message, callback) {
       c.tap(message);
-      if (message.channel === '/meta/handshake' && onHandshake) { onHandshake(message); onHandshake = null; }
       callback(message);
     },
   });
@@ -147,7 +150,7 @@ export function fayeClient(url, { name = 'faye', websocket = false } = {}) {
   c.handshake = (e) => {
     ext = e;
     const d = deferred(name + ' handshake reply');
-    onHandshake = d.resolve;
+    c.onServerHandshake = d.resolve;
     client.connect();
     return d.promise;
   };

@@ -14,13 +14,17 @@ const PAGE = `<!doctype html><meta charset="utf-8"><title>CometD in Chromium</ti
   window.start = (url, token, transports) => new Promise((resolve) => {
     const cometd = new CometD();
     if (transports) for (const t of cometd.getTransportTypes()) if (!transports.includes(t)) cometd.unregisterTransport(t);
+    // Resolves with the server's first handshake reply (CometD also calls back
+    // with failures it makes up, such as a websocket that cannot connect
+    // before it falls back to long-polling; those never pass the tap).
     cometd.registerExtension('tap', { incoming(m) {
       if (m.channel.startsWith('/meta/')) T.metas.push(m); else if (!('successful' in m)) T.received.push(m);
+      if (m.channel === '/meta/handshake') resolve(m);
       return m;
     } });
     cometd.configure({ url, logLevel: 'warn' });
     window.cometd = cometd;
-    cometd.handshake({ ext: { cometbox: { token } } }, resolve);
+    cometd.handshake({ ext: { cometbox: { token } } });
   });
   window.transport = () => cometd.getTransport() && cometd.getTransport().type;
   window.subscribe = (ch) => new Promise((resolve) => cometd.subscribe(ch, () => {}, resolve));
