@@ -90,13 +90,15 @@ export function cometdClient(url, { name = 'cometd', websocket = false, ack = fa
   });
   c.cometd = cometd;
   c.transport = () => cometd.getTransport() && cometd.getTransport().type;
-  // The first reply from the server: CometD also calls back with the
-  // failures it makes up itself (a websocket that cannot connect, before it
-  // falls back to long-polling), which the tap never sees.
+  // The first reply from the server, or a failure CometD will not recover
+  // from by itself. CometD also calls back with a websocket that could not
+  // connect, before it falls back to long-polling: that one is not the answer.
   c.handshake = (ext) => {
     const d = deferred(name + ' handshake reply');
     c.onServerHandshake = d.resolve;
-    cometd.handshake({ ext });
+    cometd.handshake({ ext }, (reply) => {
+      if (!(reply.failure && reply.failure.connectionType === 'websocket')) d.resolve(reply);
+    });
     return d.promise;
   };
   c.subscribe = (channel) => {
