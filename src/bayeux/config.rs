@@ -52,7 +52,10 @@ impl BayeuxConfig {
         if let Some(taken) = TAKEN.iter().find(|t| self.serves(t)) {
             return Err((
                 "bayeux.path",
-                format!("{:?} would take {taken}, which the port answers itself", self.path),
+                format!(
+                    "{:?} would take {taken}, which the port answers itself",
+                    self.path
+                ),
             ));
         }
         if self.session_timeout.is_zero() {

@@ -181,8 +181,12 @@ impl Bayeux {
                 };
             }
             Waited::Failed(_) => {
-                let reply =
-                    wire::failure(&message, 503, "storage-unavailable", Reconnect::RetryAfter(1000));
+                let reply = wire::failure(
+                    &message,
+                    503,
+                    "storage-unavailable",
+                    Reconnect::RetryAfter(1000),
+                );
                 return Connected {
                     messages: vec![reply],
                     open: Some(open),
@@ -198,10 +202,7 @@ impl Bayeux {
             }
         }
         let mut reply = wire::reply(&message, true);
-        reply.insert(
-            "advice".into(),
-            self.advice(self.hub.limits().poll_timeout),
-        );
+        reply.insert("advice".into(), self.advice(self.hub.limits().poll_timeout));
         if session.ack {
             reply.insert("ext".into(), json!({"ack": cursor.seq}));
         }
@@ -230,8 +231,7 @@ fn bayeux_messages(outcome: ReadOutcome) -> Vec<Value> {
     }
     for (seq, message) in &outcome.messages {
         let id = Cursor { epoch, seq: *seq }.to_string();
-        let Ok(stored) = serde_json::from_str::<Stored>(&format!("{{{}", message.json_tail))
-        else {
+        let Ok(stored) = serde_json::from_str::<Stored>(&format!("{{{}", message.json_tail)) else {
             // Every tail was written by `protocol::reply`; one that does
             // not read back is a bug, logged rather than sent half.
             tracing::error!(id, "a stored message does not read back as JSON");

@@ -98,9 +98,7 @@ impl Bayeux {
         drop(open);
         let ack = wire::wants_ack(ext);
         let per_client = self.hub.limits().max_polls_per_client as usize;
-        let session = self
-            .sessions
-            .create(client, grant, ack, start, per_client);
+        let session = self.sessions.create(client, grant, ack, start, per_client);
         let mut reply = wire::reply(message, true);
         reply.insert("clientId".into(), Value::from(session.id.as_str()));
         reply.insert("version".into(), Value::from("1.0"));
@@ -191,9 +189,8 @@ impl Bayeux {
             if name.starts_with("/meta/") || name.starts_with(SERVICE) {
                 continue;
             }
-            let channel = ChannelName::parse(name).map_err(|e| {
-                wire::failure(message, 400, &e.to_string(), Reconnect::Unchanged)
-            })?;
+            let channel = ChannelName::parse(name)
+                .map_err(|e| wire::failure(message, 400, &e.to_string(), Reconnect::Unchanged))?;
             if session
                 .grant
                 .as_ref()
@@ -219,7 +216,12 @@ impl Bayeux {
             Err(reply) => return reply,
         };
         let Some(subscription) = &message.subscription else {
-            return wire::failure(message, 400, "subscription is required", Reconnect::Unchanged);
+            return wire::failure(
+                message,
+                400,
+                "subscription is required",
+                Reconnect::Unchanged,
+            );
         };
         let mut leaves = Vec::new();
         for name in subscription.names() {
@@ -231,9 +233,7 @@ impl Bayeux {
                     client: session.client.clone(),
                     channel,
                 }),
-                Err(e) => {
-                    return wire::failure(message, 400, &e.to_string(), Reconnect::Unchanged)
-                }
+                Err(e) => return wire::failure(message, 400, &e.to_string(), Reconnect::Unchanged),
             }
         }
         if leaves.is_empty() {

@@ -121,10 +121,8 @@ impl Bayeux {
     /// `session_timeout`.
     pub fn spawn_sweeper(self: &Arc<Self>, shutdown: CancellationToken) {
         let bayeux = self.clone();
-        let every = (self.config.session_timeout / 4).clamp(
-            Duration::from_millis(100),
-            Duration::from_secs(5),
-        );
+        let every = (self.config.session_timeout / 4)
+            .clamp(Duration::from_millis(100), Duration::from_secs(5));
         // A lapsed session's cursor is worth keeping as long as its
         // client's mailbox is.
         let keep = self.hub.limits().client_idle_timeout;

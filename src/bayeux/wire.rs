@@ -194,17 +194,25 @@ mod tests {
 
     #[test]
     fn a_batch_is_an_array_or_one_object() {
-        let batch = parse_batch(br#"[{"channel":"/meta/connect","clientId":"c","id":"2"}]"#)
-            .unwrap();
+        let batch =
+            parse_batch(br#"[{"channel":"/meta/connect","clientId":"c","id":"2"}]"#).unwrap();
         assert_eq!(batch[0].client_id.as_deref(), Some("c"));
-        let one = parse_batch(br#"{"channel":"/meta/subscribe","subscription":["/a","/b"],"id":3}"#)
-            .unwrap();
+        let one =
+            parse_batch(br#"{"channel":"/meta/subscribe","subscription":["/a","/b"],"id":3}"#)
+                .unwrap();
         assert_eq!(one[0].subscription.as_ref().unwrap().names(), ["/a", "/b"]);
         for bad in [&b"[]"[..], b"3", b"[{\"id\":1}]", b"{", b"[1]"] {
-            assert!(parse_batch(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                parse_batch(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
         let many = format!("[{}]", vec![r#"{"channel":"/a"}"#; MAX_BATCH + 1].join(","));
-        assert!(matches!(parse_batch(many.as_bytes()), Err(BatchError::TooMany)));
+        assert!(matches!(
+            parse_batch(many.as_bytes()),
+            Err(BatchError::TooMany)
+        ));
     }
 
     #[test]

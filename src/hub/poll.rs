@@ -220,9 +220,9 @@ impl Hub {
             match self.wait(open, since, Duration::ZERO).await {
                 Waited::Read(outcome) => since = Some(outcome.cursor),
                 Waited::Failed(e) => return Err(e),
-                Waited::Nothing(cursor) | Waited::Disconnected(cursor) | Waited::Replaced(cursor) => {
-                    return Ok(cursor)
-                }
+                Waited::Nothing(cursor)
+                | Waited::Disconnected(cursor)
+                | Waited::Replaced(cursor) => return Ok(cursor),
             }
         }
     }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::Value;
 
+use crate::bayeux_client::{deliveries, BayeuxClient};
 use crate::helpers::{now, scratch_dir, token, wait_until, TestServer};
 
 const HOOK_SECRET: &str = "hook-secret-for-tests";
@@ -1008,4 +1009,71 @@ async fn an_event_stream_is_asked_and_counts_for_presence() {
     })
     .await;
     server.stop().await;
+}
+
+/// Bayeux through the hooks: a handshake without a token is the `connect`
+/// hook's to decide (with the handshake's `ext`), subscribes are asked, a
+/// publish is asked and may be denied or rewritten, and a service channel's
+/// publish reaches the hook only.
+#[tokio::test]
+async fn bayeux_handshakes_subscribes_and_publishes_are_asked() {
+    use serde_json::json;
+    let receiver = Receiver::start();
+    let server = hooked_server(&receiver, |s| s.bayeux.enabled = true).await;
+    let banned = BayeuxClient::handshake_reply(&server, json!({"user": "banned"})).await;
+    assert_eq!(banned["successful"], false);
+    assert_eq!(banned["error"], "403::banned user");
+    assert_eq!(banned["advice"]["reconnect"], "none");
+
+    let mut page = BayeuxClient::handshake(&server, json!({"user": "kim"})).await;
+    let mut peer = BayeuxClient::handshake(&server, json!({"user": "lee"})).await;
+    let connects: Vec<Value> = receiver
+        .log()
+        .into_iter()
+        .map(|(_, e)| e)
+        .filter(|e| e["type"] == "connect")
+        .collect();
+    assert_eq!(connects.len(), 3, "each tokenless handshake asked connect");
+    assert_eq!(connects[1]["ext"], json!({"user": "kim"}));
+    let kim = connects[1]["client"].as_str().unwrap().to_owned();
+    assert!(kim.starts_with("bayeux-"), "a client of its own: {kim}");
+
+    let forbidden = page.subscribe(json!("forbidden")).await;
+    assert_eq!(forbidden["error"], "403::forbidden room");
+    assert_eq!(page.subscribe(json!("/chat/**")).await["successful"], true);
+    assert_eq!(
+        peer.subscribe(json!("/chat/demo")).await["successful"],
+        true
+    );
+
+    let denied = peer
+        .publish("/chat/demo", json!({"text": "a badword"}))
+        .await;
+    assert_eq!(denied["error"], "403::watch your language");
+    let rewritten = peer.publish("/chat/demo", json!("replace-me")).await;
+    assert_eq!(rewritten["successful"], true, "{rewritten}");
+    let service = peer.publish("/service/echo", json!({"ask": 1})).await;
+    assert_eq!(service["successful"], true, "{service}");
+    let (messages, _) = page.connect(0).await;
+    assert_eq!(
+        deliveries(&messages),
+        vec![("/chat/demo".into(), json!("replaced"))],
+        "the denied publish and the service one reach nobody"
+    );
+    let published: Vec<Value> = receiver
+        .log()
+        .into_iter()
+        .map(|(_, e)| e)
+        .filter(|e| e["type"] == "publish")
+        .collect();
+    assert_eq!(published.len(), 3);
+    assert_eq!(published[2]["channel"], "/service/echo");
+    assert_eq!(published[2]["data"], json!({"ask": 1}));
+    let subscribed = format!("{kim}'s subscribed notification");
+    wait_until(&subscribed, Duration::from_secs(15), || async {
+        receiver
+            .delivered(&kim)
+            .contains(&ev("subscribed", Some("/chat/**")))
+    })
+    .await;
 }

@@ -2,6 +2,8 @@
 //! in-process on ephemeral loopback ports through `cometbox::run`; `binary`
 //! starts the real executable for configuration, signals and start-up.
 
+mod bayeux;
+mod bayeux_client;
 mod binary;
 mod cors;
 mod disk;

@@ -92,9 +92,10 @@ pub async fn serve<S: Socket>(
 /// form field.
 fn batch_of_post(content_type: Option<&str>, body: Vec<u8>) -> Result<Vec<u8>, PublicError> {
     let is_form = content_type.is_some_and(|t| {
-        t.split(';')
-            .next()
-            .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
+        t.split(';').next().is_some_and(|t| {
+            t.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
     });
     if !is_form {
         return Ok(body);
@@ -165,7 +166,10 @@ mod tests {
     #[test]
     fn callback_names_are_checked() {
         let (message, callback) = callback_query("message=%5B%5D&jsonp=_cometd.cb_1").unwrap();
-        assert_eq!((message.as_str(), callback.as_str()), ("[]", "_cometd.cb_1"));
+        assert_eq!(
+            (message.as_str(), callback.as_str()),
+            ("[]", "_cometd.cb_1")
+        );
         assert_eq!(callback_query("message=[]").unwrap().1, "jsonpcallback");
         for bad in ["alert(1)", "a;b", "1a", "x<y"] {
             let query = format!("message=[]&jsonp={}", bad.replace(';', "%3B"));
@@ -177,11 +181,17 @@ mod tests {
     #[test]
     fn a_form_body_carries_the_batch_in_message() {
         let form = b"message=%5B%7B%22channel%22%3A%22%2Fmeta%2Fconnect%22%7D%5D".to_vec();
-        let text = batch_of_post(Some("application/x-www-form-urlencoded; charset=UTF-8"), form)
-            .unwrap();
+        let text = batch_of_post(
+            Some("application/x-www-form-urlencoded; charset=UTF-8"),
+            form,
+        )
+        .unwrap();
         assert_eq!(text, br#"[{"channel":"/meta/connect"}]"#);
         let json = br#"[{"channel":"/meta/connect"}]"#.to_vec();
-        assert_eq!(batch_of_post(Some("application/json"), json.clone()).unwrap(), json);
+        assert_eq!(
+            batch_of_post(Some("application/json"), json.clone()).unwrap(),
+            json
+        );
         assert!(batch_of_post(Some("application/x-www-form-urlencoded"), b"a=b".to_vec()).is_err());
     }
 }

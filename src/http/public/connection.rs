@@ -178,8 +178,7 @@ impl<S: Socket> Connection<S> {
                     return;
                 }
             };
-            let close =
-                !keep_alive || self.body_unread || self.face.state.hub.is_shutting_down();
+            let close = !keep_alive || self.body_unread || self.face.state.hub.is_shutting_down();
             let sent = self.send(&response, head_only, close).await;
             // The poll counted (against `max_polls_per_client`, and as
             // presence) until its reply was written or given up on.
@@ -295,7 +294,11 @@ impl<S: Socket> Connection<S> {
     /// Reads the current request's body, whole: what the buffer holds of it
     /// already, then the socket, within `request_timeout`, at most `limit`
     /// bytes (a longer declared length is refused unread).
-    pub async fn read_body(&mut self, framing: BodyFraming, limit: usize) -> Result<Vec<u8>, BodyError> {
+    pub async fn read_body(
+        &mut self,
+        framing: BodyFraming,
+        limit: usize,
+    ) -> Result<Vec<u8>, BodyError> {
         let length = match framing {
             BodyFraming::None => return Ok(Vec::new()),
             BodyFraming::Encoded => return Err(BodyError::NoLength),

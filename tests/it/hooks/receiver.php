@@ -8,8 +8,9 @@
 //   fail     500 for everything (after checking the signature)
 //   slow     sleep 3 s, then answer
 //   garbage  200 with a body that is not an answer
-// Rules when answering: connect of a client whose id starts with "banned"
-// is denied ("banned user"); subscribe to "forbidden" is denied
+// Rules when answering: connect of a client whose id starts with "banned",
+// or whose Bayeux handshake ext says {"user": "banned"}, is denied
+// ("banned user"); subscribe to "forbidden" is denied
 // ("forbidden room"); publish of data containing "badword" is denied, of
 // "replace-me" is allowed with "replaced".
 // Every verified request is logged as one JSON line in $HOOK_DIR/events.log
@@ -56,7 +57,8 @@ if ($mode === 'garbage') {
 }
 switch ($event['type']) {
     case 'connect':
-        echo strncmp($event['client'], 'banned', 6) === 0 ? Hooks::deny('banned user') : Hooks::allow();
+        $banned = strncmp($event['client'], 'banned', 6) === 0 || ($event['ext']['user'] ?? '') === 'banned';
+        echo $banned ? Hooks::deny('banned user') : Hooks::allow();
         break;
     case 'subscribe':
         echo $event['channel'] === 'forbidden' ? Hooks::deny('forbidden room') : Hooks::allow();
