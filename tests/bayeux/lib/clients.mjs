@@ -7,6 +7,8 @@
 //   await c.publish(channel, data) -> the publish reply ({successful, error})
 //   c.received                     -> every non-meta message off the wire, in order
 //   c.handshakes                   -> successful handshakes so far (re-handshakes count)
+//   await c.receiveDirect()        -> hands messages on /cometbox/direct to the page ({successful, error})
+//   c.handed                       -> messages the library passed to the page's callbacks
 //   await c.disconnect()
 //
 // The libraries are only configured, as a page would: the handshake's `ext`
@@ -39,6 +41,7 @@ class Base {
     this.metas = [];
     this.handshakes = 0;
     this.handshakeReplies = [];
+    this.handed = [];
   }
 
   /** Messages received on `channel` (wire level: each message once as sent). */
@@ -109,6 +112,12 @@ export function cometdClient(url, { name = 'cometd', websocket = false, ack = fa
     });
     return d.promise;
   };
+  // A listener gets a channel's messages without subscribing (no request):
+  // what docs/bayeux.md says a CometD page does for /cometbox/direct.
+  c.receiveDirect = () => {
+    cometd.addListener('/cometbox/direct', (m) => c.handed.push(m));
+    return Promise.resolve({ successful: true });
+  };
   c.publish = (channel, data) => {
     const d = deferred(name + ' publish reply on ' + channel);
     cometd.publish(channel, data, (reply) => d.resolve(reply));
@@ -161,6 +170,8 @@ export function fayeClient(url, { name = 'faye', websocket = false } = {}) {
   const settle = (p) => p.then(() => ({ successful: true }), (err) => ({ successful: false, error: bayeuxError(err) }));
   c.subscribe = (channel) => settle(Promise.resolve(client.subscribe(channel, () => {})));
   c.publish = (channel, data) => settle(Promise.resolve(client.publish(channel, data)));
+  // Faye passes a page only messages of channels it subscribed to.
+  c.receiveDirect = () => settle(Promise.resolve(client.subscribe('/cometbox/direct', (data) => c.handed.push({ data }))));
   c.disconnect = () => { client.disconnect(); return new Promise((r) => setTimeout(r, 50)); };
   return c;
 }

@@ -87,16 +87,19 @@ export function scenarios(label, make) {
       assert.deepEqual(both.received.map((m) => m.data.n), [1, 2, 3], 'each message once, however many subscriptions match');
     });
 
-    test('a message to one client arrives on /cometbox/direct, which it may subscribe to', async () => {
+    test("a message to one client arrives on /cometbox/direct, and the library hands it to the page", async () => {
       const who = uid('dora');
       const dora = await connected(server, who);
-      // Faye hands a page only messages of channels it subscribed to, so
-      // subscribing to /cometbox/direct must be allowed without a grant.
-      await subscribed(dora, '/cometbox/direct');
+      // How each library lets a page receive it (lib/clients.mjs): CometD,
+      // a listener (no request); Faye hands out only messages of channels
+      // it subscribed to, so its subscribe must be allowed without a grant.
+      const reply = await dora.receiveDirect();
+      assert.equal(reply.successful, true, `${dora.name}: cannot receive /cometbox/direct: ${JSON.stringify(reply)}`);
       await server.send(who, { text: 'just for you' }, 'notice');
       await dora.until((r) => r.length >= 1, { what: 'the direct message' });
       assert.equal(dora.received[0].channel, '/cometbox/direct');
       assert.deepEqual(dora.received[0].data, { text: 'just for you' });
+      await waitFor(() => dora.handed.some((m) => m.data && m.data.text === 'just for you'), { what: "the library's callback" });
     });
 
     test('two clients publish to each other (token publish grants)', async () => {
