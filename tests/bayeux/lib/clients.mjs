@@ -2,7 +2,7 @@
 // same scenarios run against both (test/scenarios.mjs):
 //
 //   const c = cometdClient(url) / fayeClient(url)
-//   await c.handshake(ext)         -> the first /meta/handshake reply (success or not)
+//   await c.handshake(ext)         -> the server's first /meta/handshake reply (success or not)
 //   await c.subscribe(channel)     -> the /meta/subscribe reply ({successful, error})
 //   await c.publish(channel, data) -> the publish reply ({successful, error})
 //   c.received                     -> every non-meta message off the wire, in order
@@ -44,9 +44,6 @@ class Base {
     this.handed = [];
   }
 
-  /** Messages received on `channel` (wire level: each message once as sent). */
-  on(channel) { return this.received.filter((m) => m.channel === channel); }
-
   /** Wait until `pred(received)` holds. */
   async until(pred, { timeout = 15000, what = 'a message' } = {}) {
     const deadline = Date.now() + timeout;
@@ -77,11 +74,10 @@ class Base {
  * finds that out by itself and falls back to long-polling. `ack: true`
  * registers CometD's AckExtension.
  */
-export function cometdClient(url, { name = 'cometd', websocket = false, ack = false, transports = null } = {}) {
+export function cometdClient(url, { name = 'cometd', websocket = false, ack = false } = {}) {
   const c = new Base(name);
   const cometd = new CometD(name);
   if (!websocket) cometd.unregisterTransport('websocket');
-  if (transports) for (const t of cometd.getTransportTypes()) if (!transports.includes(t)) cometd.unregisterTransport(t);
   if (ack) cometd.registerExtension('ack', new AckExtension());
   cometd.registerExtension('tap', { incoming: (m) => { c.tap(m); return m; } });
   cometd.configure({ url, logLevel: 'warn', backoffIncrement: 200, maxBackoff: 1000, maxNetworkDelay: 8000 });
@@ -89,7 +85,7 @@ export function cometdClient(url, { name = 'cometd', websocket = false, ack = fa
   // CometD forgets subscriptions on a re-handshake; an application renews
   // them in a /meta/handshake listener (CometD's documented pattern).
   cometd.addListener('/meta/handshake', (m) => {
-    if (m.successful && c.handshakes > 1) for (const ch of wanted) cometd.subscribe(ch, () => {});
+    if (m.successful && c.handshakes > 1) for (const ch of wanted) cometd.subscribe(ch, (x) => c.handed.push(x));
   });
   c.cometd = cometd;
   c.transport = () => cometd.getTransport() && cometd.getTransport().type;
@@ -106,7 +102,7 @@ export function cometdClient(url, { name = 'cometd', websocket = false, ack = fa
   };
   c.subscribe = (channel) => {
     const d = deferred(name + ' subscribe reply for ' + channel);
-    cometd.subscribe(channel, () => {}, (reply) => {
+    cometd.subscribe(channel, (m) => c.handed.push(m), (reply) => {
       if (reply.successful) wanted.add(channel);
       d.resolve(reply);
     });
@@ -168,7 +164,7 @@ export function fayeClient(url, { name = 'faye', websocket = false } = {}) {
   // Faye's subscribe/publish promises resolve on success and reject with the
   // server's error; the adapter turns both into the reply's shape.
   const settle = (p) => p.then(() => ({ successful: true }), (err) => ({ successful: false, error: bayeuxError(err) }));
-  c.subscribe = (channel) => settle(Promise.resolve(client.subscribe(channel, () => {})));
+  c.subscribe = (channel) => settle(Promise.resolve(client.subscribe(channel, (data) => c.handed.push({ data }))));
   c.publish = (channel, data) => settle(Promise.resolve(client.publish(channel, data)));
   // Faye passes a page only messages of channels it subscribed to.
   c.receiveDirect = () => settle(Promise.resolve(client.subscribe('/cometbox/direct', (data) => c.handed.push({ data }))));

@@ -62,6 +62,8 @@ export function scenarios(label, make) {
       assert.deepEqual(m.data, { text: 'hello from the backend' });
       assert.equal(typeof m.id, 'string');
       assert.equal(m.ext && m.ext.cometbox && m.ext.cometbox.event, 'chat', JSON.stringify(m));
+      await waitFor(() => alice.handed.length === 1, { what: "the library's subscription callback" });
+      assert.deepEqual(alice.handed[0].data, { text: 'hello from the backend' });
     });
 
     test('wildcards: /chat/* matches one level, /chat/** every level, and one session gets a message once', async () => {
@@ -242,6 +244,7 @@ export function scenarios(label, make) {
       await waitFor(renewed, { timeout: 15000, what: 'the subscription renewed' });
       await server.publish('/chat/restart', { n: 2 });
       await rita.until((r) => r.some((m) => m.data.n === 2), { what: 'a message after the restart' });
+      await waitFor(() => rita.handed.some((m) => m.data.n === 2), { what: "the message after the restart in the page's callback" });
     });
   });
 }
