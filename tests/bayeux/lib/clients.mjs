@@ -24,7 +24,7 @@ adapt(); // XMLHttpRequest and WebSocket for CometD in Node
 const META = /^\/meta\//;
 
 /** A promise with its resolver, and a timeout that names what was awaited. */
-function deferred(what, ms = 15000) {
+export function deferred(what, ms = 15000) {
   let resolve;
   let timer;
   const promise = new Promise((res, rej) => {
@@ -34,7 +34,8 @@ function deferred(what, ms = 15000) {
   return { promise: promise.finally(() => clearTimeout(timer)), resolve };
 }
 
-class Base {
+/** What every adapter records (the scenarios read it); lib/chromium.mjs builds on it too. */
+export class Base {
   constructor(name) {
     this.name = name;
     this.received = [];

@@ -4,7 +4,7 @@
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  startServer, stopAll, mintToken, PollClient, startHookReceiver, waitFor,
+  startServer, stopAll, mintToken, PollClient, startHookReceiver, waitFor, lossyProxy,
 } from '../lib/harness.mjs';
 
 let seq = 0;
@@ -12,10 +12,11 @@ let seq = 0;
 const uid = (who) => `${who}-${process.pid}-${++seq}`;
 
 /**
- * `make(url, opts)` builds a client (lib/clients.mjs); `opts.name` names it
- * in failures.
+ * `make(url, opts)` builds a client (lib/clients.mjs, lib/chromium.mjs);
+ * `opts.name` names it in failures. `serverOptions` go to every
+ * startServer() (a browser's page origin in `corsOrigins`).
  */
-export function scenarios(label, make) {
+export function scenarios(label, make, serverOptions = {}) {
   const open = [];
   const client = (url, name, opts = {}) => { const c = make(url, { name: `${label}:${name}`, ...opts }); open.push(c); return c; };
   const closeAll = async () => { while (open.length) await open.pop().disconnect().catch(() => {}); };
@@ -46,7 +47,7 @@ export function scenarios(label, make) {
 
   describe(`${label}: with tokens`, () => {
     let server;
-    before(async () => { server = await startServer(); });
+    before(async () => { server = await startServer(serverOptions); });
     after(async () => { await closeAll(); await stopAll(server); });
 
     test('handshake with a token; subscribe; a message from ingest arrives with its id and event', async () => {
@@ -167,7 +168,7 @@ export function scenarios(label, make) {
     let server, hook;
     before(async () => {
       hook = await startHookReceiver();
-      server = await startServer({ hooks: hook });
+      server = await startServer({ ...serverOptions, hooks: hook });
     });
     after(async () => { await closeAll(); await stopAll(server, hook); });
 
@@ -223,7 +224,7 @@ export function scenarios(label, make) {
 
   describe(`${label}: a restart of the memory store`, () => {
     let server;
-    before(async () => { server = await startServer(); });
+    before(async () => { server = await startServer(serverOptions); });
     after(async () => { await closeAll(); await stopAll(server); });
 
     test('402::session_unknown: the client handshakes again by itself and receives again', async () => {
@@ -245,6 +246,44 @@ export function scenarios(label, make) {
       await server.publish('/chat/restart', { n: 2 });
       await rita.until((r) => r.some((m) => m.data.n === 2), { what: 'a message after the restart' });
       await waitFor(() => rita.handed.some((m) => m.data.n === 2), { what: "the message after the restart in the page's callback" });
+    });
+  });
+}
+
+/**
+ * CometD's AckExtension (`make(url, {ack: true})`): a message in a
+ * /meta/connect reply lost on the way (lib/harness.mjs lossyProxy) is sent
+ * again and arrives once.
+ */
+export function ackScenario(label, make, serverOptions = {}) {
+  describe(`${label}: AckExtension`, () => {
+    let server, proxy, c;
+    before(async () => {
+      server = await startServer(serverOptions);
+      proxy = await lossyProxy(server.publicAddr);
+    });
+    after(async () => { if (c) await c.disconnect(); await stopAll(proxy, server); });
+
+    test('a message in a /meta/connect reply that is lost on the way still arrives', async () => {
+      const token = await mintToken(server, uid('acker'), { channels: ['/chat/*'] });
+      c = make(proxy.url + '/bayeux', { name: `${label}:acker`, ack: true });
+      const hs = await c.handshake({ cometbox: { token } });
+      assert.equal(hs.successful, true, JSON.stringify(hs));
+      assert.ok(hs.ext && hs.ext.ack, 'the handshake reply enables the ack extension: ' + JSON.stringify(hs));
+      assert.equal((await c.subscribe('/chat/ack')).successful, true);
+      await server.publish('/chat/ack', { n: 1 });
+      await c.until((r) => r.some((m) => m.data.n === 1), { what: 'the first message' });
+
+      // From now on every reply is lost: the held /meta/connect answers with
+      // message 2, and that answer never reaches the client.
+      proxy.cut();
+      await server.publish('/chat/ack', { n: 2 });
+      await waitFor(() => proxy.swallowed.some((s) => s.text.includes('"n":2')), { timeout: 15000, what: 'a reply carrying message 2 to be lost' });
+      proxy.restore();
+      await c.until((r) => r.some((m) => m.data.n === 2), { timeout: 20000, what: 'message 2 after the lost reply' });
+      await server.publish('/chat/ack', { n: 3 });
+      await c.until((r) => r.some((m) => m.data.n === 3), { what: 'message 3' });
+      assert.deepEqual(c.received.map((m) => m.data.n), [1, 2, 3], 'each message once, in order');
     });
   });
 }

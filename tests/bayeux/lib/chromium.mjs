@@ -1,0 +1,91 @@
+// CometD's JavaScript library (npm `cometd`, unchanged, as ES modules) in a
+// headless Chromium page, behind the same interface as lib/clients.mjs, so
+// test/scenarios.mjs runs in the browser too. Each client is its own
+// browser context (its own cookies and connections), on a page served from
+// another origin than cometbox (CORS with credentials).
+//
+// The page reports what comes off the wire (CometD's extension mechanism)
+// and what CometD hands to the page's callbacks through functions exposed
+// by playwright, so the Node side sees it as it happens.
+import { Base, deferred } from './clients.mjs';
+
+/** The page: CometD imported from /cometd/ (lib/browser.mjs serves node_modules/cometd). */
+export const CLIENT_PAGE = `<!doctype html><meta charset="utf-8"><title>CometD client</title>
+<script type="module">
+  import { CometD, AckExtension } from '/cometd/cometd.js';
+  let cometd = null;
+  const wanted = new Set();
+  let handshakes = 0;
+  window.start = (url, ext, websocket, ack) => {
+    cometd = new CometD();
+    if (!websocket) cometd.unregisterTransport('websocket');
+    if (ack) cometd.registerExtension('ack', new AckExtension());
+    cometd.registerExtension('tap', { incoming(m) { window.tap(m); return m; } });
+    cometd.configure({ url, logLevel: 'warn', backoffIncrement: 200, maxBackoff: 1000 });
+    // CometD forgets subscriptions on a re-handshake: renew them here.
+    cometd.addListener('/meta/handshake', (m) => {
+      if (!m.successful) return;
+      if (++handshakes > 1) for (const ch of wanted) cometd.subscribe(ch, (x) => window.hand(x));
+    });
+    cometd.handshake({ ext }, (reply) => {
+      // A failure CometD made up (not a server reply) that it will not fall back from.
+      if (reply.failure && reply.failure.connectionType !== 'websocket') window.failed(reply);
+    });
+  };
+  window.subscribe = (ch) => new Promise((resolve) => cometd.subscribe(ch, (m) => window.hand(m), (r) => {
+    if (r.successful) wanted.add(ch);
+    resolve(r);
+  }));
+  window.publish = (ch, data) => new Promise((resolve) => cometd.publish(ch, data, resolve));
+  window.listen = (ch) => { cometd.addListener(ch, (m) => window.hand(m)); };
+  window.stop = () => new Promise((resolve) => {
+    if (!cometd || cometd.isDisconnected()) return resolve();
+    setTimeout(resolve, 2000);
+    cometd.disconnect(() => resolve());
+  });
+  window.ready = true;
+</script>`;
+
+/**
+ * `make(url, opts)` for test/scenarios.mjs: `browser` from lib/browser.mjs
+ * launch(), `site` a staticServer serving CLIENT_PAGE at /client.html.
+ */
+export function chromiumClients(browser, site) {
+  return (url, { name = 'chromium', websocket = false, ack = false } = {}) => {
+    const c = new Base(name);
+    let opening = null;
+    const page = () => {
+      opening = opening || (async () => {
+        c.context = await browser.newContext();
+        const p = await c.context.newPage();
+        await p.exposeFunction('tap', (m) => c.tap(m));
+        await p.exposeFunction('hand', (m) => c.handed.push(m));
+        await p.exposeFunction('failed', (m) => { if (c.onServerHandshake) { c.onServerHandshake(m); c.onServerHandshake = null; } });
+        await p.goto(site.origin + '/client.html');
+        await p.waitForFunction(() => window.ready === true, null, { timeout: 10000 });
+        return p;
+      })();
+      return opening;
+    };
+    c.handshake = async (ext) => {
+      const p = await page();
+      const d = deferred(name + ' handshake reply');
+      c.onServerHandshake = d.resolve;
+      await p.evaluate(([u, e, ws, a]) => window.start(u, e, ws, a), [url, ext, websocket, ack]);
+      return d.promise;
+    };
+    c.subscribe = async (channel) => (await page()).evaluate((ch) => window.subscribe(ch), channel);
+    c.publish = async (channel, data) => (await page()).evaluate(([ch, d]) => window.publish(ch, d), [channel, data]);
+    c.receiveDirect = async () => {
+      await (await page()).evaluate(() => window.listen('/cometbox/direct'));
+      return { successful: true };
+    };
+    c.disconnect = async () => {
+      if (!opening) return;
+      const p = await opening;
+      await p.evaluate(() => window.stop()).catch(() => {});
+      await c.context.close();
+    };
+    return c;
+  };
+}
