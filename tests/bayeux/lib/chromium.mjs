@@ -16,9 +16,10 @@ export const CLIENT_PAGE = `<!doctype html><meta charset="utf-8"><title>CometD c
   let cometd = null;
   const wanted = new Set();
   let handshakes = 0;
-  window.start = (url, ext, websocket, ack) => {
+  window.start = (url, ext, websocket, ack, only) => {
     cometd = new CometD();
     if (!websocket) cometd.unregisterTransport('websocket');
+    if (only) for (const t of cometd.getTransportTypes()) if (t !== only) cometd.unregisterTransport(t);
     if (ack) cometd.registerExtension('ack', new AckExtension());
     cometd.registerExtension('tap', { incoming(m) { window.tap(m); return m; } });
     cometd.configure({ url, logLevel: 'warn', backoffIncrement: 200, maxBackoff: 1000 });
@@ -49,9 +50,11 @@ export const CLIENT_PAGE = `<!doctype html><meta charset="utf-8"><title>CometD c
 /**
  * `make(url, opts)` for test/scenarios.mjs: `browser` from lib/browser.mjs
  * launch(), `site` a staticServer serving CLIENT_PAGE at /client.html.
+ * `only`: the one transport CometD may use (say 'callback-polling').
  */
-export function chromiumClients(browser, site) {
+export function chromiumClients(browser, site, { only = null } = {}) {
   return (url, { name = 'chromium', websocket = false, ack = false } = {}) => {
+    if (only) websocket = false;
     const c = new Base(name);
     let opening = null;
     const page = () => {
@@ -71,7 +74,7 @@ export function chromiumClients(browser, site) {
       const p = await page();
       const d = deferred(name + ' handshake reply');
       c.onServerHandshake = d.resolve;
-      await p.evaluate(([u, e, ws, a]) => window.start(u, e, ws, a), [url, ext, websocket, ack]);
+      await p.evaluate(([u, e, ws, a, o]) => window.start(u, e, ws, a, o), [url, ext, websocket, ack, only]);
       return d.promise;
     };
     c.subscribe = async (channel) => (await page()).evaluate((ch) => window.subscribe(ch), channel);
