@@ -39,6 +39,7 @@ export const CLIENT_PAGE = `<!doctype html><meta charset="utf-8"><title>CometD c
   }));
   window.publish = (ch, data) => new Promise((resolve) => cometd.publish(ch, data, resolve));
   window.listen = (ch) => { cometd.addListener(ch, (m) => window.hand(m)); };
+  window.transport = () => cometd.getTransport() && cometd.getTransport().type;
   window.stop = () => new Promise((resolve) => {
     if (!cometd || cometd.isDisconnected()) return resolve();
     setTimeout(resolve, 2000);
@@ -61,6 +62,12 @@ export function chromiumClients(browser, site, { only = null } = {}) {
       opening = opening || (async () => {
         c.context = await browser.newContext();
         const p = await c.context.newPage();
+        c.requests = []; // what the page sent, for tests of the transports
+        p.on('request', (r) => c.requests.push({ method: r.method(), url: r.url() }));
+        c.websockets = [];
+        p.on('websocket', (ws) => c.websockets.push(ws.url()));
+        c.pageErrors = [];
+        p.on('pageerror', (e) => c.pageErrors.push(e.message));
         await p.exposeFunction('tap', (m) => c.tap(m));
         await p.exposeFunction('hand', (m) => c.handed.push(m));
         await p.exposeFunction('failed', (m) => { if (c.onServerHandshake) { c.onServerHandshake(m); c.onServerHandshake = null; } });
@@ -79,6 +86,7 @@ export function chromiumClients(browser, site, { only = null } = {}) {
     };
     c.subscribe = async (channel) => (await page()).evaluate((ch) => window.subscribe(ch), channel);
     c.publish = async (channel, data) => (await page()).evaluate(([ch, d]) => window.publish(ch, d), [channel, data]);
+    c.transport = async () => (await page()).evaluate(() => window.transport());
     c.receiveDirect = async () => {
       await (await page()).evaluate(() => window.listen('/cometbox/direct'));
       return { successful: true };
