@@ -88,6 +88,8 @@ pub struct Snapshot {
     pub ingest_connections: u64,
     /// Backend hooks' counters (absent, and not encoded, without hooks).
     pub hooks: Option<crate::hooks::HookStats>,
+    /// Bayeux sessions on this node (absent without `[bayeux]`).
+    pub bayeux_sessions: Option<u64>,
 }
 
 impl Snapshot {
@@ -106,6 +108,7 @@ impl Snapshot {
             clients_evicted: stats.clients_evicted,
             public_connections: 0,
             ingest_connections: 0,
+            bayeux_sessions: None,
             hooks: stats.hooks.clone(),
         }
     }
@@ -252,6 +255,15 @@ impl Collector for HubCollector {
         }
         if let Some(h) = &s.hooks {
             encode_hooks(&mut encoder, h)?;
+        }
+        if let Some(sessions) = s.bayeux_sessions {
+            let metric = ConstGauge::new(sessions as i64);
+            metric.encode(encoder.encode_descriptor(
+                "cometbox_bayeux_sessions",
+                "Bayeux sessions live on this node",
+                None,
+                metric.metric_type(),
+            )?)?;
         }
         Ok(())
     }

@@ -168,42 +168,24 @@ impl Bayeux {
         }
     }
 
-    /// A subscribe's channels, checked against the token. Service channels
-    /// are answered but join nothing: what the backend says back comes to
-    /// the session's mailbox anyway.
+    /// A subscribe's channels, checked against the token.
     fn subscriptions(
         &self,
         message: &Inbound,
         session: &Session,
     ) -> Result<Vec<ChannelName>, Value> {
-        let Some(subscription) = &message.subscription else {
+        let channels = named_channels(message)?;
+        let grant = session.grant.as_ref();
+        if let Some(refused) = channels
+            .iter()
+            .find(|c| grant.is_some_and(|grant| !grant.allows(c)))
+        {
             return Err(wire::failure(
                 message,
-                400,
-                "subscription is required",
+                403,
+                &format!("the token does not allow channel {refused}"),
                 Reconnect::Unchanged,
             ));
-        };
-        let mut channels = Vec::new();
-        for name in subscription.names() {
-            if name.starts_with("/meta/") || name.starts_with(SERVICE) {
-                continue;
-            }
-            let channel = ChannelName::parse(name)
-                .map_err(|e| wire::failure(message, 400, &e.to_string(), Reconnect::Unchanged))?;
-            if session
-                .grant
-                .as_ref()
-                .is_some_and(|grant| !grant.allows(&channel))
-            {
-                return Err(wire::failure(
-                    message,
-                    403,
-                    &format!("the token does not allow channel {name}"),
-                    Reconnect::Unchanged,
-                ));
-            }
-            channels.push(channel);
         }
         Ok(channels)
     }
@@ -215,27 +197,16 @@ impl Bayeux {
             Ok(session) => session,
             Err(reply) => return reply,
         };
-        let Some(subscription) = &message.subscription else {
-            return wire::failure(
-                message,
-                400,
-                "subscription is required",
-                Reconnect::Unchanged,
-            );
-        };
-        let mut leaves = Vec::new();
-        for name in subscription.names() {
-            if name.starts_with("/meta/") || name.starts_with(SERVICE) {
-                continue;
-            }
-            match ChannelName::parse(name) {
-                Ok(channel) => leaves.push(Command::Leave {
+        let leaves: Vec<Command> = match named_channels(message) {
+            Ok(channels) => channels
+                .into_iter()
+                .map(|channel| Command::Leave {
                     client: session.client.clone(),
                     channel,
-                }),
-                Err(e) => return wire::failure(message, 400, &e.to_string(), Reconnect::Unchanged),
-            }
-        }
+                })
+                .collect(),
+            Err(reply) => return reply,
+        };
         if leaves.is_empty() {
             return Value::Object(wire::reply(message, true));
         }
@@ -342,6 +313,29 @@ impl Bayeux {
             Err(e) => apply_failure(message, &e),
         }
     }
+}
+
+/// The channels (and patterns) a subscribe or unsubscribe names. Meta
+/// and service channels are left out: they are answered, and join nothing
+/// (what the backend says back comes to the session's mailbox anyway).
+fn named_channels(message: &Inbound) -> Result<Vec<ChannelName>, Value> {
+    let Some(subscription) = &message.subscription else {
+        return Err(wire::failure(
+            message,
+            400,
+            "subscription is required",
+            Reconnect::Unchanged,
+        ));
+    };
+    subscription
+        .names()
+        .iter()
+        .filter(|name| !name.starts_with("/meta/") && !name.starts_with(SERVICE))
+        .map(|name| {
+            ChannelName::parse(name)
+                .map_err(|e| wire::failure(message, 400, &e.to_string(), Reconnect::Unchanged))
+        })
+        .collect()
 }
 
 /// A client id for a session without a token: the hooks decide who it is

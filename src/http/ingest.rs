@@ -387,6 +387,7 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, IngestError>
     let mut snapshot = crate::metrics::Snapshot::from_stats(&hub_stats(&state).await?);
     let (public, ingest) = open_connections(&state);
     (snapshot.public_connections, snapshot.ingest_connections) = (public as u64, ingest as u64);
+    snapshot.bayeux_sessions = state.bayeux.as_ref().map(|b| b.sessions() as u64);
     let text = state.metrics.encode(snapshot);
     Ok(([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response())
 }

@@ -131,7 +131,7 @@ async fn start_up_logs_say_what_listens_where_and_sigterm_answers_open_polls() {
     let log = server.log();
     assert!(
         log.contains(&format!(
-            "public listener (browsers: GET /poll, /cometbox.js) on http://{}",
+            "public listener (browsers: GET /poll, /events, /cometbox.js) on http://{}",
             server.public
         )),
         "{log}"
