@@ -3,9 +3,10 @@
 # cometbox binary on loopback ephemeral ports.
 #   - CometD (npm `cometd` + `cometd-nodejs-client`) and Faye in Node
 #     (test/cometd-node.test.mjs, test/faye.test.mjs, scenarios in test/scenarios.mjs)
-#   - CometD's JavaScript library in headless Debian Chromium: the same
-#     scenarios (test/cometd-chromium.test.mjs), and its transports,
-#     long-polling with CORS and callback-polling (test/browser.test.mjs)
+#   - CometD's JavaScript library and Faye's browser bundle in headless
+#     Debian Chromium: the same scenarios (test/cometd-chromium.test.mjs,
+#     test/faye-chromium.test.mjs), and CometD's transports, long-polling
+#     with CORS and callback-polling (test/browser.test.mjs)
 #   - the Bayeux chat demo, client-js/examples/bayeux-chat, clicked through
 #     (test/bayeux-chat-demo.test.mjs; screenshot in tests/bayeux/test-results/)
 #
@@ -66,7 +67,7 @@ cd "$HERE"
 npm ci --no-audit --no-fund --loglevel=error || die "npm ci failed"
 
 files=("$@")
-[ ${#files[@]} -gt 0 ] || files=(test/cometd-node.test.mjs test/faye.test.mjs test/cometd-chromium.test.mjs test/browser.test.mjs test/bayeux-chat-demo.test.mjs)
+[ ${#files[@]} -gt 0 ] || files=(test/cometd-node.test.mjs test/faye.test.mjs test/cometd-chromium.test.mjs test/faye-chromium.test.mjs test/browser.test.mjs test/bayeux-chat-demo.test.mjs)
 mkdir -p test-results
 echo "tests/bayeux/run-tests.sh: node --test ${files[*]}"
 # One file at a time (Chromium is heavy on a 2-core machine); every test

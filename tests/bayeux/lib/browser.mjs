@@ -22,19 +22,22 @@ export async function launch() {
 }
 
 const COMETD_DIR = path.dirname(require.resolve('cometd/package.json'));
+const FAYE_DIR = path.join(path.dirname(require.resolve('faye/package.json')), 'client');
 
 /**
- * A static server on a loopback port: `routes` maps a path to HTML, and
- * /cometd/<file>.js serves the npm CometD library's files as they are.
+ * A static server on a loopback port: `routes` maps a path to HTML,
+ * /cometd/<file>.js serves the npm CometD library's files as they are, and
+ * /faye/<file>.js Faye's browser bundle.
  */
 export function staticServer(routes) {
   return new Promise((resolve, reject) => {
     const srv = http.createServer((req, res) => {
       const p = req.url.split('?')[0];
-      const lib = /^\/cometd\/([A-Za-z0-9]+\.js)$/.exec(p);
-      if (lib && fs.existsSync(path.join(COMETD_DIR, lib[1]))) {
+      const lib = /^\/(cometd|faye)\/([A-Za-z0-9-]+\.js)$/.exec(p);
+      const file = lib && path.join(lib[1] === 'cometd' ? COMETD_DIR : FAYE_DIR, lib[2]);
+      if (file && fs.existsSync(file)) {
         res.writeHead(200, { 'Content-Type': 'text/javascript; charset=utf-8' });
-        res.end(fs.readFileSync(path.join(COMETD_DIR, lib[1])));
+        res.end(fs.readFileSync(file));
       } else if (routes[p] != null) {
         res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8', 'Cache-Control': 'no-store' });
         res.end(routes[p]);

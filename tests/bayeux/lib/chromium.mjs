@@ -49,11 +49,43 @@ export const CLIENT_PAGE = `<!doctype html><meta charset="utf-8"><title>CometD c
 </script>`;
 
 /**
+ * Faye's browser bundle (npm `faye`, client/faye-browser.js, unchanged) with
+ * the same window API as CLIENT_PAGE. Faye picks its own transports in a
+ * browser (websocket, eventsource, cross-origin-long-polling,
+ * callback-polling); `websocket: false` disables websocket only.
+ */
+export const FAYE_PAGE = `<!doctype html><meta charset="utf-8"><title>Faye client</title>
+<script src="/faye/faye-browser.js"></script>
+<script>
+  let client = null;
+  const TRANSPORTS = ['websocket', 'eventsource', 'long-polling', 'cross-origin-long-polling', 'callback-polling'];
+  window.start = (url, ext, websocket, ack, only) => {
+    client = new Faye.Client(url, { timeout: 30, retry: 0.5 });
+    if (!websocket) client.disable('websocket');
+    if (only) for (const t of TRANSPORTS) if (t !== only) client.disable(t);
+    client.addExtension({
+      outgoing(m, cb) { if (m.channel === '/meta/handshake') m.ext = Object.assign({}, m.ext, ext); cb(m); },
+      incoming(m, cb) { window.tap(m); cb(m); },
+    });
+    client.connect();
+  };
+  const settle = (p) => Promise.resolve(p).then(() => ({ successful: true }), (err) => ({ successful: false,
+    error: err && err.code != null ? err.code + ':' + (err.params || []).join(',') + ':' + err.message : String(err && err.message || err) }));
+  window.subscribe = (ch) => settle(client.subscribe(ch, (data) => window.hand({ channel: ch, data })));
+  window.publish = (ch, data) => settle(client.publish(ch, data));
+  window.listen = (ch) => window.subscribe(ch);   // Faye delivers only subscribed channels
+  window.transport = () => client._dispatcher._transport && client._dispatcher._transport.connectionType;
+  window.stop = () => { client.disconnect(); return new Promise((r) => setTimeout(r, 50)); };
+  window.ready = true;
+</script>`;
+
+/**
  * `make(url, opts)` for test/scenarios.mjs: `browser` from lib/browser.mjs
  * launch(), `site` a staticServer serving CLIENT_PAGE at /client.html.
- * `only`: the one transport CometD may use (say 'callback-polling').
+ * `only`: the one transport the library may use (say 'callback-polling').
+ * `path`: the page (CLIENT_PAGE for CometD, FAYE_PAGE for Faye).
  */
-export function chromiumClients(browser, site, { only = null } = {}) {
+export function chromiumClients(browser, site, { only = null, path = '/client.html' } = {}) {
   return (url, { name = 'chromium', websocket = false, ack = false } = {}) => {
     if (only) websocket = false;
     const c = new Base(name);
@@ -71,7 +103,7 @@ export function chromiumClients(browser, site, { only = null } = {}) {
         await p.exposeFunction('tap', (m) => c.tap(m));
         await p.exposeFunction('hand', (m) => c.handed.push(m));
         await p.exposeFunction('failed', (m) => { if (c.onServerHandshake) { c.onServerHandshake(m); c.onServerHandshake = null; } });
-        await p.goto(site.origin + '/client.html');
+        await p.goto(site.origin + path);
         await p.waitForFunction(() => window.ready === true, null, { timeout: 10000 });
         return p;
       })();
@@ -88,8 +120,8 @@ export function chromiumClients(browser, site, { only = null } = {}) {
     c.publish = async (channel, data) => (await page()).evaluate(([ch, d]) => window.publish(ch, d), [channel, data]);
     c.transport = async () => (await page()).evaluate(() => window.transport());
     c.receiveDirect = async () => {
-      await (await page()).evaluate(() => window.listen('/cometbox/direct'));
-      return { successful: true };
+      const reply = await (await page()).evaluate(() => window.listen('/cometbox/direct'));
+      return reply || { successful: true };
     };
     c.disconnect = async () => {
       if (!opening) return;
