@@ -2,12 +2,19 @@
 // origin than cometbox: long-polling with CORS (the library's default
 // transports, websocket first) and callback-polling (JSONP through <script>
 // tags). Each: handshake with a token, subscribe, a message from ingest,
-// a publish that reaches the page and a /poll client.
+// a publish that reaches the page and a /poll client. And Faye's browser
+// bundle on cometbox's own origin (as behind a proxy on the site's origin),
+// where it long-polls instead of the JSONP it uses across origins.
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import { createRequire } from 'node:module';
+import path from 'node:path';
 import { startServer, stopAll, mintToken, PollClient, waitFor } from '../lib/harness.mjs';
 import { launch, staticServer } from '../lib/browser.mjs';
-import { chromiumClients, CLIENT_PAGE } from '../lib/chromium.mjs';
+import { chromiumClients, CLIENT_PAGE, FAYE_PAGE } from '../lib/chromium.mjs';
+
+const require = createRequire(import.meta.url);
 
 describe('CometD in Chromium: transports', () => {
   let server, site, browser;
@@ -58,6 +65,30 @@ describe('CometD in Chromium: transports', () => {
     assert.ok(websockets.some((u) => u.startsWith('ws://') && u.includes('/bayeux')), 'CometD tried websocket first: ' + JSON.stringify(websockets));
     assert.equal(transport, 'long-polling');
     assert.ok(requests.some((r) => r.method === 'POST'), JSON.stringify(requests));
+  });
+
+  test("Faye on the page's own origin: long-polling", async () => {
+    const ctx = await browser.newContext();
+    try {
+      const page = await ctx.newPage();
+      // The page is served "by cometbox's origin" through playwright's router.
+      const bundle = fs.readFileSync(path.join(path.dirname(require.resolve('faye/package.json')), 'client', 'faye-browser.js'), 'utf8');
+      await page.route(server.publicUrl + '/faye.html', (r) => r.fulfill({ status: 200, contentType: 'text/html', body: FAYE_PAGE }));
+      await page.route(server.publicUrl + '/faye/faye-browser.js', (r) => r.fulfill({ status: 200, contentType: 'text/javascript', body: bundle }));
+      const wire = [];
+      await page.exposeFunction('tap', (m) => wire.push(m));
+      await page.exposeFunction('hand', () => {});
+      await page.goto(server.publicUrl + '/faye.html');
+      await page.waitForFunction(() => window.ready === true, null, { timeout: 10000 });
+      const token = await mintToken(server, 'same-' + process.pid, { channels: ['/chat/*'] });
+      await page.evaluate(([u, e]) => window.start(u, e, false), [server.bayeuxUrl, { cometbox: { token } }]);
+      assert.deepEqual(await page.evaluate(() => window.subscribe('/chat/same')), { successful: true });
+      await server.publish('/chat/same', { text: 'same origin' });
+      await waitFor(() => wire.some((m) => m.channel === '/chat/same'), { what: 'the message on the same origin' });
+      assert.equal(await page.evaluate(() => window.transport()), 'long-polling');
+    } finally {
+      await ctx.close();
+    }
   });
 
   test('callback-polling: every request is a GET of a script with jsonp= and message=', async (t) => {
