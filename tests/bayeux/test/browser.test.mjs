@@ -16,7 +16,7 @@ import { chromiumClients, CLIENT_PAGE, FAYE_PAGE } from '../lib/chromium.mjs';
 
 const require = createRequire(import.meta.url);
 
-describe('CometD in Chromium: transports', () => {
+describe('transports in Chromium', () => {
   let server, site, browser;
   before(async () => {
     site = await staticServer({ '/client.html': CLIENT_PAGE });
