@@ -6,7 +6,13 @@
 //!   longest a delivery to an existing client waits while a sweep runs (the
 //!   sweep must not hold a shard's write lock for its whole scan).
 //!
-//! `cargo bench --bench hub_costs` runs both; `-- parse` or `-- sweep` one.
+//! - `fanout`: one channel message to 10,000 members, with no wildcard
+//!   subscription anywhere, with 1,000 clients holding patterns that do not
+//!   match, and with the 10,000 members subscribed through `/chat/*`: the
+//!   exact path must cost what it did before wildcards existed.
+//!
+//! `cargo bench --bench hub_costs` runs all; `-- parse`, `-- sweep` or
+//! `-- fanout` one.
 //! Figures are printed, not asserted: timing targets live here, not in tests.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,6 +44,65 @@ fn main() {
     }
     if wants("sweep") {
         bench_sweep(1_000_000);
+    }
+    if wants("fanout") {
+        bench_fanout(10_000);
+    }
+}
+
+/// A channel message to `members` clients, under three membership layouts.
+fn bench_fanout(members: usize) {
+    let subscribe = |hub: &Hub, prefix: &str, n: usize, channel: &str| {
+        for chunk in (0..n).collect::<Vec<_>>().chunks(10_000) {
+            let body: String = chunk
+                .iter()
+                .map(|i| format!("<subscribe client=\"{prefix}{i}\" channel=\"{channel}\"/>"))
+                .collect();
+            apply(
+                hub,
+                parse(format!("<batch>{body}</batch>").as_bytes(), PARSE_LIMITS).unwrap(),
+            );
+        }
+    };
+    let layouts: [(&str, &dyn Fn(&Hub)); 3] = [
+        ("exact members, no pattern anywhere", &|hub| {
+            subscribe(hub, "m", members, "/chat/demo")
+        }),
+        ("exact members, 1,000 unrelated patterns", &|hub| {
+            subscribe(hub, "m", members, "/chat/demo");
+            subscribe(hub, "p", 1_000, "/news/**");
+        }),
+        ("members through /chat/*", &|hub| {
+            subscribe(hub, "m", members, "/chat/*")
+        }),
+    ];
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    for (name, layout) in layouts {
+        let hub = hub(Duration::from_secs(3600));
+        layout(&hub);
+        let message = parse(
+            br#"<message channel="/chat/demo">{"n":1}</message>"#,
+            PARSE_LIMITS,
+        )
+        .unwrap();
+        // Warm up: the first messages allocate every mailbox's log.
+        for _ in 0..20 {
+            runtime.block_on(hub.apply(message.clone())).unwrap();
+        }
+        let samples: Vec<Duration> = (0..201)
+            .map(|_| {
+                let started = Instant::now();
+                runtime.block_on(hub.apply(message.clone())).unwrap();
+                started.elapsed()
+            })
+            .collect();
+        println!(
+            "fanout: {members} members, {name}: median {:.2} ms per message over {} runs",
+            median(samples.clone()).as_secs_f64() * 1e3,
+            samples.len()
+        );
     }
 }
 

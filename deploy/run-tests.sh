@@ -188,6 +188,7 @@ COMETBOX_INGEST__LISTEN="unix:$T/ingest.sock" \
 COMETBOX_AUTH__SECRET="$SECRET" \
 COMETBOX_LIMITS__POLL_TIMEOUT="${POLL_TIMEOUT}s" \
 COMETBOX_LIMITS__MAX_POLL_TIMEOUT="$((HOLD + 5))s" \
+COMETBOX_BAYEUX__ENABLED=true \
 RUST_LOG="${RUST_LOG:-info}" \
     "$COMETBOX_BIN" --config deploy/cometbox.toml --ready-file "$T/ready.json" \
     >"$T/cometbox.log" 2>&1 &

@@ -272,6 +272,55 @@ def run_checks(env):
             conn.close()
     check("SSE through nginx: an event arrives as it is posted (< 1 s), not buffered", sse)
 
+    # --- Bayeux through the snippet unchanged: a POST body passes, a held
+    # connect answers as a message is posted
+    def bayeux():
+        client = new_client("bayeux")
+        bx_token = mint_jwt(env.secret, client, channels=["/chat/*"])
+
+        def post(batch, timeout=15):
+            conn = connection(env.nginx, timeout)
+            try:
+                body = json.dumps(batch)
+                conn.request("POST", "/cometbox/bayeux", body=body,
+                             headers={"Content-Type": "application/json"})
+                r = conn.getresponse()
+                assert r.status == 200, f"POST /cometbox/bayeux: {r.status} {r.read()[:300]!r}"
+                return json.loads(r.read())
+            finally:
+                conn.close()
+        hs = post([{"channel": "/meta/handshake", "version": "1.0", "id": "1",
+                    "supportedConnectionTypes": ["long-polling"],
+                    "ext": {"cometbox": {"token": bx_token}}}])
+        assert hs[0].get("successful") is True, f"handshake: {hs}"
+        cid = hs[0]["clientId"]
+        sub = post([{"channel": "/meta/subscribe", "clientId": cid, "id": "2",
+                     "subscription": "/chat/**"}])
+        assert sub[0].get("successful") is True, f"subscribe: {sub}"
+        got = {}
+
+        def held():
+            got["reply"] = post([{"channel": "/meta/connect", "clientId": cid, "id": "3",
+                                  "connectionType": "long-polling", "advice": {"timeout": 10000}}])
+            got["at"] = time.monotonic()
+        waiter = threading.Thread(target=held)
+        waiter.start()
+        time.sleep(0.5)
+        posted_at = time.monotonic()
+        p = env.post('<message channel="/chat/room/1">{"via": "nginx"}</message>')
+        assert p.status == 200, f"POST / to ingest: {p}"
+        waiter.join(15)
+        assert "reply" in got, "the held connect did not answer"
+        reply = got["reply"]
+        assert reply[0].get("channel") == "/chat/room/1" and reply[0].get("data") == {"via": "nginx"}, \
+            f"connect reply: {reply}"
+        assert reply[-1].get("successful") is True, f"connect: {reply}"
+        latency = got["at"] - posted_at
+        assert latency < 1.0, f"Bayeux message arrived {latency:.2f}s after the post"
+        print(f"     Bayeux message delivered {latency * 1000:.0f} ms after the post", flush=True)
+    check("Bayeux through nginx: handshake, wildcard subscribe, a held connect answered (< 1 s)",
+          bayeux)
+
     def held_in_server():
         assert "open_polls" in cursor, "no result from the previous check"
         n = cursor["open_polls"]

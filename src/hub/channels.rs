@@ -62,28 +62,35 @@ impl Channels {
     /// Who a message to `channel` reaches: its members, and the members of
     /// every pattern matching it, each client once.
     pub fn members(&self, channel: &ChannelName) -> Vec<Arc<Client>> {
-        let mut found: Vec<Arc<Client>> = self
-            .members
-            .get(channel)
-            .map(|m| m.values().cloned().collect())
-            .unwrap_or_default();
+        let exact = self.members_of(channel.as_str());
         if self.patterns.load(Ordering::Relaxed) == 0 {
-            return found;
+            return exact;
         }
-        let mut seen: Option<HashSet<*const Client>> = None;
-        for pattern in channel.matching_patterns() {
-            let Some(members) = self.members.get(pattern.as_str()) else {
-                continue;
-            };
-            let seen =
-                seen.get_or_insert_with(|| found.iter().map(Arc::as_ptr).collect::<HashSet<_>>());
-            for member in members.values() {
-                if seen.insert(Arc::as_ptr(member)) {
-                    found.push(member.clone());
-                }
-            }
+        let mut lists: Vec<Vec<Arc<Client>>> = std::iter::once(exact)
+            .chain(
+                channel
+                    .matching_patterns()
+                    .map(|pattern| self.members_of(&pattern)),
+            )
+            .filter(|list| !list.is_empty())
+            .collect();
+        if lists.len() <= 1 {
+            // One list holds no client twice: no set to build.
+            return lists.pop().unwrap_or_default();
         }
-        found
+        let mut seen = HashSet::new();
+        lists
+            .into_iter()
+            .flatten()
+            .filter(|member| seen.insert(Arc::as_ptr(member)))
+            .collect()
+    }
+
+    fn members_of(&self, name: &str) -> Vec<Arc<Client>> {
+        self.members
+            .get(name)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// (channels, memberships) for `/stats`.
