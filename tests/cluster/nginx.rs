@@ -334,8 +334,20 @@ async fn through_nginx_a_node_killed_under_load_loses_nothing() {
         .lines()
         .filter(|l| l.contains(&killed_addr) && l.contains(", "))
         .count();
+    let errors = nginx.error_log();
+    let why: Vec<(&str, usize)> = [
+        "upstream prematurely closed connection",
+        "Connection reset by peer",
+        "Connection refused",
+    ]
+    .into_iter()
+    .map(|reason| {
+        let lines = errors.lines();
+        (reason, lines.filter(|l| l.contains(reason)).count())
+    })
+    .collect();
     eprintln!(
-        "polls nginx passed on from the killed node to another: {retried}; failures the clients saw: {failures:?}"
+        "polls nginx passed on from the killed node to another: {retried} (nginx's reasons: {why:?}); failures the clients saw: {failures:?}"
     );
     assert!(
         retried >= open_at_kill[1] as usize,
