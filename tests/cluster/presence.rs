@@ -13,18 +13,20 @@ use crate::hooks::Backend;
 use crate::nodes::{node, poll_ok};
 use crate::redis_server::{Persistence, RedisServer};
 
-/// `offline_after` of these tests (short, so that they are).
-const OFFLINE_AFTER: Duration = Duration::from_secs(1);
+/// `offline_after` of these tests: short, so that they are, and long
+/// enough that a loaded machine's pauses between polls stay well below it.
+const OFFLINE_AFTER: Duration = Duration::from_secs(2);
 
 /// A node with hooks to `backend`, named `name` in its events.
 async fn hooked(redis: &RedisServer, dir: &Scratch, backend: &Backend, name: &str) -> Server {
+    let offline_after = format!("{}s", OFFLINE_AFTER.as_secs());
     node(
         &redis.url(),
         &dir.0,
         &[
             ("COMETBOX_HOOKS__URL", backend.url.as_str()),
             ("COMETBOX_HOOKS__SECRET", "hook-secret"),
-            ("COMETBOX_HOOKS__OFFLINE_AFTER", "1s"),
+            ("COMETBOX_HOOKS__OFFLINE_AFTER", &offline_after),
             ("COMETBOX_HOOKS__ON_ERROR", "allow"),
             ("COMETBOX_HOOKS__NODE", name),
         ],
@@ -42,7 +44,7 @@ fn types(backend: &Backend, client: &str) -> Vec<String> {
 }
 
 /// Waits until the notifications about `client` are `want` (generously),
-/// then a while longer (three `offline_after`) to see that nothing else
+/// then a while longer (twice `offline_after`) to see that nothing else
 /// comes, and checks again.
 async fn expect_exactly(backend: &Backend, client: &str, want: &[&str]) {
     wait_until(
@@ -52,7 +54,7 @@ async fn expect_exactly(backend: &Backend, client: &str, want: &[&str]) {
     )
     .await;
     assert_eq!(types(backend, client), want, "{client}");
-    tokio::time::sleep(OFFLINE_AFTER * 3).await;
+    tokio::time::sleep(OFFLINE_AFTER * 2).await;
     assert_eq!(types(backend, client), want, "{client}: nothing more");
 }
 
@@ -71,8 +73,8 @@ async fn online_and_offline_once_while_polls_move_between_nodes() {
         .as_str()
         .unwrap()
         .to_owned();
-    // Held polls (1 s each), then polls 0.4 s apart, alternating nodes:
-    // about 5 offline_after in all.
+    // Held polls (1 s each), then polls a quarter of offline_after apart,
+    // alternating nodes: about 3 offline_after in all.
     for i in 0..3 {
         let server = if i % 2 == 0 { &b } else { &a };
         cursor = poll_ok(server, &pia, &format!("since={cursor}&timeout=1")).await["cursor"]
@@ -83,7 +85,7 @@ async fn online_and_offline_once_while_polls_move_between_nodes() {
     for i in 0..5 {
         let server = if i % 2 == 0 { &b } else { &a };
         poll_ok(server, &pia, &format!("since={cursor}&timeout=0")).await;
-        tokio::time::sleep(OFFLINE_AFTER * 2 / 5).await;
+        tokio::time::sleep(OFFLINE_AFTER / 4).await;
     }
     assert_eq!(types(&backend, "pia"), ["online"], "no flapping");
     expect_exactly(&backend, "pia", &["online", "offline"]).await;
