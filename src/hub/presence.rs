@@ -8,11 +8,13 @@
 //! hold. Nothing is applied unless all are allowed.
 //!
 //! **Presence.** A client is online from the first poll opened on any node
-//! until no node has had a poll open for it for `offline_after`. The truth
-//! is in Redis (`presence_online.lua`, `presence_sweep.lua`): the presence
-//! set `online`, whose `online` events are queued in the same atomic step
+//! until no node has had a poll open for it for `offline_after`, or its
+//! mailbox is gone (`<disconnect>`, eviction). The truth is in Redis
+//! (`hooks_prelude.lua`, `presence_online.lua`, `presence_sweep.lua`): the
+//! presence set, whose `online` events are queued in the same atomic step
 //! that puts the client in it, and whose `offline` events are queued by the
-//! sweep (any node's; each run atomic) in the step that takes it out. Open
+//! sweep (any node's; each run atomic) in the step that takes it out, or by
+//! the next poll's step when it finds the mailbox recreated. Open
 //! polls are leases in Redis, so a client whose polls move between nodes
 //! never looks away, and one whose node was killed is away once the lease
 //! of its poll there lapsed. So every `online` gets exactly one `offline`,
@@ -106,6 +108,9 @@ impl Hub {
             client.as_str().into(),
             millis(hooks.offline_after()).into(),
             event,
+            hooks.node().into(),
+            event_ids().into(),
+            wanted(hooks, EventType::Offline).into(),
         ];
         redis.run(Step::PresenceOnline, args).await?;
         Ok(())
@@ -114,6 +119,22 @@ impl Hub {
 
 fn millis(d: Duration) -> String {
     d.as_millis().to_string()
+}
+
+/// 24 random hex digits: the scripts make the ids of the events they
+/// build (`offline`) from them and a counter, `evt-` and 32 hex digits in
+/// all, as every event id.
+fn event_ids() -> String {
+    format!("{:024x}", rand::random::<u128>() >> 32)
+}
+
+/// `1` when `kind` is in `hooks.events`, else `0`.
+fn wanted(hooks: &Hooks, kind: EventType) -> &'static str {
+    if hooks.wants(kind) {
+        "1"
+    } else {
+        "0"
+    }
 }
 
 /// Starts this node's presence sweep and its share of delivering the
@@ -146,18 +167,12 @@ async fn sweep_forever(redis: Arc<RedisStore>, hooks: Arc<Hooks>, shutdown: Canc
     let every = super::reaper::sweep_interval(hooks.offline_after());
     while pause(every, &shutdown).await {
         loop {
-            let ids: u128 = rand::random();
             let args: Args = vec![
                 millis(hooks.offline_after()).into(),
                 SWEEP_BATCH.to_string().into(),
                 hooks.node().into(),
-                format!("{:024x}", ids >> 32).into(),
-                if hooks.wants(EventType::Offline) {
-                    "1"
-                } else {
-                    "0"
-                }
-                .into(),
+                event_ids().into(),
+                wanted(&hooks, EventType::Offline).into(),
             ];
             match redis.run(Step::PresenceSweep, args).await {
                 Ok(reply) => {

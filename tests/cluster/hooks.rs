@@ -93,7 +93,7 @@ impl Backend {
     }
 
     /// What was asked so far, and forgets it.
-    fn take(&self) -> Vec<(String, String)> {
+    pub fn take(&self) -> Vec<(String, String)> {
         let mut got = std::mem::take(&mut *self.asked.lock().unwrap());
         got.sort();
         got

@@ -49,7 +49,7 @@ fn types(backend: &Backend, client: &str) -> Vec<String> {
 async fn expect_exactly(backend: &Backend, client: &str, want: &[&str]) {
     wait_until(
         &format!("{client}: notifications {want:?}"),
-        Duration::from_secs(20),
+        Duration::from_secs(30),
         || async { types(backend, client).len() >= want.len() },
     )
     .await;
@@ -190,4 +190,27 @@ async fn pending_notifications_survive_every_node() {
         .await
         .unwrap();
     assert_eq!(left, 0, "the queue is empty once delivered");
+}
+
+/// A backend `<disconnect>` ends the client's session even when it polls
+/// again at once, on another node, before any sweep: that poll is asked
+/// `connect` again, and the old session's `offline` comes before the new
+/// `online`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_disconnect_ends_the_session_even_when_the_client_is_back_at_once() {
+    let dir = Scratch::new("presence-disconnect");
+    let redis = RedisServer::start(&dir.0.join("redis"), Persistence::None).await;
+    let backend = Backend::start().await;
+    let a = hooked(&redis, &dir, &backend, "node-a").await;
+    let b = hooked(&redis, &dir, &backend, "node-b").await;
+    let dex = token("dex", &[]);
+    let connect = || vec![("connect".to_owned(), String::new())];
+    poll_ok(&a, &dex, "timeout=0").await;
+    assert_eq!(backend.take(), connect());
+    poll_ok(&b, &dex, "timeout=0").await;
+    assert_eq!(backend.take(), vec![], "online: not asked again");
+    b.post_ok(r#"<disconnect client="dex"/>"#, 1).await;
+    poll_ok(&a, &dex, "timeout=0").await;
+    assert_eq!(backend.take(), connect(), "a new session is asked");
+    expect_exactly(&backend, "dex", &["online", "offline", "online", "offline"]).await;
 }

@@ -6,12 +6,11 @@
 -- (shutdown). Returns 1, or 0 when the lease was not ours any more or the
 -- head is not what was delivered (another node delivers it again; an
 -- event's id is the same every time, so the backend drops repeats).
-local LOCK, Q = P .. 'hooks:lock', P .. 'hooks'
-if redis.call('GET', LOCK) ~= ARGV[4] then return 0 end
+if redis.call('GET', HOOKLOCK) ~= ARGV[4] then return 0 end
 local n, done = tonumber(ARGV[5]), 0
-if n > 0 and redis.call('LINDEX', Q, n - 1) == ARGV[6] then
-  redis.call('LTRIM', Q, n, -1)
+if n > 0 and redis.call('LINDEX', HOOKQ, n - 1) == ARGV[6] then
+  redis.call('LTRIM', HOOKQ, n, -1)
   done = 1
 end
-if ARGV[7] == '1' then redis.call('DEL', LOCK) end
+if ARGV[7] == '1' then redis.call('DEL', HOOKLOCK) end
 return done

@@ -4,13 +4,12 @@
 -- node's id, [5] lease ms, [6] at most this many events. Takes or renews
 -- the lease if it is free or ours; returns {'mine', event...} (the first
 -- events of the queue, left in it until hooks_done) or {'busy'}.
-local LOCK = P .. 'hooks:lock'
-local holder = redis.call('GET', LOCK)
+local holder = redis.call('GET', HOOKLOCK)
 if holder and holder ~= ARGV[4] then return {'busy'} end
-redis.call('SET', LOCK, ARGV[4], 'PX', tonumber(ARGV[5]))
+redis.call('SET', HOOKLOCK, ARGV[4], 'PX', tonumber(ARGV[5]))
 local out = {'mine'}
 local n = tonumber(ARGV[6])
 if n > 0 then
-  for _, e in ipairs(redis.call('LRANGE', P .. 'hooks', 0, n - 1)) do out[#out + 1] = e end
+  for _, e in ipairs(redis.call('LRANGE', HOOKQ, 0, n - 1)) do out[#out + 1] = e end
 end
 return out

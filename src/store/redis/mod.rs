@@ -105,7 +105,9 @@ struct HookScripts {
 impl Scripts {
     fn new() -> Self {
         const PRELUDE: &str = include_str!("prelude.lua");
+        const HOOKS_PRELUDE: &str = include_str!("hooks_prelude.lua");
         let with_prelude = |body: &str| Script::new(&format!("{PRELUDE}\n{body}"));
+        let with_hooks = |body: &str| Script::new(&format!("{PRELUDE}\n{HOOKS_PRELUDE}\n{body}"));
         Scripts {
             apply: with_prelude(include_str!("apply.lua")),
             poll_open: with_prelude(include_str!("poll_open.lua")),
@@ -115,11 +117,11 @@ impl Scripts {
             stats: with_prelude(include_str!("stats.lua")),
             presence: with_prelude(include_str!("presence.lua")),
             hooks: HookScripts {
-                look: with_prelude(include_str!("hooks_look.lua")),
-                online: with_prelude(include_str!("presence_online.lua")),
-                sweep: with_prelude(include_str!("presence_sweep.lua")),
-                take: with_prelude(include_str!("hooks_take.lua")),
-                done: with_prelude(include_str!("hooks_done.lua")),
+                look: with_hooks(include_str!("hooks_look.lua")),
+                online: with_hooks(include_str!("presence_online.lua")),
+                sweep: with_hooks(include_str!("presence_sweep.lua")),
+                take: with_hooks(include_str!("hooks_take.lua")),
+                done: with_hooks(include_str!("hooks_done.lua")),
             },
         }
     }
