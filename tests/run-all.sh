@@ -6,10 +6,12 @@
 #   1. cargo test        unit tests, the integration binary (tests/it) and the
 #                        disk store's durability suite (tests/durability: kills
 #                        the real binary; mounts a tmpfs and an ext4 image, root)
-#   1b. redis cluster   several real nodes on a real redis-server (tests/cluster)
+#   1b. redis cluster   several real nodes on a real redis-server (tests/cluster),
+#                        also behind a real nginx with the deploy snippets
 #   2. php-client        PHPUnit against the real binary, every transport
 #      python-client     pytest against the real binary, TCP and Unix socket
-#   3. client-js         node unit + integration tests, headless Chromium
+#   3. client-js         node unit + integration tests, headless Chromium (also a
+#                        page behind nginx, two nodes on Redis, one SIGKILLed)
 #      bridges           [[bridge]] against real ActiveMQ, RabbitMQ, NATS and
 #                        Redis (Debian's packages) started on loopback
 #   4. deploy            real nginx in front, systemd unit check, the .deb
