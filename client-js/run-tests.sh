@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of client-js: unit (injected fetch/timers/storage), integration
 # (the real cometbox binary from Node) and browser (headless Debian Chromium via
-# playwright-core, including the chat demo under `php -S`).
+# playwright-core, including the chat demo under `php -S`, and a page behind nginx
+# in front of two nodes on Redis, one of them SIGKILLed).
 #
 #   bash client-js/run-tests.sh            # everything
 #   bash client-js/run-tests.sh unit       # or: integration, browser (any subset)
@@ -35,6 +36,9 @@ command -v npm >/dev/null 2>&1 || missing+=(npm)
 if want browser; then
   [ -x /usr/bin/chromium ] || missing+=(chromium)
   command -v php >/dev/null 2>&1 || missing+=(php-cli)
+  # test/browser/cluster.test.js: two nodes on Redis behind nginx.
+  [ -x /usr/bin/redis-server ] || missing+=(redis-server)
+  [ -x /usr/sbin/nginx ] || missing+=(nginx)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "run-tests.sh: installing ${missing[*]} with apt-get"
@@ -53,6 +57,8 @@ if want browser; then
   [ -x /usr/bin/chromium ] || die "/usr/bin/chromium is missing"
   command -v php >/dev/null 2>&1 || die "php is missing"
   [ -f "$REPO/php-client/autoload.php" ] || die "php-client/autoload.php is missing (the chat demo needs it)"
+  [ -x /usr/bin/redis-server ] || die "/usr/bin/redis-server is missing"
+  [ -x /usr/sbin/nginx ] || die "/usr/sbin/nginx is missing"
 fi
 
 # --- the server binary -----------------------------------------------------

@@ -247,6 +247,15 @@ else
     fail "nginx -t with cometbox-upstream.conf + cometbox.conf as shipped"; printf '%s\n' "$out"
 fi
 
+# (a2) the shipped multi-node upstream file, unchanged: syntax only (it is
+# run for real, with the test nodes' addresses, by tests/cluster/nginx.rs)
+write_nginx_conf "$T/nginx-cluster.conf" "$(free_port)" "include $DEPLOY/nginx/cometbox-upstream-cluster.conf;"
+if out="$(nginx -e "$T/nginx-error.log" -p "$T/nginx/" -c "$T/nginx-cluster.conf" -t 2>&1)"; then
+    pass "nginx -t with cometbox-upstream-cluster.conf + cometbox.conf as shipped"
+else
+    fail "nginx -t with cometbox-upstream-cluster.conf + cometbox.conf as shipped"; printf '%s\n' "$out"
+fi
+
 # (b) the test's own upstream on the ephemeral port, cometbox.conf unchanged
 NGINX_PID=""
 for attempt in 1 2 3; do
@@ -374,6 +383,7 @@ if [ -n "$DEB" ]; then
              ./usr/lib/systemd/system/cometbox.service \
              ./usr/share/cometbox/nginx/cometbox.conf \
              ./usr/share/cometbox/nginx/cometbox-upstream.conf \
+             ./usr/share/cometbox/nginx/cometbox-upstream-cluster.conf \
              ./usr/share/doc/cometbox/README.md; do
         if grep -qE " $f\$" "$T/contents.txt"; then pass "package contains ${f#.}"; else fail "package contains ${f#.}"; fi
     done

@@ -6,12 +6,14 @@
 #   1. cargo test        unit tests, the integration binary (tests/it) and the
 #                        disk store's durability suite (tests/durability: kills
 #                        the real binary; mounts a tmpfs and an ext4 image, root)
-#   1b. redis cluster   several real nodes on a real redis-server (tests/cluster)
+#   1b. redis cluster   several real nodes on a real redis-server (tests/cluster),
+#                        also behind a real nginx with the deploy snippets
 #   2. php-client        PHPUnit against the real binary, every transport
 #      python-client     pytest against the real binary, TCP and Unix socket
-#   3. client-js         node unit + integration tests, headless Chromium
-#      bayeux            the real npm Bayeux clients (CometD in Node and in
-#                        Chromium, Faye) and the Bayeux chat demo (tests/bayeux)
+#   3. client-js         node unit + integration tests, headless Chromium (also a
+#                        page behind nginx, two nodes on Redis, one SIGKILLed)
+#      bayeux            the real npm Bayeux clients (CometD and Faye in Node and
+#                        in Chromium) and the Bayeux chat demo (tests/bayeux)
 #      bridges           [[bridge]] against real ActiveMQ, RabbitMQ, NATS and
 #                        Redis (Debian's packages) started on loopback
 #   4. deploy            real nginx in front, systemd unit check, the .deb
@@ -68,7 +70,7 @@ release_pid=$!
 run_suite "php-client (PHPUnit)" bash php-client/run-tests.sh
 run_suite "python-client (pytest)" bash python-client/run-tests.sh
 run_suite "client-js (node + Chromium)" bash client-js/run-tests.sh
-run_suite "bayeux (CometD + Faye in Node, CometD in Chromium, demo)" bash tests/bayeux/run-tests.sh
+run_suite "bayeux (CometD + Faye in Node and Chromium, demo)" bash tests/bayeux/run-tests.sh
 run_suite "bridges (ActiveMQ, RabbitMQ, NATS, Redis)" bash tests/bridges/run-tests.sh
 
 say "waiting for the release build"

@@ -249,26 +249,49 @@ impl Hooks {
     async fn deliver_forever(&self) {
         loop {
             let event = self.outbox.next().await;
-            let body = event.body();
-            let mut pause = FIRST_RETRY;
-            for attempt in 1u64.. {
-                match transport::post(&self.target, &self.secret, body.clone(), self.timeout).await
-                {
-                    Ok(_) => break,
-                    Err(e) => {
-                        self.outbox.failed_attempts.fetch_add(1, Relaxed);
-                        // Every failure is retried (a 401 from a wrong secret
-                        // too): say so at the first and every 20th attempt.
-                        if attempt == 1 || attempt % 20 == 0 {
-                            tracing::warn!(id = %event.id, kind = ?event.kind, client = %event.client, attempt, error = %e, retry_in = ?pause, "hook notification failed; retrying");
-                        }
-                        tokio::time::sleep(pause).await;
-                        pause = (pause * 2).min(self.retry_max);
-                    }
-                }
-            }
+            self.deliver(&event).await;
             self.outbox.done(&event);
         }
+    }
+
+    /// Sends one notification until the backend answers 2xx: retried after
+    /// 100 ms, then twice as long each time up to `retry_max`, without end.
+    /// The outbox's workers use it, and with the `redis` store the node
+    /// delivering the cluster's shared queue (`src/hub/presence.rs`).
+    pub async fn deliver(&self, event: &Event) {
+        let body = event.body();
+        let mut pause = FIRST_RETRY;
+        for attempt in 1u64.. {
+            match transport::post(&self.target, &self.secret, body.clone(), self.timeout).await {
+                Ok(_) => break,
+                Err(e) => {
+                    self.outbox.failed_attempts.fetch_add(1, Relaxed);
+                    // Every failure is retried (a 401 from a wrong secret
+                    // too): say so at the first and every 20th attempt.
+                    if attempt == 1 || attempt % 20 == 0 {
+                        tracing::warn!(id = %event.id, kind = ?event.kind, client = %event.client, attempt, error = %e, retry_in = ?pause, "hook notification failed; retrying");
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(self.retry_max);
+                }
+            }
+        }
+    }
+
+    /// Counts a notification delivered from the cluster's shared queue
+    /// (this node's `delivered`).
+    pub fn count_delivered(&self) {
+        self.outbox.delivered.fetch_add(1, Relaxed);
+    }
+
+    /// `node`: this server's name in every event.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// `concurrency`.
+    pub fn concurrency(&self) -> usize {
+        self.concurrency
     }
 
     /// Stops the notification workers (what is pending stays pending: in

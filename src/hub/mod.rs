@@ -12,6 +12,8 @@
 //!   browsers' grants, and what each may undo of the other;
 //! - `reaper.rs`: idle eviction off the async workers; `stats.rs`: `/stats`
 //!   and presence;
+//! - `hooked.rs`: backend hooks on one node; `presence.rs`: on Redis,
+//!   presence and hook notifications cluster-wide;
 //! - `durable.rs`: with a durable store, the order in which changes reach
 //!   its journal, recovery at start-up, and reloading after a failed write.
 //!
@@ -35,6 +37,7 @@ mod durable;
 mod hooked;
 mod membership;
 mod poll;
+mod presence;
 mod reaper;
 mod remote;
 mod stats;

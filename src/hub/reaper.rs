@@ -126,6 +126,10 @@ pub(super) fn sweep_interval(idle_limit: Duration) -> Duration {
 /// `shutdown`.
 pub fn spawn_reaper(hub: Hub, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
     if let Some(redis) = hub.0.redis.clone() {
+        if let Some(hooks) = hub.0.hooks.clone() {
+            // Presence is cluster-wide there (`presence.rs`).
+            super::presence::spawn_presence(redis.clone(), hooks, shutdown.clone());
+        }
         return super::remote::spawn_remote_reaper(&hub, redis, shutdown);
     }
     // With hooks, presence is swept too: `offline` at most a quarter of

@@ -20,9 +20,8 @@ use tokio_util::sync::CancellationToken;
 use super::poll::{Open, OpenPoll, PollError, PollRequest, Waited};
 use super::stats::{Presence, Stats, StatsScope};
 use super::{ApplyError, Hub};
-use crate::hooks::{EventType, Hooks};
 use crate::protocol::reply::{self, MAX_ENTRY_OVERHEAD};
-use crate::protocol::{ChannelName, ClientId, Command, Cursor, Target};
+use crate::protocol::{ClientId, Command, Cursor, Target};
 use crate::store::journal::StoreError;
 use crate::store::redis::{unix_ms, Args, LocalClient, RedisStore, Reply, Step};
 use crate::store::{ReadOutcome, StoredMessage};
@@ -232,47 +231,6 @@ impl Hub {
             Some((request.since, decode_read(&reply, request.since)));
         self.0.polls_total.fetch_add(1, Relaxed);
         Ok(OpenPoll(Open::Remote(Box::new(open))))
-    }
-
-    /// With hooks on Redis: `connect` unless the client is online anywhere
-    /// in the cluster (a poll open, or one closed less than `offline_after`
-    /// ago), `subscribe` for each channel it does not hold. Presence events
-    /// (`online`, `offline`, ...) are not sent with Redis (docs/hooks.md).
-    async fn ask_remote(
-        &self,
-        hooks: &Hooks,
-        redis: &RedisStore,
-        request: &PollRequest,
-    ) -> Result<(), PollError> {
-        let presence = self.presence_remote(redis, &request.client).await?;
-        let online = presence.as_ref().is_some_and(|p| {
-            p.open_polls > 0 || Duration::from_millis(p.idle_ms) < hooks.offline_after()
-        });
-        let id = request.client.as_str();
-        if !online {
-            hooks
-                .ask_connect(id, request.connect_ext.as_deref())
-                .await
-                .map_err(PollError::Denied)?;
-        }
-        let mut new: Vec<&ChannelName> = request
-            .subscribe
-            .iter()
-            .filter(|c| {
-                presence
-                    .as_ref()
-                    .is_none_or(|p| !p.channels.iter().any(|held| held == c.as_str()))
-            })
-            .collect();
-        new.sort_unstable();
-        new.dedup();
-        let asks = new
-            .iter()
-            .map(|c| hooks.ask(EventType::Subscribe, id, Some(c.as_str())));
-        for answer in futures_util::future::join_all(asks).await {
-            answer.map_err(PollError::Denied)?;
-        }
-        Ok(())
     }
 
     /// [`Hub::wait`] on Redis: the start script's look if it is the one

@@ -1,8 +1,10 @@
 //! Backend hooks on the redis store: `connect` and `subscribe` are asked
 //! before a poll or a stream opens, on any node, and a denial applies
 //! nothing in Redis; a client online in the cluster is not asked again on
-//! another node (docs/hooks.md "Known limits": notifications are not sent).
+//! another node. [`Backend`] is the hook receiver the cluster tests share
+//! (`presence.rs` checks the notifications with it).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
@@ -12,50 +14,86 @@ use crate::harness::{token, Scratch};
 use crate::nodes::{ingest_get, node};
 use crate::redis_server::{Persistence, RedisServer};
 
-/// A backend on loopback: records `(type, channel)` of every request and
-/// denies `subscribe` to `staff`.
-struct Backend {
-    url: String,
+/// A backend on loopback: records `(type, channel)` of every cancellable
+/// request (`asked`) and every notification it took (`notified`, whole),
+/// denies `subscribe` to `staff`, and answers 503 to everything while
+/// `failing` is set.
+pub struct Backend {
+    pub url: String,
     asked: Arc<Mutex<Vec<(String, String)>>>,
+    pub notified: Arc<Mutex<Vec<Value>>>,
+    pub failing: Arc<AtomicBool>,
 }
 
 impl Backend {
-    async fn start() -> Self {
+    pub async fn start() -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
         let asked = Arc::new(Mutex::new(Vec::new()));
-        let record = asked.clone();
+        let notified = Arc::new(Mutex::new(Vec::new()));
+        let failing = Arc::new(AtomicBool::new(false));
+        let (record, note, fail) = (asked.clone(), notified.clone(), failing.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((mut socket, _)) = listener.accept().await else {
                     return;
                 };
-                let record = record.clone();
+                let (record, note, fail) = (record.clone(), note.clone(), fail.clone());
                 tokio::spawn(async move {
                     let Some(event) = read_request(&mut socket).await else {
                         return;
                     };
                     let kind = event["type"].as_str().unwrap_or("").to_owned();
                     let channel = event["channel"].as_str().unwrap_or("").to_owned();
-                    let answer = if kind == "subscribe" && channel == "staff" {
-                        r#"{"allow": false, "reason": "staff only"}"#
+                    let (status, answer) = if fail.load(Ordering::Relaxed) {
+                        ("503 Service Unavailable", r#"{"error": "down"}"#)
+                    } else if kind == "subscribe" && channel == "staff" {
+                        ("200 OK", r#"{"allow": false, "reason": "staff only"}"#)
                     } else {
-                        r#"{"allow": true}"#
+                        ("200 OK", r#"{"allow": true}"#)
                     };
-                    record.lock().unwrap().push((kind, channel));
+                    if !fail.load(Ordering::Relaxed) {
+                        if matches!(kind.as_str(), "connect" | "subscribe" | "publish") {
+                            record.lock().unwrap().push((kind, channel));
+                        } else {
+                            note.lock().unwrap().push(event);
+                        }
+                    }
                     let reply = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
                         answer.len()
                     );
                     let _ = socket.write_all(reply.as_bytes()).await;
                 });
             }
         });
-        Backend { url, asked }
+        Backend {
+            url,
+            asked,
+            notified,
+            failing,
+        }
+    }
+
+    /// The notifications taken so far about `client`: `(type, id, node)`,
+    /// in the order they arrived, repeats (same id) left out.
+    pub fn notified_about(&self, client: &str) -> Vec<(String, String, String)> {
+        let mut seen = std::collections::HashSet::new();
+        self.notified
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e["client"] == client)
+            .filter(|e| seen.insert(e["id"].as_str().unwrap_or("").to_owned()))
+            .map(|e| {
+                let field = |k: &str| e[k].as_str().unwrap_or("").to_owned();
+                (field("type"), field("id"), field("node"))
+            })
+            .collect()
     }
 
     /// What was asked so far, and forgets it.
-    fn take(&self) -> Vec<(String, String)> {
+    pub fn take(&self) -> Vec<(String, String)> {
         let mut got = std::mem::take(&mut *self.asked.lock().unwrap());
         got.sort();
         got

@@ -1,22 +1,31 @@
 #!/usr/bin/env bash
 # The redis store's end-to-end suite: several real cometbox nodes on a real
 # redis-server (Debian's), each test with its own Redis on a free loopback
-# port and its own data directory, stopped by pid.
+# port and its own data directory, stopped by pid; the nginx*.rs tests put a
+# real nginx (Debian's, own config and temp dirs, free loopback port, stopped
+# by pid) with the deploy kit's snippets in front of the nodes.
 #   bash tests/cluster/run-tests.sh
-# Installs redis-server if missing; fails loudly if it cannot.
+# Installs redis-server and nginx if missing; fails loudly if it cannot.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$repo"
 export DEBIAN_FRONTEND=noninteractive
-if ! command -v redis-server >/dev/null; then
+export PATH="$PATH:/usr/sbin:/sbin"
+missing=()
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v nginx >/dev/null || missing+=(nginx)
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
   $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq --no-install-recommends redis-server
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 command -v redis-server >/dev/null || { echo "redis-server is required and could not be installed" >&2; exit 1; }
-# Debian's package starts a system-wide Redis on 6379; the tests never use
-# it (each starts its own), so it is left alone.
+command -v nginx >/dev/null || { echo "nginx is required and could not be installed" >&2; exit 1; }
+# Debian's packages start a system-wide Redis on 6379 and nginx on 80; the
+# tests never use them (each test starts its own, on free loopback ports,
+# with its own config and directories), so they are left alone.
 export REDIS_SERVER=$(command -v redis-server)
+export NGINX_BIN=$(command -v nginx)
 cargo build --locked --bin cometbox
 export COMETBOX_BIN=${COMETBOX_BIN:-$repo/target/debug/cometbox}
 cargo test --locked --features redis-tests --test cluster -- --test-threads 3

@@ -105,6 +105,15 @@ class Server {
     return r;
   }
 
+  /** SIGKILL by pid (a crash: nothing is cleaned up), wait for the exit. */
+  async kill9() {
+    const proc = this.proc;
+    if (!proc) return null;
+    this.proc = null;
+    if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
+    return this.exited;
+  }
+
   async restart() {
     await this.stop();
     // Same ports (the ones the ready file reported): the page keeps polling the

@@ -4,7 +4,8 @@
 //! This module owns the connection (a [`ConnectionManager`] that reconnects
 //! by itself), the Lua scripts (one atomic step each: an ingest batch, a
 //! poll's start, a look after a wake-up, a poll's end, an eviction sweep,
-//! `/stats`, presence) and decoding their replies. `wake.rs` owns the
+//! `/stats`, presence; with hooks, cluster-wide presence and the shared
+//! hook queue: `hooks_*.lua`, `presence_*.lua`) and decoding their replies. `wake.rs` owns the
 //! pub/sub wake-up hints and this node's waiting polls. The hub's side
 //! (`src/hub/remote.rs`) decides when to call what. The design, key layout
 //! and guarantees are in `docs/storage.md`.
@@ -89,12 +90,24 @@ struct Scripts {
     reap: Script,
     stats: Script,
     presence: Script,
+    hooks: HookScripts,
+}
+
+/// The scripts of cluster-wide hook notifications (`src/hub/presence.rs`).
+struct HookScripts {
+    look: Script,
+    online: Script,
+    sweep: Script,
+    take: Script,
+    done: Script,
 }
 
 impl Scripts {
     fn new() -> Self {
         const PRELUDE: &str = include_str!("prelude.lua");
+        const HOOKS_PRELUDE: &str = include_str!("hooks_prelude.lua");
         let with_prelude = |body: &str| Script::new(&format!("{PRELUDE}\n{body}"));
+        let with_hooks = |body: &str| Script::new(&format!("{PRELUDE}\n{HOOKS_PRELUDE}\n{body}"));
         Scripts {
             apply: with_prelude(include_str!("apply.lua")),
             poll_open: with_prelude(include_str!("poll_open.lua")),
@@ -103,6 +116,13 @@ impl Scripts {
             reap: with_prelude(include_str!("reap.lua")),
             stats: with_prelude(include_str!("stats.lua")),
             presence: with_prelude(include_str!("presence.lua")),
+            hooks: HookScripts {
+                look: with_hooks(include_str!("hooks_look.lua")),
+                online: with_hooks(include_str!("presence_online.lua")),
+                sweep: with_hooks(include_str!("presence_sweep.lua")),
+                take: with_hooks(include_str!("hooks_take.lua")),
+                done: with_hooks(include_str!("hooks_done.lua")),
+            },
         }
     }
 }
@@ -181,6 +201,16 @@ pub enum Step {
     Stats,
     /// `/clients/<id>`.
     Presence,
+    /// With hooks: whether a client is online cluster-wide, its channels.
+    HooksLook,
+    /// With hooks: a poll opened; the client goes online if it was not.
+    PresenceOnline,
+    /// With hooks: the sweep deciding `offline` cluster-wide.
+    PresenceSweep,
+    /// With hooks: take (or renew) the delivery lease and the queue's head.
+    HooksTake,
+    /// With hooks: the queue's head was delivered.
+    HooksDone,
 }
 
 impl RedisStore {
@@ -269,6 +299,11 @@ impl RedisStore {
             Step::Reap => &s.reap,
             Step::Stats => &s.stats,
             Step::Presence => &s.presence,
+            Step::HooksLook => &s.hooks.look,
+            Step::PresenceOnline => &s.hooks.online,
+            Step::PresenceSweep => &s.hooks.sweep,
+            Step::HooksTake => &s.hooks.take,
+            Step::HooksDone => &s.hooks.done,
         };
         let mut call = script.prepare_invoke();
         call.arg(&self.prefix)
