@@ -28,8 +28,9 @@ const SERVICE: &str = "/service/";
 impl Bayeux {
     /// `/meta/handshake`: checks the token (or leaves it to the hooks),
     /// brings the client online (asking `connect` with the handshake's
-    /// `ext`), and starts a session where its mailbox ends now, or where
-    /// the client's lapsed session had read to.
+    /// `ext`), and starts a session where the client's lapsed session had
+    /// read to, or else after the last message any reply carried (so a
+    /// restart, a node's death or a reload skips nothing undelivered).
     pub(super) async fn handshake(&self, tokens: &Tokens, message: &Inbound) -> Value {
         if let Some(types) = &message.supported_connection_types {
             if !types.iter().any(|t| CONNECTION_TYPES.contains(&t.as_str())) {
@@ -83,7 +84,7 @@ impl Bayeux {
         };
         let start = match self.sessions.take_resume(&client) {
             Some(cursor) => cursor,
-            None => match self.hub.head(&open).await {
+            None => match self.hub.unread_from(&open).await {
                 Ok(cursor) => cursor,
                 Err(_) => {
                     return wire::failure(

@@ -7,7 +7,8 @@
 //! still wait in the mailbox. When a session lapses (no connect for
 //! `session_timeout`), its cursor is kept for its client for a while, and
 //! the client's next handshake resumes there: a page whose network was
-//! away for longer than the session lasts loses nothing.
+//! away for longer than the session lasts loses nothing. (Without a kept
+//! cursor a session starts after what any reply carried: `meta.rs`.)
 //!
 //! One connect per session is held at a time: a newer one (a client that
 //! gave up on a connect the server still holds) answers the older at once.

@@ -214,11 +214,17 @@ impl Hub {
         }
     }
 
-    /// Where `open`'s mailbox ends now: a reader starting here gets only
-    /// what comes next (a new Bayeux session).
-    pub async fn head(&self, open: &OpenPoll) -> Result<Cursor, crate::store::journal::StoreError> {
+    /// Where a new reader of `open`'s mailbox (a Bayeux session) starts:
+    /// after the last message any reply carried, so what was accepted and
+    /// never delivered is not skipped, and what was delivered is not
+    /// replayed. With Redis, which keeps no such mark yet, the mailbox's
+    /// end (docs/bayeux.md says what that costs).
+    pub async fn unread_from(
+        &self,
+        open: &OpenPoll,
+    ) -> Result<Cursor, crate::store::journal::StoreError> {
         if let Open::Local(open) = &open.0 {
-            return Ok(open.client.lock().log.head());
+            return Ok(open.client.lock().log.unread_from());
         }
         // Redis: read (without waiting) until nothing is left. A mailbox
         // holds at most `mailbox_max_messages`, so this ends.

@@ -236,6 +236,13 @@ impl MailboxLog for MemoryLog {
         }
     }
 
+    fn unread_from(&self) -> Cursor {
+        Cursor {
+            epoch: self.epoch,
+            seq: self.delivered_through,
+        }
+    }
+
     fn has_after(&self, since: Option<Cursor>, now: Instant) -> bool {
         let (start, reset) = self.start_after(since);
         // `range` starts at the index directly (a skipping iterator would walk

@@ -71,6 +71,11 @@ pub trait MailboxLog: Send {
     fn read_after(&mut self, since: Option<Cursor>, now: Instant, max_bytes: usize) -> ReadOutcome;
     /// The position after the newest message, without reading.
     fn head(&self) -> Cursor;
+    /// Where a reader new to this mailbox starts so that it misses nothing
+    /// no read has returned yet: after the last message a read returned
+    /// (a cursor the log answers with `reset` if messages after it were
+    /// dropped undelivered).
+    fn unread_from(&self) -> Cursor;
     /// Whether a message after `since` could be returned right now.
     fn has_after(&self, since: Option<Cursor>, now: Instant) -> bool;
     /// Drops expired messages (appends, reads, `/stats` and presence do it

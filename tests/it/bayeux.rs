@@ -344,14 +344,21 @@ async fn a_lapsed_session_resumes_where_it_stopped_after_a_new_handshake() {
         vec![("/chat/demo".into(), json!(2))],
         "nothing lost, nothing repeated"
     );
-    // A fresh session of another client starts at its mailbox's end.
+    // A new session starts after what any reply carried: what was accepted
+    // before the page came is delivered, what was delivered is not again.
     server
-        .post_ok(r#"<message to="otto">"old"</message>"#, 1)
+        .post_ok(r#"<message to="otto">"first"</message>"#, 1)
         .await;
     let mut fresh = BayeuxClient::with_token(&server, &token("otto", &[])).await;
+    let (messages, _) = fresh.connect(0).await;
+    assert_eq!(
+        deliveries(&messages),
+        vec![("/cometbox/direct".into(), json!("first"))]
+    );
+    let mut reloaded = BayeuxClient::with_token(&server, &token("otto", &[])).await;
     assert!(
-        fresh.connect(0).await.0.is_empty(),
-        "history is not replayed"
+        reloaded.connect(0).await.0.is_empty(),
+        "delivered history is not replayed"
     );
 }
 
@@ -548,4 +555,53 @@ async fn hostile_requests_are_refused_with_their_codes() {
         assert!(n > 0, "closed early: {seen}");
         seen.push_str(&String::from_utf8_lossy(&chunk[..n]));
     }
+}
+
+/// Sessions live in memory: a restart forgets them, and every client is
+/// told to handshake again. With the disk store its mailbox is still there,
+/// and the new session starts after what a reply carried: what was posted
+/// around the restart arrives (what the restart made it repeat may too).
+#[tokio::test]
+async fn after_a_restart_of_the_disk_store_a_new_handshake_loses_nothing() {
+    let dir = crate::helpers::scratch_dir("bayeux-disk");
+    let on_disk = |dir: std::path::PathBuf| {
+        move |s: &mut cometbox::config::Settings| {
+            s.bayeux.enabled = true;
+            s.store.kind = cometbox::store::StoreKind::Disk;
+            s.store.path = dir;
+        }
+    };
+    let server = TestServer::with(on_disk(dir.clone())).await;
+    let grant = token("dora", &["/chat/*"]);
+    let mut page = BayeuxClient::with_token(&server, &grant).await;
+    page.subscribe(json!("/chat/demo")).await;
+    server
+        .post_ok(r#"<message channel="/chat/demo">1</message>"#, 1)
+        .await;
+    assert_eq!(deliveries(&page.connect(0).await.0).len(), 1);
+    server
+        .post_ok(r#"<message channel="/chat/demo">2</message>"#, 1)
+        .await;
+    server.stop().await;
+
+    let server = TestServer::with(on_disk(dir.clone())).await;
+    server
+        .post_ok(r#"<message channel="/chat/demo">3</message>"#, 1)
+        .await;
+    let mut stale = BayeuxClient::with_token(&server, &grant).await;
+    stale.client_id = page.client_id.clone();
+    let (_, own) = stale.connect(0).await;
+    assert_eq!(
+        own["error"], "402::session_unknown",
+        "sessions do not survive"
+    );
+    let mut back = BayeuxClient::with_token(&server, &grant).await;
+    let (messages, _) = back.connect(0).await;
+    let got: Vec<Value> = deliveries(&messages).into_iter().map(|(_, d)| d).collect();
+    assert!(
+        got.ends_with(&[json!(2), json!(3)]),
+        "the messages posted around the restart arrive: {got:?}"
+    );
+    server.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
 }
