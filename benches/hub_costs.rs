@@ -64,7 +64,8 @@ fn bench_fanout(members: usize) {
             );
         }
     };
-    let layouts: [(&str, &dyn Fn(&Hub)); 3] = [
+    type Layout<'a> = (&'a str, &'a dyn Fn(&Hub));
+    let layouts: [Layout; 3] = [
         ("exact members, no pattern anywhere", &|hub| {
             subscribe(hub, "m", members, "/chat/demo")
         }),

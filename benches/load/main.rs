@@ -10,6 +10,7 @@
 //! spoken to), `servers` (start/stop), `worker` (subscriber processes),
 //! `scenarios`, `report` (table, JSON, histogram), `procstat` (RSS/CPU).
 
+mod bayeux;
 mod client;
 mod procstat;
 mod report;
@@ -62,9 +63,11 @@ options:
   --cometbox-bin PATH            the binary to measure (default target/release/cometbox,
                                  rebuilt with `cargo build --release` when stale)
   --no-build                     never run cargo build
-  --transport poll|sse           hold and fanout subscribers long-poll (default, as
-                                 client-js's poll transport) or hold an EventSource
-                                 stream each (cometbox /events, Nchan eventsource)
+  --transport poll|sse|bayeux    hold and fanout subscribers long-poll (default, as
+                                 client-js's poll transport), hold an EventSource
+                                 stream each (cometbox /events, Nchan eventsource),
+                                 or are Bayeux sessions as CometD's long-polling
+                                 (cometbox only)
 
 Exit status: 0 when every run completed with nothing lost and no errors.";
 
@@ -97,7 +100,7 @@ fn parse_args(args: &[String]) -> Result<Cli> {
         connect_concurrency: 256,
         publishers: 4,
         batch: 100,
-        sse: false,
+        transport: crate::wire::Transport::Poll,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -144,11 +147,14 @@ fn parse_args(args: &[String]) -> Result<Cli> {
                     bail!("--nodes must be at least 1");
                 }
             }
-            "--transport" => match value("--transport")?.as_str() {
-                "poll" => settings.sse = false,
-                "sse" => settings.sse = true,
-                other => bail!("--transport {other}: expected poll or sse"),
-            },
+            "--transport" => {
+                settings.transport = match value("--transport")?.as_str() {
+                    "poll" => crate::wire::Transport::Poll,
+                    "sse" => crate::wire::Transport::Sse,
+                    "bayeux" => crate::wire::Transport::Bayeux,
+                    other => bail!("--transport {other}: expected poll, sse or bayeux"),
+                }
+            }
             "--store" => {
                 settings.servers.store = value("--store")?;
                 if !matches!(settings.servers.store.as_str(), "memory" | "disk" | "redis") {
@@ -295,7 +301,7 @@ async fn run_all(cli: &Cli, command: String) -> Result<bool> {
                 .iter()
                 .map(|&target| TargetResult {
                     target,
-                    skipped: s.unsupported(target),
+                    skipped: s.unsupported(target, cli.settings.transport),
                     runs: Vec::new(),
                     median: Vec::new(),
                 })

@@ -33,10 +33,8 @@ pub struct Settings {
     pub publishers: usize,
     /// Messages per request in batch mode (throughput).
     pub batch: usize,
-    /// Subscribers of `hold` and `fanout` hold Server-Sent Events streams
-    /// (cometbox `/events`, Nchan's `eventsource` subscriber) instead of
-    /// long-polls.
-    pub sse: bool,
+    /// How subscribers of `hold` and `fanout` listen.
+    pub transport: crate::wire::Transport,
 }
 
 /// What to run.
@@ -67,10 +65,15 @@ impl Scenario {
     }
 
     /// Why `kind` cannot run this, if it cannot.
-    pub fn unsupported(&self, kind: Kind) -> Option<String> {
+    pub fn unsupported(&self, kind: Kind, transport: crate::wire::Transport) -> Option<String> {
         match (self, kind) {
             (Scenario::Throughput { batch: true, .. }, Kind::Nchan) => {
                 Some("Nchan has no batch publish (one message per POST)".into())
+            }
+            (Scenario::Hold { .. } | Scenario::Fanout { .. }, Kind::Nchan)
+                if transport == crate::wire::Transport::Bayeux =>
+            {
+                Some("Nchan speaks no Bayeux".into())
             }
             _ => None,
         }
@@ -119,7 +122,7 @@ async fn start_workers(
         settings.per_worker,
         settings.connect_concurrency,
         WORKER_LIFETIME_S,
-        settings.sse,
+        settings.transport,
     )
     .await
 }

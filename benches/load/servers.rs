@@ -357,6 +357,7 @@ async fn start_node(
         .env("COMETBOX_PUBLIC__LISTEN", "127.0.0.1:0")
         .env("COMETBOX_INGEST__LISTEN", "127.0.0.1:0")
         .env("COMETBOX_AUTH__SECRET", SECRET)
+        .env("COMETBOX_BAYEUX__ENABLED", "true")
         .env("COMETBOX_LOG__LEVEL", "warn")
         .env(
             "COMETBOX_LIMITS__POLL_TIMEOUT",

@@ -52,6 +52,19 @@ pub struct Endpoint {
 /// The channel every fan-out subscriber shares.
 pub const FAN_CHANNEL: &str = "fan";
 
+/// How `hold` and `fanout` subscribers listen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Transport {
+    /// Long-polls, as client-js's poll transport (the default).
+    #[default]
+    Poll,
+    /// One Server-Sent Events stream each (cometbox `/events`, Nchan's
+    /// eventsource).
+    Sse,
+    /// Bayeux sessions, as CometD's long-polling transport (cometbox only).
+    Bayeux,
+}
+
 /// How long a poll may be held server-side (cometbox `timeout=`, Nchan
 /// `nchan_subscriber_timeout`).
 pub const POLL_TIMEOUT: Duration = Duration::from_secs(60);

@@ -41,9 +41,9 @@ pub struct WorkerSpec {
     pub connect_concurrency: usize,
     /// The worker exits by itself after this long, whatever happens.
     pub max_seconds: u64,
-    /// Subscribers hold Server-Sent Events streams instead of long-polls.
+    /// How the subscribers listen.
     #[serde(default)]
-    pub sse: bool,
+    pub transport: crate::wire::Transport,
 }
 
 /// Parent to worker.
@@ -147,6 +147,7 @@ pub async fn run_worker() -> Result<()> {
     let endpoint = Arc::new(spec.endpoint.clone());
     let tokens = cometbox::auth::Tokens::new(endpoint.secret.as_bytes());
     let mut stream_paths = Vec::new();
+    let mut bayeux_tokens = Vec::new();
     let subscribers: Vec<Subscriber> = (spec.first..spec.first + spec.count)
         .map(|i| {
             let token = (endpoint.kind == Kind::Cometbox).then(|| {
@@ -156,9 +157,13 @@ pub async fn run_worker() -> Result<()> {
                 let grants = spec.channel.iter().cloned().collect();
                 tokens.mint(&id, Duration::from_secs(3600), grants).0
             });
-            if spec.sse {
-                let channel = spec.channel.as_deref().unwrap_or(crate::wire::FAN_CHANNEL);
-                stream_paths.push(crate::sse::path(endpoint.kind, token.as_deref(), channel));
+            match spec.transport {
+                crate::wire::Transport::Sse => {
+                    let channel = spec.channel.as_deref().unwrap_or(crate::wire::FAN_CHANNEL);
+                    stream_paths.push(crate::sse::path(endpoint.kind, token.as_deref(), channel));
+                }
+                crate::wire::Transport::Bayeux => bayeux_tokens.push(token.clone()),
+                crate::wire::Transport::Poll => {}
             }
             Subscriber::new(&endpoint, token.as_deref(), i, spec.channel.as_deref())
         })
@@ -182,6 +187,17 @@ pub async fn run_worker() -> Result<()> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let connecting = Arc::new(Semaphore::new(spec.connect_concurrency.max(1)));
     for (idx, sub) in subscribers.into_iter().enumerate() {
+        if let Some(Some(token)) = bayeux_tokens.get(idx) {
+            tokio::spawn(crate::bayeux::subscribe(
+                idx as u32,
+                endpoint.public_for(idx as u32),
+                token.clone(),
+                spec.channel.clone(),
+                connecting.clone(),
+                tx.clone(),
+            ));
+            continue;
+        }
         match stream_paths.get(idx) {
             Some(path) => tokio::spawn(crate::sse::subscribe(
                 idx as u32,
@@ -445,7 +461,7 @@ impl Workers {
         per_worker: u32,
         connect_concurrency: usize,
         max_seconds: u64,
-        sse: bool,
+        transport: crate::wire::Transport,
     ) -> Result<Workers> {
         let count = n.div_ceil(per_worker.max(1)).max(1);
         let exe = std::env::current_exe().context("finding the bench binary")?;
@@ -460,7 +476,7 @@ impl Workers {
                 channel: channel.map(str::to_owned),
                 connect_concurrency: (connect_concurrency / count as usize).max(1),
                 max_seconds,
-                sse,
+                transport,
             };
             first += share;
             let mut command = tokio::process::Command::new(&exe);

@@ -25,6 +25,9 @@ use crate::protocol::{ChannelName, ClientId, Command, Payload, Target};
 /// (the `publish` hook) only.
 const SERVICE: &str = "/service/";
 
+/// cometbox's own channels (see `connect.rs`).
+const OWN: &str = "/cometbox/";
+
 impl Bayeux {
     /// `/meta/handshake`: checks the token (or leaves it to the hooks),
     /// brings the client online (asking `connect` with the handshake's
@@ -316,9 +319,8 @@ impl Bayeux {
     }
 }
 
-/// The channels (and patterns) a subscribe or unsubscribe names. Meta
-/// and service channels are left out: they are answered, and join nothing
-/// (what the backend says back comes to the session's mailbox anyway).
+/// The channels (and patterns) a subscribe or unsubscribe names, but for
+/// those [`is_own_channel`] leaves out.
 fn named_channels(message: &Inbound) -> Result<Vec<ChannelName>, Value> {
     let Some(subscription) = &message.subscription else {
         return Err(wire::failure(
@@ -331,12 +333,21 @@ fn named_channels(message: &Inbound) -> Result<Vec<ChannelName>, Value> {
     subscription
         .names()
         .iter()
-        .filter(|name| !name.starts_with("/meta/") && !name.starts_with(SERVICE))
+        .filter(|name| !is_own_channel(name))
         .map(|name| {
             ChannelName::parse(name)
                 .map_err(|e| wire::failure(message, 400, &e.to_string(), Reconnect::Unchanged))
         })
         .collect()
+}
+
+/// Channels a subscribe answers without joining anything: meta channels,
+/// service channels, and cometbox's own (`/cometbox/direct` and
+/// `/cometbox/reset` carry only this session's messages, which come
+/// anyway; Faye hands a page only what it subscribed to, so it must be
+/// able to subscribe to them).
+fn is_own_channel(name: &str) -> bool {
+    name.starts_with("/meta/") || name.starts_with(SERVICE) || name.starts_with(OWN)
 }
 
 /// A client id for a session without a token: the hooks decide who it is

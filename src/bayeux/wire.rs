@@ -10,8 +10,14 @@ use serde_json::{json, Map, Value};
 /// subscribes and publishes, which stay far below this.
 pub const MAX_BATCH: usize = 256;
 
-/// The connection types served.
-pub const CONNECTION_TYPES: [&str; 2] = ["long-polling", "callback-polling"];
+/// The connection types served. `cross-origin-long-polling` is Faye's
+/// name for long-polling with CORS (a `text/plain` POST of `message=`);
+/// listing it keeps a Faye page on another origin off callback-polling.
+pub const CONNECTION_TYPES: [&str; 3] = [
+    "long-polling",
+    "cross-origin-long-polling",
+    "callback-polling",
+];
 
 /// One message a client sent.
 #[derive(Debug, Deserialize)]

@@ -73,7 +73,11 @@ async fn a_handshake_needs_a_valid_token_and_names_its_client() {
     );
     assert_eq!(
         refused[0]["supportedConnectionTypes"],
-        json!(["long-polling", "callback-polling"])
+        json!([
+            "long-polling",
+            "cross-origin-long-polling",
+            "callback-polling"
+        ])
     );
 
     let ok =
@@ -226,6 +230,12 @@ async fn a_held_connect_answers_when_a_message_arrives() {
     let server = server().await;
     let mut page = BayeuxClient::with_token(&server, &token("hana", &["/chat/*"])).await;
     page.subscribe(json!("/chat/demo")).await;
+    // Faye hands a page only what it subscribed to: cometbox's own
+    // channels are always answered, and join nothing.
+    let own = page
+        .subscribe(json!(["/cometbox/direct", "/cometbox/reset"]))
+        .await;
+    assert_eq!(own["successful"], true, "{own}");
     let started = Instant::now();
     let held = tokio::spawn(async move { page.connect(10_000).await });
     server.until_open_polls("hana", 1).await;
@@ -513,18 +523,73 @@ async fn hostile_requests_are_refused_with_their_codes() {
         .unwrap();
     assert_eq!(get.status(), 400, "a GET without message");
 
-    // A chunked body is refused (411) and the connection closed.
+    // A chunked body (Node's http.request, so CometD's Node adapter) is
+    // decoded, in chunks split anywhere, extensions and trailers ignored;
+    // the connection stays open for the next request.
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let batch = json!([{"channel": "/meta/connect", "clientId": "x"}]).to_string();
+    let (one, two) = batch.split_at(7);
+    let chunked = format!(
+        "POST /bayeux HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n\
+         {:x};ext=1\r\n{one}\r\n{:x}\r\n{two}\r\n0\r\nX-Trailer: t\r\n\r\n",
+        one.len(),
+        two.len()
+    );
     let mut raw = tokio::net::TcpStream::connect(server.public).await.unwrap();
-    raw.write_all(b"POST /bayeux HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n[]\r\n0\r\n\r\n")
+    for piece in chunked.as_bytes().chunks(5) {
+        raw.write_all(piece).await.unwrap();
+    }
+    raw.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
     let mut reply = String::new();
     tokio::time::timeout(Duration::from_secs(5), raw.read_to_string(&mut reply))
         .await
-        .expect("closed after the reply")
+        .expect("both answered, then closed")
         .unwrap();
-    assert!(reply.starts_with("HTTP/1.1 411"), "{reply}");
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(
+        reply.contains("402::session_unknown"),
+        "the batch was read: {reply}"
+    );
+    assert!(
+        reply.contains("\r\n\r\nok\n"),
+        "the next request too: {reply}"
+    );
+
+    // Chunks past max_body_bytes (413), a bad size line (400): answered,
+    // then the connection closes.
+    let big = "x".repeat(5000);
+    let too_big = format!(
+        "POST /bayeux HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{0:x}\r\n{big}\r\n{0:x}\r\n{big}\r\n0\r\n\r\n",
+        big.len()
+    );
+    for (request, status) in [
+        (too_big, "413"),
+        (
+            "POST /bayeux HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n".into(),
+            "400",
+        ),
+    ] {
+        let mut raw = tokio::net::TcpStream::connect(server.public).await.unwrap();
+        raw.write_all(request.as_bytes()).await.unwrap();
+        let mut reply = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), raw.read_to_end(&mut reply))
+            .await
+            .expect("closed after the reply")
+            .unwrap();
+        let reply = String::from_utf8_lossy(&reply);
+        assert!(reply.starts_with(&format!("HTTP/1.1 {status}")), "{reply}");
+    }
+    let gzip = "POST /bayeux HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n";
+    let mut raw = tokio::net::TcpStream::connect(server.public).await.unwrap();
+    raw.write_all(gzip.as_bytes()).await.unwrap();
+    let mut reply = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), raw.read_to_end(&mut reply)).await;
+    assert!(
+        String::from_utf8_lossy(&reply).starts_with("HTTP/1.1 400"),
+        "a coding that frames nothing"
+    );
 
     // A body that never finishes: 408 after request_timeout, not a hang.
     let mut raw = tokio::net::TcpStream::connect(server.public).await.unwrap();

@@ -29,7 +29,11 @@ pub const CREDENTIALS: &[(&str, &str)] = &[("access-control-allow-credentials", 
 /// What a preflight to the Bayeux path answers, besides the origin.
 pub const PREFLIGHT: &[(&str, &str)] = &[
     ("access-control-allow-methods", "GET,POST,OPTIONS"),
-    ("access-control-allow-headers", "authorization,content-type"),
+    // `pragma`: Faye's cross-origin transport sends it.
+    (
+        "access-control-allow-headers",
+        "authorization,content-type,pragma",
+    ),
     ("access-control-allow-credentials", "true"),
     ("access-control-max-age", "600"),
 ];
@@ -89,14 +93,15 @@ pub async fn serve<S: Socket>(
 }
 
 /// A POST body as a batch's JSON text: the body itself, or its `message`
-/// form field.
+/// form field (a form, or Faye's cross-origin `text/plain` POST of
+/// `message=`).
 fn batch_of_post(content_type: Option<&str>, body: Vec<u8>) -> Result<Vec<u8>, PublicError> {
-    let is_form = content_type.is_some_and(|t| {
-        t.split(';').next().is_some_and(|t| {
-            t.trim()
-                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-        })
-    });
+    let media = content_type
+        .and_then(|t| t.split(';').next())
+        .map(str::trim)
+        .unwrap_or("");
+    let is_form = media.eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        || (media.eq_ignore_ascii_case("text/plain") && body.starts_with(b"message="));
     if !is_form {
         return Ok(body);
     }
@@ -145,10 +150,10 @@ fn body_failure(e: BodyError, limit: usize) -> Routed {
             "too-large",
             &format!("the body is {n} bytes, over limits.max_body_bytes ({limit})"),
         )),
-        BodyError::NoLength => Routed::Close(Response::error(
-            411,
+        BodyError::BadChunk(why) => Routed::Close(Response::error(
+            400,
             "invalid-request",
-            "send the body with a Content-Length",
+            &format!("chunked body: {why}"),
         )),
         BodyError::TimedOut => Routed::Close(Response::error(
             408,
@@ -193,5 +198,15 @@ mod tests {
             json
         );
         assert!(batch_of_post(Some("application/x-www-form-urlencoded"), b"a=b".to_vec()).is_err());
+        let faye = b"message=%5B%5D".to_vec();
+        assert_eq!(
+            batch_of_post(Some("text/plain;charset=UTF-8"), faye).unwrap(),
+            b"[]"
+        );
+        let plain_json = b"[]".to_vec();
+        assert_eq!(
+            batch_of_post(Some("text/plain"), plain_json).unwrap(),
+            b"[]"
+        );
     }
 }

@@ -67,6 +67,9 @@ impl_socket!(tokio::net::TcpStream, tokio::net::UnixStream);
 /// usually fits; it grows by doubling up to `max_header_bytes`.
 const FIRST_READ: usize = 2048;
 
+/// Longest chunk-size line of a chunked body (a size and extensions).
+const MAX_CHUNK_LINE: usize = 1024;
+
 /// How long, and how much, a closing connection reads and discards.
 const LINGER: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 1 << 20;
@@ -103,10 +106,11 @@ pub struct Connection<S> {
 /// its reply.
 #[derive(Debug)]
 pub enum BodyError {
-    /// `Content-Length` over the route's limit: `413`, unread.
+    /// `Content-Length` (or the chunks so far) over the route's limit:
+    /// `413`, the rest unread.
     TooLarge(u64),
-    /// A `Transfer-Encoding` body: `411`; browsers send a length.
-    NoLength,
+    /// Chunked framing that is not chunked framing: `400`.
+    BadChunk(&'static str),
     /// Not all there within `request_timeout`: `408`.
     TimedOut,
     /// The client closed first.
@@ -299,13 +303,17 @@ impl<S: Socket> Connection<S> {
         framing: BodyFraming,
         limit: usize,
     ) -> Result<Vec<u8>, BodyError> {
+        let deadline = Instant::now() + self.face.header_timeout;
         let length = match framing {
             BodyFraming::None => return Ok(Vec::new()),
-            BodyFraming::Encoded => return Err(BodyError::NoLength),
+            BodyFraming::Chunked => {
+                let body = self.read_chunks(limit, deadline).await?;
+                self.body_unread = false;
+                return Ok(body);
+            }
             BodyFraming::Length(n) if n > limit as u64 => return Err(BodyError::TooLarge(n)),
             BodyFraming::Length(n) => n as usize,
         };
-        let deadline = Instant::now() + self.face.header_timeout;
         let mut body = Vec::with_capacity(length);
         let buffered = length.min(self.buf.len());
         body.extend_from_slice(&self.buf[..buffered]);
@@ -321,6 +329,77 @@ impl<S: Socket> Connection<S> {
         }
         self.body_unread = false;
         Ok(body)
+    }
+
+    /// A chunked body, decoded: each chunk's size line (at most
+    /// [`MAX_CHUNK_LINE`] bytes, extensions ignored), its bytes, until the
+    /// last chunk and the trailers (read and dropped, within
+    /// `max_header_bytes`). The decoded body may not pass `limit`.
+    async fn read_chunks(&mut self, limit: usize, deadline: Instant) -> Result<Vec<u8>, BodyError> {
+        let mut body = Vec::new();
+        loop {
+            let line = self.chunk_line(MAX_CHUNK_LINE, deadline).await?;
+            let size = std::str::from_utf8(&line)
+                .ok()
+                .map(|l| l.split(';').next().unwrap_or("").trim())
+                .filter(|hex| !hex.is_empty() && hex.len() <= 8)
+                .and_then(|hex| usize::from_str_radix(hex, 16).ok())
+                .ok_or(BodyError::BadChunk("a chunk size is not hexadecimal"))?;
+            if size == 0 {
+                break;
+            }
+            if body.len() + size > limit {
+                return Err(BodyError::TooLarge((body.len() + size) as u64));
+            }
+            while self.buf.len() < size + 2 {
+                self.fill(deadline).await?;
+            }
+            if &self.buf[size..size + 2] != b"\r\n" {
+                return Err(BodyError::BadChunk("a chunk does not end with CRLF"));
+            }
+            body.extend_from_slice(&self.buf[..size]);
+            self.consume(size + 2);
+        }
+        // Trailers, up to the blank line.
+        let mut trailers = 0;
+        loop {
+            let line = self
+                .chunk_line(self.face.max_header_bytes, deadline)
+                .await?;
+            trailers += line.len() + 2;
+            if line.is_empty() {
+                return Ok(body);
+            }
+            if trailers > self.face.max_header_bytes {
+                return Err(BodyError::BadChunk("trailers too large"));
+            }
+        }
+    }
+
+    /// One CRLF-ended line from the buffer (reading more as needed),
+    /// without its CRLF; at most `max` bytes.
+    async fn chunk_line(&mut self, max: usize, deadline: Instant) -> Result<Vec<u8>, BodyError> {
+        loop {
+            if let Some(at) = memchr::memmem::find(&self.buf, b"\r\n") {
+                let line = self.buf[..at].to_vec();
+                self.consume(at + 2);
+                return Ok(line);
+            }
+            if self.buf.len() > max {
+                return Err(BodyError::BadChunk("a chunk line is too long"));
+            }
+            self.fill(deadline).await?;
+        }
+    }
+
+    /// Reads what the socket has into the buffer, by the deadline.
+    async fn fill(&mut self, deadline: Instant) -> Result<(), BodyError> {
+        self.buf.reserve(16 << 10);
+        match tokio::time::timeout_at(deadline, self.socket.read_buf(&mut self.buf)).await {
+            Err(_) => Err(BodyError::TimedOut),
+            Ok(Ok(0) | Err(_)) => Err(BodyError::Closed),
+            Ok(Ok(_)) => Ok(()),
+        }
     }
 
     /// Runs `work` (a waiting poll) while watching the socket; `None` when

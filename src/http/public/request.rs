@@ -29,8 +29,9 @@ pub enum BodyFraming {
     None,
     /// `Content-Length: n`, n > 0.
     Length(u64),
-    /// A `Transfer-Encoding` (chunked or anything else).
-    Encoded,
+    /// `Transfer-Encoding: chunked` (Node's `http.request` sends a body so
+    /// when it is written in parts: CometD's Node adapter does).
+    Chunked,
 }
 
 /// One request's head, owned.
@@ -132,7 +133,15 @@ pub fn parse(buf: &[u8]) -> Result<Parsed, HeadError> {
             }
             length = Some(value);
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            head.body = BodyFraming::Encoded;
+            // Only `chunked` frames a body we can read; any other coding
+            // (alone, or last) leaves its end unknown.
+            let last = header.value.rsplit(|b| *b == b',').next().unwrap_or(b"");
+            if !last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                return Err(HeadError::Malformed(
+                    "a Transfer-Encoding other than chunked",
+                ));
+            }
+            head.body = BodyFraming::Chunked;
         } else if name.eq_ignore_ascii_case("connection") {
             for token in header.value.split(|b| *b == b',') {
                 let token = token.trim_ascii();
@@ -152,7 +161,7 @@ pub fn parse(buf: &[u8]) -> Result<Parsed, HeadError> {
             head.content_type = Some(text(header.value)?);
         }
     }
-    if head.body == BodyFraming::Encoded {
+    if head.body == BodyFraming::Chunked {
         if length.is_some() {
             // Request smuggling's classic: two framings, two readings.
             return Err(HeadError::Malformed(
@@ -257,7 +266,7 @@ mod tests {
         );
         assert_eq!(
             head("GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n").body,
-            BodyFraming::Encoded
+            BodyFraming::Chunked
         );
         for bad in [
             "GET / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
