@@ -51,7 +51,7 @@ export const CLIENT_PAGE = `<!doctype html><meta charset="utf-8"><title>CometD c
 /**
  * Faye's browser bundle (npm `faye`, client/faye-browser.js, unchanged) with
  * the same window API as CLIENT_PAGE. Faye picks its own transports in a
- * browser (websocket, eventsource, cross-origin-long-polling,
+ * browser (websocket, eventsource, long-polling, cross-origin-long-polling,
  * callback-polling); `websocket: false` disables websocket only.
  */
 export const FAYE_PAGE = `<!doctype html><meta charset="utf-8"><title>Faye client</title>

@@ -3,8 +3,8 @@
 // transports, websocket first) and callback-polling (JSONP through <script>
 // tags). Each: handshake with a token, subscribe, a message from ingest,
 // a publish that reaches the page and a /poll client. And Faye's browser
-// bundle on cometbox's own origin (as behind a proxy on the site's origin),
-// where it long-polls instead of the JSONP it uses across origins.
+// bundle: across origins (cross-origin-long-polling) and on cometbox's own
+// origin (as behind a proxy on the site's origin: long-polling).
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -19,7 +19,7 @@ const require = createRequire(import.meta.url);
 describe('transports in Chromium', () => {
   let server, site, browser;
   before(async () => {
-    site = await staticServer({ '/client.html': CLIENT_PAGE });
+    site = await staticServer({ '/client.html': CLIENT_PAGE, '/faye.html': FAYE_PAGE });
     server = await startServer({ corsOrigins: [site.origin] });
     browser = await launch();
   });
@@ -65,6 +65,34 @@ describe('transports in Chromium', () => {
     assert.ok(websockets.some((u) => u.startsWith('ws://') && u.includes('/bayeux')), 'CometD tried websocket first: ' + JSON.stringify(websockets));
     assert.equal(transport, 'long-polling');
     assert.ok(requests.some((r) => r.method === 'POST'), JSON.stringify(requests));
+  });
+
+  test('Faye across origins: websocket refused, then cross-origin-long-polling (CORS), a 30 KB publish included', async (t) => {
+    const make = chromiumClients(browser, site, { path: '/faye.html' });
+    const who = 'fx-' + process.pid;
+    const c = make(server.bayeuxUrl, { name: who, websocket: true });
+    try {
+      const channel = '/chat/' + who;
+      const hs = await c.handshake({ cometbox: { token: await mintToken(server, who, { channels: ['/chat/*'], publish: [channel] }) } });
+      assert.equal(hs.successful, true, JSON.stringify(hs));
+      assert.equal((await c.subscribe(channel)).successful, true);
+      const big = 'x'.repeat(30000); // far past what fits in a JSONP URL
+      const pub = await c.publish(channel, { big });
+      assert.equal(pub.successful, true, JSON.stringify(pub));
+      await server.publish(channel, { text: 'from ingest' });
+      await waitFor(() => c.handed.some((m) => m.data.text === 'from ingest'), { what: 'the ingest message in the Faye page' });
+      assert.ok(c.handed.some((m) => m.data.big === big), "the page's own large publish came back");
+      assert.equal(await c.transport(), 'cross-origin-long-polling');
+      assert.ok(c.websockets.some((u) => u.includes('/bayeux')), 'Faye tried websocket first');
+      const posts = c.requests.filter((r) => r.url.startsWith(server.bayeuxUrl) && r.method === 'POST');
+      t.diagnostic(`${who}: ${posts.length} cross-origin POSTs`);
+      assert.ok(posts.length >= 2, JSON.stringify(c.requests));
+    } catch (e) {
+      e.message += `\nrequests: ${JSON.stringify((c.requests || []).slice(-10))}\npage errors: ${JSON.stringify(c.pageErrors)}`;
+      throw e;
+    } finally {
+      await c.disconnect();
+    }
   });
 
   test("Faye on the page's own origin: long-polling", async () => {

@@ -1,8 +1,7 @@
 // Faye's browser bundle (npm `faye`, client/faye-browser.js, unchanged) in
 // headless Chromium, on a page from another origin: the same scenarios as
-// the Node clients (test/scenarios.mjs). Faye chooses its transport itself:
-// across origins against cometbox that is callback-polling, after a
-// websocket attempt (docs/bayeux-clients.md).
+// the Node clients (test/scenarios.mjs). Faye chooses its transport itself
+// (test/browser.test.mjs checks which).
 import { after } from 'node:test';
 import { scenarios } from './scenarios.mjs';
 import { chromiumClients, FAYE_PAGE } from '../lib/chromium.mjs';
