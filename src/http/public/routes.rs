@@ -55,7 +55,10 @@ pub async fn route<S: Socket>(connection: &mut Connection<S>, mut head: Head) ->
     let face = connection.face().clone();
     if let Some(bayeux) = &face.state.bayeux {
         if bayeux.config().serves(head.path()) {
-            return bayeux_route(connection, &face, bayeux, head).await;
+            // Boxed: a Bayeux request's state (its batch, hook requests,
+            // a held connect) would otherwise be part of every connection's
+            // future, and so of every held poll's memory.
+            return Box::pin(bayeux_route(connection, &face, bayeux, head)).await;
         }
     }
     let allow_origin = face.cors.allow(head.origin.take());
@@ -66,8 +69,15 @@ pub async fn route<S: Socket>(connection: &mut Connection<S>, mut head: Head) ->
             ..Response::ok("text/plain", "")
         })),
         ("/poll", Method::Get | Method::Head) => poll(connection, &face, head).await,
+        // Boxed like Bayeux: a stream's state stays out of polls' futures.
         ("/events", Method::Get | Method::Head) => {
-            super::events::stream(connection, &face, head, allow_origin.clone()).await
+            Box::pin(super::events::stream(
+                connection,
+                &face,
+                head,
+                allow_origin.clone(),
+            ))
+            .await
         }
         ("/cometbox.js", Method::Get | Method::Head) => Ok(Routed::from(Response::ok(
             "text/javascript; charset=utf-8",
