@@ -17,6 +17,14 @@ export const { Server, waitFor, sleep, REPO, SECRET } = serverLib;
 export const HERE = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 export const HOOK_SECRET = 'bayeux-test-hook-secret';
 
+// What this process started and must not outlive it, even when the test
+// runner ends it early (a file over its time limit gets SIGTERM; with
+// --test-force-exit it exits before `after` hooks that are still waiting).
+const started = new Set(); // functions that SIGKILL one thing by its pid
+function killStarted() { for (const kill of started) { try { kill(); } catch (e) { /* already gone */ } } }
+process.on('exit', killStarted);
+process.once('SIGTERM', () => { killStarted(); process.exit(143); });
+
 /**
  * The server with Bayeux on. `hooks`: a HookReceiver whose URL the server
  * calls. `env`: more COMETBOX_* settings. A short poll timeout keeps held
@@ -38,6 +46,10 @@ export async function startServer({ hooks = null, env = {}, corsOrigins = null }
   if (corsOrigins) settings.COMETBOX_PUBLIC__CORS_ORIGINS = corsOrigins.join(',');
   const server = new Server(settings);
   await server.start();
+  started.add(() => { // server.proc: the current process, also after restart()
+    const proc = server.proc;
+    if (proc && proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
+  });
   server.bayeuxUrl = server.publicUrl + '/bayeux';
   return server;
 }
@@ -119,6 +131,7 @@ export async function phpServer(docroot, { env = {}, router = null } = {}) {
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true,
   });
+  started.add(() => process.kill(-proc.pid, 'SIGKILL'));
   let log = '';
   proc.stdout.on('data', (d) => { log += d; });
   proc.stderr.on('data', (d) => { log += d; });
