@@ -436,7 +436,8 @@ impl Settings {
                 use crate::store::redis::RedisConfigError as E;
                 let key = match e {
                     E::Url(_) => "store.url",
-                    E::ClusterUnsupported => "store.cluster",
+                    E::Cluster(_) => "store.cluster",
+                    E::Prefix(_) => "store.key_prefix",
                 };
                 return Err((key, e.to_string()));
             }

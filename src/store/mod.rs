@@ -135,8 +135,10 @@ pub struct StoreConfig {
     pub segment_bytes: u64,
     /// `redis`: one server, `redis://[:password@]host:port/db`.
     pub url: String,
-    /// `redis`: Redis Cluster seed nodes (not supported yet; start-up
-    /// refuses it, naming the key).
+    /// `redis`: Redis Cluster seed nodes, instead of `url` (a list; from
+    /// the environment, comma-separated:
+    /// `COMETBOX_STORE__CLUSTER=redis://a:7000,redis://b:7000`).
+    #[serde(deserialize_with = "list_or_commas")]
     pub cluster: Vec<String>,
     /// `redis`: prefix of every key (several deployments can share one
     /// Redis; nodes of one deployment must use the same).
@@ -161,6 +163,26 @@ impl Default for StoreConfig {
             timeout: std::time::Duration::from_secs(2),
         }
     }
+}
+
+/// A list, or one string of comma-separated items (what an environment
+/// variable can carry).
+fn list_or_commas<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        List(Vec<String>),
+        Commas(String),
+    }
+    Ok(match Either::deserialize(d)? {
+        Either::List(items) => items,
+        Either::Commas(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    })
 }
 
 /// The storage engines.

@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::harness::{token, Scratch};
 use crate::nodes::{ingest_get, node};
-use crate::redis_server::{Persistence, RedisServer};
+use crate::redis_server::{Kind, Persistence, TestRedis};
 
 /// A backend on loopback: records `(type, channel)` of every request and
 /// denies `subscribe` to `staff`.
@@ -100,17 +100,16 @@ fn asked(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     v
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn connect_and_subscribe_are_asked_on_any_node() {
+async fn connect_and_subscribe_are_asked_on_any_node(kind: Kind) {
     let dir = Scratch::new("hooks");
-    let redis = RedisServer::start(&dir.0.join("redis"), Persistence::None).await;
+    let redis = TestRedis::start(kind, &dir.0.join("redis"), Persistence::None).await;
     let backend = Backend::start().await;
     let hooks = [
         ("COMETBOX_HOOKS__URL", backend.url.as_str()),
         ("COMETBOX_HOOKS__SECRET", "hook-secret"),
     ];
-    let a = node(&redis.url(), &dir.0, &hooks).await;
-    let b = node(&redis.url(), &dir.0, &hooks).await;
+    let a = node(&redis, &dir.0, &hooks).await;
+    let b = node(&redis, &dir.0, &hooks).await;
     let erin = token("erin", &["room", "staff"]);
 
     // Denied: nothing applied in Redis (no mailbox anywhere).
@@ -156,3 +155,5 @@ async fn connect_and_subscribe_are_asked_on_any_node() {
     assert_eq!(status, 403, "{body}");
     assert_eq!(backend.take(), asked(&[("subscribe", "staff")]));
 }
+
+crate::on_both!(connect_and_subscribe_are_asked_on_any_node);

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The redis store's end-to-end suite: several real cometbox nodes on a real
 # redis-server (Debian's), each test with its own Redis on a free loopback
-# port and its own data directory, stopped by pid.
+# port and its own data directory, stopped by pid; every scenario runs once
+# on one server and once on a 3-master Redis Cluster (cluster-enabled
+# servers on loopback, joined by `redis-cli --cluster create`).
 #   bash tests/cluster/run-tests.sh
 # Installs redis-server if missing; fails loudly if it cannot.
 set -euo pipefail
@@ -17,6 +19,9 @@ command -v redis-server >/dev/null || { echo "redis-server is required and could
 # Debian's package starts a system-wide Redis on 6379; the tests never use
 # it (each starts its own), so it is left alone.
 export REDIS_SERVER=$(command -v redis-server)
+# redis-cli (redis-tools, which redis-server depends on) makes the clusters.
+command -v redis-cli >/dev/null || { echo "redis-cli is required (apt-get install redis-tools)" >&2; exit 1; }
+export REDIS_CLI=$(command -v redis-cli)
 cargo build --locked --bin cometbox
 export COMETBOX_BIN=${COMETBOX_BIN:-$repo/target/debug/cometbox}
 cargo test --locked --features redis-tests --test cluster -- --test-threads 3

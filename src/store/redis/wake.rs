@@ -8,6 +8,14 @@
 //! connection) costs a poll its latency, never a message. Whenever the
 //! subscription is (re)established, every waiting poll is woken to look
 //! again, since hints may have been missed meanwhile.
+//!
+//! In a Redis Cluster, `PUBLISH` (from any master's script) is broadcast to
+//! every node of the cluster, so one subscription to any one node hears
+//! every hint: the listener subscribes to the first seed node that answers
+//! and moves on to the next seed when it loses it. (Sharded pub/sub,
+//! `SPUBLISH`, would spare the cluster bus the broadcast but needs a
+//! subscription per shard that follows resharding; a hint carries a few
+//! ids, so the broadcast is the simpler trade.)
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -77,12 +85,12 @@ impl Waiters {
 /// reconnecting after any loss.
 pub(super) fn spawn_listener(
     store: Arc<RedisStore>,
-    client: redis::Client,
+    nodes: Vec<redis::Client>,
     shutdown: CancellationToken,
 ) {
     tokio::spawn(async move {
         let channel = store.wake_channel();
-        loop {
+        for client in nodes.iter().cycle() {
             let subscribed = async {
                 let mut pubsub = client.get_async_pubsub().await?;
                 pubsub.subscribe(&channel).await?;
@@ -120,6 +128,10 @@ pub(super) fn spawn_listener(
                 }
                 Err(_) => store.set_healthy(false),
             }
+            // Waiting polls look again: with Redis down they end (503);
+            // in a cluster whose other nodes still answer, they go on
+            // waiting once this listener is on another node.
+            store.waiters.wake_all();
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(250)) => {}
                 _ = shutdown.cancelled() => return,
