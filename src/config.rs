@@ -438,6 +438,7 @@ impl Settings {
                     E::Url(_) => "store.url",
                     E::Cluster(_) => "store.cluster",
                     E::Prefix(_) => "store.key_prefix",
+                    E::TlsCa(_) => "store.tls_ca",
                 };
                 return Err((key, e.to_string()));
             }

@@ -222,6 +222,10 @@ fn redis_store_settings_are_checked_at_start_up() {
             "[store]\nkind = \"redis\"\nurl = \"redis://a\"\nkey_prefix = \"x{y}\"\n",
             "store.key_prefix",
         ),
+        (
+            "[store]\nkind = \"redis\"\nurl = \"rediss://a\"\ntls_ca = \"/nonexistent/ca.pem\"\n",
+            "store.tls_ca",
+        ),
         ("[store]\nkind = \"redis\"\n", "store.url"),
         (
             "[store]\nkind = \"redis\"\nurl = \"http://x\"\n",

@@ -140,6 +140,9 @@ pub struct StoreConfig {
     /// `COMETBOX_STORE__CLUSTER=redis://a:7000,redis://b:7000`).
     #[serde(deserialize_with = "list_or_commas")]
     pub cluster: Vec<String>,
+    /// `redis`: a PEM file of the certificate authorities that `rediss://`
+    /// servers are checked against, instead of the system's.
+    pub tls_ca: std::path::PathBuf,
     /// `redis`: prefix of every key (several deployments can share one
     /// Redis; nodes of one deployment must use the same).
     pub key_prefix: String,
@@ -159,6 +162,7 @@ impl Default for StoreConfig {
             segment_bytes: disk::DEFAULT_SEGMENT_BYTES,
             url: String::new(),
             cluster: Vec::new(),
+            tls_ca: std::path::PathBuf::new(),
             key_prefix: "cometbox:".into(),
             timeout: std::time::Duration::from_secs(2),
         }
@@ -245,6 +249,6 @@ impl StoreConfig {
 
     /// The Redis settings, checked (`kind = "redis"`).
     pub fn redis_settings(&self) -> Result<redis::RedisSettings, redis::RedisConfigError> {
-        redis::RedisSettings::new(&self.url, &self.cluster, &self.key_prefix, self.timeout)
+        redis::RedisSettings::new(self)
     }
 }

@@ -41,3 +41,4 @@ mod hooks;
 mod marker;
 mod nodes;
 mod scenarios;
+mod tls;

@@ -10,11 +10,13 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$repo"
 export DEBIAN_FRONTEND=noninteractive
-if ! command -v redis-server >/dev/null; then
+# openssl makes the TLS test's certificates.
+if ! command -v redis-server >/dev/null || ! command -v openssl >/dev/null; then
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
   $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq --no-install-recommends redis-server
+  $SUDO apt-get install -y -qq --no-install-recommends redis-server openssl
 fi
+command -v openssl >/dev/null || { echo "openssl is required and could not be installed" >&2; exit 1; }
 command -v redis-server >/dev/null || { echo "redis-server is required and could not be installed" >&2; exit 1; }
 # Debian's package starts a system-wide Redis on 6379; the tests never use
 # it (each starts its own), so it is left alone.

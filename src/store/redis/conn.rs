@@ -71,8 +71,17 @@ impl Conn {
 impl Target {
     /// A cluster client for `seeds`, failing fast (a call answers within
     /// about `timeout`, then the next one tries again).
-    pub fn cluster(seeds: &[String], timeout: Duration) -> RedisResult<Self> {
-        let client = ClusterClient::builder(seeds.iter().map(String::as_str))
+    /// `ca`: the authorities `rediss://` seeds are checked against.
+    pub fn cluster(seeds: &[String], timeout: Duration, ca: Option<Vec<u8>>) -> RedisResult<Self> {
+        let mut builder = ClusterClient::builder(seeds.iter().map(String::as_str));
+        // (`certs` turns TLS on: only for `rediss://` seeds.)
+        if let Some(pem) = ca.filter(|_| seeds.iter().all(|s| s.starts_with("rediss://"))) {
+            builder = builder.certs(redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem),
+            });
+        }
+        let client = builder
             .connection_timeout(timeout)
             .response_timeout(timeout)
             .overall_response_timeout(Some(timeout * 2))

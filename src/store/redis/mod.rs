@@ -55,25 +55,38 @@ pub enum RedisConfigError {
     /// A `cluster` seed unparsable, or both `url` and `cluster` set.
     #[error("store.cluster: {0}")]
     Cluster(String),
+    /// `tls_ca` unreadable or without a certificate.
+    #[error("store.tls_ca: {0}")]
+    TlsCa(String),
     /// A `key_prefix` that would break the slot groups' hash tags.
     #[error("store.key_prefix: {0}")]
     Prefix(String),
 }
 
 impl RedisSettings {
-    /// Checks `url` (`redis://[:password@]host:port/db`; `redis+unix://`).
-    pub fn new(
-        url: &str,
-        cluster: &[String],
-        prefix: &str,
-        timeout: Duration,
-    ) -> Result<Self, RedisConfigError> {
+    /// Checks `url` (`redis://[:password@]host:port/db`, `rediss://` for
+    /// TLS, `redis+unix://`) or `cluster` (seed node URLs), `tls_ca` and
+    /// `key_prefix`.
+    pub fn new(store: &super::StoreConfig) -> Result<Self, RedisConfigError> {
+        let (url, cluster, prefix, timeout) =
+            (&store.url, &store.cluster, &store.key_prefix, store.timeout);
         if prefix.contains(['{', '}']) {
             // A brace would start a hash tag of its own in a cluster.
             return Err(RedisConfigError::Prefix(format!(
                 "{prefix:?} holds '{{' or '}}'; use letters, digits and ':'"
             )));
         }
+        let certs = tls_ca(&store.tls_ca)?;
+        let open = |url: &str| match &certs {
+            Some(pem) if url.starts_with("rediss://") => redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                },
+            ),
+            _ => redis::Client::open(url),
+        };
         if !cluster.is_empty() {
             if !url.is_empty() {
                 return Err(RedisConfigError::Cluster(
@@ -84,11 +97,10 @@ impl RedisSettings {
             let seeds = cluster
                 .iter()
                 .map(|seed| {
-                    redis::Client::open(seed.as_str())
-                        .map_err(|e| RedisConfigError::Cluster(format!("{seed}: {e}")))
+                    open(seed).map_err(|e| RedisConfigError::Cluster(format!("{seed}: {e}")))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            let target = Target::cluster(cluster, timeout)
+            let target = Target::cluster(cluster, timeout, certs.clone())
                 .map_err(|e| RedisConfigError::Cluster(e.to_string()))?;
             return Ok(RedisSettings {
                 target,
@@ -105,7 +117,7 @@ impl RedisSettings {
                     .into(),
             ));
         }
-        let client = redis::Client::open(url).map_err(|e| RedisConfigError::Url(e.to_string()))?;
+        let client = open(url).map_err(|e| RedisConfigError::Url(e.to_string()))?;
         Ok(RedisSettings {
             target: Target::Single(client.clone()),
             subscribe_to: vec![client],
@@ -121,6 +133,25 @@ impl RedisSettings {
         self.max_messages = retention.max_messages.max(1);
         self
     }
+}
+
+/// `tls_ca`'s PEM text (`None` when unset: the system's authorities).
+fn tls_ca(path: &std::path::Path) -> Result<Option<Vec<u8>>, RedisConfigError> {
+    if path.as_os_str().is_empty() {
+        return Ok(None);
+    }
+    let pem = std::fs::read(path)
+        .map_err(|e| RedisConfigError::TlsCa(format!("{}: {e}", path.display())))?;
+    if !pem
+        .windows(b"-----BEGIN CERTIFICATE-----".len())
+        .any(|w| w == b"-----BEGIN CERTIFICATE-----")
+    {
+        return Err(RedisConfigError::TlsCa(format!(
+            "{} holds no PEM certificate",
+            path.display()
+        )));
+    }
+    Ok(Some(pem))
 }
 
 /// The scripts, each the shared prelude plus its own body.
