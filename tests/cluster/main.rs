@@ -36,6 +36,7 @@ macro_rules! on_both {
 mod harness;
 mod redis_server;
 
+mod conformance;
 mod events;
 mod hooks;
 mod marker;
