@@ -12,6 +12,8 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, RedisResult, ScriptInvocation, Value};
 
 /// Where the store's keys live.
+// Built once at start-up: the size of its variants does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone)]
 pub enum Target {
     /// One server (or a primary behind one address).
