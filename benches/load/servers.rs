@@ -642,6 +642,6 @@ async fn start_nginx_on(dir: &Path, options: &ServerOptions, port: u16) -> Resul
         pid,
         dir: dir.to_owned(),
         extra: Vec::new(),
-        redis: None,
+        redis: Vec::new(),
     }))
 }
