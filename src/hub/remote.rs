@@ -51,6 +51,10 @@ pub(super) struct RemotePoll {
     /// first [`Hub::wait`] with that `since` answers with it (no second
     /// round trip).
     first: Mutex<Option<(Option<Cursor>, Waited)>>,
+    /// `local.woken` before the start script looked: a hint after that
+    /// look came before the first wait could listen, so that wait looks
+    /// again instead of sleeping through it.
+    woken_before: u64,
 }
 
 impl Drop for RemotePoll {
@@ -281,7 +285,9 @@ impl Hub {
             client: request.client.clone(),
             opened: false,
             first: Mutex::new(None),
+            woken_before: 0,
         };
+        open.woken_before = open.local.woken.load(std::sync::atomic::Ordering::SeqCst);
         let reply = self
             .start_poll(redis, request, &open.lease, timeout)
             .await?;
@@ -359,6 +365,14 @@ impl Hub {
             let mut notified = pin!(open.local.wake.notified());
             notified.as_mut().enable();
             let waited = match first.take() {
+                // The start script looked before anything listened here: if
+                // a hint came since, look again rather than sleep through it.
+                Some(Waited::Nothing(_))
+                    if open.local.woken.load(std::sync::atomic::Ordering::SeqCst)
+                        != open.woken_before =>
+                {
+                    continue;
+                }
                 Some(waited) => waited,
                 None => {
                     let mut args: Args = vec![open.client.as_str().into()];

@@ -17,7 +17,7 @@
 //! subscription per shard that follows resharding; a hint carries a few
 //! ids, so the broadcast is the simpler trade.)
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,7 +34,17 @@ use crate::protocol::ClientId;
 pub struct LocalClient {
     /// Woken by a hint for this client, a lost connection, or shutdown.
     pub wake: Notify,
+    /// Counts those wake-ups: a poll that looked before it could wait
+    /// (its start script) compares it to know whether it missed one.
+    pub woken: AtomicU64,
     polls: AtomicU32,
+}
+
+impl LocalClient {
+    fn notify(&self) {
+        self.woken.fetch_add(1, Ordering::SeqCst);
+        self.wake.notify_waiters();
+    }
 }
 
 /// This node's waiting polls, by client: the only per-client state a node
@@ -61,14 +71,14 @@ impl Waiters {
     /// Wakes the polls of `id`, if this node holds any.
     pub fn wake(&self, id: &str) {
         if let Some(client) = self.0.get(id) {
-            client.wake.notify_waiters();
+            client.notify();
         }
     }
 
     /// Wakes every waiting poll (shutdown, a lost or regained connection).
     pub fn wake_all(&self) {
         for client in self.0.iter() {
-            client.wake.notify_waiters();
+            client.notify();
         }
     }
 
