@@ -438,12 +438,22 @@ impl Settings {
                 use crate::store::redis::RedisConfigError as E;
                 let key = match e {
                     E::Url(_) => "store.url",
-                    E::ClusterUnsupported => "store.cluster",
+                    E::Cluster(_) => "store.cluster",
+                    E::Prefix(_) => "store.key_prefix",
+                    E::TlsCa(_) => "store.tls_ca",
                 };
                 return Err((key, e.to_string()));
             }
             if self.store.timeout.is_zero() {
                 return Err(("store.timeout", "must be above zero".into()));
+            }
+            // Presence and the shared hook queue live in keys of one slot
+            // beside each client's (hub/presence.rs).
+            if self.hooks.enabled() && !self.store.cluster.is_empty() {
+                return Err((
+                    "hooks.url",
+                    "hooks are not available with a Redis Cluster (store.cluster) yet: use one Redis (store.url)".into(),
+                ));
             }
         }
         self.hooks.validate()?;

@@ -54,10 +54,13 @@ options:
   --per-worker N                 subscribers per worker process (default 9000)
   --connect-concurrency C        connections opened at once (default 256)
   --nginx-workers W              Nchan's worker_processes (default 2)
-  --store memory|disk|redis      cometbox's store (default memory; disk: in the run's
+  --store memory|disk|redis|redis-cluster
+                                 cometbox's store (default memory; disk: in the run's
                                  temporary directory, fsync always; redis: a redis-server
-                                 (Debian's) started in it, no persistence)
-  --nodes N                      cometbox nodes sharing that Redis (--store redis; default 1):
+                                 (Debian's) started in it, no persistence; redis-cluster:
+                                 a 3-master Redis Cluster of them, made by redis-cli)
+  --nodes N                      cometbox nodes sharing that Redis (--store redis or
+                                 redis-cluster; default 1):
                                  subscribers and publishers spread over them; CPU is the
                                  nodes' sum, Redis's own CPU is printed apart
   --cometbox-bin PATH            the binary to measure (default target/release/cometbox,
@@ -157,8 +160,11 @@ fn parse_args(args: &[String]) -> Result<Cli> {
             }
             "--store" => {
                 settings.servers.store = value("--store")?;
-                if !matches!(settings.servers.store.as_str(), "memory" | "disk" | "redis") {
-                    bail!("--store must be memory, disk or redis");
+                if !matches!(
+                    settings.servers.store.as_str(),
+                    "memory" | "disk" | "redis" | "redis-cluster"
+                ) {
+                    bail!("--store must be memory, disk, redis or redis-cluster");
                 }
             }
             flag if flag.starts_with("--") => bail!("unknown option {flag}\n\n{USAGE}"),

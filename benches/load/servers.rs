@@ -30,7 +30,8 @@ pub struct ServerOptions {
     pub nginx_workers: u32,
     /// cometbox's `[store] kind`: "memory", "disk" (in the run's
     /// directory, default fsync policy) or "redis" (a redis-server the
-    /// tool starts in the run's directory).
+    /// tool starts in the run's directory), or "redis-cluster" (kind
+    /// redis on a 3-master Redis Cluster the tool starts likewise).
     pub store: String,
     /// cometbox nodes sharing that Redis (`--nodes`; 1 otherwise).
     pub nodes: usize,
@@ -45,8 +46,9 @@ pub struct Server {
     dir: PathBuf,
     /// With `--nodes N`: the other cometbox nodes (process, pid).
     extra: Vec<(Child, u32)>,
-    /// With `--store redis`: the redis-server (process, pid).
-    redis: Option<(Child, u32)>,
+    /// With `--store redis`: the redis-server (process, pid); with
+    /// `redis-cluster`, the cluster's three.
+    redis: Vec<(Child, u32)>,
 }
 
 impl Server {
@@ -86,9 +88,8 @@ impl Server {
     /// CPU seconds redis-server used so far (`--store redis`), apart from
     /// the nodes' [`Server::cpu`].
     pub fn redis_cpu(&self) -> Option<f64> {
-        self.redis
-            .as_ref()
-            .map(|(_, pid)| procstat::total_cpu(&[*pid]))
+        let pids: Vec<u32> = self.redis.iter().map(|(_, pid)| *pid).collect();
+        (!pids.is_empty()).then(|| procstat::total_cpu(&pids))
     }
 
     /// SIGTERM, wait up to 10 s, then SIGKILL; removes the temporary dir.
@@ -103,7 +104,7 @@ impl Server {
             signal(pid, libc::SIGTERM);
             let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
         }
-        if let Some((mut child, pid)) = self.redis.take() {
+        for (mut child, pid) in std::mem::take(&mut self.redis) {
             signal(pid, libc::SIGTERM);
             let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
         }
@@ -256,11 +257,19 @@ fn spawn_server(mut command: Command, dir: &Path, program: &Path) -> Result<Chil
 
 async fn start_cometbox(dir: &Path, options: &ServerOptions) -> Result<Server> {
     let bin = ensure_cometbox_built(options)?;
-    let redis = match options.store.as_str() {
-        "redis" => Some(start_redis(dir).await?),
-        _ => None,
+    let (redis, store_env) = match options.store.as_str() {
+        "redis" => {
+            let (child, pid, port) = start_redis(&dir.join("redis"), None).await?;
+            let url = format!("redis://127.0.0.1:{port}/0");
+            (vec![(child, pid)], Some(("COMETBOX_STORE__URL", url)))
+        }
+        "redis-cluster" => {
+            let (servers, seeds) = start_redis_cluster(dir).await?;
+            (servers, Some(("COMETBOX_STORE__CLUSTER", seeds)))
+        }
+        _ => (Vec::new(), None),
     };
-    let count = if redis.is_some() {
+    let count = if !redis.is_empty() {
         options.nodes.max(1)
     } else {
         1
@@ -273,8 +282,7 @@ async fn start_cometbox(dir: &Path, options: &ServerOptions) -> Result<Server> {
             dir.join(format!("node-{i}"))
         };
         std::fs::create_dir_all(&node_dir)?;
-        let url = redis.as_ref().map(|(_, _, url)| url.as_str());
-        nodes.push(start_node(&bin, &node_dir, options, url).await?);
+        nodes.push(start_node(&bin, &node_dir, options, store_env.clone()).await?);
     }
     let addrs: Vec<(SocketAddr, SocketAddr)> = nodes.iter().map(|n| (n.2, n.3)).collect();
     let mut nodes = nodes.into_iter();
@@ -291,16 +299,16 @@ async fn start_cometbox(dir: &Path, options: &ServerOptions) -> Result<Server> {
         pid,
         dir: dir.to_owned(),
         extra: nodes.map(|(child, pid, _, _)| (child, pid)).collect(),
-        redis: redis.map(|(child, pid, _)| (child, pid)),
+        redis,
     })
 }
 
-/// Debian's redis-server on a free loopback port in `dir`, without
-/// persistence; returns it, its pid and its URL once it answers PING.
-async fn start_redis(dir: &Path) -> Result<(Child, u32, String)> {
+/// Debian's redis-server on a free loopback port in `redis_dir`, without
+/// persistence (a cluster node when `bus`, its cluster bus port, is given);
+/// returns it, its pid and its port once it answers PING.
+async fn start_redis(redis_dir: &Path, bus: Option<u16>) -> Result<(Child, u32, u16)> {
     let port = free_port()?;
-    let redis_dir = dir.join("redis");
-    std::fs::create_dir_all(&redis_dir)?;
+    std::fs::create_dir_all(redis_dir)?;
     let mut command = Command::new("redis-server");
     command
         .args([
@@ -313,8 +321,18 @@ async fn start_redis(dir: &Path) -> Result<(Child, u32, String)> {
         ])
         .args(["--appendonly", "no", "--daemonize", "no"])
         .arg("--dir")
-        .arg(&redis_dir);
-    let child = spawn_server(command, &redis_dir, Path::new("redis-server"))
+        .arg(redis_dir);
+    if let Some(bus) = bus {
+        command
+            .args([
+                "--cluster-enabled",
+                "yes",
+                "--cluster-port",
+                &bus.to_string(),
+            ])
+            .args(["--cluster-config-file", "nodes.conf"]);
+    }
+    let child = spawn_server(command, redis_dir, Path::new("redis-server"))
         .context("--store redis needs Debian's redis-server (apt-get install redis-server)")?;
     let pid = child
         .id()
@@ -328,7 +346,7 @@ async fn start_redis(dir: &Path) -> Result<(Child, u32, String)> {
                 && stream.read_exact(&mut reply).await.is_ok()
                 && &reply == b"+PONG\r\n"
             {
-                return Ok((child, pid, format!("redis://127.0.0.1:{port}/0")));
+                return Ok((child, pid, port));
             }
         }
         if Instant::now() > deadline {
@@ -338,13 +356,61 @@ async fn start_redis(dir: &Path) -> Result<(Child, u32, String)> {
     }
 }
 
-/// One cometbox process in `dir` (on Redis at `redis_url`, if given):
-/// the process, its pid, and its public and ingest addresses.
+/// Three cluster-enabled redis-servers joined into a 3-master Redis
+/// Cluster by `redis-cli --cluster create`; returns them and their URLs,
+/// comma-separated (`store.cluster`), once the cluster says ok.
+async fn start_redis_cluster(dir: &Path) -> Result<(Vec<(Child, u32)>, String)> {
+    let mut servers = Vec::new();
+    let mut ports = Vec::new();
+    for i in 0..3 {
+        let node_dir = dir.join(format!("redis-{i}"));
+        let (child, pid, port) = start_redis(&node_dir, Some(free_port()?)).await?;
+        servers.push((child, pid));
+        ports.push(port);
+    }
+    let addresses: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let out = std::process::Command::new("redis-cli")
+        .arg("--cluster")
+        .arg("create")
+        .args(&addresses)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .output()
+        .context("--store redis-cluster needs redis-cli (apt-get install redis-tools)")?;
+    if !out.status.success() {
+        bail!(
+            "redis-cli --cluster create failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for port in &ports {
+        loop {
+            let info = std::process::Command::new("redis-cli")
+                .args(["-p", &port.to_string(), "cluster", "info"])
+                .output()?;
+            if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("the Redis Cluster was not ok within 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let seeds: Vec<String> = ports
+        .iter()
+        .map(|p| format!("redis://127.0.0.1:{p}"))
+        .collect();
+    Ok((servers, seeds.join(",")))
+}
+
+/// One cometbox process in `dir` (on the Redis `store_env` names, if
+/// given): the process, its pid, and its public and ingest addresses.
 async fn start_node(
     bin: &Path,
     dir: &Path,
     options: &ServerOptions,
-    redis_url: Option<&str>,
+    store_env: Option<(&str, String)>,
 ) -> Result<(Child, u32, SocketAddr, SocketAddr)> {
     let ready = dir.join("ready.json");
     let max_timeout = POLL_TIMEOUT * 2;
@@ -372,10 +438,14 @@ async fn start_node(
         .env("COMETBOX_LIMITS__MAX_INGEST_IN_FLIGHT", "1024")
         .env("COMETBOX_LIMITS__CLIENT_IDLE_TIMEOUT", "10m")
         .env("COMETBOX_LIMITS__REQUEST_TIMEOUT", "60s")
-        .env("COMETBOX_STORE__KIND", &options.store)
+        .env(
+            "COMETBOX_STORE__KIND",
+            // (a cluster is `kind = "redis"` with `cluster` seeds)
+            options.store.trim_end_matches("-cluster"),
+        )
         .env("COMETBOX_STORE__PATH", dir.join("store"));
-    if let Some(url) = redis_url {
-        command.env("COMETBOX_STORE__URL", url);
+    if let Some((key, value)) = store_env {
+        command.env(key, value);
     }
     let mut child = spawn_server(command, dir, bin)?;
     let pid = child
@@ -573,6 +643,6 @@ async fn start_nginx_on(dir: &Path, options: &ServerOptions, port: u16) -> Resul
         pid,
         dir: dir.to_owned(),
         extra: Vec::new(),
-        redis: None,
+        redis: Vec::new(),
     }))
 }

@@ -136,6 +136,7 @@ impl Bayeux {
             subscribe: Vec::new(),
             timeout: Some(timeout),
             connect_ext: None,
+            open_only: false,
         };
         let open = match self.hub.open_for(&request).await {
             Ok(open) => open,

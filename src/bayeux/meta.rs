@@ -80,6 +80,7 @@ impl Bayeux {
             subscribe: Vec::new(),
             timeout: Some(Duration::ZERO),
             connect_ext: message.ext.clone().map(Box::new),
+            open_only: true,
         };
         let open = match self.hub.open_for(&request).await {
             Ok(open) => open,
@@ -162,6 +163,7 @@ impl Bayeux {
             subscribe: channels,
             timeout: Some(Duration::ZERO),
             connect_ext: None,
+            open_only: true,
         };
         match self.hub.open_for(&request).await {
             Ok(open) => {

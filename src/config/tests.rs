@@ -197,7 +197,35 @@ fn redis_store_settings_are_checked_at_start_up() {
     assert_eq!(s.store.kind, crate::store::StoreKind::Redis);
     assert_eq!(s.store.timeout, Duration::from_millis(500));
     assert_eq!(s.store.key_prefix, "cometbox:");
+    // A cluster by its seed nodes, from the file or (comma-separated) the
+    // environment.
+    let file = toml_file(
+        "[store]\nkind = \"redis\"\ncluster = [\"redis://10.0.0.1:7000\", \"redis://10.0.0.2:7000\"]\n",
+    );
+    let s = load_from(Some(&file.0), env(&[])).unwrap();
+    assert_eq!(s.store.cluster.len(), 2);
+    let s = load_from(
+        None,
+        env(&[
+            ("COMETBOX_STORE__KIND", "redis"),
+            ("COMETBOX_STORE__CLUSTER", "redis://a:7000, redis://b:7001"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(s.store.cluster, ["redis://a:7000", "redis://b:7001"]);
     for (text, key) in [
+        (
+            "[store]\nkind = \"redis\"\ncluster = [\"http://b:7000\"]\n",
+            "store.cluster",
+        ),
+        (
+            "[store]\nkind = \"redis\"\nurl = \"redis://a\"\nkey_prefix = \"x{y}\"\n",
+            "store.key_prefix",
+        ),
+        (
+            "[store]\nkind = \"redis\"\nurl = \"rediss://a\"\ntls_ca = \"/nonexistent/ca.pem\"\n",
+            "store.tls_ca",
+        ),
         ("[store]\nkind = \"redis\"\n", "store.url"),
         (
             "[store]\nkind = \"redis\"\nurl = \"http://x\"\n",
@@ -210,6 +238,10 @@ fn redis_store_settings_are_checked_at_start_up() {
         (
             "[store]\nkind = \"redis\"\nurl = \"redis://a\"\ntimeout = \"0s\"\n",
             "store.timeout",
+        ),
+        (
+            "[store]\nkind = \"redis\"\ncluster = [\"redis://b:7000\"]\n[hooks]\nurl = \"http://127.0.0.1/h\"\nsecret = \"s\"\n",
+            "hooks.url",
         ),
     ] {
         let file = toml_file(text);

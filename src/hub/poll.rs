@@ -29,6 +29,10 @@ pub struct PollRequest {
     pub timeout: Option<Duration>,
     /// A Bayeux handshake's `ext`, which its `connect` hook carries.
     pub connect_ext: Option<Box<serde_json::Value>>,
+    /// The open is all that is wanted (a Bayeux handshake or subscribe):
+    /// nothing is read, so nothing is marked as delivered. (With Redis a
+    /// poll's start script looks at the mailbox at once.)
+    pub open_only: bool,
 }
 
 /// A poll's answer.
@@ -217,26 +221,14 @@ impl Hub {
     /// Where a new reader of `open`'s mailbox (a Bayeux session) starts:
     /// after the last message any reply carried, so what was accepted and
     /// never delivered is not skipped, and what was delivered is not
-    /// replayed. With Redis, which keeps no such mark yet, the mailbox's
-    /// end (docs/bayeux.md says what that costs).
+    /// replayed. Every store keeps that mark (Redis as the mailbox's `d`).
     pub async fn unread_from(
         &self,
         open: &OpenPoll,
     ) -> Result<Cursor, crate::store::journal::StoreError> {
-        if let Open::Local(open) = &open.0 {
-            return Ok(open.client.lock().log.unread_from());
-        }
-        // Redis: read (without waiting) until nothing is left. A mailbox
-        // holds at most `mailbox_max_messages`, so this ends.
-        let mut since = None;
-        loop {
-            match self.wait(open, since, Duration::ZERO).await {
-                Waited::Read(outcome) => since = Some(outcome.cursor),
-                Waited::Failed(e) => return Err(e),
-                Waited::Nothing(cursor)
-                | Waited::Disconnected(cursor)
-                | Waited::Replaced(cursor) => return Ok(cursor),
-            }
+        match &open.0 {
+            Open::Local(open) => Ok(open.client.lock().log.unread_from()),
+            Open::Remote(open) => Box::pin(self.unread_from_remote(open)).await,
         }
     }
 

@@ -57,6 +57,13 @@ const STANDBY_LOOK: Duration = Duration::from_secs(1);
 /// Clients one presence sweep looks at, so Redis is never held long.
 const SWEEP_BATCH: usize = 500;
 
+/// The slot group every presence and hook-queue script runs in: they touch
+/// cluster-wide keys (the presence set, the shared queue) beside a client's
+/// own, which one Redis serves as one group. A Redis Cluster would split
+/// them over slots, so `[hooks]` with `store.cluster` is refused at start-up
+/// (config.rs).
+const SHARED: usize = 0;
+
 impl Hub {
     /// With hooks on Redis: `connect` unless the client is online in the
     /// cluster, `subscribe` for each channel of the poll it does not hold.
@@ -67,7 +74,7 @@ impl Hub {
         request: &PollRequest,
     ) -> Result<(), PollError> {
         let id = request.client.as_str();
-        let look = redis.run(Step::HooksLook, vec![id.into()]).await?;
+        let look = redis.run(Step::HooksLook, SHARED, vec![id.into()]).await?;
         if look.int(0) == 0 {
             hooks
                 .ask_connect(id, request.connect_ext.as_deref())
@@ -112,7 +119,7 @@ impl Hub {
             event_ids().into(),
             wanted(hooks, EventType::Offline).into(),
         ];
-        redis.run(Step::PresenceOnline, args).await?;
+        redis.run(Step::PresenceOnline, SHARED, args).await?;
         Ok(())
     }
 }
@@ -174,7 +181,7 @@ async fn sweep_forever(redis: Arc<RedisStore>, hooks: Arc<Hooks>, shutdown: Canc
                 event_ids().into(),
                 wanted(&hooks, EventType::Offline).into(),
             ];
-            match redis.run(Step::PresenceSweep, args).await {
+            match redis.run(Step::PresenceSweep, SHARED, args).await {
                 Ok(reply) => {
                     if reply.int(0) > 0 {
                         tracing::debug!(offline = reply.int(0), "clients went offline");
@@ -198,6 +205,7 @@ async fn deliver_forever(redis: Arc<RedisStore>, hooks: Arc<Hooks>, shutdown: Ca
         let taken = redis
             .run(
                 Step::HooksTake,
+                SHARED,
                 vec![
                     me.as_str().into(),
                     millis(LEASE).into(),
@@ -236,14 +244,14 @@ async fn deliver_forever(redis: Arc<RedisStore>, hooks: Arc<Hooks>, shutdown: Ca
                 "0".into(),
             ];
             // A failure leaves them at the head: sent again, same ids.
-            let _ = redis.run(Step::HooksDone, args).await;
+            let _ = redis.run(Step::HooksDone, SHARED, args).await;
         }
         if shutdown.is_cancelled() {
             break;
         }
     }
     let release: Args = vec![me.into(), "0".into(), Vec::new(), "1".into()];
-    let _ = redis.run(Step::HooksDone, release).await;
+    let _ = redis.run(Step::HooksDone, SHARED, release).await;
 }
 
 /// Renews the lease every third of [`LEASE`]; returns when another node
@@ -252,7 +260,7 @@ async fn keep_lease(redis: &RedisStore, me: &str) {
     loop {
         tokio::time::sleep(LEASE / 3).await;
         let renew: Args = vec![me.into(), millis(LEASE).into(), "0".into()];
-        if let Ok(reply) = redis.run(Step::HooksTake, renew).await {
+        if let Ok(reply) = redis.run(Step::HooksTake, SHARED, renew).await {
             if reply.text(0) != "mine" {
                 tracing::warn!(
                     "the hook delivery lease passed to another node; it sends these events again"

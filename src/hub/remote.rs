@@ -2,8 +2,12 @@
 //! as one server.
 //!
 //! The truth (mailboxes, ids, memberships, poll counts, idle clocks) is in
-//! Redis and every change is one Lua script, so a batch, its ids and its
-//! wake-up hint are one atomic step (`src/store/redis/`). A node keeps only
+//! Redis and every change is one Lua script in one slot group, so a batch's
+//! share in a group, its ids and its wake-up hint are one atomic step
+//! (`src/store/redis/`). With one server there is one group; in a Redis
+//! Cluster a batch is split by group (a channel message goes to every
+//! group, each appending to its own members) and the shares run
+//! concurrently; figures are added up over the groups. A node keeps only
 //! its own waiting polls, each woken by a hint and then reading Redis again.
 //! The memory and disk paths never come here: [`Hub::apply`],
 //! [`Hub::open_for`] and [`Hub::wait`] (so `/poll` and `/events` alike)
@@ -46,6 +50,10 @@ pub(super) struct RemotePoll {
     /// first [`Hub::wait`] with that `since` answers with it (no second
     /// round trip).
     first: Mutex<Option<(Option<Cursor>, Waited)>>,
+    /// `local.woken` before the start script looked: a hint after that
+    /// look came before the first wait could listen, so that wait looks
+    /// again instead of sleeping through it.
+    woken_before: u64,
 }
 
 impl Drop for RemotePoll {
@@ -54,6 +62,7 @@ impl Drop for RemotePoll {
         if !self.opened {
             return;
         }
+        let group = self.store.groups().of(self.client.as_str());
         let (store, args) = (
             self.store.clone(),
             vec![
@@ -64,7 +73,7 @@ impl Drop for RemotePoll {
         // Without a runtime (process exit) the lease lapses by itself.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                let _ = store.run(Step::PollClose, args).await;
+                let _ = store.run(Step::PollClose, group, args).await;
             });
         }
     }
@@ -132,7 +141,11 @@ impl Hub {
         self.0.redis.as_ref()
     }
 
-    /// [`Hub::apply`] on Redis: the whole batch is one script.
+    /// [`Hub::apply`] on Redis: the batch's share in each slot group is
+    /// one script (the whole batch with one server); the shares run
+    /// concurrently. `<ok>` only once every share is applied. With several
+    /// groups a failed share answers for the batch while others may have
+    /// been applied (docs/storage.md, "Redis Cluster").
     pub(super) async fn apply_remote(
         &self,
         redis: &RedisStore,
@@ -141,64 +154,132 @@ impl Hub {
         let limits = &self.0.limits;
         let accepted = commands.len();
         let now_ms = unix_ms();
-        let mut args: Args = vec![
-            limits_arg(redis.max_messages()),
-            limits_arg(limits.max_clients),
-            limits_arg(limits.max_channels_per_client),
-            (now_ms / 1000).to_string().into(),
-        ];
+        let groups = redis.groups();
+        let mut shares: Vec<Args> = vec![Vec::new(); groups.len()];
+        let mut messages = 0;
         for command in commands {
-            match command {
-                Command::Message {
-                    target,
-                    event,
-                    payload,
-                    ttl,
-                } => {
-                    let (kind, name, channel) = match &target {
-                        Target::Client(id) => ("c", id.as_str(), None),
-                        Target::Channel(c) => ("h", c.as_str(), Some(c)),
-                    };
-                    let tail = reply::message_tail(channel, event.as_deref(), &payload, now_ms);
-                    let own = ttl.is_some_and(|t| t < limits.message_ttl);
-                    let lifetime = ttl.map_or(limits.message_ttl, |t| t.min(limits.message_ttl));
-                    args.extend([
-                        "m".into(),
-                        kind.into(),
-                        name.into(),
-                        (now_ms + lifetime.as_millis() as u64).to_string().into(),
-                        if own { "1" } else { "0" }.into(),
-                        String::from(tail).into_bytes(),
-                    ]);
+            let (words, client) = self.encode(command, now_ms);
+            messages += usize::from(words[0] == b"m");
+            match client {
+                Some(id) => shares[groups.of(id.as_str())].extend(words),
+                // A channel message: each group appends to its members.
+                None => {
+                    for share in &mut shares {
+                        share.extend(words.iter().cloned());
+                    }
                 }
-                Command::Subscribe { client, channel } => {
-                    args.extend(["s".into(), client.as_str().into(), channel.as_str().into()])
-                }
-                Command::Leave { client, channel } => {
-                    args.extend(["l".into(), client.as_str().into(), channel.as_str().into()])
-                }
-                Command::Unsubscribe { client, channel } => {
-                    args.extend(["u".into(), client.as_str().into(), channel.as_str().into()])
-                }
-                Command::Disconnect { client } => args.extend(["d".into(), client.as_str().into()]),
             }
         }
-        let reply = redis.run(Step::Apply, args).await?;
-        match reply.text(0).as_str() {
-            "ok" => {
-                self.0.messages_in.fetch_add(reply.int(1) as u64, Relaxed);
-                Ok(accepted)
+        let counts = redis.client_counts(limits.max_clients).await?;
+        let secs = (now_ms / 1000).to_string();
+        let runs = shares
+            .into_iter()
+            .enumerate()
+            .filter(|(_, share)| !share.is_empty())
+            .map(|(g, share)| {
+                let mut args: Args = vec![
+                    limits_arg(redis.max_messages()),
+                    limits_arg(limits.max_clients),
+                    limits_arg(limits.max_channels_per_client),
+                    secs.clone().into(),
+                    counts.others(g),
+                ];
+                args.extend(share);
+                redis.run(Step::Apply, g, args)
+            });
+        let replies = futures_util::future::join_all(runs).await;
+        // A share Redis did not take answers first (503), then a refusal.
+        let mut refused = None;
+        for reply in replies {
+            let reply = reply?;
+            match reply.text(0).as_str() {
+                "ok" => {}
+                "too-many-clients" => {
+                    refused.get_or_insert(ApplyError::TooManyClients {
+                        new: reply.int(1) as usize,
+                        max: limits.max_clients,
+                    });
+                }
+                "too-many-channels" => {
+                    let client = ClientId::parse(&reply.text(1)).map_err(unexpected)?;
+                    refused.get_or_insert(ApplyError::TooManyChannels {
+                        client,
+                        max: limits.max_channels_per_client,
+                    });
+                }
+                other => return Err(unexpected(other).into()),
             }
-            "too-many-clients" => Err(ApplyError::TooManyClients {
-                new: reply.int(1) as usize,
-                max: limits.max_clients,
-            }),
-            "too-many-channels" => Err(ApplyError::TooManyChannels {
-                client: ClientId::parse(&reply.text(1)).map_err(unexpected)?,
-                max: limits.max_channels_per_client,
-            }),
-            other => Err(unexpected(other).into()),
         }
+        if let Some(refusal) = refused {
+            return Err(refusal);
+        }
+        self.0.messages_in.fetch_add(messages as u64, Relaxed);
+        Ok(accepted)
+    }
+
+    /// One command as the batch script reads it, and the client it is for
+    /// (`None`: a channel message).
+    fn encode(&self, command: Command, now_ms: u64) -> (Args, Option<ClientId>) {
+        let limits = &self.0.limits;
+        match command {
+            Command::Message {
+                target,
+                event,
+                payload,
+                ttl,
+            } => {
+                let (kind, name, channel) = match &target {
+                    Target::Client(id) => ("c", id.as_str(), None),
+                    Target::Channel(c) => ("h", c.as_str(), Some(c)),
+                };
+                let tail = reply::message_tail(channel, event.as_deref(), &payload, now_ms);
+                let own = ttl.is_some_and(|t| t < limits.message_ttl);
+                let lifetime = ttl.map_or(limits.message_ttl, |t| t.min(limits.message_ttl));
+                let words = vec![
+                    "m".into(),
+                    kind.into(),
+                    name.into(),
+                    (now_ms + lifetime.as_millis() as u64).to_string().into(),
+                    if own { "1" } else { "0" }.into(),
+                    String::from(tail).into_bytes(),
+                ];
+                let client = match target {
+                    Target::Client(id) => Some(id),
+                    Target::Channel(_) => None,
+                };
+                (words, client)
+            }
+            Command::Subscribe { client, channel } => (
+                vec!["s".into(), client.as_str().into(), channel.as_str().into()],
+                Some(client),
+            ),
+            Command::Unsubscribe { client, channel } => (
+                vec!["u".into(), client.as_str().into(), channel.as_str().into()],
+                Some(client),
+            ),
+            Command::Leave { client, channel } => (
+                vec!["l".into(), client.as_str().into(), channel.as_str().into()],
+                Some(client),
+            ),
+            Command::Disconnect { client } => {
+                (vec!["d".into(), client.as_str().into()], Some(client))
+            }
+        }
+    }
+
+    /// [`Hub::unread_from`] on Redis: the mailbox's delivered mark.
+    pub(super) async fn unread_from_remote(&self, open: &RemotePoll) -> Result<Cursor, StoreError> {
+        let group = open.store.groups().of(open.client.as_str());
+        let args = vec![open.client.as_str().into()];
+        let reply = open.store.run(Step::UnreadFrom, group, args).await?;
+        Ok(match reply.text(0).as_str() {
+            "ok" => Cursor {
+                epoch: reply.int(1) as u32,
+                seq: reply.int(2) as u64,
+            },
+            // Gone since the poll opened: a new mailbox starts empty.
+            _ => Cursor { epoch: 0, seq: 0 },
+        })
     }
 
     /// [`Hub::open_for`] on Redis: with hooks, `connect` and `subscribe`
@@ -222,7 +303,9 @@ impl Hub {
             client: request.client.clone(),
             opened: false,
             first: Mutex::new(None),
+            woken_before: 0,
         };
+        open.woken_before = open.local.woken.load(std::sync::atomic::Ordering::SeqCst);
         let reply = self
             .start_poll(redis, request, &open.lease, timeout)
             .await?;
@@ -259,12 +342,21 @@ impl Hub {
             let mut notified = pin!(open.local.wake.notified());
             notified.as_mut().enable();
             let waited = match first.take() {
+                // The start script looked before anything listened here: if
+                // a hint came since, look again rather than sleep through it.
+                Some(Waited::Nothing(_))
+                    if open.local.woken.load(std::sync::atomic::Ordering::SeqCst)
+                        != open.woken_before =>
+                {
+                    continue;
+                }
                 Some(waited) => waited,
                 None => {
                     let mut args: Args = vec![open.client.as_str().into()];
                     args.extend(read_args(since, limits.max_reply_bytes));
                     args.extend([open.lease.as_str().into(), lease_deadline(timeout).into()]);
-                    match open.store.run(Step::PollRead, args).await {
+                    let group = open.store.groups().of(open.client.as_str());
+                    match open.store.run(Step::PollRead, group, args).await {
                         Ok(reply) => decode_read(&reply, since),
                         // Logged by the store.
                         Err(e) => break Waited::Failed(e),
@@ -310,9 +402,17 @@ impl Hub {
                 .map_or(String::new(), |iat| iat.to_string())
                 .into(),
         ];
-        args.extend(read_args(request.since, limits.max_reply_bytes));
+        // A byte budget of 0: the script opens without reading.
+        let budget = if request.open_only {
+            0
+        } else {
+            limits.max_reply_bytes
+        };
+        args.extend(read_args(request.since, budget));
+        let group = redis.groups().of(request.client.as_str());
+        args.push(redis.client_counts(limits.max_clients).await?.others(group));
         args.extend(request.subscribe.iter().map(|c| c.as_str().into()));
-        let reply = redis.run(Step::PollOpen, args).await?;
+        let reply = redis.run(Step::PollOpen, group, args).await?;
         match reply.text(0).as_str() {
             "ok" | "gone" => Ok(reply),
             "too-many-clients" => Err(PollError::TooManyClients(limits.max_clients)),
@@ -322,26 +422,54 @@ impl Hub {
         }
     }
 
-    /// `/stats` on Redis: this node's counters and the cluster's figures.
+    /// `/stats` on Redis: this node's counters and the cluster's figures,
+    /// added up over the slot groups (a channel with members in several
+    /// groups counted once; the node heartbeats are the first group's).
     pub(super) async fn stats_remote(&self, redis: &RedisStore) -> Result<Stats, StoreError> {
         let gone_after = node_gone_after(self.0.limits.client_idle_timeout);
-        let reply = redis
-            .run(Step::Stats, vec![gone_after.as_millis().to_string().into()])
-            .await?;
-        let n = |i| reply.int(i).max(0) as u64;
+        let several = redis.groups().len() > 1;
+        let runs = (0..redis.groups().len()).map(|g| {
+            let args: Args = vec![
+                gone_after.as_millis().to_string().into(),
+                if several { "1" } else { "0" }.into(),
+            ];
+            redis.run(Step::Stats, g, args)
+        });
+        let mut sums = [0u64; 6];
+        let mut channels = std::collections::HashSet::new();
+        let mut nodes = 0;
+        for (g, reply) in futures_util::future::join_all(runs)
+            .await
+            .into_iter()
+            .enumerate()
+        {
+            let reply = reply?;
+            for (i, sum) in sums.iter_mut().enumerate() {
+                *sum += reply.int(i).max(0) as u64;
+            }
+            if g == 0 {
+                nodes = reply.int(6).max(0) as u64;
+            }
+            channels.extend((7..reply.len()).map(|i| reply.text(i)));
+        }
+        let [clients, channel_count, subscriptions, queued, lost, evicted] = sums;
         Ok(Stats {
-            clients: n(0) as usize,
+            clients: clients as usize,
             open_polls: redis.waiters.open_polls(),
-            queued_messages: n(3),
+            queued_messages: queued,
             messages_in: self.0.messages_in.load(Relaxed),
             messages_out: self.0.messages_out.load(Relaxed),
-            messages_lost: n(4),
+            messages_lost: lost,
             polls_total: self.0.polls_total.load(Relaxed),
-            clients_evicted: n(5),
-            channels: n(1) as usize,
-            subscriptions: n(2) as usize,
+            clients_evicted: evicted,
+            channels: if several {
+                channels.len()
+            } else {
+                channel_count as usize
+            },
+            subscriptions: subscriptions as usize,
             uptime_s: self.0.started.elapsed().as_secs(),
-            scope: Some(StatsScope::redis(n(6), redis.node())),
+            scope: Some(StatsScope::redis(nodes, redis.node())),
             hooks: self.0.hooks.as_ref().map(|h| h.stats()),
         })
     }
@@ -352,7 +480,10 @@ impl Hub {
         redis: &RedisStore,
         id: &ClientId,
     ) -> Result<Option<Presence>, StoreError> {
-        let reply = redis.run(Step::Presence, vec![id.as_str().into()]).await?;
+        let group = redis.groups().of(id.as_str());
+        let reply = redis
+            .run(Step::Presence, group, vec![id.as_str().into()])
+            .await?;
         if reply.is_empty() {
             return Ok(None);
         }
@@ -389,8 +520,8 @@ fn node_gone_after(idle_limit: Duration) -> Duration {
 }
 
 /// The reaper on Redis: every sweep interval, one node's sweep (any node's;
-/// each script run is atomic) evicts idle clients cluster-wide in batches,
-/// and records this node's heartbeat.
+/// each script run is atomic) evicts idle clients cluster-wide, slot group
+/// by slot group in batches, and records this node's heartbeat.
 pub(super) fn spawn_remote_reaper(
     hub: &Hub,
     redis: Arc<RedisStore>,
@@ -406,24 +537,28 @@ pub(super) fn spawn_remote_reaper(
                 _ = ticker.tick() => {}
                 _ = shutdown.cancelled() => return,
             }
-            loop {
-                let args: Args = vec![
-                    idle.as_millis().to_string().into(),
-                    REAP_BATCH.to_string().into(),
-                    redis.node().into(),
-                    node_gone_after(idle).as_millis().to_string().into(),
-                ];
-                match redis.run(Step::Reap, args).await {
-                    Ok(reply) => {
-                        let (evicted, looked) = (reply.int(0), reply.int(1));
-                        if evicted > 0 {
-                            tracing::debug!(evicted, "idle clients forgotten");
+            for g in 0..redis.groups().len() {
+                // This node's heartbeat goes with the first group's sweep.
+                let heartbeat = if g == 0 { redis.node() } else { "" };
+                loop {
+                    let args: Args = vec![
+                        idle.as_millis().to_string().into(),
+                        REAP_BATCH.to_string().into(),
+                        heartbeat.into(),
+                        node_gone_after(idle).as_millis().to_string().into(),
+                    ];
+                    match redis.run(Step::Reap, g, args).await {
+                        Ok(reply) => {
+                            let (evicted, looked) = (reply.int(0), reply.int(1));
+                            if evicted > 0 {
+                                tracing::debug!(evicted, group = g, "idle clients forgotten");
+                            }
+                            if (looked as usize) < REAP_BATCH {
+                                break;
+                            }
                         }
-                        if (looked as usize) < REAP_BATCH {
-                            break;
-                        }
+                        Err(_) => break, // logged by the store; next tick retries
                     }
-                    Err(_) => break, // logged by the store; next tick retries
                 }
             }
         }

@@ -74,6 +74,7 @@ fn request(client: &str) -> PollRequest {
         subscribe: vec![],
         timeout: None,
         connect_ext: None,
+        open_only: false,
     }
 }
 

@@ -140,9 +140,14 @@ pub struct StoreConfig {
     pub segment_bytes: u64,
     /// `redis`: one server, `redis://[:password@]host:port/db`.
     pub url: String,
-    /// `redis`: Redis Cluster seed nodes (not supported yet; start-up
-    /// refuses it, naming the key).
+    /// `redis`: Redis Cluster seed nodes, instead of `url` (a list; from
+    /// the environment, comma-separated:
+    /// `COMETBOX_STORE__CLUSTER=redis://a:7000,redis://b:7000`).
+    #[serde(deserialize_with = "list_or_commas")]
     pub cluster: Vec<String>,
+    /// `redis`: a PEM file of the certificate authorities that `rediss://`
+    /// servers are checked against, instead of the system's.
+    pub tls_ca: std::path::PathBuf,
     /// `redis`: prefix of every key (several deployments can share one
     /// Redis; nodes of one deployment must use the same).
     pub key_prefix: String,
@@ -162,10 +167,31 @@ impl Default for StoreConfig {
             segment_bytes: disk::DEFAULT_SEGMENT_BYTES,
             url: String::new(),
             cluster: Vec::new(),
+            tls_ca: std::path::PathBuf::new(),
             key_prefix: "cometbox:".into(),
             timeout: std::time::Duration::from_secs(2),
         }
     }
+}
+
+/// A list, or one string of comma-separated items (what an environment
+/// variable can carry).
+fn list_or_commas<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        List(Vec<String>),
+        Commas(String),
+    }
+    Ok(match Either::deserialize(d)? {
+        Either::List(items) => items,
+        Either::Commas(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    })
 }
 
 /// The storage engines.
@@ -228,6 +254,6 @@ impl StoreConfig {
 
     /// The Redis settings, checked (`kind = "redis"`).
     pub fn redis_settings(&self) -> Result<redis::RedisSettings, redis::RedisConfigError> {
-        redis::RedisSettings::new(&self.url, &self.cluster, &self.key_prefix, self.timeout)
+        redis::RedisSettings::new(self)
     }
 }

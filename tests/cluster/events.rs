@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::harness::{token, wait_until, Scratch, Server};
 use crate::nodes::{ingest_get, nodes, PROMPT};
-use crate::redis_server::{Persistence, RedisServer};
+use crate::redis_server::{Kind, Persistence, TestRedis};
 
 /// One parsed event: `id`, `event`, `data`.
 #[derive(Debug)]
@@ -76,11 +76,10 @@ impl Stream {
 /// A stream on node B gets a message for its client and one for its
 /// channel, both posted on node A, promptly; it counts as an open poll
 /// cluster-wide; a stream on node C resumes after the first event's id.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn events_stream_on_one_node_gets_messages_posted_on_another() {
+async fn events_stream_on_one_node_gets_messages_posted_on_another(kind: Kind) {
     let dir = Scratch::new("events");
-    let redis = RedisServer::start(&dir.0.join("redis"), Persistence::None).await;
-    let n = nodes(&redis.url(), &dir.0, 3).await;
+    let redis = TestRedis::start(kind, &dir.0.join("redis"), Persistence::None).await;
+    let n = nodes(&redis, &dir.0, 3).await;
     let dana = token("dana", &["news"]);
     let mut stream = Stream::open(&n[1], &format!("token={dana}&channels=news"), None).await;
     wait_until("the stream counts as an open poll", PROMPT, || async {
@@ -120,3 +119,5 @@ async fn events_stream_on_one_node_gets_messages_posted_on_another() {
         assert_eq!(third.data["data"]["n"], 3, "{third:?}");
     }
 }
+
+crate::on_both!(events_stream_on_one_node_gets_messages_posted_on_another);

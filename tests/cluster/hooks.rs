@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::harness::{token, Scratch};
 use crate::nodes::{ingest_get, node};
-use crate::redis_server::{Persistence, RedisServer};
+use crate::redis_server::{Kind, Persistence, TestRedis};
 
 /// A backend on loopback: records `(type, channel)` of every cancellable
 /// request (`asked`) and every notification it took (`notified`, whole),
@@ -138,17 +138,16 @@ fn asked(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     v
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn connect_and_subscribe_are_asked_on_any_node() {
+async fn connect_and_subscribe_are_asked_on_any_node(kind: Kind) {
     let dir = Scratch::new("hooks");
-    let redis = RedisServer::start(&dir.0.join("redis"), Persistence::None).await;
+    let redis = TestRedis::start(kind, &dir.0.join("redis"), Persistence::None).await;
     let backend = Backend::start().await;
     let hooks = [
         ("COMETBOX_HOOKS__URL", backend.url.as_str()),
         ("COMETBOX_HOOKS__SECRET", "hook-secret"),
     ];
-    let a = node(&redis.url(), &dir.0, &hooks).await;
-    let b = node(&redis.url(), &dir.0, &hooks).await;
+    let a = node(&redis, &dir.0, &hooks).await;
+    let b = node(&redis, &dir.0, &hooks).await;
     let erin = token("erin", &["room", "staff"]);
 
     // Denied: nothing applied in Redis (no mailbox anywhere).
@@ -193,4 +192,10 @@ async fn connect_and_subscribe_are_asked_on_any_node() {
     let (status, body) = b.poll(&erin, "channels=staff&timeout=0").await.unwrap();
     assert_eq!(status, 403, "{body}");
     assert_eq!(backend.take(), asked(&[("subscribe", "staff")]));
+}
+
+/// One Redis only: hooks are refused with a Redis Cluster (config.rs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn connect_and_subscribe_are_asked_on_any_node_of_one_redis() {
+    connect_and_subscribe_are_asked_on_any_node(Kind::Single).await
 }

@@ -5,21 +5,50 @@
 //! streams fed from another node, backend hooks asked on any node and
 //! their presence notifications decided cluster-wide (`presence.rs`); and
 //! the same behind a real nginx with the deploy kit's snippets (`nginx.rs`).
+//! The scenarios of `scenarios.rs`, `events.rs`, `hooks.rs` and the
+//! conformance checks run on one redis-server and on a 3-master Redis
+//! Cluster.
 //!
 //! Needs `redis-server` and `nginx` (Debian's; `tests/cluster/run-tests.sh`
 //! installs them)
 //! and is built only with `--features redis-tests`, so a plain `cargo test`
 //! does not need Redis: `bash tests/cluster/run-tests.sh`.
 
+/// Runs each named scenario (an `async fn(Kind)` of the module) twice: on
+/// one redis-server (`<name>::single`) and on a 3-master Redis Cluster
+/// (`<name>::cluster`).
+#[macro_export]
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                use $crate::redis_server::Kind;
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn single() {
+                    super::$name(Kind::Single).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn cluster() {
+                    super::$name(Kind::Cluster).await
+                }
+            }
+        )*
+    };
+}
+
 #[allow(dead_code)]
 #[path = "../durability/harness.rs"]
 mod harness;
 mod redis_server;
 
+mod bayeux;
+mod conformance;
 mod events;
 mod hooks;
+mod marker;
 mod nginx;
 mod nginx_server;
 mod nodes;
 mod presence;
 mod scenarios;
+mod tls;

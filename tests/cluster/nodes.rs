@@ -6,29 +6,51 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::harness::{self, Server, Spec};
+use crate::redis_server::TestRedis;
 
-/// Starts a node on `url` with extra `COMETBOX_*` settings.
-pub async fn node(url: &str, run_dir: &Path, extra: &[(&str, &str)]) -> Server {
+/// What a node is pointed at: a URL (one server) or a [`TestRedis`] (one
+/// server or a cluster).
+pub trait RedisAt {
+    /// The `COMETBOX_STORE__*` settings naming it.
+    fn store_env(&self) -> Vec<(&'static str, String)>;
+}
+
+impl RedisAt for String {
+    fn store_env(&self) -> Vec<(&'static str, String)> {
+        vec![("COMETBOX_STORE__URL", self.clone())]
+    }
+}
+
+impl RedisAt for TestRedis {
+    fn store_env(&self) -> Vec<(&'static str, String)> {
+        TestRedis::store_env(self)
+    }
+}
+
+/// Starts a node on `redis` with extra `COMETBOX_*` settings.
+pub async fn node(redis: &impl RedisAt, run_dir: &Path, extra: &[(&str, &str)]) -> Server {
     let mut spec = Spec {
         store: None,
         run_dir: run_dir.to_owned(),
         env: Vec::new(),
     }
     .with("COMETBOX_STORE__KIND", "redis")
-    .with("COMETBOX_STORE__URL", url)
     .with("COMETBOX_STORE__TIMEOUT", "1s")
     .with("COMETBOX_LOG__LEVEL", "debug");
+    for (k, v) in redis.store_env() {
+        spec = spec.with(k, &v);
+    }
     for (k, v) in extra {
         spec = spec.with(k, v);
     }
     harness::start(&spec).await
 }
 
-/// `n` nodes on `url`.
-pub async fn nodes(url: &str, run_dir: &Path, n: usize) -> Vec<Server> {
+/// `n` nodes on `redis`.
+pub async fn nodes(redis: &impl RedisAt, run_dir: &Path, n: usize) -> Vec<Server> {
     let mut all = Vec::new();
     for _ in 0..n {
-        all.push(node(url, run_dir, &[]).await);
+        all.push(node(redis, run_dir, &[]).await);
     }
     all
 }

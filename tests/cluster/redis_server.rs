@@ -1,5 +1,7 @@
 //! A real `redis-server` (Debian's) for one test: its own port on loopback,
-//! its own directory, started and stopped by pid. Never a mock.
+//! its own directory, started and stopped by pid. Never a mock. Or a real
+//! 3-master Redis Cluster of them ([`TestRedis`]), made with `redis-cli
+//! --cluster create`: every scenario runs against both ([`Kind`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -29,6 +31,10 @@ pub struct RedisServer {
     pub port: u16,
     dir: PathBuf,
     persistence: Persistence,
+    /// A cluster node: its cluster bus port (`cluster-port`).
+    bus: Option<u16>,
+    /// Extra `--name value` arguments (TLS).
+    extra: Vec<String>,
 }
 
 /// A loopback port nothing listens on right now.
@@ -40,11 +46,24 @@ pub fn free_port() -> u16 {
 impl RedisServer {
     /// Starts one on a free port in `dir`, and waits until it answers PING.
     pub async fn start(dir: &Path, persistence: Persistence) -> Self {
+        Self::start_with(dir, persistence, None, Vec::new()).await
+    }
+
+    /// The same, as a cluster node (`bus`: its cluster bus port) and/or
+    /// with extra arguments.
+    pub async fn start_with(
+        dir: &Path,
+        persistence: Persistence,
+        bus: Option<u16>,
+        extra: Vec<String>,
+    ) -> Self {
         let mut server = RedisServer {
             child: None,
             port: free_port(),
             dir: dir.to_owned(),
             persistence,
+            bus,
+            extra,
         };
         server.restart().await;
         server
@@ -66,9 +85,21 @@ impl RedisServer {
             .args(["--appendonly", if aof { "yes" } else { "no" }])
             .args(["--appendfsync", "always", "--daemonize", "no"])
             .args(["--logfile", self.dir.join("redis.log").to_str().unwrap()])
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .kill_on_drop(true);
+        if let Some(bus) = self.bus {
+            command
+                .args([
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-port",
+                    &bus.to_string(),
+                ])
+                .args(["--cluster-config-file", "nodes.conf"])
+                .args(["--cluster-node-timeout", "3000"]);
+        }
         let child = command.spawn().unwrap_or_else(|e| {
             panic!(
                 "cannot start {}: {e} (apt-get install redis-server)",
@@ -88,6 +119,16 @@ impl RedisServer {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Sends one command, answering its text (the test's own looks).
+    pub async fn command(&self, args: &[&str]) -> redis::RedisResult<redis::Value> {
+        let mut conn = self.connection().await;
+        let mut cmd = redis::cmd(args[0]);
+        for arg in &args[1..] {
+            cmd.arg(*arg);
+        }
+        cmd.query_async(&mut conn).await
     }
 
     async fn ping(&self) -> bool {
@@ -138,5 +179,183 @@ impl RedisServer {
             .await
             .expect("redis-server exits within 15 s")
             .unwrap();
+    }
+}
+
+/// Which Redis a scenario runs against.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Kind {
+    /// One redis-server (`store.url`).
+    Single,
+    /// A 3-master Redis Cluster (`store.cluster`).
+    Cluster,
+}
+
+/// The Redis of one scenario: one server, or the three masters of a
+/// cluster. Everything a scenario does to "Redis" it does to all of them.
+pub struct TestRedis {
+    pub servers: Vec<RedisServer>,
+    pub kind: Kind,
+}
+
+/// `redis-cli`: `REDIS_CLI`, else on the PATH.
+fn cli() -> PathBuf {
+    std::env::var_os("REDIS_CLI")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("redis-cli"))
+}
+
+impl TestRedis {
+    /// Starts `kind` in `dir` and waits until it serves.
+    pub async fn start(kind: Kind, dir: &Path, persistence: Persistence) -> Self {
+        if kind == Kind::Single {
+            return TestRedis {
+                servers: vec![RedisServer::start(dir, persistence).await],
+                kind,
+            };
+        }
+        let mut servers = Vec::new();
+        for i in 0..3 {
+            let node = dir.join(format!("node{i}"));
+            servers.push(
+                RedisServer::start_with(&node, persistence, Some(free_port()), Vec::new()).await,
+            );
+        }
+        let addresses: Vec<String> = servers
+            .iter()
+            .map(|s| format!("127.0.0.1:{}", s.port))
+            .collect();
+        let out = std::process::Command::new(cli())
+            .arg("--cluster")
+            .arg("create")
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run {}: {e} (apt-get install redis-tools)",
+                    cli().display()
+                )
+            });
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let redis = TestRedis { servers, kind };
+        redis.wait_ready().await;
+        redis
+    }
+
+    /// The `COMETBOX_STORE__*` settings that point a node here.
+    pub fn store_env(&self) -> Vec<(&'static str, String)> {
+        match self.kind {
+            Kind::Single => vec![("COMETBOX_STORE__URL", self.servers[0].url())],
+            Kind::Cluster => {
+                let seeds: Vec<String> = self.servers.iter().map(|s| s.url()).collect();
+                vec![("COMETBOX_STORE__CLUSTER", seeds.join(","))]
+            }
+        }
+    }
+
+    /// Until every node says `cluster_state:ok` (a cluster; a single
+    /// server answers PING once started).
+    async fn wait_ready(&self) {
+        if self.kind == Kind::Single {
+            return;
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for server in &self.servers {
+            loop {
+                let info = server.command(&["CLUSTER", "INFO"]).await;
+                if matches!(&info, Ok(redis::Value::BulkString(b)) if String::from_utf8_lossy(b).contains("cluster_state:ok"))
+                    || matches!(&info, Ok(redis::Value::VerbatimString { text, .. }) if text.contains("cluster_state:ok"))
+                {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the cluster is not ok within 30 s: {info:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+
+    /// SIGTERM to every server.
+    pub async fn stop(&mut self) {
+        for server in &mut self.servers {
+            server.stop().await;
+        }
+    }
+
+    /// SIGKILL to every server.
+    pub async fn kill9(&mut self) {
+        for server in &mut self.servers {
+            server.kill9().await;
+        }
+    }
+
+    /// Restarts every server (same ports, directories, cluster config).
+    pub async fn restart(&mut self) {
+        for server in &mut self.servers {
+            server.restart().await;
+        }
+        self.wait_ready().await;
+    }
+
+    /// `KEYS pattern` over every server.
+    pub async fn keys(&self, pattern: &str) -> Vec<String> {
+        let mut all = Vec::new();
+        for server in &self.servers {
+            let mut conn = server.connection().await;
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(pattern)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            all.extend(keys);
+        }
+        all
+    }
+
+    /// The keys of stored message payloads.
+    pub async fn payload_keys(&self) -> Vec<String> {
+        self.keys(match self.kind {
+            Kind::Single => "cometbox:p:*",
+            Kind::Cluster => "cometbox:{*}p:*",
+        })
+        .await
+    }
+
+    /// How many copies of one channel message's payload at most: once, or
+    /// once per slot group in a cluster.
+    pub fn payload_copies(&self) -> usize {
+        match self.kind {
+            Kind::Single => 1,
+            Kind::Cluster => 16,
+        }
+    }
+
+    /// `used_memory` added up over every server.
+    pub async fn used_memory(&self) -> u64 {
+        let mut sum = 0;
+        for server in &self.servers {
+            let mut conn = server.connection().await;
+            let info: String = redis::cmd("INFO")
+                .arg("memory")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            sum += info
+                .lines()
+                .find_map(|l| l.strip_prefix("used_memory:"))
+                .unwrap()
+                .trim()
+                .parse::<u64>()
+                .unwrap();
+        }
+        sum
     }
 }

@@ -278,6 +278,7 @@ pub(super) fn admit(face: &Face, head: &Head) -> Result<(PollRequest, u64), Publ
         subscribe,
         timeout,
         connect_ext: None,
+        open_only: false,
     };
     Ok((request, grant.expires_at))
 }

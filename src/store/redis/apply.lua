@@ -1,11 +1,13 @@
--- An ingest batch, all of it or nothing (checks first), in order.
+-- An ingest batch's share in one slot group (all of the batch with one
+-- server), all of it or nothing (checks first), in order.
 -- ARGV[4] mailbox_max_messages, [5] max_clients, [6] max_channels_per_client,
--- [7] unix seconds, then the commands:
+-- [7] unix seconds, [8] clients in the other groups, then the commands:
 --   'm' 'c'|'h' <client or channel> <expires ms> <own ttl 0|1> <json tail>
 --   's' <client> <channel>    'u' <client> <channel>    'd' <client>
 --   'l' <client> <channel>    (a browser's own leave: no revocation kept)
 local MAXM, MAXC, MAXCH, SECS = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-local cmds, i = {}, 8
+local OTHERS = tonumber(ARGV[8])
+local cmds, i = {}, 9
 while i <= #ARGV do
   local op = ARGV[i]
   if op == 'm' then
@@ -20,7 +22,7 @@ while i <= #ARGV do
   end
 end
 
--- Room for new clients (cluster-wide max_clients) and channels per client.
+-- Room for new clients (max_clients over every group) and channels per client.
 local new, nnew, wanted = {}, 0, {}
 for _, c in ipairs(cmds) do
   local id = nil
@@ -35,7 +37,7 @@ for _, c in ipairs(cmds) do
     nnew = nnew + 1
   end
 end
-if nnew > 0 and redis.call('ZCARD', ACTIVE) + nnew > MAXC then
+if nnew > 0 and redis.call('ZCARD', ACTIVE) + OTHERS + nnew > MAXC then
   return {'too-many-clients', nnew}
 end
 for id, chans in pairs(wanted) do
@@ -67,7 +69,8 @@ for _, c in ipairs(cmds) do
       recipients = redis.call('SMEMBERS', members(c[3]))
     end
     if #recipients > 0 then
-      -- The payload is stored once, however many mailboxes point at it.
+      -- The payload is stored once (per group), however many mailboxes
+      -- point at it.
       local pid = redis.call('HINCRBY', STATS, 'msgid', 1)
       redis.call('SET', payload(pid), c[6], 'PX', math.max(exp - NOW, 1))
       for _, id in ipairs(recipients) do

@@ -1,12 +1,13 @@
 //! The `redis` store: every mailbox, membership and poll lease lives in
 //! Redis, so every node configured with the same Redis acts as one server.
 //!
-//! This module owns the connection (a [`ConnectionManager`] that reconnects
-//! by itself), the Lua scripts (one atomic step each: an ingest batch, a
-//! poll's start, a look after a wake-up, a poll's end, an eviction sweep,
-//! `/stats`, presence; with hooks, cluster-wide presence and the shared
-//! hook queue: `hooks_*.lua`, `presence_*.lua`) and decoding their replies. `wake.rs` owns the
-//! pub/sub wake-up hints and this node's waiting polls. The hub's side
+//! This module owns the settings, the Lua scripts (one atomic step each, in
+//! one slot group: an ingest batch's share, a poll's start, a look after a
+//! wake-up, a poll's end, an eviction sweep, `/stats`, presence; with hooks, cluster-wide presence and the
+//! shared hook queue: `hooks_*.lua`, `presence_*.lua`) and decoding their
+//! replies. `conn.rs` owns the connection (one server or a
+//! Redis Cluster), `groups.rs` how keys are grouped into slots, `wake.rs`
+//! the pub/sub wake-up hints and this node's waiting polls. The hub's side
 //! (`src/hub/remote.rs`) decides when to call what. The design, key layout
 //! and guarantees are in `docs/storage.md`.
 //!
@@ -15,24 +16,32 @@
 //! storage-unavailable`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::journal::StoreError;
 
+mod conn;
+mod groups;
 mod wake;
 
+use conn::{Conn, Target};
+pub use groups::{Groups, CLUSTER_GROUPS};
 pub use wake::{LocalClient, Waiters};
 
 /// What `[store]` says about Redis, checked at start-up (before anything
 /// listens).
 #[derive(Clone)]
 pub struct RedisSettings {
-    client: redis::Client,
+    target: Target,
+    /// Where the wake-up subscription may connect: the server, or each seed
+    /// node of a cluster in turn (one node of a cluster hears every
+    /// `PUBLISH`).
+    subscribe_to: Vec<redis::Client>,
+    groups: Groups,
     prefix: String,
     timeout: Duration,
     max_messages: usize,
@@ -44,30 +53,76 @@ pub enum RedisConfigError {
     /// `url` missing or unparsable.
     #[error("store.url: {0}")]
     Url(String),
-    /// `cluster` is part of the contract but not implemented by this build.
-    #[error("store.cluster: Redis Cluster is not supported yet; use store.url (one server, or a primary with replicas behind one address)")]
-    ClusterUnsupported,
+    /// A `cluster` seed unparsable, or both `url` and `cluster` set.
+    #[error("store.cluster: {0}")]
+    Cluster(String),
+    /// `tls_ca` unreadable or without a certificate.
+    #[error("store.tls_ca: {0}")]
+    TlsCa(String),
+    /// A `key_prefix` that would break the slot groups' hash tags.
+    #[error("store.key_prefix: {0}")]
+    Prefix(String),
 }
 
 impl RedisSettings {
-    /// Checks `url` (`redis://[:password@]host:port/db`; `redis+unix://`).
-    pub fn new(
-        url: &str,
-        cluster: &[String],
-        prefix: &str,
-        timeout: Duration,
-    ) -> Result<Self, RedisConfigError> {
+    /// Checks `url` (`redis://[:password@]host:port/db`, `rediss://` for
+    /// TLS, `redis+unix://`) or `cluster` (seed node URLs), `tls_ca` and
+    /// `key_prefix`.
+    pub fn new(store: &super::StoreConfig) -> Result<Self, RedisConfigError> {
+        let (url, cluster, prefix, timeout) =
+            (&store.url, &store.cluster, &store.key_prefix, store.timeout);
+        if prefix.contains(['{', '}']) {
+            // A brace would start a hash tag of its own in a cluster.
+            return Err(RedisConfigError::Prefix(format!(
+                "{prefix:?} holds '{{' or '}}'; use letters, digits and ':'"
+            )));
+        }
+        let certs = tls_ca(&store.tls_ca)?;
+        let open = |url: &str| match &certs {
+            Some(pem) if url.starts_with("rediss://") => redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                },
+            ),
+            _ => redis::Client::open(url),
+        };
         if !cluster.is_empty() {
-            return Err(RedisConfigError::ClusterUnsupported);
+            if !url.is_empty() {
+                return Err(RedisConfigError::Cluster(
+                    "set either store.url (one server) or store.cluster (seed nodes), not both"
+                        .into(),
+                ));
+            }
+            let seeds = cluster
+                .iter()
+                .map(|seed| {
+                    open(seed).map_err(|e| RedisConfigError::Cluster(format!("{seed}: {e}")))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let target = Target::cluster(cluster, timeout, certs.clone())
+                .map_err(|e| RedisConfigError::Cluster(e.to_string()))?;
+            return Ok(RedisSettings {
+                target,
+                subscribe_to: seeds,
+                groups: Groups::cluster(prefix),
+                prefix: prefix.to_owned(),
+                timeout,
+                max_messages: 1,
+            });
         }
         if url.is_empty() {
             return Err(RedisConfigError::Url(
-                "kind = \"redis\" needs url = \"redis://host:port/db\"".into(),
+                "kind = \"redis\" needs url = \"redis://host:port/db\" (or cluster = [seed nodes])"
+                    .into(),
             ));
         }
-        let client = redis::Client::open(url).map_err(|e| RedisConfigError::Url(e.to_string()))?;
+        let client = open(url).map_err(|e| RedisConfigError::Url(e.to_string()))?;
         Ok(RedisSettings {
-            client,
+            target: Target::Single(client.clone()),
+            subscribe_to: vec![client],
+            groups: Groups::single(prefix),
             prefix: prefix.to_owned(),
             timeout,
             max_messages: 1,
@@ -81,6 +136,25 @@ impl RedisSettings {
     }
 }
 
+/// `tls_ca`'s PEM text (`None` when unset: the system's authorities).
+fn tls_ca(path: &std::path::Path) -> Result<Option<Vec<u8>>, RedisConfigError> {
+    if path.as_os_str().is_empty() {
+        return Ok(None);
+    }
+    let pem = std::fs::read(path)
+        .map_err(|e| RedisConfigError::TlsCa(format!("{}: {e}", path.display())))?;
+    if !pem
+        .windows(b"-----BEGIN CERTIFICATE-----".len())
+        .any(|w| w == b"-----BEGIN CERTIFICATE-----")
+    {
+        return Err(RedisConfigError::TlsCa(format!(
+            "{} holds no PEM certificate",
+            path.display()
+        )));
+    }
+    Ok(Some(pem))
+}
+
 /// The scripts, each the shared prelude plus its own body.
 struct Scripts {
     apply: Script,
@@ -90,6 +164,7 @@ struct Scripts {
     reap: Script,
     stats: Script,
     presence: Script,
+    unread_from: Script,
     hooks: HookScripts,
 }
 
@@ -116,6 +191,7 @@ impl Scripts {
             reap: with_prelude(include_str!("reap.lua")),
             stats: with_prelude(include_str!("stats.lua")),
             presence: with_prelude(include_str!("presence.lua")),
+            unread_from: with_prelude(include_str!("unread_from.lua")),
             hooks: HookScripts {
                 look: with_hooks(include_str!("hooks_look.lua")),
                 online: with_hooks(include_str!("presence_online.lua")),
@@ -129,8 +205,11 @@ impl Scripts {
 
 /// The connection to Redis and this node's waiting polls.
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: Conn,
     prefix: String,
+    groups: Groups,
+    /// Clients per group as last counted (a cluster's `max_clients`).
+    counted: Mutex<Option<(Instant, Vec<u64>)>>,
     /// Random per process: names this node's poll leases and heartbeat.
     node: String,
     scripts: Scripts,
@@ -201,6 +280,8 @@ pub enum Step {
     Stats,
     /// `/clients/<id>`.
     Presence,
+    /// Where a new reader of a mailbox starts (a Bayeux session).
+    UnreadFrom,
     /// With hooks: whether a client is online cluster-wide, its channels.
     HooksLook,
     /// With hooks: a poll opened; the client goes online if it was not.
@@ -218,16 +299,11 @@ impl RedisStore {
     /// listener on the current runtime. Never fails: while Redis is
     /// unreachable, calls answer [`StoreError::Unavailable`].
     pub fn start(settings: RedisSettings) -> Arc<Self> {
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(settings.timeout))
-            .set_connection_timeout(Some(settings.timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(settings.client.clone(), config)
-            .expect("a lazy connection manager (a tokio runtime is running)");
         let store = Arc::new(RedisStore {
-            conn,
+            conn: Conn::start(&settings.target, settings.timeout),
             prefix: settings.prefix.clone(),
+            groups: settings.groups.clone(),
+            counted: Mutex::new(None),
             node: format!("{:016x}", rand::random::<u64>()),
             scripts: Scripts::new(),
             healthy: AtomicBool::new(true),
@@ -235,7 +311,7 @@ impl RedisStore {
             waiters: Waiters::default(),
             stopped: CancellationToken::new(),
         });
-        wake::spawn_listener(store.clone(), settings.client, store.stopped.clone());
+        wake::spawn_listener(store.clone(), settings.subscribe_to, store.stopped.clone());
         store
     }
 
@@ -269,10 +345,15 @@ impl RedisStore {
         }
     }
 
-    /// Runs one script with the shared arguments (prefix, now, a random
-    /// seed for new epochs) followed by `args`.
-    pub async fn run(&self, step: Step, args: Args) -> Result<Reply, StoreError> {
-        match self.run_once(step, &args).await {
+    /// The slot groups.
+    pub fn groups(&self) -> &Groups {
+        &self.groups
+    }
+
+    /// Runs one script in slot group `group` with the shared arguments
+    /// (prefix, now, a random seed for new epochs) followed by `args`.
+    pub async fn run(&self, step: Step, group: usize, args: Args) -> Result<Reply, StoreError> {
+        match self.run_once(step, group, &args).await {
             // The connection broke (Redis restarted, a failover): the
             // manager reconnects, and every step but a batch can safely be
             // sent again (a batch might have been applied; the backend gets
@@ -281,7 +362,7 @@ impl RedisStore {
                 if matches!(step, Step::Apply) {
                     return Err(self.failed(step, e));
                 }
-                self.run_once(step, &args)
+                self.run_once(step, group, &args)
                     .await
                     .map_err(|e| self.failed(step, e))
             }
@@ -289,7 +370,12 @@ impl RedisStore {
         }
     }
 
-    async fn run_once(&self, step: Step, args: &Args) -> Result<Reply, redis::RedisError> {
+    async fn run_once(
+        &self,
+        step: Step,
+        group: usize,
+        args: &Args,
+    ) -> Result<Reply, redis::RedisError> {
         let s = &self.scripts;
         let script = match step {
             Step::Apply => &s.apply,
@@ -299,6 +385,7 @@ impl RedisStore {
             Step::Reap => &s.reap,
             Step::Stats => &s.stats,
             Step::Presence => &s.presence,
+            Step::UnreadFrom => &s.unread_from,
             Step::HooksLook => &s.hooks.look,
             Step::PresenceOnline => &s.hooks.online,
             Step::PresenceSweep => &s.hooks.sweep,
@@ -306,14 +393,14 @@ impl RedisStore {
             Step::HooksDone => &s.hooks.done,
         };
         let mut call = script.prepare_invoke();
-        call.arg(&self.prefix)
+        call.key(self.groups.base(group))
+            .arg(&self.prefix)
             .arg(unix_ms())
             .arg(rand::random::<u32>());
         for arg in args {
             call.arg(&arg[..]);
         }
-        let mut conn = self.conn.clone();
-        let value = call.invoke_async::<Value>(&mut conn).await?;
+        let value = self.conn.invoke(&call).await?;
         self.set_healthy(true);
         Ok(Reply(match value {
             Value::Array(items) => items,
@@ -329,11 +416,78 @@ impl RedisStore {
         StoreError::Unavailable(format!("redis: {e}"))
     }
 
+    /// How many clients each slot group holds, for `max_clients` (nothing
+    /// with one server, whose single group counts exactly inside its
+    /// scripts). In a cluster the groups are counted at most every
+    /// [`COUNT_EVERY`], or at every call once the total is within
+    /// [`COUNT_MARGIN`] of `max_clients`: concurrent creations in several
+    /// groups may then overshoot it by the creations in flight.
+    pub async fn client_counts(&self, max_clients: usize) -> Result<ClientCounts, StoreError> {
+        if self.groups.len() == 1 {
+            return Ok(ClientCounts(Vec::new()));
+        }
+        let cached = self
+            .counted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        match cached {
+            Some((at, counts))
+                if at.elapsed() < COUNT_EVERY
+                    && counts.iter().sum::<u64>() + COUNT_MARGIN < max_clients as u64 =>
+            {
+                Ok(ClientCounts(counts))
+            }
+            _ => Ok(ClientCounts(self.count_clients().await?)),
+        }
+    }
+
+    /// Counts each group's clients (one `ZCARD` per group, concurrently).
+    async fn count_clients(&self) -> Result<Vec<u64>, StoreError> {
+        let counts = (0..self.groups.len()).map(|g| {
+            let mut cmd = redis::cmd("ZCARD");
+            cmd.arg(format!("{}active", self.groups.base(g)));
+            async move { self.conn.query(&cmd).await }
+        });
+        let mut out = Vec::with_capacity(self.groups.len());
+        for count in futures_util::future::join_all(counts).await {
+            match count {
+                Ok(Value::Int(n)) => out.push(n.max(0) as u64),
+                Ok(other) => {
+                    return Err(StoreError::Unavailable(format!("ZCARD answered {other:?}")))
+                }
+                Err(e) => return Err(self.failed(Step::Stats, e)),
+            }
+        }
+        *self.counted.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((Instant::now(), out.clone()));
+        Ok(out)
+    }
+
     /// The pub/sub channel carrying wake-up hints.
     fn wake_channel(&self) -> String {
         format!("{}wake", self.prefix)
     }
 }
+
+/// Clients per slot group, as [`RedisStore::client_counts`] last saw them.
+pub struct ClientCounts(Vec<u64>);
+
+impl ClientCounts {
+    /// Clients in the groups other than `group`, as a script argument.
+    pub fn others(&self, group: usize) -> Vec<u8> {
+        let all: u64 = self.0.iter().sum();
+        (all - self.0.get(group).copied().unwrap_or(0))
+            .to_string()
+            .into_bytes()
+    }
+}
+
+/// How long a cluster's client count is trusted (see [`RedisStore::others`]).
+const COUNT_EVERY: Duration = Duration::from_millis(500);
+
+/// How close to `max_clients` the count is read at every call.
+const COUNT_MARGIN: u64 = 64;
 
 /// Whether an error means Redis cannot be reached (rather than a script
 /// bug, which is logged loudly).

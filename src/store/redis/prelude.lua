@@ -1,15 +1,20 @@
 -- cometbox: what every script shares (keys, mailbox steps). Each script is
 -- this prelude followed by its own body; the Rust side (mod.rs) passes the
--- same first ARGV to all of them:
---   ARGV[1] key prefix, ARGV[2] now (unix ms), ARGV[3] a random u32 (new epochs)
--- Keys of one client share the hash tag {c:<id>}, so a Redis Cluster keeps
--- them in one slot.
+-- same KEYS[1] and first ARGV to all of them:
+--   KEYS[1] the slot group's key base (groups.rs): every key a script
+--           touches starts with it, so in a Redis Cluster it is one slot
+--   ARGV[1] key prefix (the wake channel), ARGV[2] now (unix ms),
+--   ARGV[3] a random u32 (new epochs)
+-- A key's kind is its first component after the base, and a client id or
+-- channel name is the whole rest, so ids holding ':' cannot collide.
+local G = KEYS[1]
 local P = ARGV[1]
 local NOW = tonumber(ARGV[2])
 local SEED = tonumber(ARGV[3])
-local ACTIVE = P .. 'active'      -- zset: client id -> last activity (ms)
-local STATS = P .. 'stats'        -- hash: msgid, subs, queued, lost, evicted
-local CHANNELS = P .. 'channels'  -- set: channels with at least one member
+local ACTIVE = G .. 'active'      -- zset: client id -> last activity (ms)
+local STATS = G .. 'stats'        -- hash: msgid, subs, queued, lost, evicted
+local CHANNELS = G .. 'channels'  -- set: channels with at least one member here
+local RUN = G .. 'run'            -- hash: id (instance marker), salt (epochs)
 local WAKE = P .. 'wake'          -- pub/sub: ids whose mailbox changed
 
 -- Change of STATS.queued, written once when the script ends (`done`):
@@ -22,13 +27,13 @@ local function done(result)
   return result
 end
 
-local function mk(id) return P .. '{c:' .. id .. '}' end  -- hash e h f l d
-local function qk(id) return mk(id) .. ':q' end   -- list of "seq:expires:own:pid"
-local function chk(id) return mk(id) .. ':ch' end -- set of its channels
-local function rvk(id) return mk(id) .. ':rv' end -- hash channel -> unsubscribed at (s)
-local function plk(id) return mk(id) .. ':p' end  -- zset poll lease -> deadline (ms)
-local function members(ch) return P .. 'ch:' .. ch end
-local function payload(pid) return P .. 'p:' .. pid end
+local function mk(id) return G .. 'm:' .. id end   -- hash e h f l d
+local function qk(id) return G .. 'q:' .. id end   -- list of "seq:expires:own:pid"
+local function chk(id) return G .. 's:' .. id end  -- set of its channels
+local function rvk(id) return G .. 'r:' .. id end  -- hash channel -> unsubscribed at (s)
+local function plk(id) return G .. 'l:' .. id end  -- zset poll lease -> deadline (ms)
+local function members(ch) return G .. 'ch:' .. ch end -- its members in this group
+local function payload(pid) return G .. 'p:' .. pid end
 
 local function parse(entry)
   local seq, exp, own, pid = string.match(entry, '^(%d+):(%d+):(%d):(%d+)$')
@@ -113,6 +118,33 @@ local function revoked(id, ch, iat)
   return at and (iat == nil or iat <= tonumber(at))
 end
 
+-- The instance marker: what makes cursors `reset` when Redis went back in
+-- time with the mailbox still there (docs/storage.md, "Redis loses data").
+-- RUN holds the replication id of the instance that last served a read and
+-- a salt added to every epoch of the group. Another instance now (its
+-- replication id differs) means a restart or a failover:
+-- - no RUN at all: a fresh or emptied Redis; any salt will do;
+-- - the writer's id is this instance's `master_replid2`: a replica promoted
+--   in its place, which may lack the last writes: new salt;
+-- - else a restart (or the keys moved): its data came from disk; only AOF
+--   is taken as complete (RDB snapshots lag): without AOF, new salt.
+-- A new salt changes every epoch of the group, so every cursor `reset`s
+-- (with what is retained) instead of resuming past ids Redis may reuse.
+local function salt()
+  local info = redis.call('INFO', 'replication')
+  local me = string.match(info, 'master_replid:(%x+)') or ''
+  local promoted_from = string.match(info, 'master_replid2:(%x+)')
+  local run = redis.call('HMGET', RUN, 'id', 'salt')
+  local s = tonumber(run[2])
+  if run[1] ~= me then
+    local keep = s ~= nil and run[1] ~= promoted_from
+      and string.find(redis.call('INFO', 'persistence'), 'aof_enabled:1', 1, true) ~= nil
+    if not keep then s = SEED end
+    redis.call('HSET', RUN, 'id', me, 'salt', s)
+  end
+  return s
+end
+
 -- What a poll sees after its cursor. Returns
 -- {'ok', epoch, cursor_seq, reset, seq1, tail1, ...} or {'gone'}.
 local function read(id, has_since, since_epoch, since_seq, max_bytes, overhead)
@@ -121,6 +153,7 @@ local function read(id, has_since, since_epoch, since_seq, max_bytes, overhead)
   purge(id)
   local m = redis.call('HMGET', k, 'e', 'h', 'f', 'l', 'd')
   local e, h, f, l, d = tonumber(m[1]), tonumber(m[2]), tonumber(m[3]), tonumber(m[4]), tonumber(m[5])
+  e = (e + salt()) % 4294967296
   local start, reset = f, 0
   if has_since then
     if since_epoch == e and since_seq >= l and since_seq <= h then
@@ -130,6 +163,8 @@ local function read(id, has_since, since_epoch, since_seq, max_bytes, overhead)
     end
   end
   local out = {'ok', e, h, reset}
+  -- A budget of 0: an open that wants no look (nothing marked delivered).
+  if max_bytes == 0 then return out end
   local bytes, last = 0, nil
   if start <= h then
     for _, entry in ipairs(redis.call('LRANGE', qk(id), start - f, -1)) do

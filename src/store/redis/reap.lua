@@ -1,8 +1,12 @@
--- Idle eviction, cluster-wide (any node may run it; each run is atomic).
--- ARGV: [4] idle limit ms, [5] at most this many clients per run,
--- [6] this node's id (its heartbeat), [7] a node is gone after this many ms
-redis.call('ZADD', P .. 'nodes', NOW, ARGV[6])
-redis.call('ZREMRANGEBYSCORE', P .. 'nodes', '-inf', NOW - tonumber(ARGV[7]))
+-- Idle eviction in one slot group (any node may run it; each run is
+-- atomic). ARGV: [4] idle limit ms, [5] at most this many clients per run,
+-- [6] this node's id to record its heartbeat ('' but in the first group),
+-- [7] a node is gone after this many ms
+local NODES = G .. 'nodes'
+if ARGV[6] ~= '' then
+  redis.call('ZADD', NODES, NOW, ARGV[6])
+  redis.call('ZREMRANGEBYSCORE', NODES, '-inf', NOW - tonumber(ARGV[7]))
+end
 local idle = redis.call('ZRANGEBYSCORE', ACTIVE, '-inf', NOW - tonumber(ARGV[4]), 'LIMIT', 0, tonumber(ARGV[5]))
 local evicted = 0
 for _, id in ipairs(idle) do

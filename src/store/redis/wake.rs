@@ -8,8 +8,16 @@
 //! connection) costs a poll its latency, never a message. Whenever the
 //! subscription is (re)established, every waiting poll is woken to look
 //! again, since hints may have been missed meanwhile.
+//!
+//! In a Redis Cluster, `PUBLISH` (from any master's script) is broadcast to
+//! every node of the cluster, so one subscription to any one node hears
+//! every hint: the listener subscribes to the first seed node that answers
+//! and moves on to the next seed when it loses it. (Sharded pub/sub,
+//! `SPUBLISH`, would spare the cluster bus the broadcast but needs a
+//! subscription per shard that follows resharding; a hint carries a few
+//! ids, so the broadcast is the simpler trade.)
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,7 +34,17 @@ use crate::protocol::ClientId;
 pub struct LocalClient {
     /// Woken by a hint for this client, a lost connection, or shutdown.
     pub wake: Notify,
+    /// Counts those wake-ups: a poll that looked before it could wait
+    /// (its start script) compares it to know whether it missed one.
+    pub woken: AtomicU64,
     polls: AtomicU32,
+}
+
+impl LocalClient {
+    fn notify(&self) {
+        self.woken.fetch_add(1, Ordering::SeqCst);
+        self.wake.notify_waiters();
+    }
 }
 
 /// This node's waiting polls, by client: the only per-client state a node
@@ -53,14 +71,14 @@ impl Waiters {
     /// Wakes the polls of `id`, if this node holds any.
     pub fn wake(&self, id: &str) {
         if let Some(client) = self.0.get(id) {
-            client.wake.notify_waiters();
+            client.notify();
         }
     }
 
     /// Wakes every waiting poll (shutdown, a lost or regained connection).
     pub fn wake_all(&self) {
         for client in self.0.iter() {
-            client.wake.notify_waiters();
+            client.notify();
         }
     }
 
@@ -77,12 +95,12 @@ impl Waiters {
 /// reconnecting after any loss.
 pub(super) fn spawn_listener(
     store: Arc<RedisStore>,
-    client: redis::Client,
+    nodes: Vec<redis::Client>,
     shutdown: CancellationToken,
 ) {
     tokio::spawn(async move {
         let channel = store.wake_channel();
-        loop {
+        for client in nodes.iter().cycle() {
             let subscribed = async {
                 let mut pubsub = client.get_async_pubsub().await?;
                 pubsub.subscribe(&channel).await?;
@@ -120,6 +138,10 @@ pub(super) fn spawn_listener(
                 }
                 Err(_) => store.set_healthy(false),
             }
+            // Waiting polls look again: with Redis down they end (503);
+            // in a cluster whose other nodes still answer, they go on
+            // waiting once this listener is on another node.
+            store.waiters.wake_all();
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(250)) => {}
                 _ = shutdown.cancelled() => return,
