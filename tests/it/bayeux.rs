@@ -31,6 +31,21 @@ fn publisher(client: &str, channels: &[&str], publish: &[&str]) -> String {
     )
 }
 
+/// A page on `/chat/demo` that read message 1; message 2 is posted after
+/// its last connect.
+async fn read_one_then_miss_one(server: &TestServer, grant: &str) -> BayeuxClient {
+    let mut page = BayeuxClient::with_token(server, grant).await;
+    page.subscribe(json!("/chat/demo")).await;
+    server
+        .post_ok(r#"<message channel="/chat/demo">1</message>"#, 1)
+        .await;
+    assert_eq!(deliveries(&page.connect(0).await.0).len(), 1);
+    server
+        .post_ok(r#"<message channel="/chat/demo">2</message>"#, 1)
+        .await;
+    page
+}
+
 #[tokio::test]
 async fn the_endpoint_is_off_unless_enabled() {
     let server = TestServer::start().await;
@@ -330,16 +345,8 @@ async fn acknowledged_batches_are_sent_again_until_acknowledged() {
 async fn a_lapsed_session_resumes_where_it_stopped_after_a_new_handshake() {
     let server = server_with(|s| s.bayeux.session_timeout = Duration::from_millis(300)).await;
     let grant = token("lena", &["/chat/*"]);
-    let mut page = BayeuxClient::with_token(&server, &grant).await;
-    page.subscribe(json!("/chat/demo")).await;
-    server
-        .post_ok(r#"<message channel="/chat/demo">1</message>"#, 1)
-        .await;
-    assert_eq!(deliveries(&page.connect(0).await.0).len(), 1);
-    // The page's network goes away; meanwhile a message comes.
-    server
-        .post_ok(r#"<message channel="/chat/demo">2</message>"#, 1)
-        .await;
+    // The page's network goes away after message 1; meanwhile 2 comes.
+    let mut page = read_one_then_miss_one(&server, &grant).await;
     wait_until("the session lapses", Duration::from_secs(10), || async {
         server.stats().await["bayeux_sessions"] == 0
     })
@@ -638,15 +645,7 @@ async fn after_a_restart_of_the_disk_store_a_new_handshake_loses_nothing() {
     };
     let server = TestServer::with(on_disk(dir.clone())).await;
     let grant = token("dora", &["/chat/*"]);
-    let mut page = BayeuxClient::with_token(&server, &grant).await;
-    page.subscribe(json!("/chat/demo")).await;
-    server
-        .post_ok(r#"<message channel="/chat/demo">1</message>"#, 1)
-        .await;
-    assert_eq!(deliveries(&page.connect(0).await.0).len(), 1);
-    server
-        .post_ok(r#"<message channel="/chat/demo">2</message>"#, 1)
-        .await;
+    let page = read_one_then_miss_one(&server, &grant).await;
     server.stop().await;
 
     let server = TestServer::with(on_disk(dir.clone())).await;

@@ -69,15 +69,8 @@ pub async fn route<S: Socket>(connection: &mut Connection<S>, mut head: Head) ->
             ..Response::ok("text/plain", "")
         })),
         ("/poll", Method::Get | Method::Head) => poll(connection, &face, head).await,
-        // Boxed like Bayeux: a stream's state stays out of polls' futures.
         ("/events", Method::Get | Method::Head) => {
-            Box::pin(super::events::stream(
-                connection,
-                &face,
-                head,
-                allow_origin.clone(),
-            ))
-            .await
+            super::events::stream(connection, &face, head, allow_origin.clone()).await
         }
         ("/cometbox.js", Method::Get | Method::Head) => Ok(Routed::from(Response::ok(
             "text/javascript; charset=utf-8",
