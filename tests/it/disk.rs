@@ -236,13 +236,19 @@ async fn snapshots_bound_the_journal_and_keep_every_id() {
         !files(&dir, "snapshot-").is_empty()
     })
     .await;
+    // The snapshot file appears before the segments it covers are unlinked,
+    // so the deletion is waited for rather than checked at one instant.
+    wait_until(
+        "the segments before the snapshot are deleted",
+        Duration::from_secs(10),
+        || async {
+            files(&dir, "journal-")
+                .first()
+                .is_some_and(|first| !first.ends_with("journal-00000001.log"))
+        },
+    )
+    .await;
     let before = server.poll("sam", "").await;
-    let segments = files(&dir, "journal-");
-    let first_left = segments.first().unwrap().clone();
-    assert!(
-        !first_left.ends_with("journal-00000001.log"),
-        "the segments before the snapshot are deleted: {segments:?}"
-    );
     let server = restart(server, &dir).await;
     let after = server.poll("sam", "").await;
     assert_eq!(
