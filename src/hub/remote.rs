@@ -27,7 +27,7 @@ use super::{ApplyError, Hub};
 use crate::protocol::reply::{self, MAX_ENTRY_OVERHEAD};
 use crate::protocol::{ClientId, Command, Cursor, Target};
 use crate::store::journal::StoreError;
-use crate::store::redis::{unix_ms, Args, LocalClient, RedisStore, Reply, Step};
+use crate::store::redis::{unexpected_reply, unix_ms, Args, LocalClient, RedisStore, Reply, Step};
 use crate::store::{ReadOutcome, StoredMessage};
 
 /// A lease outlives its poll's timeout by this much before Redis stops
@@ -201,13 +201,13 @@ impl Hub {
                     });
                 }
                 "too-many-channels" => {
-                    let client = ClientId::parse(&reply.text(1)).map_err(unexpected)?;
+                    let client = ClientId::parse(&reply.text(1)).map_err(unexpected_reply)?;
                     refused.get_or_insert(ApplyError::TooManyChannels {
                         client,
                         max: limits.max_channels_per_client,
                     });
                 }
-                other => return Err(unexpected(other).into()),
+                other => return Err(unexpected_reply(other).into()),
             }
         }
         if let Some(refusal) = refused {
@@ -418,7 +418,7 @@ impl Hub {
             "too-many-clients" => Err(PollError::TooManyClients(limits.max_clients)),
             "too-many-polls" => Err(PollError::TooManyPolls(reply.int(1) as u32)),
             "too-many-channels" => Err(PollError::TooManyChannels(limits.max_channels_per_client)),
-            other => Err(unexpected(other).into()),
+            other => Err(unexpected_reply(other).into()),
         }
     }
 
@@ -507,11 +507,6 @@ impl Hub {
 /// doubles, so huge values are capped (nothing counts that high).
 fn limits_arg(n: usize) -> Vec<u8> {
     n.min(1 << 50).to_string().into_bytes()
-}
-
-fn unexpected(what: impl std::fmt::Display) -> StoreError {
-    tracing::error!(reply = %what, "unexpected reply from a redis script");
-    StoreError::Unavailable(format!("unexpected reply from redis: {what}"))
 }
 
 /// A node that has not swept for this long no longer counts in `nodes`.

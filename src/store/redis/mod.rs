@@ -16,7 +16,7 @@
 //! storage-unavailable`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redis::{Script, Value};
@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::journal::StoreError;
 
+mod batch;
 mod conn;
 mod groups;
 mod wake;
@@ -205,7 +206,11 @@ impl Scripts {
 
 /// The connection to Redis and this node's waiting polls.
 pub struct RedisStore {
+    /// Itself, for the batch drain tasks it spawns.
+    me: Weak<RedisStore>,
     conn: Conn,
+    /// The queues of the batched per-poll scripts (`batch.rs`).
+    batches: batch::Batches,
     prefix: String,
     groups: Groups,
     /// Clients per group as last counted (a cluster's `max_clients`).
@@ -263,8 +268,17 @@ impl Reply {
     }
 }
 
+impl From<Value> for Reply {
+    fn from(value: Value) -> Self {
+        Reply(match value {
+            Value::Array(items) => items,
+            other => vec![other],
+        })
+    }
+}
+
 /// Which script.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
     /// An ingest batch.
     Apply,
@@ -299,8 +313,10 @@ impl RedisStore {
     /// listener on the current runtime. Never fails: while Redis is
     /// unreachable, calls answer [`StoreError::Unavailable`].
     pub fn start(settings: RedisSettings) -> Arc<Self> {
-        let store = Arc::new(RedisStore {
+        let store = Arc::new_cyclic(|me| RedisStore {
+            me: me.clone(),
             conn: Conn::start(&settings.target, settings.timeout),
+            batches: batch::Batches::new(settings.groups.len()),
             prefix: settings.prefix.clone(),
             groups: settings.groups.clone(),
             counted: Mutex::new(None),
@@ -351,8 +367,22 @@ impl RedisStore {
     }
 
     /// Runs one script in slot group `group` with the shared arguments
-    /// (prefix, now, a random seed for new epochs) followed by `args`.
+    /// (prefix, now, a random seed for new epochs) followed by `args`; the
+    /// per-poll steps ride in a batch with others (`batch.rs`).
     pub async fn run(&self, step: Step, group: usize, args: Args) -> Result<Reply, StoreError> {
+        if batch::Batches::takes(step) {
+            return self.run_batched(step, group, args).await;
+        }
+        self.run_unbatched(step, group, args).await
+    }
+
+    /// One script run, retried once on a broken connection.
+    async fn run_unbatched(
+        &self,
+        step: Step,
+        group: usize,
+        args: Args,
+    ) -> Result<Reply, StoreError> {
         match self.run_once(step, group, &args).await {
             // The connection broke (Redis restarted, a failover): the
             // manager reconnects, and every step but a batch can safely be
@@ -402,10 +432,7 @@ impl RedisStore {
         }
         let value = self.conn.invoke(&call).await?;
         self.set_healthy(true);
-        Ok(Reply(match value {
-            Value::Array(items) => items,
-            other => vec![other],
-        }))
+        Ok(Reply::from(value))
     }
 
     fn failed(&self, step: Step, e: redis::RedisError) -> StoreError {
@@ -488,6 +515,12 @@ const COUNT_EVERY: Duration = Duration::from_millis(500);
 
 /// How close to `max_clients` the count is read at every call.
 const COUNT_MARGIN: u64 = 64;
+
+/// A script answered what its caller cannot read: a bug, logged loudly.
+pub fn unexpected_reply(what: impl std::fmt::Display) -> StoreError {
+    tracing::error!(reply = %what, "unexpected reply from a redis script");
+    StoreError::Unavailable(format!("unexpected reply from redis: {what}"))
+}
 
 /// Whether an error means Redis cannot be reached (rather than a script
 /// bug, which is logged loudly).

@@ -1,10 +1,13 @@
--- A held poll (or stream) looking again after a wake-up. ARGV: [4] client,
--- [5] has since 0|1, [6] since epoch, [7] since seq, [8] max bytes,
--- [9] overhead, [10] its lease, [11] the lease's new deadline ms: the
--- lease is renewed (if it has not lapsed) and the idle clock restarts, so
--- an `/events` stream held for longer than a poll timeout stays counted.
-if redis.call('EXISTS', mk(ARGV[4])) == 1 then
-  redis.call('ZADD', plk(ARGV[4]), 'XX', tonumber(ARGV[11]), ARGV[10])
-  redis.call('ZADD', ACTIVE, NOW, ARGV[4])
-end
-return done(read(ARGV[4], ARGV[5] == '1', tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])))
+-- A held poll (or stream) looking again after a wake-up. Batched (each_item
+-- in prelude.lua); an item's A: [1] client, [2] has since 0|1, [3] since
+-- epoch, [4] since seq, [5] max bytes, [6] overhead, [7] its lease, [8] the
+-- lease's new deadline ms: the lease is renewed (if it has not lapsed) and
+-- the idle clock restarts, so an `/events` stream held for longer than a
+-- poll timeout stays counted.
+return each_item(function(A)
+  if redis.call('EXISTS', mk(A[1])) == 1 then
+    redis.call('ZADD', plk(A[1]), 'XX', tonumber(A[8]), A[7])
+    redis.call('ZADD', ACTIVE, NOW, A[1])
+  end
+  return read(A[1], A[2] == '1', tonumber(A[3]), tonumber(A[4]), tonumber(A[5]), tonumber(A[6]))
+end)

@@ -130,7 +130,9 @@ end
 --   is taken as complete (RDB snapshots lag): without AOF, new salt.
 -- A new salt changes every epoch of the group, so every cursor `reset`s
 -- (with what is retained) instead of resuming past ids Redis may reuse.
+local salt_now = nil -- one look per script run (a batch reads many mailboxes)
 local function salt()
+  if salt_now then return salt_now end
   local info = redis.call('INFO', 'replication')
   local me = string.match(info, 'master_replid:(%x+)') or ''
   local promoted_from = string.match(info, 'master_replid2:(%x+)')
@@ -142,6 +144,7 @@ local function salt()
     if not keep then s = SEED end
     redis.call('HSET', RUN, 'id', me, 'salt', s)
   end
+  salt_now = s
   return s
 end
 
@@ -186,4 +189,21 @@ local function read(id, has_since, since_epoch, since_seq, max_bytes, overhead)
   end
   if last and last > d then redis.call('HSET', k, 'd', last) end
   return out
+end
+
+-- The per-poll scripts (a poll's start, its look after a wake-up, its end)
+-- are batched: a node sends the calls that queued up while its previous one
+-- ran as one script run (src/store/redis/batch.rs), so a fan-out to
+-- thousands of polls costs Redis a few runs, not one per poll. ARGV[4] is
+-- the item count, then each item is its argument count followed by its
+-- arguments; `step(A)` runs one item, and the reply is their replies in order.
+local function each_item(step)
+  local out, i = {}, 5
+  for k = 1, tonumber(ARGV[4]) do
+    local n, A = tonumber(ARGV[i]), {}
+    for j = 1, n do A[j] = ARGV[i + j] end
+    out[k] = step(A)
+    i = i + 1 + n
+  end
+  return done(out)
 end

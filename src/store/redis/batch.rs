@@ -1,0 +1,152 @@
+//! Coalescing of the per-poll scripts: a poll's start, its look after a
+//! wake-up and its end.
+//!
+//! A channel message to 10,000 members wakes 10,000 polls at once; each
+//! then looks at its mailbox, answers, and its browser polls again. One
+//! script run per poll would make Redis (and, in a cluster, the client's
+//! single connection task) pay the per-call overhead 30,000 times per
+//! message. So calls of one kind to one slot group are queued, and a drain
+//! task sends whatever queued up while its previous run was in flight as one
+//! run of at most [`MAX_ITEMS`] items (`each_item` in `prelude.lua`). When
+//! the node is quiet a call goes out at once, alone: batching adds no wait,
+//! only absorbs bursts (group commit).
+//!
+//! Every item of a run shares its fate: a failed run answers each of its
+//! callers with the same error, as each single call would have failed.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::oneshot;
+
+use super::{Args, RedisStore, Reply, Step};
+use crate::store::journal::StoreError;
+
+/// Items in one script run: bounds how long one run holds Redis (a few
+/// milliseconds at most) and the size of its reply.
+pub const MAX_ITEMS: usize = 256;
+
+/// The steps that are batched, in the order of their queues.
+const BATCHED: [Step; 3] = [Step::PollOpen, Step::PollRead, Step::PollClose];
+
+/// One queued call and where its reply goes.
+struct Item {
+    args: Args,
+    reply: oneshot::Sender<Result<Reply, StoreError>>,
+}
+
+#[derive(Default)]
+struct Queue {
+    waiting: Vec<Item>,
+    /// Whether a drain task is running for this queue.
+    draining: bool,
+}
+
+/// The queues: one per batched step and slot group.
+pub struct Batches {
+    queues: Vec<Mutex<Queue>>,
+    groups: usize,
+}
+
+impl Batches {
+    pub fn new(groups: usize) -> Self {
+        Batches {
+            queues: (0..BATCHED.len() * groups)
+                .map(|_| Mutex::default())
+                .collect(),
+            groups,
+        }
+    }
+
+    /// Whether `step` goes through a queue.
+    pub fn takes(step: Step) -> bool {
+        BATCHED.contains(&step)
+    }
+
+    fn queue(&self, step: Step, group: usize) -> &Mutex<Queue> {
+        let kind = BATCHED
+            .iter()
+            .position(|s| *s == step)
+            .expect("a batched step");
+        &self.queues[kind * self.groups + group]
+    }
+}
+
+impl RedisStore {
+    /// Runs one item of a batched `step` in `group`: queued, and sent with
+    /// the others queued meanwhile.
+    pub(super) async fn run_batched(
+        &self,
+        step: Step,
+        group: usize,
+        args: Args,
+    ) -> Result<Reply, StoreError> {
+        let (reply, replied) = oneshot::channel();
+        let start_drain = {
+            let mut queue = lock(self.batches.queue(step, group));
+            queue.waiting.push(Item { args, reply });
+            !std::mem::replace(&mut queue.draining, true)
+        };
+        if start_drain {
+            // A task of its own: the caller may be dropped (its browser
+            // left) while others' items ride in the same run.
+            if let Some(store) = self.me.upgrade() {
+                tokio::spawn(store.drain(step, group));
+            }
+        }
+        replied.await.unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(
+                "redis: the batch was dropped".into(),
+            ))
+        })
+    }
+
+    /// Sends the queue's items, a run at a time, until it is empty.
+    async fn drain(self: Arc<Self>, step: Step, group: usize) {
+        loop {
+            let items: Vec<Item> = {
+                let mut queue = lock(self.batches.queue(step, group));
+                if queue.waiting.is_empty() {
+                    queue.draining = false;
+                    return;
+                }
+                let take = queue.waiting.len().min(MAX_ITEMS);
+                queue.waiting.drain(..take).collect()
+            };
+            let mut args: Args =
+                Vec::with_capacity(1 + items.iter().map(|i| 1 + i.args.len()).sum::<usize>());
+            args.push(items.len().to_string().into_bytes());
+            let mut replies = Vec::with_capacity(items.len());
+            for item in items {
+                args.push(item.args.len().to_string().into_bytes());
+                args.extend(item.args);
+                replies.push(item.reply);
+            }
+            match self.run_unbatched(step, group, args).await {
+                Ok(Reply(values)) if values.len() == replies.len() => {
+                    for (value, reply) in values.into_iter().zip(replies) {
+                        let _ = reply.send(Ok(Reply::from(value)));
+                    }
+                }
+                Ok(Reply(values)) => {
+                    let e = super::unexpected_reply(format!(
+                        "{} replies to a batch of {}",
+                        values.len(),
+                        replies.len()
+                    ));
+                    for reply in replies {
+                        let _ = reply.send(Err(e.clone()));
+                    }
+                }
+                Err(e) => {
+                    for reply in replies {
+                        let _ = reply.send(Err(e.clone()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn lock(queue: &Mutex<Queue>) -> std::sync::MutexGuard<'_, Queue> {
+    queue.lock().unwrap_or_else(|e| e.into_inner())
+}
