@@ -363,9 +363,7 @@ fn anonymous_client() -> ClientId {
 pub(super) fn poll_failure(message: &Inbound, e: &PollError) -> Value {
     let (code, reconnect) = match e {
         PollError::Denied(_) => (403, Reconnect::Unchanged),
-        PollError::TooManyChannels(_) | PollError::PatternUnsupported(_) => {
-            (400, Reconnect::Unchanged)
-        }
+        PollError::TooManyChannels(_) => (400, Reconnect::Unchanged),
         PollError::TooManyPolls(_) => (429, Reconnect::RetryAfter(1000)),
         PollError::TooManyClients(_) | PollError::Storage(_) => (503, Reconnect::RetryAfter(1000)),
     };
@@ -380,7 +378,7 @@ pub(super) fn poll_failure(message: &Inbound, e: &PollError) -> Value {
 /// A refused change (publish, unsubscribe) as a Bayeux reply.
 fn apply_failure(message: &Inbound, e: &ApplyError) -> Value {
     let code = match e {
-        ApplyError::TooManyChannels { .. } | ApplyError::PatternUnsupported(_) => 400,
+        ApplyError::TooManyChannels { .. } => 400,
         ApplyError::TooManyClients { .. } | ApplyError::Storage(_) => 503,
     };
     wire::failure(message, code, &e.to_string(), Reconnect::Unchanged)

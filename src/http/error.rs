@@ -52,9 +52,6 @@ impl PublicError {
             PublicError::Poll(PollError::TooManyClients(_)) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "overloaded")
             }
-            PublicError::Poll(PollError::PatternUnsupported(_)) => {
-                (StatusCode::BAD_REQUEST, "invalid-request")
-            }
             PublicError::Poll(PollError::Denied(_)) => (StatusCode::FORBIDDEN, "denied"),
             PublicError::Poll(PollError::Storage(_)) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "storage-unavailable")
@@ -129,7 +126,6 @@ impl From<ApplyError> for IngestError {
         match e {
             ApplyError::TooManyClients { .. } => IngestError::Overloaded(e.to_string()),
             ApplyError::TooManyChannels { .. } => IngestError::TooLarge(e.to_string()),
-            ApplyError::PatternUnsupported(_) => IngestError::InvalidRequest(e.to_string()),
             ApplyError::Storage(_) => IngestError::StorageUnavailable(e.to_string()),
         }
     }

@@ -46,10 +46,6 @@ pub enum ApplyError {
         /// `max_clients`.
         max: usize,
     },
-    /// A `<subscribe>` to a wildcard pattern with a store that cannot fan
-    /// out to patterns (Redis, for now); nothing was applied.
-    #[error("wildcard subscriptions ({0}) are not available with the redis store")]
-    PatternUnsupported(String),
     /// The durable store could not write it; nothing was applied.
     #[error(transparent)]
     Storage(#[from] StoreError),
@@ -61,13 +57,6 @@ impl Hub {
     /// were applied; with a durable store, once they are written.
     pub async fn apply(&self, commands: Vec<Command>) -> Result<usize, ApplyError> {
         if let Some(redis) = &self.0.redis {
-            let pattern = commands.iter().find_map(|c| match c {
-                Command::Subscribe { channel, .. } if channel.is_pattern() => Some(channel),
-                _ => None,
-            });
-            if let Some(pattern) = pattern {
-                return Err(ApplyError::PatternUnsupported(pattern.to_string()));
-            }
             return self.apply_remote(redis, commands).await;
         }
         self.check_client_room(&commands)?;

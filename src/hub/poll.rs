@@ -56,10 +56,6 @@ pub enum PollError {
     /// `channels` would pass `max_channels_per_client`.
     #[error("channels: a client may be subscribed to at most {0} channels")]
     TooManyChannels(usize),
-    /// Wildcard subscriptions with a store that cannot fan out to them
-    /// (Redis, for now).
-    #[error("wildcard subscriptions ({0}) are not available with the redis store")]
-    PatternUnsupported(String),
     /// A hook refused it (`connect` or `subscribe`), or could not be asked
     /// with `on_error = "deny"`: nothing was applied.
     #[error(transparent)]
@@ -142,9 +138,6 @@ impl Hub {
     /// With Redis, the poll is a lease there (`remote.rs`).
     pub async fn open_for(&self, request: &PollRequest) -> Result<OpenPoll, PollError> {
         if let Some(redis) = &self.0.redis {
-            if let Some(pattern) = request.subscribe.iter().find(|c| c.is_pattern()) {
-                return Err(PollError::PatternUnsupported(pattern.to_string()));
-            }
             // Boxed for the same reason as the hooked open below: Redis
             // calls (and hook requests) stay out of local polls' futures.
             return Box::pin(async {

@@ -1,7 +1,8 @@
 //! Bayeux on the redis store: a page whose node dies re-handshakes on
 //! another node (sessions live in a node's memory) and gets what arrived
 //! in between: the new session starts after what a reply carried, a mark
-//! kept in Redis, not at the mailbox's end.
+//! kept in Redis, not at the mailbox's end. The page's subscription is a
+//! wildcard, matched in Redis by the node the message is posted to.
 
 use serde_json::{json, Value};
 
@@ -65,7 +66,8 @@ async fn a_page_whose_node_dies_loses_nothing(kind: Kind) {
     let id = handshake(&a, &grant).await;
     let subscribed = bayeux(
         &a,
-        json!([{"channel": "/meta/subscribe", "clientId": id, "subscription": "/chat/demo"}]),
+        // A wildcard: held in Redis like a channel, matched when published.
+        json!([{"channel": "/meta/subscribe", "clientId": id, "subscription": "/chat/*"}]),
     )
     .await;
     assert_eq!(subscribed[0]["successful"], true, "{subscribed:?}");

@@ -82,6 +82,7 @@ async fn conforms(store: Store) {
     cursors_of_another_mailbox_reset(&n).await;
     reads_stop_at_the_byte_budget(&n).await;
     membership_and_disconnect(&n).await;
+    wildcards_reach_each_member_once(&n).await;
     retention_expiry_resets_but_own_ttl_does_not(&n).await;
 }
 
@@ -195,6 +196,54 @@ async fn membership_and_disconnect(n: &Server) {
     let body = poll_ok(n, &token("gil", &[]), &format!("since={cursor}&timeout=0")).await;
     assert_eq!(body["reset"], true, "{body}");
     assert_eq!(numbers(&body), [3], "{body}");
+}
+
+/// `/room/*` holds one level below `/room/`, `/room/**` every level; a
+/// client holding a pattern and a channel it matches gets each message
+/// once; leaving the pattern ends its deliveries; a pattern is never a
+/// message's target. (Members spread over every slot group of a cluster.)
+async fn wildcards_reach_each_member_once(n: &Server) {
+    let mut subscribes = String::new();
+    for (who, channel) in [
+        ("wia", "/room/*"),
+        ("wib", "/room/**"),
+        ("wic", "/room/a"),
+        ("wic", "/room/*"),
+        ("wic", "/room/**"),
+        ("wid", "/other/*"),
+    ] {
+        subscribes.push_str(&format!(
+            r#"<subscribe client="{who}" channel="{channel}"/>"#
+        ));
+    }
+    n.post_ok(&format!("<batch>{subscribes}</batch>"), 6).await;
+    n.post_ok(r#"<message channel="/room/a">{"i":1}</message>"#, 1)
+        .await;
+    n.post_ok(r#"<message channel="/room/a/b">{"i":2}</message>"#, 1)
+        .await;
+    n.post_ok(r#"<message channel="/roomy">{"i":3}</message>"#, 1)
+        .await;
+    let read = |who: &'static str| async move {
+        numbers(&poll_ok(n, &token(who, &[]), "timeout=0").await)
+    };
+    assert_eq!(read("wia").await, [1], "one level below /room/");
+    assert_eq!(read("wib").await, [1, 2], "every level below /room/");
+    assert_eq!(read("wic").await, [1, 2], "each message once");
+    assert_eq!(read("wid").await, Vec::<i64>::new());
+    n.post_ok(r#"<unsubscribe client="wib" channel="/room/**"/>"#, 1)
+        .await;
+    n.post_ok(r#"<message channel="/room/c">{"i":4}</message>"#, 1)
+        .await;
+    let wib = poll_ok(n, &token("wib", &[]), "timeout=0").await;
+    assert_eq!(numbers(&wib), [1, 2], "nothing after leaving: {wib}");
+    let refused = n
+        .post(r#"<message channel="/room/*">{"i":5}</message>"#)
+        .await;
+    assert_eq!(
+        refused.expect("ingest answers").0,
+        400,
+        "a pattern is not a target"
+    );
 }
 
 /// A message past `message_ttl` (3 s) was dropped before its reader came:

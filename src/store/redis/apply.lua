@@ -48,6 +48,41 @@ for id, chans in pairs(wanted) do
   if n > MAXCH then return {'too-many-channels', id} end
 end
 
+-- Who a message to channel `ch` reaches in this group: its members and the
+-- members of every pattern held here that matches it (for `/a/b/c`:
+-- `/a/b/*`, `/a/b/**`, `/a/**`, `/**`; as ChannelName::matching_patterns),
+-- each client once. Without patterns held, one SMEMBERS.
+local function recipients_of(ch)
+  local exact = redis.call('SMEMBERS', members(ch))
+  if redis.call('SCARD', PATTERNS) == 0 then return exact end
+  local lists = {}
+  if #exact > 0 then lists[1] = exact end
+  local function add(pattern)
+    if redis.call('SISMEMBER', PATTERNS, pattern) == 1 then
+      local list = redis.call('SMEMBERS', members(pattern))
+      if #list > 0 then lists[#lists + 1] = list end
+    end
+  end
+  for at = #ch - 1, 1, -1 do
+    if string.byte(ch, at) == 47 then -- '/', with something after it
+      local prefix = string.sub(ch, 1, at)
+      if not string.find(ch, '/', at + 1, true) then add(prefix .. '*') end
+      add(prefix .. '**')
+    end
+  end
+  if #lists <= 1 then return lists[1] or {} end
+  local seen, all = {}, {}
+  for _, list in ipairs(lists) do
+    for _, id in ipairs(list) do
+      if not seen[id] then
+        seen[id] = true
+        all[#all + 1] = id
+      end
+    end
+  end
+  return all
+end
+
 local woken, wlist = {}, {}
 local function wake(id)
   if not woken[id] then
@@ -66,7 +101,7 @@ for _, c in ipairs(cmds) do
       ensure(c[3])
       recipients = {c[3]}
     else
-      recipients = redis.call('SMEMBERS', members(c[3]))
+      recipients = recipients_of(c[3])
     end
     if #recipients > 0 then
       -- The payload is stored once (per group), however many mailboxes

@@ -14,6 +14,7 @@ local SEED = tonumber(ARGV[3])
 local ACTIVE = G .. 'active'      -- zset: client id -> last activity (ms)
 local STATS = G .. 'stats'        -- hash: msgid, subs, queued, lost, evicted
 local CHANNELS = G .. 'channels'  -- set: channels with at least one member here
+local PATTERNS = G .. 'patterns'  -- set: the wildcard patterns among CHANNELS
 local RUN = G .. 'run'            -- hash: id (instance marker), salt (epochs)
 local WAKE = P .. 'wake'          -- pub/sub: ids whose mailbox changed
 
@@ -88,10 +89,14 @@ local function append(id, pid, exp, own, max_messages)
   if len > max_messages then drop_front(id, true) end
 end
 
+-- A wildcard pattern (`/chat/*`, `/chat/**`) rather than one channel.
+local function is_pattern(ch) return string.byte(ch, -1) == 42 end -- '*'
+
 local function join(id, ch)
   if redis.call('SADD', chk(id), ch) == 0 then return false end
   redis.call('SADD', members(ch), id)
   redis.call('SADD', CHANNELS, ch)
+  if is_pattern(ch) then redis.call('SADD', PATTERNS, ch) end
   redis.call('HINCRBY', STATS, 'subs', 1)
   return true
 end
@@ -99,7 +104,10 @@ end
 local function leave(id, ch)
   if redis.call('SREM', chk(id), ch) == 0 then return end
   redis.call('SREM', members(ch), id)
-  if redis.call('SCARD', members(ch)) == 0 then redis.call('SREM', CHANNELS, ch) end
+  if redis.call('SCARD', members(ch)) == 0 then
+    redis.call('SREM', CHANNELS, ch)
+    if is_pattern(ch) then redis.call('SREM', PATTERNS, ch) end
+  end
   redis.call('HINCRBY', STATS, 'subs', -1)
 end
 
