@@ -447,14 +447,6 @@ impl Settings {
             if self.store.timeout.is_zero() {
                 return Err(("store.timeout", "must be above zero".into()));
             }
-            // Presence and the shared hook queue live in keys of one slot
-            // beside each client's (hub/presence.rs).
-            if self.hooks.enabled() && !self.store.cluster.is_empty() {
-                return Err((
-                    "hooks.url",
-                    "hooks are not available with a Redis Cluster (store.cluster) yet: use one Redis (store.url)".into(),
-                ));
-            }
         }
         self.hooks.validate()?;
         self.bayeux.validate()?;

@@ -239,10 +239,6 @@ fn redis_store_settings_are_checked_at_start_up() {
             "[store]\nkind = \"redis\"\nurl = \"redis://a\"\ntimeout = \"0s\"\n",
             "store.timeout",
         ),
-        (
-            "[store]\nkind = \"redis\"\ncluster = [\"redis://b:7000\"]\n[hooks]\nurl = \"http://127.0.0.1/h\"\nsecret = \"s\"\n",
-            "hooks.url",
-        ),
     ] {
         let file = toml_file(text);
         let e = load_from(Some(&file.0), env(&[])).unwrap_err().to_string();

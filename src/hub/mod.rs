@@ -157,6 +157,16 @@ impl Hub {
         hooks: Option<Arc<crate::hooks::Hooks>>,
     ) -> Self {
         let redis = opened.redis.map(crate::store::redis::RedisStore::start);
+        if let (Some(redis), Some(hooks)) = (&redis, &hooks) {
+            use crate::hooks::EventType::{Offline, Online, Subscribed, Unsubscribed};
+            let wanted = crate::store::redis::HookEvents {
+                online: hooks.wants(Online),
+                offline: hooks.wants(Offline),
+                subscribed: hooks.wants(Subscribed),
+                unsubscribed: hooks.wants(Unsubscribed),
+            };
+            redis.set_hooks(wanted, hooks.offline_after(), hooks.node());
+        }
         let hub = Hub(Arc::new(Shared {
             hooks,
             connecting: DashMap::new(),

@@ -140,14 +140,7 @@ impl Hub {
         if let Some(redis) = &self.0.redis {
             // Boxed for the same reason as the hooked open below: Redis
             // calls (and hook requests) stay out of local polls' futures.
-            return Box::pin(async {
-                let open = self.open_remote(redis, request).await?;
-                if let Some(hooks) = &self.0.hooks {
-                    self.online_remote(hooks, redis, &request.client).await?;
-                }
-                Ok(open)
-            })
-            .await;
+            return Box::pin(self.open_remote(redis, request)).await;
         }
         let open = match &self.0.hooks {
             // Boxed: the hook requests' state would otherwise be part of

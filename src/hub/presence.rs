@@ -10,9 +10,10 @@
 //! **Presence.** A client is online from the first poll opened on any node
 //! until no node has had a poll open for it for `offline_after`, or its
 //! mailbox is gone (`<disconnect>`, eviction). The truth is in Redis
-//! (`hooks_prelude.lua`, `presence_online.lua`, `presence_sweep.lua`): the
-//! presence set, whose `online` events are queued in the same atomic step
-//! that puts the client in it, and whose `offline` events are queued by the
+//! (`go_online` in `prelude.lua`, run by the poll-start script, and
+//! `presence_sweep.lua`), per slot group: the presence set, whose `online`
+//! events are queued in the same atomic step that puts the client in it
+//! (the poll's start), and whose `offline` events are queued by the
 //! sweep (any node's; each run atomic) in the step that takes it out, or by
 //! the next poll's step when it finds the mailbox recreated. Open
 //! polls are leases in Redis, so a client whose polls move between nodes
@@ -20,15 +21,21 @@
 //! of its poll there lapsed. So every `online` gets exactly one `offline`,
 //! whichever nodes saw the client.
 //!
-//! **Delivery.** Notifications wait in one queue in Redis (`hooks`), so
-//! they survive any node's restart (and Redis's, with its persistence).
-//! One node at a time delivers it, the holder of a lease in Redis
-//! (`hooks:lock`, renewed while it works; another node takes over within
-//! [`LEASE`] of its death): it takes events from the head, sends them (in
-//! order per client, different clients in parallel, each retried until the
-//! backend answers 2xx, as `Hooks::deliver` does), and only then removes
-//! them. A node that dies mid-batch leaves them at the head: they are sent
-//! again, with the same ids.
+//! **Membership.** `subscribed` and `unsubscribed` are queued by the
+//! store's own scripts, in the step that changes the membership (a
+//! backend's `<subscribe>`, a poll's `channels=`, a leave, a disconnect or
+//! an eviction: `prelude.lua`), whichever node ran it.
+//!
+//! **Delivery.** Notifications wait in a queue in Redis (`hooks`), one per
+//! slot group (one with one Redis server; a client's events are all in its
+//! group's, in order), so they survive any node's restart (and Redis's,
+//! with its persistence). One node at a time delivers a queue, the holder
+//! of its lease in Redis (`hooks:lock`, renewed while it works; another
+//! node takes over within [`LEASE`] of its death): it takes events from the
+//! head, sends them (in order per client, different clients in parallel,
+//! each retried until the backend answers 2xx, as `Hooks::deliver` does),
+//! and only then removes them. A node that dies mid-batch leaves them at
+//! the head: they are sent again, with the same ids.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -40,7 +47,7 @@ use tokio_util::sync::CancellationToken;
 use super::poll::{PollError, PollRequest};
 use super::Hub;
 use crate::hooks::{Event, EventType, Hooks};
-use crate::protocol::{ChannelName, ClientId};
+use crate::protocol::ChannelName;
 use crate::store::redis::{Args, RedisStore, Step};
 
 /// How long the delivering node's lease lasts unless renewed (it renews
@@ -57,13 +64,6 @@ const STANDBY_LOOK: Duration = Duration::from_secs(1);
 /// Clients one presence sweep looks at, so Redis is never held long.
 const SWEEP_BATCH: usize = 500;
 
-/// The slot group every presence and hook-queue script runs in: they touch
-/// cluster-wide keys (the presence set, the shared queue) beside a client's
-/// own, which one Redis serves as one group. A Redis Cluster would split
-/// them over slots, so `[hooks]` with `store.cluster` is refused at start-up
-/// (config.rs).
-const SHARED: usize = 0;
-
 impl Hub {
     /// With hooks on Redis: `connect` unless the client is online in the
     /// cluster, `subscribe` for each channel of the poll it does not hold.
@@ -74,7 +74,8 @@ impl Hub {
         request: &PollRequest,
     ) -> Result<(), PollError> {
         let id = request.client.as_str();
-        let look = redis.run(Step::HooksLook, SHARED, vec![id.into()]).await?;
+        let group = redis.groups().of(id);
+        let look = redis.run(Step::HooksLook, group, vec![id.into()]).await?;
         if look.int(0) == 0 {
             hooks
                 .ask_connect(id, request.connect_ext.as_deref())
@@ -97,55 +98,14 @@ impl Hub {
         }
         Ok(())
     }
-
-    /// With hooks on Redis, once a poll is open (its lease counted): the
-    /// client goes online cluster-wide unless it is, and its `online` is
-    /// queued in the same step.
-    pub(super) async fn online_remote(
-        &self,
-        hooks: &Hooks,
-        redis: &RedisStore,
-        client: &ClientId,
-    ) -> Result<(), PollError> {
-        let event = match hooks.wants(EventType::Online) {
-            true => hooks.event(EventType::Online, client.as_str(), None).body(),
-            false => Vec::new(),
-        };
-        let args: Args = vec![
-            client.as_str().into(),
-            millis(hooks.offline_after()).into(),
-            event,
-            hooks.node().into(),
-            event_ids().into(),
-            wanted(hooks, EventType::Offline).into(),
-        ];
-        redis.run(Step::PresenceOnline, SHARED, args).await?;
-        Ok(())
-    }
 }
 
 fn millis(d: Duration) -> String {
     d.as_millis().to_string()
 }
 
-/// 24 random hex digits: the scripts make the ids of the events they
-/// build (`offline`) from them and a counter, `evt-` and 32 hex digits in
-/// all, as every event id.
-fn event_ids() -> String {
-    format!("{:024x}", rand::random::<u128>() >> 32)
-}
-
-/// `1` when `kind` is in `hooks.events`, else `0`.
-fn wanted(hooks: &Hooks, kind: EventType) -> &'static str {
-    if hooks.wants(kind) {
-        "1"
-    } else {
-        "0"
-    }
-}
-
 /// Starts this node's presence sweep and its share of delivering the
-/// shared queue, until `shutdown`.
+/// groups' queues, until `shutdown`.
 pub(super) fn spawn_presence(
     redis: Arc<RedisStore>,
     hooks: Arc<Hooks>,
@@ -156,7 +116,14 @@ pub(super) fn spawn_presence(
         hooks.clone(),
         shutdown.clone(),
     ));
-    tokio::spawn(deliver_forever(redis, hooks, shutdown));
+    for group in 0..redis.groups().len() {
+        tokio::spawn(deliver_forever(
+            redis.clone(),
+            hooks.clone(),
+            group,
+            shutdown.clone(),
+        ));
+    }
 }
 
 /// Sleeps `pause`; false if `shutdown` came first.
@@ -168,44 +135,50 @@ async fn pause(pause: Duration, shutdown: &CancellationToken) -> bool {
 }
 
 /// Every sweep interval (a quarter of `offline_after`, 50 ms to 5 s, as
-/// on one node): the sweep, in batches, until it looked at every client
-/// due.
+/// on one node): the sweep, group by group.
 async fn sweep_forever(redis: Arc<RedisStore>, hooks: Arc<Hooks>, shutdown: CancellationToken) {
     let every = super::reaper::sweep_interval(hooks.offline_after());
     while pause(every, &shutdown).await {
-        loop {
-            let args: Args = vec![
-                millis(hooks.offline_after()).into(),
-                SWEEP_BATCH.to_string().into(),
-                hooks.node().into(),
-                event_ids().into(),
-                wanted(&hooks, EventType::Offline).into(),
-            ];
-            match redis.run(Step::PresenceSweep, SHARED, args).await {
-                Ok(reply) => {
-                    if reply.int(0) > 0 {
-                        tracing::debug!(offline = reply.int(0), "clients went offline");
-                    }
-                    if (reply.int(1) as usize) < SWEEP_BATCH {
-                        break;
-                    }
-                }
-                Err(_) => break, // logged by the store; the next tick retries
-            }
+        for group in 0..redis.groups().len() {
+            sweep_group(&redis, group).await;
         }
     }
 }
 
-/// Takes the delivery lease when it is free and delivers the queue while
-/// holding it; gives it up at shutdown.
-async fn deliver_forever(redis: Arc<RedisStore>, hooks: Arc<Hooks>, shutdown: CancellationToken) {
+/// One group's sweep, in batches of [`SWEEP_BATCH`] until it looked at
+/// every client due.
+async fn sweep_group(redis: &RedisStore, group: usize) {
+    loop {
+        let args: Args = vec![SWEEP_BATCH.to_string().into()];
+        match redis.run(Step::PresenceSweep, group, args).await {
+            Ok(reply) => {
+                if reply.int(0) > 0 {
+                    tracing::debug!(offline = reply.int(0), group, "clients went offline");
+                }
+                if (reply.int(1) as usize) < SWEEP_BATCH {
+                    return;
+                }
+            }
+            Err(_) => return, // logged by the store; the next tick retries
+        }
+    }
+}
+
+/// Takes the delivery lease of `group`'s queue when it is free and
+/// delivers the queue while holding it; gives it up at shutdown.
+async fn deliver_forever(
+    redis: Arc<RedisStore>,
+    hooks: Arc<Hooks>,
+    group: usize,
+    shutdown: CancellationToken,
+) {
     let me = redis.node().to_owned();
     let batch = (hooks.concurrency() * 8).max(16);
     loop {
         let taken = redis
             .run(
                 Step::HooksTake,
-                SHARED,
+                group,
                 vec![
                     me.as_str().into(),
                     millis(LEASE).into(),
@@ -233,7 +206,7 @@ async fn deliver_forever(redis: Arc<RedisStore>, hooks: Arc<Hooks>, shutdown: Ca
         };
         let delivered = tokio::select! {
             _ = deliver_batch(&hooks, &events) => true,
-            _ = keep_lease(&redis, &me) => false,
+            _ = keep_lease(&redis, &me, group) => false,
             _ = shutdown.cancelled() => false,
         };
         if delivered {
@@ -244,23 +217,23 @@ async fn deliver_forever(redis: Arc<RedisStore>, hooks: Arc<Hooks>, shutdown: Ca
                 "0".into(),
             ];
             // A failure leaves them at the head: sent again, same ids.
-            let _ = redis.run(Step::HooksDone, SHARED, args).await;
+            let _ = redis.run(Step::HooksDone, group, args).await;
         }
         if shutdown.is_cancelled() {
             break;
         }
     }
     let release: Args = vec![me.into(), "0".into(), Vec::new(), "1".into()];
-    let _ = redis.run(Step::HooksDone, SHARED, release).await;
+    let _ = redis.run(Step::HooksDone, group, release).await;
 }
 
 /// Renews the lease every third of [`LEASE`]; returns when another node
 /// holds it (ours lapsed: Redis was away that long).
-async fn keep_lease(redis: &RedisStore, me: &str) {
+async fn keep_lease(redis: &RedisStore, me: &str, group: usize) {
     loop {
         tokio::time::sleep(LEASE / 3).await;
         let renew: Args = vec![me.into(), millis(LEASE).into(), "0".into()];
-        if let Ok(reply) = redis.run(Step::HooksTake, SHARED, renew).await {
+        if let Ok(reply) = redis.run(Step::HooksTake, group, renew).await {
             if reply.text(0) != "mine" {
                 tracing::warn!(
                     "the hook delivery lease passed to another node; it sends these events again"

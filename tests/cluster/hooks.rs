@@ -194,8 +194,4 @@ async fn connect_and_subscribe_are_asked_on_any_node(kind: Kind) {
     assert_eq!(backend.take(), asked(&[("subscribe", "staff")]));
 }
 
-/// One Redis only: hooks are refused with a Redis Cluster (config.rs).
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn connect_and_subscribe_are_asked_on_any_node_of_one_redis() {
-    connect_and_subscribe_are_asked_on_any_node(Kind::Single).await
-}
+crate::on_both!(connect_and_subscribe_are_asked_on_any_node);

@@ -2,26 +2,28 @@
 //! receiver ([`Backend`]): `online` once when a client first polls on any
 //! node, no flapping while its polls move between nodes (one killed among
 //! them), exactly one `offline` per `online` once no node has had a poll
-//! open for `offline_after`; and pending notifications survive the death of
-//! every node (they wait in Redis).
+//! open for `offline_after`; `subscribed` and `unsubscribed` for every
+//! membership change, whichever node made it, in order with the others
+//! (on one Redis and on a Cluster); and pending notifications survive the
+//! death of every node (they wait in Redis).
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::harness::{token, wait_until, Scratch, Server};
 use crate::hooks::Backend;
-use crate::nodes::{node, poll_ok};
-use crate::redis_server::{Persistence, RedisServer};
+use crate::nodes::{node, poll_ok, RedisAt};
+use crate::redis_server::{Kind, Persistence, RedisServer, TestRedis};
 
 /// `offline_after` of these tests: short, so that they are, and long
 /// enough that a loaded machine's pauses between polls stay well below it.
 const OFFLINE_AFTER: Duration = Duration::from_secs(2);
 
 /// A node with hooks to `backend`, named `name` in its events.
-async fn hooked(redis: &RedisServer, dir: &Scratch, backend: &Backend, name: &str) -> Server {
+async fn hooked(redis: &impl RedisAt, dir: &Scratch, backend: &Backend, name: &str) -> Server {
     let offline_after = format!("{}s", OFFLINE_AFTER.as_secs());
     node(
-        &redis.url(),
+        redis,
         &dir.0,
         &[
             ("COMETBOX_HOOKS__URL", backend.url.as_str()),
@@ -61,10 +63,9 @@ async fn expect_exactly(backend: &Backend, client: &str, want: &[&str]) {
 /// One `online` for polls on two nodes, alternating, held or a little
 /// apart (less than `offline_after`); one `offline` once they stop; the
 /// same again when the client comes back.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn online_and_offline_once_while_polls_move_between_nodes() {
+async fn online_and_offline_once_while_polls_move_between_nodes(kind: Kind) {
     let dir = Scratch::new("presence");
-    let redis = RedisServer::start(&dir.0.join("redis"), Persistence::None).await;
+    let redis = TestRedis::start(kind, &dir.0.join("redis"), Persistence::None).await;
     let backend = Backend::start().await;
     let a = hooked(&redis, &dir, &backend, "node-a").await;
     let b = hooked(&redis, &dir, &backend, "node-b").await;
@@ -102,6 +103,63 @@ async fn online_and_offline_once_while_polls_move_between_nodes() {
     assert_eq!(backend.notified_about("pia")[2].2, "node-b");
 }
 
+crate::on_both!(online_and_offline_once_while_polls_move_between_nodes);
+
+/// `subscribed` for a poll's `channels=` (after its `online`) and for a
+/// backend's `<subscribe>`, nothing for one already held, `unsubscribed`
+/// for an `<unsubscribe>` and for each channel a `<disconnect>` takes,
+/// then the session's `offline`: in that order, whichever node made each
+/// change, each once.
+async fn membership_changes_are_notified_from_every_node(kind: Kind) {
+    let dir = Scratch::new("presence-membership");
+    let redis = TestRedis::start(kind, &dir.0.join("redis"), Persistence::None).await;
+    let backend = Backend::start().await;
+    let a = hooked(&redis, &dir, &backend, "node-a").await;
+    let b = hooked(&redis, &dir, &backend, "node-b").await;
+    poll_ok(&a, &token("mo", &["room"]), "channels=room&timeout=0").await;
+    b.post_ok(r#"<subscribe client="mo" channel="news"/>"#, 1)
+        .await;
+    a.post_ok(r#"<subscribe client="mo" channel="news"/>"#, 1)
+        .await;
+    a.post_ok(r#"<unsubscribe client="mo" channel="news"/>"#, 1)
+        .await;
+    b.post_ok(r#"<disconnect client="mo"/>"#, 1).await;
+    expect_exactly(
+        &backend,
+        "mo",
+        &[
+            "online",
+            "subscribed",
+            "subscribed",
+            "unsubscribed",
+            "unsubscribed",
+            "offline",
+        ],
+    )
+    .await;
+    let channels: Vec<String> = backend
+        .notified
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e["client"] == "mo" && e["channel"].is_string())
+        .map(|e| e["channel"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(channels, ["room", "news", "news", "room"]);
+    let nodes: Vec<String> = backend
+        .notified_about("mo")
+        .into_iter()
+        .map(|(_, _, node)| node)
+        .collect();
+    assert_eq!(
+        nodes[..5],
+        ["node-a", "node-a", "node-b", "node-a", "node-b"],
+        "each stamped by the node that made the change"
+    );
+}
+
+crate::on_both!(membership_changes_are_notified_from_every_node);
+
 /// A poll held on a node that is SIGKILLed: the client carries on on the
 /// other node, and stays online (no `offline`, no second `online`); once it
 /// stops, one `offline`, after the killed node's lease lapsed (the poll's
@@ -111,8 +169,8 @@ async fn a_killed_node_does_not_make_its_clients_flap() {
     let dir = Scratch::new("presence-kill");
     let redis = RedisServer::start(&dir.0.join("redis"), Persistence::None).await;
     let backend = Backend::start().await;
-    let a = hooked(&redis, &dir, &backend, "node-a").await;
-    let b = hooked(&redis, &dir, &backend, "node-b").await;
+    let a = hooked(&redis.url(), &dir, &backend, "node-a").await;
+    let b = hooked(&redis.url(), &dir, &backend, "node-b").await;
     let kai = token("kai", &[]);
     let cursor = poll_ok(&a, &kai, "timeout=0").await["cursor"]
         .as_str()
@@ -160,8 +218,8 @@ async fn pending_notifications_survive_every_node() {
     let redis = RedisServer::start(&dir.0.join("redis"), Persistence::Aof).await;
     let backend = Backend::start().await;
     backend.failing.store(true, Ordering::Relaxed);
-    let a = hooked(&redis, &dir, &backend, "node-a").await;
-    let b = hooked(&redis, &dir, &backend, "node-b").await;
+    let a = hooked(&redis.url(), &dir, &backend, "node-a").await;
+    let b = hooked(&redis.url(), &dir, &backend, "node-b").await;
     poll_ok(&a, &token("rex", &[]), "timeout=0").await;
     let mut conn = redis.connection().await;
     wait_until(
@@ -180,7 +238,7 @@ async fn pending_notifications_survive_every_node() {
     a.kill9().await;
     b.kill9().await;
     backend.failing.store(false, Ordering::Relaxed);
-    let _c = hooked(&redis, &dir, &backend, "node-c").await;
+    let _c = hooked(&redis.url(), &dir, &backend, "node-c").await;
     expect_exactly(&backend, "rex", &["online", "offline"]).await;
     let got = backend.notified_about("rex");
     assert_eq!(got[0].2, "node-a", "{got:?}");
@@ -201,8 +259,8 @@ async fn a_disconnect_ends_the_session_even_when_the_client_is_back_at_once() {
     let dir = Scratch::new("presence-disconnect");
     let redis = RedisServer::start(&dir.0.join("redis"), Persistence::None).await;
     let backend = Backend::start().await;
-    let a = hooked(&redis, &dir, &backend, "node-a").await;
-    let b = hooked(&redis, &dir, &backend, "node-b").await;
+    let a = hooked(&redis.url(), &dir, &backend, "node-a").await;
+    let b = hooked(&redis.url(), &dir, &backend, "node-b").await;
     let dex = token("dex", &[]);
     let connect = || vec![("connect".to_owned(), String::new())];
     poll_ok(&a, &dex, "timeout=0").await;

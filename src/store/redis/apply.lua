@@ -1,13 +1,13 @@
 -- An ingest batch's share in one slot group (all of the batch with one
 -- server), all of it or nothing (checks first), in order.
--- ARGV[4] mailbox_max_messages, [5] max_clients, [6] max_channels_per_client,
--- [7] unix seconds, [8] clients in the other groups, then the commands:
+-- ARGV[5] mailbox_max_messages, [6] max_clients, [7] max_channels_per_client,
+-- [8] unix seconds, [9] clients in the other groups, then the commands:
 --   'm' 'c'|'h' <client or channel> <expires ms> <own ttl 0|1> <json tail>
 --   's' <client> <channel>    'u' <client> <channel>    'd' <client>
 --   'l' <client> <channel>    (a browser's own leave: no revocation kept)
-local MAXM, MAXC, MAXCH, SECS = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-local OTHERS = tonumber(ARGV[8])
-local cmds, i = {}, 9
+local MAXM, MAXC, MAXCH, SECS = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local OTHERS = tonumber(ARGV[9])
+local cmds, i = {}, 10
 while i <= #ARGV do
   local op = ARGV[i]
   if op == 'm' then

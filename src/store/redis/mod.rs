@@ -172,7 +172,6 @@ struct Scripts {
 /// The scripts of cluster-wide hook notifications (`src/hub/presence.rs`).
 struct HookScripts {
     look: Script,
-    online: Script,
     sweep: Script,
     take: Script,
     done: Script,
@@ -181,9 +180,7 @@ struct HookScripts {
 impl Scripts {
     fn new() -> Self {
         const PRELUDE: &str = include_str!("prelude.lua");
-        const HOOKS_PRELUDE: &str = include_str!("hooks_prelude.lua");
         let with_prelude = |body: &str| Script::new(&format!("{PRELUDE}\n{body}"));
-        let with_hooks = |body: &str| Script::new(&format!("{PRELUDE}\n{HOOKS_PRELUDE}\n{body}"));
         Scripts {
             apply: with_prelude(include_str!("apply.lua")),
             poll_open: with_prelude(include_str!("poll_open.lua")),
@@ -194,11 +191,10 @@ impl Scripts {
             presence: with_prelude(include_str!("presence.lua")),
             unread_from: with_prelude(include_str!("unread_from.lua")),
             hooks: HookScripts {
-                look: with_hooks(include_str!("hooks_look.lua")),
-                online: with_hooks(include_str!("presence_online.lua")),
-                sweep: with_hooks(include_str!("presence_sweep.lua")),
-                take: with_hooks(include_str!("hooks_take.lua")),
-                done: with_hooks(include_str!("hooks_done.lua")),
+                look: with_prelude(include_str!("hooks_look.lua")),
+                sweep: with_prelude(include_str!("presence_sweep.lua")),
+                take: with_prelude(include_str!("hooks_take.lua")),
+                done: with_prelude(include_str!("hooks_done.lua")),
             },
         }
     }
@@ -226,6 +222,25 @@ pub struct RedisStore {
     max_messages: usize,
     /// Ends the pub/sub listener (shutdown).
     stopped: CancellationToken,
+    /// With hooks: what the scripts need to keep presence and queue
+    /// notifications (`set_hooks`): ARGV[4] but for its random digits.
+    hooks: std::sync::OnceLock<HooksArg>,
+}
+
+/// Which notifications `hooks.events` wants the scripts to queue.
+#[allow(missing_docs)] // (one field per notification type)
+pub struct HookEvents {
+    pub online: bool,
+    pub offline: bool,
+    pub subscribed: bool,
+    pub unsubscribed: bool,
+}
+
+/// [`RedisStore::set_hooks`]'s settings, as the scripts read them.
+struct HooksArg {
+    flags: String,
+    offline_after_ms: u64,
+    node: String,
 }
 
 /// Arguments of one script call, after the shared ones.
@@ -298,8 +313,6 @@ pub enum Step {
     UnreadFrom,
     /// With hooks: whether a client is online cluster-wide, its channels.
     HooksLook,
-    /// With hooks: a poll opened; the client goes online if it was not.
-    PresenceOnline,
     /// With hooks: the sweep deciding `offline` cluster-wide.
     PresenceSweep,
     /// With hooks: take (or renew) the delivery lease and the queue's head.
@@ -326,6 +339,7 @@ impl RedisStore {
             max_messages: settings.max_messages,
             waiters: Waiters::default(),
             stopped: CancellationToken::new(),
+            hooks: std::sync::OnceLock::new(),
         });
         wake::spawn_listener(store.clone(), settings.subscribe_to, store.stopped.clone());
         store
@@ -334,6 +348,27 @@ impl RedisStore {
     /// Stops listening for hints (shutdown; open polls are woken apart).
     pub fn stop(&self) {
         self.stopped.cancel();
+    }
+
+    /// With hooks: the scripts keep presence (`offline_after`) and queue
+    /// the notifications of the types `wanted` (`online`, `offline`,
+    /// `subscribed`, `unsubscribed`; stamped `node`) in the same step as
+    /// what they announce. Set once, before anything is served.
+    pub fn set_hooks(&self, wanted: HookEvents, offline_after: Duration, node: &str) {
+        let flag = |on: bool| if on { '1' } else { '0' };
+        let _ = self.hooks.set(HooksArg {
+            flags: [
+                wanted.subscribed,
+                wanted.unsubscribed,
+                wanted.online,
+                wanted.offline,
+            ]
+            .map(flag)
+            .iter()
+            .collect(),
+            offline_after_ms: offline_after.as_millis() as u64,
+            node: node.to_owned(),
+        });
     }
 
     /// `mailbox_max_messages`.
@@ -417,16 +452,27 @@ impl RedisStore {
             Step::Presence => &s.presence,
             Step::UnreadFrom => &s.unread_from,
             Step::HooksLook => &s.hooks.look,
-            Step::PresenceOnline => &s.hooks.online,
             Step::PresenceSweep => &s.hooks.sweep,
             Step::HooksTake => &s.hooks.take,
             Step::HooksDone => &s.hooks.done,
         };
         let mut call = script.prepare_invoke();
+        let hooks = match self.hooks.get() {
+            // 24 random hex digits: with the script's counter, event ids.
+            Some(h) => format!(
+                "{}\t{}\t{:024x}\t{}",
+                h.flags,
+                h.offline_after_ms,
+                rand::random::<u128>() >> 32,
+                h.node
+            ),
+            None => String::new(),
+        };
         call.key(self.groups.base(group))
             .arg(&self.prefix)
             .arg(unix_ms())
-            .arg(rand::random::<u32>());
+            .arg(rand::random::<u32>())
+            .arg(hooks);
         for arg in args {
             call.arg(&arg[..]);
         }

@@ -1,6 +1,6 @@
 -- A poll's start: creates the mailbox if needed (cluster-wide max_clients),
--- counts the poll (a lease that lapses by itself if its node dies), joins
--- `channels=`, then reads. Batched (each_item in prelude.lua); an item's A:
+-- counts the poll (a lease that lapses by itself if its node dies), goes
+-- online (with hooks), joins `channels=`, then reads. Batched (each_item in prelude.lua); an item's A:
 --   [1] client, [2] lease, [3] lease deadline ms, [4] max_polls_per_client,
 --   [5] max_clients, [6] max_channels_per_client, [7] token iat or '',
 --   [8] has since 0|1, [9] since epoch, [10] since seq, [11] max bytes,
@@ -29,6 +29,9 @@ return each_item(function(A)
   if #new > 0 and redis.call('SCARD', chk(id)) + #new > tonumber(A[6]) then
     return {'too-many-channels'}
   end
+  -- With hooks the client goes online here, so its `online` comes before
+  -- the `subscribed` of the poll's channels (as on one node).
+  if HOOKS then go_online(id) end
   for _, ch in ipairs(new) do join(id, ch) end
   redis.call('ZADD', leases, tonumber(A[3]), A[2])
   redis.call('ZADD', ACTIVE, NOW, id)

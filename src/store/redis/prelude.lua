@@ -4,7 +4,8 @@
 --   KEYS[1] the slot group's key base (groups.rs): every key a script
 --           touches starts with it, so in a Redis Cluster it is one slot
 --   ARGV[1] key prefix (the wake channel), ARGV[2] now (unix ms),
---   ARGV[3] a random u32 (new epochs)
+--   ARGV[3] a random u32 (new epochs), ARGV[4] the [hooks] settings
+--   ('' without hooks; see `notify`)
 -- A key's kind is its first component after the base, and a client id or
 -- channel name is the whole rest, so ids holding ':' cannot collide.
 local G = KEYS[1]
@@ -17,6 +18,7 @@ local CHANNELS = G .. 'channels'  -- set: channels with at least one member here
 local PATTERNS = G .. 'patterns'  -- set: the wildcard patterns among CHANNELS
 local RUN = G .. 'run'            -- hash: id (instance marker), salt (epochs)
 local WAKE = P .. 'wake'          -- pub/sub: ids whose mailbox changed
+local HOOKQ = G .. 'hooks'        -- list: hook notifications (JSON), oldest first
 
 -- Change of STATS.queued, written once when the script ends (`done`):
 -- a 10,000-member fan-out then costs one HINCRBY, not 10,000.
@@ -92,17 +94,81 @@ end
 -- A wildcard pattern (`/chat/*`, `/chat/**`) rather than one channel.
 local function is_pattern(ch) return string.byte(ch, -1) == 42 end -- '*'
 
+-- With [hooks] (ARGV[4] '' without): notifications are queued in this
+-- group's hook queue in the same step as what they announce (so they are
+-- neither lost nor sent twice, whichever node ran it), and presence is
+-- kept per group. ARGV[4] is
+--   "<subscribed><unsubscribed><online><offline>\t<offline_after ms>\t<24 hex digits>\t<node>"
+-- (each flag 1 when that type is in hooks.events); event ids are 'evt-',
+-- those digits and a counter. A client is online while `online:e` holds the
+-- epoch of the mailbox it went online with (a mailbox recreated after a
+-- `<disconnect>`, an eviction or a loss in Redis is another session: the
+-- old one's `offline` comes first); `online` schedules when the sweep looks
+-- at each online client next (ms).
+local HOOKS, WANT, OFFLINE_AFTER, EVENT_HEX, EVENT_NODE = false, {}, 0, '', ''
+do
+  local s, u, on, off, after, hex, node =
+    string.match(ARGV[4], '^([01])([01])([01])([01])\t(%d+)\t(%x+)\t(.*)$')
+  if s then
+    HOOKS, OFFLINE_AFTER, EVENT_HEX, EVENT_NODE = true, tonumber(after), hex, node
+    WANT = {subscribed = s == '1', unsubscribed = u == '1', online = on == '1', offline = off == '1'}
+  end
+end
+local ONLINE = G .. 'online'       -- zset: client -> next look (ms)
+local EPOCHS = G .. 'online:e'     -- hash: client -> epoch it went online with
+local HOOKLOCK = G .. 'hooks:lock' -- string: the node delivering this group's queue (PX)
+
+local events_queued = 0
+-- Queues the notification `kind` about `id` (`ch`: its channel, or nil)
+-- if hooks.events has it.
+local function notify(kind, id, ch)
+  if not WANT[kind] then return end
+  events_queued = events_queued + 1
+  redis.call('RPUSH', HOOKQ, cjson.encode({
+    id = 'evt-' .. EVENT_HEX .. string.format('%08x', events_queued),
+    type = kind, client = id, channel = ch, ts = NOW, node = EVENT_NODE}))
+end
+
+-- Whether `id` is online with the mailbox it has now.
+local function is_online(id)
+  local was = redis.call('HGET', EPOCHS, id)
+  return was and was == redis.call('HGET', mk(id), 'e')
+end
+
+-- Takes `id` out of the presence set, queueing its `offline`.
+local function go_offline(id)
+  redis.call('ZREM', ONLINE, id)
+  redis.call('HDEL', EPOCHS, id)
+  notify('offline', id)
+end
+
+-- A poll opened: `id` goes online unless it is already (with this
+-- mailbox), its `online` queued; online with a mailbox that is gone, it
+-- first gets that session's `offline`.
+local function go_online(id)
+  local e = redis.call('HGET', mk(id), 'e')
+  if not e then return end
+  local was = redis.call('HGET', EPOCHS, id)
+  if was == e then return end
+  if was then go_offline(id) end
+  redis.call('HSET', EPOCHS, id, e)
+  redis.call('ZADD', ONLINE, NOW + OFFLINE_AFTER, id)
+  notify('online', id)
+end
+
 local function join(id, ch)
   if redis.call('SADD', chk(id), ch) == 0 then return false end
   redis.call('SADD', members(ch), id)
   redis.call('SADD', CHANNELS, ch)
   if is_pattern(ch) then redis.call('SADD', PATTERNS, ch) end
+  notify('subscribed', id, ch)
   redis.call('HINCRBY', STATS, 'subs', 1)
   return true
 end
 
 local function leave(id, ch)
   if redis.call('SREM', chk(id), ch) == 0 then return end
+  notify('unsubscribed', id, ch)
   redis.call('SREM', members(ch), id)
   if redis.call('SCARD', members(ch)) == 0 then
     redis.call('SREM', CHANNELS, ch)
@@ -202,12 +268,12 @@ end
 -- The per-poll scripts (a poll's start, its look after a wake-up, its end)
 -- are batched: a node sends the calls that queued up while its previous one
 -- ran as one script run (src/store/redis/batch.rs), so a fan-out to
--- thousands of polls costs Redis a few runs, not one per poll. ARGV[4] is
+-- thousands of polls costs Redis a few runs, not one per poll. ARGV[5] is
 -- the item count, then each item is its argument count followed by its
 -- arguments; `step(A)` runs one item, and the reply is their replies in order.
 local function each_item(step)
-  local out, i = {}, 5
-  for k = 1, tonumber(ARGV[4]) do
+  local out, i = {}, 6
+  for k = 1, tonumber(ARGV[5]) do
     local n, A = tonumber(ARGV[i]), {}
     for j = 1, n do A[j] = ARGV[i + j] end
     out[k] = step(A)

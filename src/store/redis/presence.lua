@@ -1,6 +1,6 @@
--- GET /clients/<id>, cluster-wide. ARGV[4] client. Returns {} without a
+-- GET /clients/<id>, cluster-wide. ARGV[5] client. Returns {} without a
 -- mailbox, else {open polls, pending, idle ms, channel...}.
-local id = ARGV[4]
+local id = ARGV[5]
 local k = mk(id)
 if redis.call('EXISTS', k) == 0 then return {} end
 purge(id)
