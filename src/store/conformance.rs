@@ -156,6 +156,22 @@ fn retention_expiry_resets_but_own_ttl_does_not(store: &dyn Store) {
         "a message dropped by message_ttl before delivery is"
     );
     assert_eq!(dropped.messages.len(), 1);
+
+    // The same when it was the mailbox's only message: a poll must look
+    // (nothing is left to carry, but the cursor missed one) and `reset`.
+    let mut log = store.open(&client("e"));
+    let start = log.head();
+    log.append(message("alone", soon, false), now);
+    assert!(log.has_after(Some(start), after), "a loss to report");
+    let alone = read(&mut *log, Some(start), after);
+    assert!(alone.reset && alone.messages.is_empty());
+    assert!(!log.has_after(Some(alone.cursor), after));
+
+    // One that lapsed by its own ttl alone is nothing to wake a poll for.
+    let mut log = store.open(&client("f"));
+    let start = log.head();
+    log.append(message("own, alone", soon, true), now);
+    assert!(!log.has_after(Some(start), after));
 }
 
 /// Two filled logs, each read with the other's cursors: never honoured,

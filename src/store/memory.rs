@@ -248,7 +248,18 @@ impl MailboxLog for MemoryLog {
         // `range` starts at the index directly (a skipping iterator would walk
         // every retained message on each poll).
         let skip = (start - self.first_seq) as usize;
-        reset || self.entries.range(skip..).any(|m| m.expires_at > now)
+        // A message past `message_ttl` (not its own ttl) that the cursor
+        // has not seen, in the expired run at the front that the read
+        // purges, is a loss to report: the read answers `reset`, even when
+        // nothing is left to carry.
+        let lost_unseen = || {
+            self.entries
+                .iter()
+                .enumerate()
+                .take_while(|(_, m)| m.expires_at <= now)
+                .any(|(i, m)| i >= skip && !m.own_ttl)
+        };
+        reset || self.entries.range(skip..).any(|m| m.expires_at > now) || lost_unseen()
     }
 
     fn purge_expired(&mut self, now: Instant) {

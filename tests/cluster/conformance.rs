@@ -248,13 +248,15 @@ async fn wildcards_reach_each_member_once(n: &Server) {
 
 /// A message past `message_ttl` (3 s) was dropped before its reader came:
 /// `reset`. One past its own shorter `ttl` was the backend's choice: no
-/// `reset`. (As in `src/store/conformance.rs`, a later message is still
-/// retained when the reader comes.)
+/// `reset`, with a later message retained or with nothing left to carry
+/// (as in `src/store/conformance.rs`).
 async fn retention_expiry_resets_but_own_ttl_does_not(n: &Server) {
-    let (own, dropped) = (token("hal", &[]), token("ida", &[]));
+    let (own, dropped, alone) = (token("hal", &[]), token("ida", &[]), token("jon", &[]));
     let cursor = |body: Value| body["cursor"].as_str().unwrap().to_owned();
     let own_cursor = cursor(poll_ok(n, &own, "timeout=0").await);
     let dropped_cursor = cursor(poll_ok(n, &dropped, "timeout=0").await);
+    let alone_cursor = cursor(poll_ok(n, &alone, "timeout=0").await);
+    post(n, "jon", 0..1).await;
     n.post_ok(r#"<message to="hal" ttl="1">{"i":0}</message>"#, 1)
         .await;
     post(n, "ida", 0..1).await;
@@ -268,6 +270,10 @@ async fn retention_expiry_resets_but_own_ttl_does_not(n: &Server) {
     let body = poll_ok(n, &dropped, &format!("since={dropped_cursor}&timeout=0")).await;
     assert_eq!(body["reset"], true, "message_ttl: {body}");
     assert_eq!(numbers(&body), [1], "{body}");
+    // The mailbox's only message lapsed: nothing to carry, still a loss.
+    let body = poll_ok(n, &alone, &format!("since={alone_cursor}&timeout=0")).await;
+    assert_eq!(body["reset"], true, "message_ttl, nothing left: {body}");
+    assert_eq!(numbers(&body), Vec::<i64>::new(), "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
