@@ -8,8 +8,9 @@
 //! message. So calls of one kind to one slot group are queued, and a drain
 //! task sends whatever queued up while its previous run was in flight as one
 //! run of at most [`MAX_ITEMS`] items (`each_item` in `prelude.lua`). When
-//! the node is quiet a call goes out at once, alone: batching adds no wait,
-//! only absorbs bursts (group commit).
+//! the queue is idle a call goes out at once, alone, from its caller's own
+//! task: batching adds no wait and no task hop, it only absorbs bursts
+//! (group commit).
 //!
 //! Every item of a run shares its fate: a failed run answers each of its
 //! callers with the same error, as each single call would have failed.
@@ -81,17 +82,34 @@ impl RedisStore {
         args: Args,
     ) -> Result<Reply, StoreError> {
         let (reply, replied) = oneshot::channel();
-        let start_drain = {
+        let idle = {
             let mut queue = lock(self.batches.queue(step, group));
-            queue.waiting.push(Item { args, reply });
-            !std::mem::replace(&mut queue.draining, true)
-        };
-        if start_drain {
-            // A task of its own: the caller may be dropped (its browser
-            // left) while others' items ride in the same run.
-            if let Some(store) = self.me.upgrade() {
-                tokio::spawn(store.drain(step, group));
+            if queue.draining {
+                queue.waiting.push(Item { args, reply });
+                None
+            } else {
+                queue.draining = true;
+                Some(args)
             }
+        };
+        if let Some(args) = idle {
+            // The queue was idle: this call goes out at once, from this
+            // task (no hand-over to a drain task and back), and what
+            // queues meanwhile follows it (`Handover`).
+            let _handover = Handover {
+                store: self,
+                step,
+                group,
+            };
+            let mut batch: Args = Vec::with_capacity(2 + args.len());
+            batch.push(b"1".to_vec());
+            batch.push(args.len().to_string().into_bytes());
+            batch.extend(args);
+            let Reply(mut values) = self.run_unbatched(step, group, batch).await?;
+            return match values.pop() {
+                Some(value) if values.is_empty() => Ok(Reply::from(value)),
+                _ => Err(super::unexpected_reply("not one reply to a batch of one")),
+            };
         }
         replied.await.unwrap_or_else(|_| {
             Err(StoreError::Unavailable(
@@ -143,6 +161,37 @@ impl RedisStore {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Marks the end of a call sent from its caller's task (finished or
+/// dropped mid-way): the items queued meanwhile go to a drain task, or the
+/// queue is idle again.
+struct Handover<'a> {
+    store: &'a RedisStore,
+    step: Step,
+    group: usize,
+}
+
+impl Drop for Handover<'_> {
+    fn drop(&mut self) {
+        let mut queue = lock(self.store.batches.queue(self.step, self.group));
+        if queue.waiting.is_empty() {
+            queue.draining = false;
+            return;
+        }
+        drop(queue);
+        // A task of its own: the callers waiting in the queue may be
+        // dropped (their browsers left) while others ride in the same run.
+        match self.store.me.upgrade() {
+            Some(store) => {
+                tokio::spawn(store.drain(self.step, self.group));
+            }
+            // The store is going away: its waiting callers get an error.
+            None => lock(self.store.batches.queue(self.step, self.group))
+                .waiting
+                .clear(),
         }
     }
 }
