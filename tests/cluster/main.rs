@@ -42,6 +42,7 @@ mod harness;
 mod redis_server;
 
 mod bayeux;
+mod chaos;
 mod conformance;
 mod events;
 mod hooks;

@@ -29,6 +29,11 @@ impl RedisAt for TestRedis {
 
 /// Starts a node on `redis` with extra `COMETBOX_*` settings.
 pub async fn node(redis: &impl RedisAt, run_dir: &Path, extra: &[(&str, &str)]) -> Server {
+    harness::start(&node_spec(redis, run_dir, extra)).await
+}
+
+/// What [`node`] starts (to start it again after a kill).
+pub fn node_spec(redis: &impl RedisAt, run_dir: &Path, extra: &[(&str, &str)]) -> Spec {
     let mut spec = Spec {
         store: None,
         run_dir: run_dir.to_owned(),
@@ -43,7 +48,7 @@ pub async fn node(redis: &impl RedisAt, run_dir: &Path, extra: &[(&str, &str)]) 
     for (k, v) in extra {
         spec = spec.with(k, v);
     }
-    harness::start(&spec).await
+    spec
 }
 
 /// `n` nodes on `redis`.

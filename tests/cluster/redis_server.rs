@@ -261,7 +261,7 @@ impl TestRedis {
 
     /// Until every node says `cluster_state:ok` (a cluster; a single
     /// server answers PING once started).
-    async fn wait_ready(&self) {
+    pub async fn wait_ready(&self) {
         if self.kind == Kind::Single {
             return;
         }
