@@ -98,6 +98,7 @@ fn parse_args(args: &[String]) -> Result<Cli> {
             nginx_workers: 2,
             store: "memory".into(),
             nodes: 1,
+            bayeux: false,
         },
         per_worker: 9000,
         connect_concurrency: 256,
@@ -156,7 +157,8 @@ fn parse_args(args: &[String]) -> Result<Cli> {
                     "sse" => crate::wire::Transport::Sse,
                     "bayeux" => crate::wire::Transport::Bayeux,
                     other => bail!("--transport {other}: expected poll, sse or bayeux"),
-                }
+                };
+                settings.servers.bayeux = settings.transport == crate::wire::Transport::Bayeux;
             }
             "--store" => {
                 settings.servers.store = value("--store")?;

@@ -35,6 +35,9 @@ pub struct ServerOptions {
     pub store: String,
     /// cometbox nodes sharing that Redis (`--nodes`; 1 otherwise).
     pub nodes: usize,
+    /// Turn `[bayeux]` on (`--transport bayeux`); left unset otherwise, so
+    /// that binaries from before it (compared with `--cometbox-bin`) start.
+    pub bayeux: bool,
 }
 
 /// A running server.
@@ -423,7 +426,6 @@ async fn start_node(
         .env("COMETBOX_PUBLIC__LISTEN", "127.0.0.1:0")
         .env("COMETBOX_INGEST__LISTEN", "127.0.0.1:0")
         .env("COMETBOX_AUTH__SECRET", SECRET)
-        .env("COMETBOX_BAYEUX__ENABLED", "true")
         .env("COMETBOX_LOG__LEVEL", "warn")
         .env(
             "COMETBOX_LIMITS__POLL_TIMEOUT",
@@ -444,6 +446,9 @@ async fn start_node(
             options.store.trim_end_matches("-cluster"),
         )
         .env("COMETBOX_STORE__PATH", dir.join("store"));
+    if options.bayeux {
+        command.env("COMETBOX_BAYEUX__ENABLED", "true");
+    }
     if let Some((key, value)) = store_env {
         command.env(key, value);
     }
