@@ -3,8 +3,10 @@
 //! under load, Redis restarted with and without persistence, Redis down and
 //! back, polls of one client alternating between nodes, and `/events`
 //! streams fed from another node, backend hooks asked on any node and
-//! their presence notifications decided cluster-wide (`presence.rs`); and
-//! the same behind a real nginx with the deploy kit's snippets (`nginx.rs`).
+//! their presence notifications decided cluster-wide (`presence.rs`),
+//! SIGKILLs of nodes and Redis servers at random moments under load
+//! (`chaos.rs`); and the same behind a real nginx with the deploy kit's
+//! snippets (`nginx.rs`).
 //! The scenarios of `scenarios.rs`, `events.rs`, `hooks.rs` and the
 //! conformance checks run on one redis-server and on a 3-master Redis
 //! Cluster.

@@ -7,6 +7,7 @@
 # tests put a real nginx (Debian's, own config and temp dirs, free loopback
 # port, stopped by pid) with the deploy kit's snippets in front of the nodes.
 #   bash tests/cluster/run-tests.sh
+#   bash tests/cluster/run-tests.sh chaos     # only the tests whose name holds "chaos"
 # Installs redis-server and nginx if missing; fails loudly if it cannot.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
@@ -36,4 +37,4 @@ command -v redis-cli >/dev/null || { echo "redis-cli is required (apt-get instal
 export REDIS_CLI=$(command -v redis-cli)
 cargo build --locked --bin cometbox
 export COMETBOX_BIN=${COMETBOX_BIN:-$repo/target/debug/cometbox}
-cargo test --locked --features redis-tests --test cluster -- --test-threads 3
+cargo test --locked --features redis-tests --test cluster -- --test-threads 3 "$@"
