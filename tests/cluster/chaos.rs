@@ -77,6 +77,9 @@ async fn sigkill_at_random_moments_loses_nothing_acknowledged(kind: Kind) {
         ("COMETBOX_LIMITS__MAILBOX_MAX_MESSAGES", "100000"),
         ("COMETBOX_LIMITS__MESSAGE_TTL", "1h"),
         ("COMETBOX_LIMITS__CLIENT_IDLE_TIMEOUT", "1h"),
+        // A killed node's held polls count until their lease lapses (their
+        // timeout plus 30 s); a kill every few seconds leaves many.
+        ("COMETBOX_LIMITS__MAX_POLLS_PER_CLIENT", "64"),
     ];
     let specs: Vec<_> = (0..NODES)
         .map(|_| node_spec(&redis, &dir.0, &limits))
@@ -104,7 +107,7 @@ async fn sigkill_at_random_moments_loses_nothing_acknowledged(kind: Kind) {
     let tokens: Arc<Vec<String>> = Arc::new((0..CLIENTS).map(|i| token(&client(i), &[])).collect());
     let seq = Arc::new(AtomicU64::new(1));
     let started = Instant::now();
-    let mut done = 0;
+    let (mut done, mut rebuilt) = (0, 0);
     for cycle in 0..cycles {
         if cycle > 0 && started.elapsed() > budget {
             eprintln!("chaos: time budget {budget:?} spent after {cycle} cycles (of {cycles})");
@@ -119,15 +122,25 @@ async fn sigkill_at_random_moments_loses_nothing_acknowledged(kind: Kind) {
         // The load goes on against what is left, then stops.
         tokio::time::sleep(Duration::from_millis(300)).await;
         let acked = load.stop().await;
-        restart(&mut run, victim, killed).await;
+        eprintln!(
+            "chaos {kind:?} cycle {cycle}: killed {} {moment:?} into the load; restarting it",
+            match killed {
+                Some(r) => format!("redis-server {r}"),
+                None => format!("node {}", victim - 1),
+            }
+        );
+        rebuilt += restart(&mut run, victim, killed).await;
         let checked = verify(&run, &model, &tokens).await;
         done += 1;
         eprintln!(
-            "chaos {kind:?} cycle {cycle}: killed {} {moment:?} into the load; {acked} acknowledged posts this cycle; {checked} deliveries checked",
-            if victim == 0 { "a redis-server" } else { "a node" },
+            "chaos {kind:?} cycle {cycle}: verified; {acked} acknowledged posts this cycle; {checked} deliveries checked in all"
         );
     }
     assert!(done > 0, "no cycle ran");
+    rebuilt += run.nodes.iter().map(|n| rebuilds(&n.log())).sum::<usize>();
+    eprintln!(
+        "chaos {kind:?}: {done} cycles; the nodes rebuilt their cluster connection {rebuilt} times"
+    );
     let model = model.lock().unwrap();
     assert!(
         model.posted.values().filter(|p| p.acked).count() > 0,
@@ -154,21 +167,29 @@ async fn kill(run: &mut Deployment, victim: usize, rng: &mut Rng) -> Option<usiz
     None
 }
 
-/// Restarts the victim on the same port, data and config.
-async fn restart(run: &mut Deployment, victim: usize, redis_server: Option<usize>) {
+/// Restarts the victim on the same port, data and config; returns how
+/// often a killed node had rebuilt its cluster connection.
+async fn restart(run: &mut Deployment, victim: usize, redis_server: Option<usize>) -> usize {
     if let Some(r) = redis_server {
         run.redis.servers[r].restart().await;
         run.redis.wait_ready().await;
-        return;
+        return 0;
     }
     let n = victim - 1;
     let fresh = Arc::new(harness::start(&run.specs[n]).await);
     let old = std::mem::replace(&mut run.nodes[n], fresh);
-    Arc::try_unwrap(old)
+    let log = Arc::try_unwrap(old)
         .ok()
         .expect("the load's tasks have ended")
         .kill9()
         .await;
+    rebuilds(&log)
+}
+
+/// How often a node's log says it rebuilt its cluster connection
+/// (`src/store/redis/conn.rs`).
+fn rebuilds(log: &str) -> usize {
+    log.matches("connecting afresh").count()
 }
 
 /// The backends and browsers of one cycle.
@@ -331,7 +352,8 @@ async fn browser(
                 let mut m = model.lock().unwrap();
                 record(&mut m, i, &body);
             }
-            Ok((503, _)) | Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            // (429: polls held on a killed node still count, for a while)
+            Ok((503 | 429, _)) | Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             Ok((status, body)) => panic!("{} ?{query}: {status} {body}", client(i)),
         }
     }
@@ -359,10 +381,23 @@ async fn verify(run: &Deployment, model: &Shared, tokens: &[String]) -> usize {
     // by itself; its first calls may still answer 503).
     let probe = token("probe", &[]);
     for node in &run.nodes {
-        wait_until("the node serves again", Duration::from_secs(30), || async {
-            matches!(node.poll(&probe, "timeout=0").await, Ok((200, _)))
+        let last = Mutex::new(String::new());
+        let serves = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                match node.poll(&probe, "timeout=0").await {
+                    Ok((200, _)) => return,
+                    other => *last.lock().unwrap() = format!("{other:?}"),
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         })
         .await;
+        assert!(
+            serves.is_ok(),
+            "a node does not serve 30 s after the restart; its last answer: {}\n{}",
+            last.lock().unwrap(),
+            tail(&node.log(), 80)
+        );
     }
     for (i, token) in tokens.iter().enumerate() {
         let node = &run.nodes[i % run.nodes.len()];
@@ -431,4 +466,10 @@ fn id_seq(id: &str) -> u64 {
         .next()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("an id is <epoch>-<seq>: {id}"))
+}
+
+/// The last `n` lines of a log.
+fn tail(log: &str, n: usize) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }

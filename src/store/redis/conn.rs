@@ -3,8 +3,16 @@
 //! follows slots, `MOVED`/`ASK` redirections and failovers by itself). Both
 //! connect lazily and reconnect by themselves; every call is bounded by
 //! `store.timeout`.
+//!
+//! A cluster connection is also watched ([`Connection`]): after a master
+//! was killed and restarted, the crate's connection was seen (in
+//! `tests/cluster/chaos.rs`) to stay broken, every call timing out or
+//! answered `MOVED`, while the cluster itself was fine again. So when every
+//! call has failed for [`REBUILD_AFTER`], the connection is replaced by a
+//! new one, which learns the slot map afresh from the seed nodes.
 
-use std::time::Duration;
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClient, ClusterConfig};
@@ -20,6 +28,80 @@ pub enum Target {
     Single(redis::Client),
     /// A Redis Cluster, by its seed nodes.
     Cluster(ClusterClient),
+}
+
+/// How long every call to a cluster must have failed before its
+/// connection is replaced (and, at most, how often).
+const REBUILD_AFTER: Duration = Duration::from_secs(3);
+
+/// The connection the store calls through, replaced when a cluster's stays
+/// broken.
+pub struct Connection {
+    target: Target,
+    timeout: Duration,
+    current: RwLock<Conn>,
+    /// Since when every call failed (`None`: the last one worked), and
+    /// when the connection was last (re)built.
+    failing: Mutex<(Option<Instant>, Instant)>,
+}
+
+impl Connection {
+    /// Starts connecting in the background on the current runtime.
+    pub fn start(target: &Target, timeout: Duration) -> Self {
+        Connection {
+            target: target.clone(),
+            timeout,
+            current: RwLock::new(Conn::start(target, timeout)),
+            failing: Mutex::new((None, Instant::now())),
+        }
+    }
+
+    fn conn(&self) -> Conn {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Runs a script (routed by its first key in a cluster).
+    pub async fn invoke(&self, call: &ScriptInvocation<'_>) -> RedisResult<Value> {
+        let result = self.conn().invoke(call).await;
+        self.watch(&result);
+        result
+    }
+
+    /// Runs one command (routed by its key in a cluster).
+    pub async fn query(&self, cmd: &Cmd) -> RedisResult<Value> {
+        let result = self.conn().query(cmd).await;
+        self.watch(&result);
+        result
+    }
+
+    /// Notes a call's outcome; rebuilds a cluster connection whose calls
+    /// all failed for [`REBUILD_AFTER`].
+    fn watch(&self, result: &RedisResult<Value>) {
+        if !matches!(self.target, Target::Cluster(_)) {
+            return;
+        }
+        let mut failing = self.failing.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let Err(e) = result else {
+            failing.0 = None;
+            return;
+        };
+        let since = *failing.0.get_or_insert(now);
+        if now - since < REBUILD_AFTER || now - failing.1 < REBUILD_AFTER {
+            return;
+        }
+        failing.1 = now;
+        tracing::warn!(
+            error = %e,
+            "every call to the Redis Cluster failed for {}s: connecting afresh (the slot map from the seed nodes)",
+            REBUILD_AFTER.as_secs()
+        );
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) =
+            Conn::start(&self.target, self.timeout);
+    }
 }
 
 /// An open (lazily connecting) connection.

@@ -29,7 +29,7 @@ mod conn;
 mod groups;
 mod wake;
 
-use conn::{Conn, Target};
+use conn::{Connection, Target};
 pub use groups::{Groups, CLUSTER_GROUPS};
 pub use wake::{LocalClient, Waiters};
 
@@ -204,7 +204,7 @@ impl Scripts {
 pub struct RedisStore {
     /// Itself, for the batch drain tasks it spawns.
     me: Weak<RedisStore>,
-    conn: Conn,
+    conn: Connection,
     /// The queues of the batched per-poll scripts (`batch.rs`).
     batches: batch::Batches,
     prefix: String,
@@ -328,7 +328,7 @@ impl RedisStore {
     pub fn start(settings: RedisSettings) -> Arc<Self> {
         let store = Arc::new_cyclic(|me| RedisStore {
             me: me.clone(),
-            conn: Conn::start(&settings.target, settings.timeout),
+            conn: Connection::start(&settings.target, settings.timeout),
             batches: batch::Batches::new(settings.groups.len()),
             prefix: settings.prefix.clone(),
             groups: settings.groups.clone(),
@@ -571,7 +571,10 @@ pub fn unexpected_reply(what: impl std::fmt::Display) -> StoreError {
 /// Whether an error means Redis cannot be reached (rather than a script
 /// bug, which is logged loudly).
 fn is_unavailable(e: &redis::RedisError) -> bool {
+    // (A cluster error, `MOVED`, `TRYAGAIN`, `CLUSTERDOWN`, that outlasted
+    // the cluster client's own retries: the cluster is reshaping.)
     let unavailable = e.is_io_error()
+        || e.is_cluster_error()
         || e.is_timeout()
         || e.is_connection_dropped()
         || e.is_connection_refusal()
