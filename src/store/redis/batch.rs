@@ -184,12 +184,14 @@ impl Drop for Handover<'_> {
         drop(queue);
         // A task of its own: the callers waiting in the queue may be
         // dropped (their browsers left) while others ride in the same run.
-        match self.store.me.upgrade() {
-            Some(store) => {
-                tokio::spawn(store.drain(self.step, self.group));
+        let runtime = tokio::runtime::Handle::try_current();
+        match (self.store.me.upgrade(), runtime) {
+            (Some(store), Ok(runtime)) => {
+                runtime.spawn(store.drain(self.step, self.group));
             }
-            // The store is going away: its waiting callers get an error.
-            None => lock(self.store.batches.queue(self.step, self.group))
+            // The store (or the process) is going away: the waiting
+            // callers get an error.
+            _ => lock(self.store.batches.queue(self.step, self.group))
                 .waiting
                 .clear(),
         }

@@ -40,9 +40,18 @@ pub struct Connection {
     target: Target,
     timeout: Duration,
     current: RwLock<Conn>,
-    /// Since when every call failed (`None`: the last one worked), and
-    /// when the connection was last (re)built.
-    failing: Mutex<(Option<Instant>, Instant)>,
+    failing: Mutex<Failing>,
+}
+
+/// The cluster connection's recent failures.
+struct Failing {
+    /// Since when every call failed (`None`: the last one worked).
+    since: Option<Instant>,
+    /// When the connection was last (re)built.
+    built: Instant,
+    /// Rebuilds since the last call that worked: the first is a warning,
+    /// the next ones (a cluster down for long) only debug lines.
+    rebuilds: u32,
 }
 
 impl Connection {
@@ -52,7 +61,11 @@ impl Connection {
             target: target.clone(),
             timeout,
             current: RwLock::new(Conn::start(target, timeout)),
-            failing: Mutex::new((None, Instant::now())),
+            failing: Mutex::new(Failing {
+                since: None,
+                built: Instant::now(),
+                rebuilds: 0,
+            }),
         }
     }
 
@@ -86,19 +99,25 @@ impl Connection {
         let mut failing = self.failing.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         let Err(e) = result else {
-            failing.0 = None;
+            failing.since = None;
+            failing.rebuilds = 0;
             return;
         };
-        let since = *failing.0.get_or_insert(now);
-        if now - since < REBUILD_AFTER || now - failing.1 < REBUILD_AFTER {
+        let since = *failing.since.get_or_insert(now);
+        if now - since < REBUILD_AFTER || now - failing.built < REBUILD_AFTER {
             return;
         }
-        failing.1 = now;
-        tracing::warn!(
-            error = %e,
-            "every call to the Redis Cluster failed for {}s: connecting afresh (the slot map from the seed nodes)",
-            REBUILD_AFTER.as_secs()
-        );
+        failing.built = now;
+        failing.rebuilds += 1;
+        if failing.rebuilds == 1 {
+            tracing::warn!(
+                error = %e,
+                "every call to the Redis Cluster failed for {}s: connecting afresh (the slot map from the seed nodes)",
+                REBUILD_AFTER.as_secs()
+            );
+        } else {
+            tracing::debug!(error = %e, rebuilds = failing.rebuilds, "still failing: connecting afresh again");
+        }
         *self.current.write().unwrap_or_else(|e| e.into_inner()) =
             Conn::start(&self.target, self.timeout);
     }
