@@ -3,13 +3,16 @@
 //!
 //! This module owns the settings, the Lua scripts (one atomic step each, in
 //! one slot group: an ingest batch's share, a poll's start, a look after a
-//! wake-up, a poll's end, an eviction sweep, `/stats`, presence; with hooks, cluster-wide presence and the
-//! shared hook queue: `hooks_*.lua`, `presence_*.lua`) and decoding their
-//! replies. `conn.rs` owns the connection (one server or a
-//! Redis Cluster), `groups.rs` how keys are grouped into slots, `wake.rs`
-//! the pub/sub wake-up hints and this node's waiting polls. The hub's side
-//! (`src/hub/remote.rs`) decides when to call what. The design, key layout
-//! and guarantees are in `docs/storage.md`.
+//! wake-up, a poll's end, an eviction sweep, `/stats`, presence; with
+//! hooks, presence and the hook queue of the group: `hooks_*.lua`,
+//! `presence_sweep.lua`, and the notifications every script may queue,
+//! `notify` in `prelude.lua`) and decoding their replies. `conn.rs` owns the
+//! connection (one server or a Redis Cluster, rebuilt when a cluster's
+//! stays broken), `batch.rs` the batching of the per-poll scripts,
+//! `groups.rs` how keys are grouped into slots, `wake.rs` the pub/sub
+//! wake-up hints and this node's waiting polls. The hub's side
+//! (`src/hub/remote.rs`, `src/hub/presence.rs`) decides when to call what.
+//! The design, key layout and guarantees are in `docs/storage.md`.
 //!
 //! Nothing here blocks a worker: every call is async, bounded by
 //! `store.timeout`, and a failure is a [`StoreError::Unavailable`] (`503
