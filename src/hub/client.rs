@@ -148,8 +148,11 @@ impl Client {
 
 /// What one look at a mailbox found for a poll.
 pub(super) enum Looked {
-    /// Nothing to say yet: keep waiting.
-    Nothing,
+    /// Nothing to say yet: keep waiting. The mailbox's head at that look,
+    /// read under the same lock: where a reply with nothing resumes. (Read
+    /// any later, it could name a message appended since, which the
+    /// reader would then skip.)
+    Nothing(Cursor),
     /// Messages (or a reset) to reply with.
     Read(ReadOutcome),
     /// The client was disconnected; reply with this cursor.
@@ -173,7 +176,7 @@ impl ClientState {
         if self.log.has_after(since, now) {
             Looked::Read(self.log.read_after(since, now, max_bytes))
         } else {
-            Looked::Nothing
+            Looked::Nothing(self.log.head())
         }
     }
 

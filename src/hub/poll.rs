@@ -179,13 +179,15 @@ impl Hub {
                 .client
                 .lock()
                 .look(since, Instant::now(), limits.max_reply_bytes);
-            match looked {
-                Looked::Nothing if !self.is_shutting_down() => {}
+            let head = match looked {
+                Looked::Nothing(head) if !self.is_shutting_down() => head,
                 said => break said,
-            }
+            };
             tokio::select! {
                 _ = notified => continue,
-                _ = &mut sleep => break Looked::Nothing,
+                // (What came after this look waits for the next poll,
+                // which resumes at this look's head.)
+                _ = &mut sleep => break Looked::Nothing(head),
             }
         };
         match looked {
@@ -198,9 +200,9 @@ impl Hub {
             Looked::Disconnected(cursor) => Waited::Disconnected(cursor),
             Looked::Replaced(cursor) => Waited::Replaced(cursor),
             // Timed out, or shutting down, with nothing new: `since` was
-            // absent or valid, so the head is where the next wait resumes
-            // (past any message whose own ttl lapsed).
-            Looked::Nothing => Waited::Nothing(open.client.lock().log.head()),
+            // absent or valid, so the head at the last look is where the
+            // next wait resumes (past any message whose own ttl lapsed).
+            Looked::Nothing(head) => Waited::Nothing(head),
         }
     }
 

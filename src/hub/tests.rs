@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use super::*;
 use crate::protocol::ingest::{parse, ParseLimits};
@@ -648,4 +648,64 @@ fn a_waiting_poll_future_stays_small() {
     let size = std::mem::size_of_val(&poll);
     println!("Hub::poll future: {size} bytes");
     assert!(size <= 768, "Hub::poll's future is {size} bytes");
+}
+
+/// A reply with nothing names the head seen by the look that found nothing,
+/// never a head read later: a message appended between that look and the
+/// reply would otherwise be skipped by the next poll (it happened to Bayeux
+/// sessions under load: `timeout=0` connects, the timer and the wake-up
+/// ready at once). Messages race immediate and short polls; every one must
+/// arrive, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_reply_never_names_a_message_it_did_not_carry() {
+    const MESSAGES: usize = 30_000;
+    let hub = hub();
+    // The writer stays within the mailbox's retention (100) of the reader.
+    let received = Arc::new(AtomicUsize::new(0));
+    let writer = {
+        let (hub, received) = (hub.clone(), received.clone());
+        tokio::spawn(async move {
+            for i in 0..MESSAGES {
+                while i >= received.load(std::sync::atomic::Ordering::SeqCst) + 50 {
+                    tokio::task::yield_now().await;
+                }
+                apply(&hub, &format!(r#"<message to="racer">{i}</message>"#)).unwrap();
+                if i % 4 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+        })
+    };
+    let mut got = Vec::new();
+    let mut since: Option<Cursor> = None;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while got.len() < MESSAGES {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {MESSAGES} arrived: the cursor went past one (the writer waits for the reader)",
+            got.len()
+        );
+        let timeout = if got.len() % 3 == 0 {
+            Duration::ZERO
+        } else {
+            Duration::from_micros(200)
+        };
+        let reply = poll_with(
+            &hub,
+            PollRequest {
+                since,
+                timeout: Some(timeout),
+                ..request("racer")
+            },
+        )
+        .await;
+        assert_ne!(reply["reset"], json!(true), "{reply}");
+        for data in datas(&reply) {
+            assert_eq!(data, json!(got.len()), "skipped a message: {reply}");
+            got.push(data);
+        }
+        received.store(got.len(), std::sync::atomic::Ordering::SeqCst);
+        since = Some(Cursor::parse(reply["cursor"].as_str().unwrap()).unwrap());
+    }
+    writer.await.unwrap();
 }
