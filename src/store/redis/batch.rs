@@ -101,15 +101,8 @@ impl RedisStore {
                 step,
                 group,
             };
-            let mut batch: Args = Vec::with_capacity(2 + args.len());
-            batch.push(b"1".to_vec());
-            batch.push(args.len().to_string().into_bytes());
-            batch.extend(args);
-            let Reply(mut values) = self.run_unbatched(step, group, batch).await?;
-            return match values.pop() {
-                Some(value) if values.is_empty() => Ok(Reply::from(value)),
-                _ => Err(super::unexpected_reply("not one reply to a batch of one")),
-            };
+            let mut replies = self.send_run(step, group, vec![args]).await?;
+            return Ok(replies.pop().expect("one reply to a run of one"));
         }
         replied.await.unwrap_or_else(|_| {
             Err(StoreError::Unavailable(
@@ -130,29 +123,14 @@ impl RedisStore {
                 let take = queue.waiting.len().min(MAX_ITEMS);
                 queue.waiting.drain(..take).collect()
             };
-            let mut args: Args =
-                Vec::with_capacity(1 + items.iter().map(|i| 1 + i.args.len()).sum::<usize>());
-            args.push(items.len().to_string().into_bytes());
-            let mut replies = Vec::with_capacity(items.len());
-            for item in items {
-                args.push(item.args.len().to_string().into_bytes());
-                args.extend(item.args);
-                replies.push(item.reply);
-            }
-            match self.run_unbatched(step, group, args).await {
-                Ok(Reply(values)) if values.len() == replies.len() => {
+            let (args, replies): (Vec<Args>, Vec<_>) = items
+                .into_iter()
+                .map(|item| (item.args, item.reply))
+                .unzip();
+            match self.send_run(step, group, args).await {
+                Ok(values) => {
                     for (value, reply) in values.into_iter().zip(replies) {
-                        let _ = reply.send(Ok(Reply::from(value)));
-                    }
-                }
-                Ok(Reply(values)) => {
-                    let e = super::unexpected_reply(format!(
-                        "{} replies to a batch of {}",
-                        values.len(),
-                        replies.len()
-                    ));
-                    for reply in replies {
-                        let _ = reply.send(Err(e.clone()));
+                        let _ = reply.send(Ok(value));
                     }
                 }
                 Err(e) => {
@@ -162,6 +140,33 @@ impl RedisStore {
                 }
             }
         }
+    }
+
+    /// One script run of `items` (`each_item` in `prelude.lua`: the count,
+    /// then each item's argument count and arguments); their replies, one
+    /// per item, in order.
+    async fn send_run(
+        &self,
+        step: Step,
+        group: usize,
+        items: Vec<Args>,
+    ) -> Result<Vec<Reply>, StoreError> {
+        let count = items.len();
+        let mut args: Args =
+            Vec::with_capacity(1 + items.iter().map(|a| 1 + a.len()).sum::<usize>());
+        args.push(count.to_string().into_bytes());
+        for item in items {
+            args.push(item.len().to_string().into_bytes());
+            args.extend(item);
+        }
+        let Reply(values) = self.run_unbatched(step, group, args).await?;
+        if values.len() != count {
+            return Err(super::unexpected_reply(format!(
+                "{} replies to a batch of {count}",
+                values.len()
+            )));
+        }
+        Ok(values.into_iter().map(Reply::from).collect())
     }
 }
 
