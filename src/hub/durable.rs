@@ -22,7 +22,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::client::{Client, Gone, Revocation};
 use super::Hub;
-use crate::store::journal::{AfterCommit, Change, Commit, RecoveredClient, StoreError};
+use crate::store::journal::{
+    AfterCommit, Change, Commit, RecoveredClient, StateImages, StoreError,
+};
 
 /// Collects the changes of one step when there is a journal to write them
 /// to; does nothing (builds nothing) for the memory store.
@@ -154,18 +156,37 @@ impl Hub {
     }
 
     /// Writes a snapshot when the journal asks for one (from the reaper's
-    /// blocking thread). Clients are collected first, so no shard of the
-    /// client map stays locked while the snapshot is written.
+    /// blocking thread).
     pub(super) fn snapshot_if_due(&self) {
         let Some(journal) = &self.0.journal else {
             return;
         };
-        if !journal.snapshot_due() {
-            return;
+        if journal.snapshot_due() {
+            self.snapshot_now();
         }
+    }
+
+    /// Writes a snapshot now (blocking). The journal asks for the clients
+    /// only once it has started the segment that outlives the snapshot
+    /// (see [`crate::store::journal::Journal::write_snapshot`]).
+    pub(super) fn snapshot_now(&self) {
+        let Some(journal) = &self.0.journal else {
+            return;
+        };
+        let hub = self.clone();
+        let mut state = move || -> StateImages { Box::new(hub.images()) };
+        if let Err(e) = journal.write_snapshot(&mut state) {
+            tracing::warn!(error = %e, "snapshot not taken; the journal keeps growing until the next try");
+        }
+    }
+
+    /// Every live client's image, each taken under its own lock as the
+    /// iterator reaches it. The client list is collected first, so no shard
+    /// of the client map stays locked while the snapshot is written.
+    fn images(&self) -> impl Iterator<Item = RecoveredClient> {
         let all: Vec<Arc<Client>> = self.0.clients.iter().map(|c| c.value().clone()).collect();
         let (wall, mono) = (SystemTime::now(), Instant::now());
-        let mut images = all.iter().filter_map(|client| {
+        all.into_iter().filter_map(move |client| {
             let state = client.lock();
             if state.gone.is_some() {
                 return None;
@@ -185,10 +206,7 @@ impl Hub {
                     .collect(),
                 last_active: wall - mono.saturating_duration_since(state.last_active),
             })
-        });
-        if let Err(e) = journal.write_snapshot(&mut images) {
-            tracing::warn!(error = %e, "snapshot not taken; the journal keeps growing until the next try");
-        }
+        })
     }
 
     /// Replaces the whole state with what the journal holds.

@@ -245,4 +245,6 @@ impl Hub {
 }
 
 #[cfg(test)]
+mod snapshot_tests;
+#[cfg(test)]
 mod tests;

@@ -102,6 +102,10 @@ pub struct RecoveredClient {
     pub last_active: SystemTime,
 }
 
+/// Every client's image, as a snapshot copies them (lazily: one client's
+/// lock at a time).
+pub type StateImages = Box<dyn Iterator<Item = RecoveredClient>>;
+
 /// Why a durable store could not take a change.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -151,12 +155,11 @@ pub trait Journal: Send + Sync {
     /// Whether the journal has grown enough past the state that a snapshot
     /// should replace it.
     fn snapshot_due(&self) -> bool;
-    /// Writes the whole state (every client, as `clients` yields them) as a
-    /// snapshot and deletes what it makes obsolete. Changes may go on
-    /// meanwhile: the journal keeps them after the snapshot's start, and
-    /// replaying them on top of it is idempotent. Blocking.
-    fn write_snapshot(
-        &self,
-        clients: &mut dyn Iterator<Item = RecoveredClient>,
-    ) -> Result<(), StoreError>;
+    /// Writes the whole state as a snapshot and deletes what it makes
+    /// obsolete. Changes may go on meanwhile: the journal first starts a
+    /// new segment (kept), and only then asks `state` for every client, so
+    /// a change is either in a kept segment or already in the state copied
+    /// (or both: replaying it on top of the snapshot is idempotent). A
+    /// client created between the two is thus never in neither. Blocking.
+    fn write_snapshot(&self, state: &mut dyn FnMut() -> StateImages) -> Result<(), StoreError>;
 }

@@ -33,7 +33,9 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use tokio::sync::oneshot;
 
-use super::journal::{AfterCommit, Change, Commit, Journal, RecoveredClient, StoreError};
+use super::journal::{
+    AfterCommit, Change, Commit, Journal, RecoveredClient, StateImages, StoreError,
+};
 use super::{Retention, StoreConfig};
 
 mod codec;
@@ -397,7 +399,8 @@ impl DiskJournal {
         if !report.epochs_renewed {
             return Ok(());
         }
-        self.write_snapshot(&mut clients.iter().cloned())
+        let clients = clients.to_vec();
+        self.write_snapshot(&mut || Box::new(clients.clone().into_iter()))
             .inspect(|()| {
                 tracing::info!(
                     "the renewed epochs are written in a snapshot; the damaged journal is retired"
@@ -476,10 +479,7 @@ impl Journal for DiskJournal {
             && active.since_snapshot > self.inner.segment_bytes.max(2 * active.snapshot_bytes)
     }
 
-    fn write_snapshot(
-        &self,
-        clients: &mut dyn Iterator<Item = RecoveredClient>,
-    ) -> Result<(), StoreError> {
+    fn write_snapshot(&self, state: &mut dyn FnMut() -> StateImages) -> Result<(), StoreError> {
         let inner = &self.inner;
         let unavailable = |e: std::io::Error| StoreError::Unavailable(e.to_string());
         let (number, written, failures) = {
@@ -502,7 +502,10 @@ impl Journal for DiskJournal {
         let started = Instant::now();
         let path = inner.files.snapshot_path(number);
         let tmp = path.with_extension("tmp");
-        let written = write_snapshot_file(&tmp, clients).map_err(unavailable);
+        // Only now, with the new segment started and everything before it
+        // appended: a client created before the rotation is in the
+        // state copied, one created after it is in a kept segment.
+        let written = write_snapshot_file(&tmp, &mut state()).map_err(unavailable);
         let bytes = match written {
             Ok(bytes) if inner.failed_writes.load(Ordering::SeqCst) == failures => bytes,
             other => {
