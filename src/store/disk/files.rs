@@ -128,24 +128,28 @@ impl StoreFiles {
         File::open(&self.dir)?.sync_all()
     }
 
-    /// Whether the machine may have lost writes since the last start (it
-    /// rebooted, and the last start did not fsync every write); records
-    /// this start's boot id and policy for the next one.
-    pub fn check_boot(&self, relaxed_fsync: bool) -> io::Result<bool> {
-        let path = self.dir.join("BOOT");
-        let now = boot_id();
-        let before = std::fs::read_to_string(&path).unwrap_or_default();
-        let lost = match before.split_once(' ') {
-            Some((boot, "relaxed")) => boot != now,
+    /// Whether the machine may have lost writes since the last start: it
+    /// rebooted, and the last start did not fsync every write. Reads only:
+    /// the answer must stay the same until what it implies (every mailbox
+    /// renewed) is durable, see [`StoreFiles::record_boot`].
+    pub fn writes_maybe_lost(&self) -> bool {
+        let before = std::fs::read_to_string(self.dir.join("BOOT")).unwrap_or_default();
+        match before.split_once(' ') {
+            Some((boot, "relaxed")) => boot != boot_id(),
             _ => false,
-        };
+        }
+    }
+
+    /// Records this start's boot id and fsync policy for the next start.
+    /// Called once the recovered state is settled (renewed epochs written):
+    /// a crash before that finds the old record and renews them again.
+    pub fn record_boot(&self, relaxed_fsync: bool) -> io::Result<()> {
         let policy = if relaxed_fsync { "relaxed" } else { "always" };
         let tmp = self.dir.join("BOOT.tmp");
-        std::fs::write(&tmp, format!("{now} {policy}"))?;
+        std::fs::write(&tmp, format!("{} {policy}", boot_id()))?;
         File::open(&tmp)?.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        self.sync_dir()?;
-        Ok(lost)
+        std::fs::rename(&tmp, self.dir.join("BOOT"))?;
+        self.sync_dir()
     }
 }
 

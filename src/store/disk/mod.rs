@@ -41,6 +41,8 @@ use super::{Retention, StoreConfig};
 mod codec;
 mod files;
 mod recovery;
+#[cfg(test)]
+mod tests;
 
 pub use files::LockError;
 pub use recovery::Report;
@@ -160,7 +162,7 @@ impl DiskJournal {
         let (files, lock) = StoreFiles::lock(&config.path)?;
         let io = |e| OpenError::Io(config.path.clone(), e);
         let relaxed = config.fsync != FsyncPolicy::Always;
-        let lost_writes = files.check_boot(relaxed).map_err(io)?;
+        let lost_writes = files.writes_maybe_lost();
         let (clients, report) =
             recovery::recover(&files, retention.max_messages, max_revoked, lost_writes)
                 .map_err(io)?;
@@ -215,6 +217,7 @@ impl DiskJournal {
         journal
             .settle_renewed_epochs(&report, &clients)
             .map_err(|e| io(std::io::Error::other(e)))?;
+        journal.inner.files.record_boot(relaxed).map_err(io)?;
         Ok((journal, clients, report))
     }
 }

@@ -1,0 +1,98 @@
+//! The store's start-up record of the boot: a machine crash under a relaxed
+//! fsync policy renews every mailbox, and keeps renewing them until that is
+//! durable.
+
+use super::*;
+use crate::protocol::ClientId;
+use crate::store::StoreKind;
+
+fn config(dir: &std::path::Path) -> StoreConfig {
+    StoreConfig {
+        kind: StoreKind::Disk,
+        path: dir.to_owned(),
+        fsync: FsyncPolicy::Never,
+        ..StoreConfig::default()
+    }
+}
+
+fn open(dir: &std::path::Path) -> Result<(DiskJournal, Vec<RecoveredClient>, Report), OpenError> {
+    DiskJournal::open(&config(dir), Retention { max_messages: 10 }, 4)
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("cometbox-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// As if the machine rebooted since a start with a relaxed policy.
+fn pretend_reboot(dir: &std::path::Path) {
+    std::fs::write(dir.join("BOOT"), "another-boot relaxed").unwrap();
+}
+
+#[tokio::test]
+async fn a_reboot_after_a_relaxed_start_renews_every_epoch() {
+    let dir = scratch("boot-renew");
+    let (journal, _, _) = open(&dir).unwrap();
+    let client = ClientId::parse("ann").unwrap();
+    journal
+        .submit(
+            vec![Change::Created {
+                client: client.clone(),
+                epoch: 7,
+            }],
+            None,
+        )
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    drop(journal);
+    pretend_reboot(&dir);
+    let (journal, clients, report) = open(&dir).unwrap();
+    assert!(report.epochs_renewed, "{report:?}");
+    assert_eq!(clients.len(), 1);
+    assert_ne!(clients[0].epoch, 7, "old cursors must answer reset");
+    drop(journal);
+    // The renewal is durable: the next start trusts what it finds.
+    let (_, clients_after, report) = open(&dir).unwrap();
+    assert!(!report.epochs_renewed, "{report:?}");
+    assert_eq!(clients_after[0].epoch, clients[0].epoch);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_start_that_fails_before_the_renewal_is_durable_renews_again() {
+    let dir = scratch("boot-order");
+    let (journal, _, _) = open(&dir).unwrap();
+    journal
+        .submit(
+            vec![Change::Created {
+                client: ClientId::parse("bea").unwrap(),
+                epoch: 7,
+            }],
+            None,
+        )
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    drop(journal);
+    pretend_reboot(&dir);
+    // The renewal's snapshot cannot be written (its temporary file's name
+    // is taken by a directory): the start fails after recovery.
+    let last = StoreFiles::lock(&dir).map(|(f, _)| f.segments().unwrap().last().unwrap().number);
+    let blocker = dir.join(format!("snapshot-{:08}.tmp", last.unwrap() + 1));
+    std::fs::create_dir(&blocker).unwrap();
+    assert!(open(&dir).is_err(), "the snapshot could not be written");
+    std::fs::remove_dir(&blocker).unwrap();
+    // The next start must still know that writes may have been lost.
+    let (_, clients, report) = open(&dir).unwrap();
+    assert!(
+        report.epochs_renewed,
+        "trusted data a reboot may have cut: {report:?}"
+    );
+    assert_ne!(clients[0].epoch, 7);
+    let _ = std::fs::remove_dir_all(&dir);
+}
