@@ -79,7 +79,7 @@ impl Bayeux {
     /// Checks a connect and counts it on its session; a connect the
     /// session was holding answers at once.
     pub(super) fn prepare_connect(&self, message: Inbound) -> Result<PendingConnect, Value> {
-        let session = self.session_of(&message)?;
+        let session = self.live_session_of(&message)?;
         if let Some(kind) = &message.connection_type {
             if !CONNECTION_TYPES.contains(&kind.as_str()) {
                 return Err(wire::failure(
@@ -91,9 +91,16 @@ impl Bayeux {
             }
         }
         let limits = self.hub.limits();
-        let timeout = wire::timeout_of(message.advice.as_ref()).map_or(limits.poll_timeout, |ms| {
-            Duration::from_millis(ms).min(limits.max_poll_timeout)
-        });
+        let mut timeout = wire::timeout_of(message.advice.as_ref())
+            .map_or(limits.poll_timeout, |ms| {
+                Duration::from_millis(ms).min(limits.max_poll_timeout)
+            });
+        if let Some(grant) = &session.grant {
+            // Held no later than the token's `exp`: the next connect is then
+            // told to handshake again.
+            let left = grant.expires_at.saturating_sub(super::meta::unix_now());
+            timeout = timeout.min(Duration::from_secs(left));
+        }
         let acked = wire::ack_of(message.ext.as_ref()).filter(|_| session.ack);
         let (since, number) = {
             let mut state = session.lock();

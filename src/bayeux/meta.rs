@@ -142,10 +142,33 @@ impl Bayeux {
             .ok_or_else(|| wire::failure(message, 402, "session_unknown", Reconnect::Handshake))
     }
 
+    /// [`Bayeux::session_of`], for a message that acts on the session's
+    /// grant (connect, subscribe, unsubscribe, publish): a session lives no
+    /// longer than its token, as a poll or a stream does. At `exp` the
+    /// session ends, and the page is told to handshake again (with a fresh
+    /// token).
+    pub(super) fn live_session_of(&self, message: &Inbound) -> Result<Arc<Session>, Value> {
+        let session = self.session_of(message)?;
+        if session
+            .grant
+            .as_ref()
+            .is_some_and(|g| g.expires_at <= unix_now())
+        {
+            self.sessions.end(&session.id);
+            return Err(wire::failure(
+                message,
+                401,
+                "token-expired: the session's token expired; handshake again with a fresh one",
+                Reconnect::Handshake,
+            ));
+        }
+        Ok(session)
+    }
+
     /// `/meta/subscribe`: each channel (or pattern) must be granted by the
     /// token, and allowed by the `subscribe` hook; all or none join.
     pub(super) async fn subscribe(&self, message: &Inbound) -> Value {
-        let session = match self.session_of(message) {
+        let session = match self.live_session_of(message) {
             Ok(session) => session,
             Err(reply) => return reply,
         };
@@ -174,7 +197,9 @@ impl Bayeux {
         }
     }
 
-    /// A subscribe's channels, checked against the token.
+    /// A subscribe's channels, checked against the token. Without a token
+    /// nothing is granted: only the `subscribe` hook, when configured, can
+    /// allow a channel (the hub asks it for each).
     fn subscriptions(
         &self,
         message: &Inbound,
@@ -182,6 +207,14 @@ impl Bayeux {
     ) -> Result<Vec<ChannelName>, Value> {
         let channels = named_channels(message)?;
         let grant = session.grant.as_ref();
+        if grant.is_none() && !channels.is_empty() && !self.hooks_ask(EventType::Subscribe) {
+            return Err(wire::failure(
+                message,
+                403,
+                "a session without a token may subscribe only where the subscribe hook allows it, and [hooks] does not ask it",
+                Reconnect::Unchanged,
+            ));
+        }
         if let Some(refused) = channels
             .iter()
             .find(|c| grant.is_some_and(|grant| !grant.allows(c)))
@@ -199,7 +232,7 @@ impl Bayeux {
     /// `/meta/unsubscribe`: the client leaves the channels (a browser's own
     /// leave: it may join again).
     pub(super) async fn unsubscribe(&self, message: &Inbound) -> Value {
-        let session = match self.session_of(message) {
+        let session = match self.live_session_of(message) {
             Ok(session) => session,
             Err(reply) => return reply,
         };
@@ -238,7 +271,7 @@ impl Bayeux {
     /// message like ingest's, reaching Bayeux and `/poll` members alike.
     /// A service channel's publish goes to the hook only.
     pub(super) async fn publish(&self, message: &Inbound) -> Value {
-        let session = match self.session_of(message) {
+        let session = match self.live_session_of(message) {
             Ok(session) => session,
             Err(reply) => return reply,
         };
@@ -249,6 +282,17 @@ impl Bayeux {
             Ok(channel) => channel,
             Err(e) => return wire::failure(message, 400, &e.to_string(), Reconnect::Unchanged),
         };
+        if is_reserved_for_publish(&message.channel) {
+            return wire::failure(
+                message,
+                403,
+                &format!(
+                    "{} is reserved: /meta/ and /cometbox/ carry the server's own messages",
+                    message.channel
+                ),
+                Reconnect::Unchanged,
+            );
+        }
         let service = message.channel.starts_with(SERVICE);
         // A token's `publish` claim, when it has one, bounds the page
         // whatever the hook would say; without a claim the hook decides,
@@ -350,6 +394,20 @@ fn named_channels(message: &Inbound) -> Result<Vec<ChannelName>, Value> {
 /// able to subscribe to them).
 fn is_own_channel(name: &str) -> bool {
     name.starts_with("/meta/") || name.starts_with(SERVICE) || name.starts_with(OWN)
+}
+
+/// Channels no page may publish to, whatever its token grants: cometbox's
+/// own (a publish there would look exactly like a backend's direct message
+/// or a reset to every `/**` subscriber) and the meta channels.
+pub fn is_reserved_for_publish(name: &str) -> bool {
+    name.starts_with(OWN) || name.starts_with("/meta/")
+}
+
+/// Seconds since the epoch, as a token's `exp` counts them.
+pub(super) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// A client id for a session without a token: the hooks decide who it is

@@ -36,6 +36,7 @@ mod wire;
 
 pub use config::BayeuxConfig;
 pub use connect::{Connected, PendingConnect};
+pub use meta::is_reserved_for_publish;
 pub use wire::{parse_batch, BatchError};
 
 use session::Sessions;

@@ -262,6 +262,14 @@ async fn token(
             "invalid channel grant {bad:?}: a channel name, or a prefix ending in *"
         )));
     }
+    // A grant inside the reserved namespace is refused outright; a broader
+    // one (`*`, `/*`) stays valid: the publish itself is refused there.
+    let reserved_grant = |g: &&String| g.starts_with("/cometbox") || g.starts_with("/meta");
+    if let Some(reserved) = publish.iter().find(reserved_grant) {
+        return Err(IngestError::InvalidId(format!(
+            "publish grant {reserved:?} names a reserved channel: /meta/ and /cometbox/ carry the server's own messages"
+        )));
+    }
     let (jwt, expires) = state
         .tokens
         .mint_with_publish(&client, ttl, channels, publish);

@@ -669,3 +669,77 @@ async fn after_a_restart_of_the_disk_store_a_new_handshake_loses_nothing() {
     server.stop().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A session lives no longer than its token: at `exp` a connect, a
+/// subscribe and a publish are refused with `401::token-expired` and the
+/// advice to handshake again, and the session is gone.
+#[tokio::test]
+async fn a_session_ends_when_its_token_expires() {
+    let server = server().await;
+    let exp = now() + 2;
+    let short = token_with(
+        json!({"sub": "eve", "exp": exp, "channels": ["/chat/*"], "publish": ["/chat/*"]}),
+        SECRET,
+    );
+    let mut page = BayeuxClient::with_token(&server, &short).await;
+    assert_eq!(page.subscribe(json!("/chat/a")).await["successful"], true);
+    // A connect held past `exp` answers at `exp`, not at its timeout.
+    let held = Instant::now();
+    let (_, reply) = page.connect(10_000).await;
+    assert_eq!(reply["successful"], true, "{reply}");
+    assert!(held.elapsed() < Duration::from_secs(8), "held past exp");
+    wait_until("the token expired", Duration::from_secs(5), || async {
+        now() > exp
+    })
+    .await;
+    let refused = page.publish("/chat/a", json!(1)).await;
+    assert_eq!(refused["successful"], false, "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("401::token-expired"),
+        "{refused}"
+    );
+    assert_eq!(refused["advice"]["reconnect"], "handshake", "{refused}");
+    // The session is gone: what follows is told to handshake as well.
+    let refused = page.subscribe(json!("/chat/b")).await;
+    assert_eq!(refused["successful"], false, "{refused}");
+    assert_eq!(refused["advice"]["reconnect"], "handshake", "{refused}");
+    let mut again = BayeuxClient::with_token(&server, &token("eve", &["/chat/*"])).await;
+    let (_, reply) = again.connect(0).await;
+    assert_eq!(reply["successful"], true, "a fresh token works: {reply}");
+}
+
+/// `/cometbox/*` and `/meta/*` carry the server's own messages: no token
+/// may publish there (a publish to `/cometbox/direct` looked exactly like a
+/// backend's direct message to every `/**` subscriber), and `POST /token`
+/// refuses such publish grants.
+#[tokio::test]
+async fn the_server_s_own_channels_cannot_be_published_to() {
+    let server = server().await;
+    let mut writer = BayeuxClient::with_token(&server, &publisher("mal", &["/*"], &["*"])).await;
+    let mut reader = BayeuxClient::with_token(&server, &token("rita", &["/*"])).await;
+    assert_eq!(reader.subscribe(json!("/**")).await["successful"], true);
+    for channel in ["/cometbox/direct", "/cometbox/reset"] {
+        let refused = writer.publish(channel, json!({"fake": true})).await;
+        assert_eq!(refused["successful"], false, "{channel}: {refused}");
+        assert!(
+            refused["error"].as_str().unwrap().starts_with("403::"),
+            "{refused}"
+        );
+    }
+    let (messages, _) = reader.connect(0).await;
+    assert!(messages.is_empty(), "{messages:?}");
+    let client = reqwest::Client::new();
+    for grant in ["/cometbox/*", "/cometbox/direct", "/meta/*"] {
+        let answer = client
+            .post(server.ingest_url(&format!("/token?client=mal&publish={grant}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 400, "{grant}");
+        let body = answer.text().await.unwrap();
+        assert!(body.contains("reserved"), "{body}");
+    }
+}

@@ -1077,3 +1077,37 @@ async fn bayeux_handshakes_subscribes_and_publishes_are_asked() {
     })
     .await;
 }
+
+/// A tokenless Bayeux session has no grant: with only the `connect` hook
+/// asked, its subscriptions are refused (it used to read any channel, a
+/// per-user one included), and so is a publish without the `publish` hook.
+#[tokio::test]
+async fn a_tokenless_bayeux_session_gets_nothing_the_hooks_do_not_allow() {
+    use serde_json::json;
+    let receiver = Receiver::start();
+    let server = hooked_server(&receiver, |s| {
+        s.bayeux.enabled = true;
+        s.hooks.events = vec![serde_json::from_value(Value::from("connect")).unwrap()];
+    })
+    .await;
+    let mut page = BayeuxClient::handshake(&server, json!({"user": "kim"})).await;
+    let refused = page.subscribe(json!("/user/42")).await;
+    assert_eq!(refused["successful"], false, "{refused}");
+    assert!(
+        refused["error"].as_str().unwrap().starts_with("403::"),
+        "{refused}"
+    );
+    let refused = page.subscribe(json!("/**")).await;
+    assert_eq!(refused["successful"], false, "{refused}");
+    server
+        .post_ok(r#"<message channel="/user/42">"secret"</message>"#, 1)
+        .await;
+    let (messages, _) = page.connect(0).await;
+    assert!(deliveries(&messages).is_empty(), "{messages:?}");
+    let publish = page.publish("/chat/demo", json!("hi")).await;
+    assert_eq!(publish["successful"], false, "{publish}");
+    assert!(
+        publish["error"].as_str().unwrap().starts_with("403::"),
+        "{publish}"
+    );
+}
