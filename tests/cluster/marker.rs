@@ -147,7 +147,57 @@ async fn promoted_replica_behind_resets(_kind: Kind) {
     assert_eq!(numbers(&body), [104], "{body}");
 }
 
-crate::on_both!(restart_from_a_stale_snapshot_resets);
+/// A queue entry whose payload key is gone (evicted under `maxmemory`,
+/// deleted by hand) is a loss: the poll that meets it answers `reset`, and
+/// so does a later poll from a cursor before it; it never skips silently.
+async fn a_lost_payload_resets(kind: Kind) {
+    let dir = Scratch::new("lost-payload");
+    let redis = TestRedis::start(kind, &dir.0.join("redis"), Persistence::None).await;
+    let n = nodes(&redis, &dir.0, 1).await;
+    let fay = token("fay", &[]);
+    post(&n[0], "fay", 1, 1).await;
+    let first = poll_ok(&n[0], &fay, "timeout=0").await;
+    let cursor = first["cursor"].as_str().unwrap().to_owned();
+    post(&n[0], "fay", 2, 2).await;
+    // Message 2's payload key goes: its entry is the queue's second.
+    let queue = redis.keys("*q:fay").await;
+    assert_eq!(queue.len(), 1, "{queue:?}");
+    let group = queue[0].strip_suffix("q:fay").unwrap().to_owned();
+    let mut deleted = false;
+    for server in &redis.servers {
+        let Ok(redis::Value::Array(entries)) =
+            server.command(&["LRANGE", &queue[0], "0", "-1"]).await
+        else {
+            continue; // not this server's slot
+        };
+        let entry = match &entries[1] {
+            redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+            other => panic!("queue entry {other:?}"),
+        };
+        let pid = entry.rsplit(':').next().unwrap();
+        let key = format!("{group}p:{pid}");
+        let gone = server.command(&["DEL", &key]).await;
+        assert!(
+            matches!(gone, Ok(redis::Value::Int(1))),
+            "DEL {key}: {gone:?}"
+        );
+        deleted = true;
+    }
+    assert!(deleted, "no server held the queue");
+    let body = poll_ok(&n[0], &fay, &format!("since={cursor}&timeout=0")).await;
+    assert_eq!(body["reset"], true, "message 2 was lost: {body}");
+    assert_eq!(numbers(&body), [3], "{body}");
+    let again = poll_ok(&n[0], &fay, &format!("since={cursor}&timeout=0")).await;
+    assert_eq!(again["reset"], true, "the same old cursor: {again}");
+    let next = body["cursor"].as_str().unwrap();
+    let after = poll_ok(&n[0], &fay, &format!("since={next}&timeout=0")).await;
+    assert_ne!(
+        after["reset"], true,
+        "a cursor past the loss holds: {after}"
+    );
+}
+
+crate::on_both!(restart_from_a_stale_snapshot_resets, a_lost_payload_resets);
 
 /// Promotion is one server's matter (a cluster promotes replicas itself).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

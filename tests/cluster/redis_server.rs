@@ -23,6 +23,9 @@ pub enum Persistence {
     None,
     /// AOF with `appendfsync always`: a restart keeps everything.
     Aof,
+    /// AOF with `appendfsync everysec` (Redis's default): a machine crash
+    /// may lose the last second, so a restart cannot be trusted.
+    AofEverysec,
 }
 
 /// A running redis-server.
@@ -77,13 +80,17 @@ impl RedisServer {
     pub async fn restart(&mut self) {
         assert!(self.child.is_none(), "already running");
         std::fs::create_dir_all(&self.dir).unwrap();
-        let aof = self.persistence == Persistence::Aof;
+        let aof = self.persistence != Persistence::None;
+        let fsync = match self.persistence {
+            Persistence::AofEverysec => "everysec",
+            _ => "always",
+        };
         let mut command = Command::new(binary());
         command
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--dir", self.dir.to_str().unwrap(), "--save", ""])
             .args(["--appendonly", if aof { "yes" } else { "no" }])
-            .args(["--appendfsync", "always", "--daemonize", "no"])
+            .args(["--appendfsync", fsync, "--daemonize", "no"])
             .args(["--logfile", self.dir.join("redis.log").to_str().unwrap()])
             .args(&self.extra)
             .stdin(Stdio::null())

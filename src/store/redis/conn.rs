@@ -90,6 +90,12 @@ impl Connection {
         result
     }
 
+    /// Runs one command on every master (the one server, or each master
+    /// of a cluster); their answers.
+    pub async fn query_each_master(&self, cmd: &Cmd) -> RedisResult<Vec<Value>> {
+        self.conn().query_each_master(cmd).await
+    }
+
     /// Notes a call's outcome; rebuilds a cluster connection whose calls
     /// all failed for [`REBUILD_AFTER`].
     fn watch(&self, result: &RedisResult<Value>) {
@@ -167,6 +173,21 @@ impl Conn {
         match self.clone() {
             Conn::Single(mut c) => cmd.query_async(&mut c).await,
             Conn::Cluster(mut c) => cmd.query_async(&mut c).await,
+        }
+    }
+
+    async fn query_each_master(&self, cmd: &Cmd) -> RedisResult<Vec<Value>> {
+        use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
+        match self.clone() {
+            Conn::Single(mut c) => Ok(vec![cmd.query_async(&mut c).await?]),
+            Conn::Cluster(mut c) => {
+                let all = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
+                match c.route_command(cmd.clone(), all).await? {
+                    // No response policy: each master's answer by address.
+                    Value::Map(answers) => Ok(answers.into_iter().map(|(_, v)| v).collect()),
+                    other => Ok(vec![other]),
+                }
+            }
         }
     }
 }

@@ -29,6 +29,7 @@ use super::journal::StoreError;
 
 mod batch;
 mod conn;
+mod fsync;
 mod groups;
 mod wake;
 
@@ -228,6 +229,8 @@ pub struct RedisStore {
     /// With hooks: what the scripts need to keep presence and queue
     /// notifications (`set_hooks`): ARGV[4] but for its random digits.
     hooks: std::sync::OnceLock<HooksArg>,
+    /// Whether every master runs `appendfsync always` (`fsync.rs`).
+    fsync: fsync::FsyncPolicy,
 }
 
 /// Which notifications `hooks.events` wants the scripts to queue.
@@ -343,8 +346,10 @@ impl RedisStore {
             waiters: Waiters::default(),
             stopped: CancellationToken::new(),
             hooks: std::sync::OnceLock::new(),
+            fsync: fsync::FsyncPolicy::default(),
         });
         wake::spawn_listener(store.clone(), settings.subscribe_to, store.stopped.clone());
+        fsync::spawn_watch(Arc::downgrade(&store), store.stopped.clone());
         store
     }
 
@@ -460,16 +465,18 @@ impl RedisStore {
             Step::HooksDone => &s.hooks.done,
         };
         let mut call = script.prepare_invoke();
+        // The fsync flag first, then the hooks' settings (`prelude.lua`).
+        let always = if self.fsync.always() { '1' } else { '0' };
         let hooks = match self.hooks.get() {
             // 24 random hex digits: with the script's counter, event ids.
             Some(h) => format!(
-                "{}\t{}\t{:024x}\t{}",
+                "{always}{}\t{}\t{:024x}\t{}",
                 h.flags,
                 h.offline_after_ms,
                 rand::random::<u128>() >> 32,
                 h.node
             ),
-            None => String::new(),
+            None => always.to_string(),
         };
         call.key(self.groups.base(group))
             .arg(&self.prefix)

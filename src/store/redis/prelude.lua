@@ -4,7 +4,8 @@
 --   KEYS[1] the slot group's key base (groups.rs): every key a script
 --           touches starts with it, so in a Redis Cluster it is one slot
 --   ARGV[1] key prefix (the wake channel), ARGV[2] now (unix ms),
---   ARGV[3] a random u32 (new epochs), ARGV[4] the [hooks] settings
+--   ARGV[3] a random u32 (new epochs), ARGV[4] '1' when every master runs
+--   `appendfsync always` (else '0'; fsync.rs), then the [hooks] settings
 --   ('' without hooks; see `notify`)
 -- A key's kind is its first component after the base, and a client id or
 -- channel name is the whole rest, so ids holding ':' cannot collide.
@@ -12,6 +13,8 @@ local G = KEYS[1]
 local P = ARGV[1]
 local NOW = tonumber(ARGV[2])
 local SEED = tonumber(ARGV[3])
+local FSYNC_ALWAYS = string.sub(ARGV[4], 1, 1) == '1'
+local HOOKS_ARG = string.sub(ARGV[4], 2)
 local ACTIVE = G .. 'active'      -- zset: client id -> last activity (ms)
 local STATS = G .. 'stats'        -- hash: msgid, subs, queued, lost, evicted
 local CHANNELS = G .. 'channels'  -- set: channels with at least one member here
@@ -94,10 +97,10 @@ end
 -- A wildcard pattern (`/chat/*`, `/chat/**`) rather than one channel.
 local function is_pattern(ch) return string.byte(ch, -1) == 42 end -- '*'
 
--- With [hooks] (ARGV[4] '' without): notifications are queued in this
+-- With [hooks] (HOOKS_ARG, '' without): notifications are queued in this
 -- group's hook queue in the same step as what they announce (so they are
 -- neither lost nor sent twice, whichever node ran it), and presence is
--- kept per group. ARGV[4] is
+-- kept per group. HOOKS_ARG is
 --   "<subscribed><unsubscribed><online><offline>\t<offline_after ms>\t<24 hex digits>\t<node>"
 -- (each flag 1 when that type is in hooks.events); event ids are 'evt-',
 -- those digits and a counter. A client is online while `online:e` holds the
@@ -108,7 +111,7 @@ local function is_pattern(ch) return string.byte(ch, -1) == 42 end -- '*'
 local HOOKS, WANT, OFFLINE_AFTER, EVENT_HEX, EVENT_NODE = false, {}, 0, '', ''
 do
   local s, u, on, off, after, hex, node =
-    string.match(ARGV[4], '^([01])([01])([01])([01])\t(%d+)\t(%x+)\t(.*)$')
+    string.match(HOOKS_ARG, '^([01])([01])([01])([01])\t(%d+)\t(%x+)\t(.*)$')
   if s then
     HOOKS, OFFLINE_AFTER, EVENT_HEX, EVENT_NODE = true, tonumber(after), hex, node
     WANT = {subscribed = s == '1', unsubscribed = u == '1', online = on == '1', offline = off == '1'}
@@ -194,14 +197,18 @@ end
 
 -- The instance marker: what makes cursors `reset` when Redis went back in
 -- time with the mailbox still there (docs/storage.md, "Redis loses data").
--- RUN holds the replication id of the instance that last served a read and
--- a salt added to every epoch of the group. Another instance now (its
--- replication id differs) means a restart or a failover:
+-- RUN holds the replication id of the instance that last served a read, a
+-- salt added to every epoch of the group, and whether that instance ran
+-- with `appendfsync always` (as the nodes last found, FSYNC_ALWAYS).
+-- Another instance now (its replication id differs) means a restart or a
+-- failover:
 -- - no RUN at all: a fresh or emptied Redis; any salt will do;
 -- - the writer's id is this instance's `master_replid2`: a replica promoted
 --   in its place, which may lack the last writes: new salt;
--- - else a restart (or the keys moved): its data came from disk; only AOF
---   is taken as complete (RDB snapshots lag): without AOF, new salt.
+-- - else a restart (or the keys moved): its data came from disk; only an
+--   AOF fsynced before every answer is taken as complete (RDB snapshots
+--   lag; `everysec`, Redis's default, loses the last second to a machine
+--   crash): unless the lost instance ran AOF with `always`, new salt.
 -- A new salt changes every epoch of the group, so every cursor `reset`s
 -- (with what is retained) instead of resuming past ids Redis may reuse.
 local salt_now = nil -- one look per script run (a batch reads many mailboxes)
@@ -210,13 +217,16 @@ local function salt()
   local info = redis.call('INFO', 'replication')
   local me = string.match(info, 'master_replid:(%x+)') or ''
   local promoted_from = string.match(info, 'master_replid2:(%x+)')
-  local run = redis.call('HMGET', RUN, 'id', 'salt')
+  local run = redis.call('HMGET', RUN, 'id', 'salt', 'always')
   local s = tonumber(run[2])
+  local always = FSYNC_ALWAYS and '1' or '0'
   if run[1] ~= me then
-    local keep = s ~= nil and run[1] ~= promoted_from
+    local keep = s ~= nil and run[1] ~= promoted_from and run[3] == '1'
       and string.find(redis.call('INFO', 'persistence'), 'aof_enabled:1', 1, true) ~= nil
     if not keep then s = SEED end
-    redis.call('HSET', RUN, 'id', me, 'salt', s)
+    redis.call('HSET', RUN, 'id', me, 'salt', s, 'always', always)
+  elseif run[3] ~= always then
+    redis.call('HSET', RUN, 'always', always)
   end
   salt_now = s
   return s
@@ -257,6 +267,12 @@ local function read(id, has_since, since_epoch, since_seq, max_bytes, overhead)
           out[#out + 1] = seq
           out[#out + 1] = tail
           last = seq
+        else
+          -- Due, yet its payload is gone (evicted under maxmemory, deleted
+          -- by hand, lost by Redis): a loss, never a silent skip. This
+          -- reply resets, and so does any cursor from before it.
+          out[4] = 1
+          if seq > l then l = seq; redis.call('HSET', k, 'l', seq) end
         end
       end
     end
