@@ -43,8 +43,14 @@ pub(super) struct RemotePoll {
     store: Arc<RedisStore>,
     client: ClientId,
     lease: String,
-    /// Whether Redis counted the lease (the poll's start succeeded).
-    opened: bool,
+    /// Whether Redis may hold the lease: from the moment the start script
+    /// is sent (a cancelled call may still have run it) until it refused.
+    /// A drop then ends the lease rather than leave it for timeout + 30 s.
+    lease_sent: bool,
+    /// Whether this node counts the poll as open (`/stats` `open_polls`):
+    /// only once the start script ran, so the poll is subscribed to its
+    /// channels and will be woken by the next message for it.
+    counted: bool,
     local: Arc<LocalClient>,
     /// The start script's look, and the `since` it looked after: the
     /// first [`Hub::wait`] with that `since` answers with it (no second
@@ -58,8 +64,11 @@ pub(super) struct RemotePoll {
 
 impl Drop for RemotePoll {
     fn drop(&mut self) {
+        if self.counted {
+            self.local.uncount_open();
+        }
         self.store.waiters.leave(&self.client);
-        if !self.opened {
+        if !self.lease_sent {
             return;
         }
         let group = self.store.groups().of(self.client.as_str());
@@ -301,15 +310,22 @@ impl Hub {
             lease: format!("{}:{:016x}", redis.node(), rand::random::<u64>()),
             local: redis.waiters.join(&request.client),
             client: request.client.clone(),
-            opened: false,
+            lease_sent: true,
+            counted: false,
             first: Mutex::new(None),
             woken_before: 0,
         };
         open.woken_before = open.local.woken.load(std::sync::atomic::Ordering::SeqCst);
-        let reply = self
-            .start_poll(redis, request, &open.lease, timeout)
-            .await?;
-        open.opened = true;
+        let reply = match self.start_poll(redis, request, &open.lease, timeout).await {
+            Ok(reply) => reply,
+            Err(refused) => {
+                // A refusal took no lease; a failed call may have.
+                open.lease_sent = matches!(refused, PollError::Storage(_));
+                return Err(refused);
+            }
+        };
+        open.local.count_open();
+        open.counted = true;
         *open.first.get_mut().unwrap_or_else(|e| e.into_inner()) =
             Some((request.since, decode_read(&reply, request.since)));
         self.0.polls_total.fetch_add(1, Relaxed);

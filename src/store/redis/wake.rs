@@ -37,10 +37,25 @@ pub struct LocalClient {
     /// Counts those wake-ups: a poll that looked before it could wait
     /// (its start script) compares it to know whether it missed one.
     pub woken: AtomicU64,
+    /// Polls joined here (for wake-ups), started or not: the entry lives
+    /// while any is.
     polls: AtomicU32,
+    /// Of those, the polls whose start script ran: subscribed, and so
+    /// counted as open.
+    open: AtomicU32,
 }
 
 impl LocalClient {
+    /// The poll's start script ran: it counts as open from now.
+    pub fn count_open(&self) {
+        self.open.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A counted poll ended.
+    pub fn uncount_open(&self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+
     fn notify(&self) {
         self.woken.fetch_add(1, Ordering::SeqCst);
         self.wake.notify_waiters();
@@ -82,11 +97,13 @@ impl Waiters {
         }
     }
 
-    /// Polls waiting on this node.
+    /// Polls open on this node: started (subscribed in Redis) and not yet
+    /// answered. A poll still waiting for its start script is not counted,
+    /// so a caller who sees N open polls may publish to all N.
     pub fn open_polls(&self) -> u64 {
         self.0
             .iter()
-            .map(|c| u64::from(c.polls.load(Ordering::Relaxed)))
+            .map(|c| u64::from(c.open.load(Ordering::Relaxed)))
             .sum()
     }
 }
