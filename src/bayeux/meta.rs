@@ -437,7 +437,9 @@ pub(super) fn poll_failure(message: &Inbound, e: &PollError) -> Value {
 fn apply_failure(message: &Inbound, e: &ApplyError) -> Value {
     let code = match e {
         ApplyError::TooManyChannels { .. } => 400,
-        ApplyError::TooManyClients { .. } | ApplyError::Storage(_) => 503,
+        ApplyError::TooManyClients { .. }
+        | ApplyError::Storage(_)
+        | ApplyError::PartlyApplied { .. } => 503,
     };
     wire::failure(message, code, &e.to_string(), Reconnect::Unchanged)
 }

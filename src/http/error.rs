@@ -119,6 +119,25 @@ pub enum IngestError {
     /// 503 `storage-unavailable`: the store cannot write; nothing applied.
     #[error("{0}")]
     StorageUnavailable(String),
+    /// 503 `partly-applied`: a Redis Cluster took part of the batch; the
+    /// reply's `applied` and `partly` attributes number the commands.
+    #[error("{message}")]
+    PartlyApplied {
+        /// Commands applied in full, space-separated (1-based).
+        applied: String,
+        /// Channel messages applied in some slot groups only.
+        partly: String,
+        /// The whole explanation.
+        message: String,
+    },
+}
+
+/// `1 3 4`: command numbers as an attribute value.
+fn numbers(list: &[usize]) -> String {
+    list.iter()
+        .map(usize::to_string)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 impl From<ApplyError> for IngestError {
@@ -127,6 +146,15 @@ impl From<ApplyError> for IngestError {
             ApplyError::TooManyClients { .. } => IngestError::Overloaded(e.to_string()),
             ApplyError::TooManyChannels { .. } => IngestError::TooLarge(e.to_string()),
             ApplyError::Storage(_) => IngestError::StorageUnavailable(e.to_string()),
+            ApplyError::PartlyApplied {
+                ref applied,
+                ref partly,
+                ..
+            } => IngestError::PartlyApplied {
+                applied: numbers(applied),
+                partly: numbers(partly),
+                message: e.to_string(),
+            },
         }
     }
 }
@@ -161,6 +189,9 @@ impl IngestError {
             IngestError::StorageUnavailable(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "storage-unavailable", None)
             }
+            IngestError::PartlyApplied { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "partly-applied", None)
+            }
         }
     }
 }
@@ -169,7 +200,13 @@ impl IntoResponse for IngestError {
     fn into_response(self) -> Response {
         let (status, code, line) = self.status_code_line();
         tracing::info!(code, status = status.as_u16(), error = %self, "ingest request rejected");
-        let line = line.map(|l| format!(r#" line="{l}""#)).unwrap_or_default();
+        let mut line = line.map(|l| format!(r#" line="{l}""#)).unwrap_or_default();
+        if let IngestError::PartlyApplied {
+            applied, partly, ..
+        } = &self
+        {
+            line = format!(r#" applied="{applied}" partly="{partly}""#);
+        }
         let message = quick_xml::escape::escape(self.to_string());
         let mut reply = xml(
             status,

@@ -49,6 +49,26 @@ pub enum ApplyError {
     /// The durable store could not write it; nothing was applied.
     #[error(transparent)]
     Storage(#[from] StoreError),
+    /// A Redis Cluster took part of the batch and failed the rest (a
+    /// master down): what was applied, by command number (1-based), so
+    /// that a backend resends only the rest.
+    #[error("only part of the batch was applied ({cause}): commands applied: [{}]; channel messages that reached some members only: [{}]; the others were not applied", join(applied), join(partly))]
+    PartlyApplied {
+        /// Commands applied in full.
+        applied: Vec<usize>,
+        /// Channel messages applied in some slot groups only.
+        partly: Vec<usize>,
+        /// Why the rest failed.
+        cause: StoreError,
+    },
+}
+
+fn join(numbers: &[usize]) -> String {
+    numbers
+        .iter()
+        .map(usize::to_string)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 impl Hub {

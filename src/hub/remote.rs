@@ -30,6 +30,46 @@ use crate::store::journal::StoreError;
 use crate::store::redis::{unexpected_reply, unix_ms, Args, LocalClient, RedisStore, Reply, Step};
 use crate::store::{ReadOutcome, StoredMessage};
 
+/// How an apply script treats its limits (`apply.lua`).
+#[derive(Clone, Copy)]
+enum ApplyMode {
+    /// Checks, then applies all of the share or nothing.
+    Apply,
+    /// Checks only: applies nothing.
+    Check,
+    /// Applies without checking (every share was checked just before).
+    Force,
+}
+
+impl ApplyMode {
+    fn word(self) -> &'static str {
+        match self {
+            ApplyMode::Apply => "apply",
+            ApplyMode::Check => "check",
+            ApplyMode::Force => "force",
+        }
+    }
+}
+
+/// A batch some of whose shares Redis took while others failed: which
+/// commands (1-based, as ingest numbers them) are applied in full, and which
+/// channel messages reached the members in some groups only.
+fn partly_applied(homes: &[Option<usize>], failed: &[usize], cause: StoreError) -> ApplyError {
+    let (mut applied, mut partly) = (Vec::new(), Vec::new());
+    for (i, home) in homes.iter().enumerate() {
+        match home {
+            Some(g) if !failed.contains(g) => applied.push(i + 1),
+            Some(_) => {}
+            None => partly.push(i + 1),
+        }
+    }
+    ApplyError::PartlyApplied {
+        applied,
+        partly,
+        cause,
+    }
+}
+
 /// A lease outlives its poll's timeout by this much before Redis stops
 /// counting it (a node killed with polls open).
 const LEASE_GRACE: Duration = Duration::from_secs(30);
@@ -152,78 +192,144 @@ impl Hub {
 
     /// [`Hub::apply`] on Redis: the batch's share in each slot group is
     /// one script (the whole batch with one server); the shares run
-    /// concurrently. `<ok>` only once every share is applied. With several
-    /// groups a failed share answers for the batch while others may have
-    /// been applied (docs/storage.md, "Redis Cluster").
+    /// concurrently. `<ok>` only once every share is applied.
+    ///
+    /// A share's script checks its limits and applies all of it or nothing.
+    /// With several shares a limit could refuse one after others applied,
+    /// so when more than one share could be refused (it creates clients or
+    /// subscribes), every share is checked first (`check`) and only then
+    /// applied without checking again (`force`): a refusal then applies
+    /// nothing. A share Redis fails to take (a master down: `503`) while
+    /// others applied is answered as what it is: [`ApplyError::PartlyApplied`]
+    /// names the commands applied, never "nothing".
     pub(super) async fn apply_remote(
         &self,
         redis: &RedisStore,
         commands: Vec<Command>,
     ) -> Result<usize, ApplyError> {
-        let limits = &self.0.limits;
         let accepted = commands.len();
         let now_ms = unix_ms();
         let groups = redis.groups();
         let mut shares: Vec<Args> = vec![Vec::new(); groups.len()];
+        let mut refusable = vec![false; groups.len()];
+        // Each command's group (`None`: a channel message, in every group).
+        let mut homes: Vec<Option<usize>> = Vec::with_capacity(accepted);
         let mut messages = 0;
         for command in commands {
+            let may_refuse = matches!(
+                &command,
+                Command::Message {
+                    target: Target::Client(_),
+                    ..
+                } | Command::Subscribe { .. }
+            );
             let (words, client) = self.encode(command, now_ms);
             messages += usize::from(words[0] == b"m");
             match client {
-                Some(id) => shares[groups.of(id.as_str())].extend(words),
+                Some(id) => {
+                    let g = groups.of(id.as_str());
+                    refusable[g] |= may_refuse;
+                    shares[g].extend(words);
+                    homes.push(Some(g));
+                }
                 // A channel message: each group appends to its members.
                 None => {
                     for share in &mut shares {
                         share.extend(words.iter().cloned());
                     }
+                    homes.push(None);
                 }
             }
         }
-        let counts = redis.client_counts(limits.max_clients).await?;
-        let secs = (now_ms / 1000).to_string();
-        let runs = shares
+        let shares: Vec<(usize, Args)> = shares
             .into_iter()
             .enumerate()
             .filter(|(_, share)| !share.is_empty())
-            .map(|(g, share)| {
-                let mut args: Args = vec![
-                    limits_arg(redis.max_messages()),
-                    limits_arg(limits.max_clients),
-                    limits_arg(limits.max_channels_per_client),
-                    secs.clone().into(),
-                    counts.others(g),
-                ];
-                args.extend(share);
-                redis.run(Step::Apply, g, args)
-            });
-        let replies = futures_util::future::join_all(runs).await;
-        // A share Redis did not take answers first (503), then a refusal.
-        let mut refused = None;
-        for reply in replies {
-            let reply = reply?;
-            match reply.text(0).as_str() {
-                "ok" => {}
-                "too-many-clients" => {
-                    refused.get_or_insert(ApplyError::TooManyClients {
-                        new: reply.int(1) as usize,
-                        max: limits.max_clients,
-                    });
-                }
-                "too-many-channels" => {
-                    let client = ClientId::parse(&reply.text(1)).map_err(unexpected_reply)?;
-                    refused.get_or_insert(ApplyError::TooManyChannels {
-                        client,
-                        max: limits.max_channels_per_client,
-                    });
-                }
-                other => return Err(unexpected_reply(other).into()),
+            .collect();
+        let mode = if shares.len() > 1 && refusable.iter().filter(|r| **r).count() > 0 {
+            let checks = shares.iter().filter(|(g, _)| refusable[*g]);
+            let checked = self.run_shares(redis, ApplyMode::Check, checks).await?;
+            for reply in checked {
+                self.refusal(&reply?)?;
             }
+            ApplyMode::Force
+        } else {
+            ApplyMode::Apply
+        };
+        let replies = self.run_shares(redis, mode, shares.iter()).await?;
+        // A share Redis did not take answers first (503), then a refusal.
+        let mut failed = Vec::new();
+        let mut first_error = None;
+        let mut refused = None;
+        for ((g, _), reply) in shares.iter().zip(replies) {
+            match reply {
+                Ok(reply) => {
+                    if let Err(refusal) = self.refusal(&reply) {
+                        refused.get_or_insert(refusal);
+                    }
+                }
+                Err(e) => {
+                    failed.push(*g);
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = first_error {
+            if failed.len() == shares.len() {
+                return Err(ApplyError::Storage(e));
+            }
+            return Err(partly_applied(&homes, &failed, e));
         }
         if let Some(refusal) = refused {
             return Err(refusal);
         }
         self.0.messages_in.fetch_add(messages as u64, Relaxed);
         Ok(accepted)
+    }
+
+    /// Runs the apply script on each share concurrently.
+    async fn run_shares<'a>(
+        &self,
+        redis: &RedisStore,
+        mode: ApplyMode,
+        shares: impl Iterator<Item = &'a (usize, Args)>,
+    ) -> Result<Vec<Result<Reply, StoreError>>, ApplyError> {
+        let limits = &self.0.limits;
+        let counts = redis.client_counts(limits.max_clients).await?;
+        let secs = (unix_ms() / 1000).to_string();
+        let runs = shares.map(|(g, share)| {
+            let mut args: Args = vec![
+                limits_arg(redis.max_messages()),
+                limits_arg(limits.max_clients),
+                limits_arg(limits.max_channels_per_client),
+                secs.clone().into(),
+                counts.others(*g),
+                mode.word().into(),
+            ];
+            args.extend(share.iter().cloned());
+            redis.run(Step::Apply, *g, args)
+        });
+        Ok(futures_util::future::join_all(runs).await)
+    }
+
+    /// A share's reply: `ok`, or the limit that refused it.
+    fn refusal(&self, reply: &Reply) -> Result<(), ApplyError> {
+        let limits = &self.0.limits;
+        match reply.text(0).as_str() {
+            "ok" => Ok(()),
+            "too-many-clients" => Err(ApplyError::TooManyClients {
+                new: reply.int(1) as usize,
+                max: limits.max_clients,
+            }),
+            "too-many-channels" => {
+                let client = ClientId::parse(&reply.text(1)).map_err(unexpected_reply)?;
+                Err(ApplyError::TooManyChannels {
+                    client,
+                    max: limits.max_channels_per_client,
+                })
+            }
+            other => Err(unexpected_reply(other).into()),
+        }
     }
 
     /// One command as the batch script reads it, and the client it is for

@@ -593,7 +593,119 @@ async fn fan_out_to_10000_members_over_3_nodes(kind: Kind) {
     );
 }
 
+/// A batch spread over slot groups that a limit refuses in one of them
+/// applies nothing in any (on a Cluster each group's share is its own
+/// script: they are all checked before any applies).
+async fn a_refused_batch_applies_nothing_in_any_group(kind: Kind) {
+    let dir = Scratch::new("refused-batch");
+    let redis = TestRedis::start(kind, &dir.0.join("redis"), Persistence::None).await;
+    let n = node(
+        &redis,
+        &dir.0,
+        &[("COMETBOX_LIMITS__MAX_CHANNELS_PER_CLIENT", "2")],
+    )
+    .await;
+    // Twenty clients (spread over every group of a Cluster), then a
+    // subscribe past the limit, last.
+    let mut batch: String = (0..20)
+        .map(|i| format!(r#"<message to="r{i}">{{"i":{i}}}</message>"#))
+        .collect();
+    for ch in ["a", "b", "c"] {
+        batch.push_str(&format!(r#"<subscribe client="zed" channel="{ch}"/>"#));
+    }
+    let (status, body) = n.post(&format!("<batch>{batch}</batch>")).await.unwrap();
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("too-large"), "{body}");
+    for i in 0..20 {
+        let body = poll_ok(&n, &token(&format!("r{i}"), &[]), "timeout=0").await;
+        assert!(
+            ids(&body).is_empty(),
+            "r{i} got a message of a refused batch: {body}"
+        );
+    }
+    // The same batch within the limit is applied whole.
+    let fits = batch.replace(r#"<subscribe client="zed" channel="c"/>"#, "");
+    n.post_ok(&format!("<batch>{fits}</batch>"), 22).await;
+    for i in 0..20 {
+        let body = poll_ok(&n, &token(&format!("r{i}"), &[]), "timeout=0").await;
+        assert_eq!(ids(&body).len(), 1, "r{i}: {body}");
+    }
+}
+
+/// A Cluster whose master is down while a batch spread over every group
+/// comes: the answer says exactly what was applied (`partly-applied` with
+/// the applied command numbers, or `storage-unavailable` when nothing was),
+/// never "nothing" when something was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_a_dead_master_cut_says_what_was_applied() {
+    let dir = Scratch::new("partly-applied");
+    let mut redis = TestRedis::start(Kind::Cluster, &dir.0.join("redis"), Persistence::Aof).await;
+    let n = node(&redis, &dir.0, &[]).await;
+    // Every client exists before, so each group's share is its own.
+    let batch = |tag: &str| -> String {
+        (0..20)
+            .map(|i| format!(r#"<message to="p{i}">"{tag}"</message>"#))
+            .collect()
+    };
+    n.post_ok(&format!("<batch>{}</batch>", batch("before")), 20)
+        .await;
+    redis.servers[0].kill9().await;
+    let (mut status, mut body) = (0, String::new());
+    // The first calls after the kill may fail on every group (the
+    // connection notices the dead master); the next ones reach the live
+    // masters. Until the cluster itself marks the master failed.
+    for _ in 0..20 {
+        (status, body) = n
+            .post(&format!("<batch>{}</batch>", batch("during")))
+            .await
+            .unwrap();
+        if status != 503 || body.contains("partly-applied") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("{status} {body}");
+    assert_eq!(status, 503, "{body}");
+    let applied: Vec<usize> = if body.contains(r#"code="partly-applied""#) {
+        let attr = body.split(r#"applied=""#).nth(1).unwrap();
+        let list = &attr[..attr.find('"').unwrap()];
+        list.split_whitespace()
+            .map(|n| n.parse().unwrap())
+            .collect()
+    } else {
+        assert!(body.contains("storage-unavailable"), "{body}");
+        Vec::new()
+    };
+    eprintln!("partly applied: {applied:?} ({body})");
+    redis.servers[0].restart().await;
+    redis.wait_ready().await;
+    for i in 0..20 {
+        let client = format!("p{i}");
+        let tok = token(&client, &[]);
+        let body = loop {
+            let (status, body) = n.poll(&tok, "timeout=0").await.unwrap();
+            if status == 200 {
+                break body;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let datas: Vec<&str> = body["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["data"].as_str().unwrap())
+            .collect();
+        let during = datas.contains(&"during");
+        assert_eq!(
+            during,
+            applied.contains(&(i + 1)),
+            "{client}: the reply said {applied:?}, the mailbox holds {datas:?}"
+        );
+    }
+}
+
 crate::on_both!(
+    a_refused_batch_applies_nothing_in_any_group,
     cross_node_delivery_and_alternating_polls,
     channel_fan_out_across_nodes,
     node_killed_under_load_loses_nothing,

@@ -1,13 +1,17 @@
 -- An ingest batch's share in one slot group (all of the batch with one
 -- server), all of it or nothing (checks first), in order.
 -- ARGV[5] mailbox_max_messages, [6] max_clients, [7] max_channels_per_client,
--- [8] unix seconds, [9] clients in the other groups, then the commands:
+-- [8] unix seconds, [9] clients in the other groups, [10] the mode:
+-- 'apply' (check, then all of it or nothing), 'check' (check only: a
+-- multi-group batch checks every share before any applies), 'force' (apply
+-- without checking: every share was just checked), then the commands:
 --   'm' 'c'|'h' <client or channel> <expires ms> <own ttl 0|1> <json tail>
 --   's' <client> <channel>    'u' <client> <channel>    'd' <client>
 --   'l' <client> <channel>    (a browser's own leave: no revocation kept)
 local MAXM, MAXC, MAXCH, SECS = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local OTHERS = tonumber(ARGV[9])
-local cmds, i = {}, 10
+local MODE = ARGV[10]
+local cmds, i = {}, 11
 while i <= #ARGV do
   local op = ARGV[i]
   if op == 'm' then
@@ -37,15 +41,18 @@ for _, c in ipairs(cmds) do
     nnew = nnew + 1
   end
 end
-if nnew > 0 and redis.call('ZCARD', ACTIVE) + OTHERS + nnew > MAXC then
-  return {'too-many-clients', nnew}
-end
-for id, chans in pairs(wanted) do
-  local n = redis.call('SCARD', chk(id))
-  for ch in pairs(chans) do
-    if redis.call('SISMEMBER', chk(id), ch) == 0 then n = n + 1 end
+if MODE ~= 'force' then
+  if nnew > 0 and redis.call('ZCARD', ACTIVE) + OTHERS + nnew > MAXC then
+    return {'too-many-clients', nnew}
   end
-  if n > MAXCH then return {'too-many-channels', id} end
+  for id, chans in pairs(wanted) do
+    local n = redis.call('SCARD', chk(id))
+    for ch in pairs(chans) do
+      if redis.call('SISMEMBER', chk(id), ch) == 0 then n = n + 1 end
+    end
+    if n > MAXCH then return {'too-many-channels', id} end
+  end
+  if MODE == 'check' then return {'ok', 0} end
 end
 
 -- Who a message to channel `ch` reaches in this group: its members and the
