@@ -594,7 +594,7 @@ async fn hostile_requests_are_refused_with_their_codes() {
     let mut reply = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), raw.read_to_end(&mut reply)).await;
     assert!(
-        String::from_utf8_lossy(&reply).starts_with("HTTP/1.1 400"),
+        String::from_utf8_lossy(&reply).starts_with("HTTP/1.1 501"),
         "a coding that frames nothing"
     );
 

@@ -17,4 +17,5 @@ mod poll;
 mod public_http;
 mod scale;
 mod slow_clients;
+mod strict_http;
 mod tokens;

@@ -269,7 +269,7 @@ async fn http_1_0_gets_one_reply_then_the_connection_closes() {
     assert!(raw.closes().await);
     // `Connection: close` on 1.1 too.
     let mut raw = Raw::connect(&server).await;
-    raw.send("GET /health HTTP/1.1\r\nConnection: close\r\n\r\n")
+    raw.send("GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .await;
     assert_eq!(raw.reply(false).await.status, 200);
     assert!(raw.closes().await);
@@ -285,7 +285,7 @@ async fn wrong_methods_and_malformed_heads_get_their_codes() {
     assert_eq!(reply.json()["error"], "method-not-allowed");
     assert_eq!(reply.header("allow"), Some("GET, HEAD, OPTIONS"));
     // The connection is still good after a 405.
-    raw.send("GET /health HTTP/1.1\r\n\r\n").await;
+    raw.send("GET /health HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert_eq!(raw.reply(false).await.status, 200);
     for bad in [
         "GET /poll HTTP/1.1\r\nFolded: a\r\n b\r\n\r\n",

@@ -70,6 +70,10 @@ const FIRST_READ: usize = 2048;
 /// Longest chunk-size line of a chunked body (a size and extensions).
 const MAX_CHUNK_LINE: usize = 1024;
 
+/// Most hex digits of a chunk size: 8 is up to 4 GiB, far over any body
+/// limit, so a longer size is refused rather than overflowing.
+const MAX_CHUNK_DIGITS: usize = 8;
+
 /// How long, and how much, a closing connection reads and discards.
 const LINGER: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 1 << 20;
@@ -154,6 +158,9 @@ impl<S: Socket> Connection<S> {
                         }
                         HeadError::Malformed(_) => {
                             Response::error(400, "invalid-request", &e.to_string())
+                        }
+                        HeadError::UnknownCoding(_) => {
+                            Response::error(501, "not-implemented", &e.to_string())
                         }
                     };
                     self.fail(reply).await;
@@ -339,12 +346,8 @@ impl<S: Socket> Connection<S> {
         let mut body = Vec::new();
         loop {
             let line = self.chunk_line(MAX_CHUNK_LINE, deadline).await?;
-            let size = std::str::from_utf8(&line)
-                .ok()
-                .map(|l| l.split(';').next().unwrap_or("").trim())
-                .filter(|hex| !hex.is_empty() && hex.len() <= 8)
-                .and_then(|hex| usize::from_str_radix(hex, 16).ok())
-                .ok_or(BodyError::BadChunk("a chunk size is not hexadecimal"))?;
+            let size = chunk_size(&line)
+                .ok_or(BodyError::BadChunk("a chunk size is not hexadecimal digits"))?;
             if size == 0 {
                 break;
             }
@@ -493,7 +496,51 @@ impl<S: Socket> Connection<S> {
     }
 }
 
+/// A chunk-size line's size: only hex digits (at most
+/// [`MAX_CHUNK_DIGITS`]) before an optional `;` and extensions. No sign,
+/// no space, no `0x`: a proxy that reads `+5` or ` 5` differently would
+/// frame the next request elsewhere.
+fn chunk_size(line: &[u8]) -> Option<usize> {
+    let end = memchr::memchr(b';', line).unwrap_or(line.len());
+    let digits = &line[..end];
+    if digits.is_empty()
+        || digits.len() > MAX_CHUNK_DIGITS
+        || !digits.iter().all(u8::is_ascii_hexdigit)
+    {
+        return None;
+    }
+    // Only hex digits, at most 8 of them: this cannot fail.
+    let text = std::str::from_utf8(digits).ok()?;
+    usize::from_str_radix(text, 16).ok()
+}
+
 /// Polls `future` once, handing back whether it finished.
 async fn poll_once<F: Future + ?Sized>(mut future: std::pin::Pin<&mut F>) -> Poll<F::Output> {
     std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chunk_size;
+
+    #[test]
+    fn chunk_sizes_are_bare_hex_digits() {
+        assert_eq!(chunk_size(b"1a"), Some(26));
+        assert_eq!(chunk_size(b"00FF;name=value"), Some(255));
+        assert_eq!(chunk_size(b"0"), Some(0));
+        for bad in [
+            &b"+5"[..],
+            b" 5",
+            b"5 ",
+            b"5 ;x",
+            b"-0",
+            b"+0",
+            b"0x5",
+            b"",
+            b";x",
+            b"123456789",
+        ] {
+            assert_eq!(chunk_size(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
 }

@@ -1,0 +1,138 @@
+//! The public port's strictness at the framing edges, over raw sockets:
+//! chunk sizes, `Transfer-Encoding` lists and `Host`.
+
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::helpers::{token, TestServer};
+
+async fn bayeux_server() -> TestServer {
+    TestServer::with(|s| s.bayeux.enabled = true).await
+}
+
+/// Sends `request` on a new connection and reads until the server closes
+/// (or 5 s pass); what was read.
+async fn exchange(addr: std::net::SocketAddr, request: &str) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    read_until_closed(&mut stream).await
+}
+
+/// Reads until the server closes or 5 s pass; what was read. A reset after
+/// some bytes keeps those bytes.
+async fn read_until_closed(stream: &mut TcpStream) -> String {
+    let mut reply = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => reply.extend_from_slice(&chunk[..n]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&reply).into_owned()
+}
+
+/// A Bayeux batch the server answers `200` (an unknown session).
+fn batch() -> String {
+    json!([{"channel": "/meta/connect", "clientId": "x"}]).to_string()
+}
+
+#[tokio::test]
+async fn chunk_sizes_are_hex_digits_only() {
+    let server = bayeux_server().await;
+    let body = batch();
+    let n = body.len();
+    let head = "POST /bayeux HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
+    // The control: pure hex digits (and an extension) are read.
+    let good = exchange(server.public, &format!("{head}{n:x};e=1\r\n{body}\r\n0\r\n\r\n")).await;
+    assert!(good.starts_with("HTTP/1.1 200"), "{good}");
+    for size_line in [
+        format!("+{n:x}\r\n{body}\r\n0\r\n\r\n"),
+        format!(" {n:x}\r\n{body}\r\n0\r\n\r\n"),
+        format!("{n:x} \r\n{body}\r\n0\r\n\r\n"),
+        format!("0x{n:x}\r\n{body}\r\n0\r\n\r\n"),
+        format!("{n:x}\r\n{body}\r\n+0\r\n\r\n"),
+        format!("{n:x}\r\n{body}\r\n-0\r\n\r\n"),
+    ] {
+        let reply = exchange(server.public, &format!("{head}{size_line}")).await;
+        assert!(reply.starts_with("HTTP/1.1 400"), "{size_line:?}: {reply}");
+        assert!(reply.contains("invalid-request"), "{size_line:?}: {reply}");
+        assert!(reply.contains("connection: close"), "{size_line:?}: {reply}");
+    }
+}
+
+#[tokio::test]
+async fn transfer_codings_other_than_a_single_chunked_are_refused() {
+    let server = bayeux_server().await;
+    let body = batch();
+    let chunked = format!("{:x}\r\n{body}\r\n0\r\n\r\n", body.len());
+    for (version, coding, status) in [
+        ("1.1", "Transfer-Encoding: gzip, chunked", "501"),
+        ("1.1", "Transfer-Encoding: gzip", "501"),
+        ("1.1", "Transfer-Encoding: chunked, chunked", "400"),
+        (
+            "1.1",
+            "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked",
+            "400",
+        ),
+        ("1.1", "Transfer-Encoding: chunked,", "400"),
+        ("1.0", "Transfer-Encoding: chunked", "400"),
+        (
+            "1.0",
+            "Transfer-Encoding: chunked\r\nConnection: keep-alive",
+            "400",
+        ),
+    ] {
+        let request = format!(
+            "POST /bayeux HTTP/{version}\r\nHost: x\r\nContent-Type: application/json\r\n{coding}\r\n\r\n{chunked}"
+        );
+        let reply = exchange(server.public, &request).await;
+        assert!(
+            reply.starts_with(&format!("HTTP/1.1 {status}")),
+            "{version} {coding:?}: {reply}"
+        );
+        assert!(reply.contains("connection: close"), "{coding:?}: {reply}");
+        assert_eq!(
+            reply.matches("HTTP/1.1 ").count(),
+            1,
+            "one reply, then closed: {reply}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn http_1_1_needs_one_host_naming_the_target() {
+    let server = TestServer::start().await;
+    for request in [
+        "GET /health HTTP/1.1\r\n\r\n",
+        "GET /health HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n",
+        "GET /health HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        "GET http://other.example/health HTTP/1.1\r\nHost: a\r\n\r\n",
+        "GET http://a:81/health HTTP/1.1\r\nHost: a\r\n\r\n",
+    ] {
+        let reply = exchange(server.public, request).await;
+        assert!(reply.starts_with("HTTP/1.1 400"), "{request:?}: {reply}");
+        assert!(reply.contains("invalid-request"), "{request:?}: {reply}");
+        assert!(reply.contains("connection: close"), "{request:?}: {reply}");
+    }
+    for request in [
+        "GET /health HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        "GET http://A:81/health HTTP/1.1\r\nHost: a:81\r\nConnection: close\r\n\r\n",
+        "GET /health HTTP/1.0\r\n\r\n",
+    ] {
+        let reply = exchange(server.public, request).await;
+        assert!(reply.starts_with("HTTP/1.1 200"), "{request:?}: {reply}");
+    }
+    // A poll without Host did nothing.
+    let reply = exchange(
+        server.public,
+        &format!("GET /poll?timeout=0&token={} HTTP/1.1\r\n\r\n", token("nohost", &[])),
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+    assert_eq!(server.stats().await["clients"], 0);
+}
