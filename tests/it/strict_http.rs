@@ -1,5 +1,6 @@
 //! The public port's strictness at the framing edges, over raw sockets:
-//! chunk sizes, `Transfer-Encoding` lists and `Host`.
+//! chunk sizes, `Transfer-Encoding` lists, `Host` and
+//! `Expect: 100-continue`.
 
 use std::time::Duration;
 
@@ -135,4 +136,48 @@ async fn http_1_1_needs_one_host_naming_the_target() {
     .await;
     assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
     assert_eq!(server.stats().await["clients"], 0);
+}
+
+#[tokio::test]
+async fn expect_100_continue_is_answered_before_the_body_is_sent() {
+    let server = TestServer::with(|s| {
+        s.bayeux.enabled = true;
+        s.limits.max_body_bytes = 4096;
+    })
+    .await;
+    let body = batch();
+    let mut stream = TcpStream::connect(server.public).await.unwrap();
+    stream
+        .write_all(
+            format!(
+                "POST /bayeux HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut interim = [0u8; 25];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut interim))
+        .await
+        .expect("100 Continue before the body is sent")
+        .unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    stream.write_all(body.as_bytes()).await.unwrap();
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let rest = read_until_closed(&mut stream).await;
+    assert!(rest.starts_with("HTTP/1.1 200"), "{rest}");
+    assert!(rest.contains("session_unknown"), "the body was read: {rest}");
+    assert!(rest.ends_with("ok\n"), "and the next request: {rest}");
+
+    // Too large: the final status at once, no 100.
+    let reply = exchange(
+        server.public,
+        "POST /bayeux HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
 }

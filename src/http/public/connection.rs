@@ -16,6 +16,9 @@
 //!   POST), whole, within `request_timeout` and its route's limit; a body
 //!   left unread closes the connection after the reply, since what follows
 //!   it cannot be framed.
+//! - `Expect: 100-continue` is answered `100 Continue` once the body is
+//!   about to be read, or with the final status at once when it will not
+//!   be (too large, or a route that reads no body).
 //! - A reply the client accepts no byte of for `send_timeout` ends the
 //!   connection with a reset, which frees the kernel's buffers too.
 //! - A connection closed after an error first reads and discards what the
@@ -74,6 +77,9 @@ const MAX_CHUNK_LINE: usize = 1024;
 /// limit, so a longer size is refused rather than overflowing.
 const MAX_CHUNK_DIGITS: usize = 8;
 
+/// The interim reply to `Expect: 100-continue`.
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
 /// How long, and how much, a closing connection reads and discards.
 const LINGER: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 1 << 20;
@@ -103,6 +109,8 @@ pub struct Connection<S> {
     served: bool,
     /// The current request has a body its route did not read.
     body_unread: bool,
+    /// The current request asked for `100 Continue` before its body.
+    expect_continue: bool,
     face: Arc<Face>,
 }
 
@@ -130,6 +138,7 @@ impl<S: Socket> Connection<S> {
             scanned: 0,
             served: false,
             body_unread: false,
+            expect_continue: false,
             face,
         };
         connection.serve().await;
@@ -179,6 +188,7 @@ impl<S: Socket> Connection<S> {
             let head_only = head.method == Method::Head;
             let keep_alive = head.keep_alive;
             self.body_unread = head.body != BodyFraming::None;
+            self.expect_continue = head.expect_continue;
             let routed = routes::route(self, head).await;
             let (response, poll) = match routed {
                 Routed::Reply { response, poll } => (response, poll),
@@ -314,6 +324,7 @@ impl<S: Socket> Connection<S> {
         let length = match framing {
             BodyFraming::None => return Ok(Vec::new()),
             BodyFraming::Chunked => {
+                self.send_continue().await?;
                 let body = self.read_chunks(limit, deadline).await?;
                 self.body_unread = false;
                 return Ok(body);
@@ -321,6 +332,7 @@ impl<S: Socket> Connection<S> {
             BodyFraming::Length(n) if n > limit as u64 => return Err(BodyError::TooLarge(n)),
             BodyFraming::Length(n) => n as usize,
         };
+        self.send_continue().await?;
         let mut body = Vec::with_capacity(length);
         let buffered = length.min(self.buf.len());
         body.extend_from_slice(&self.buf[..buffered]);
@@ -336,6 +348,17 @@ impl<S: Socket> Connection<S> {
         }
         self.body_unread = false;
         Ok(body)
+    }
+
+    /// `100 Continue`, once, if the client asked for it: its body is about
+    /// to be read.
+    async fn send_continue(&mut self) -> Result<(), BodyError> {
+        if std::mem::take(&mut self.expect_continue) {
+            self.write_all(CONTINUE, &[])
+                .await
+                .map_err(|_| BodyError::Closed)?;
+        }
+        Ok(())
     }
 
     /// A chunked body, decoded: each chunk's size line (at most

@@ -57,6 +57,9 @@ pub struct Head {
     /// `Content-Type`, if sent (a Bayeux POST: JSON or a form).
     pub content_type: Option<String>,
     pub body: BodyFraming,
+    /// `Expect: 100-continue`: the client waits for `100 Continue` before
+    /// sending its body.
+    pub expect_continue: bool,
 }
 
 impl Head {
@@ -125,6 +128,7 @@ pub fn parse(buf: &[u8]) -> Result<Parsed, HeadError> {
         last_event_id: None,
         content_type: None,
         body: BodyFraming::None,
+        expect_continue: false,
     };
     let mut length: Option<u64> = None;
     let mut host: Option<&[u8]> = None;
@@ -159,6 +163,8 @@ pub fn parse(buf: &[u8]) -> Result<Parsed, HeadError> {
             codings = true;
             transfer_coding(header.value)?;
             head.body = BodyFraming::Chunked;
+        } else if name.eq_ignore_ascii_case("expect") {
+            head.expect_continue = header.value.eq_ignore_ascii_case(b"100-continue");
         } else if name.eq_ignore_ascii_case("connection") {
             for token in header.value.split(|b| *b == b',') {
                 let token = token.trim_ascii();
@@ -371,6 +377,7 @@ mod tests {
         }
         head("GET / HTTP/1.0\r\n\r\n");
         head("GET http://A:1/x HTTP/1.1\r\nHost: a:1\r\n\r\n");
+        assert!(head("POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-Continue\r\n\r\n").expect_continue);
     }
 
     #[test]
