@@ -1,6 +1,6 @@
 //! The public port's strictness at the framing edges, over raw sockets:
-//! chunk sizes, `Transfer-Encoding` lists, `Host` and
-//! `Expect: 100-continue`.
+//! chunk sizes, `Transfer-Encoding` lists, `Host`, `Expect: 100-continue`
+//! and closing after an unread body.
 
 use std::time::Duration;
 
@@ -180,4 +180,32 @@ async fn expect_100_continue_is_answered_before_the_body_is_sent() {
     )
     .await;
     assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
+}
+
+#[tokio::test]
+async fn a_reply_before_an_unread_body_is_read_not_reset() {
+    let server = TestServer::start().await;
+    // A body the route does not read (a 404), sent whole before reading.
+    // A small send buffer (no autotuning) keeps the client writing while
+    // the server answers and closes, as a client on a real network is.
+    let body = vec![b'x'; 900_000];
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_send_buffer_size(32 << 10).unwrap();
+    let mut stream = socket.connect(server.public).await.unwrap();
+    stream
+        .write_all(
+            format!(
+                "POST /nowhere HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), stream.write_all(&body))
+        .await
+        .expect("the body is taken")
+        .expect("the server reads the rest of the body instead of resetting");
+    let reply = read_until_closed(&mut stream).await;
+    assert!(reply.starts_with("HTTP/1.1 404"), "{reply}");
 }

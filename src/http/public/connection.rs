@@ -21,10 +21,11 @@
 //!   be (too large, or a route that reads no body).
 //! - A reply the client accepts no byte of for `send_timeout` ends the
 //!   connection with a reset, which frees the kernel's buffers too.
-//! - A connection closed after an error first reads and discards what the
-//!   client is still sending (briefly, boundedly): closing with unread data
-//!   would reset the connection and could destroy the error reply before
-//!   the client reads it.
+//! - A connection closed after an error, or after a reply that left the
+//!   request's body unread, first reads and discards what the client is
+//!   still sending (briefly, boundedly): closing with unread data resets
+//!   the connection, and a client still writing its body then fails on the
+//!   reset instead of reading the reply.
 
 use std::future::Future;
 use std::io::{self, IoSlice};
@@ -210,6 +211,9 @@ impl<S: Socket> Connection<S> {
             self.served = true;
             if close {
                 let _ = self.socket.shutdown().await;
+                if self.body_unread {
+                    self.linger().await;
+                }
                 return;
             }
         }
@@ -507,6 +511,13 @@ impl<S: Socket> Connection<S> {
             return;
         }
         let _ = self.socket.shutdown().await;
+        self.linger().await;
+    }
+
+    /// Reads and discards what the client still sends, at most
+    /// [`LINGER_BYTES`] for at most [`LINGER`], before the connection is
+    /// dropped (see the module doc).
+    async fn linger(&mut self) {
         let mut discarded = 0;
         let mut chunk = vec![0u8; 16 << 10];
         let deadline = Instant::now() + LINGER;
