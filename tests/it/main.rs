@@ -5,6 +5,7 @@
 mod bayeux;
 mod bayeux_client;
 mod binary;
+mod body_budget;
 mod cors;
 mod disk;
 mod events;

@@ -4,7 +4,9 @@
 //! - `POST` carries the batch as JSON (`application/json`, or any type
 //!   but a form: some clients send `text/plain` to avoid a preflight), or as
 //!   a form field `message=`; the body is read whole, within
-//!   `request_timeout` and `max_body_bytes`.
+//!   `request_timeout`, `max_body_bytes` and the port's budget of body
+//!   bytes in flight (`max_public_body_bytes_in_flight`: past it, `503
+//!   overloaded`).
 //! - `GET ?message=...&jsonp=<callback>` is callback-polling: the reply is
 //!   `text/javascript`, the array passed to the callback. The callback
 //!   name is checked (letters, digits, `_`, `$`, `.`), so a reply can never
@@ -51,24 +53,26 @@ pub async fn serve<S: Socket>(
     if face.state.hub.is_shutting_down() {
         return Err(PublicError::ShuttingDown);
     }
-    let (text, callback) = match head.method {
+    let (text, callback, budget) = match head.method {
         Method::Post => {
             let limit = face.state.settings.limits.max_body_bytes;
             let body = match connection.read_body(head.body, limit).await {
                 Ok(body) => body,
                 Err(e) => return Ok(body_failure(e, limit)),
             };
-            (batch_of_post(head.content_type.as_deref(), body)?, None)
+            // The body's share of the budget is held until it is parsed.
+            let (bytes, budget) = body.into_parts();
+            (batch_of_post(head.content_type.as_deref(), bytes)?, None, budget)
         }
         Method::Get | Method::Head => {
             let (message, callback) = callback_query(head.query())?;
-            (message.into_bytes(), Some(callback))
+            (message.into_bytes(), Some(callback), None)
         }
         _ => return Err(PublicError::MethodNotAllowed),
     };
     drop(head);
     let batch = parse_batch(&text).map_err(|e| PublicError::InvalidRequest(e.to_string()))?;
-    drop(text);
+    drop((text, budget));
     let exchange = bayeux.handle(&face.state.tokens, batch).await;
     let mut replies = exchange.replies;
     let mut poll = None;
@@ -159,6 +163,11 @@ fn body_failure(e: BodyError, limit: usize) -> Routed {
             408,
             "timeout",
             "the request body did not arrive in time",
+        )),
+        BodyError::Overloaded => Routed::Close(Response::error(
+            503,
+            "overloaded",
+            "too many request bodies in flight (limits.max_public_body_bytes_in_flight); retry shortly",
         )),
         BodyError::Closed => Routed::ClientLeft,
     }

@@ -15,10 +15,13 @@
 //! - A request body is read only by a route that wants one (a Bayeux
 //!   POST), whole, within `request_timeout` and its route's limit; a body
 //!   left unread closes the connection after the reply, since what follows
-//!   it cannot be framed.
+//!   it cannot be framed. A body first takes its bytes from the port's
+//!   budget (`max_public_body_bytes_in_flight`, shared by every
+//!   connection): past it, `503 overloaded` before reading. Its buffer
+//!   grows with what arrives, not with what was declared.
 //! - `Expect: 100-continue` is answered `100 Continue` once the body is
 //!   about to be read, or with the final status at once when it will not
-//!   be (too large, or a route that reads no body).
+//!   be (too large, over the budget, or a route that reads no body).
 //! - A reply the client accepts no byte of for `send_timeout` ends the
 //!   connection with a reset, which frees the kernel's buffers too.
 //! - A connection closed after an error, or after a reply that left the
@@ -36,6 +39,7 @@ use std::time::Duration;
 
 use bytes::BufMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use super::request::{self, BodyFraming, Head, HeadError, Method, Parsed};
@@ -78,6 +82,10 @@ const MAX_CHUNK_LINE: usize = 1024;
 /// limit, so a longer size is refused rather than overflowing.
 const MAX_CHUNK_DIGITS: usize = 8;
 
+/// What a body's buffer takes before its bytes arrive; it then grows by
+/// doubling with what is read, up to the declared length.
+const FIRST_BODY: usize = 16 << 10;
+
 /// The interim reply to `Expect: 100-continue`.
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
@@ -115,6 +123,20 @@ pub struct Connection<S> {
     face: Arc<Face>,
 }
 
+/// A request body read whole, with its share of the port's body budget,
+/// given back when it is dropped.
+pub struct Body {
+    bytes: Vec<u8>,
+    _budget: Option<OwnedSemaphorePermit>,
+}
+
+impl Body {
+    /// The bytes, and the budget they hold (to drop once they are parsed).
+    pub fn into_parts(self) -> (Vec<u8>, Option<OwnedSemaphorePermit>) {
+        (self.bytes, self._budget)
+    }
+}
+
 /// Why a request body could not be read; each closes the connection after
 /// its reply.
 #[derive(Debug)]
@@ -126,6 +148,9 @@ pub enum BodyError {
     BadChunk(&'static str),
     /// Not all there within `request_timeout`: `408`.
     TimedOut,
+    /// The port's bodies in flight would pass
+    /// `max_public_body_bytes_in_flight`: `503`, the body unread.
+    Overloaded,
     /// The client closed first.
     Closed,
 }
@@ -318,15 +343,17 @@ impl<S: Socket> Connection<S> {
 
     /// Reads the current request's body, whole: what the buffer holds of it
     /// already, then the socket, within `request_timeout`, at most `limit`
-    /// bytes (a longer declared length is refused unread).
-    pub async fn read_body(
-        &mut self,
-        framing: BodyFraming,
-        limit: usize,
-    ) -> Result<Vec<u8>, BodyError> {
+    /// bytes (a longer declared length is refused unread), within the
+    /// port's budget of body bytes in flight.
+    pub async fn read_body(&mut self, framing: BodyFraming, limit: usize) -> Result<Body, BodyError> {
         let deadline = Instant::now() + self.face.header_timeout;
         let length = match framing {
-            BodyFraming::None => return Ok(Vec::new()),
+            BodyFraming::None => {
+                return Ok(Body {
+                    bytes: Vec::new(),
+                    _budget: None,
+                })
+            }
             BodyFraming::Chunked => {
                 self.send_continue().await?;
                 let body = self.read_chunks(limit, deadline).await?;
@@ -336,13 +363,19 @@ impl<S: Socket> Connection<S> {
             BodyFraming::Length(n) if n > limit as u64 => return Err(BodyError::TooLarge(n)),
             BodyFraming::Length(n) => n as usize,
         };
+        // The whole declared length, before reading: a client that
+        // declares a body and stalls holds the budget, not memory beyond it.
+        let budget = self.budget(length)?;
         self.send_continue().await?;
-        let mut body = Vec::with_capacity(length);
+        let mut body = Vec::with_capacity(length.min(FIRST_BODY));
         let buffered = length.min(self.buf.len());
         body.extend_from_slice(&self.buf[..buffered]);
         self.consume(buffered);
         while body.len() < length {
             let missing = length - body.len();
+            if body.len() == body.capacity() {
+                body.reserve_exact(missing.min(body.capacity().max(FIRST_BODY)));
+            }
             let mut room = (&mut body).limit(missing);
             match tokio::time::timeout_at(deadline, self.socket.read_buf(&mut room)).await {
                 Err(_) => return Err(BodyError::TimedOut),
@@ -351,7 +384,21 @@ impl<S: Socket> Connection<S> {
             }
         }
         self.body_unread = false;
-        Ok(body)
+        Ok(Body {
+            bytes: body,
+            _budget: Some(budget),
+        })
+    }
+
+    /// Takes `bytes` from the port's budget of body bytes in flight, or
+    /// says the port is overloaded.
+    fn budget(&self, bytes: usize) -> Result<OwnedSemaphorePermit, BodyError> {
+        let bytes = u32::try_from(bytes).map_err(|_| BodyError::Overloaded)?;
+        self.face
+            .bodies
+            .clone()
+            .try_acquire_many_owned(bytes)
+            .map_err(|_| BodyError::Overloaded)
     }
 
     /// `100 Continue`, once, if the client asked for it: its body is about
@@ -368,9 +415,11 @@ impl<S: Socket> Connection<S> {
     /// A chunked body, decoded: each chunk's size line (at most
     /// [`MAX_CHUNK_LINE`] bytes, extensions ignored), its bytes, until the
     /// last chunk and the trailers (read and dropped, within
-    /// `max_header_bytes`). The decoded body may not pass `limit`.
-    async fn read_chunks(&mut self, limit: usize, deadline: Instant) -> Result<Vec<u8>, BodyError> {
+    /// `max_header_bytes`). The decoded body may not pass `limit`; each
+    /// chunk takes its size from the budget before it is read.
+    async fn read_chunks(&mut self, limit: usize, deadline: Instant) -> Result<Body, BodyError> {
         let mut body = Vec::new();
+        let mut budget: Option<OwnedSemaphorePermit> = None;
         loop {
             let line = self.chunk_line(MAX_CHUNK_LINE, deadline).await?;
             let size = chunk_size(&line)
@@ -381,14 +430,31 @@ impl<S: Socket> Connection<S> {
             if body.len() + size > limit {
                 return Err(BodyError::TooLarge((body.len() + size) as u64));
             }
-            while self.buf.len() < size + 2 {
+            let more = self.budget(size)?;
+            match &mut budget {
+                Some(held) => held.merge(more),
+                None => budget = Some(more),
+            }
+            // Copied out as it arrives: the read buffer never holds a
+            // whole chunk.
+            let mut missing = size;
+            loop {
+                let take = missing.min(self.buf.len());
+                body.extend_from_slice(&self.buf[..take]);
+                self.consume(take);
+                missing -= take;
+                if missing == 0 {
+                    break;
+                }
                 self.fill(deadline).await?;
             }
-            if &self.buf[size..size + 2] != b"\r\n" {
+            while self.buf.len() < 2 {
+                self.fill(deadline).await?;
+            }
+            if &self.buf[..2] != b"\r\n" {
                 return Err(BodyError::BadChunk("a chunk does not end with CRLF"));
             }
-            body.extend_from_slice(&self.buf[..size]);
-            self.consume(size + 2);
+            self.consume(2);
         }
         // Trailers, up to the blank line.
         let mut trailers = 0;
@@ -398,7 +464,10 @@ impl<S: Socket> Connection<S> {
                 .await?;
             trailers += line.len() + 2;
             if line.is_empty() {
-                return Ok(body);
+                return Ok(Body {
+                    bytes: body,
+                    _budget: budget,
+                });
             }
             if trailers > self.face.max_header_bytes {
                 return Err(BodyError::BadChunk("trailers too large"));
@@ -424,7 +493,9 @@ impl<S: Socket> Connection<S> {
 
     /// Reads what the socket has into the buffer, by the deadline.
     async fn fill(&mut self, deadline: Instant) -> Result<(), BodyError> {
-        self.buf.reserve(16 << 10);
+        if self.buf.capacity() - self.buf.len() < 1024 {
+            self.buf.reserve(16 << 10);
+        }
         match tokio::time::timeout_at(deadline, self.socket.read_buf(&mut self.buf)).await {
             Err(_) => Err(BodyError::TimedOut),
             Ok(Ok(0) | Err(_)) => Err(BodyError::Closed),
