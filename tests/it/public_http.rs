@@ -317,3 +317,35 @@ async fn an_idle_kept_alive_connection_closes_on_shutdown() {
     );
     assert!(raw.closes().await);
 }
+
+#[tokio::test]
+async fn head_on_poll_and_events_changes_nothing() {
+    let server = TestServer::start().await;
+    let grant = token("hh", &["room:h"]);
+    for (path, content_type) in [
+        ("/poll", "application/json"),
+        ("/events", "text/event-stream"),
+    ] {
+        let mut raw = Raw::connect(&server).await;
+        raw.send(&format!(
+            "HEAD {path}?channels=room:h&timeout=0&token={grant} HTTP/1.1\r\nHost: x\r\n\r\n"
+        ))
+        .await;
+        let reply = raw.reply(true).await;
+        assert_eq!(reply.status, 200, "{path}");
+        assert_eq!(reply.header("content-type"), Some(content_type), "{path}");
+    }
+    assert_eq!(server.stats().await["clients"], 0, "no mailbox was made");
+    assert_eq!(server.presence("hh").await.0, 404);
+    // The channel was not joined: a message to it does not reach hh.
+    server
+        .post_ok(r#"<message channel="room:h" type="text">not yours</message>"#, 1)
+        .await;
+    let poll = server.poll("hh", "timeout=0").await;
+    assert_eq!(poll["messages"], serde_json::json!([]), "{poll}");
+    // A HEAD with a bad token is refused as a GET would be.
+    let mut raw = Raw::connect(&server).await;
+    raw.send("HEAD /poll?token=nope HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    assert_eq!(raw.reply(true).await.status, 401);
+}

@@ -10,7 +10,8 @@
 //! - `GET ?message=...&jsonp=<callback>` is callback-polling: the reply is
 //!   `text/javascript`, the array passed to the callback. The callback
 //!   name is checked (letters, digits, `_`, `$`, `.`), so a reply can never
-//!   carry script a page did not ask for.
+//!   carry script a page did not ask for. `HEAD` is checked the same way
+//!   and answered with a GET's headers, its batch not run.
 //! - Replies are always `200` with an array of Bayeux messages, errors
 //!   included (as Bayeux wants); a request that is not Bayeux at all gets
 //!   the port's usual `400 invalid-request`.
@@ -64,9 +65,15 @@ pub async fn serve<S: Socket>(
             let (bytes, budget) = body.into_parts();
             (batch_of_post(head.content_type.as_deref(), bytes)?, None, budget)
         }
-        Method::Get | Method::Head => {
+        Method::Get => {
             let (message, callback) = callback_query(head.query())?;
             (message.into_bytes(), Some(callback), None)
+        }
+        // What a GET would answer, without running its batch: a HEAD
+        // changes nothing (no handshake, no publish, no connect).
+        Method::Head => {
+            callback_query(head.query())?;
+            return Ok(Routed::from(Response::head_of("text/javascript; charset=utf-8")));
         }
         _ => return Err(PublicError::MethodNotAllowed),
     };

@@ -1,5 +1,6 @@
 //! `GET /events`: Server-Sent Events. The same parameters, auth, channels,
-//! limits and CORS as `/poll`; the stream counts as an open poll for as long
+//! limits and CORS as `/poll` (`HEAD /events` is answered in `routes.rs`,
+//! without a stream); the stream counts as an open poll for as long
 //! as it lasts (`max_polls_per_client`, presence).
 //!
 //! Each message is one event whose `id` is the message's id (a cursor), so
@@ -14,7 +15,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::connection::{Connection, Socket};
-use super::request::{Head, Method};
+use super::request::Head;
 use super::response::{AllowOrigin, Response};
 use super::routes::{admit, Routed};
 use super::Face;
@@ -40,10 +41,6 @@ pub async fn stream<S: Socket>(
     let open = hub.open_for(&request).await?;
     let mut response = Response::stream("text/event-stream");
     response.allow_origin = allow_origin;
-    if head.method == Method::Head {
-        let _ = connection.send(&response, true, true).await;
-        return Ok(Routed::Streamed);
-    }
     drop(head);
     // The head and a first comment together: the browser's `open` fires
     // at once, through proxies too.

@@ -22,6 +22,10 @@ pub struct Response {
     /// A stream (SSE): no `Content-Length`; the body is written as it comes
     /// and ends when the connection closes.
     pub streamed: bool,
+    /// A reply to `HEAD` whose `GET` body is not known without doing what
+    /// the `GET` would (a poll): no `Content-Length`, which would have to
+    /// be the `GET`'s.
+    pub unsized_head: bool,
 }
 
 /// What `Access-Control-Allow-Origin` says.
@@ -43,6 +47,16 @@ impl Response {
             allow_origin: None,
             extra: &[],
             streamed: false,
+            unsized_head: false,
+        }
+    }
+
+    /// The `200` head a `GET` would get, for a `HEAD` that does not do
+    /// what the `GET` does.
+    pub fn head_of(content_type: &'static str) -> Self {
+        Response {
+            unsized_head: true,
+            ..Response::ok(content_type, "")
         }
     }
 
@@ -82,7 +96,7 @@ impl Response {
             // nginx passes the stream on as it comes even where buffering
             // is on.
             head.push_str("x-accel-buffering: no\r\n");
-        } else {
+        } else if !self.unsized_head {
             let _ = write!(head, "content-length: {}\r\n", self.body.len());
         }
         match &self.allow_origin {

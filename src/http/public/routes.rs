@@ -2,7 +2,10 @@
 //! `GET /events`, the Bayeux path (`bayeux.rs`) when enabled,
 //! `GET /cometbox.js`, `GET /health`, CORS preflights, and `404`/`405` with
 //! their codes for everything else. `HEAD` is answered as `GET` without the
-//! body.
+//! body, except where a `GET` does something: `HEAD /poll` and
+//! `HEAD /events` check the token and parameters and answer the `GET`'s
+//! status and headers, without a poll (no mailbox made, no channel joined,
+//! no hook asked, no message marked carried, no presence).
 
 use std::time::Duration;
 
@@ -68,8 +71,9 @@ pub async fn route<S: Socket>(connection: &mut Connection<S>, mut head: Head) ->
             extra: PREFLIGHT,
             ..Response::ok("text/plain", "")
         })),
-        ("/poll", Method::Get | Method::Head) => poll(connection, &face, head).await,
-        ("/events", Method::Get | Method::Head) => {
+        ("/poll" | "/events", Method::Head) => head_only(&face, &head),
+        ("/poll", Method::Get) => poll(connection, &face, head).await,
+        ("/events", Method::Get) => {
             super::events::stream(connection, &face, head, allow_origin.clone()).await
         }
         ("/cometbox.js", Method::Get | Method::Head) => Ok(Routed::from(Response::ok(
@@ -123,6 +127,18 @@ async fn bayeux_route<S: Socket>(
         response.allow_origin = allow_origin;
     }
     routed
+}
+
+/// `HEAD /poll` and `HEAD /events`: the `GET`'s refusal, or its status and
+/// content type, and nothing done.
+fn head_only(face: &Face, head: &Head) -> Result<Routed, PublicError> {
+    admit(face, head)?;
+    let content_type = if head.path() == "/events" {
+        "text/event-stream"
+    } else {
+        "application/json"
+    };
+    Ok(Routed::from(Response::head_of(content_type)))
 }
 
 async fn poll<S: Socket>(
