@@ -6,7 +6,8 @@
 //! Each message is one event whose `id` is the message's id (a cursor), so
 //! an `EventSource` resumes by itself through `Last-Event-ID`; `event` is
 //! the message's event (or `message`); `data` the same JSON object as in a
-//! poll reply. A cursor that cannot be honoured is told by an event named
+//! poll reply. `Last-Event-ID` wins over `since` (see `routes::admit`). A
+//! cursor that cannot be honoured is told by an event named
 //! `reset` first. A `: keep-alive` comment goes out when the stream has
 //! been quiet for [`KEEP_ALIVE`], so proxies keep it open. The stream ends
 //! when the token expires (the client reconnects with a new one), when the

@@ -255,9 +255,15 @@ pub(super) fn admit(face: &Face, head: &Head) -> Result<(PollRequest, u64), Publ
             )
         })?;
     let grant = state.tokens.verify(&token)?;
-    // `since` wins; an `EventSource` resuming by itself sends only its
-    // `Last-Event-ID`.
-    let since = params.since.as_deref().or(head.last_event_id.as_deref());
+    // `Last-Event-ID` wins: an `EventSource` reconnects to the URL it was
+    // opened with, `since` included, and says in `Last-Event-ID` where it
+    // stopped; `since` would replay what it already has. An empty one (no
+    // event yet) is no cursor.
+    let since = head
+        .last_event_id
+        .as_deref()
+        .filter(|id| !id.is_empty())
+        .or(params.since.as_deref());
     let since = match since {
         None | Some("") => None,
         Some(s) => {
