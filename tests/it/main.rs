@@ -14,6 +14,7 @@ mod hooks;
 mod hostile;
 mod ingest;
 mod metrics;
+mod nosniff;
 mod poll;
 mod public_http;
 mod scale;

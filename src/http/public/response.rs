@@ -1,6 +1,10 @@
 //! A public reply: status, the few headers the port sends, and a body,
 //! encoded as one head buffer written together with the body (one
 //! `writev`), so a delivered poll costs one write.
+//!
+//! Every reply says `X-Content-Type-Options: nosniff`: a JSON poll reply
+//! or error carries text a backend or a requester chose, and a browser
+//! loading it as a script or a page must not guess it is one.
 
 use std::fmt::Write as _;
 
@@ -82,11 +86,12 @@ impl Response {
     /// body is sent unless the request was a `HEAD`; its length is given
     /// either way.
     pub fn encode_head(&self, close: bool) -> Vec<u8> {
-        let mut head = String::with_capacity(256);
+        // Room for the CORS headers of an echoed origin too: one allocation.
+        let mut head = String::with_capacity(320);
         // Writing to a String cannot fail.
         let _ = write!(
             head,
-            "HTTP/1.1 {} {}\r\ndate: {}\r\ncontent-type: {}\r\ncache-control: no-store\r\n",
+            "HTTP/1.1 {} {}\r\ndate: {}\r\ncontent-type: {}\r\ncache-control: no-store\r\nx-content-type-options: nosniff\r\n",
             self.status,
             reason(self.status),
             date::now(),
@@ -177,6 +182,7 @@ mod tests {
             "content-type: application/json\r\n",
             "content-length: 2\r\n",
             "cache-control: no-store\r\n",
+            "x-content-type-options: nosniff\r\n",
             "access-control-allow-origin: https://a.example\r\n",
             "vary: origin\r\n",
             "connection: close\r\n",
