@@ -1,6 +1,7 @@
 //! The public port's strictness at the framing edges, over raw sockets:
-//! chunk sizes, `Transfer-Encoding` lists, `Host`, `Expect: 100-continue`
-//! and closing after an unread body.
+//! chunk sizes, `Transfer-Encoding` lists, `Host`, `Expect: 100-continue`,
+//! closing after an unread body, and the ingest port's refusal of
+//! `Content-Length` with `Transfer-Encoding`.
 
 use std::time::Duration;
 
@@ -208,4 +209,18 @@ async fn a_reply_before_an_unread_body_is_read_not_reset() {
         .expect("the server reads the rest of the body instead of resetting");
     let reply = read_until_closed(&mut stream).await;
     assert!(reply.starts_with("HTTP/1.1 404"), "{reply}");
+}
+
+#[tokio::test]
+async fn ingest_refuses_content_length_with_transfer_encoding() {
+    let server = TestServer::start().await;
+    let xml = r#"<message to="smug" type="text">hi</message>"#;
+    let request = format!(
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/xml\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{xml}\r\n0\r\n\r\n",
+        xml.len()
+    );
+    let reply = exchange(server.ingest, &request).await;
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+    assert!(reply.contains(r#"code="invalid-request""#), "{reply}");
+    assert_eq!(server.stats().await["clients"], 0, "nothing was applied");
 }
