@@ -427,7 +427,10 @@ impl Settings {
         if l.max_public_body_bytes_in_flight > MAX_BODY_BUDGET {
             return Err((
                 "limits.max_public_body_bytes_in_flight",
-                format!("{} is above {MAX_BODY_BUDGET}", l.max_public_body_bytes_in_flight),
+                format!(
+                    "{} is above {MAX_BODY_BUDGET}",
+                    l.max_public_body_bytes_in_flight
+                ),
             ));
         }
         if l.poll_timeout > l.max_poll_timeout {

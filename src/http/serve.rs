@@ -173,9 +173,8 @@ fn spawn_connection<S>(
         verdict,
         policy.max_header_bytes,
     );
-    let connection = graceful.watch(
-        builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(service)),
-    );
+    let connection = graceful
+        .watch(builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(service)));
     tokio::spawn(
         async move {
             if let Err(e) = connection.await {

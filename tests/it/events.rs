@@ -212,7 +212,9 @@ async fn last_event_id_wins_over_since() {
             3,
         )
         .await;
-    let read = server.poll("lei", &format!("since={start}&timeout=0")).await;
+    let read = server
+        .poll("lei", &format!("since={start}&timeout=0"))
+        .await;
     let seen = read["messages"][1]["id"].as_str().unwrap().to_owned();
     let query = format!("token={}&since={start}", token("lei", &[]));
     let mut resumed = Stream::open(&server, &query, Some(&seen)).await;

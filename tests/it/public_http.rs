@@ -339,7 +339,10 @@ async fn head_on_poll_and_events_changes_nothing() {
     assert_eq!(server.presence("hh").await.0, 404);
     // The channel was not joined: a message to it does not reach hh.
     server
-        .post_ok(r#"<message channel="room:h" type="text">not yours</message>"#, 1)
+        .post_ok(
+            r#"<message channel="room:h" type="text">not yours</message>"#,
+            1,
+        )
         .await;
     let poll = server.poll("hh", "timeout=0").await;
     assert_eq!(poll["messages"], serde_json::json!([]), "{poll}");

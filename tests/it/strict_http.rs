@@ -50,7 +50,11 @@ async fn chunk_sizes_are_hex_digits_only() {
     let n = body.len();
     let head = "POST /bayeux HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
     // The control: pure hex digits (and an extension) are read.
-    let good = exchange(server.public, &format!("{head}{n:x};e=1\r\n{body}\r\n0\r\n\r\n")).await;
+    let good = exchange(
+        server.public,
+        &format!("{head}{n:x};e=1\r\n{body}\r\n0\r\n\r\n"),
+    )
+    .await;
     assert!(good.starts_with("HTTP/1.1 200"), "{good}");
     for size_line in [
         format!("+{n:x}\r\n{body}\r\n0\r\n\r\n"),
@@ -63,7 +67,10 @@ async fn chunk_sizes_are_hex_digits_only() {
         let reply = exchange(server.public, &format!("{head}{size_line}")).await;
         assert!(reply.starts_with("HTTP/1.1 400"), "{size_line:?}: {reply}");
         assert!(reply.contains("invalid-request"), "{size_line:?}: {reply}");
-        assert!(reply.contains("connection: close"), "{size_line:?}: {reply}");
+        assert!(
+            reply.contains("connection: close"),
+            "{size_line:?}: {reply}"
+        );
     }
 }
 
@@ -132,7 +139,10 @@ async fn http_1_1_needs_one_host_naming_the_target() {
     // A poll without Host did nothing.
     let reply = exchange(
         server.public,
-        &format!("GET /poll?timeout=0&token={} HTTP/1.1\r\n\r\n", token("nohost", &[])),
+        &format!(
+            "GET /poll?timeout=0&token={} HTTP/1.1\r\n\r\n",
+            token("nohost", &[])
+        ),
     )
     .await;
     assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
@@ -171,7 +181,10 @@ async fn expect_100_continue_is_answered_before_the_body_is_sent() {
         .unwrap();
     let rest = read_until_closed(&mut stream).await;
     assert!(rest.starts_with("HTTP/1.1 200"), "{rest}");
-    assert!(rest.contains("session_unknown"), "the body was read: {rest}");
+    assert!(
+        rest.contains("session_unknown"),
+        "the body was read: {rest}"
+    );
     assert!(rest.ends_with("ok\n"), "and the next request: {rest}");
 
     // Too large: the final status at once, no 100.

@@ -66,7 +66,11 @@ pub async fn serve<S: Socket>(
             };
             // The body's share of the budget is held until it is parsed.
             let (bytes, budget) = body.into_parts();
-            (batch_of_post(head.content_type.as_deref(), bytes)?, None, budget)
+            (
+                batch_of_post(head.content_type.as_deref(), bytes)?,
+                None,
+                budget,
+            )
         }
         Method::Get => {
             let (message, callback) = callback_query(head.query())?;
@@ -76,7 +80,9 @@ pub async fn serve<S: Socket>(
         // changes nothing (no handshake, no publish, no connect).
         Method::Head => {
             callback_query(head.query())?;
-            return Ok(Routed::from(Response::head_of("text/javascript; charset=utf-8")));
+            return Ok(Routed::from(Response::head_of(
+                "text/javascript; charset=utf-8",
+            )));
         }
         _ => return Err(PublicError::MethodNotAllowed),
     };

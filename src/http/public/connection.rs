@@ -345,7 +345,11 @@ impl<S: Socket> Connection<S> {
     /// already, then the socket, within `request_timeout`, at most `limit`
     /// bytes (a longer declared length is refused unread), within the
     /// port's budget of body bytes in flight.
-    pub async fn read_body(&mut self, framing: BodyFraming, limit: usize) -> Result<Body, BodyError> {
+    pub async fn read_body(
+        &mut self,
+        framing: BodyFraming,
+        limit: usize,
+    ) -> Result<Body, BodyError> {
         let deadline = Instant::now() + self.face.header_timeout;
         let length = match framing {
             BodyFraming::None => {
@@ -422,8 +426,9 @@ impl<S: Socket> Connection<S> {
         let mut budget: Option<OwnedSemaphorePermit> = None;
         loop {
             let line = self.chunk_line(MAX_CHUNK_LINE, deadline).await?;
-            let size = chunk_size(&line)
-                .ok_or(BodyError::BadChunk("a chunk size is not hexadecimal digits"))?;
+            let size = chunk_size(&line).ok_or(BodyError::BadChunk(
+                "a chunk size is not hexadecimal digits",
+            ))?;
             if size == 0 {
                 break;
             }

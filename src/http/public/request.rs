@@ -158,7 +158,9 @@ pub fn parse(buf: &[u8]) -> Result<Parsed, HeadError> {
                 return Err(HeadError::Malformed("Transfer-Encoding on HTTP/1.0"));
             }
             if codings {
-                return Err(HeadError::Malformed("more than one Transfer-Encoding header"));
+                return Err(HeadError::Malformed(
+                    "more than one Transfer-Encoding header",
+                ));
             }
             codings = true;
             transfer_coding(header.value)?;
@@ -225,7 +227,9 @@ fn transfer_coding(value: &[u8]) -> Result<(), HeadError> {
         }
     }
     if chunked > 1 {
-        return Err(HeadError::Malformed("chunked given twice in Transfer-Encoding"));
+        return Err(HeadError::Malformed(
+            "chunked given twice in Transfer-Encoding",
+        ));
     }
     match unknown {
         None => Ok(()),
@@ -251,7 +255,10 @@ fn origin_form(target: &str) -> Result<(String, usize, Option<&str>), HeadError>
             if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https") =>
         {
             let end = rest.find('/').unwrap_or(rest.len());
-            (if end < rest.len() { &rest[end..] } else { "/" }, Some(&rest[..end]))
+            (
+                if end < rest.len() { &rest[end..] } else { "/" },
+                Some(&rest[..end]),
+            )
         }
         _ => (target, None),
     };
@@ -305,7 +312,9 @@ mod tests {
     fn keep_alive_follows_the_version_and_connection() {
         assert!(!head("GET / HTTP/1.0\r\n\r\n").keep_alive);
         assert!(head("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").keep_alive);
-        assert!(!head("GET / HTTP/1.1\r\nHost: h\r\nConnection: upgrade, close\r\n\r\n").keep_alive);
+        assert!(
+            !head("GET / HTTP/1.1\r\nHost: h\r\nConnection: upgrade, close\r\n\r\n").keep_alive
+        );
     }
 
     #[test]
@@ -314,7 +323,10 @@ mod tests {
             head("GET http://h:1/poll?x=1 HTTP/1.1\r\nHost: h:1\r\n\r\n").query(),
             "x=1"
         );
-        assert_eq!(head("GET https://h HTTP/1.1\r\nHost: h\r\n\r\n").path(), "/");
+        assert_eq!(
+            head("GET https://h HTTP/1.1\r\nHost: h\r\n\r\n").path(),
+            "/"
+        );
     }
 
     #[test]
@@ -350,15 +362,24 @@ mod tests {
     #[test]
     fn one_chunked_coding_on_http_1_1_is_the_only_one_read() {
         let te = |version: &str, value: &str| {
-            parse(format!("POST / HTTP/{version}\r\nHost: h\r\nTransfer-Encoding: {value}\r\n\r\n").as_bytes())
-                .map(|_| ())
+            parse(
+                format!("POST / HTTP/{version}\r\nHost: h\r\nTransfer-Encoding: {value}\r\n\r\n")
+                    .as_bytes(),
+            )
+            .map(|_| ())
         };
         assert_eq!(te("1.1", "Chunked"), Ok(()));
         for unknown in ["gzip, chunked", "gzip", "chunked, gzip", "identity"] {
-            assert!(matches!(te("1.1", unknown), Err(HeadError::UnknownCoding(_))), "{unknown}");
+            assert!(
+                matches!(te("1.1", unknown), Err(HeadError::UnknownCoding(_))),
+                "{unknown}"
+            );
         }
         for malformed in ["chunked, chunked", "chunked,", ", chunked", ""] {
-            assert!(matches!(te("1.1", malformed), Err(HeadError::Malformed(_))), "{malformed:?}");
+            assert!(
+                matches!(te("1.1", malformed), Err(HeadError::Malformed(_))),
+                "{malformed:?}"
+            );
         }
         assert!(matches!(te("1.0", "chunked"), Err(HeadError::Malformed(_))));
         let twice = b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n";
@@ -373,7 +394,10 @@ mod tests {
             "GET http://b/ HTTP/1.1\r\nHost: a\r\n\r\n",
             "GET http://a:8480/ HTTP/1.1\r\nHost: a\r\n\r\n",
         ] {
-            assert!(matches!(parse(bad.as_bytes()), Err(HeadError::Malformed(_))), "{bad:?}");
+            assert!(
+                matches!(parse(bad.as_bytes()), Err(HeadError::Malformed(_))),
+                "{bad:?}"
+            );
         }
         head("GET / HTTP/1.0\r\n\r\n");
         head("GET http://A:1/x HTTP/1.1\r\nHost: a:1\r\n\r\n");
