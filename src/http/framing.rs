@@ -202,23 +202,37 @@ impl Tracker {
                         State::ChunkData(left - take)
                     };
                 }
+                // The usual case: a head that starts a read is parsed
+                // where it lies, nothing copied.
+                State::Head if self.pending.is_empty() => match parse_head(bytes, self.max_head) {
+                    Seen::Partial => self.pending.extend_from_slice(std::mem::take(&mut bytes)),
+                    Seen::Refused => self.state = State::Off,
+                    Seen::Complete { taken, framing } => {
+                        self.next_request(framing);
+                        bytes = &bytes[taken..];
+                    }
+                },
                 State::Head => {
                     let old = self.pending.len();
-                    self.pending.extend_from_slice(bytes);
-                    bytes = &[];
-                    // A head ends in a line end: parse only when one came.
+                    self.pending.extend_from_slice(std::mem::take(&mut bytes));
+                    // A head ends in a line end: parse again only when one
+                    // came, not for every byte of a trickled head.
                     if !self.pending[old..].contains(&b'\n') {
                         if self.pending.len() > self.max_head {
                             self.state = State::Off;
                         }
                         continue;
                     }
-                    let Some(taken) = self.head() else {
-                        continue;
-                    };
-                    let rest = self.pending.split_off(taken);
-                    self.clear_pending();
-                    return (self.state != State::Off && !rest.is_empty()).then_some(rest);
+                    match parse_head(&self.pending, self.max_head) {
+                        Seen::Partial => {}
+                        Seen::Refused => self.state = State::Off,
+                        Seen::Complete { taken, framing } => {
+                            self.next_request(framing);
+                            let rest = self.pending.split_off(taken);
+                            self.clear_pending();
+                            return (self.state != State::Off && !rest.is_empty()).then_some(rest);
+                        }
+                    }
                 }
                 State::ChunkSize | State::ChunkEnd | State::Trailers => {
                     let Some(end) = memchr::memchr(b'\n', bytes) else {
@@ -240,43 +254,13 @@ impl Tracker {
         None
     }
 
-    /// Parses the head in `pending`; how many bytes it took, or `None`
-    /// while it is unfinished. Sets the state for what follows it.
-    fn head(&mut self) -> Option<usize> {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut request = httparse::Request::new(&mut headers);
-        let taken = match request.parse(&self.pending) {
-            Ok(httparse::Status::Complete(taken)) => taken,
-            Ok(httparse::Status::Partial) if self.pending.len() <= self.max_head => return None,
-            // Too long, or refused by hyper too: hyper answers and closes.
-            _ => {
-                self.state = State::Off;
-                return None;
-            }
-        };
+    /// A head was read: counts it, notes it if it was framed twice, and
+    /// follows its body.
+    fn next_request(&mut self, framing: Framing) {
         let number = self.requests;
         self.requests += 1;
-        let (mut length, mut chunked, mut coded) = (None, false, false);
-        for header in request.headers.iter() {
-            if header.name.eq_ignore_ascii_case("content-length") {
-                length = std::str::from_utf8(header.value)
-                    .ok()
-                    .and_then(|v| v.trim().parse::<u64>().ok());
-                if length.is_none() {
-                    self.state = State::Off;
-                    return Some(taken);
-                }
-            } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
-                coded = true;
-                chunked = header
-                    .value
-                    .rsplit(|b| *b == b',')
-                    .next()
-                    .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-            }
-        }
-        self.state = match (length, coded) {
-            (Some(_), true) => {
+        self.state = match framing {
+            Framing::Twice => {
                 // The first one counts: hyper closes the connection after it.
                 let _ = self.verdict.framed_twice.compare_exchange(
                     NONE,
@@ -286,16 +270,11 @@ impl Tracker {
                 );
                 State::Off
             }
-            (None, true) if chunked => State::ChunkSize,
-            // A coding hyper cannot frame: it refuses the request itself.
-            (None, true) => State::Off,
-            (Some(0) | None, false) => State::Head,
-            (Some(n), false) => State::Body(n),
+            Framing::Length(0) | Framing::Nothing => State::Head,
+            Framing::Length(n) => State::Body(n),
+            Framing::Chunked => State::ChunkSize,
+            Framing::Unknown => State::Off,
         };
-        if request.method == Some("CONNECT") {
-            self.state = State::Off;
-        }
-        Some(taken)
     }
 
     /// A whole chunk-size line, line end, or trailer line.
@@ -328,6 +307,85 @@ impl Tracker {
             self.pending.clear();
         }
     }
+}
+
+/// What a look at a head found.
+enum Seen {
+    /// Not all there yet.
+    Partial,
+    /// Something hyper refuses too (or past `max_head`): stop watching.
+    Refused,
+    /// A whole head of `taken` bytes, its body framed so.
+    Complete { taken: usize, framing: Framing },
+}
+
+/// How a request's body is framed, as hyper reads it.
+enum Framing {
+    /// No body.
+    Nothing,
+    /// `Content-Length`.
+    Length(u64),
+    /// `Transfer-Encoding` ending in `chunked`.
+    Chunked,
+    /// Both `Content-Length` and `Transfer-Encoding`.
+    Twice,
+    /// Something hyper refuses or switches protocols on: stop watching.
+    Unknown,
+}
+
+/// Parses the head at the start of `buf`.
+fn parse_head(buf: &[u8], max_head: usize) -> Seen {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut headers);
+    let taken = match request.parse(buf) {
+        Ok(httparse::Status::Complete(taken)) => taken,
+        Ok(httparse::Status::Partial) if buf.len() <= max_head => return Seen::Partial,
+        _ => return Seen::Refused,
+    };
+    let (mut length, mut coded, mut chunked) = (None, false, false);
+    for header in request.headers.iter() {
+        if header.name.eq_ignore_ascii_case("content-length") {
+            match content_length(header.value) {
+                Some(n) => length = Some(n),
+                None => return Seen::Refused,
+            }
+        } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
+            // hyper goes by the last header's last coding.
+            coded = true;
+            chunked = header
+                .value
+                .rsplit(|b| *b == b',')
+                .next()
+                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        }
+    }
+    let framing = match (length, coded) {
+        _ if request.method == Some("CONNECT") => Framing::Unknown,
+        (Some(_), true) => Framing::Twice,
+        (None, true) if chunked => Framing::Chunked,
+        (None, true) => Framing::Unknown,
+        (Some(n), false) => Framing::Length(n),
+        (None, false) => Framing::Nothing,
+    };
+    Seen::Complete { taken, framing }
+}
+
+/// A `Content-Length` value as hyper takes it: digits, or a list of the
+/// same digits (`3, 3`).
+fn content_length(value: &[u8]) -> Option<u64> {
+    let mut length = None;
+    for part in value.split(|b| *b == b',') {
+        let part = std::str::from_utf8(part.trim_ascii()).ok()?;
+        if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let n = part.parse::<u64>().ok()?;
+        if length.is_some_and(|l| l != n) {
+            return None;
+        }
+        length = Some(n);
+    }
+    length
 }
 
 #[cfg(test)]
@@ -364,6 +422,9 @@ mod tests {
             assert_eq!(watch(&inside, step), None, "{step}");
             let reversed = "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\nHost: x\r\n\r\n";
             assert_eq!(watch(&format!("{get}{reversed}"), step), Some(1), "{step}");
+            // A length list hyper reads does not stop the watch.
+            let list = "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2, 2\r\n\r\nhi";
+            assert_eq!(watch(&format!("{list}{twice}"), step), Some(1), "{step}");
         }
     }
 }
