@@ -160,6 +160,12 @@ pub struct Limits {
     /// Ingest requests read and parsed at once; more get 503 `overloaded`.
     /// Bounds the memory of buffered bodies to this times `max_body_bytes`.
     pub max_ingest_in_flight: usize,
+    /// Bytes of request bodies (Bayeux POSTs) read or held at once across
+    /// the public port; a body that would pass it gets 503 `overloaded`
+    /// before it is read. Each body takes its declared length (a chunked
+    /// one, each chunk's) until it is parsed, so clients declaring bodies
+    /// and stalling hold at most this much.
+    pub max_public_body_bytes_in_flight: usize,
     /// Time a client has to send its request headers, and an ingest body.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
@@ -189,6 +195,7 @@ impl Default for Limits {
             max_header_bytes: 16 << 10,
             send_timeout: Duration::from_secs(30),
             max_ingest_in_flight: 64,
+            max_public_body_bytes_in_flight: 64 << 20,
             request_timeout: Duration::from_secs(10),
             max_reply_bytes: 1 << 20,
         }
@@ -408,6 +415,24 @@ impl Settings {
         if let Some((key, _)) = positive.iter().find(|(_, zero)| *zero) {
             return Err((key, "must be above zero".into()));
         }
+        if l.max_public_body_bytes_in_flight < l.max_body_bytes {
+            return Err((
+                "limits.max_public_body_bytes_in_flight",
+                format!(
+                    "{} is below limits.max_body_bytes ({}): a body of that size would always be refused",
+                    l.max_public_body_bytes_in_flight, l.max_body_bytes
+                ),
+            ));
+        }
+        if l.max_public_body_bytes_in_flight > MAX_BODY_BUDGET {
+            return Err((
+                "limits.max_public_body_bytes_in_flight",
+                format!(
+                    "{} is above {MAX_BODY_BUDGET}",
+                    l.max_public_body_bytes_in_flight
+                ),
+            ));
+        }
         if l.poll_timeout > l.max_poll_timeout {
             return Err((
                 "limits.poll_timeout",
@@ -518,6 +543,10 @@ impl Settings {
 /// hyper refuses a read buffer below 8 KiB, so a smaller header limit could
 /// not bound memory any further.
 const MIN_HEADER_BYTES: usize = 8192;
+
+/// Largest `max_public_body_bytes_in_flight`: the budget is a semaphore of
+/// one permit a byte, and tokio's holds at most `usize::MAX >> 3` permits.
+const MAX_BODY_BUDGET: usize = usize::MAX >> 3;
 
 #[cfg(test)]
 mod tests;

@@ -160,6 +160,7 @@ fn hostile_client_limits_default_and_validate() {
     assert_eq!(s.limits.max_header_bytes, 16384);
     assert_eq!(s.limits.send_timeout, Duration::from_secs(30));
     assert_eq!(s.limits.max_ingest_connections, 1024);
+    assert_eq!(s.limits.max_public_body_bytes_in_flight, 64 << 20);
     let file = toml_file(
         "[limits]\nmax_header_bytes = 32768\nsend_timeout = \"5s\"\nmax_ingest_connections = 8\n",
     );
@@ -179,6 +180,11 @@ fn hostile_client_limits_default_and_validate() {
             "COMETBOX_LIMITS__MAX_INGEST_CONNECTIONS",
             "0",
             "limits.max_ingest_connections",
+        ),
+        (
+            "COMETBOX_LIMITS__MAX_PUBLIC_BODY_BYTES_IN_FLIGHT",
+            "1000",
+            "limits.max_public_body_bytes_in_flight",
         ),
     ] {
         let e = load_from(None, env(&[(key, value)]))

@@ -91,6 +91,10 @@ pub enum IngestError {
     /// 400 `invalid-id`
     #[error("{0}")]
     InvalidId(String),
+    /// 400 `invalid-request`: both `Content-Length` and
+    /// `Transfer-Encoding`; the connection closes after the reply.
+    #[error("both Content-Length and Transfer-Encoding: send one framing")]
+    FramedTwice,
     /// 401 `unauthorized`
     #[error("missing or wrong ingest key: send Authorization: Bearer <ingest.key>")]
     Unauthorized,
@@ -171,7 +175,9 @@ impl IngestError {
                 };
                 (status, e.code.as_str(), Some(e.line))
             }
-            IngestError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid-request", None),
+            IngestError::InvalidRequest(_) | IngestError::FramedTwice => {
+                (StatusCode::BAD_REQUEST, "invalid-request", None)
+            }
             IngestError::InvalidId(_) => (StatusCode::BAD_REQUEST, "invalid-id", None),
             IngestError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", None),
             IngestError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", None),
@@ -214,8 +220,12 @@ impl IntoResponse for IngestError {
         );
         // For the ingest router's layer that counts rejections by code.
         reply.extensions_mut().insert(Rejected(code));
-        if matches!(self, IngestError::DeclaredTooLarge(_)) {
-            // The unread body is not another request: the connection ends.
+        if matches!(
+            self,
+            IngestError::DeclaredTooLarge(_) | IngestError::FramedTwice
+        ) {
+            // The unread body is not another request (nor, framed twice,
+            // known to end anywhere): the connection ends.
             reply.headers_mut().insert(
                 header::CONNECTION,
                 header::HeaderValue::from_static("close"),

@@ -15,6 +15,7 @@ use futures_util::StreamExt;
 use serde::Serialize;
 
 use super::error::{xml, IngestError, Rejected};
+use super::framing::FramedTwice;
 use super::AppState;
 use crate::hub::Stats;
 use crate::protocol::ids::is_valid_channel_grant;
@@ -36,6 +37,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async {
             IngestError::NotFound("no such endpoint: POST / takes XML commands".into())
         })
+        .layer(middleware::from_fn(refuse_framed_twice))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_rejections,
@@ -51,6 +53,16 @@ async fn count_rejections(State(state): State<AppState>, request: Request, next:
         state.metrics.rejected(code);
     }
     response
+}
+
+/// Refuses a request that carried both `Content-Length` and
+/// `Transfer-Encoding` (marked by the connection: hyper hides it, see
+/// `http::framing`), before anything else looks at it.
+async fn refuse_framed_twice(request: Request, next: Next) -> Response {
+    if request.extensions().get::<FramedTwice>().is_some() {
+        return IngestError::FramedTwice.into_response();
+    }
+    next.run(request).await
 }
 
 async fn require_key(State(state): State<AppState>, request: Request, next: Next) -> Response {

@@ -13,6 +13,7 @@ use crate::config::Settings;
 use crate::hub::Hub;
 
 pub mod error;
+pub mod framing;
 pub mod ingest;
 pub mod public;
 pub mod send_timeout;

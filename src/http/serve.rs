@@ -20,6 +20,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span};
 
+use tower::ServiceExt;
+
+use super::framing::{FramedTwice, Verdict, Watched};
 use super::send_timeout::{Abort, SendTimeout};
 use crate::listener::Listener;
 
@@ -152,10 +155,26 @@ fn spawn_connection<S>(
         .max_header_size(policy.max_header_bytes)
         .max_buf_size(policy.max_header_bytes.max(8192))
         .keep_alive(true);
-    let connection = graceful.watch(builder.serve_connection(
-        TokioIo::new(SendTimeout::new(stream, policy.send_timeout)),
-        TowerToHyperService::new(router.clone()),
-    ));
+    // hyper hides a request framed twice (see `framing.rs`): the
+    // connection's bytes are watched, and such a request is marked for the
+    // router to refuse.
+    let verdict = Arc::new(Verdict::default());
+    let service = router.clone().map_request({
+        let verdict = verdict.clone();
+        move |mut request: axum::http::Request<hyper::body::Incoming>| {
+            if verdict.next_is_framed_twice() {
+                request.extensions_mut().insert(FramedTwice);
+            }
+            request
+        }
+    });
+    let io = Watched::new(
+        SendTimeout::new(stream, policy.send_timeout),
+        verdict,
+        policy.max_header_bytes,
+    );
+    let connection = graceful
+        .watch(builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(service)));
     tokio::spawn(
         async move {
             if let Err(e) = connection.await {

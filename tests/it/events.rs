@@ -42,7 +42,9 @@ impl Stream {
         }
     }
 
-    /// The next event (comments skipped); `None` when the stream ends.
+    /// The next event (comments skipped); `None` when the stream ends
+    /// cleanly. A stream broken by an error (a reset, a crashed server)
+    /// fails the test: it is not an end.
     async fn next(&mut self) -> Option<Event> {
         tokio::time::timeout(Duration::from_secs(10), self.read_event())
             .await
@@ -67,7 +69,11 @@ impl Stream {
                     return Some(Event { id, event, data });
                 }
             }
-            let chunk = self.reply.chunk().await.ok()??;
+            let chunk = self
+                .reply
+                .chunk()
+                .await
+                .unwrap_or_else(|e| panic!("the stream broke instead of ending: {e}"))?;
             self.pending.push_str(std::str::from_utf8(&chunk).unwrap());
         }
     }
@@ -189,4 +195,36 @@ async fn streams_count_against_max_polls_and_errors_are_json() {
         no_token.json::<Value>().await.unwrap()["error"],
         "invalid-token"
     );
+}
+
+#[tokio::test]
+async fn last_event_id_wins_over_since() {
+    // An EventSource reconnects to the URL it was opened with, `since`
+    // included, and adds `Last-Event-ID`: that is where it stopped.
+    let server = TestServer::start().await;
+    server
+        .post_ok(r#"<message to="lei" type="text">zero</message>"#, 1)
+        .await;
+    let start = crate::helpers::cursor(&server.poll("lei", "timeout=0").await);
+    server
+        .post_ok(
+            r#"<batch><message to="lei" type="text">one</message><message to="lei" type="text">two</message><message to="lei" type="text">three</message></batch>"#,
+            3,
+        )
+        .await;
+    let read = server
+        .poll("lei", &format!("since={start}&timeout=0"))
+        .await;
+    let seen = read["messages"][1]["id"].as_str().unwrap().to_owned();
+    let query = format!("token={}&since={start}", token("lei", &[]));
+    let mut resumed = Stream::open(&server, &query, Some(&seen)).await;
+    assert_eq!(
+        resumed.next().await.unwrap().data["data"],
+        "three",
+        "only what followed the last event seen"
+    );
+    // An empty Last-Event-ID (a stream that had no event yet) is no cursor.
+    drop(resumed);
+    let mut fresh = Stream::open(&server, &query, Some("")).await;
+    assert_eq!(fresh.next().await.unwrap().data["data"], "one");
 }

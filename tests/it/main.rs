@@ -5,6 +5,7 @@
 mod bayeux;
 mod bayeux_client;
 mod binary;
+mod body_budget;
 mod cors;
 mod disk;
 mod events;
@@ -13,8 +14,10 @@ mod hooks;
 mod hostile;
 mod ingest;
 mod metrics;
+mod nosniff;
 mod poll;
 mod public_http;
 mod scale;
 mod slow_clients;
+mod strict_http;
 mod tokens;

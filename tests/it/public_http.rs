@@ -269,7 +269,7 @@ async fn http_1_0_gets_one_reply_then_the_connection_closes() {
     assert!(raw.closes().await);
     // `Connection: close` on 1.1 too.
     let mut raw = Raw::connect(&server).await;
-    raw.send("GET /health HTTP/1.1\r\nConnection: close\r\n\r\n")
+    raw.send("GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .await;
     assert_eq!(raw.reply(false).await.status, 200);
     assert!(raw.closes().await);
@@ -285,7 +285,7 @@ async fn wrong_methods_and_malformed_heads_get_their_codes() {
     assert_eq!(reply.json()["error"], "method-not-allowed");
     assert_eq!(reply.header("allow"), Some("GET, HEAD, OPTIONS"));
     // The connection is still good after a 405.
-    raw.send("GET /health HTTP/1.1\r\n\r\n").await;
+    raw.send("GET /health HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert_eq!(raw.reply(false).await.status, 200);
     for bad in [
         "GET /poll HTTP/1.1\r\nFolded: a\r\n b\r\n\r\n",
@@ -316,4 +316,39 @@ async fn an_idle_kept_alive_connection_closes_on_shutdown() {
         "stopped at once, not after the grace period"
     );
     assert!(raw.closes().await);
+}
+
+#[tokio::test]
+async fn head_on_poll_and_events_changes_nothing() {
+    let server = TestServer::start().await;
+    let grant = token("hh", &["room:h"]);
+    for (path, content_type) in [
+        ("/poll", "application/json"),
+        ("/events", "text/event-stream"),
+    ] {
+        let mut raw = Raw::connect(&server).await;
+        raw.send(&format!(
+            "HEAD {path}?channels=room:h&timeout=0&token={grant} HTTP/1.1\r\nHost: x\r\n\r\n"
+        ))
+        .await;
+        let reply = raw.reply(true).await;
+        assert_eq!(reply.status, 200, "{path}");
+        assert_eq!(reply.header("content-type"), Some(content_type), "{path}");
+    }
+    assert_eq!(server.stats().await["clients"], 0, "no mailbox was made");
+    assert_eq!(server.presence("hh").await.0, 404);
+    // The channel was not joined: a message to it does not reach hh.
+    server
+        .post_ok(
+            r#"<message channel="room:h" type="text">not yours</message>"#,
+            1,
+        )
+        .await;
+    let poll = server.poll("hh", "timeout=0").await;
+    assert_eq!(poll["messages"], serde_json::json!([]), "{poll}");
+    // A HEAD with a bad token is refused as a GET would be.
+    let mut raw = Raw::connect(&server).await;
+    raw.send("HEAD /poll?token=nope HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    assert_eq!(raw.reply(true).await.status, 401);
 }

@@ -4,11 +4,17 @@
 //! - `POST` carries the batch as JSON (`application/json`, or any type
 //!   but a form: some clients send `text/plain` to avoid a preflight), or as
 //!   a form field `message=`; the body is read whole, within
-//!   `request_timeout` and `max_body_bytes`.
+//!   `request_timeout`, `max_body_bytes` and the port's budget of body
+//!   bytes in flight (`max_public_body_bytes_in_flight`: past it, `503
+//!   overloaded`).
 //! - `GET ?message=...&jsonp=<callback>` is callback-polling: the reply is
 //!   `text/javascript`, the array passed to the callback. The callback
-//!   name is checked (letters, digits, `_`, `$`, `.`), so a reply can never
-//!   carry script a page did not ask for.
+//!   name must be a plain JavaScript identifier (`[A-Za-z_$][A-Za-z0-9_$]*`,
+//!   at most 64 bytes): no dots, so a request cannot name a function the
+//!   page did not define for it (`location.assign`,
+//!   `constructor.constructor`) and have the reply call it with data the
+//!   requester chose. `HEAD` is checked the same way and answered with a
+//!   GET's headers, its batch not run.
 //! - Replies are always `200` with an array of Bayeux messages, errors
 //!   included (as Bayeux wants); a request that is not Bayeux at all gets
 //!   the port's usual `400 invalid-request`.
@@ -51,24 +57,38 @@ pub async fn serve<S: Socket>(
     if face.state.hub.is_shutting_down() {
         return Err(PublicError::ShuttingDown);
     }
-    let (text, callback) = match head.method {
+    let (text, callback, budget) = match head.method {
         Method::Post => {
             let limit = face.state.settings.limits.max_body_bytes;
             let body = match connection.read_body(head.body, limit).await {
                 Ok(body) => body,
                 Err(e) => return Ok(body_failure(e, limit)),
             };
-            (batch_of_post(head.content_type.as_deref(), body)?, None)
+            // The body's share of the budget is held until it is parsed.
+            let (bytes, budget) = body.into_parts();
+            (
+                batch_of_post(head.content_type.as_deref(), bytes)?,
+                None,
+                budget,
+            )
         }
-        Method::Get | Method::Head => {
+        Method::Get => {
             let (message, callback) = callback_query(head.query())?;
-            (message.into_bytes(), Some(callback))
+            (message.into_bytes(), Some(callback), None)
+        }
+        // What a GET would answer, without running its batch: a HEAD
+        // changes nothing (no handshake, no publish, no connect).
+        Method::Head => {
+            callback_query(head.query())?;
+            return Ok(Routed::from(Response::head_of(
+                "text/javascript; charset=utf-8",
+            )));
         }
         _ => return Err(PublicError::MethodNotAllowed),
     };
     drop(head);
     let batch = parse_batch(&text).map_err(|e| PublicError::InvalidRequest(e.to_string()))?;
-    drop(text);
+    drop((text, budget));
     let exchange = bayeux.handle(&face.state.tokens, batch).await;
     let mut replies = exchange.replies;
     let mut poll = None;
@@ -128,18 +148,27 @@ fn callback_query(query: &str) -> Result<(String, String), PublicError> {
         )
     })?;
     let callback = callback.unwrap_or_else(|| "jsonpcallback".into());
-    let valid = !callback.is_empty()
-        && callback.len() <= MAX_CALLBACK
-        && !callback.starts_with(|c: char| c.is_ascii_digit())
-        && callback
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'$' | b'.'));
-    if !valid {
+    if !is_identifier(&callback) {
         return Err(PublicError::InvalidRequest(format!(
-            "jsonp: {callback:?} is not a callback name (letters, digits, _, $ and .)"
+            "jsonp: {callback:?} is not a callback name (a JavaScript identifier: \
+             letters, digits, _ and $, not starting with a digit, at most {MAX_CALLBACK} bytes)"
         )));
     }
     Ok((message, callback))
+}
+
+/// `[A-Za-z_$][A-Za-z0-9_$]*`, at most [`MAX_CALLBACK`] bytes.
+fn is_identifier(name: &str) -> bool {
+    let word = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'$');
+    match name.as_bytes() {
+        [first, rest @ ..] => {
+            name.len() <= MAX_CALLBACK
+                && !first.is_ascii_digit()
+                && word(*first)
+                && rest.iter().all(|b| word(*b))
+        }
+        [] => false,
+    }
 }
 
 /// The reply to a body that could not be read (the connection then closes).
@@ -160,6 +189,11 @@ fn body_failure(e: BodyError, limit: usize) -> Routed {
             "timeout",
             "the request body did not arrive in time",
         )),
+        BodyError::Overloaded => Routed::Close(Response::error(
+            503,
+            "overloaded",
+            "too many request bodies in flight (limits.max_public_body_bytes_in_flight); retry shortly",
+        )),
         BodyError::Closed => Routed::ClientLeft,
     }
 }
@@ -170,13 +204,22 @@ mod tests {
 
     #[test]
     fn callback_names_are_checked() {
-        let (message, callback) = callback_query("message=%5B%5D&jsonp=_cometd.cb_1").unwrap();
+        let (message, callback) = callback_query("message=%5B%5D&jsonp=_cometd_cb_1").unwrap();
         assert_eq!(
             (message.as_str(), callback.as_str()),
-            ("[]", "_cometd.cb_1")
+            ("[]", "_cometd_cb_1")
         );
         assert_eq!(callback_query("message=[]").unwrap().1, "jsonpcallback");
-        for bad in ["alert(1)", "a;b", "1a", "x<y"] {
+        for bad in [
+            "alert(1)",
+            "a;b",
+            "1a",
+            "x<y",
+            "location.assign",
+            "constructor.constructor",
+            "a.b",
+            "",
+        ] {
             let query = format!("message=[]&jsonp={}", bad.replace(';', "%3B"));
             assert!(callback_query(&query).is_err(), "{bad}");
         }

@@ -15,13 +15,20 @@
 //! - A request body is read only by a route that wants one (a Bayeux
 //!   POST), whole, within `request_timeout` and its route's limit; a body
 //!   left unread closes the connection after the reply, since what follows
-//!   it cannot be framed.
+//!   it cannot be framed. A body first takes its bytes from the port's
+//!   budget (`max_public_body_bytes_in_flight`, shared by every
+//!   connection): past it, `503 overloaded` before reading. Its buffer
+//!   grows with what arrives, not with what was declared.
+//! - `Expect: 100-continue` is answered `100 Continue` once the body is
+//!   about to be read, or with the final status at once when it will not
+//!   be (too large, over the budget, or a route that reads no body).
 //! - A reply the client accepts no byte of for `send_timeout` ends the
 //!   connection with a reset, which frees the kernel's buffers too.
-//! - A connection closed after an error first reads and discards what the
-//!   client is still sending (briefly, boundedly): closing with unread data
-//!   would reset the connection and could destroy the error reply before
-//!   the client reads it.
+//! - A connection closed after an error, or after a reply that left the
+//!   request's body unread, first reads and discards what the client is
+//!   still sending (briefly, boundedly): closing with unread data resets
+//!   the connection, and a client still writing its body then fails on the
+//!   reset instead of reading the reply.
 
 use std::future::Future;
 use std::io::{self, IoSlice};
@@ -32,6 +39,7 @@ use std::time::Duration;
 
 use bytes::BufMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use super::request::{self, BodyFraming, Head, HeadError, Method, Parsed};
@@ -70,6 +78,17 @@ const FIRST_READ: usize = 2048;
 /// Longest chunk-size line of a chunked body (a size and extensions).
 const MAX_CHUNK_LINE: usize = 1024;
 
+/// Most hex digits of a chunk size: 8 is up to 4 GiB, far over any body
+/// limit, so a longer size is refused rather than overflowing.
+const MAX_CHUNK_DIGITS: usize = 8;
+
+/// What a body's buffer takes before its bytes arrive; it then grows by
+/// doubling with what is read, up to the declared length.
+const FIRST_BODY: usize = 16 << 10;
+
+/// The interim reply to `Expect: 100-continue`.
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
 /// How long, and how much, a closing connection reads and discards.
 const LINGER: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 1 << 20;
@@ -99,7 +118,23 @@ pub struct Connection<S> {
     served: bool,
     /// The current request has a body its route did not read.
     body_unread: bool,
+    /// The current request asked for `100 Continue` before its body.
+    expect_continue: bool,
     face: Arc<Face>,
+}
+
+/// A request body read whole, with its share of the port's body budget,
+/// given back when it is dropped.
+pub struct Body {
+    bytes: Vec<u8>,
+    _budget: Option<OwnedSemaphorePermit>,
+}
+
+impl Body {
+    /// The bytes, and the budget they hold (to drop once they are parsed).
+    pub fn into_parts(self) -> (Vec<u8>, Option<OwnedSemaphorePermit>) {
+        (self.bytes, self._budget)
+    }
 }
 
 /// Why a request body could not be read; each closes the connection after
@@ -113,6 +148,9 @@ pub enum BodyError {
     BadChunk(&'static str),
     /// Not all there within `request_timeout`: `408`.
     TimedOut,
+    /// The port's bodies in flight would pass
+    /// `max_public_body_bytes_in_flight`: `503`, the body unread.
+    Overloaded,
     /// The client closed first.
     Closed,
 }
@@ -126,6 +164,7 @@ impl<S: Socket> Connection<S> {
             scanned: 0,
             served: false,
             body_unread: false,
+            expect_continue: false,
             face,
         };
         connection.serve().await;
@@ -155,6 +194,9 @@ impl<S: Socket> Connection<S> {
                         HeadError::Malformed(_) => {
                             Response::error(400, "invalid-request", &e.to_string())
                         }
+                        HeadError::UnknownCoding(_) => {
+                            Response::error(501, "not-implemented", &e.to_string())
+                        }
                     };
                     self.fail(reply).await;
                     return;
@@ -172,6 +214,7 @@ impl<S: Socket> Connection<S> {
             let head_only = head.method == Method::Head;
             let keep_alive = head.keep_alive;
             self.body_unread = head.body != BodyFraming::None;
+            self.expect_continue = head.expect_continue;
             let routed = routes::route(self, head).await;
             let (response, poll) = match routed {
                 Routed::Reply { response, poll } => (response, poll),
@@ -193,6 +236,9 @@ impl<S: Socket> Connection<S> {
             self.served = true;
             if close {
                 let _ = self.socket.shutdown().await;
+                if self.body_unread {
+                    self.linger().await;
+                }
                 return;
             }
         }
@@ -297,16 +343,23 @@ impl<S: Socket> Connection<S> {
 
     /// Reads the current request's body, whole: what the buffer holds of it
     /// already, then the socket, within `request_timeout`, at most `limit`
-    /// bytes (a longer declared length is refused unread).
+    /// bytes (a longer declared length is refused unread), within the
+    /// port's budget of body bytes in flight.
     pub async fn read_body(
         &mut self,
         framing: BodyFraming,
         limit: usize,
-    ) -> Result<Vec<u8>, BodyError> {
+    ) -> Result<Body, BodyError> {
         let deadline = Instant::now() + self.face.header_timeout;
         let length = match framing {
-            BodyFraming::None => return Ok(Vec::new()),
+            BodyFraming::None => {
+                return Ok(Body {
+                    bytes: Vec::new(),
+                    _budget: None,
+                })
+            }
             BodyFraming::Chunked => {
+                self.send_continue().await?;
                 let body = self.read_chunks(limit, deadline).await?;
                 self.body_unread = false;
                 return Ok(body);
@@ -314,12 +367,19 @@ impl<S: Socket> Connection<S> {
             BodyFraming::Length(n) if n > limit as u64 => return Err(BodyError::TooLarge(n)),
             BodyFraming::Length(n) => n as usize,
         };
-        let mut body = Vec::with_capacity(length);
+        // The whole declared length, before reading: a client that
+        // declares a body and stalls holds the budget, not memory beyond it.
+        let budget = self.budget(length)?;
+        self.send_continue().await?;
+        let mut body = Vec::with_capacity(length.min(FIRST_BODY));
         let buffered = length.min(self.buf.len());
         body.extend_from_slice(&self.buf[..buffered]);
         self.consume(buffered);
         while body.len() < length {
             let missing = length - body.len();
+            if body.len() == body.capacity() {
+                body.reserve_exact(missing.min(body.capacity().max(FIRST_BODY)));
+            }
             let mut room = (&mut body).limit(missing);
             match tokio::time::timeout_at(deadline, self.socket.read_buf(&mut room)).await {
                 Err(_) => return Err(BodyError::TimedOut),
@@ -328,37 +388,78 @@ impl<S: Socket> Connection<S> {
             }
         }
         self.body_unread = false;
-        Ok(body)
+        Ok(Body {
+            bytes: body,
+            _budget: Some(budget),
+        })
+    }
+
+    /// Takes `bytes` from the port's budget of body bytes in flight, or
+    /// says the port is overloaded.
+    fn budget(&self, bytes: usize) -> Result<OwnedSemaphorePermit, BodyError> {
+        let bytes = u32::try_from(bytes).map_err(|_| BodyError::Overloaded)?;
+        self.face
+            .bodies
+            .clone()
+            .try_acquire_many_owned(bytes)
+            .map_err(|_| BodyError::Overloaded)
+    }
+
+    /// `100 Continue`, once, if the client asked for it: its body is about
+    /// to be read.
+    async fn send_continue(&mut self) -> Result<(), BodyError> {
+        if std::mem::take(&mut self.expect_continue) {
+            self.write_all(CONTINUE, &[])
+                .await
+                .map_err(|_| BodyError::Closed)?;
+        }
+        Ok(())
     }
 
     /// A chunked body, decoded: each chunk's size line (at most
     /// [`MAX_CHUNK_LINE`] bytes, extensions ignored), its bytes, until the
     /// last chunk and the trailers (read and dropped, within
-    /// `max_header_bytes`). The decoded body may not pass `limit`.
-    async fn read_chunks(&mut self, limit: usize, deadline: Instant) -> Result<Vec<u8>, BodyError> {
+    /// `max_header_bytes`). The decoded body may not pass `limit`; each
+    /// chunk takes its size from the budget before it is read.
+    async fn read_chunks(&mut self, limit: usize, deadline: Instant) -> Result<Body, BodyError> {
         let mut body = Vec::new();
+        let mut budget: Option<OwnedSemaphorePermit> = None;
         loop {
             let line = self.chunk_line(MAX_CHUNK_LINE, deadline).await?;
-            let size = std::str::from_utf8(&line)
-                .ok()
-                .map(|l| l.split(';').next().unwrap_or("").trim())
-                .filter(|hex| !hex.is_empty() && hex.len() <= 8)
-                .and_then(|hex| usize::from_str_radix(hex, 16).ok())
-                .ok_or(BodyError::BadChunk("a chunk size is not hexadecimal"))?;
+            let size = chunk_size(&line).ok_or(BodyError::BadChunk(
+                "a chunk size is not hexadecimal digits",
+            ))?;
             if size == 0 {
                 break;
             }
             if body.len() + size > limit {
                 return Err(BodyError::TooLarge((body.len() + size) as u64));
             }
-            while self.buf.len() < size + 2 {
+            let more = self.budget(size)?;
+            match &mut budget {
+                Some(held) => held.merge(more),
+                None => budget = Some(more),
+            }
+            // Copied out as it arrives: the read buffer never holds a
+            // whole chunk.
+            let mut missing = size;
+            loop {
+                let take = missing.min(self.buf.len());
+                body.extend_from_slice(&self.buf[..take]);
+                self.consume(take);
+                missing -= take;
+                if missing == 0 {
+                    break;
+                }
                 self.fill(deadline).await?;
             }
-            if &self.buf[size..size + 2] != b"\r\n" {
+            while self.buf.len() < 2 {
+                self.fill(deadline).await?;
+            }
+            if &self.buf[..2] != b"\r\n" {
                 return Err(BodyError::BadChunk("a chunk does not end with CRLF"));
             }
-            body.extend_from_slice(&self.buf[..size]);
-            self.consume(size + 2);
+            self.consume(2);
         }
         // Trailers, up to the blank line.
         let mut trailers = 0;
@@ -368,7 +469,10 @@ impl<S: Socket> Connection<S> {
                 .await?;
             trailers += line.len() + 2;
             if line.is_empty() {
-                return Ok(body);
+                return Ok(Body {
+                    bytes: body,
+                    _budget: budget,
+                });
             }
             if trailers > self.face.max_header_bytes {
                 return Err(BodyError::BadChunk("trailers too large"));
@@ -394,7 +498,9 @@ impl<S: Socket> Connection<S> {
 
     /// Reads what the socket has into the buffer, by the deadline.
     async fn fill(&mut self, deadline: Instant) -> Result<(), BodyError> {
-        self.buf.reserve(16 << 10);
+        if self.buf.capacity() - self.buf.len() < 1024 {
+            self.buf.reserve(16 << 10);
+        }
         match tokio::time::timeout_at(deadline, self.socket.read_buf(&mut self.buf)).await {
             Err(_) => Err(BodyError::TimedOut),
             Ok(Ok(0) | Err(_)) => Err(BodyError::Closed),
@@ -481,6 +587,13 @@ impl<S: Socket> Connection<S> {
             return;
         }
         let _ = self.socket.shutdown().await;
+        self.linger().await;
+    }
+
+    /// Reads and discards what the client still sends, at most
+    /// [`LINGER_BYTES`] for at most [`LINGER`], before the connection is
+    /// dropped (see the module doc).
+    async fn linger(&mut self) {
         let mut discarded = 0;
         let mut chunk = vec![0u8; 16 << 10];
         let deadline = Instant::now() + LINGER;
@@ -493,7 +606,51 @@ impl<S: Socket> Connection<S> {
     }
 }
 
+/// A chunk-size line's size: only hex digits (at most
+/// [`MAX_CHUNK_DIGITS`]) before an optional `;` and extensions. No sign,
+/// no space, no `0x`: a proxy that reads `+5` or ` 5` differently would
+/// frame the next request elsewhere.
+fn chunk_size(line: &[u8]) -> Option<usize> {
+    let end = memchr::memchr(b';', line).unwrap_or(line.len());
+    let digits = &line[..end];
+    if digits.is_empty()
+        || digits.len() > MAX_CHUNK_DIGITS
+        || !digits.iter().all(u8::is_ascii_hexdigit)
+    {
+        return None;
+    }
+    // Only hex digits, at most 8 of them: this cannot fail.
+    let text = std::str::from_utf8(digits).ok()?;
+    usize::from_str_radix(text, 16).ok()
+}
+
 /// Polls `future` once, handing back whether it finished.
 async fn poll_once<F: Future + ?Sized>(mut future: std::pin::Pin<&mut F>) -> Poll<F::Output> {
     std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chunk_size;
+
+    #[test]
+    fn chunk_sizes_are_bare_hex_digits() {
+        assert_eq!(chunk_size(b"1a"), Some(26));
+        assert_eq!(chunk_size(b"00FF;name=value"), Some(255));
+        assert_eq!(chunk_size(b"0"), Some(0));
+        for bad in [
+            &b"+5"[..],
+            b" 5",
+            b"5 ",
+            b"5 ;x",
+            b"-0",
+            b"+0",
+            b"0x5",
+            b"",
+            b";x",
+            b"123456789",
+        ] {
+            assert_eq!(chunk_size(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
 }

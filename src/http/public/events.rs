@@ -1,11 +1,13 @@
 //! `GET /events`: Server-Sent Events. The same parameters, auth, channels,
-//! limits and CORS as `/poll`; the stream counts as an open poll for as long
+//! limits and CORS as `/poll` (`HEAD /events` is answered in `routes.rs`,
+//! without a stream); the stream counts as an open poll for as long
 //! as it lasts (`max_polls_per_client`, presence).
 //!
 //! Each message is one event whose `id` is the message's id (a cursor), so
 //! an `EventSource` resumes by itself through `Last-Event-ID`; `event` is
 //! the message's event (or `message`); `data` the same JSON object as in a
-//! poll reply. A cursor that cannot be honoured is told by an event named
+//! poll reply. `Last-Event-ID` wins over `since` (see `routes::admit`). A
+//! cursor that cannot be honoured is told by an event named
 //! `reset` first. A `: keep-alive` comment goes out when the stream has
 //! been quiet for [`KEEP_ALIVE`], so proxies keep it open. The stream ends
 //! when the token expires (the client reconnects with a new one), when the
@@ -14,7 +16,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::connection::{Connection, Socket};
-use super::request::{Head, Method};
+use super::request::Head;
 use super::response::{AllowOrigin, Response};
 use super::routes::{admit, Routed};
 use super::Face;
@@ -40,10 +42,6 @@ pub async fn stream<S: Socket>(
     let open = hub.open_for(&request).await?;
     let mut response = Response::stream("text/event-stream");
     response.allow_origin = allow_origin;
-    if head.method == Method::Head {
-        let _ = connection.send(&response, true, true).await;
-        return Ok(Routed::Streamed);
-    }
     drop(head);
     // The head and a first comment together: the browser's `open` fires
     // at once, through proxies too.

@@ -47,6 +47,9 @@ pub struct Face {
     header_timeout: Duration,
     max_header_bytes: usize,
     send_timeout: Duration,
+    /// Bytes of request bodies being read or held at once, across every
+    /// connection (`max_public_body_bytes_in_flight`): one permit a byte.
+    bodies: Arc<tokio::sync::Semaphore>,
 }
 
 impl Face {
@@ -56,6 +59,9 @@ impl Face {
             header_timeout: policy.header_timeout,
             max_header_bytes: policy.max_header_bytes,
             send_timeout: policy.send_timeout,
+            bodies: Arc::new(tokio::sync::Semaphore::new(
+                state.settings.limits.max_public_body_bytes_in_flight,
+            )),
             state,
         })
     }

@@ -4,8 +4,11 @@
 //!
 //! Strict on purpose: anything a browser or a proxy would not send (obsolete
 //! line folding, spaces before a colon, conflicting lengths, more headers
-//! than [`MAX_HEADERS`]) is refused with the connection closed, since the
-//! framing of what follows it cannot be trusted.
+//! than [`MAX_HEADERS`], a `Transfer-Encoding` other than one `chunked` on
+//! HTTP/1.1, an HTTP/1.1 request without exactly one `Host`, or whose
+//! absolute target names another host) is refused with the connection
+//! closed, since the framing of what follows it cannot be trusted, and a
+//! proxy in front may have read the request otherwise.
 
 /// Headers a request may carry. Browsers send about 15; past this the
 /// request is refused with 431, like one whose head is over
@@ -54,6 +57,9 @@ pub struct Head {
     /// `Content-Type`, if sent (a Bayeux POST: JSON or a form).
     pub content_type: Option<String>,
     pub body: BodyFraming,
+    /// `Expect: 100-continue`: the client waits for `100 Continue` before
+    /// sending its body.
+    pub expect_continue: bool,
 }
 
 impl Head {
@@ -77,6 +83,10 @@ pub enum HeadError {
     /// 431: more than [`MAX_HEADERS`] headers, or over `max_header_bytes`.
     #[error("request headers too large")]
     TooLarge,
+    /// 501: a `Transfer-Encoding` coding other than `chunked`: the body's
+    /// end cannot be found.
+    #[error("Transfer-Encoding {0:?} is not supported: send chunked or Content-Length")]
+    UnknownCoding(String),
 }
 
 /// What one look at the buffer found.
@@ -107,7 +117,7 @@ pub fn parse(buf: &[u8]) -> Result<Parsed, HeadError> {
         "POST" => Method::Post,
         _ => Method::Other,
     };
-    let (target, path_end) = origin_form(request.path.unwrap_or(""))?;
+    let (target, path_end, authority) = origin_form(request.path.unwrap_or(""))?;
     let mut head = Head {
         method,
         target,
@@ -118,11 +128,19 @@ pub fn parse(buf: &[u8]) -> Result<Parsed, HeadError> {
         last_event_id: None,
         content_type: None,
         body: BodyFraming::None,
+        expect_continue: false,
     };
     let mut length: Option<u64> = None;
+    let mut host: Option<&[u8]> = None;
+    let mut codings = false;
     for header in request.headers.iter() {
         let name = header.name;
-        if name.eq_ignore_ascii_case("content-length") {
+        if name.eq_ignore_ascii_case("host") {
+            if host.is_some() {
+                return Err(HeadError::Malformed("more than one Host header"));
+            }
+            host = Some(header.value);
+        } else if name.eq_ignore_ascii_case("content-length") {
             let value = std::str::from_utf8(header.value)
                 .ok()
                 .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
@@ -133,15 +151,22 @@ pub fn parse(buf: &[u8]) -> Result<Parsed, HeadError> {
             }
             length = Some(value);
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            // Only `chunked` frames a body we can read; any other coding
-            // (alone, or last) leaves its end unknown.
-            let last = header.value.rsplit(|b| *b == b',').next().unwrap_or(b"");
-            if !last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+            if http10 {
+                // HTTP/1.0 has no chunked framing: a 1.0 proxy before us
+                // would have read this body by its Content-Length or the
+                // connection's end.
+                return Err(HeadError::Malformed("Transfer-Encoding on HTTP/1.0"));
+            }
+            if codings {
                 return Err(HeadError::Malformed(
-                    "a Transfer-Encoding other than chunked",
+                    "more than one Transfer-Encoding header",
                 ));
             }
+            codings = true;
+            transfer_coding(header.value)?;
             head.body = BodyFraming::Chunked;
+        } else if name.eq_ignore_ascii_case("expect") {
+            head.expect_continue = header.value.eq_ignore_ascii_case(b"100-continue");
         } else if name.eq_ignore_ascii_case("connection") {
             for token in header.value.split(|b| *b == b',') {
                 let token = token.trim_ascii();
@@ -171,7 +196,47 @@ pub fn parse(buf: &[u8]) -> Result<Parsed, HeadError> {
     } else if let Some(n) = length.filter(|n| *n > 0) {
         head.body = BodyFraming::Length(n);
     }
+    match (host, authority) {
+        (None, _) if !http10 => return Err(HeadError::Malformed("no Host header")),
+        (Some(host), Some(authority)) if !host.eq_ignore_ascii_case(authority.as_bytes()) => {
+            return Err(HeadError::Malformed(
+                "the request target names another host than Host",
+            ))
+        }
+        _ => {}
+    }
     Ok(Parsed::Complete(head, taken))
+}
+
+/// Checks a `Transfer-Encoding` value: exactly `chunked` is the one body
+/// framing read here. A list (`gzip, chunked`) would need decoding the
+/// port does not do (`501`); `chunked` twice, or an empty element, is
+/// malformed (`400`).
+fn transfer_coding(value: &[u8]) -> Result<(), HeadError> {
+    let mut chunked = 0;
+    let mut unknown = None;
+    for coding in value.split(|b| *b == b',') {
+        let coding = coding.trim_ascii();
+        if coding.is_empty() {
+            return Err(HeadError::Malformed("an empty Transfer-Encoding coding"));
+        }
+        if coding.eq_ignore_ascii_case(b"chunked") {
+            chunked += 1;
+        } else {
+            unknown.get_or_insert(coding);
+        }
+    }
+    if chunked > 1 {
+        return Err(HeadError::Malformed(
+            "chunked given twice in Transfer-Encoding",
+        ));
+    }
+    match unknown {
+        None => Ok(()),
+        Some(coding) => Err(HeadError::UnknownCoding(
+            String::from_utf8_lossy(coding).into_owned(),
+        )),
+    }
 }
 
 /// A header value the routes read as text.
@@ -181,22 +246,27 @@ fn text(value: &[u8]) -> Result<String, HeadError> {
         .map_err(|_| HeadError::Malformed("a header value is not UTF-8"))
 }
 
-/// The target in origin form, and where its path ends.
-fn origin_form(target: &str) -> Result<(String, usize), HeadError> {
-    let target = match target.split_once("://") {
+/// The target in origin form, where its path ends, and the host an
+/// absolute target names (which `Host` must repeat).
+fn origin_form(target: &str) -> Result<(String, usize, Option<&str>), HeadError> {
+    let (target, authority) = match target.split_once("://") {
         // Absolute form (`GET http://host/poll HTTP/1.1`), as sent to proxies.
         Some((scheme, rest))
             if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https") =>
         {
-            rest.find('/').map_or("/", |at| &rest[at..])
+            let end = rest.find('/').unwrap_or(rest.len());
+            (
+                if end < rest.len() { &rest[end..] } else { "/" },
+                Some(&rest[..end]),
+            )
         }
-        _ => target,
+        _ => (target, None),
     };
     if !target.starts_with('/') {
         return Err(HeadError::Malformed("the request target must start with /"));
     }
     let path_end = target.find('?').unwrap_or(target.len());
-    Ok((target.to_owned(), path_end))
+    Ok((target.to_owned(), path_end, authority))
 }
 
 fn parse_error(e: httparse::Error) -> &'static str {
@@ -242,39 +312,44 @@ mod tests {
     fn keep_alive_follows_the_version_and_connection() {
         assert!(!head("GET / HTTP/1.0\r\n\r\n").keep_alive);
         assert!(head("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").keep_alive);
-        assert!(!head("GET / HTTP/1.1\r\nConnection: upgrade, close\r\n\r\n").keep_alive);
+        assert!(
+            !head("GET / HTTP/1.1\r\nHost: h\r\nConnection: upgrade, close\r\n\r\n").keep_alive
+        );
     }
 
     #[test]
     fn absolute_targets_are_cut_to_their_path() {
         assert_eq!(
-            head("GET http://h:1/poll?x=1 HTTP/1.1\r\n\r\n").query(),
+            head("GET http://h:1/poll?x=1 HTTP/1.1\r\nHost: h:1\r\n\r\n").query(),
             "x=1"
         );
-        assert_eq!(head("GET https://h HTTP/1.1\r\n\r\n").path(), "/");
+        assert_eq!(
+            head("GET https://h HTTP/1.1\r\nHost: h\r\n\r\n").path(),
+            "/"
+        );
     }
 
     #[test]
     fn bodies_are_framed_or_refused() {
         assert_eq!(
-            head("GET / HTTP/1.1\r\nContent-Length: 0\r\n\r\n").body,
+            head("GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n").body,
             BodyFraming::None
         );
         assert_eq!(
-            head("GET / HTTP/1.1\r\nContent-Length: 5\r\n\r\n").body,
+            head("GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\n").body,
             BodyFraming::Length(5)
         );
         assert_eq!(
-            head("GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n").body,
+            head("GET / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n").body,
             BodyFraming::Chunked
         );
         for bad in [
-            "GET / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
-            "GET / HTTP/1.1\r\nContent-Length: +5\r\n\r\n",
-            "GET / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
-            "GET / HTTP/1.1\r\nFolded: a\r\n b\r\n\r\n",
-            "GET / HTTP/1.1\r\nSpace : a\r\n\r\n",
-            "GET poll HTTP/1.1\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: h\r\nContent-Length: +5\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: h\r\nFolded: a\r\n b\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: h\r\nSpace : a\r\n\r\n",
+            "GET poll HTTP/1.1\r\nHost: h\r\n\r\n",
             "GET / HTTP/2.0\r\n\r\n",
         ] {
             assert!(
@@ -282,6 +357,51 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn one_chunked_coding_on_http_1_1_is_the_only_one_read() {
+        let te = |version: &str, value: &str| {
+            parse(
+                format!("POST / HTTP/{version}\r\nHost: h\r\nTransfer-Encoding: {value}\r\n\r\n")
+                    .as_bytes(),
+            )
+            .map(|_| ())
+        };
+        assert_eq!(te("1.1", "Chunked"), Ok(()));
+        for unknown in ["gzip, chunked", "gzip", "chunked, gzip", "identity"] {
+            assert!(
+                matches!(te("1.1", unknown), Err(HeadError::UnknownCoding(_))),
+                "{unknown}"
+            );
+        }
+        for malformed in ["chunked, chunked", "chunked,", ", chunked", ""] {
+            assert!(
+                matches!(te("1.1", malformed), Err(HeadError::Malformed(_))),
+                "{malformed:?}"
+            );
+        }
+        assert!(matches!(te("1.0", "chunked"), Err(HeadError::Malformed(_))));
+        let twice = b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert!(matches!(parse(twice), Err(HeadError::Malformed(_))));
+    }
+
+    #[test]
+    fn http_1_1_needs_one_host_matching_an_absolute_target() {
+        for bad in [
+            "GET / HTTP/1.1\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n",
+            "GET http://b/ HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET http://a:8480/ HTTP/1.1\r\nHost: a\r\n\r\n",
+        ] {
+            assert!(
+                matches!(parse(bad.as_bytes()), Err(HeadError::Malformed(_))),
+                "{bad:?}"
+            );
+        }
+        head("GET / HTTP/1.0\r\n\r\n");
+        head("GET http://A:1/x HTTP/1.1\r\nHost: a:1\r\n\r\n");
+        assert!(head("POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-Continue\r\n\r\n").expect_continue);
     }
 
     #[test]
@@ -293,9 +413,9 @@ mod tests {
             parse(b"GET /poll HTTP/1.1\r\nHost:"),
             Ok(Parsed::Partial)
         ));
-        let pipelined = parse(b"GET / HTTP/1.1\r\n\r\nGET");
+        let pipelined = parse(b"GET / HTTP/1.1\r\nHost: h\r\n\r\nGET");
         assert!(
-            matches!(pipelined, Ok(Parsed::Complete(_, 18))),
+            matches!(pipelined, Ok(Parsed::Complete(_, 27))),
             "{pipelined:?}"
         );
     }

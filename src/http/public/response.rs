@@ -1,6 +1,10 @@
 //! A public reply: status, the few headers the port sends, and a body,
 //! encoded as one head buffer written together with the body (one
 //! `writev`), so a delivered poll costs one write.
+//!
+//! Every reply says `X-Content-Type-Options: nosniff`: a JSON poll reply
+//! or error carries text a backend or a requester chose, and a browser
+//! loading it as a script or a page must not guess it is one.
 
 use std::fmt::Write as _;
 
@@ -22,6 +26,10 @@ pub struct Response {
     /// A stream (SSE): no `Content-Length`; the body is written as it comes
     /// and ends when the connection closes.
     pub streamed: bool,
+    /// A reply to `HEAD` whose `GET` body is not known without doing what
+    /// the `GET` would (a poll): no `Content-Length`, which would have to
+    /// be the `GET`'s.
+    pub unsized_head: bool,
 }
 
 /// What `Access-Control-Allow-Origin` says.
@@ -43,6 +51,16 @@ impl Response {
             allow_origin: None,
             extra: &[],
             streamed: false,
+            unsized_head: false,
+        }
+    }
+
+    /// The `200` head a `GET` would get, for a `HEAD` that does not do
+    /// what the `GET` does.
+    pub fn head_of(content_type: &'static str) -> Self {
+        Response {
+            unsized_head: true,
+            ..Response::ok(content_type, "")
         }
     }
 
@@ -68,11 +86,12 @@ impl Response {
     /// body is sent unless the request was a `HEAD`; its length is given
     /// either way.
     pub fn encode_head(&self, close: bool) -> Vec<u8> {
-        let mut head = String::with_capacity(256);
+        // Room for the CORS headers of an echoed origin too: one allocation.
+        let mut head = String::with_capacity(320);
         // Writing to a String cannot fail.
         let _ = write!(
             head,
-            "HTTP/1.1 {} {}\r\ndate: {}\r\ncontent-type: {}\r\ncache-control: no-store\r\n",
+            "HTTP/1.1 {} {}\r\ndate: {}\r\ncontent-type: {}\r\ncache-control: no-store\r\nx-content-type-options: nosniff\r\n",
             self.status,
             reason(self.status),
             date::now(),
@@ -82,7 +101,7 @@ impl Response {
             // nginx passes the stream on as it comes even where buffering
             // is on.
             head.push_str("x-accel-buffering: no\r\n");
-        } else {
+        } else if !self.unsized_head {
             let _ = write!(head, "content-length: {}\r\n", self.body.len());
         }
         match &self.allow_origin {
@@ -120,6 +139,7 @@ fn reason(status: u16) -> &'static str {
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
+        501 => "Not Implemented",
         503 => "Service Unavailable",
         _ => "",
     }
@@ -162,6 +182,7 @@ mod tests {
             "content-type: application/json\r\n",
             "content-length: 2\r\n",
             "cache-control: no-store\r\n",
+            "x-content-type-options: nosniff\r\n",
             "access-control-allow-origin: https://a.example\r\n",
             "vary: origin\r\n",
             "connection: close\r\n",

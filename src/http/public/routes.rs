@@ -2,7 +2,10 @@
 //! `GET /events`, the Bayeux path (`bayeux.rs`) when enabled,
 //! `GET /cometbox.js`, `GET /health`, CORS preflights, and `404`/`405` with
 //! their codes for everything else. `HEAD` is answered as `GET` without the
-//! body.
+//! body, except where a `GET` does something: `HEAD /poll` and
+//! `HEAD /events` check the token and parameters and answer the `GET`'s
+//! status and headers, without a poll (no mailbox made, no channel joined,
+//! no hook asked, no message marked carried, no presence).
 
 use std::time::Duration;
 
@@ -68,8 +71,9 @@ pub async fn route<S: Socket>(connection: &mut Connection<S>, mut head: Head) ->
             extra: PREFLIGHT,
             ..Response::ok("text/plain", "")
         })),
-        ("/poll", Method::Get | Method::Head) => poll(connection, &face, head).await,
-        ("/events", Method::Get | Method::Head) => {
+        ("/poll" | "/events", Method::Head) => head_only(&face, &head),
+        ("/poll", Method::Get) => poll(connection, &face, head).await,
+        ("/events", Method::Get) => {
             super::events::stream(connection, &face, head, allow_origin.clone()).await
         }
         ("/cometbox.js", Method::Get | Method::Head) => Ok(Routed::from(Response::ok(
@@ -123,6 +127,18 @@ async fn bayeux_route<S: Socket>(
         response.allow_origin = allow_origin;
     }
     routed
+}
+
+/// `HEAD /poll` and `HEAD /events`: the `GET`'s refusal, or its status and
+/// content type, and nothing done.
+fn head_only(face: &Face, head: &Head) -> Result<Routed, PublicError> {
+    admit(face, head)?;
+    let content_type = if head.path() == "/events" {
+        "text/event-stream"
+    } else {
+        "application/json"
+    };
+    Ok(Routed::from(Response::head_of(content_type)))
 }
 
 async fn poll<S: Socket>(
@@ -239,9 +255,15 @@ pub(super) fn admit(face: &Face, head: &Head) -> Result<(PollRequest, u64), Publ
             )
         })?;
     let grant = state.tokens.verify(&token)?;
-    // `since` wins; an `EventSource` resuming by itself sends only its
-    // `Last-Event-ID`.
-    let since = params.since.as_deref().or(head.last_event_id.as_deref());
+    // `Last-Event-ID` wins: an `EventSource` reconnects to the URL it was
+    // opened with, `since` included, and says in `Last-Event-ID` where it
+    // stopped; `since` would replay what it already has. An empty one (no
+    // event yet) is no cursor.
+    let since = head
+        .last_event_id
+        .as_deref()
+        .filter(|id| !id.is_empty())
+        .or(params.since.as_deref());
     let since = match since {
         None | Some("") => None,
         Some(s) => {
