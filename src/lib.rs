@@ -1,29 +1,35 @@
 //! cometbox: a server-push relay.
 //!
 //! ```text
-//!   backends (PHP, Python, curl)                     browsers (client-js)
-//!        │  POST / <batch>…</batch>                         ▲  GET /poll?since=…
-//!        ▼                                                   │
-//!  ┌──────────────┐   protocol::ingest    ┌─────┐   ┌──────────────┐
-//!  │ http::ingest │ ── XML → Commands ──▶ │ hub │ ◀─│ http::public │ ── JSON reply
-//!  └──────────────┘                       └─────┘   └──────────────┘
-//!     127.0.0.1:8481 / unix socket     mailboxes,      0.0.0.0:8480 (or behind nginx)
-//!                                      channels,
-//!                                      waiting polls
-//!                                         │  └──▶ hooks ── signed POST ──▶ backend's hook URL
-//!                                         │       (connect/subscribe awaited;
-//!                                         │        notifications via the outbox)
-//!                                   store: memory logs, and for
-//!                                   `disk` a journal written before
-//!                                   every <ok>, recovered at start
+//!  backends (PHP, Python, curl)                         browsers (client-js, CometD, Faye)
+//!    │ POST / <batch>…</batch>                             ▲ GET /poll, GET /events (SSE),
+//!    │ POST /token, GET /stats, /metrics                   │ POST /bayeux
+//!    ▼                                                     │
+//! ┌──────────────┐ protocol::ingest ┌──────────────────┐ ┌──────────────────────────┐
+//! │ http::ingest │── XML→Commands ─▶│       hub        │◀┤ http::public             │
+//! │ (own runtime)│                  │ mailboxes, chan- │ │  routes: poll, events    │
+//! └──────────────┘   ┌───────────┐  │ nels, open polls,│ │  bayeux: sessions read   │
+//!   127.0.0.1:8481   │ bridge::* │─▶│ presence, reaper │ │  mailboxes like polls    │
+//!   / unix socket    │ STOMP,AMQP│  └────────┬─────────┘ └──────────────────────────┘
+//!                    │ NATS,Redis│           │            0.0.0.0:8480 (or behind nginx)
+//!                    └───────────┘           │ asks connect/subscribe/publish, queues
+//!                                            │ online/offline/(un)subscribed
+//!                         ┌──────────────────┼──────────────▶ hooks ── signed POST ──▶ backend
+//!                         ▼                  ▼
+//!            store: memory logs        store::redis (one server or a
+//!            (+ disk: journal before   Cluster; Lua scripts per slot
+//!            every <ok>, snapshots,    group, pub/sub wake-ups; several
+//!            recovery at start)        nodes act as one server)
 //! ```
 //!
 //! - [`protocol`]: the wire contract as pure data (ids, cursors, the XML
 //!   reader, the poll reply encoder).
 //! - [`hub`]: every client's mailbox, channel membership and open polls; the
 //!   idle reaper; with a durable store, the order changes are journaled in.
-//! - [`store`]: where a mailbox's messages are retained: in-memory logs, and
-//!   the `disk` store's journal, snapshots and recovery.
+//! - [`store`]: where a mailbox's messages are retained: in-memory logs, the
+//!   `disk` store's journal, snapshots and recovery, and the `redis` store
+//!   (one server or a Cluster), where the mailboxes live in Redis and the
+//!   hub keeps only this node's waiting polls.
 //! - [`http`]: the two HTTP faces and the accept loop (ingest on a runtime
 //!   of its own).
 //! - [`metrics`]: `GET /metrics` on the ingest face, read from the hub's
@@ -266,7 +272,9 @@ pub async fn run(
         tracing::error!(error = %e, "the public accept loop failed");
     }
     if let Some(hooks) = state.hub.hooks() {
-        // The shutdown queued an `offline` for every online client.
+        // With a local store the shutdown queued an `offline` for every
+        // online client; on Redis presence is cluster-wide and the clients'
+        // polls lapse into `offline` from whichever node sweeps next.
         let left = hooks.drain(HOOKS_DRAIN).await;
         if left > 0 {
             tracing::warn!(

@@ -53,19 +53,17 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let graceful = GracefulShutdown::new();
-    accept_loop(
-        listener,
-        &policy,
-        &shutdown,
-        |accepted, permit, span| match accepted {
+    accept_loop(listener, &policy, &shutdown, |accepted, permit, peer| {
+        let span = tracing::debug_span!("conn", listener = policy.name, peer = %Peer(peer));
+        match accepted {
             Accepted::Tcp(stream) => {
                 spawn_connection(stream, &router, &policy, &graceful, permit, span)
             }
             Accepted::Unix(stream) => {
                 spawn_connection(stream, &router, &policy, &graceful, permit, span)
             }
-        },
-    )
+        }
+    })
     .await;
     if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
         .await
@@ -79,12 +77,15 @@ pub async fn serve(
 }
 
 /// Accepts connections until `shutdown`, each under one of the policy's
-/// permits, and hands each to `serve_one`; closes the listener on return.
+/// permits, and hands each to `serve_one` with its peer's address (`None`:
+/// a Unix socket); closes the listener on return. A face that logs per
+/// connection makes its span from the address; the public face, whose
+/// connections are mostly held polls, makes none.
 pub async fn accept_loop(
     listener: Listener,
     policy: &ConnectionPolicy,
     shutdown: &CancellationToken,
-    mut serve_one: impl FnMut(Accepted, OwnedSemaphorePermit, Span),
+    mut serve_one: impl FnMut(Accepted, OwnedSemaphorePermit, Option<std::net::SocketAddr>),
 ) {
     loop {
         let permit = tokio::select! {
@@ -96,10 +97,7 @@ pub async fn accept_loop(
             _ = shutdown.cancelled() => break,
         };
         match accepted {
-            Ok((io, peer)) => {
-                let span = tracing::debug_span!("conn", listener = policy.name, %peer);
-                serve_one(io, permit, span);
-            }
+            Ok((io, peer)) => serve_one(io, permit, peer),
             Err(e) => {
                 // Typically EMFILE: out of file descriptors. Back off briefly
                 // instead of spinning; the permit is released on the way.
@@ -118,17 +116,29 @@ pub enum Accepted {
     Unix(tokio::net::UnixStream),
 }
 
-async fn accept(listener: &Listener) -> std::io::Result<(Accepted, String)> {
+/// A peer as a connection's span names it.
+struct Peer(Option<std::net::SocketAddr>);
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(address) => address.fmt(f),
+            None => f.write_str("unix"),
+        }
+    }
+}
+
+async fn accept(listener: &Listener) -> std::io::Result<(Accepted, Option<std::net::SocketAddr>)> {
     match listener {
         Listener::Tcp(l) => {
             let (stream, peer) = l.accept().await?;
             // Replies are small and latency is the point: no Nagle delay.
             stream.set_nodelay(true)?;
-            Ok((Accepted::Tcp(stream), peer.to_string()))
+            Ok((Accepted::Tcp(stream), Some(peer)))
         }
         Listener::Unix { listener, .. } => {
             let (stream, _) = listener.accept().await?;
-            Ok((Accepted::Unix(stream), "unix".to_owned()))
+            Ok((Accepted::Unix(stream), None))
         }
     }
 }

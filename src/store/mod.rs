@@ -143,7 +143,7 @@ pub struct StoreConfig {
     /// `redis`: Redis Cluster seed nodes, instead of `url` (a list; from
     /// the environment, comma-separated:
     /// `COMETBOX_STORE__CLUSTER=redis://a:7000,redis://b:7000`).
-    #[serde(deserialize_with = "list_or_commas")]
+    #[serde(deserialize_with = "crate::config::list_or_comma_separated")]
     pub cluster: Vec<String>,
     /// `redis`: a PEM file of the certificate authorities that `rediss://`
     /// servers are checked against, instead of the system's.
@@ -172,26 +172,6 @@ impl Default for StoreConfig {
             timeout: std::time::Duration::from_secs(2),
         }
     }
-}
-
-/// A list, or one string of comma-separated items (what an environment
-/// variable can carry).
-fn list_or_commas<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Either {
-        List(Vec<String>),
-        Commas(String),
-    }
-    Ok(match Either::deserialize(d)? {
-        Either::List(items) => items,
-        Either::Commas(s) => s
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect(),
-    })
 }
 
 /// The storage engines.

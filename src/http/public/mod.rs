@@ -5,9 +5,10 @@
 //! A purpose-built HTTP/1.1 server rather than a general-purpose stack:
 //! the port serves a few GET requests, nearly all of them polls that wait,
 //! and what a poll costs while it waits and when it is answered is the
-//! product's cost. Here a waiting poll is its socket, one task and its
-//! client's waiter; no read buffer, no header map, no timer unless its
-//! reply is blocked. See `docs/performance.md` for what this bought.
+//! product's cost. Here a waiting poll is its socket, one task, its
+//! client's waiter and its timeout's timer; no read buffer, no header map,
+//! no tracing span, and no second timer unless its reply is blocked
+//! (`send_timeout`). See `docs/performance.md` for what this bought.
 //!
 //! - `request.rs`: reading a request head (`httparse`), strictly;
 //! - `connection.rs`: one connection's loop: keep-alive, pipelining,
@@ -78,7 +79,7 @@ pub async fn serve(
 ) {
     let face = Face::new(state, &policy);
     let connections = TaskTracker::new();
-    accept_loop(listener, &policy, &shutdown, |accepted, permit, _span| {
+    accept_loop(listener, &policy, &shutdown, |accepted, permit, _peer| {
         let face = face.clone();
         match accepted {
             Accepted::Tcp(stream) => connections.spawn(async move {
