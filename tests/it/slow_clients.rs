@@ -186,7 +186,10 @@ async fn stalled_pipelining_readers_are_closed_and_ingest_stays_fast() {
     );
     let slowest = slowest_ingest(&server, 20).await;
     assert!(
-        slowest < Duration::from_millis(200),
+        // Starved ingest takes seconds (a send timeout); a loaded two-core
+        // machine can take a few hundred ms. Latency figures live in
+        // benches/hostile-probe.sh, not here.
+        slowest < Duration::from_secs(1),
         "ingest round trip during the attack: {slowest:?}"
     );
     // Every stalled connection (the queued ones too, once accepted) is
@@ -237,7 +240,10 @@ async fn idle_connections_filling_the_public_port_leave_ingest_fast() {
     .await;
     let slowest = slowest_ingest(&server, 20).await;
     assert!(
-        slowest < Duration::from_millis(200),
+        // Starved ingest takes seconds (a send timeout); a loaded two-core
+        // machine can take a few hundred ms. Latency figures live in
+        // benches/hostile-probe.sh, not here.
+        slowest < Duration::from_secs(1),
         "ingest round trip with the public port full: {slowest:?}"
     );
     let stats = server.stats().await;
