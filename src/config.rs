@@ -324,6 +324,43 @@ pub enum ConfigError {
     },
 }
 
+/// `COMETBOX_*` variables that are not settings, used by cometbox's own
+/// tools and tests: the binary to test, a server's URL for the client
+/// suites, and a test switch. Any other `COMETBOX_` name without `__` is
+/// refused at start-up.
+pub const NOT_SETTINGS: [&str; 4] = [
+    "COMETBOX_BIN",
+    "COMETBOX_URL",
+    "COMETBOX_KEEP_TEST_LOGS",
+    "COMETBOX_PHP_CLIENT",
+];
+
+/// The sections a `COMETBOX_<SECTION>__<KEY>` variable can name.
+const SECTIONS: [&str; 9] = [
+    "PUBLIC", "INGEST", "AUTH", "LIMITS", "STORE", "LOG", "BRIDGE", "HOOKS", "BAYEUX",
+];
+
+/// Why `name` is refused, with the setting it most resembles: the same
+/// words with `__` after the section (`COMETBOX_INGEST__KEY` is
+/// `COMETBOX_INGEST__KEY`).
+fn unknown_variable(name: &str, rest: &str) -> String {
+    let guess = SECTIONS.iter().find_map(|section| {
+        let key = rest.strip_prefix(section)?.strip_prefix('_')?;
+        (!key.is_empty()).then(|| format!("COMETBOX_{section}__{key}"))
+    });
+    let hint = match guess {
+        Some(setting) => format!("did you mean {setting}?"),
+        None => format!(
+            "settings are COMETBOX_<SECTION>__<KEY>, with two underscores after one of {}",
+            SECTIONS.join(", ")
+        ),
+    };
+    format!(
+        "environment variable {name} names no setting ({hint}); only {} may be set besides settings",
+        NOT_SETTINGS.join(", ")
+    )
+}
+
 /// Loads defaults, then `file`, then the environment, and validates.
 pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
     load_from(file, std::env::vars())
@@ -338,15 +375,23 @@ pub fn load_from(
         Some(path) => format!("{} and COMETBOX_* environment", path.display()),
         None => "defaults and COMETBOX_* environment".to_owned(),
     };
-    let env: config::Map<String, String> = env
-        .into_iter()
-        // Only COMETBOX_<SECTION>__<KEY> is configuration: other COMETBOX_*
-        // variables (COMETBOX_BIN in scripts, say) are not ours to refuse.
-        .filter(|(k, _)| {
-            k.strip_prefix("COMETBOX_")
-                .is_some_and(|rest| rest.contains("__"))
-        })
-        .collect();
+    let mut settings_env = config::Map::new();
+    for (name, value) in env {
+        let Some(rest) = name.strip_prefix("COMETBOX_") else {
+            continue;
+        };
+        if rest.contains("__") {
+            settings_env.insert(name, value);
+        } else if !NOT_SETTINGS.contains(&name.as_str()) {
+            // A mistyped setting must not pass silently: a key that was
+            // meant for `ingest.key` would leave the ingest port keyless.
+            return Err(ConfigError::Load {
+                origin,
+                message: unknown_variable(&name, rest),
+            });
+        }
+    }
+    let env = settings_env;
     let mut builder = config::Config::builder();
     if let Some(path) = file {
         builder = builder.add_source(

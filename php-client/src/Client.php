@@ -20,7 +20,7 @@ use CometBox\Transport\Transport;
 /**
  * Talks to the ingest listener of a cometbox server.
  *
- *     $client = new CometBox\Client('http://127.0.0.1:8481', ['key' => getenv('COMETBOX_INGEST_KEY')]);
+ *     $client = new CometBox\Client('http://127.0.0.1:8481', ['key' => getenv('COMETBOX_INGEST__KEY')]);
  *     $client->send('alice', ['text' => 'Your export is ready'], 'notice');
  *
  * Every call is one short HTTP request (`Connection: close`). Failures throw

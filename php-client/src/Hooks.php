@@ -14,7 +14,7 @@ use CometBox\Exception\SignatureError;
  * "<t>.<body>" with hooks.secret>`. A whole hook script:
  *
  *     require 'vendor/autoload.php';
- *     CometBox\Hooks::receive(getenv('COMETBOX_HOOK_SECRET'), function (array $event) {
+ *     CometBox\Hooks::receive(getenv('COMETBOX_HOOKS__SECRET'), function (array $event) {
  *         if ($event['type'] === 'subscribe' && $event['channel'] === 'room:staff') {
  *             return CometBox\Hooks::deny('staff only');
  *         }

@@ -4,11 +4,11 @@ Point the server at it::
 
     [hooks]
     url = "http://127.0.0.1:8000/cometbox-hook"
-    secret = "change-me"          # the same value as COMETBOX_HOOK_SECRET below
+    secret = "change-me"          # the same value as COMETBOX_HOOKS__SECRET below
 
 and run it::
 
-    COMETBOX_HOOK_SECRET=change-me python examples/wsgi_hook.py
+    COMETBOX_HOOKS__SECRET=change-me python examples/wsgi_hook.py
 
 Any WSGI server (gunicorn, uWSGI, mod_wsgi) can serve ``app`` instead.
 """
@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, Iterable, List, Set, Tuple
 
 from cometbox import hooks
 
-SECRET = os.environ.get("COMETBOX_HOOK_SECRET", "change-me")
+SECRET = os.environ.get("COMETBOX_HOOKS__SECRET", "change-me")
 MAX_BODY = 1024 * 1024
 
 #: Notification ids already handled (delivery is at least once). A real app

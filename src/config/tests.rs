@@ -89,8 +89,34 @@ fn unknown_keys_are_named_with_the_file() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("nope"), "{e}");
-    // A variable without a section separator is somebody else's.
+    // The tools' own variables are not settings, and pass.
     load_from(None, env(&[("COMETBOX_BIN", "/usr/bin/cometbox")])).unwrap();
+}
+
+#[test]
+fn a_mistyped_variable_is_refused_with_the_setting_it_resembles() {
+    // One underscore: it used to be ignored, leaving the ingest port keyless.
+    let e = load_from(None, env(&[("COMETBOX_INGEST__KEY", "abc")]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("COMETBOX_INGEST__KEY") && e.contains("did you mean COMETBOX_INGEST__KEY?"),
+        "{e}"
+    );
+    let e = load_from(None, env(&[("COMETBOX_AUTH__SECRET", "abc")]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("COMETBOX_AUTH__SECRET"), "{e}");
+    let e = load_from(None, env(&[("COMETBOX_SECRET", "abc")]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("COMETBOX_<SECTION>__<KEY>"), "{e}");
+    let e = load_from(None, env(&[("COMETBOX_INGEST__KYE", "abc")]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("kye"), "{e}");
+    let s = load_from(None, env(&[("COMETBOX_INGEST__KEY", "abc")])).unwrap();
+    assert_eq!(s.ingest.key, "abc");
 }
 
 #[test]

@@ -37,7 +37,7 @@ _DEFAULT_CODES = {
 class Client:
     """Talks to the ingest listener of a cometbox server::
 
-        client = cometbox.Client("http://127.0.0.1:8481", key=os.environ.get("COMETBOX_INGEST_KEY"))
+        client = cometbox.Client("http://127.0.0.1:8481", key=os.environ.get("COMETBOX_INGEST__KEY"))
         client.send("alice", {"text": "Your export is ready"}, "notice")
 
     Every call is one short HTTP request (``Connection: close``); the
