@@ -285,10 +285,29 @@ async fn token(
     let (jwt, expires) = state
         .tokens
         .mint_with_publish(&client, ttl, channels, publish);
-    Ok(xml(
-        StatusCode::OK,
-        format!(r#"<token expires="{expires}">{jwt}</token>"#),
-    ))
+    Ok(token_reply(&headers, &jwt, expires))
+}
+
+/// The minted token as the `Accept` header asks: JSON
+/// (`{"token": …, "expires": …}`), the bare token (`text/plain`), or by
+/// default XML like every other ingest reply.
+fn token_reply(headers: &HeaderMap, jwt: &str, expires: u64) -> Response {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let wants = |kind: &str| accept.split(',').any(|t| t.trim().starts_with(kind));
+    if wants("application/json") {
+        let body = serde_json::json!({"token": jwt, "expires": expires}).to_string();
+        ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+    } else if wants("text/plain") {
+        ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], jwt.to_owned()).into_response()
+    } else {
+        xml(
+            StatusCode::OK,
+            format!(r#"<token expires="{expires}">{jwt}</token>"#),
+        )
+    }
 }
 
 /// `POST /token`'s parameters, from the query string and the form body.

@@ -1,7 +1,7 @@
 //! Channel grants in tokens: `?channels=` subscribes within the grant.
 
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::helpers::{cursor, datas, now, token, token_with, TestServer, SECRET};
 
@@ -94,4 +94,34 @@ async fn a_prefix_grant_cannot_subscribe_without_end() {
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{text}");
     assert!(text.contains(r#"code="too-large""#));
     assert_eq!(server.stats().await["subscriptions"], 3);
+}
+
+/// `POST /token` answers as `Accept` asks: JSON, the bare token, or XML by
+/// default; each token works for a poll.
+#[tokio::test]
+async fn post_token_honours_accept() {
+    let server = TestServer::start().await;
+    let http = reqwest::Client::new();
+    let mint = |accept: Option<&'static str>| {
+        let mut request = http.post(server.ingest_url("/token?client=acc&channel=room"));
+        if let Some(accept) = accept {
+            request = request.header("Accept", accept);
+        }
+        request.send()
+    };
+    let json = mint(Some("application/json")).await.unwrap();
+    assert_eq!(json.headers()["content-type"], "application/json");
+    let json: Value = json.json().await.unwrap();
+    assert!(json["expires"].as_u64().unwrap() > now());
+    let plain = mint(Some("text/plain")).await.unwrap();
+    assert!(plain.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    let plain = plain.text().await.unwrap();
+    let xml = mint(None).await.unwrap().text().await.unwrap();
+    assert!(xml.starts_with("<token expires="), "{xml}");
+    for token in [json["token"].as_str().unwrap(), plain.as_str()] {
+        let (status, _, _) = server
+            .poll_raw(&format!("token={token}&channels=room&timeout=0"))
+            .await;
+        assert_eq!(status, 200);
+    }
 }
