@@ -20,6 +20,10 @@ pub enum PublicError {
     /// 403 `channel-forbidden`
     #[error("the token does not allow channel {0:?}")]
     ChannelForbidden(String),
+    /// 403 `cors-forbidden`: a preflight from an origin not in
+    /// `[public] cors_origins`.
+    #[error("origin {0:?} is not in [public] cors_origins: this server does not answer that page's cross-origin requests")]
+    CorsForbidden(String),
     /// 429 `too-many-polls`, 503 `overloaded`
     #[error(transparent)]
     Poll(#[from] PollError),
@@ -43,6 +47,7 @@ impl PublicError {
                 (StatusCode::UNAUTHORIZED, "invalid-token")
             }
             PublicError::ChannelForbidden(_) => (StatusCode::FORBIDDEN, "channel-forbidden"),
+            PublicError::CorsForbidden(_) => (StatusCode::FORBIDDEN, "cors-forbidden"),
             PublicError::Poll(PollError::TooManyPolls(_)) => {
                 (StatusCode::TOO_MANY_REQUESTS, "too-many-polls")
             }

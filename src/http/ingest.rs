@@ -301,7 +301,11 @@ fn token_reply(headers: &HeaderMap, jwt: &str, expires: u64) -> Response {
         let body = serde_json::json!({"token": jwt, "expires": expires}).to_string();
         ([(header::CONTENT_TYPE, "application/json")], body).into_response()
     } else if wants("text/plain") {
-        ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], jwt.to_owned()).into_response()
+        (
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            jwt.to_owned(),
+        )
+            .into_response()
     } else {
         xml(
             StatusCode::OK,

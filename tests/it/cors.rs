@@ -33,6 +33,23 @@ async fn configured_origins_are_answered_and_others_are_not() {
         .headers()
         .get("access-control-allow-origin")
         .is_none());
+    // Said plainly (a browser only shows "CORS error"): 403, naming the
+    // setting, not a 405 that lists OPTIONS as allowed.
+    assert_eq!(denied.status(), StatusCode::FORBIDDEN);
+    let body = denied.text().await.unwrap();
+    assert!(
+        body.contains("cors-forbidden") && body.contains("cors_origins"),
+        "{body}"
+    );
+    // OPTIONS without Origin is no preflight.
+    let plain = server
+        .http
+        .request(reqwest::Method::OPTIONS, server.public_url("/poll"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), StatusCode::OK);
+    assert_eq!(plain.headers()["allow"], "GET, HEAD, OPTIONS");
 
     let poll = server
         .http
@@ -80,4 +97,14 @@ async fn a_star_allows_any_origin_and_none_configured_allows_none() {
         .await
         .unwrap();
     assert!(reply.headers().get("access-control-allow-origin").is_none());
+    let preflight = none
+        .http
+        .request(reqwest::Method::OPTIONS, none.public_url("/poll"))
+        .header("origin", "https://whoever.example")
+        .header("access-control-request-method", "GET")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), StatusCode::FORBIDDEN);
+    assert!(preflight.text().await.unwrap().contains("cors_origins"));
 }

@@ -114,7 +114,10 @@ async fn post_token_honours_accept() {
     let json: Value = json.json().await.unwrap();
     assert!(json["expires"].as_u64().unwrap() > now());
     let plain = mint(Some("text/plain")).await.unwrap();
-    assert!(plain.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    assert!(plain.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
     let plain = plain.text().await.unwrap();
     let xml = mint(None).await.unwrap().text().await.unwrap();
     assert!(xml.starts_with("<token expires="), "{xml}");

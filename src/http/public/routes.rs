@@ -64,13 +64,17 @@ pub async fn route<S: Socket>(connection: &mut Connection<S>, mut head: Head) ->
             return Box::pin(bayeux_route(connection, &face, bayeux, head)).await;
         }
     }
-    let allow_origin = face.cors.allow(head.origin.take());
     let method = head.method;
+    if method == Method::Options {
+        return preflight(
+            face.cors.allow(head.origin.clone()),
+            &face.cors,
+            head.origin,
+            PREFLIGHT,
+        );
+    }
+    let allow_origin = face.cors.allow_or_note(head.origin.take());
     let result = match (head.path(), method) {
-        (_, Method::Options) if face.cors.enabled() => Ok(Routed::from(Response {
-            extra: PREFLIGHT,
-            ..Response::ok("text/plain", "")
-        })),
         ("/poll" | "/events", Method::Head) => head_only(&face, &head),
         ("/poll", Method::Get) => poll(connection, &face, head).await,
         ("/events", Method::Get) => {
@@ -108,12 +112,16 @@ async fn bayeux_route<S: Socket>(
     bayeux: &crate::bayeux::Bayeux,
     mut head: Head,
 ) -> Routed {
-    let allow_origin = face.cors.allow_with_credentials(head.origin.take());
+    if head.method == Method::Options {
+        let allowed = face.cors.allow_with_credentials(head.origin.clone());
+        return preflight(allowed, &face.cors, head.origin, super::bayeux::PREFLIGHT);
+    }
+    let origin = head.origin.take();
+    let allow_origin = face.cors.allow_with_credentials(origin.clone());
+    if allow_origin.is_none() {
+        face.cors.note_refused(origin);
+    }
     let result = match head.method {
-        Method::Options if face.cors.enabled() => Ok(Routed::from(Response {
-            extra: super::bayeux::PREFLIGHT,
-            ..Response::ok("text/plain", "")
-        })),
         Method::Get | Method::Head | Method::Post => {
             super::bayeux::serve(connection, face, bayeux, head).await
         }
@@ -159,11 +167,48 @@ async fn poll<S: Socket>(
     })
 }
 
+/// An `OPTIONS` request. A preflight from an allowed origin gets the
+/// CORS headers; from any other origin a `403 cors-forbidden` that names
+/// `cors_origins` (a browser shows only "CORS error", so the server says
+/// it, and logs it once per origin). Without `Origin` it is no preflight:
+/// `200` with `Allow`.
+fn preflight(
+    allowed: Option<AllowOrigin>,
+    cors: &Cors,
+    origin: Option<String>,
+    headers: &'static [(&'static str, &'static str)],
+) -> Routed {
+    match (allowed, origin) {
+        (Some(allow), _) => {
+            let mut response = Response {
+                extra: headers,
+                ..Response::ok("text/plain", "")
+            };
+            response.allow_origin = Some(allow);
+            Routed::from(response)
+        }
+        (None, Some(origin)) => {
+            cors.note_refused(Some(origin.clone()));
+            Routed::from(PublicError::CorsForbidden(origin).response())
+        }
+        (None, None) => Routed::from(Response {
+            extra: &[("allow", "GET, HEAD, OPTIONS")],
+            ..Response::ok("text/plain", "")
+        }),
+    }
+}
+
+/// Origins refused so far are logged once each, up to this many (an
+/// `Origin` header is the client's to invent).
+const REFUSED_ORIGINS_LOGGED: usize = 64;
+
 /// The configured CORS origins.
 pub struct Cors {
     /// `*` was configured.
     any: bool,
     origins: Vec<String>,
+    /// Refused origins already logged.
+    logged: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Cors {
@@ -172,11 +217,32 @@ impl Cors {
         Cors {
             any: origins.iter().any(|o| o == "*"),
             origins: origins.to_vec(),
+            logged: Default::default(),
         }
     }
 
-    fn enabled(&self) -> bool {
-        !self.origins.is_empty()
+    /// [`Cors::allow`], noting a refused origin.
+    fn allow_or_note(&self, origin: Option<String>) -> Option<AllowOrigin> {
+        if self.any || origin.is_none() {
+            return self.allow(origin);
+        }
+        let allowed = self.allow(origin.clone());
+        if allowed.is_none() {
+            self.note_refused(origin);
+        }
+        allowed
+    }
+
+    /// Logs a refused origin the first time it is seen.
+    fn note_refused(&self, origin: Option<String>) {
+        let Some(origin) = origin else { return };
+        let mut logged = self.logged.lock().unwrap_or_else(|e| e.into_inner());
+        if logged.len() < REFUSED_ORIGINS_LOGGED && logged.insert(origin.clone()) {
+            tracing::warn!(
+                origin,
+                "a page on another origin is refused: add it to [public] cors_origins (COMETBOX_PUBLIC__CORS_ORIGINS) to allow it; logged once per origin"
+            );
+        }
     }
 
     /// What `Access-Control-Allow-Origin` says to a credentialed request
