@@ -358,6 +358,11 @@ fn encode_hooks(
             h.dropped,
         ),
         (
+            "cometbox_hook_notifications_rejected",
+            "Hook notifications the backend refused for good (a 4xx other than 408 and 429): dropped after one attempt",
+            h.rejected,
+        ),
+        (
             "cometbox_hook_notification_retries",
             "Hook notification attempts that failed and were retried",
             h.retries,

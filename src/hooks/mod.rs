@@ -10,10 +10,12 @@
 //!   are queued with [`Hooks::notify`] under the client's own lock (so
 //!   their order is the order of the changes) and delivered by
 //!   [`Hooks::spawn_workers`], at least once, in order per client, retried
-//!   with backoff; see `outbox.rs` for the bound and the disk file.
+//!   with backoff unless the backend refuses them for good (`retry.rs`);
+//!   see `outbox.rs` for the bound and the disk file.
 //!
 //! Files: `config.rs` (the section), `events.rs` (the JSON), `signing.rs`
-//! (the header), `transport.rs` (one POST), `outbox.rs` (the queue).
+//! (the header), `transport.rs` (one POST), `retry.rs` (which failures are
+//! retried, and when), `outbox.rs` (the queue).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -28,17 +30,15 @@ use tokio_util::sync::CancellationToken;
 pub mod config;
 pub mod events;
 pub mod outbox;
+pub mod retry;
 pub mod signing;
 pub mod transport;
 
 pub use config::{HooksConfig, OnError};
 pub use events::{Answer, Event, EventSet, EventType};
 use outbox::Outbox;
+use retry::{Attempt, Backoff, Quiet};
 use transport::{SendError, Target};
-
-/// The first pause before a notification is retried; it doubles up to
-/// `retry_max`.
-const FIRST_RETRY: Duration = Duration::from_millis(100);
 
 /// A cancellable event the backend refused (or could not be asked about,
 /// with `on_error = "deny"`): the reason is given to the browser.
@@ -64,6 +64,14 @@ pub struct Hooks {
     allowed: AtomicU64,
     denied: AtomicU64,
     ask_errors: AtomicU64,
+    /// Notifications delivered (2xx), refused for good, and failed attempts
+    /// (retried).
+    delivered: AtomicU64,
+    rejected: AtomicU64,
+    failed_attempts: AtomicU64,
+    /// Keeps the warnings about failed notifications to one per kind a
+    /// minute, however many events fail alike.
+    quiet: Quiet,
     /// Stops the notification workers ([`Hooks::stop`]).
     stop: CancellationToken,
 }
@@ -78,6 +86,9 @@ pub struct HookStats {
     /// Opening notifications dropped because `max_pending` were waiting
     /// (their closing ones are then not sent either).
     pub dropped: u64,
+    /// Notifications the backend refused for good (a 4xx other than 408
+    /// and 429): dropped after one attempt.
+    pub rejected: u64,
     /// Notification attempts that failed and were retried.
     pub retries: u64,
     /// Cancellable events the backend allowed.
@@ -114,6 +125,10 @@ impl Hooks {
             allowed: AtomicU64::new(0),
             denied: AtomicU64::new(0),
             ask_errors: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            failed_attempts: AtomicU64::new(0),
+            quiet: Quiet::default(),
             stop: CancellationToken::new(),
         })
     }
@@ -246,42 +261,58 @@ impl Hooks {
         }
     }
 
+    /// One worker: takes the next ready client's event, makes one attempt,
+    /// and lets go of it; a client whose event failed waits out its pause
+    /// in the outbox, not in this worker.
     async fn deliver_forever(&self) {
         loop {
             let event = self.outbox.next().await;
-            self.deliver(&event).await;
-            self.outbox.done(&event);
-        }
-    }
-
-    /// Sends one notification until the backend answers 2xx: retried after
-    /// 100 ms, then twice as long each time up to `retry_max`, without end.
-    /// The outbox's workers use it, and with the `redis` store the node
-    /// delivering the cluster's shared queue (`src/hub/presence.rs`).
-    pub async fn deliver(&self, event: &Event) {
-        let body = event.body();
-        let mut pause = FIRST_RETRY;
-        for attempt in 1u64.. {
-            match transport::post(&self.target, &self.secret, body.clone(), self.timeout).await {
-                Ok(_) => break,
-                Err(e) => {
-                    self.outbox.failed_attempts.fetch_add(1, Relaxed);
-                    // Every failure is retried (a 401 from a wrong secret
-                    // too): say so at the first and every 20th attempt.
-                    if attempt == 1 || attempt % 20 == 0 {
-                        tracing::warn!(id = %event.id, kind = ?event.kind, client = %event.client, attempt, error = %e, retry_in = ?pause, "hook notification failed; retrying");
-                    }
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(self.retry_max);
+            match self.attempt(&event).await {
+                Attempt::Delivered | Attempt::Rejected(_) => self.outbox.settle(&event),
+                Attempt::Failed(_) => {
+                    self.outbox.retry_later(&event, self.retry_max);
                 }
             }
         }
     }
 
-    /// Counts a notification delivered from the cluster's shared queue
-    /// (this node's `delivered`).
-    pub fn count_delivered(&self) {
-        self.outbox.delivered.fetch_add(1, Relaxed);
+    /// One attempt at a notification: counted, and its failure logged
+    /// (once per kind a minute: see [`Quiet`]). The outbox's workers use
+    /// it, and with the `redis` store the node delivering a group's shared
+    /// queue (`src/hub/presence.rs`).
+    pub async fn attempt(&self, event: &Event) -> Attempt {
+        let sent = transport::post(&self.target, &self.secret, event.body(), self.timeout).await;
+        let attempt = Attempt::from(sent.map(|_| ()));
+        match &attempt {
+            Attempt::Delivered => {
+                self.delivered.fetch_add(1, Relaxed);
+            }
+            Attempt::Rejected(e) => {
+                self.rejected.fetch_add(1, Relaxed);
+                if let Some(quiet) = self.quiet.may_say(&format!("rejected {}", e.kind())) {
+                    tracing::warn!(url = %self.target, error = %e, id = %event.id, kind = ?event.kind, client = %event.client, alike_since_last = quiet, "hook notification refused by the backend for good; dropped (such refusals are logged once a minute)");
+                }
+            }
+            Attempt::Failed(e) => {
+                self.failed_attempts.fetch_add(1, Relaxed);
+                if let Some(quiet) = self.quiet.may_say(&format!("failed {}", e.kind())) {
+                    tracing::warn!(url = %self.target, error = %e, id = %event.id, kind = ?event.kind, client = %event.client, alike_since_last = quiet, "hook notification failed; retrying (such failures are logged once a minute)");
+                }
+            }
+        }
+        attempt
+    }
+
+    /// Sends one notification until the backend takes it or refuses it for
+    /// good, pausing between attempts as [`Backoff`] says. With the `redis`
+    /// store, the node delivering a group's queue sends each client's events
+    /// so (`src/hub/presence.rs`); the outbox's workers pause in the outbox
+    /// instead.
+    pub async fn deliver(&self, event: &Event) {
+        let mut backoff = Backoff::default();
+        while let Attempt::Failed(_) = self.attempt(event).await {
+            tokio::time::sleep(backoff.pause(self.retry_max)).await;
+        }
     }
 
     /// `node`: this server's name in every event.
@@ -317,9 +348,10 @@ impl Hooks {
     pub fn stats(&self) -> HookStats {
         HookStats {
             pending: self.outbox.pending() as u64,
-            delivered: self.outbox.delivered.load(Relaxed),
+            delivered: self.delivered.load(Relaxed),
             dropped: self.outbox.dropped.load(Relaxed),
-            retries: self.outbox.failed_attempts.load(Relaxed),
+            rejected: self.rejected.load(Relaxed),
+            retries: self.failed_attempts.load(Relaxed),
             allowed: self.allowed.load(Relaxed),
             denied: self.denied.load(Relaxed),
             errors: self.ask_errors.load(Relaxed),

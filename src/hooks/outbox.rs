@@ -1,8 +1,13 @@
 //! Pending notifications (`online`, `offline`, `subscribed`,
 //! `unsubscribed`): a bounded queue per client, delivered in order per
-//! client by a few workers, so that one client's retries never hold up
-//! another's events beyond the worker count, and a slow backend never holds
-//! up a poll (polls only enqueue).
+//! client by a few workers, so that a slow backend never holds up a poll
+//! (polls only enqueue).
+//!
+//! **Retries.** A worker makes one attempt and lets go: a client whose
+//! event failed for now waits out its pause ([`Outbox::retry_later`]) in
+//! [`Inner::waiting`], holding no worker, while its later events wait behind
+//! it (order per client). So however many clients' events fail, the
+//! others' go out (see `retry.rs` for which failures are retried).
 //!
 //! **Bounds.** At most `hooks.max_pending` notifications wait. Past that,
 //! *opening* events (`online`, `subscribed`) are dropped and counted
@@ -23,16 +28,19 @@
 //! is pending (and `@<client>` for each client online) once the file holds
 //! [`COMPACT_SLACK`] lines more than twice the pending ones.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
 use super::events::{Event, EventType};
+use super::retry::Backoff;
 
 /// The outbox file's name under `store.path`.
 pub const FILE_NAME: &str = "hooks-outbox.log";
@@ -46,23 +54,29 @@ pub struct Outbox {
     /// Wakes an idle worker when a client becomes ready.
     ready: Notify,
     max_pending: usize,
-    /// Notifications delivered (2xx), dropped on overflow, and failed
-    /// attempts (retried).
-    pub delivered: AtomicU64,
-    /// See [`Outbox::delivered`].
+    /// Notifications dropped on overflow (the other counters are the
+    /// workers', in `mod.rs`).
     pub dropped: AtomicU64,
-    /// See [`Outbox::delivered`].
-    pub failed_attempts: AtomicU64,
+}
+
+/// One client's events in order, and the pauses of its front one's retries.
+#[derive(Default)]
+struct ClientQueue {
+    events: VecDeque<Event>,
+    backoff: Backoff,
 }
 
 #[derive(Default)]
 struct Inner {
-    /// Per client, its events in order; the front one is in flight while
-    /// the client is in `busy`.
-    queues: HashMap<String, VecDeque<Event>>,
+    /// Per client, its events in order; the front one is in flight (or
+    /// waiting to be retried) while the client is in `busy`.
+    queues: HashMap<String, ClientQueue>,
     /// Clients with events, none in flight, in the order they became ready.
     ready: VecDeque<String>,
     busy: HashSet<String>,
+    /// Busy clients whose front event failed, by when it is tried again
+    /// (soonest first).
+    waiting: BinaryHeap<Reverse<(Instant, String)>>,
     pending: usize,
     file: Option<Journal>,
     /// With a file: clients whose last queued presence event is `online`,
@@ -97,9 +111,7 @@ impl Outbox {
             inner: Mutex::new(Inner::default()),
             ready: Notify::new(),
             max_pending,
-            delivered: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
-            failed_attempts: AtomicU64::new(0),
         }
     }
 
@@ -125,7 +137,7 @@ impl Outbox {
             for event in pending {
                 inner.push(event);
             }
-            let events: Vec<Event> = inner.queues.values().flatten().cloned().collect();
+            let events = inner.events();
             inner.file = Some(Journal {
                 file: rewrite(&path, &inner.online, &events).map_err(failed)?,
                 path: path.clone(),
@@ -166,39 +178,45 @@ impl Outbox {
         true
     }
 
-    /// Waits for a client with events and none in flight; returns its
-    /// front event, which stays queued (and the client busy) until
-    /// [`Outbox::done`].
+    /// Waits for a client with events, none in flight and no pause to wait
+    /// out; returns its front event, which stays queued (and the client
+    /// busy) until [`Outbox::settle`] or [`Outbox::retry_later`].
     pub async fn next(&self) -> Event {
         loop {
             let notified = self.ready.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            {
+            let retry_at = {
                 let mut inner = self.lock();
-                while let Some(client) = inner.ready.pop_front() {
-                    let Some(front) = inner.queues.get(&client).and_then(|q| q.front()).cloned()
-                    else {
-                        continue;
-                    };
-                    inner.busy.insert(client);
+                inner.end_pauses(Instant::now());
+                if let Some(front) = inner.take_ready() {
                     return front;
                 }
+                inner.waiting.peek().map(|Reverse((at, _))| *at)
+            };
+            match retry_at {
+                Some(at) => {
+                    let at = tokio::time::Instant::from_std(at);
+                    tokio::select! {
+                        _ = notified => {}
+                        _ = tokio::time::sleep_until(at) => {}
+                    }
+                }
+                None => notified.await,
             }
-            notified.await;
         }
     }
 
-    /// `event` (from [`Outbox::next`]) was delivered: forgets it and makes
-    /// its client's next event ready.
-    pub fn done(&self, event: &Event) {
-        self.delivered.fetch_add(1, Relaxed);
+    /// `event` (from [`Outbox::next`]) is done with (delivered, or refused
+    /// for good): forgets it and makes its client's next event ready.
+    pub fn settle(&self, event: &Event) {
         let mut inner = self.lock();
         inner.busy.remove(&event.client);
         let more = match inner.queues.get_mut(&event.client) {
             Some(queue) => {
-                queue.pop_front();
-                !queue.is_empty()
+                queue.events.pop_front();
+                queue.backoff = Backoff::default();
+                !queue.events.is_empty()
             }
             None => false,
         };
@@ -217,6 +235,21 @@ impl Outbox {
         if more {
             self.ready.notify_one();
         }
+    }
+
+    /// `event` (from [`Outbox::next`]) failed for now: its client waits out
+    /// its next pause (doubling up to `max`) without holding a worker, its
+    /// later events behind it. Returns the pause.
+    pub fn retry_later(&self, event: &Event, max: Duration) -> Duration {
+        let mut inner = self.lock();
+        let pause = match inner.queues.get_mut(&event.client) {
+            Some(queue) => queue.backoff.pause(max),
+            None => return Duration::ZERO,
+        };
+        inner
+            .waiting
+            .push(Reverse((Instant::now() + pause, event.client.clone())));
+        pause
     }
 
     /// Notifications waiting (in flight included).
@@ -240,13 +273,53 @@ impl Inner {
             _ => {}
         }
         let client = event.client.clone();
-        let queue = self.queues.entry(client.clone()).or_default();
+        let queue = &mut self.queues.entry(client.clone()).or_default().events;
         queue.push_back(event);
         let became_ready = queue.len() == 1 && !self.busy.contains(&client);
         if became_ready {
             self.ready.push_back(client);
         }
         became_ready
+    }
+
+    /// The next ready client's front event; the client is then busy.
+    fn take_ready(&mut self) -> Option<Event> {
+        while let Some(client) = self.ready.pop_front() {
+            let Some(front) = self
+                .queues
+                .get(&client)
+                .and_then(|q| q.events.front())
+                .cloned()
+            else {
+                continue;
+            };
+            self.busy.insert(client);
+            return Some(front);
+        }
+        None
+    }
+
+    /// Clients whose pause ended by `now` are ready again (still busy
+    /// until taken: no new event of theirs made them ready meanwhile).
+    fn end_pauses(&mut self, now: Instant) {
+        while let Some(Reverse((at, _))) = self.waiting.peek() {
+            if *at > now {
+                return;
+            }
+            let Some(Reverse((_, client))) = self.waiting.pop() else {
+                return;
+            };
+            self.busy.remove(&client);
+            self.ready.push_back(client);
+        }
+    }
+
+    /// Every queued event (for a rewrite of the file).
+    fn events(&self) -> Vec<Event> {
+        self.queues
+            .values()
+            .flat_map(|q| q.events.iter().cloned())
+            .collect()
     }
 
     /// Appends one line to the file, if there is one. A failed write is
@@ -266,14 +339,17 @@ impl Inner {
     }
 
     fn compact_if_due(&mut self) {
-        let pending = self.pending;
+        let due = self
+            .file
+            .as_ref()
+            .is_some_and(|j| j.lines > 2 * self.pending + COMPACT_SLACK);
+        if !due {
+            return;
+        }
+        let events = self.events();
         let Some(journal) = &mut self.file else {
             return;
         };
-        if journal.lines <= 2 * pending + COMPACT_SLACK {
-            return;
-        }
-        let events: Vec<Event> = self.queues.values().flatten().cloned().collect();
         match rewrite(&journal.path, &self.online, &events) {
             Ok(file) => {
                 journal.file = file;
@@ -375,12 +451,45 @@ mod tests {
         assert_eq!(outbox.next().await, b1);
         let blocked = tokio::time::timeout(std::time::Duration::from_millis(50), outbox.next());
         assert!(blocked.await.is_err(), "a2 must wait for a1");
-        outbox.done(&a1);
+        outbox.settle(&a1);
         assert_eq!(outbox.next().await, a2);
-        outbox.done(&a2);
-        outbox.done(&b1);
+        outbox.settle(&a2);
+        outbox.settle(&b1);
         assert_eq!(outbox.pending(), 0);
-        assert_eq!(outbox.delivered.load(Relaxed), 3);
+    }
+
+    /// A client whose event failed waits out its pause holding no worker:
+    /// the next client's event goes first, its own later events wait.
+    #[tokio::test]
+    async fn a_failed_event_waits_its_pause_without_holding_up_others() {
+        let outbox = Outbox::in_memory(100);
+        let (a1, a2, b1) = (
+            event(EventType::Online, "a"),
+            event(EventType::Offline, "a"),
+            event(EventType::Online, "b"),
+        );
+        assert!(outbox.push(a1.clone()) && outbox.push(a2.clone()));
+        assert_eq!(outbox.next().await, a1);
+        let max = std::time::Duration::from_millis(300);
+        assert_eq!(outbox.retry_later(&a1, max).as_millis(), 100);
+        assert!(outbox.push(b1.clone()));
+        // b1 at once, though a's pause has not ended.
+        let started = Instant::now();
+        assert_eq!(outbox.next().await, b1);
+        assert!(started.elapsed() < std::time::Duration::from_millis(90));
+        outbox.settle(&b1);
+        // Then a1 again (after its pause), before a2; the pause doubles.
+        assert_eq!(outbox.next().await, a1);
+        assert!(started.elapsed() >= std::time::Duration::from_millis(90));
+        assert_eq!(outbox.retry_later(&a1, max).as_millis(), 200);
+        assert_eq!(outbox.next().await, a1);
+        outbox.settle(&a1);
+        assert_eq!(outbox.next().await, a2);
+        // A settled event resets the pauses.
+        assert_eq!(outbox.retry_later(&a2, max).as_millis(), 100);
+        assert_eq!(outbox.next().await, a2);
+        outbox.settle(&a2);
+        assert_eq!(outbox.pending(), 0);
     }
 
     #[test]
@@ -411,7 +520,7 @@ mod tests {
             }
             let first = outbox.next().await;
             assert_eq!(first, a1);
-            outbox.done(&first);
+            outbox.settle(&first);
         }
         // A torn tail, as a crash mid-write leaves it.
         let mut file = OpenOptions::new()
@@ -425,7 +534,7 @@ mod tests {
         let mut got = Vec::new();
         for _ in 0..3 {
             let e = outbox.next().await;
-            outbox.done(&e);
+            outbox.settle(&e);
             got.push(e);
         }
         // In order per client (clients interleave freely).

@@ -33,7 +33,8 @@
 //! of its lease in Redis (`hooks:lock`, renewed while it works; another
 //! node takes over within [`LEASE`] of its death): it takes events from the
 //! head, sends them (in order per client, different clients in parallel,
-//! each retried until the backend answers 2xx, as `Hooks::deliver` does),
+//! each retried until the backend answers 2xx or refuses it for good, as
+//! `Hooks::deliver` does: a refused event is dropped, holding up nobody),
 //! and only then removes them. A node that dies mid-batch leaves them at
 //! the head: they are sent again, with the same ids.
 
@@ -245,7 +246,8 @@ async fn keep_lease(redis: &RedisStore, me: &str, group: usize) {
 }
 
 /// Sends `events` (JSON as queued), in order per client, `concurrency`
-/// clients at a time, each until the backend takes it.
+/// clients at a time, each until the backend takes it or refuses it for
+/// good.
 async fn deliver_batch(hooks: &Hooks, events: &[String]) {
     let mut per_client: Vec<Vec<Event>> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
@@ -267,7 +269,6 @@ async fn deliver_batch(hooks: &Hooks, events: &[String]) {
         .for_each_concurrent(hooks.concurrency(), |events| async move {
             for event in events {
                 hooks.deliver(&event).await;
-                hooks.count_delivered();
             }
         })
         .await;

@@ -6,22 +6,25 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::harness::{token, Scratch};
+use crate::harness::{token, wait_until, Scratch};
 use crate::nodes::{ingest_get, node};
 use crate::redis_server::{Kind, Persistence, TestRedis};
 
 /// A backend on loopback: records `(type, channel)` of every cancellable
 /// request (`asked`) and every notification it took (`notified`, whole),
-/// denies `subscribe` to `staff`, and answers 503 to everything while
-/// `failing` is set.
+/// denies `subscribe` to `staff`, answers 503 to everything while
+/// `failing` is set, and refuses for good (`400`, recorded in `refused`)
+/// every notification about a client whose id starts with `refused-`.
 pub struct Backend {
     pub url: String,
     asked: Arc<Mutex<Vec<(String, String)>>>,
     pub notified: Arc<Mutex<Vec<Value>>>,
+    pub refused: Arc<Mutex<Vec<Value>>>,
     pub failing: Arc<AtomicBool>,
 }
 
@@ -31,29 +34,41 @@ impl Backend {
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
         let asked = Arc::new(Mutex::new(Vec::new()));
         let notified = Arc::new(Mutex::new(Vec::new()));
+        let refused = Arc::new(Mutex::new(Vec::new()));
         let failing = Arc::new(AtomicBool::new(false));
         let (record, note, fail) = (asked.clone(), notified.clone(), failing.clone());
+        let refuse = refused.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((mut socket, _)) = listener.accept().await else {
                     return;
                 };
                 let (record, note, fail) = (record.clone(), note.clone(), fail.clone());
+                let refuse = refuse.clone();
                 tokio::spawn(async move {
                     let Some(event) = read_request(&mut socket).await else {
                         return;
                     };
                     let kind = event["type"].as_str().unwrap_or("").to_owned();
                     let channel = event["channel"].as_str().unwrap_or("").to_owned();
+                    let cancellable = matches!(kind.as_str(), "connect" | "subscribe" | "publish");
+                    let refused = !cancellable
+                        && event["client"]
+                            .as_str()
+                            .unwrap_or("")
+                            .starts_with("refused-");
                     let (status, answer) = if fail.load(Ordering::Relaxed) {
                         ("503 Service Unavailable", r#"{"error": "down"}"#)
+                    } else if refused {
+                        refuse.lock().unwrap().push(event.clone());
+                        ("400 Bad Request", r#"{"error": "not for us"}"#)
                     } else if kind == "subscribe" && channel == "staff" {
                         ("200 OK", r#"{"allow": false, "reason": "staff only"}"#)
                     } else {
                         ("200 OK", r#"{"allow": true}"#)
                     };
-                    if !fail.load(Ordering::Relaxed) {
-                        if matches!(kind.as_str(), "connect" | "subscribe" | "publish") {
+                    if !fail.load(Ordering::Relaxed) && !refused {
+                        if cancellable {
                             record.lock().unwrap().push((kind, channel));
                         } else {
                             note.lock().unwrap().push(event);
@@ -71,6 +86,7 @@ impl Backend {
             url,
             asked,
             notified,
+            refused,
             failing,
         }
     }
@@ -195,3 +211,55 @@ async fn connect_and_subscribe_are_asked_on_any_node(kind: Kind) {
 }
 
 crate::on_both!(connect_and_subscribe_are_asked_on_any_node);
+
+/// A notification the backend refuses for good (`400`) is dropped after one
+/// attempt and counted in `/stats`: it does not hold up the queue it is in
+/// (on one Redis, every client's).
+async fn a_refused_notification_holds_up_nobody(kind: Kind) {
+    let dir = Scratch::new("hooks-refused");
+    let redis = TestRedis::start(kind, &dir.0.join("redis"), Persistence::None).await;
+    let backend = Backend::start().await;
+    let hooks = [
+        ("COMETBOX_HOOKS__URL", backend.url.as_str()),
+        ("COMETBOX_HOOKS__SECRET", "hook-secret"),
+        ("COMETBOX_HOOKS__ON_ERROR", "allow"),
+        ("COMETBOX_HOOKS__OFFLINE_AFTER", "60s"),
+        ("COMETBOX_HOOKS__RETRY_MAX", "200ms"),
+    ];
+    let a = node(&redis, &dir.0, &hooks).await;
+    let refused: Vec<String> = (0..4).map(|i| format!("refused-{i}")).collect();
+    let fine: Vec<String> = (0..6).map(|i| format!("fine-{i}")).collect();
+    for client in refused.iter().chain(&fine) {
+        let (status, body) = a.poll(&token(client, &[]), "timeout=0").await.unwrap();
+        assert_eq!(status, 200, "{body}");
+    }
+    let online = |client: &String| {
+        backend
+            .notified_about(client)
+            .iter()
+            .any(|(kind, _, _)| kind == "online")
+    };
+    wait_until(
+        "the fine clients' online",
+        Duration::from_secs(30),
+        || async { fine.iter().all(online) },
+    )
+    .await;
+    let rejected = || async {
+        let (_, stats) = ingest_get(&a, "/stats").await;
+        serde_json::from_str::<Value>(&stats).unwrap()["hooks"]["rejected"].as_u64()
+    };
+    wait_until("the refusals counted", Duration::from_secs(30), || async {
+        rejected().await == Some(4)
+    })
+    .await;
+    // Not retried: one request per refused event, however long we wait.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let refusals = backend.refused.lock().unwrap().clone();
+    let ids: std::collections::HashSet<&str> =
+        refusals.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!((refusals.len(), ids.len()), (4, 4), "{refusals:?}");
+    assert_eq!(rejected().await, Some(4));
+}
+
+crate::on_both!(a_refused_notification_holds_up_nobody);
