@@ -83,8 +83,9 @@ pub struct HookStats {
     pub pending: u64,
     /// Notifications delivered (the backend answered 2xx).
     pub delivered: u64,
-    /// Opening notifications dropped because `max_pending` were waiting
-    /// (their closing ones are then not sent either).
+    /// Notifications dropped for want of room: opening ones once
+    /// `max_pending` wait (their closing ones are then not sent either),
+    /// closing ones once twice that wait.
     pub dropped: u64,
     /// Notifications the backend refused for good (a 4xx other than 408
     /// and 429): dropped after one attempt.
@@ -235,8 +236,8 @@ impl Hooks {
     }
 
     /// Queues a notification (nothing when `kind` is not in `events`).
-    /// Returns false when an opening one (`online`, `subscribed`) was
-    /// dropped for want of room: the caller then skips its closing one.
+    /// Returns false when it was dropped for want of room: after an opening
+    /// one (`online`, `subscribed`), the caller then skips its closing one.
     /// Call it under the client's lock: the queue's order per client is the
     /// order of the calls.
     pub fn notify(&self, kind: EventType, client: &str, channel: Option<&str>) -> bool {

@@ -9,13 +9,17 @@
 //! it (order per client). So however many clients' events fail, the
 //! others' go out (see `retry.rs` for which failures are retried).
 //!
-//! **Bounds.** At most `hooks.max_pending` notifications wait. Past that,
-//! *opening* events (`online`, `subscribed`) are dropped and counted
-//! (`dropped` in `/stats`, `cometbox_hook_notifications_dropped` in
-//! `/metrics`), and the caller remembers it so that the matching *closing*
-//! event (`offline`, `unsubscribed`) is not sent either: the backend never
-//! sees half a pair. Closing events of announced pairs are always queued,
-//! so the queue holds at most twice `max_pending`.
+//! **Bounds.** Opening events (`online`, `subscribed`) are queued while
+//! fewer than `hooks.max_pending` wait; past that they are dropped, and the
+//! caller remembers it so that the matching *closing* event (`offline`,
+//! `unsubscribed`) is not sent either: the backend never sees half a pair.
+//! Closing events of announced pairs have the room above: they are queued
+//! while fewer than twice `max_pending` wait, a hard bound (the shutdown's
+//! `offline` for every online client, a million of them, stops there).
+//! Only a closing event that finds even that full is dropped on its own,
+//! leaving its pair half-announced. Every drop is counted (`dropped` in
+//! `/stats`, `cometbox_hook_notifications_dropped_total` in `/metrics`)
+//! and logged once a minute (`retry.rs`'s [`Quiet`]).
 //!
 //! **Durability** (the `disk` store): every notification is appended to
 //! `<store.path>/hooks-outbox.log` before it is queued (`+<event json>`),
@@ -40,7 +44,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use super::events::{Event, EventType};
-use super::retry::Backoff;
+use super::retry::{Backoff, Quiet};
 
 /// The outbox file's name under `store.path`.
 pub const FILE_NAME: &str = "hooks-outbox.log";
@@ -57,6 +61,8 @@ pub struct Outbox {
     /// Notifications dropped on overflow (the other counters are the
     /// workers', in `mod.rs`).
     pub dropped: AtomicU64,
+    /// Keeps the overflow warning to once a minute.
+    quiet: Quiet,
 }
 
 /// One client's events in order, and the pauses of its front one's retries.
@@ -112,6 +118,7 @@ impl Outbox {
             ready: Notify::new(),
             max_pending,
             dropped: AtomicU64::new(0),
+            quiet: Quiet::default(),
         }
     }
 
@@ -156,15 +163,25 @@ impl Outbox {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Queues `event`. An opening event is dropped (returns false) when the
-    /// queue is full; a closing one always goes in.
+    /// Queues `event`; false when it was dropped for want of room (see
+    /// Bounds above: `max_pending` for an opening event, twice that for a
+    /// closing one).
     pub fn push(&self, event: Event) -> bool {
         let opening = matches!(event.kind, EventType::Online | EventType::Subscribed);
+        let room = match opening {
+            true => self.max_pending,
+            false => self.max_pending.saturating_mul(2),
+        };
         let mut inner = self.lock();
-        if opening && inner.pending >= self.max_pending {
+        if inner.pending >= room {
             drop(inner);
             self.dropped.fetch_add(1, Relaxed);
-            tracing::warn!(client = %event.client, kind = ?event.kind, "hook notification dropped: the queue holds hooks.max_pending already");
+            if let Some(quiet) = self
+                .quiet
+                .may_say(if opening { "opening" } else { "closing" })
+            {
+                tracing::warn!(client = %event.client, kind = ?event.kind, pending = room, alike_since_last = quiet, "hook notification dropped: the queue is full (hooks.max_pending; such drops are logged once a minute)");
+            }
             return false;
         }
         inner.write(|out| {
@@ -493,14 +510,16 @@ mod tests {
     }
 
     #[test]
-    fn overflow_drops_opening_events_only() {
+    fn overflow_drops_opening_events_at_the_cap_closing_ones_at_twice_it() {
         let outbox = Outbox::in_memory(1);
         assert!(outbox.push(event(EventType::Online, "a")));
         assert!(!outbox.push(event(EventType::Online, "b")));
         assert!(!outbox.push(event(EventType::Subscribed, "b")));
         assert!(outbox.push(event(EventType::Offline, "a")));
-        assert!(outbox.push(event(EventType::Unsubscribed, "a")));
-        assert_eq!((outbox.pending(), outbox.dropped.load(Relaxed)), (3, 2));
+        // Twice max_pending wait: even a closing event is dropped now.
+        assert!(!outbox.push(event(EventType::Unsubscribed, "c")));
+        assert!(!outbox.push(event(EventType::Offline, "c")));
+        assert_eq!((outbox.pending(), outbox.dropped.load(Relaxed)), (2, 4));
     }
 
     #[tokio::test]

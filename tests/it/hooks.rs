@@ -1222,3 +1222,46 @@ async fn a_retried_event_is_delivered_once_and_others_flow_meanwhile() {
     assert!(stats["hooks"]["retries"].as_u64().unwrap() >= 2, "{stats}");
     server.stop().await;
 }
+/// The queue holds at most twice `max_pending` events, closing ones
+/// included (an `offline` for every client at once cannot grow it past
+/// that): what does not fit is dropped and counted.
+#[tokio::test]
+async fn closing_events_are_bounded_too() {
+    let receiver = Receiver::start();
+    let server = hooked_server(&receiver, |s| {
+        s.hooks.on_error = cometbox::hooks::OnError::Allow;
+        s.hooks.max_pending = 2;
+        s.hooks.offline_after = Duration::from_secs(60);
+        s.hooks.events = only(&["online", "offline"]);
+    })
+    .await;
+    let clients: Vec<String> = (0..6).map(|i| format!("cap-{i}")).collect();
+    for client in &clients {
+        assert_eq!(poll_now(&server, client, "").await.0, StatusCode::OK);
+        until_delivered(&receiver, client, &[ev("online", None)]).await;
+    }
+    receiver.set_mode("fail");
+    for client in &clients {
+        server
+            .post_ok(&format!(r#"<disconnect client="{client}"/>"#), 1)
+            .await;
+    }
+    let stats = server.stats().await;
+    assert_eq!(stats["hooks"]["pending"], 4, "{stats}");
+    assert_eq!(stats["hooks"]["dropped"], 2, "{stats}");
+    assert_eq!(
+        metric(&server, "cometbox_hook_notifications_dropped_total").await,
+        Some(2.0)
+    );
+    receiver.set_mode("ok");
+    wait_until("the queue drains", Duration::from_secs(15), || async {
+        server.stats().await["hooks"]["pending"] == 0
+    })
+    .await;
+    let ended = clients
+        .iter()
+        .filter(|c| receiver.delivered(c).last() == Some(&ev("offline", None)))
+        .count();
+    assert_eq!(ended, 4);
+    server.stop().await;
+}
