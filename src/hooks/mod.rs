@@ -15,7 +15,7 @@
 //!
 //! Files: `config.rs` (the section), `events.rs` (the JSON), `signing.rs`
 //! (the header), `transport.rs` (one POST), `retry.rs` (which failures are
-//! retried, and when), `outbox.rs` (the queue).
+//! retried, and when), `outbox.rs` (the queue), `journal.rs` (its file).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 pub mod config;
 pub mod events;
+mod journal;
 pub mod outbox;
 pub mod retry;
 pub mod signing;
@@ -332,13 +333,15 @@ impl Hooks {
         self.stop.cancel();
     }
 
-    /// Waits until every notification is delivered, or `limit` passed;
-    /// returns how many are still pending.
+    /// Waits until every notification is delivered (and, with a file, its
+    /// delivery written), or `limit` passed; returns how many are still
+    /// pending.
     pub async fn drain(&self, limit: Duration) -> usize {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let pending = self.outbox.pending();
-            if pending == 0 || tokio::time::Instant::now() >= deadline {
+            let done = pending == 0 && self.outbox.unwritten() == 0;
+            if done || tokio::time::Instant::now() >= deadline {
                 return pending;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;

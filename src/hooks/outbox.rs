@@ -21,48 +21,46 @@
 //! `/stats`, `cometbox_hook_notifications_dropped_total` in `/metrics`)
 //! and logged once a minute (`retry.rs`'s [`Quiet`]).
 //!
-//! **Durability** (the `disk` store): every notification is appended to
-//! `<store.path>/hooks-outbox.log` before it is queued (`+<event json>`),
-//! and its delivery is appended once the backend answered 2xx (`-<id>`).
-//! Lines reach the page cache, not the platter: a killed process loses
-//! nothing, a power cut may lose the last second. At start the file is
-//! read back: undelivered events are queued again (same ids, same order),
-//! and clients whose last event was `online` (the server died before their
-//! `offline`) get their `offline`. The file is rewritten holding only what
-//! is pending (and `@<client>` for each client online) once the file holds
-//! [`COMPACT_SLACK`] lines more than twice the pending ones.
+//! **Durability** (the `disk` store): a [`Journal`] keeps the queue in a
+//! file, written by a thread of its own (`journal.rs`). [`Outbox::push`]
+//! only counts the event and hands it over; the thread queues it here once
+//! it is written. So no file is written under the outbox's lock or a
+//! client's, nor on an async worker.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
 use super::events::{Event, EventType};
+use super::journal::{Journal, Record};
+pub use super::journal::{OutboxError, FILE_NAME};
 use super::retry::{Backoff, Quiet};
-
-/// The outbox file's name under `store.path`.
-pub const FILE_NAME: &str = "hooks-outbox.log";
-
-/// Lines tolerated beyond twice the pending ones before a rewrite.
-const COMPACT_SLACK: usize = 10_000;
 
 /// The queue, its counters and (with a durable store) its file.
 pub struct Outbox {
-    inner: Mutex<Inner>,
-    /// Wakes an idle worker when a client becomes ready.
-    ready: Notify,
+    queue: Arc<Queue>,
+    /// With a durable store: the file, through its writer thread.
+    journal: Option<Journal>,
     max_pending: usize,
     /// Notifications dropped on overflow (the other counters are the
     /// workers', in `mod.rs`).
     pub dropped: AtomicU64,
     /// Keeps the overflow warning to once a minute.
     quiet: Quiet,
+}
+
+/// What the workers take from, shared with the journal's writer thread
+/// (which queues events once written).
+#[derive(Default)]
+struct Queue {
+    inner: Mutex<Inner>,
+    /// Wakes an idle worker when a client becomes ready.
+    ready: Notify,
 }
 
 /// One client's events in order, and the pauses of its front one's retries.
@@ -83,39 +81,16 @@ struct Inner {
     /// Busy clients whose front event failed, by when it is tried again
     /// (soonest first).
     waiting: BinaryHeap<Reverse<(Instant, String)>>,
+    /// Events counted in: queued, in flight, or still with the writer.
     pending: usize,
-    file: Option<Journal>,
-    /// With a file: clients whose last queued presence event is `online`,
-    /// kept across rewrites (`@<client>` lines) so that a crash still owes
-    /// them their `offline`. Not kept in memory-only outboxes.
-    online: HashSet<String>,
-    /// Whether this outbox has a file (set before recovered events are
-    /// queued, so that they are tracked too).
-    durable: bool,
-}
-
-/// The outbox file and what a rewrite needs.
-struct Journal {
-    path: PathBuf,
-    file: File,
-    /// Lines written since the last rewrite.
-    lines: usize,
-}
-
-/// Why the outbox file cannot be used at start.
-#[derive(Debug, thiserror::Error)]
-#[error("hooks outbox {path}: {source}")]
-pub struct OutboxError {
-    path: String,
-    source: std::io::Error,
 }
 
 impl Outbox {
     /// An in-memory outbox (memory store: a restart loses what is pending).
     pub fn in_memory(max_pending: usize) -> Self {
         Outbox {
-            inner: Mutex::new(Inner::default()),
-            ready: Notify::new(),
+            queue: Arc::default(),
+            journal: None,
             max_pending,
             dropped: AtomicU64::new(0),
             quiet: Quiet::default(),
@@ -130,67 +105,57 @@ impl Outbox {
         max_pending: usize,
         offline: impl Fn(&str) -> Event,
     ) -> Result<Self, OutboxError> {
-        let path = dir.join(FILE_NAME);
-        let failed = |source| OutboxError {
-            path: path.display().to_string(),
-            source,
-        };
-        let (mut pending, online) = read_back(&path).map_err(failed)?;
-        pending.extend(online.iter().map(|c| offline(c)));
-        let outbox = Outbox::in_memory(max_pending);
-        {
-            let mut inner = outbox.lock();
-            inner.durable = true;
-            for event in pending {
-                inner.push(event);
-            }
-            let events = inner.events();
-            inner.file = Some(Journal {
-                file: rewrite(&path, &inner.online, &events).map_err(failed)?,
-                path: path.clone(),
-                lines: 0,
-            });
-        }
-        if outbox.pending() > 0 {
-            tracing::info!(pending = outbox.pending(), path = %path.display(), "hook notifications recovered; delivering them");
+        let mut outbox = Outbox::in_memory(max_pending);
+        let queue = outbox.queue.clone();
+        let (journal, recovered) = Journal::open(dir, offline, move |events| queue.add(events))?;
+        outbox.journal = Some(journal);
+        if !recovered.is_empty() {
+            tracing::info!(pending = recovered.len(), path = %dir.join(FILE_NAME).display(), "hook notifications recovered; delivering them");
+            outbox.queue.lock().pending += recovered.len();
+            outbox.queue.add(recovered);
         }
         Ok(outbox)
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Queues `event`; false when it was dropped for want of room (see
+    /// Queues `event` (with a file: hands it to the writer, which queues
+    /// it once written); false when it was dropped for want of room (see
     /// Bounds above: `max_pending` for an opening event, twice that for a
-    /// closing one).
+    /// closing one). Never waits for the disk.
     pub fn push(&self, event: Event) -> bool {
         let opening = matches!(event.kind, EventType::Online | EventType::Subscribed);
         let room = match opening {
             true => self.max_pending,
             false => self.max_pending.saturating_mul(2),
         };
-        let mut inner = self.lock();
-        if inner.pending >= room {
-            drop(inner);
-            self.dropped.fetch_add(1, Relaxed);
-            if let Some(quiet) = self
-                .quiet
-                .may_say(if opening { "opening" } else { "closing" })
-            {
-                tracing::warn!(client = %event.client, kind = ?event.kind, pending = room, alike_since_last = quiet, "hook notification dropped: the queue is full (hooks.max_pending; such drops are logged once a minute)");
+        {
+            let mut inner = self.queue.lock();
+            if inner.pending >= room {
+                drop(inner);
+                self.dropped.fetch_add(1, Relaxed);
+                if let Some(quiet) = self
+                    .quiet
+                    .may_say(if opening { "opening" } else { "closing" })
+                {
+                    tracing::warn!(client = %event.client, kind = ?event.kind, pending = room, alike_since_last = quiet, "hook notification dropped: the queue is full (hooks.max_pending; such drops are logged once a minute)");
+                }
+                return false;
             }
-            return false;
+            inner.pending += 1;
         }
-        inner.write(|out| {
-            out.push(b'+');
-            out.extend_from_slice(&event.body());
-        });
-        if inner.push(event) {
-            drop(inner);
-            self.ready.notify_one();
+        // Out of the lock: the caller holds the client's lock, which keeps
+        // this client's events in order on their way through the writer.
+        let unwritten = match &self.journal {
+            Some(journal) => match journal.send(Record::Queued(event)) {
+                Ok(()) => return true,
+                Err(record) => {
+                    tracing::error!("the hooks outbox writer is gone: queueing without the file");
+                    record
+                }
+            },
+            None => Record::Queued(event),
+        };
+        if let Record::Queued(event) = unwritten {
+            self.queue.add(vec![event]);
         }
         true
     }
@@ -200,11 +165,11 @@ impl Outbox {
     /// busy) until [`Outbox::settle`] or [`Outbox::retry_later`].
     pub async fn next(&self) -> Event {
         loop {
-            let notified = self.ready.notified();
+            let notified = self.queue.ready.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             let retry_at = {
-                let mut inner = self.lock();
+                let mut inner = self.queue.lock();
                 inner.end_pauses(Instant::now());
                 if let Some(front) = inner.take_ready() {
                     return front;
@@ -227,7 +192,7 @@ impl Outbox {
     /// `event` (from [`Outbox::next`]) is done with (delivered, or refused
     /// for good): forgets it and makes its client's next event ready.
     pub fn settle(&self, event: &Event) {
-        let mut inner = self.lock();
+        let mut inner = self.queue.lock();
         inner.busy.remove(&event.client);
         let more = match inner.queues.get_mut(&event.client) {
             Some(queue) => {
@@ -243,14 +208,13 @@ impl Outbox {
         } else {
             inner.queues.remove(&event.client);
         }
-        inner.write(|out| {
-            out.push(b'-');
-            out.extend_from_slice(event.id.as_bytes());
-        });
-        inner.compact_if_due();
         drop(inner);
         if more {
-            self.ready.notify_one();
+            self.queue.ready.notify_one();
+        }
+        if let Some(journal) = &self.journal {
+            // (A writer gone was logged when it went.)
+            let _ = journal.send(Record::Settled(event.id.clone()));
         }
     }
 
@@ -258,7 +222,7 @@ impl Outbox {
     /// its next pause (doubling up to `max`) without holding a worker, its
     /// later events behind it. Returns the pause.
     pub fn retry_later(&self, event: &Event, max: Duration) -> Duration {
-        let mut inner = self.lock();
+        let mut inner = self.queue.lock();
         let pause = match inner.queues.get_mut(&event.client) {
             Some(queue) => queue.backoff.pause(max),
             None => return Duration::ZERO,
@@ -269,26 +233,48 @@ impl Outbox {
         pause
     }
 
-    /// Notifications waiting (in flight included).
+    /// Notifications waiting (in flight, and with the writer, included).
     pub fn pending(&self) -> usize {
-        self.lock().pending
+        self.queue.lock().pending
+    }
+
+    /// Records the writer has not written yet (0 without a file).
+    pub fn unwritten(&self) -> usize {
+        self.journal.as_ref().map_or(0, Journal::unwritten)
+    }
+
+    /// Tests: makes every file write wait for `gate` (a slow disk).
+    #[cfg(test)]
+    fn set_write_gate(&self, gate: Arc<Mutex<()>>) {
+        self.journal.as_ref().expect("a file").set_gate(gate);
+    }
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Queues `events` (already counted in `pending`), waking a worker for
+    /// each client that became ready.
+    fn add(&self, events: Vec<Event>) {
+        let mut inner = self.lock();
+        let mut ready = 0;
+        for event in events {
+            ready += usize::from(inner.append(event));
+        }
+        drop(inner);
+        for _ in 0..ready {
+            self.ready.notify_one();
+        }
     }
 }
 
 impl Inner {
     /// Appends to the client's queue; true when the client became ready.
-    fn push(&mut self, event: Event) -> bool {
-        self.pending += 1;
-        match event.kind {
-            _ if !self.durable => {}
-            EventType::Online => {
-                self.online.insert(event.client.clone());
-            }
-            EventType::Offline => {
-                self.online.remove(&event.client);
-            }
-            _ => {}
-        }
+    fn append(&mut self, event: Event) -> bool {
         let client = event.client.clone();
         let queue = &mut self.queues.entry(client.clone()).or_default().events;
         queue.push_back(event);
@@ -330,125 +316,14 @@ impl Inner {
             self.ready.push_back(client);
         }
     }
-
-    /// Every queued event (for a rewrite of the file).
-    fn events(&self) -> Vec<Event> {
-        self.queues
-            .values()
-            .flat_map(|q| q.events.iter().cloned())
-            .collect()
-    }
-
-    /// Appends one line to the file, if there is one. A failed write is
-    /// logged and the event still queued: delivering it now matters more
-    /// than remembering it across a restart.
-    fn write(&mut self, line: impl FnOnce(&mut Vec<u8>)) {
-        let Some(journal) = &mut self.file else {
-            return;
-        };
-        let mut out = Vec::with_capacity(256);
-        line(&mut out);
-        out.push(b'\n');
-        if let Err(e) = journal.file.write_all(&out) {
-            tracing::error!(error = %e, path = %journal.path.display(), "cannot write the hooks outbox");
-        }
-        journal.lines += 1;
-    }
-
-    fn compact_if_due(&mut self) {
-        let due = self
-            .file
-            .as_ref()
-            .is_some_and(|j| j.lines > 2 * self.pending + COMPACT_SLACK);
-        if !due {
-            return;
-        }
-        let events = self.events();
-        let Some(journal) = &mut self.file else {
-            return;
-        };
-        match rewrite(&journal.path, &self.online, &events) {
-            Ok(file) => {
-                journal.file = file;
-                journal.lines = 0;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, path = %journal.path.display(), "cannot rewrite the hooks outbox")
-            }
-        }
-    }
-}
-
-/// Reads the file: the undelivered events in order, and the clients left
-/// online (an `online` with no `offline` after it). A torn last line (a
-/// write cut by a crash) is skipped with a warning.
-fn read_back(path: &Path) -> std::io::Result<(Vec<Event>, Vec<String>)> {
-    let file = match File::open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), Vec::new())),
-        Err(e) => return Err(e),
-    };
-    let mut events: Vec<Event> = Vec::new();
-    let mut delivered = HashSet::new();
-    let mut online: Vec<String> = Vec::new();
-    for (n, line) in BufReader::new(file).split(b'\n').enumerate() {
-        let line = line?;
-        let parsed = match line.split_first() {
-            Some((b'+', json)) => serde_json::from_slice::<Event>(json).ok().map(|event| {
-                match event.kind {
-                    EventType::Online if !online.contains(&event.client) => {
-                        online.push(event.client.clone())
-                    }
-                    EventType::Offline => online.retain(|c| c != &event.client),
-                    _ => {}
-                }
-                events.push(event);
-            }),
-            Some((b'@', client)) => std::str::from_utf8(client).ok().map(|client| {
-                if !online.iter().any(|c| c == client) {
-                    online.push(client.to_owned());
-                }
-            }),
-            Some((b'-', id)) => std::str::from_utf8(id).ok().map(|id| {
-                delivered.insert(id.to_owned());
-            }),
-            _ => None,
-        };
-        if parsed.is_none() {
-            tracing::warn!(path = %path.display(), line = n + 1, "hooks outbox: skipping a line that cannot be read (a write cut short?)");
-        }
-    }
-    events.retain(|e| !delivered.contains(&e.id));
-    Ok((events, online))
-}
-
-/// Writes `events` as a new file (through a temporary one and a rename, so
-/// a crash leaves the old file or the new one) and opens it for appending.
-fn rewrite(path: &Path, online: &HashSet<String>, events: &[Event]) -> std::io::Result<File> {
-    let tmp = path.with_extension("tmp");
-    let mut out = Vec::new();
-    for client in online {
-        out.push(b'@');
-        out.extend_from_slice(client.as_bytes());
-        out.push(b'\n');
-    }
-    for event in events {
-        out.push(b'+');
-        out.extend_from_slice(&event.body());
-        out.push(b'\n');
-    }
-    {
-        let mut file = File::create(&tmp)?;
-        file.write_all(&out)?;
-        file.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    OpenOptions::new().append(true).open(path)
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::journal::read_back;
     use super::*;
+    use std::fs::OpenOptions;
+    use std::io::Write;
 
     fn event(kind: EventType, client: &str) -> Event {
         Event::new(kind, client, None, "test")
@@ -520,6 +395,38 @@ mod tests {
         assert!(!outbox.push(event(EventType::Unsubscribed, "c")));
         assert!(!outbox.push(event(EventType::Offline, "c")));
         assert_eq!((outbox.pending(), outbox.dropped.load(Relaxed)), (2, 4));
+    }
+
+    /// A slow disk holds up neither `push` (called under a client's lock on
+    /// an async worker) nor the caller: the writer thread waits for it. The
+    /// event is queued only once written, as the file promises.
+    #[tokio::test]
+    // The disk is held "slow" across the awaits on purpose.
+    #[allow(clippy::await_holding_lock)]
+    async fn push_does_not_wait_for_a_slow_disk() {
+        let dir = std::env::temp_dir().join(format!("cometbox-outbox-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let outbox =
+            std::sync::Arc::new(Outbox::open(&dir, 100, |c| event(EventType::Offline, c)).unwrap());
+        let gate = std::sync::Arc::new(Mutex::new(()));
+        outbox.set_write_gate(gate.clone());
+        let stalled = gate.lock().unwrap();
+        let (pushed, returned) = std::sync::mpsc::channel();
+        let pusher = outbox.clone();
+        let online = event(EventType::Online, "a");
+        let first = online.clone();
+        std::thread::spawn(move || {
+            pusher.push(first);
+            pusher.push(event(EventType::Offline, "a"));
+            let _ = pushed.send(());
+        });
+        let waited = returned.recv_timeout(std::time::Duration::from_secs(2));
+        assert!(waited.is_ok(), "push waited for the disk");
+        let early = tokio::time::timeout(std::time::Duration::from_millis(100), outbox.next());
+        assert!(early.await.is_err(), "queued before it was written");
+        drop(stalled);
+        assert_eq!(outbox.next().await, online);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[tokio::test]

@@ -9,7 +9,9 @@
 //! Re-polls in between change nothing, so presence does not flap between
 //! polls. Every notification is queued under the client's own lock, so
 //! the queue's order per client is the order of the changes; every `online`
-//! gets exactly one `offline`.
+//! gets exactly one `offline`. Queueing never touches the disk (with the
+//! `disk` store a writer thread does, `hooks/journal.rs`), so the lock is
+//! held only for the look and the hand-over.
 //!
 //! The re-poll of an online client holding its channels costs one look
 //! under its own lock and asks nothing.
