@@ -58,6 +58,7 @@ pub struct Hooks {
     events: EventSet,
     node: String,
     concurrency: usize,
+    max_pending: usize,
     retry_max: Duration,
     /// Cancellable requests in flight (`max_asks`).
     asks: Semaphore,
@@ -121,6 +122,7 @@ impl Hooks {
             events: config.event_set(),
             node,
             concurrency: config.concurrency,
+            max_pending: config.max_pending,
             retry_max: config.retry_max,
             asks: Semaphore::new(config.max_asks),
             outbox,
@@ -320,6 +322,11 @@ impl Hooks {
     /// `node`: this server's name in every event.
     pub fn node(&self) -> &str {
         &self.node
+    }
+
+    /// `max_pending`.
+    pub fn max_pending(&self) -> usize {
+        self.max_pending
     }
 
     /// `concurrency`.

@@ -12,7 +12,7 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::harness::{token, wait_until, Scratch};
-use crate::nodes::{ingest_get, node};
+use crate::nodes::{ingest_get, node, stats};
 use crate::redis_server::{Kind, Persistence, TestRedis};
 
 /// A backend on loopback: records `(type, channel)` of every cancellable
@@ -263,3 +263,58 @@ async fn a_refused_notification_holds_up_nobody(kind: Kind) {
 }
 
 crate::on_both!(a_refused_notification_holds_up_nobody);
+
+/// The Redis queue is bounded like one node's (`hooks.max_pending`): with
+/// the backend down, opening events past it are dropped and counted, and
+/// their closing events are not queued either (whole pairs only). One
+/// Redis: with a Cluster the bound is per slot group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_redis_queue_is_bounded_and_drops_whole_pairs() {
+    let dir = Scratch::new("hooks-bounded");
+    let redis = TestRedis::start(Kind::Single, &dir.0.join("redis"), Persistence::None).await;
+    let backend = Backend::start().await;
+    backend.failing.store(true, Ordering::Relaxed);
+    let hooks = [
+        ("COMETBOX_HOOKS__URL", backend.url.as_str()),
+        ("COMETBOX_HOOKS__SECRET", "hook-secret"),
+        ("COMETBOX_HOOKS__ON_ERROR", "allow"),
+        ("COMETBOX_HOOKS__OFFLINE_AFTER", "1s"),
+        ("COMETBOX_HOOKS__RETRY_MAX", "200ms"),
+        ("COMETBOX_HOOKS__MAX_PENDING", "2"),
+        ("COMETBOX_HOOKS__EVENTS", "online,offline"),
+    ];
+    let a = node(&redis, &dir.0, &hooks).await;
+    let clients: Vec<String> = (0..4).map(|i| format!("cap-{i}")).collect();
+    for client in &clients {
+        let (status, body) = a.poll(&token(client, &[]), "timeout=0").await.unwrap();
+        assert_eq!(status, 200, "{body}");
+    }
+    let dropped = || async { stats(&a).await["hooks"]["dropped"].as_u64() };
+    assert_eq!(dropped().await, Some(2), "{}", stats(&a).await);
+    for client in &clients {
+        a.post_ok(&format!(r#"<disconnect client="{client}"/>"#), 1)
+            .await;
+    }
+    // The sweep (every 250 ms) queues the offlines of the announced pairs.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    backend.failing.store(false, Ordering::Relaxed);
+    let types = |client: &String| -> Vec<String> {
+        backend
+            .notified_about(client)
+            .into_iter()
+            .map(|(kind, _, _)| kind)
+            .collect()
+    };
+    wait_until("two whole pairs", Duration::from_secs(30), || async {
+        clients
+            .iter()
+            .filter(|c| types(c) == ["online", "offline"])
+            .count()
+            == 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let silent = clients.iter().filter(|c| types(c).is_empty()).count();
+    assert_eq!(silent, 2, "the other two: nothing, not half a pair");
+    assert_eq!(dropped().await, Some(2));
+}
