@@ -38,7 +38,7 @@ pub mod transport;
 pub use config::{HooksConfig, OnError};
 pub use events::{Answer, Event, EventSet, EventType};
 use outbox::Outbox;
-use retry::{Attempt, Backoff, Quiet};
+use retry::{Attempt, Quiet};
 use transport::{SendError, Target};
 
 /// A cancellable event the backend refused (or could not be asked about,
@@ -258,32 +258,36 @@ impl Hooks {
             let (hooks, stop) = (self.clone(), self.stop.clone());
             tokio::spawn(async move {
                 tokio::select! {
-                    _ = hooks.deliver_forever() => {}
+                    _ = hooks.work(&hooks.outbox, |_| {}) => {}
                     _ = stop.cancelled() => {}
                 }
             });
         }
     }
 
-    /// One worker: takes the next ready client's event, makes one attempt,
-    /// and lets go of it; a client whose event failed waits out its pause
-    /// in the outbox, not in this worker.
-    async fn deliver_forever(&self) {
+    /// One worker over `outbox` (this server's, or with the `redis` store a
+    /// group's window, `src/hub/presence.rs`): takes the next ready
+    /// client's event, makes one attempt, and lets go of it. An event done
+    /// with (delivered, or refused for good) is settled and given to
+    /// `settled`; a client whose event failed waits out its pause in the
+    /// outbox, not in this worker. Never returns.
+    pub async fn work(&self, outbox: &Outbox, settled: impl Fn(&Event)) {
         loop {
-            let event = self.outbox.next().await;
+            let event = outbox.next().await;
             match self.attempt(&event).await {
-                Attempt::Delivered | Attempt::Rejected(_) => self.outbox.settle(&event),
+                Attempt::Delivered | Attempt::Rejected(_) => {
+                    outbox.settle(&event);
+                    settled(&event);
+                }
                 Attempt::Failed(_) => {
-                    self.outbox.retry_later(&event, self.retry_max);
+                    outbox.retry_later(&event, self.retry_max);
                 }
             }
         }
     }
 
     /// One attempt at a notification: counted, and its failure logged
-    /// (once per kind a minute: see [`Quiet`]). The outbox's workers use
-    /// it, and with the `redis` store the node delivering a group's shared
-    /// queue (`src/hub/presence.rs`).
+    /// (once per kind a minute: see [`Quiet`]).
     pub async fn attempt(&self, event: &Event) -> Attempt {
         let sent = transport::post(&self.target, &self.secret, event.body(), self.timeout).await;
         let attempt = Attempt::from(sent.map(|_| ()));
@@ -305,18 +309,6 @@ impl Hooks {
             }
         }
         attempt
-    }
-
-    /// Sends one notification until the backend takes it or refuses it for
-    /// good, pausing between attempts as [`Backoff`] says. With the `redis`
-    /// store, the node delivering a group's queue sends each client's events
-    /// so (`src/hub/presence.rs`); the outbox's workers pause in the outbox
-    /// instead.
-    pub async fn deliver(&self, event: &Event) {
-        let mut backoff = Backoff::default();
-        while let Attempt::Failed(_) = self.attempt(event).await {
-            tokio::time::sleep(backoff.pause(self.retry_max)).await;
-        }
     }
 
     /// `node`: this server's name in every event.

@@ -4,7 +4,7 @@
 //! another node. [`Backend`] is the hook receiver the cluster tests share
 //! (`presence.rs` checks the notifications with it).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,14 +18,18 @@ use crate::redis_server::{Kind, Persistence, TestRedis};
 /// A backend on loopback: records `(type, channel)` of every cancellable
 /// request (`asked`) and every notification it took (`notified`, whole),
 /// denies `subscribe` to `staff`, answers 503 to everything while
-/// `failing` is set, and refuses for good (`400`, recorded in `refused`)
-/// every notification about a client whose id starts with `refused-`.
+/// `failing` is set, refuses for good (`400`, recorded in `refused`)
+/// every notification about a client whose id starts with `refused-`, and
+/// answers 503 to those about a client starting with `flaky-` while
+/// `flaky` is set (counting them in `flaky_refusals`).
 pub struct Backend {
     pub url: String,
     asked: Arc<Mutex<Vec<(String, String)>>>,
     pub notified: Arc<Mutex<Vec<Value>>>,
     pub refused: Arc<Mutex<Vec<Value>>>,
     pub failing: Arc<AtomicBool>,
+    pub flaky: Arc<AtomicBool>,
+    pub flaky_refusals: Arc<AtomicUsize>,
 }
 
 impl Backend {
@@ -38,6 +42,9 @@ impl Backend {
         let failing = Arc::new(AtomicBool::new(false));
         let (record, note, fail) = (asked.clone(), notified.clone(), failing.clone());
         let refuse = refused.clone();
+        let flaky = Arc::new(AtomicBool::new(false));
+        let flaky_refusals = Arc::new(AtomicUsize::new(0));
+        let (flake, flaked) = (flaky.clone(), flaky_refusals.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((mut socket, _)) = listener.accept().await else {
@@ -45,6 +52,7 @@ impl Backend {
                 };
                 let (record, note, fail) = (record.clone(), note.clone(), fail.clone());
                 let refuse = refuse.clone();
+                let (flake, flaked) = (flake.clone(), flaked.clone());
                 tokio::spawn(async move {
                     let Some(event) = read_request(&mut socket).await else {
                         return;
@@ -52,13 +60,16 @@ impl Backend {
                     let kind = event["type"].as_str().unwrap_or("").to_owned();
                     let channel = event["channel"].as_str().unwrap_or("").to_owned();
                     let cancellable = matches!(kind.as_str(), "connect" | "subscribe" | "publish");
-                    let refused = !cancellable
-                        && event["client"]
-                            .as_str()
-                            .unwrap_or("")
-                            .starts_with("refused-");
+                    let about = event["client"].as_str().unwrap_or("");
+                    let refused = !cancellable && about.starts_with("refused-");
+                    let flaked_now = !cancellable
+                        && about.starts_with("flaky-")
+                        && flake.load(Ordering::Relaxed);
                     let (status, answer) = if fail.load(Ordering::Relaxed) {
                         ("503 Service Unavailable", r#"{"error": "down"}"#)
+                    } else if flaked_now {
+                        flaked.fetch_add(1, Ordering::Relaxed);
+                        ("503 Service Unavailable", r#"{"error": "later"}"#)
                     } else if refused {
                         refuse.lock().unwrap().push(event.clone());
                         ("400 Bad Request", r#"{"error": "not for us"}"#)
@@ -67,7 +78,7 @@ impl Backend {
                     } else {
                         ("200 OK", r#"{"allow": true}"#)
                     };
-                    if !fail.load(Ordering::Relaxed) && !refused {
+                    if !fail.load(Ordering::Relaxed) && !refused && !flaked_now {
                         if cancellable {
                             record.lock().unwrap().push((kind, channel));
                         } else {
@@ -88,6 +99,8 @@ impl Backend {
             notified,
             refused,
             failing,
+            flaky,
+            flaky_refusals,
         }
     }
 
@@ -318,3 +331,65 @@ async fn the_redis_queue_is_bounded_and_drops_whole_pairs() {
     assert_eq!(silent, 2, "the other two: nothing, not half a pair");
     assert_eq!(dropped().await, Some(2));
 }
+
+/// A notification the backend cannot take for now (`503`) is retried until
+/// it can, and delivered once, while the other clients' notifications of
+/// the same queue go out meanwhile (on one Redis, one queue for all).
+async fn a_retried_notification_holds_up_nobody(kind: Kind) {
+    let dir = Scratch::new("hooks-flaky");
+    let redis = TestRedis::start(kind, &dir.0.join("redis"), Persistence::None).await;
+    let backend = Backend::start().await;
+    backend.flaky.store(true, Ordering::Relaxed);
+    let hooks = [
+        ("COMETBOX_HOOKS__URL", backend.url.as_str()),
+        ("COMETBOX_HOOKS__SECRET", "hook-secret"),
+        ("COMETBOX_HOOKS__ON_ERROR", "allow"),
+        ("COMETBOX_HOOKS__OFFLINE_AFTER", "60s"),
+        ("COMETBOX_HOOKS__RETRY_MAX", "200ms"),
+    ];
+    let a = node(&redis, &dir.0, &hooks).await;
+    let poll = |client: String| {
+        let a = &a;
+        async move {
+            let (status, body) = a.poll(&token(&client, &[]), "timeout=0").await.unwrap();
+            assert_eq!(status, 200, "{body}");
+        }
+    };
+    poll("flaky-0".into()).await;
+    wait_until("flaky-0 refused twice", Duration::from_secs(30), || async {
+        backend.flaky_refusals.load(Ordering::Relaxed) >= 2
+    })
+    .await;
+    let fine: Vec<String> = (0..6).map(|i| format!("steady-{i}")).collect();
+    for client in &fine {
+        poll(client.clone()).await;
+    }
+    let online = |client: &str| {
+        backend
+            .notified_about(client)
+            .iter()
+            .filter(|(kind, _, _)| kind == "online")
+            .count()
+    };
+    wait_until(
+        "the other clients' online while flaky-0's is retried",
+        Duration::from_secs(30),
+        || async { fine.iter().all(|c| online(c) == 1) },
+    )
+    .await;
+    assert_eq!(online("flaky-0"), 0);
+    backend.flaky.store(false, Ordering::Relaxed);
+    wait_until("flaky-0's online", Duration::from_secs(30), || async {
+        online("flaky-0") == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let taken = backend.notified.lock().unwrap().clone();
+    let flaky: Vec<&Value> = taken.iter().filter(|e| e["client"] == "flaky-0").collect();
+    assert_eq!(flaky.len(), 1, "taken once: {flaky:?}");
+    let (_, stats) = ingest_get(&a, "/stats").await;
+    let stats: Value = serde_json::from_str(&stats).unwrap();
+    assert!(stats["hooks"]["retries"].as_u64().unwrap() >= 2, "{stats}");
+}
+
+crate::on_both!(a_retried_notification_holds_up_nobody);
