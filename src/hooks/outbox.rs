@@ -50,7 +50,7 @@ pub struct Outbox {
     /// Notifications dropped on overflow (the other counters are the
     /// workers', in `mod.rs`).
     pub dropped: AtomicU64,
-    /// Keeps the overflow warning to once a minute.
+    /// Keeps its warnings (overflow, a writer gone) to once a minute each.
     quiet: Quiet,
 }
 
@@ -144,17 +144,23 @@ impl Outbox {
         }
         // Out of the lock: the caller holds the client's lock, which keeps
         // this client's events in order on their way through the writer.
-        let unwritten = match &self.journal {
+        let record = match &self.journal {
             Some(journal) => match journal.send(Record::Queued(event)) {
                 Ok(()) => return true,
                 Err(record) => {
-                    tracing::error!("the hooks outbox writer is gone: queueing without the file");
+                    if let Some(quiet) = self.quiet.may_say("no writer") {
+                        tracing::error!(
+                            alike_since_last = quiet,
+                            "the hooks outbox writer is gone: queueing without the file"
+                        );
+                    }
                     record
                 }
             },
             None => Record::Queued(event),
         };
-        if let Record::Queued(event) = unwritten {
+        // (Always an event: `send` gives back what it was given.)
+        if let Record::Queued(event) = record {
             self.queue.add(vec![event]);
         }
         true
