@@ -13,10 +13,14 @@
 //! Lines: `+<event json>` (queued), `-<id>` (delivered or refused for good:
 //! no longer pending), `@<client>` (online, written by a rewrite). They
 //! reach the page cache, not the platter: a power cut may lose the last
-//! seconds, and a killed process the records the thread had not written
-//! yet (a moment's worth; their events were not sent either). At start the
-//! file is read back: undelivered events are queued again (same ids, same
-//! order), and clients whose last event was `online` get their `offline`.
+//! seconds. [`Journal::written`] waits until what was handed over is
+//! written: the hub awaits it before it answers the poll or the ingest
+//! request that caused notifications (outside any lock), so what a killed
+//! process loses was never acknowledged (and never sent); only the
+//! reaper's last decisions, which nobody is answered for, may be. At start
+//! the file is read back: undelivered events are queued again (same ids,
+//! same order), and clients whose last event was `online` get their
+//! `offline`.
 //! The thread rewrites the file holding only what is pending (and `@` for
 //! each client online) once it holds [`COMPACT_SLACK`] lines more than
 //! twice the pending ones, through a temporary file and a rename.
@@ -25,8 +29,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-use std::sync::{mpsc, Arc};
+#[cfg(test)]
+use std::sync::Arc;
+use std::sync::{mpsc, Mutex};
 use std::thread::JoinHandle;
 
 use super::events::{Event, EventType};
@@ -58,10 +63,12 @@ pub enum Record {
 /// The writer thread's end of the channel; dropping it lets the thread
 /// write what is left and waits for it.
 pub struct Journal {
-    records: Option<mpsc::Sender<Record>>,
+    /// The channel, and how many records went into it: counted under the
+    /// same lock, so that the first `n` counted are the first `n` sent.
+    records: Mutex<Option<(mpsc::Sender<Record>, u64)>>,
     thread: Option<JoinHandle<()>>,
-    /// Records sent and not written yet.
-    unwritten: Arc<AtomicUsize>,
+    /// How many records the thread has written (closed if it is gone).
+    written: tokio::sync::watch::Receiver<u64>,
     /// Tests: every write waits for this lock (a slow disk).
     #[cfg(test)]
     gate: Gate,
@@ -72,7 +79,7 @@ type Gate = Arc<std::sync::Mutex<Option<Arc<std::sync::Mutex<()>>>>>;
 
 impl Journal {
     /// Reads `dir`/[`FILE_NAME`] back, rewrites it holding what is pending,
-    /// and starts the writer thread, which calls `written` with each
+    /// and starts the writer thread, which calls `on_written` with each
     /// group's new events once they are in the file. Returns the journal
     /// and the events to queue again: the undelivered ones, then the
     /// `offline` (`offline(client)`) owed to each client the file shows
@@ -80,7 +87,7 @@ impl Journal {
     pub fn open(
         dir: &Path,
         offline: impl Fn(&str) -> Event,
-        written: impl FnMut(Vec<Event>) + Send + 'static,
+        on_written: impl FnMut(Vec<Event>) + Send + 'static,
     ) -> Result<(Journal, Vec<Event>), OutboxError> {
         let path = dir.join(FILE_NAME);
         let named = path.display().to_string();
@@ -98,7 +105,7 @@ impl Journal {
             state.queued(event);
         }
         let file = rewrite(&path, &state).map_err(failed)?;
-        let unwritten = Arc::new(AtomicUsize::new(0));
+        let (count, written) = tokio::sync::watch::channel(0);
         let (records, inbox) = mpsc::channel();
         #[cfg(test)]
         let gate = Gate::default();
@@ -107,8 +114,8 @@ impl Journal {
             file,
             lines: 0,
             state,
-            written: Box::new(written),
-            unwritten: unwritten.clone(),
+            on_written: Box::new(on_written),
+            written: count,
             quiet: Quiet::default(),
             #[cfg(test)]
             gate: gate.clone(),
@@ -118,9 +125,9 @@ impl Journal {
             .spawn(move || writer.run(inbox))
             .map_err(failed)?;
         let journal = Journal {
-            records: Some(records),
+            records: Mutex::new(Some((records, 0))),
             thread: Some(thread),
-            unwritten,
+            written,
             #[cfg(test)]
             gate,
         };
@@ -132,19 +139,36 @@ impl Journal {
     // The record comes back whole on purpose: it is the event to queue.
     #[allow(clippy::result_large_err)]
     pub fn send(&self, record: Record) -> Result<(), Record> {
-        let Some(records) = &self.records else {
+        let mut records = self.records.lock().unwrap_or_else(|p| p.into_inner());
+        let Some((channel, sent)) = records.as_mut() else {
             return Err(record);
         };
-        self.unwritten.fetch_add(1, SeqCst);
-        records.send(record).map_err(|mpsc::SendError(record)| {
-            self.unwritten.fetch_sub(1, SeqCst);
-            record
-        })
+        channel
+            .send(record)
+            .map_err(|mpsc::SendError(record)| record)?;
+        *sent += 1;
+        Ok(())
     }
 
-    /// Records sent and not written yet.
-    pub fn unwritten(&self) -> usize {
-        self.unwritten.load(SeqCst)
+    /// How many records were handed over.
+    fn sent(&self) -> u64 {
+        let records = self.records.lock().unwrap_or_else(|p| p.into_inner());
+        records.as_ref().map_or(0, |(_, sent)| *sent)
+    }
+
+    /// Records handed over and not written yet.
+    pub fn unwritten(&self) -> u64 {
+        self.sent().saturating_sub(*self.written.borrow())
+    }
+
+    /// Waits until every record handed over before the call is written
+    /// (at once when they are).
+    pub async fn written(&self) {
+        let sent = self.sent();
+        let mut written = self.written.clone();
+        // (An error: the thread is gone, nothing more will be written:
+        // waiting longer would only hang the caller.)
+        let _ = written.wait_for(|n| *n >= sent).await;
     }
 
     /// Tests: makes every write wait for `gate` (a slow disk).
@@ -156,7 +180,12 @@ impl Journal {
 
 impl Drop for Journal {
     fn drop(&mut self) {
-        drop(self.records.take());
+        drop(
+            self.records
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
+        );
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -208,8 +237,9 @@ struct Writer {
     /// Lines written since the last rewrite.
     lines: usize,
     state: Pending,
-    written: Box<dyn FnMut(Vec<Event>) + Send>,
-    unwritten: Arc<AtomicUsize>,
+    on_written: Box<dyn FnMut(Vec<Event>) + Send>,
+    /// How many records it has written ([`Journal::written`]).
+    written: tokio::sync::watch::Sender<u64>,
     /// Keeps write errors to one log line a minute.
     quiet: Quiet,
     #[cfg(test)]
@@ -256,9 +286,9 @@ impl Writer {
         }
         self.lines += count;
         if !queued.is_empty() {
-            (self.written)(queued);
+            (self.on_written)(queued);
         }
-        self.unwritten.fetch_sub(count, SeqCst);
+        self.written.send_modify(|n| *n += count as u64);
         self.compact_if_due();
     }
 
@@ -353,7 +383,36 @@ fn rewrite(path: &Path, state: &Pending) -> std::io::Result<File> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Mutex;
+
+    /// `written` waits for the disk, and only for what was handed over
+    /// before it was called.
+    #[tokio::test]
+    // The disk is held "slow" across the awaits on purpose.
+    #[allow(clippy::await_holding_lock)]
+    async fn written_waits_for_the_write() {
+        let dir = std::env::temp_dir().join(format!("cometbox-journal-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let offline = |c: &str| Event::new(EventType::Offline, c, None, "t");
+        let (journal, _) = Journal::open(&dir, offline, |_| {}).unwrap();
+        let quick = std::time::Duration::from_millis(100);
+        assert!(
+            tokio::time::timeout(quick, journal.written()).await.is_ok(),
+            "nothing to wait for"
+        );
+        let gate = Arc::new(Mutex::new(()));
+        journal.set_gate(gate.clone());
+        let stalled = gate.lock().unwrap();
+        journal.send(Record::Queued(offline("a"))).unwrap();
+        assert!(tokio::time::timeout(quick, journal.written())
+            .await
+            .is_err());
+        assert_eq!(journal.unwritten(), 1);
+        drop(stalled);
+        journal.written().await;
+        assert_eq!(journal.unwritten(), 0);
+        drop(journal);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     /// Events reach the outbox in the order sent, once written; settled
     /// ones make the thread rewrite the file once enough lines piled up,

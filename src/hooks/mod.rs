@@ -251,6 +251,15 @@ impl Hooks {
             .push(Event::new(kind, client, channel, &self.node))
     }
 
+    /// Waits until the notifications queued before the call are in the
+    /// outbox file (at once without one: the `memory` store). The hub
+    /// awaits it, outside any lock, before it answers a poll or an ingest
+    /// request that queued some, so that a crash never loses one that was
+    /// acknowledged.
+    pub async fn written(&self) {
+        self.outbox.written().await;
+    }
+
     /// Starts `concurrency` workers delivering notifications until
     /// [`Hooks::stop`].
     pub fn spawn_workers(self: &Arc<Self>) {

@@ -93,6 +93,11 @@ impl Hub {
                 // is asked by the next poll.
                 self.subscribe_for_poll(&open.client, &new, request.issued_at)?;
             }
+            if !online || !new.is_empty() {
+                // This poll queued notifications: answered once they are
+                // in the outbox file (at once without one).
+                hooks.written().await;
+            }
             return Ok(open);
         }
     }
