@@ -247,17 +247,19 @@ async fn hold(redis: &RedisStore, hooks: &Hooks, group: usize, me: &str) {
         let mut held = 0;
         loop {
             let done = std::mem::take(&mut *lock(&settled));
+            let mut removed = 0;
             if !done.is_empty() {
                 let mut args: Args = vec![me.into(), "0".into()];
                 args.extend(done.iter().map(|json| json.clone().into_bytes()));
                 match redis.run(Step::HooksDone, group, args).await {
-                    Ok(reply) if reply.int(0) == done.len() as i64 => held -= done.len(),
+                    Ok(reply) if reply.int(0) == done.len() as i64 => removed = done.len(),
                     // Not ours any more, or another node removed some.
                     Ok(_) => return,
                     // Redis is away: removed with the next ones.
-                    Err(_) => lock(&settled).extend(done.iter().cloned()),
+                    Err(_) => lock(&settled).extend(done),
                 }
             }
+            held -= removed;
             let room = WINDOW.saturating_sub(held).min(batch);
             let taken = match take(redis, group, me, held, room).await {
                 Ok(Some(taken)) => taken,
@@ -265,7 +267,8 @@ async fn hold(redis: &RedisStore, hooks: &Hooks, group: usize, me: &str) {
                 Err(_) => Vec::new(),
             };
             held += taken.len();
-            let idle = taken.is_empty() && done.is_empty();
+            // Nothing moved (or Redis is away): look again a little later.
+            let idle = taken.is_empty() && removed == 0;
             for json in taken {
                 match serde_json::from_str::<Event>(&json) {
                     Ok(event) => {
