@@ -6,9 +6,10 @@
 //! hands the record to the writer thread through a channel and returns.
 //! The thread writes whatever has come in as one `write` (a group), and
 //! only then hands the group's new events to the outbox to be sent
-//! ([`Journal::open`]'s `written`): an event is in the file before the
+//! ([`Journal::open`]'s `on_written`): an event is in the file before the
 //! backend can see it, and the channel keeps each client's order. A slow
-//! disk delays delivery, never a poll.
+//! disk delays delivery and the answers that wait for it (below), never
+//! another client's poll.
 //!
 //! Lines: `+<event json>` (queued), `-<id>` (delivered or refused for good:
 //! no longer pending), `@<client>` (online, written by a rewrite). They

@@ -5,7 +5,7 @@
 //!
 //! **Retries.** A worker makes one attempt and lets go: a client whose
 //! event failed for now waits out its pause ([`Outbox::retry_later`]) in
-//! [`Inner::waiting`], holding no worker, while its later events wait behind
+//! `Inner::waiting`, holding no worker, while its later events wait behind
 //! it (order per client). So however many clients' events fail, the
 //! others' go out (see `retry.rs` for which failures are retried).
 //!
@@ -21,11 +21,12 @@
 //! `/stats`, `cometbox_hook_notifications_dropped_total` in `/metrics`)
 //! and logged once a minute (`retry.rs`'s [`Quiet`]).
 //!
-//! **Durability** (the `disk` store): a [`Journal`] keeps the queue in a
+//! **Durability** (the `disk` store): a `Journal` keeps the queue in a
 //! file, written by a thread of its own (`journal.rs`). [`Outbox::push`]
 //! only counts the event and hands it over; the thread queues it here once
 //! it is written. So no file is written under the outbox's lock or a
-//! client's, nor on an async worker.
+//! client's, nor on an async worker; [`Outbox::written`] lets the caller
+//! wait for the file outside them.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
