@@ -158,6 +158,7 @@ impl Journal {
     }
 
     /// Records handed over and not written yet.
+    #[cfg(test)]
     pub fn unwritten(&self) -> u64 {
         self.sent().saturating_sub(*self.written.borrow())
     }

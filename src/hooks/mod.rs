@@ -36,6 +36,10 @@ pub mod signing;
 pub mod transport;
 
 pub use config::{HooksConfig, OnError};
+
+/// How long a stopping server waits, beyond [`Hooks::drain`]'s limit, for
+/// the outbox file's writer (it writes in a moment unless the disk hangs).
+const WRITE_GRACE: Duration = Duration::from_secs(1);
 pub use events::{Answer, Event, EventSet, EventType};
 use outbox::Outbox;
 use retry::{Attempt, Quiet};
@@ -341,19 +345,17 @@ impl Hooks {
         self.stop.cancel();
     }
 
-    /// Waits until every notification is delivered (and, with a file, its
-    /// delivery written), or `limit` passed; returns how many are still
-    /// pending.
+    /// Waits until every notification is delivered, or `limit` passed;
+    /// returns how many are still pending. Either way, with a file, then
+    /// waits (a moment) for the writer to have written what it was handed,
+    /// so that the process exits with the file complete.
     pub async fn drain(&self, limit: Duration) -> usize {
         let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            let pending = self.outbox.pending();
-            let done = pending == 0 && self.outbox.unwritten() == 0;
-            if done || tokio::time::Instant::now() >= deadline {
-                return pending;
-            }
+        while self.outbox.pending() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        let _ = tokio::time::timeout(WRITE_GRACE, self.outbox.written()).await;
+        self.outbox.pending()
     }
 
     /// The counters for `/stats` and `/metrics`.

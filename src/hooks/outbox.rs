@@ -245,11 +245,6 @@ impl Outbox {
         self.queue.lock().pending
     }
 
-    /// Records the writer has not written yet (0 without a file).
-    pub fn unwritten(&self) -> u64 {
-        self.journal.as_ref().map_or(0, Journal::unwritten)
-    }
-
     /// Waits until every event pushed (and settled) before the call is in
     /// the file (at once without one).
     pub async fn written(&self) {
