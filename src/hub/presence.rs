@@ -254,7 +254,7 @@ async fn hold(redis: &RedisStore, hooks: &Hooks, group: usize, me: &str) {
                 match redis.run(Step::HooksDone, group, args).await {
                     Ok(reply) if reply.int(0) == done.len() as i64 => removed = done.len(),
                     // Not ours any more, or another node removed some.
-                    Ok(_) => return,
+                    Ok(_) => return lost_lease(group),
                     // Redis is away: removed with the next ones.
                     Err(_) => lock(&settled).extend(done),
                 }
@@ -263,7 +263,7 @@ async fn hold(redis: &RedisStore, hooks: &Hooks, group: usize, me: &str) {
             let room = WINDOW.saturating_sub(held).min(batch);
             let taken = match take(redis, group, me, held, room).await {
                 Ok(Some(taken)) => taken,
-                Ok(None) => return,
+                Ok(None) => return lost_lease(group),
                 Err(_) => Vec::new(),
             };
             held += taken.len();
@@ -290,6 +290,15 @@ async fn hold(redis: &RedisStore, hooks: &Hooks, group: usize, me: &str) {
         _ = futures_util::future::join_all(workers) => {}
         _ = feed => {}
     }
+}
+
+/// Says that another node took over `group`'s queue (this one's lease
+/// lapsed: Redis was away that long).
+fn lost_lease(group: usize) {
+    tracing::warn!(
+        group,
+        "the hook delivery lease passed to another node; it sends the events held here again"
+    );
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
