@@ -342,7 +342,7 @@ fn encode_hooks(
     let pending = ConstGauge::new(h.pending as i64);
     pending.encode(encoder.encode_descriptor(
         "cometbox_hook_notifications_pending",
-        "Hook notifications queued or in flight (at most hooks.max_pending opening ones)",
+        "Hook notifications queued or in flight (at most twice hooks.max_pending)",
         None,
         pending.metric_type(),
     )?)?;
@@ -354,8 +354,13 @@ fn encode_hooks(
         ),
         (
             "cometbox_hook_notifications_dropped",
-            "Opening hook notifications (online, subscribed) dropped because hooks.max_pending were waiting; their closing ones are not sent either",
+            "Hook notifications dropped for want of room: opening ones (online, subscribed) once hooks.max_pending wait, their closing ones then not sent either; closing ones once twice hooks.max_pending wait",
             h.dropped,
+        ),
+        (
+            "cometbox_hook_notifications_rejected",
+            "Hook notifications the backend refused for good (a 4xx other than 408 and 429): dropped after one attempt",
+            h.rejected,
         ),
         (
             "cometbox_hook_notification_retries",

@@ -43,7 +43,8 @@ pub struct HooksConfig {
     pub events: Vec<EventType>,
     /// `node`: this server's name in every event; the host name by default.
     pub node: String,
-    /// `max_pending`: notifications waiting at most (see `outbox.rs`).
+    /// `max_pending`: opening notifications waiting at most, all of them
+    /// twice that (see `outbox.rs`).
     pub max_pending: usize,
     /// `concurrency`: notification requests in flight at once (each client's
     /// in order, different clients in parallel).

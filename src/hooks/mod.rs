@@ -10,10 +10,12 @@
 //!   are queued with [`Hooks::notify`] under the client's own lock (so
 //!   their order is the order of the changes) and delivered by
 //!   [`Hooks::spawn_workers`], at least once, in order per client, retried
-//!   with backoff; see `outbox.rs` for the bound and the disk file.
+//!   with backoff unless the backend refuses them for good (`retry.rs`);
+//!   see `outbox.rs` for the bound and the disk file.
 //!
 //! Files: `config.rs` (the section), `events.rs` (the JSON), `signing.rs`
-//! (the header), `transport.rs` (one POST), `outbox.rs` (the queue).
+//! (the header), `transport.rs` (one POST), `retry.rs` (which failures are
+//! retried, and when), `outbox.rs` (the queue), `journal.rs` (its file).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -27,18 +29,21 @@ use tokio_util::sync::CancellationToken;
 
 pub mod config;
 pub mod events;
+mod journal;
 pub mod outbox;
+pub mod retry;
 pub mod signing;
 pub mod transport;
 
 pub use config::{HooksConfig, OnError};
+
+/// How long a stopping server waits, beyond [`Hooks::drain`]'s limit, for
+/// the outbox file's writer (it writes in a moment unless the disk hangs).
+const WRITE_GRACE: Duration = Duration::from_secs(1);
 pub use events::{Answer, Event, EventSet, EventType};
 use outbox::Outbox;
+use retry::{Attempt, Quiet};
 use transport::{SendError, Target};
-
-/// The first pause before a notification is retried; it doubles up to
-/// `retry_max`.
-const FIRST_RETRY: Duration = Duration::from_millis(100);
 
 /// A cancellable event the backend refused (or could not be asked about,
 /// with `on_error = "deny"`): the reason is given to the browser.
@@ -57,6 +62,7 @@ pub struct Hooks {
     events: EventSet,
     node: String,
     concurrency: usize,
+    max_pending: usize,
     retry_max: Duration,
     /// Cancellable requests in flight (`max_asks`).
     asks: Semaphore,
@@ -64,6 +70,14 @@ pub struct Hooks {
     allowed: AtomicU64,
     denied: AtomicU64,
     ask_errors: AtomicU64,
+    /// Notifications delivered (2xx), refused for good, and failed attempts
+    /// (retried).
+    delivered: AtomicU64,
+    rejected: AtomicU64,
+    failed_attempts: AtomicU64,
+    /// Keeps the warnings about failed notifications to one per kind a
+    /// minute, however many events fail alike.
+    quiet: Quiet,
     /// Stops the notification workers ([`Hooks::stop`]).
     stop: CancellationToken,
 }
@@ -75,9 +89,13 @@ pub struct HookStats {
     pub pending: u64,
     /// Notifications delivered (the backend answered 2xx).
     pub delivered: u64,
-    /// Opening notifications dropped because `max_pending` were waiting
-    /// (their closing ones are then not sent either).
+    /// Notifications dropped for want of room: opening ones once
+    /// `max_pending` wait (their closing ones are then not sent either),
+    /// closing ones once twice that wait.
     pub dropped: u64,
+    /// Notifications the backend refused for good (a 4xx other than 408
+    /// and 429): dropped after one attempt.
+    pub rejected: u64,
     /// Notification attempts that failed and were retried.
     pub retries: u64,
     /// Cancellable events the backend allowed.
@@ -108,12 +126,17 @@ impl Hooks {
             events: config.event_set(),
             node,
             concurrency: config.concurrency,
+            max_pending: config.max_pending,
             retry_max: config.retry_max,
             asks: Semaphore::new(config.max_asks),
             outbox,
             allowed: AtomicU64::new(0),
             denied: AtomicU64::new(0),
             ask_errors: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            failed_attempts: AtomicU64::new(0),
+            quiet: Quiet::default(),
             stop: CancellationToken::new(),
         })
     }
@@ -220,8 +243,8 @@ impl Hooks {
     }
 
     /// Queues a notification (nothing when `kind` is not in `events`).
-    /// Returns false when an opening one (`online`, `subscribed`) was
-    /// dropped for want of room: the caller then skips its closing one.
+    /// Returns false when it was dropped for want of room: after an opening
+    /// one (`online`, `subscribed`), the caller then skips its closing one.
     /// Call it under the client's lock: the queue's order per client is the
     /// order of the calls.
     pub fn notify(&self, kind: EventType, client: &str, channel: Option<&str>) -> bool {
@@ -232,6 +255,15 @@ impl Hooks {
             .push(Event::new(kind, client, channel, &self.node))
     }
 
+    /// Waits until the notifications queued before the call are in the
+    /// outbox file (at once without one: the `memory` store). The hub
+    /// awaits it, outside any lock, before it answers a poll or an ingest
+    /// request that queued some, so that a crash never loses one that was
+    /// acknowledged.
+    pub async fn written(&self) {
+        self.outbox.written().await;
+    }
+
     /// Starts `concurrency` workers delivering notifications until
     /// [`Hooks::stop`].
     pub fn spawn_workers(self: &Arc<Self>) {
@@ -239,54 +271,67 @@ impl Hooks {
             let (hooks, stop) = (self.clone(), self.stop.clone());
             tokio::spawn(async move {
                 tokio::select! {
-                    _ = hooks.deliver_forever() => {}
+                    _ = hooks.work(&hooks.outbox, |_| {}) => {}
                     _ = stop.cancelled() => {}
                 }
             });
         }
     }
 
-    async fn deliver_forever(&self) {
+    /// One worker over `outbox` (this server's, or with the `redis` store a
+    /// group's window, `src/hub/presence.rs`): takes the next ready
+    /// client's event, makes one attempt, and lets go of it. An event done
+    /// with (delivered, or refused for good) is settled and given to
+    /// `settled`; a client whose event failed waits out its pause in the
+    /// outbox, not in this worker. Never returns.
+    pub async fn work(&self, outbox: &Outbox, settled: impl Fn(&Event)) {
         loop {
-            let event = self.outbox.next().await;
-            self.deliver(&event).await;
-            self.outbox.done(&event);
-        }
-    }
-
-    /// Sends one notification until the backend answers 2xx: retried after
-    /// 100 ms, then twice as long each time up to `retry_max`, without end.
-    /// The outbox's workers use it, and with the `redis` store the node
-    /// delivering the cluster's shared queue (`src/hub/presence.rs`).
-    pub async fn deliver(&self, event: &Event) {
-        let body = event.body();
-        let mut pause = FIRST_RETRY;
-        for attempt in 1u64.. {
-            match transport::post(&self.target, &self.secret, body.clone(), self.timeout).await {
-                Ok(_) => break,
-                Err(e) => {
-                    self.outbox.failed_attempts.fetch_add(1, Relaxed);
-                    // Every failure is retried (a 401 from a wrong secret
-                    // too): say so at the first and every 20th attempt.
-                    if attempt == 1 || attempt % 20 == 0 {
-                        tracing::warn!(id = %event.id, kind = ?event.kind, client = %event.client, attempt, error = %e, retry_in = ?pause, "hook notification failed; retrying");
-                    }
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(self.retry_max);
+            let event = outbox.next().await;
+            match self.attempt(&event).await {
+                Attempt::Delivered | Attempt::Rejected(_) => {
+                    outbox.settle(&event);
+                    settled(&event);
+                }
+                Attempt::Failed(_) => {
+                    outbox.retry_later(&event, self.retry_max);
                 }
             }
         }
     }
 
-    /// Counts a notification delivered from the cluster's shared queue
-    /// (this node's `delivered`).
-    pub fn count_delivered(&self) {
-        self.outbox.delivered.fetch_add(1, Relaxed);
+    /// One attempt at a notification: counted, and its failure logged
+    /// (once per kind a minute: see [`Quiet`]).
+    pub async fn attempt(&self, event: &Event) -> Attempt {
+        let sent = transport::post(&self.target, &self.secret, event.body(), self.timeout).await;
+        let attempt = Attempt::from(sent.map(|_| ()));
+        match &attempt {
+            Attempt::Delivered => {
+                self.delivered.fetch_add(1, Relaxed);
+            }
+            Attempt::Rejected(e) => {
+                self.rejected.fetch_add(1, Relaxed);
+                if let Some(quiet) = self.quiet.may_say(&format!("rejected {}", e.kind())) {
+                    tracing::warn!(url = %self.target, error = %e, id = %event.id, kind = ?event.kind, client = %event.client, alike_since_last = quiet, "hook notification refused by the backend for good; dropped (such refusals are logged once a minute)");
+                }
+            }
+            Attempt::Failed(e) => {
+                self.failed_attempts.fetch_add(1, Relaxed);
+                if let Some(quiet) = self.quiet.may_say(&format!("failed {}", e.kind())) {
+                    tracing::warn!(url = %self.target, error = %e, id = %event.id, kind = ?event.kind, client = %event.client, alike_since_last = quiet, "hook notification failed; retrying (such failures are logged once a minute)");
+                }
+            }
+        }
+        attempt
     }
 
     /// `node`: this server's name in every event.
     pub fn node(&self) -> &str {
         &self.node
+    }
+
+    /// `max_pending`.
+    pub fn max_pending(&self) -> usize {
+        self.max_pending
     }
 
     /// `concurrency`.
@@ -301,25 +346,26 @@ impl Hooks {
     }
 
     /// Waits until every notification is delivered, or `limit` passed;
-    /// returns how many are still pending.
+    /// returns how many are still pending. Either way, with a file, then
+    /// waits (a moment) for the writer to have written what it was handed,
+    /// so that the process exits with the file complete.
     pub async fn drain(&self, limit: Duration) -> usize {
         let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            let pending = self.outbox.pending();
-            if pending == 0 || tokio::time::Instant::now() >= deadline {
-                return pending;
-            }
+        while self.outbox.pending() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        let _ = tokio::time::timeout(WRITE_GRACE, self.outbox.written()).await;
+        self.outbox.pending()
     }
 
     /// The counters for `/stats` and `/metrics`.
     pub fn stats(&self) -> HookStats {
         HookStats {
             pending: self.outbox.pending() as u64,
-            delivered: self.outbox.delivered.load(Relaxed),
+            delivered: self.delivered.load(Relaxed),
             dropped: self.outbox.dropped.load(Relaxed),
-            retries: self.outbox.failed_attempts.load(Relaxed),
+            rejected: self.rejected.load(Relaxed),
+            retries: self.failed_attempts.load(Relaxed),
             allowed: self.allowed.load(Relaxed),
             denied: self.denied.load(Relaxed),
             errors: self.ask_errors.load(Relaxed),

@@ -1,105 +1,100 @@
 //! Pending notifications (`online`, `offline`, `subscribed`,
 //! `unsubscribed`): a bounded queue per client, delivered in order per
-//! client by a few workers, so that one client's retries never hold up
-//! another's events beyond the worker count, and a slow backend never holds
-//! up a poll (polls only enqueue).
+//! client by a few workers, so that a slow backend never holds up a poll
+//! (polls only enqueue).
 //!
-//! **Bounds.** At most `hooks.max_pending` notifications wait. Past that,
-//! *opening* events (`online`, `subscribed`) are dropped and counted
-//! (`dropped` in `/stats`, `cometbox_hook_notifications_dropped` in
-//! `/metrics`), and the caller remembers it so that the matching *closing*
-//! event (`offline`, `unsubscribed`) is not sent either: the backend never
-//! sees half a pair. Closing events of announced pairs are always queued,
-//! so the queue holds at most twice `max_pending`.
+//! **Retries.** A worker makes one attempt and lets go: a client whose
+//! event failed for now waits out its pause ([`Outbox::retry_later`]) in
+//! `Inner::waiting`, holding no worker, while its later events wait behind
+//! it (order per client). So however many clients' events fail, the
+//! others' go out (see `retry.rs` for which failures are retried).
 //!
-//! **Durability** (the `disk` store): every notification is appended to
-//! `<store.path>/hooks-outbox.log` before it is queued (`+<event json>`),
-//! and its delivery is appended once the backend answered 2xx (`-<id>`).
-//! Lines reach the page cache, not the platter: a killed process loses
-//! nothing, a power cut may lose the last second. At start the file is
-//! read back: undelivered events are queued again (same ids, same order),
-//! and clients whose last event was `online` (the server died before their
-//! `offline`) get their `offline`. The file is rewritten holding only what
-//! is pending (and `@<client>` for each client online) once the file holds
-//! [`COMPACT_SLACK`] lines more than twice the pending ones.
+//! **Bounds.** Opening events (`online`, `subscribed`) are queued while
+//! fewer than `hooks.max_pending` wait; past that they are dropped, and the
+//! caller remembers it so that the matching *closing* event (`offline`,
+//! `unsubscribed`) is not sent either: the backend never sees half a pair.
+//! Closing events of announced pairs have the room above: they are queued
+//! while fewer than twice `max_pending` wait, a hard bound (the shutdown's
+//! `offline` for every online client, a million of them, stops there).
+//! Only a closing event that finds even that full is dropped on its own,
+//! leaving its pair half-announced. Every drop is counted (`dropped` in
+//! `/stats`, `cometbox_hook_notifications_dropped_total` in `/metrics`)
+//! and logged once a minute (`retry.rs`'s [`Quiet`]).
+//!
+//! **Durability** (the `disk` store): a `Journal` keeps the queue in a
+//! file, written by a thread of its own (`journal.rs`). [`Outbox::push`]
+//! only counts the event and hands it over; the thread queues it here once
+//! it is written. So no file is written under the outbox's lock or a
+//! client's, nor on an async worker; [`Outbox::written`] lets the caller
+//! wait for the file outside them.
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
 use super::events::{Event, EventType};
-
-/// The outbox file's name under `store.path`.
-pub const FILE_NAME: &str = "hooks-outbox.log";
-
-/// Lines tolerated beyond twice the pending ones before a rewrite.
-const COMPACT_SLACK: usize = 10_000;
+use super::journal::{Journal, Record};
+pub use super::journal::{OutboxError, FILE_NAME};
+use super::retry::{Backoff, Quiet};
 
 /// The queue, its counters and (with a durable store) its file.
 pub struct Outbox {
+    queue: Arc<Queue>,
+    /// With a durable store: the file, through its writer thread.
+    journal: Option<Journal>,
+    max_pending: usize,
+    /// Notifications dropped on overflow (the other counters are the
+    /// workers', in `mod.rs`).
+    pub dropped: AtomicU64,
+    /// Keeps its warnings (overflow, a writer gone) to once a minute each.
+    quiet: Quiet,
+}
+
+/// What the workers take from, shared with the journal's writer thread
+/// (which queues events once written).
+#[derive(Default)]
+struct Queue {
     inner: Mutex<Inner>,
     /// Wakes an idle worker when a client becomes ready.
     ready: Notify,
-    max_pending: usize,
-    /// Notifications delivered (2xx), dropped on overflow, and failed
-    /// attempts (retried).
-    pub delivered: AtomicU64,
-    /// See [`Outbox::delivered`].
-    pub dropped: AtomicU64,
-    /// See [`Outbox::delivered`].
-    pub failed_attempts: AtomicU64,
+}
+
+/// One client's events in order, and the pauses of its front one's retries.
+#[derive(Default)]
+struct ClientQueue {
+    events: VecDeque<Event>,
+    backoff: Backoff,
 }
 
 #[derive(Default)]
 struct Inner {
-    /// Per client, its events in order; the front one is in flight while
-    /// the client is in `busy`.
-    queues: HashMap<String, VecDeque<Event>>,
+    /// Per client, its events in order; the front one is in flight (or
+    /// waiting to be retried) while the client is in `busy`.
+    queues: HashMap<String, ClientQueue>,
     /// Clients with events, none in flight, in the order they became ready.
     ready: VecDeque<String>,
     busy: HashSet<String>,
+    /// Busy clients whose front event failed, by when it is tried again
+    /// (soonest first).
+    waiting: BinaryHeap<Reverse<(Instant, String)>>,
+    /// Events counted in: queued, in flight, or still with the writer.
     pending: usize,
-    file: Option<Journal>,
-    /// With a file: clients whose last queued presence event is `online`,
-    /// kept across rewrites (`@<client>` lines) so that a crash still owes
-    /// them their `offline`. Not kept in memory-only outboxes.
-    online: HashSet<String>,
-    /// Whether this outbox has a file (set before recovered events are
-    /// queued, so that they are tracked too).
-    durable: bool,
-}
-
-/// The outbox file and what a rewrite needs.
-struct Journal {
-    path: PathBuf,
-    file: File,
-    /// Lines written since the last rewrite.
-    lines: usize,
-}
-
-/// Why the outbox file cannot be used at start.
-#[derive(Debug, thiserror::Error)]
-#[error("hooks outbox {path}: {source}")]
-pub struct OutboxError {
-    path: String,
-    source: std::io::Error,
 }
 
 impl Outbox {
     /// An in-memory outbox (memory store: a restart loses what is pending).
     pub fn in_memory(max_pending: usize) -> Self {
         Outbox {
-            inner: Mutex::new(Inner::default()),
-            ready: Notify::new(),
+            queue: Arc::default(),
+            journal: None,
             max_pending,
-            delivered: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
-            failed_attempts: AtomicU64::new(0),
+            quiet: Quiet::default(),
         }
     }
 
@@ -111,94 +106,106 @@ impl Outbox {
         max_pending: usize,
         offline: impl Fn(&str) -> Event,
     ) -> Result<Self, OutboxError> {
-        let path = dir.join(FILE_NAME);
-        let failed = |source| OutboxError {
-            path: path.display().to_string(),
-            source,
-        };
-        let (mut pending, online) = read_back(&path).map_err(failed)?;
-        pending.extend(online.iter().map(|c| offline(c)));
-        let outbox = Outbox::in_memory(max_pending);
-        {
-            let mut inner = outbox.lock();
-            inner.durable = true;
-            for event in pending {
-                inner.push(event);
-            }
-            let events: Vec<Event> = inner.queues.values().flatten().cloned().collect();
-            inner.file = Some(Journal {
-                file: rewrite(&path, &inner.online, &events).map_err(failed)?,
-                path: path.clone(),
-                lines: 0,
-            });
-        }
-        if outbox.pending() > 0 {
-            tracing::info!(pending = outbox.pending(), path = %path.display(), "hook notifications recovered; delivering them");
+        let mut outbox = Outbox::in_memory(max_pending);
+        let queue = outbox.queue.clone();
+        let (journal, recovered) = Journal::open(dir, offline, move |events| queue.add(events))?;
+        outbox.journal = Some(journal);
+        if !recovered.is_empty() {
+            tracing::info!(pending = recovered.len(), path = %dir.join(FILE_NAME).display(), "hook notifications recovered; delivering them");
+            outbox.queue.lock().pending += recovered.len();
+            outbox.queue.add(recovered);
         }
         Ok(outbox)
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Queues `event`. An opening event is dropped (returns false) when the
-    /// queue is full; a closing one always goes in.
+    /// Queues `event` (with a file: hands it to the writer, which queues
+    /// it once written); false when it was dropped for want of room (see
+    /// Bounds above: `max_pending` for an opening event, twice that for a
+    /// closing one). Never waits for the disk.
     pub fn push(&self, event: Event) -> bool {
         let opening = matches!(event.kind, EventType::Online | EventType::Subscribed);
-        let mut inner = self.lock();
-        if opening && inner.pending >= self.max_pending {
-            drop(inner);
-            self.dropped.fetch_add(1, Relaxed);
-            tracing::warn!(client = %event.client, kind = ?event.kind, "hook notification dropped: the queue holds hooks.max_pending already");
-            return false;
+        let room = match opening {
+            true => self.max_pending,
+            false => self.max_pending.saturating_mul(2),
+        };
+        {
+            let mut inner = self.queue.lock();
+            if inner.pending >= room {
+                drop(inner);
+                self.dropped.fetch_add(1, Relaxed);
+                if let Some(quiet) = self
+                    .quiet
+                    .may_say(if opening { "opening" } else { "closing" })
+                {
+                    tracing::warn!(client = %event.client, kind = ?event.kind, pending = room, alike_since_last = quiet, "hook notification dropped: the queue is full (hooks.max_pending; such drops are logged once a minute)");
+                }
+                return false;
+            }
+            inner.pending += 1;
         }
-        inner.write(|out| {
-            out.push(b'+');
-            out.extend_from_slice(&event.body());
-        });
-        if inner.push(event) {
-            drop(inner);
-            self.ready.notify_one();
+        // Out of the lock: the caller holds the client's lock, which keeps
+        // this client's events in order on their way through the writer.
+        let record = match &self.journal {
+            Some(journal) => match journal.send(Record::Queued(event)) {
+                Ok(()) => return true,
+                Err(record) => {
+                    if let Some(quiet) = self.quiet.may_say("no writer") {
+                        tracing::error!(
+                            alike_since_last = quiet,
+                            "the hooks outbox writer is gone: queueing without the file"
+                        );
+                    }
+                    record
+                }
+            },
+            None => Record::Queued(event),
+        };
+        // (Always an event: `send` gives back what it was given.)
+        if let Record::Queued(event) = record {
+            self.queue.add(vec![event]);
         }
         true
     }
 
-    /// Waits for a client with events and none in flight; returns its
-    /// front event, which stays queued (and the client busy) until
-    /// [`Outbox::done`].
+    /// Waits for a client with events, none in flight and no pause to wait
+    /// out; returns its front event, which stays queued (and the client
+    /// busy) until [`Outbox::settle`] or [`Outbox::retry_later`].
     pub async fn next(&self) -> Event {
         loop {
-            let notified = self.ready.notified();
+            let notified = self.queue.ready.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            {
-                let mut inner = self.lock();
-                while let Some(client) = inner.ready.pop_front() {
-                    let Some(front) = inner.queues.get(&client).and_then(|q| q.front()).cloned()
-                    else {
-                        continue;
-                    };
-                    inner.busy.insert(client);
+            let retry_at = {
+                let mut inner = self.queue.lock();
+                inner.end_pauses(Instant::now());
+                if let Some(front) = inner.take_ready() {
                     return front;
                 }
+                inner.waiting.peek().map(|Reverse((at, _))| *at)
+            };
+            match retry_at {
+                Some(at) => {
+                    let at = tokio::time::Instant::from_std(at);
+                    tokio::select! {
+                        _ = notified => {}
+                        _ = tokio::time::sleep_until(at) => {}
+                    }
+                }
+                None => notified.await,
             }
-            notified.await;
         }
     }
 
-    /// `event` (from [`Outbox::next`]) was delivered: forgets it and makes
-    /// its client's next event ready.
-    pub fn done(&self, event: &Event) {
-        self.delivered.fetch_add(1, Relaxed);
-        let mut inner = self.lock();
+    /// `event` (from [`Outbox::next`]) is done with (delivered, or refused
+    /// for good): forgets it and makes its client's next event ready.
+    pub fn settle(&self, event: &Event) {
+        let mut inner = self.queue.lock();
         inner.busy.remove(&event.client);
         let more = match inner.queues.get_mut(&event.client) {
             Some(queue) => {
-                queue.pop_front();
-                !queue.is_empty()
+                queue.events.pop_front();
+                queue.backoff = Backoff::default();
+                !queue.events.is_empty()
             }
             None => false,
         };
@@ -208,39 +215,78 @@ impl Outbox {
         } else {
             inner.queues.remove(&event.client);
         }
-        inner.write(|out| {
-            out.push(b'-');
-            out.extend_from_slice(event.id.as_bytes());
-        });
-        inner.compact_if_due();
         drop(inner);
         if more {
-            self.ready.notify_one();
+            self.queue.ready.notify_one();
+        }
+        if let Some(journal) = &self.journal {
+            // (A writer gone was logged when it went.)
+            let _ = journal.send(Record::Settled(event.id.clone()));
         }
     }
 
-    /// Notifications waiting (in flight included).
+    /// `event` (from [`Outbox::next`]) failed for now: its client waits out
+    /// its next pause (doubling up to `max`) without holding a worker, its
+    /// later events behind it. Returns the pause.
+    pub fn retry_later(&self, event: &Event, max: Duration) -> Duration {
+        let mut inner = self.queue.lock();
+        let pause = match inner.queues.get_mut(&event.client) {
+            Some(queue) => queue.backoff.pause(max),
+            None => return Duration::ZERO,
+        };
+        inner
+            .waiting
+            .push(Reverse((Instant::now() + pause, event.client.clone())));
+        pause
+    }
+
+    /// Notifications waiting (in flight, and with the writer, included).
     pub fn pending(&self) -> usize {
-        self.lock().pending
+        self.queue.lock().pending
+    }
+
+    /// Waits until every event pushed (and settled) before the call is in
+    /// the file (at once without one).
+    pub async fn written(&self) {
+        if let Some(journal) = &self.journal {
+            journal.written().await;
+        }
+    }
+
+    /// Tests: makes every file write wait for `gate` (a slow disk).
+    #[cfg(test)]
+    fn set_write_gate(&self, gate: Arc<Mutex<()>>) {
+        self.journal.as_ref().expect("a file").set_gate(gate);
+    }
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Queues `events` (already counted in `pending`), waking a worker for
+    /// each client that became ready.
+    fn add(&self, events: Vec<Event>) {
+        let mut inner = self.lock();
+        let mut ready = 0;
+        for event in events {
+            ready += usize::from(inner.append(event));
+        }
+        drop(inner);
+        for _ in 0..ready {
+            self.ready.notify_one();
+        }
     }
 }
 
 impl Inner {
     /// Appends to the client's queue; true when the client became ready.
-    fn push(&mut self, event: Event) -> bool {
-        self.pending += 1;
-        match event.kind {
-            _ if !self.durable => {}
-            EventType::Online => {
-                self.online.insert(event.client.clone());
-            }
-            EventType::Offline => {
-                self.online.remove(&event.client);
-            }
-            _ => {}
-        }
+    fn append(&mut self, event: Event) -> bool {
         let client = event.client.clone();
-        let queue = self.queues.entry(client.clone()).or_default();
+        let queue = &mut self.queues.entry(client.clone()).or_default().events;
         queue.push_back(event);
         let became_ready = queue.len() == 1 && !self.busy.contains(&client);
         if became_ready {
@@ -249,113 +295,45 @@ impl Inner {
         became_ready
     }
 
-    /// Appends one line to the file, if there is one. A failed write is
-    /// logged and the event still queued: delivering it now matters more
-    /// than remembering it across a restart.
-    fn write(&mut self, line: impl FnOnce(&mut Vec<u8>)) {
-        let Some(journal) = &mut self.file else {
-            return;
-        };
-        let mut out = Vec::with_capacity(256);
-        line(&mut out);
-        out.push(b'\n');
-        if let Err(e) = journal.file.write_all(&out) {
-            tracing::error!(error = %e, path = %journal.path.display(), "cannot write the hooks outbox");
+    /// The next ready client's front event; the client is then busy.
+    fn take_ready(&mut self) -> Option<Event> {
+        while let Some(client) = self.ready.pop_front() {
+            let Some(front) = self
+                .queues
+                .get(&client)
+                .and_then(|q| q.events.front())
+                .cloned()
+            else {
+                continue;
+            };
+            self.busy.insert(client);
+            return Some(front);
         }
-        journal.lines += 1;
+        None
     }
 
-    fn compact_if_due(&mut self) {
-        let pending = self.pending;
-        let Some(journal) = &mut self.file else {
-            return;
-        };
-        if journal.lines <= 2 * pending + COMPACT_SLACK {
-            return;
-        }
-        let events: Vec<Event> = self.queues.values().flatten().cloned().collect();
-        match rewrite(&journal.path, &self.online, &events) {
-            Ok(file) => {
-                journal.file = file;
-                journal.lines = 0;
+    /// Clients whose pause ended by `now` are ready again (still busy
+    /// until taken: no new event of theirs made them ready meanwhile).
+    fn end_pauses(&mut self, now: Instant) {
+        while let Some(Reverse((at, _))) = self.waiting.peek() {
+            if *at > now {
+                return;
             }
-            Err(e) => {
-                tracing::error!(error = %e, path = %journal.path.display(), "cannot rewrite the hooks outbox")
-            }
+            let Some(Reverse((_, client))) = self.waiting.pop() else {
+                return;
+            };
+            self.busy.remove(&client);
+            self.ready.push_back(client);
         }
     }
-}
-
-/// Reads the file: the undelivered events in order, and the clients left
-/// online (an `online` with no `offline` after it). A torn last line (a
-/// write cut by a crash) is skipped with a warning.
-fn read_back(path: &Path) -> std::io::Result<(Vec<Event>, Vec<String>)> {
-    let file = match File::open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), Vec::new())),
-        Err(e) => return Err(e),
-    };
-    let mut events: Vec<Event> = Vec::new();
-    let mut delivered = HashSet::new();
-    let mut online: Vec<String> = Vec::new();
-    for (n, line) in BufReader::new(file).split(b'\n').enumerate() {
-        let line = line?;
-        let parsed = match line.split_first() {
-            Some((b'+', json)) => serde_json::from_slice::<Event>(json).ok().map(|event| {
-                match event.kind {
-                    EventType::Online if !online.contains(&event.client) => {
-                        online.push(event.client.clone())
-                    }
-                    EventType::Offline => online.retain(|c| c != &event.client),
-                    _ => {}
-                }
-                events.push(event);
-            }),
-            Some((b'@', client)) => std::str::from_utf8(client).ok().map(|client| {
-                if !online.iter().any(|c| c == client) {
-                    online.push(client.to_owned());
-                }
-            }),
-            Some((b'-', id)) => std::str::from_utf8(id).ok().map(|id| {
-                delivered.insert(id.to_owned());
-            }),
-            _ => None,
-        };
-        if parsed.is_none() {
-            tracing::warn!(path = %path.display(), line = n + 1, "hooks outbox: skipping a line that cannot be read (a write cut short?)");
-        }
-    }
-    events.retain(|e| !delivered.contains(&e.id));
-    Ok((events, online))
-}
-
-/// Writes `events` as a new file (through a temporary one and a rename, so
-/// a crash leaves the old file or the new one) and opens it for appending.
-fn rewrite(path: &Path, online: &HashSet<String>, events: &[Event]) -> std::io::Result<File> {
-    let tmp = path.with_extension("tmp");
-    let mut out = Vec::new();
-    for client in online {
-        out.push(b'@');
-        out.extend_from_slice(client.as_bytes());
-        out.push(b'\n');
-    }
-    for event in events {
-        out.push(b'+');
-        out.extend_from_slice(&event.body());
-        out.push(b'\n');
-    }
-    {
-        let mut file = File::create(&tmp)?;
-        file.write_all(&out)?;
-        file.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    OpenOptions::new().append(true).open(path)
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::journal::read_back;
     use super::*;
+    use std::fs::OpenOptions;
+    use std::io::Write;
 
     fn event(kind: EventType, client: &str) -> Event {
         Event::new(kind, client, None, "test")
@@ -375,23 +353,89 @@ mod tests {
         assert_eq!(outbox.next().await, b1);
         let blocked = tokio::time::timeout(std::time::Duration::from_millis(50), outbox.next());
         assert!(blocked.await.is_err(), "a2 must wait for a1");
-        outbox.done(&a1);
+        outbox.settle(&a1);
         assert_eq!(outbox.next().await, a2);
-        outbox.done(&a2);
-        outbox.done(&b1);
+        outbox.settle(&a2);
+        outbox.settle(&b1);
         assert_eq!(outbox.pending(), 0);
-        assert_eq!(outbox.delivered.load(Relaxed), 3);
+    }
+
+    /// A client whose event failed waits out its pause holding no worker:
+    /// the next client's event goes first, its own later events wait.
+    #[tokio::test]
+    async fn a_failed_event_waits_its_pause_without_holding_up_others() {
+        let outbox = Outbox::in_memory(100);
+        let (a1, a2, b1) = (
+            event(EventType::Online, "a"),
+            event(EventType::Offline, "a"),
+            event(EventType::Online, "b"),
+        );
+        assert!(outbox.push(a1.clone()) && outbox.push(a2.clone()));
+        assert_eq!(outbox.next().await, a1);
+        let max = std::time::Duration::from_millis(300);
+        assert_eq!(outbox.retry_later(&a1, max).as_millis(), 100);
+        assert!(outbox.push(b1.clone()));
+        // b1 first, while a's pause has not ended.
+        let started = Instant::now();
+        assert_eq!(outbox.next().await, b1);
+        outbox.settle(&b1);
+        // Then a1 again (after its pause), before a2; the pause doubles.
+        assert_eq!(outbox.next().await, a1);
+        assert!(started.elapsed() >= std::time::Duration::from_millis(90));
+        assert_eq!(outbox.retry_later(&a1, max).as_millis(), 200);
+        assert_eq!(outbox.next().await, a1);
+        outbox.settle(&a1);
+        assert_eq!(outbox.next().await, a2);
+        // A settled event resets the pauses.
+        assert_eq!(outbox.retry_later(&a2, max).as_millis(), 100);
+        assert_eq!(outbox.next().await, a2);
+        outbox.settle(&a2);
+        assert_eq!(outbox.pending(), 0);
     }
 
     #[test]
-    fn overflow_drops_opening_events_only() {
+    fn overflow_drops_opening_events_at_the_cap_closing_ones_at_twice_it() {
         let outbox = Outbox::in_memory(1);
         assert!(outbox.push(event(EventType::Online, "a")));
         assert!(!outbox.push(event(EventType::Online, "b")));
         assert!(!outbox.push(event(EventType::Subscribed, "b")));
         assert!(outbox.push(event(EventType::Offline, "a")));
-        assert!(outbox.push(event(EventType::Unsubscribed, "a")));
-        assert_eq!((outbox.pending(), outbox.dropped.load(Relaxed)), (3, 2));
+        // Twice max_pending wait: even a closing event is dropped now.
+        assert!(!outbox.push(event(EventType::Unsubscribed, "c")));
+        assert!(!outbox.push(event(EventType::Offline, "c")));
+        assert_eq!((outbox.pending(), outbox.dropped.load(Relaxed)), (2, 4));
+    }
+
+    /// A slow disk holds up neither `push` (called under a client's lock on
+    /// an async worker) nor the caller: the writer thread waits for it. The
+    /// event is queued only once written, as the file promises.
+    #[tokio::test]
+    // The disk is held "slow" across the awaits on purpose.
+    #[allow(clippy::await_holding_lock)]
+    async fn push_does_not_wait_for_a_slow_disk() {
+        let dir = std::env::temp_dir().join(format!("cometbox-outbox-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let outbox =
+            std::sync::Arc::new(Outbox::open(&dir, 100, |c| event(EventType::Offline, c)).unwrap());
+        let gate = std::sync::Arc::new(Mutex::new(()));
+        outbox.set_write_gate(gate.clone());
+        let stalled = gate.lock().unwrap();
+        let (pushed, returned) = std::sync::mpsc::channel();
+        let pusher = outbox.clone();
+        let online = event(EventType::Online, "a");
+        let first = online.clone();
+        std::thread::spawn(move || {
+            pusher.push(first);
+            pusher.push(event(EventType::Offline, "a"));
+            let _ = pushed.send(());
+        });
+        let waited = returned.recv_timeout(std::time::Duration::from_secs(2));
+        assert!(waited.is_ok(), "push waited for the disk");
+        let early = tokio::time::timeout(std::time::Duration::from_millis(100), outbox.next());
+        assert!(early.await.is_err(), "queued before it was written");
+        drop(stalled);
+        assert_eq!(outbox.next().await, online);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[tokio::test]
@@ -411,7 +455,7 @@ mod tests {
             }
             let first = outbox.next().await;
             assert_eq!(first, a1);
-            outbox.done(&first);
+            outbox.settle(&first);
         }
         // A torn tail, as a crash mid-write leaves it.
         let mut file = OpenOptions::new()
@@ -425,7 +469,7 @@ mod tests {
         let mut got = Vec::new();
         for _ in 0..3 {
             let e = outbox.next().await;
-            outbox.done(&e);
+            outbox.settle(&e);
             got.push(e);
         }
         // In order per client (clients interleave freely).

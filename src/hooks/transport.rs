@@ -62,6 +62,16 @@ impl Target {
     }
 }
 
+impl std::fmt::Display for Target {
+    /// As `hooks.url` would name it (for logs).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Tcp { authority, path } => write!(f, "http://{authority}{path}"),
+            Target::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
 /// Why a hook request got no usable answer.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
@@ -74,6 +84,19 @@ pub enum SendError {
     /// An answer other than 2xx.
     #[error("the backend answered HTTP {0}")]
     Status(u16),
+}
+
+impl SendError {
+    /// What went wrong, without the details that vary from one failure to
+    /// the next (to tell failures alike in logs): `timeout`, `connection`,
+    /// or `HTTP <status>`.
+    pub fn kind(&self) -> String {
+        match self {
+            SendError::Timeout(_) => "timeout".into(),
+            SendError::Io(_) => "connection".into(),
+            SendError::Status(status) => format!("HTTP {status}"),
+        }
+    }
 }
 
 /// Sends `body` signed with `secret`; returns the 2xx answer's body.

@@ -93,6 +93,12 @@ impl Hub {
             self.submit(ordered, Some(Box::new(move || deliveries.flush(&hub))))?
         };
         self.committed(commit).await?;
+        if let Some(hooks) = &self.0.hooks {
+            // Its (un)subscribes and disconnects may have queued hook
+            // notifications: acknowledged once they are in the outbox file
+            // too (at once without one).
+            hooks.written().await;
+        }
         self.0
             .messages_in
             .fetch_add(messages as u64, Ordering::Relaxed);

@@ -9,7 +9,9 @@
 //! Re-polls in between change nothing, so presence does not flap between
 //! polls. Every notification is queued under the client's own lock, so
 //! the queue's order per client is the order of the changes; every `online`
-//! gets exactly one `offline`.
+//! gets exactly one `offline`. Queueing never touches the disk (with the
+//! `disk` store a writer thread does, `hooks/journal.rs`), so the lock is
+//! held only for the look and the hand-over.
 //!
 //! The re-poll of an online client holding its channels costs one look
 //! under its own lock and asks nothing.
@@ -90,6 +92,11 @@ impl Hub {
                 // Only what was asked about; a channel that turned up since
                 // is asked by the next poll.
                 self.subscribe_for_poll(&open.client, &new, request.issued_at)?;
+            }
+            if !online || !new.is_empty() {
+                // This poll queued notifications: answered once they are
+                // in the outbox file (at once without one).
+                hooks.written().await;
             }
             return Ok(open);
         }

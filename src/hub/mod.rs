@@ -165,7 +165,12 @@ impl Hub {
                 subscribed: hooks.wants(Subscribed),
                 unsubscribed: hooks.wants(Unsubscribed),
             };
-            redis.set_hooks(wanted, hooks.offline_after(), hooks.node());
+            redis.set_hooks(
+                wanted,
+                hooks.offline_after(),
+                hooks.max_pending(),
+                hooks.node(),
+            );
         }
         let hub = Hub(Arc::new(Shared {
             hooks,

@@ -31,28 +31,37 @@
 //! group's, in order), so they survive any node's restart (and Redis's,
 //! with its persistence). One node at a time delivers a queue, the holder
 //! of its lease in Redis (`hooks:lock`, renewed while it works; another
-//! node takes over within [`LEASE`] of its death): it takes events from the
-//! head, sends them (in order per client, different clients in parallel,
-//! each retried until the backend answers 2xx, as `Hooks::deliver` does),
-//! and only then removes them. A node that dies mid-batch leaves them at
-//! the head: they are sent again, with the same ids.
+//! node takes over within [`LEASE`] of its death): it holds a window of
+//! the queue's first events and sends them through an outbox of their own
+//! with `Hooks::work`, as one node sends its own (in order per client,
+//! different clients in parallel, a refused event dropped, a client whose
+//! event failed for now waiting out its pause without holding up the
+//! others); each event leaves the queue once the backend answered it. A
+//! node that dies holding the window leaves its events in the queue: they
+//! are sent again, with the same ids.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::poll::{PollError, PollRequest};
 use super::Hub;
+use crate::hooks::outbox::Outbox;
 use crate::hooks::{Event, EventType, Hooks};
 use crate::protocol::ChannelName;
+use crate::store::journal::StoreError;
 use crate::store::redis::{Args, RedisStore, Step};
 
-/// How long the delivering node's lease lasts unless renewed (it renews
-/// every third of it while it works).
+/// How long the delivering node's lease lasts unless renewed (it renews it
+/// at every look at the queue, at least every [`IDLE_LOOK`]).
 const LEASE: Duration = Duration::from_secs(10);
+
+/// Events of a group's queue the delivering node holds at most (taken, not
+/// yet removed). A client whose events fail for now holds up the others of
+/// its group only once this many of its events wait at the head.
+const WINDOW: usize = 1024;
 
 /// How often the lease holder looks at an empty queue (the latency of a
 /// notification while the queue is idle).
@@ -173,102 +182,127 @@ async fn deliver_forever(
     shutdown: CancellationToken,
 ) {
     let me = redis.node().to_owned();
-    let batch = (hooks.concurrency() * 8).max(16);
-    loop {
-        let taken = redis
-            .run(
-                Step::HooksTake,
-                group,
-                vec![
-                    me.as_str().into(),
-                    millis(LEASE).into(),
-                    batch.to_string().into(),
-                ],
-            )
-            .await;
-        let events: Vec<String> = match taken {
-            Ok(reply) if reply.text(0) == "mine" => {
-                (1..reply.len()).map(|i| reply.text(i)).collect()
+    while !shutdown.is_cancelled() {
+        match take(&redis, group, &me, 0, 0).await {
+            Ok(Some(_)) => {
+                tokio::select! {
+                    _ = hold(&redis, &hooks, group, &me) => {}
+                    _ = shutdown.cancelled() => {}
+                }
             }
             // Another node delivers, or Redis is away.
             _ => {
-                if pause(STANDBY_LOOK, &shutdown).await {
-                    continue;
-                }
-                break;
+                pause(STANDBY_LOOK, &shutdown).await;
             }
-        };
-        let Some(last) = events.last().cloned() else {
-            if pause(IDLE_LOOK, &shutdown).await {
-                continue;
-            }
-            break;
-        };
-        let delivered = tokio::select! {
-            _ = deliver_batch(&hooks, &events) => true,
-            _ = keep_lease(&redis, &me, group) => false,
-            _ = shutdown.cancelled() => false,
-        };
-        if delivered {
-            let args: Args = vec![
-                me.as_str().into(),
-                events.len().to_string().into(),
-                last.into_bytes(),
-                "0".into(),
-            ];
-            // A failure leaves them at the head: sent again, same ids.
-            let _ = redis.run(Step::HooksDone, group, args).await;
-        }
-        if shutdown.is_cancelled() {
-            break;
         }
     }
-    let release: Args = vec![me.into(), "0".into(), Vec::new(), "1".into()];
+    let release: Args = vec![me.into(), "1".into()];
     let _ = redis.run(Step::HooksDone, group, release).await;
 }
 
-/// Renews the lease every third of [`LEASE`]; returns when another node
-/// holds it (ours lapsed: Redis was away that long).
-async fn keep_lease(redis: &RedisStore, me: &str, group: usize) {
-    loop {
-        tokio::time::sleep(LEASE / 3).await;
-        let renew: Args = vec![me.into(), millis(LEASE).into(), "0".into()];
-        if let Ok(reply) = redis.run(Step::HooksTake, group, renew).await {
-            if reply.text(0) != "mine" {
-                tracing::warn!(
-                    "the hook delivery lease passed to another node; it sends these events again"
-                );
-                return;
+/// Takes (or renews) the lease of `group`'s queue and its events from
+/// index `from`, at most `n`: `None` when another node holds the lease.
+async fn take(
+    redis: &RedisStore,
+    group: usize,
+    me: &str,
+    from: usize,
+    n: usize,
+) -> Result<Option<Vec<String>>, StoreError> {
+    let args: Args = vec![
+        me.into(),
+        millis(LEASE).into(),
+        n.to_string().into(),
+        from.to_string().into(),
+    ];
+    let reply = redis.run(Step::HooksTake, group, args).await?;
+    Ok((reply.text(0) == "mine").then(|| (1..reply.len()).map(|i| reply.text(i)).collect()))
+}
+
+/// Delivers `group`'s queue while this node holds its lease; returns when
+/// it lost it (Redis was away longer than [`LEASE`], or the queue changed
+/// under it), to be taken afresh.
+///
+/// The events taken and not yet removed are the queue's first ones (the
+/// window, at most [`WINDOW`]); they go through an [`Outbox`] of their
+/// own, whose workers send each client's in order and let a client whose
+/// event failed for now wait out its pause without holding up the others.
+/// An event done with (delivered or refused) leaves the queue by itself;
+/// the window then takes the next ones.
+async fn hold(redis: &RedisStore, hooks: &Hooks, group: usize, me: &str) {
+    // No bound of its own: the window bounds it.
+    let window = Outbox::in_memory(usize::MAX / 2);
+    // Per event id, its JSON as queued (what removes it), and the JSON of
+    // the events done with, to remove.
+    let queued: Mutex<HashMap<String, String>> = Mutex::default();
+    let settled: Mutex<Vec<String>> = Mutex::default();
+    let done_with = |event: &Event| {
+        if let Some(json) = lock(&queued).remove(&event.id) {
+            lock(&settled).push(json);
+        }
+    };
+    let workers = (0..hooks.concurrency()).map(|_| hooks.work(&window, done_with));
+    let feed = async {
+        let batch = (hooks.concurrency() * 8).max(16);
+        let mut held = 0;
+        loop {
+            let done = std::mem::take(&mut *lock(&settled));
+            let mut removed = 0;
+            if !done.is_empty() {
+                let mut args: Args = vec![me.into(), "0".into()];
+                args.extend(done.iter().map(|json| json.clone().into_bytes()));
+                match redis.run(Step::HooksDone, group, args).await {
+                    Ok(reply) if reply.int(0) == done.len() as i64 => removed = done.len(),
+                    // Not ours any more, or another node removed some.
+                    Ok(_) => return lost_lease(group),
+                    // Redis is away: removed with the next ones.
+                    Err(_) => lock(&settled).extend(done),
+                }
+            }
+            held -= removed;
+            let room = WINDOW.saturating_sub(held).min(batch);
+            let taken = match take(redis, group, me, held, room).await {
+                Ok(Some(taken)) => taken,
+                Ok(None) => return lost_lease(group),
+                Err(_) => Vec::new(),
+            };
+            held += taken.len();
+            // Nothing moved (or Redis is away): look again a little later.
+            let idle = taken.is_empty() && removed == 0;
+            for json in taken {
+                match serde_json::from_str::<Event>(&json) {
+                    Ok(event) => {
+                        lock(&queued).insert(event.id.clone(), json);
+                        window.push(event);
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, event = %json, "an unreadable event in the hook queue is dropped");
+                        lock(&settled).push(json);
+                    }
+                }
+            }
+            if idle {
+                tokio::time::sleep(IDLE_LOOK).await;
             }
         }
+    };
+    tokio::select! {
+        _ = futures_util::future::join_all(workers) => {}
+        _ = feed => {}
     }
 }
 
-/// Sends `events` (JSON as queued), in order per client, `concurrency`
-/// clients at a time, each until the backend takes it.
-async fn deliver_batch(hooks: &Hooks, events: &[String]) {
-    let mut per_client: Vec<Vec<Event>> = Vec::new();
-    let mut index: HashMap<String, usize> = HashMap::new();
-    for json in events {
-        let event: Event = match serde_json::from_str(json) {
-            Ok(event) => event,
-            Err(e) => {
-                tracing::error!(error = %e, event = %json, "an unreadable event in the hook queue is dropped");
-                continue;
-            }
-        };
-        let at = *index.entry(event.client.clone()).or_insert_with(|| {
-            per_client.push(Vec::new());
-            per_client.len() - 1
-        });
-        per_client[at].push(event);
-    }
-    futures_util::stream::iter(per_client)
-        .for_each_concurrent(hooks.concurrency(), |events| async move {
-            for event in events {
-                hooks.deliver(&event).await;
-                hooks.count_delivered();
-            }
-        })
-        .await;
+/// Says that another node took over `group`'s queue (this one's lease
+/// lapsed: Redis was away that long).
+fn lost_lease(group: usize) {
+    tracing::warn!(
+        group,
+        "the hook delivery lease passed to another node; it sends the events held here again"
+    );
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

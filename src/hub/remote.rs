@@ -560,6 +560,7 @@ impl Hub {
         let mut sums = [0u64; 6];
         let mut channels = std::collections::HashSet::new();
         let mut nodes = 0;
+        let mut hooks_dropped = 0;
         for (g, reply) in futures_util::future::join_all(runs)
             .await
             .into_iter()
@@ -572,7 +573,8 @@ impl Hub {
             if g == 0 {
                 nodes = reply.int(6).max(0) as u64;
             }
-            channels.extend((7..reply.len()).map(|i| reply.text(i)));
+            hooks_dropped += reply.int(7).max(0) as u64;
+            channels.extend((8..reply.len()).map(|i| reply.text(i)));
         }
         let [clients, channel_count, subscriptions, queued, lost, evicted] = sums;
         Ok(Stats {
@@ -592,7 +594,12 @@ impl Hub {
             subscriptions: subscriptions as usize,
             uptime_s: self.0.started.elapsed().as_secs(),
             scope: Some(StatsScope::redis(nodes, redis.node())),
-            hooks: self.0.hooks.as_ref().map(|h| h.stats()),
+            // Redis decides the drops (its queues are bounded): the
+            // cluster's count. The other hook counters are this node's.
+            hooks: self.0.hooks.as_ref().map(|h| crate::hooks::HookStats {
+                dropped: hooks_dropped,
+                ..h.stats()
+            }),
         })
     }
 

@@ -4,25 +4,32 @@
 //! another node. [`Backend`] is the hook receiver the cluster tests share
 //! (`presence.rs` checks the notifications with it).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::harness::{token, Scratch};
-use crate::nodes::{ingest_get, node};
+use crate::harness::{token, wait_until, Scratch};
+use crate::nodes::{ingest_get, node, stats};
 use crate::redis_server::{Kind, Persistence, TestRedis};
 
 /// A backend on loopback: records `(type, channel)` of every cancellable
 /// request (`asked`) and every notification it took (`notified`, whole),
-/// denies `subscribe` to `staff`, and answers 503 to everything while
-/// `failing` is set.
+/// denies `subscribe` to `staff`, answers 503 to everything while
+/// `failing` is set, refuses for good (`400`, recorded in `refused`)
+/// every notification about a client whose id starts with `refused-`, and
+/// answers 503 to those about a client starting with `flaky-` while
+/// `flaky` is set (counting them in `flaky_refusals`).
 pub struct Backend {
     pub url: String,
     asked: Arc<Mutex<Vec<(String, String)>>>,
     pub notified: Arc<Mutex<Vec<Value>>>,
+    pub refused: Arc<Mutex<Vec<Value>>>,
     pub failing: Arc<AtomicBool>,
+    pub flaky: Arc<AtomicBool>,
+    pub flaky_refusals: Arc<AtomicUsize>,
 }
 
 impl Backend {
@@ -31,29 +38,48 @@ impl Backend {
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
         let asked = Arc::new(Mutex::new(Vec::new()));
         let notified = Arc::new(Mutex::new(Vec::new()));
+        let refused = Arc::new(Mutex::new(Vec::new()));
         let failing = Arc::new(AtomicBool::new(false));
         let (record, note, fail) = (asked.clone(), notified.clone(), failing.clone());
+        let refuse = refused.clone();
+        let flaky = Arc::new(AtomicBool::new(false));
+        let flaky_refusals = Arc::new(AtomicUsize::new(0));
+        let (flake, flaked) = (flaky.clone(), flaky_refusals.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((mut socket, _)) = listener.accept().await else {
                     return;
                 };
                 let (record, note, fail) = (record.clone(), note.clone(), fail.clone());
+                let refuse = refuse.clone();
+                let (flake, flaked) = (flake.clone(), flaked.clone());
                 tokio::spawn(async move {
                     let Some(event) = read_request(&mut socket).await else {
                         return;
                     };
                     let kind = event["type"].as_str().unwrap_or("").to_owned();
                     let channel = event["channel"].as_str().unwrap_or("").to_owned();
+                    let cancellable = matches!(kind.as_str(), "connect" | "subscribe" | "publish");
+                    let about = event["client"].as_str().unwrap_or("");
+                    let refused = !cancellable && about.starts_with("refused-");
+                    let flaked_now = !cancellable
+                        && about.starts_with("flaky-")
+                        && flake.load(Ordering::Relaxed);
                     let (status, answer) = if fail.load(Ordering::Relaxed) {
                         ("503 Service Unavailable", r#"{"error": "down"}"#)
+                    } else if flaked_now {
+                        flaked.fetch_add(1, Ordering::Relaxed);
+                        ("503 Service Unavailable", r#"{"error": "later"}"#)
+                    } else if refused {
+                        refuse.lock().unwrap().push(event.clone());
+                        ("400 Bad Request", r#"{"error": "not for us"}"#)
                     } else if kind == "subscribe" && channel == "staff" {
                         ("200 OK", r#"{"allow": false, "reason": "staff only"}"#)
                     } else {
                         ("200 OK", r#"{"allow": true}"#)
                     };
-                    if !fail.load(Ordering::Relaxed) {
-                        if matches!(kind.as_str(), "connect" | "subscribe" | "publish") {
+                    if !fail.load(Ordering::Relaxed) && !refused && !flaked_now {
+                        if cancellable {
                             record.lock().unwrap().push((kind, channel));
                         } else {
                             note.lock().unwrap().push(event);
@@ -71,7 +97,10 @@ impl Backend {
             url,
             asked,
             notified,
+            refused,
             failing,
+            flaky,
+            flaky_refusals,
         }
     }
 
@@ -195,3 +224,172 @@ async fn connect_and_subscribe_are_asked_on_any_node(kind: Kind) {
 }
 
 crate::on_both!(connect_and_subscribe_are_asked_on_any_node);
+
+/// A notification the backend refuses for good (`400`) is dropped after one
+/// attempt and counted in `/stats`: it does not hold up the queue it is in
+/// (on one Redis, every client's).
+async fn a_refused_notification_holds_up_nobody(kind: Kind) {
+    let dir = Scratch::new("hooks-refused");
+    let redis = TestRedis::start(kind, &dir.0.join("redis"), Persistence::None).await;
+    let backend = Backend::start().await;
+    let hooks = [
+        ("COMETBOX_HOOKS__URL", backend.url.as_str()),
+        ("COMETBOX_HOOKS__SECRET", "hook-secret"),
+        ("COMETBOX_HOOKS__ON_ERROR", "allow"),
+        ("COMETBOX_HOOKS__OFFLINE_AFTER", "60s"),
+        ("COMETBOX_HOOKS__RETRY_MAX", "200ms"),
+    ];
+    let a = node(&redis, &dir.0, &hooks).await;
+    let refused: Vec<String> = (0..4).map(|i| format!("refused-{i}")).collect();
+    let fine: Vec<String> = (0..6).map(|i| format!("fine-{i}")).collect();
+    for client in refused.iter().chain(&fine) {
+        let (status, body) = a.poll(&token(client, &[]), "timeout=0").await.unwrap();
+        assert_eq!(status, 200, "{body}");
+    }
+    let online = |client: &String| {
+        backend
+            .notified_about(client)
+            .iter()
+            .any(|(kind, _, _)| kind == "online")
+    };
+    wait_until(
+        "the fine clients' online",
+        Duration::from_secs(30),
+        || async { fine.iter().all(online) },
+    )
+    .await;
+    let rejected = || async {
+        let (_, stats) = ingest_get(&a, "/stats").await;
+        serde_json::from_str::<Value>(&stats).unwrap()["hooks"]["rejected"].as_u64()
+    };
+    wait_until("the refusals counted", Duration::from_secs(30), || async {
+        rejected().await == Some(4)
+    })
+    .await;
+    // Not retried: one request per refused event, however long we wait.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let refusals = backend.refused.lock().unwrap().clone();
+    let ids: std::collections::HashSet<&str> =
+        refusals.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!((refusals.len(), ids.len()), (4, 4), "{refusals:?}");
+    assert_eq!(rejected().await, Some(4));
+}
+
+crate::on_both!(a_refused_notification_holds_up_nobody);
+
+/// The Redis queue is bounded like one node's (`hooks.max_pending`): with
+/// the backend down, opening events past it are dropped and counted, and
+/// their closing events are not queued either (whole pairs only). One
+/// Redis: with a Cluster the bound is per slot group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_redis_queue_is_bounded_and_drops_whole_pairs() {
+    let dir = Scratch::new("hooks-bounded");
+    let redis = TestRedis::start(Kind::Single, &dir.0.join("redis"), Persistence::None).await;
+    let backend = Backend::start().await;
+    backend.failing.store(true, Ordering::Relaxed);
+    let hooks = [
+        ("COMETBOX_HOOKS__URL", backend.url.as_str()),
+        ("COMETBOX_HOOKS__SECRET", "hook-secret"),
+        ("COMETBOX_HOOKS__ON_ERROR", "allow"),
+        ("COMETBOX_HOOKS__OFFLINE_AFTER", "1s"),
+        ("COMETBOX_HOOKS__RETRY_MAX", "200ms"),
+        ("COMETBOX_HOOKS__MAX_PENDING", "2"),
+        ("COMETBOX_HOOKS__EVENTS", "online,offline"),
+    ];
+    let a = node(&redis, &dir.0, &hooks).await;
+    let clients: Vec<String> = (0..4).map(|i| format!("cap-{i}")).collect();
+    for client in &clients {
+        let (status, body) = a.poll(&token(client, &[]), "timeout=0").await.unwrap();
+        assert_eq!(status, 200, "{body}");
+    }
+    let dropped = || async { stats(&a).await["hooks"]["dropped"].as_u64() };
+    assert_eq!(dropped().await, Some(2), "{}", stats(&a).await);
+    for client in &clients {
+        a.post_ok(&format!(r#"<disconnect client="{client}"/>"#), 1)
+            .await;
+    }
+    // The sweep (every 250 ms) queues the offlines of the announced pairs.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    backend.failing.store(false, Ordering::Relaxed);
+    let types = |client: &String| -> Vec<String> {
+        backend
+            .notified_about(client)
+            .into_iter()
+            .map(|(kind, _, _)| kind)
+            .collect()
+    };
+    wait_until("two whole pairs", Duration::from_secs(30), || async {
+        clients
+            .iter()
+            .filter(|c| types(c) == ["online", "offline"])
+            .count()
+            == 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let silent = clients.iter().filter(|c| types(c).is_empty()).count();
+    assert_eq!(silent, 2, "the other two: nothing, not half a pair");
+    assert_eq!(dropped().await, Some(2));
+}
+
+/// A notification the backend cannot take for now (`503`) is retried until
+/// it can, and delivered once, while the other clients' notifications of
+/// the same queue go out meanwhile (on one Redis, one queue for all).
+async fn a_retried_notification_holds_up_nobody(kind: Kind) {
+    let dir = Scratch::new("hooks-flaky");
+    let redis = TestRedis::start(kind, &dir.0.join("redis"), Persistence::None).await;
+    let backend = Backend::start().await;
+    backend.flaky.store(true, Ordering::Relaxed);
+    let hooks = [
+        ("COMETBOX_HOOKS__URL", backend.url.as_str()),
+        ("COMETBOX_HOOKS__SECRET", "hook-secret"),
+        ("COMETBOX_HOOKS__ON_ERROR", "allow"),
+        ("COMETBOX_HOOKS__OFFLINE_AFTER", "60s"),
+        ("COMETBOX_HOOKS__RETRY_MAX", "200ms"),
+    ];
+    let a = node(&redis, &dir.0, &hooks).await;
+    let poll = |client: String| {
+        let a = &a;
+        async move {
+            let (status, body) = a.poll(&token(&client, &[]), "timeout=0").await.unwrap();
+            assert_eq!(status, 200, "{body}");
+        }
+    };
+    poll("flaky-0".into()).await;
+    wait_until("flaky-0 refused twice", Duration::from_secs(30), || async {
+        backend.flaky_refusals.load(Ordering::Relaxed) >= 2
+    })
+    .await;
+    let fine: Vec<String> = (0..6).map(|i| format!("steady-{i}")).collect();
+    for client in &fine {
+        poll(client.clone()).await;
+    }
+    let online = |client: &str| {
+        backend
+            .notified_about(client)
+            .iter()
+            .filter(|(kind, _, _)| kind == "online")
+            .count()
+    };
+    wait_until(
+        "the other clients' online while flaky-0's is retried",
+        Duration::from_secs(30),
+        || async { fine.iter().all(|c| online(c) == 1) },
+    )
+    .await;
+    assert_eq!(online("flaky-0"), 0);
+    backend.flaky.store(false, Ordering::Relaxed);
+    wait_until("flaky-0's online", Duration::from_secs(30), || async {
+        online("flaky-0") == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let taken = backend.notified.lock().unwrap().clone();
+    let flaky: Vec<&Value> = taken.iter().filter(|e| e["client"] == "flaky-0").collect();
+    assert_eq!(flaky.len(), 1, "taken once: {flaky:?}");
+    let (_, stats) = ingest_get(&a, "/stats").await;
+    let stats: Value = serde_json::from_str(&stats).unwrap();
+    assert!(stats["hooks"]["retries"].as_u64().unwrap() >= 2, "{stats}");
+}
+
+crate::on_both!(a_retried_notification_holds_up_nobody);

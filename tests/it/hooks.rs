@@ -1111,3 +1111,191 @@ async fn a_tokenless_bayeux_session_gets_nothing_the_hooks_do_not_allow() {
         "{publish}"
     );
 }
+
+/// `events = [...]` from names.
+fn only(events: &[&str]) -> Vec<cometbox::hooks::EventType> {
+    events
+        .iter()
+        .map(|e| serde_json::from_value(Value::from(*e)).unwrap())
+        .collect()
+}
+
+/// The value of the `/metrics` sample `name` (no labels).
+async fn metric(server: &TestServer, name: &str) -> Option<f64> {
+    let text = server
+        .http
+        .get(server.ingest_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// How many requests the receiver got for each event id about clients
+/// starting with `prefix`.
+fn hits_per_id(receiver: &Receiver, prefix: &str) -> std::collections::HashMap<String, usize> {
+    let mut hits = std::collections::HashMap::new();
+    for (_, e) in receiver.log() {
+        if e["client"].as_str().unwrap().starts_with(prefix) {
+            *hits
+                .entry(e["id"].as_str().unwrap().to_owned())
+                .or_default() += 1;
+        }
+    }
+    hits
+}
+
+/// A backend that refuses some clients' events for good (`400`): those are
+/// dropped after one attempt and counted, and they never hold up the other
+/// clients' events, even when there are more of them than workers.
+#[tokio::test]
+async fn refused_events_are_dropped_once_and_hold_up_nobody() {
+    let receiver = Receiver::start();
+    let server = hooked_server(&receiver, |s| {
+        s.hooks.on_error = cometbox::hooks::OnError::Allow;
+        s.hooks.events = only(&["online", "offline"]);
+    })
+    .await;
+    receiver.set_mode("reject:bad-");
+    // More refused clients than workers (concurrency, 8 by default).
+    let bad: Vec<String> = (0..10).map(|i| format!("bad-{i}")).collect();
+    for client in &bad {
+        assert_eq!(poll_now(&server, client, "").await.0, StatusCode::OK);
+    }
+    let good: Vec<String> = (0..20).map(|i| format!("good-{i}")).collect();
+    for client in &good {
+        assert_eq!(poll_now(&server, client, "").await.0, StatusCode::OK);
+    }
+    // Each comes online and, offline_after later, goes offline.
+    wait_until(
+        "every good client's online and offline",
+        Duration::from_secs(30),
+        || async {
+            good.iter()
+                .all(|c| receiver.delivered(c) == [ev("online", None), ev("offline", None)])
+        },
+    )
+    .await;
+    wait_until(
+        "the refused events counted",
+        Duration::from_secs(30),
+        || async { server.stats().await["hooks"]["rejected"] == 2 * bad.len() },
+    )
+    .await;
+    // Not retried: one request per refused event.
+    let hits = hits_per_id(&receiver, "bad-");
+    assert_eq!(hits.len(), 2 * bad.len(), "{hits:?}");
+    assert!(hits.values().all(|n| *n == 1), "{hits:?}");
+    let stats = server.stats().await;
+    assert_eq!(stats["hooks"]["pending"], 0, "{stats}");
+    assert_eq!(stats["hooks"]["retries"], 0, "{stats}");
+    assert_eq!(
+        metric(&server, "cometbox_hook_notifications_rejected_total").await,
+        Some(2.0 * bad.len() as f64)
+    );
+    server.stop().await;
+}
+
+/// A backend unavailable (`503`) for one client's events for a while: that
+/// client's event is retried and delivered once the backend recovers,
+/// exactly once, while other clients' events flow, even through a single
+/// worker.
+#[tokio::test]
+async fn a_retried_event_is_delivered_once_and_others_flow_meanwhile() {
+    let receiver = Receiver::start();
+    let server = hooked_server(&receiver, |s| {
+        s.hooks.on_error = cometbox::hooks::OnError::Allow;
+        s.hooks.events = only(&["online", "offline"]);
+        s.hooks.offline_after = Duration::from_secs(60);
+        s.hooks.concurrency = 1;
+    })
+    .await;
+    receiver.set_mode("unavailable:slow-");
+    assert_eq!(poll_now(&server, "slow-1", "").await.0, StatusCode::OK);
+    wait_until("slow-1 refused twice", Duration::from_secs(15), || async {
+        receiver.log().iter().filter(|(s, _)| *s == 503).count() >= 2
+    })
+    .await;
+    let others: Vec<String> = (0..12).map(|i| format!("other-{i}")).collect();
+    for client in &others {
+        assert_eq!(poll_now(&server, client, "").await.0, StatusCode::OK);
+    }
+    wait_until(
+        "the other clients' online while slow-1's is retried",
+        Duration::from_secs(15),
+        || async {
+            others
+                .iter()
+                .all(|c| receiver.delivered(c) == [ev("online", None)])
+        },
+    )
+    .await;
+    assert!(receiver.delivered("slow-1").is_empty());
+    receiver.set_mode("ok");
+    until_delivered(&receiver, "slow-1", &[ev("online", None)]).await;
+    let log = receiver.log();
+    let slow: Vec<&(u16, Value)> = log
+        .iter()
+        .filter(|(_, e)| e["client"] == "slow-1")
+        .collect();
+    assert!(
+        slow.iter().all(|(_, e)| e["id"] == slow[0].1["id"]),
+        "one event, one id"
+    );
+    assert_eq!(
+        slow.iter().filter(|(s, _)| *s == 200).count(),
+        1,
+        "delivered once"
+    );
+    let stats = server.stats().await;
+    assert_eq!(stats["hooks"]["rejected"], 0, "{stats}");
+    assert!(stats["hooks"]["retries"].as_u64().unwrap() >= 2, "{stats}");
+    server.stop().await;
+}
+/// The queue holds at most twice `max_pending` events, closing ones
+/// included (an `offline` for every client at once cannot grow it past
+/// that): what does not fit is dropped and counted.
+#[tokio::test]
+async fn closing_events_are_bounded_too() {
+    let receiver = Receiver::start();
+    let server = hooked_server(&receiver, |s| {
+        s.hooks.on_error = cometbox::hooks::OnError::Allow;
+        s.hooks.max_pending = 2;
+        s.hooks.offline_after = Duration::from_secs(60);
+        s.hooks.events = only(&["online", "offline"]);
+    })
+    .await;
+    let clients: Vec<String> = (0..6).map(|i| format!("cap-{i}")).collect();
+    for client in &clients {
+        assert_eq!(poll_now(&server, client, "").await.0, StatusCode::OK);
+        until_delivered(&receiver, client, &[ev("online", None)]).await;
+    }
+    receiver.set_mode("fail");
+    for client in &clients {
+        server
+            .post_ok(&format!(r#"<disconnect client="{client}"/>"#), 1)
+            .await;
+    }
+    let stats = server.stats().await;
+    assert_eq!(stats["hooks"]["pending"], 4, "{stats}");
+    assert_eq!(stats["hooks"]["dropped"], 2, "{stats}");
+    assert_eq!(
+        metric(&server, "cometbox_hook_notifications_dropped_total").await,
+        Some(2.0)
+    );
+    receiver.set_mode("ok");
+    wait_until("the queue drains", Duration::from_secs(15), || async {
+        server.stats().await["hooks"]["pending"] == 0
+    })
+    .await;
+    let ended = clients
+        .iter()
+        .filter(|c| receiver.delivered(c).last() == Some(&ev("offline", None)))
+        .count();
+    assert_eq!(ended, 4);
+    server.stop().await;
+}

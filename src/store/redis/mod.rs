@@ -246,6 +246,7 @@ pub struct HookEvents {
 struct HooksArg {
     flags: String,
     offline_after_ms: u64,
+    max_pending: usize,
     node: String,
 }
 
@@ -361,8 +362,16 @@ impl RedisStore {
     /// With hooks: the scripts keep presence (`offline_after`) and queue
     /// the notifications of the types `wanted` (`online`, `offline`,
     /// `subscribed`, `unsubscribed`; stamped `node`) in the same step as
-    /// what they announce. Set once, before anything is served.
-    pub fn set_hooks(&self, wanted: HookEvents, offline_after: Duration, node: &str) {
+    /// what they announce, each group's queue bounded by `max_pending` as
+    /// on one node (docs/hooks.md, Bounds). Set once, before anything is
+    /// served.
+    pub fn set_hooks(
+        &self,
+        wanted: HookEvents,
+        offline_after: Duration,
+        max_pending: usize,
+        node: &str,
+    ) {
         let flag = |on: bool| if on { '1' } else { '0' };
         let _ = self.hooks.set(HooksArg {
             flags: [
@@ -375,6 +384,7 @@ impl RedisStore {
             .iter()
             .collect(),
             offline_after_ms: offline_after.as_millis() as u64,
+            max_pending,
             node: node.to_owned(),
         });
     }
@@ -470,9 +480,10 @@ impl RedisStore {
         let hooks = match self.hooks.get() {
             // 24 random hex digits: with the script's counter, event ids.
             Some(h) => format!(
-                "{always}{}\t{}\t{:024x}\t{}",
+                "{always}{}\t{}\t{}\t{:024x}\t{}",
                 h.flags,
                 h.offline_after_ms,
+                h.max_pending,
                 rand::random::<u128>() >> 32,
                 h.node
             ),

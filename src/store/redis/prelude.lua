@@ -16,7 +16,7 @@ local SEED = tonumber(ARGV[3])
 local FSYNC_ALWAYS = string.sub(ARGV[4], 1, 1) == '1'
 local HOOKS_ARG = string.sub(ARGV[4], 2)
 local ACTIVE = G .. 'active'      -- zset: client id -> last activity (ms)
-local STATS = G .. 'stats'        -- hash: msgid, subs, queued, lost, evicted
+local STATS = G .. 'stats'        -- hash: msgid, subs, queued, lost, evicted, hooks_dropped
 local CHANNELS = G .. 'channels'  -- set: channels with at least one member here
 local PATTERNS = G .. 'patterns'  -- set: the wildcard patterns among CHANNELS
 local RUN = G .. 'run'            -- hash: id (instance marker), salt (epochs)
@@ -101,31 +101,49 @@ local function is_pattern(ch) return string.byte(ch, -1) == 42 end -- '*'
 -- group's hook queue in the same step as what they announce (so they are
 -- neither lost nor sent twice, whichever node ran it), and presence is
 -- kept per group. HOOKS_ARG is
---   "<subscribed><unsubscribed><online><offline>\t<offline_after ms>\t<24 hex digits>\t<node>"
+--   "<subscribed><unsubscribed><online><offline>\t<offline_after ms>\t<max_pending>\t<24 hex digits>\t<node>"
 -- (each flag 1 when that type is in hooks.events); event ids are 'evt-',
--- those digits and a counter. A client is online while `online:e` holds the
+-- those digits and a counter. The queue is bounded as on one node: an
+-- opening event (online, subscribed) is dropped once max_pending wait, and
+-- its closing one is then not queued either (HOOKQUIET remembers the
+-- pair); a closing one once twice max_pending wait. Drops are counted in
+-- STATS `hooks_dropped`. A client is online while `online:e` holds the
 -- epoch of the mailbox it went online with (a mailbox recreated after a
 -- `<disconnect>`, an eviction or a loss in Redis is another session: the
 -- old one's `offline` comes first); `online` schedules when the sweep looks
 -- at each online client next (ms).
-local HOOKS, WANT, OFFLINE_AFTER, EVENT_HEX, EVENT_NODE = false, {}, 0, '', ''
+local HOOKS, WANT, OFFLINE_AFTER, HOOK_MAX, EVENT_HEX, EVENT_NODE = false, {}, 0, 0, '', ''
 do
-  local s, u, on, off, after, hex, node =
-    string.match(HOOKS_ARG, '^([01])([01])([01])([01])\t(%d+)\t(%x+)\t(.*)$')
+  local s, u, on, off, after, max, hex, node =
+    string.match(HOOKS_ARG, '^([01])([01])([01])([01])\t(%d+)\t(%d+)\t(%x+)\t(.*)$')
   if s then
-    HOOKS, OFFLINE_AFTER, EVENT_HEX, EVENT_NODE = true, tonumber(after), hex, node
+    HOOKS, OFFLINE_AFTER, HOOK_MAX, EVENT_HEX, EVENT_NODE = true, tonumber(after), tonumber(max), hex, node
     WANT = {subscribed = s == '1', unsubscribed = u == '1', online = on == '1', offline = off == '1'}
   end
 end
 local ONLINE = G .. 'online'       -- zset: client -> next look (ms)
 local EPOCHS = G .. 'online:e'     -- hash: client -> epoch it went online with
 local HOOKLOCK = G .. 'hooks:lock' -- string: the node delivering this group's queue (PX)
+-- set: JSON [client, channel or ''] of the pairs whose opening event was
+-- dropped, so that their closing one is not queued either
+local HOOKQUIET = G .. 'hooks:quiet'
+local OPENING = {online = true, subscribed = true}
 
 local events_queued = 0
 -- Queues the notification `kind` about `id` (`ch`: its channel, or nil)
--- if hooks.events has it.
+-- if hooks.events has it and the queue has room (see HOOKS_ARG above).
 local function notify(kind, id, ch)
+  if not HOOKS then return end
+  local pair = cjson.encode({id, ch or ''})
+  -- A closing event whose opening one was dropped: not queued either.
+  if not OPENING[kind] and redis.call('SREM', HOOKQUIET, pair) == 1 then return end
   if not WANT[kind] then return end
+  local room = OPENING[kind] and HOOK_MAX or 2 * HOOK_MAX
+  if redis.call('LLEN', HOOKQ) >= room then
+    redis.call('HINCRBY', STATS, 'hooks_dropped', 1)
+    if OPENING[kind] then redis.call('SADD', HOOKQUIET, pair) end
+    return
+  end
   events_queued = events_queued + 1
   redis.call('RPUSH', HOOKQ, cjson.encode({
     id = 'evt-' .. EVENT_HEX .. string.format('%08x', events_queued),

@@ -8,6 +8,10 @@
 //   fail     500 for everything (after checking the signature)
 //   slow     sleep 3 s, then answer
 //   garbage  200 with a body that is not an answer
+//   reject:<prefix>       400 for notifications about clients whose id
+//                         starts with <prefix> (a permanent refusal), 200
+//                         for everything else
+//   unavailable:<prefix>  503 for those (a passing failure), 200 for the rest
 // Rules when answering: connect of a client whose id starts with "banned",
 // or whose Bayeux handshake ext says {"user": "banned"}, is denied
 // ("banned user"); subscribe to "forbidden" is denied
@@ -44,11 +48,19 @@ if ($mode === 'slow') {
     sleep(3);
 }
 $status = $mode === 'fail' ? 500 : 200;
+$notification = in_array($event['type'], ['online', 'offline', 'subscribed', 'unsubscribed'], true);
+foreach (['reject' => 400, 'unavailable' => 503] as $refusal => $code) {
+    $prefix = substr($mode, strlen($refusal) + 1);
+    if (strncmp($mode, "$refusal:", strlen($refusal) + 1) === 0 && $notification
+        && strncmp($event['client'], $prefix, strlen($prefix)) === 0) {
+        $status = $code;
+    }
+}
 logLine("$dir/events.log", ['status' => $status, 'event' => $event]);
 http_response_code($status);
 header('Content-Type: application/json');
-if ($mode === 'fail') {
-    echo '{"error":"backend down"}';
+if ($status !== 200) {
+    echo '{"error":"refused"}';
     exit;
 }
 if ($mode === 'garbage') {
