@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::harness::{self, token, Scratch, Server, Spec};
-use crate::nodes::{ids, node, poll_ok};
+use crate::nodes::{ids, node, numbers, poll_ok};
 use crate::redis_server::{Kind, Persistence, TestRedis};
 
 /// The stores.
@@ -55,15 +55,6 @@ async fn start(store: Store, dir: &Scratch) -> (Server, Option<TestRedis>) {
             (harness::start(&spec).await, None)
         }
     }
-}
-
-fn numbers(body: &Value) -> Vec<i64> {
-    body["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["data"]["i"].as_i64().unwrap())
-        .collect()
 }
 
 async fn post(node: &Server, to: &str, range: std::ops::Range<i64>) {

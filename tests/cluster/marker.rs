@@ -6,10 +6,8 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
 use crate::harness::{token, Scratch, Server};
-use crate::nodes::{ids, node, nodes, poll_ok};
+use crate::nodes::{ids, node, nodes, numbers, poll_ok};
 use crate::redis_server::{Kind, Persistence, RedisServer, TestRedis};
 
 /// `n` messages to `client`, numbered from `from`.
@@ -21,15 +19,6 @@ async fn post(node: &Server, client: &str, from: usize, n: usize) {
         )
         .await;
     }
-}
-
-fn numbers(body: &Value) -> Vec<i64> {
-    body["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["data"]["i"].as_i64().unwrap())
-        .collect()
 }
 
 /// Every server snapshots (`SAVE`) with five messages stored; three more

@@ -97,3 +97,13 @@ pub fn ids(body: &Value) -> Vec<String> {
 
 /// Generous bound for anything a loaded machine should still do quickly.
 pub const PROMPT: Duration = Duration::from_secs(5);
+
+/// The `i` of each message of a poll reply (`{"i": n}` payloads).
+pub fn numbers(body: &Value) -> Vec<i64> {
+    body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["data"]["i"].as_i64().unwrap())
+        .collect()
+}

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::harness::{token, wait_until, Scratch};
-use crate::nodes::{ids, ingest_get, node, nodes, poll_ok, stats, PROMPT};
+use crate::nodes::{ids, ingest_get, node, nodes, numbers, poll_ok, stats, PROMPT};
 use crate::redis_server::{Kind, Persistence, TestRedis};
 
 /// A poll held on node B is answered within milliseconds of a message
@@ -337,12 +337,7 @@ async fn redis_restart_with_and_without_persistence(kind: Kind) {
         match persistence {
             Persistence::Aof => {
                 assert_ne!(body["reset"], true, "{body}");
-                let got: Vec<i64> = body["messages"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|m| m["data"]["i"].as_i64().unwrap())
-                    .collect();
+                let got = numbers(&body);
                 assert_eq!(got, vec![2, 3, 4, 5], "{body}");
             }
             Persistence::AofEverysec => {
@@ -350,12 +345,7 @@ async fn redis_restart_with_and_without_persistence(kind: Kind) {
                     body["reset"], true,
                     "an everysec AOF may have lost acknowledged writes: {body}"
                 );
-                let got: Vec<i64> = body["messages"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|m| m["data"]["i"].as_i64().unwrap())
-                    .collect();
+                let got = numbers(&body);
                 assert_eq!(got, vec![0, 1, 2, 3, 4, 5], "what was kept: {body}");
             }
             Persistence::None => {
@@ -363,12 +353,7 @@ async fn redis_restart_with_and_without_persistence(kind: Kind) {
                     body["reset"], true,
                     "data lost in Redis must reset the cursor: {body}"
                 );
-                let got: Vec<i64> = body["messages"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|m| m["data"]["i"].as_i64().unwrap())
-                    .collect();
+                let got = numbers(&body);
                 assert_eq!(got, vec![5], "{body}");
             }
         }

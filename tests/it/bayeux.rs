@@ -105,15 +105,7 @@ async fn a_handshake_needs_a_valid_token_and_names_its_client() {
     assert_eq!(ok["advice"]["timeout"], 2000, "the poll timeout");
     assert!(ok["clientId"].as_str().unwrap().len() >= 32);
     assert_eq!(server.stats().await["bayeux_sessions"], 1);
-    let metrics = server
-        .http
-        .get(server.ingest_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(metrics.contains("cometbox_bayeux_sessions 1"), "{metrics}");
     let (status, presence) = server.presence("alice").await;
     assert_eq!(status, 200, "the token's client exists: {presence}");

@@ -326,15 +326,7 @@ async fn a_failing_or_slow_backend_follows_on_error() {
     receiver.set_mode("ok");
     let stats = deny.stats().await;
     assert!(stats["hooks"]["errors"].as_u64().unwrap() >= 3, "{stats}");
-    let metrics = deny
-        .http
-        .get(deny.ingest_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = deny.metrics().await;
     assert!(
         metrics.contains("cometbox_hook_requests_failed_total"),
         "{metrics}"
@@ -1122,15 +1114,7 @@ fn only(events: &[&str]) -> Vec<cometbox::hooks::EventType> {
 
 /// The value of the `/metrics` sample `name` (no labels).
 async fn metric(server: &TestServer, name: &str) -> Option<f64> {
-    let text = server
-        .http
-        .get(server.ingest_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = server.metrics().await;
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }

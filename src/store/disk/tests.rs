@@ -31,24 +31,25 @@ fn pretend_reboot(dir: &std::path::Path) {
     std::fs::write(dir.join("BOOT"), "another-boot relaxed").unwrap();
 }
 
-#[tokio::test]
-async fn a_reboot_after_a_relaxed_start_renews_every_epoch() {
-    let dir = scratch("boot-renew");
-    let (journal, _, _) = open(&dir).unwrap();
-    let client = ClientId::parse("ann").unwrap();
+/// A store at `dir` holding one mailbox, `client`'s, at epoch 7.
+async fn create_at_epoch_7(dir: &std::path::Path, client: &str) {
+    let (journal, _, _) = open(dir).unwrap();
+    let created = Change::Created {
+        client: ClientId::parse(client).unwrap(),
+        epoch: 7,
+    };
     journal
-        .submit(
-            vec![Change::Created {
-                client: client.clone(),
-                epoch: 7,
-            }],
-            None,
-        )
+        .submit(vec![created], None)
         .unwrap()
         .wait()
         .await
         .unwrap();
-    drop(journal);
+}
+
+#[tokio::test]
+async fn a_reboot_after_a_relaxed_start_renews_every_epoch() {
+    let dir = scratch("boot-renew");
+    create_at_epoch_7(&dir, "ann").await;
     pretend_reboot(&dir);
     let (journal, clients, report) = open(&dir).unwrap();
     assert!(report.epochs_renewed, "{report:?}");
@@ -65,20 +66,7 @@ async fn a_reboot_after_a_relaxed_start_renews_every_epoch() {
 #[tokio::test]
 async fn a_start_that_fails_before_the_renewal_is_durable_renews_again() {
     let dir = scratch("boot-order");
-    let (journal, _, _) = open(&dir).unwrap();
-    journal
-        .submit(
-            vec![Change::Created {
-                client: ClientId::parse("bea").unwrap(),
-                epoch: 7,
-            }],
-            None,
-        )
-        .unwrap()
-        .wait()
-        .await
-        .unwrap();
-    drop(journal);
+    create_at_epoch_7(&dir, "bea").await;
     pretend_reboot(&dir);
     // The renewal's snapshot cannot be written (its temporary file's name
     // is taken by a directory): the start fails after recovery.
