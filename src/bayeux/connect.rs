@@ -144,6 +144,7 @@ impl Bayeux {
             timeout: Some(timeout),
             connect_ext: None,
             open_only: false,
+            from_now: false,
         };
         let open = match self.hub.open_for(&request).await {
             Ok(open) => open,

@@ -81,6 +81,7 @@ impl Bayeux {
             timeout: Some(Duration::ZERO),
             connect_ext: message.ext.clone().map(Box::new),
             open_only: true,
+            from_now: false,
         };
         let open = match self.hub.open_for(&request).await {
             Ok(open) => open,
@@ -187,6 +188,7 @@ impl Bayeux {
             timeout: Some(Duration::ZERO),
             connect_ext: None,
             open_only: true,
+            from_now: false,
         };
         match self.hub.open_for(&request).await {
             Ok(open) => {

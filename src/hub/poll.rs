@@ -33,6 +33,9 @@ pub struct PollRequest {
     /// nothing is read, so nothing is marked as delivered. (With Redis a
     /// poll's start script looks at the mailbox at once.)
     pub open_only: bool,
+    /// `since=now`: start after whatever the mailbox holds when the poll
+    /// opens (`since` is then `None`); see [`Hub::start_cursor`].
+    pub from_now: bool,
 }
 
 /// A poll's answer.
@@ -122,7 +125,8 @@ impl Hub {
         let timeout = request
             .timeout
             .map_or(limits.poll_timeout, |t| t.min(limits.max_poll_timeout));
-        let waited = self.wait(&open, request.since, timeout).await;
+        let since = self.start_cursor(&open, &request)?;
+        let waited = self.wait(&open, since, timeout).await;
         Ok(match waited {
             Waited::Failed(e) => return Err(e.into()),
             Waited::Read(outcome) => self.reply(outcome, open),
@@ -157,6 +161,27 @@ impl Hub {
         };
         self.0.polls_total.fetch_add(1, Ordering::Relaxed);
         Ok(OpenPoll(Open::Local(open)))
+    }
+
+    /// Where an opened poll or stream reads from: its `since`, or with
+    /// `since=now` the mailbox's head as the open found it (so only what
+    /// arrives afterwards is carried).
+    pub fn start_cursor(
+        &self,
+        open: &OpenPoll,
+        request: &PollRequest,
+    ) -> Result<Option<Cursor>, PollError> {
+        if !request.from_now {
+            return Ok(request.since);
+        }
+        Ok(Some(match &open.0 {
+            Open::Local(open) => open.client.lock().log.head(),
+            Open::Remote(open) => open.head_at_open().ok_or_else(|| {
+                PollError::Storage(crate::store::journal::StoreError::Unavailable(
+                    "the mailbox's head is unknown".into(),
+                ))
+            })?,
+        }))
     }
 
     /// Waits up to `timeout` for something after `since` in the mailbox of

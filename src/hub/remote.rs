@@ -102,6 +102,18 @@ pub(super) struct RemotePoll {
     woken_before: u64,
 }
 
+impl RemotePoll {
+    /// The mailbox's head as the start script saw it (when it read
+    /// nothing: `since=now`).
+    pub(super) fn head_at_open(&self) -> Option<Cursor> {
+        let first = self.first.lock().unwrap_or_else(|e| e.into_inner());
+        match first.as_ref()? {
+            (None, Waited::Nothing(head)) => Some(*head),
+            _ => None,
+        }
+    }
+}
+
 impl Drop for RemotePoll {
     fn drop(&mut self) {
         if self.counted {
@@ -524,8 +536,9 @@ impl Hub {
                 .map_or(String::new(), |iat| iat.to_string())
                 .into(),
         ];
-        // A byte budget of 0: the script opens without reading.
-        let budget = if request.open_only {
+        // A byte budget of 0: the script opens without reading (and
+        // answers the head, where `since=now` starts).
+        let budget = if request.open_only || request.from_now {
             0
         } else {
             limits.max_reply_bytes

@@ -75,6 +75,7 @@ fn request(client: &str) -> PollRequest {
         timeout: None,
         connect_ext: None,
         open_only: false,
+        from_now: false,
     }
 }
 

@@ -75,6 +75,22 @@ async fn conforms(store: Store) {
     membership_and_disconnect(&n).await;
     wildcards_reach_each_member_once(&n).await;
     retention_expiry_resets_but_own_ttl_does_not(&n).await;
+    since_now_carries_only_what_follows(&n).await;
+}
+
+/// `since=now` answers nothing of what the mailbox held, with a cursor
+/// after it; from that cursor the next message comes alone.
+async fn since_now_carries_only_what_follows(n: &Server) {
+    let t = token("now", &[]);
+    post(n, "now", 0..3).await;
+    let body = poll_ok(n, &t, "since=now&timeout=0").await;
+    assert_eq!(numbers(&body), Vec::<i64>::new(), "{body}");
+    assert_ne!(body["reset"], true, "{body}");
+    let cursor = body["cursor"].as_str().unwrap().to_owned();
+    post(n, "now", 3..4).await;
+    let body = poll_ok(n, &t, &format!("since={cursor}&timeout=0")).await;
+    assert_eq!(numbers(&body), [3], "{body}");
+    assert_ne!(body["reset"], true, "{body}");
 }
 
 /// Ids strictly increase; a cursor resumes right after itself, from any

@@ -228,3 +228,33 @@ async fn last_event_id_wins_over_since() {
     let mut fresh = Stream::open(&server, &query, Some("")).await;
     assert_eq!(fresh.next().await.unwrap().data["data"], "one");
 }
+
+/// `since=now` starts after whatever the mailbox holds: a poll and a stream
+/// carry only what arrives afterwards (and a cursor to resume from).
+#[tokio::test]
+async fn since_now_starts_after_what_is_retained() {
+    let server = TestServer::start().await;
+    server
+        .post_ok(r#"<message to="nov" type="text">old</message>"#, 1)
+        .await;
+    let empty = server.poll("nov", "since=now&timeout=0").await;
+    assert_eq!(empty["messages"], json!([]), "{empty}");
+    assert_ne!(empty["reset"], json!(true));
+    let waiting = server.spawn_poll(format!(
+        "/poll?token={}&since=now&timeout=10",
+        token("nov", &[])
+    ));
+    server.until_open_polls("nov", 1).await;
+    server
+        .post_ok(r#"<message to="nov" type="text">new</message>"#, 1)
+        .await;
+    let reply = waiting.await.unwrap();
+    assert_eq!(crate::helpers::datas(&reply), vec![json!("new")], "{reply}");
+    let query = format!("token={}&since=now", token("nov", &[]));
+    let mut stream = Stream::open(&server, &query, None).await;
+    server.until_open_polls("nov", 1).await;
+    server
+        .post_ok(r#"<message to="nov" type="text">newer</message>"#, 1)
+        .await;
+    assert_eq!(stream.next().await.unwrap().data["data"], "newer");
+}

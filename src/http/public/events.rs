@@ -40,6 +40,7 @@ pub async fn stream<S: Socket>(
     let (request, expires_at) = admit(face, &head)?;
     let hub = &face.state.hub;
     let open = hub.open_for(&request).await?;
+    let mut since = hub.start_cursor(&open, &request)?;
     let mut response = Response::stream("text/event-stream");
     response.allow_origin = allow_origin;
     drop(head);
@@ -49,7 +50,6 @@ pub async fn stream<S: Socket>(
     if connection.write_all(&head, b": ok\n\n").await.is_err() {
         return Ok(Routed::Streamed);
     }
-    let mut since = request.since;
     loop {
         let quiet_for = KEEP_ALIVE.min(until_unix(expires_at));
         let Some(waited) = connection.wait_for(hub.wait(&open, since, quiet_for)).await else {

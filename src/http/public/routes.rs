@@ -330,8 +330,9 @@ pub(super) fn admit(face: &Face, head: &Head) -> Result<(PollRequest, u64), Publ
         .as_deref()
         .filter(|id| !id.is_empty())
         .or(params.since.as_deref());
+    let from_now = since == Some("now");
     let since = match since {
-        None | Some("") => None,
+        None | Some("") | Some("now") => None,
         Some(s) => {
             Some(Cursor::parse(s).map_err(|e| PublicError::InvalidRequest(format!("since: {e}")))?)
         }
@@ -360,6 +361,7 @@ pub(super) fn admit(face: &Face, head: &Head) -> Result<(PollRequest, u64), Publ
         timeout,
         connect_ext: None,
         open_only: false,
+        from_now,
     };
     Ok((request, grant.expires_at))
 }
