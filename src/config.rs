@@ -593,5 +593,8 @@ const MIN_HEADER_BYTES: usize = 8192;
 /// one permit a byte, and tokio's holds at most `usize::MAX >> 3` permits.
 const MAX_BODY_BUDGET: usize = usize::MAX >> 3;
 
+mod summary;
+pub use summary::redact_url;
+
 #[cfg(test)]
 mod tests;

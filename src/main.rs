@@ -37,10 +37,10 @@ fn main() -> ExitCode {
         }
     };
     if args.check_config {
-        println!(
-            "configuration OK: public on {}, ingest on {}",
-            settings.public.listen, settings.ingest.listen
-        );
+        println!("configuration OK");
+        for line in settings.summary() {
+            println!("  {line}");
+        }
         return ExitCode::SUCCESS;
     }
     if let Err(e) = telemetry::init(&settings.log) {
@@ -98,10 +98,12 @@ async fn serve(settings: Settings, ready_file: Option<&Path>) -> anyhow::Result<
         public.url()
     );
     tracing::info!(
-        key = !settings.ingest.key.is_empty(),
         "ingest listener (backends: POST /, /token, /stats) on {}",
         ingest.url()
     );
+    for line in settings.summary().into_iter().skip(2) {
+        tracing::info!("{line}");
+    }
     let l = &settings.limits;
     tracing::info!(
         store = ?settings.store.kind,
