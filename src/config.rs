@@ -335,13 +335,21 @@ pub const NOT_SETTINGS: [&str; 4] = [
     "COMETBOX_PHP_CLIENT",
 ];
 
+/// `bridge[N].key` for the `N__KEY` of `COMETBOX_BRIDGE__N__KEY`.
+fn bridge_path(item: &str) -> Option<String> {
+    let (index, key) = item.split_once("__")?;
+    let index: usize = index.parse().ok()?;
+    let key_ok = !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    key_ok.then(|| format!("bridge[{index}].{}", key.to_ascii_lowercase()))
+}
+
 /// The sections a `COMETBOX_<SECTION>__<KEY>` variable can name.
 const SECTIONS: [&str; 9] = [
     "PUBLIC", "INGEST", "AUTH", "LIMITS", "STORE", "LOG", "BRIDGE", "HOOKS", "BAYEUX",
 ];
 
 /// Why `name` is refused, with the setting it most resembles: the same
-/// words with `__` after the section (`COMETBOX_INGEST__KEY` is
+/// words with `__` after the section (`COMETBOX_INGEST_KEY` is
 /// `COMETBOX_INGEST__KEY`).
 fn unknown_variable(name: &str, rest: &str) -> String {
     let guess = SECTIONS.iter().find_map(|section| {
@@ -376,11 +384,23 @@ pub fn load_from(
         None => "defaults and COMETBOX_* environment".to_owned(),
     };
     let mut settings_env = config::Map::new();
+    let mut bridge_env = Vec::new();
     for (name, value) in env {
         let Some(rest) = name.strip_prefix("COMETBOX_") else {
             continue;
         };
-        if rest.contains("__") {
+        if let Some(item) = rest.strip_prefix("BRIDGE__") {
+            // `[[bridge]]` is a list: COMETBOX_BRIDGE__<N>__<KEY> sets key
+            // KEY of the Nth table (from 0, in file order; one past the
+            // file's adds a table).
+            let path = bridge_path(item).ok_or_else(|| ConfigError::Load {
+                origin: origin.clone(),
+                message: format!(
+                    "environment variable {name}: a bridge's settings are COMETBOX_BRIDGE__<N>__<KEY>, N from 0 (COMETBOX_BRIDGE__0__URL)"
+                ),
+            })?;
+            bridge_env.push((path, value));
+        } else if rest.contains("__") {
             settings_env.insert(name, value);
         } else if !NOT_SETTINGS.contains(&name.as_str()) {
             // A mistyped setting must not pass silently: a key that was
@@ -406,6 +426,14 @@ pub fn load_from(
             .separator("__")
             .source(Some(env)),
     );
+    for (path, value) in bridge_env {
+        builder = builder
+            .set_override(path, value)
+            .map_err(|e| ConfigError::Load {
+                origin: origin.clone(),
+                message: e.to_string(),
+            })?;
+    }
     let loaded = builder
         .build()
         .and_then(|c| c.try_deserialize::<Settings>());

@@ -223,13 +223,9 @@ impl BridgeConfig {
         if max_backoff < Duration::from_millis(100) {
             return Err(("max_backoff", "must be at least 100ms".into()));
         }
-        let mut shown = url.clone();
-        if shown.password().is_some() {
-            let _ = shown.set_password(Some("***"));
-        }
         Ok(Bridge {
             name: self.name(index),
-            shown_url: shown.to_string(),
+            shown_url: crate::config::redact_url(url.as_str()),
             source,
             route: Route {
                 channel,

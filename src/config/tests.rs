@@ -96,14 +96,14 @@ fn unknown_keys_are_named_with_the_file() {
 #[test]
 fn a_mistyped_variable_is_refused_with_the_setting_it_resembles() {
     // One underscore: it used to be ignored, leaving the ingest port keyless.
-    let e = load_from(None, env(&[("COMETBOX_INGEST__KEY", "abc")]))
+    let e = load_from(None, env(&[("COMETBOX_INGEST_KEY", "abc")]))
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("COMETBOX_INGEST__KEY") && e.contains("did you mean COMETBOX_INGEST__KEY?"),
+        e.contains("COMETBOX_INGEST_KEY") && e.contains("did you mean COMETBOX_INGEST__KEY?"),
         "{e}"
     );
-    let e = load_from(None, env(&[("COMETBOX_AUTH__SECRET", "abc")]))
+    let e = load_from(None, env(&[("COMETBOX_AUTH_SECRET", "abc")]))
         .unwrap_err()
         .to_string();
     assert!(e.contains("COMETBOX_AUTH__SECRET"), "{e}");
@@ -366,4 +366,35 @@ fn bad_hooks_name_their_key() {
         "hooks.events",
     );
     refused(&[("COMETBOX_HOOKS__ON_ERROR", "maybe")], "on_error");
+}
+
+#[test]
+fn bridges_can_be_set_from_the_environment() {
+    let file =
+        toml_file("[[bridge]]\nurl = \"nats://127.0.0.1:4222\"\nsource = \"a\"\nchannel = \"c\"\n");
+    let s = load_from(
+        Some(&file.0),
+        env(&[
+            ("COMETBOX_BRIDGE__0__SOURCE", "orders"),
+            ("COMETBOX_BRIDGE__1__URL", "redis://127.0.0.1:6379"),
+            ("COMETBOX_BRIDGE__1__SOURCE", "stream:events"),
+            ("COMETBOX_BRIDGE__1__CHANNEL", "news"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(s.bridge.len(), 2);
+    assert_eq!(
+        s.bridge[0].source, "orders",
+        "the file's table, one key replaced"
+    );
+    assert_eq!(s.bridge[0].url, "nats://127.0.0.1:4222");
+    assert_eq!(s.bridge[1].url, "redis://127.0.0.1:6379");
+    let e = load_from(None, env(&[("COMETBOX_BRIDGE__URL", "nats://x")]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("COMETBOX_BRIDGE__0__URL"), "{e}");
+    let e = load_from(None, env(&[("COMETBOX_BRIDGE__0__URL", "http://x")]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("bridge[0]"), "{e}");
 }
