@@ -1,7 +1,11 @@
 //! Log output: text or JSON lines on stderr, filtered by `RUST_LOG` or
-//! `log.level`.
+//! `log.level`; and [`Quiet`], which keeps a warning that repeats to one
+//! line a minute.
 
+use std::collections::HashMap;
 use std::io::IsTerminal;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use tracing_subscriber::EnvFilter;
 
@@ -54,5 +58,53 @@ mod tests {
             assert!(EnvFilter::try_new(&quiet).is_ok(), "{quiet}");
         }
         assert_eq!(with_quiet_crates("info,redis=debug"), "info,redis=debug");
+    }
+}
+
+/// How long a warning of one kind stays quiet after it was logged.
+pub const QUIET_FOR: Duration = Duration::from_secs(60);
+
+/// Warnings said once per kind per [`QUIET_FOR`].
+#[derive(Default)]
+pub struct Quiet {
+    /// Per kind: when it was last said, and how many were kept quiet since.
+    said: Mutex<HashMap<String, (Instant, u64)>>,
+}
+
+impl Quiet {
+    /// `Some(n)` when a warning of `kind` may be logged now, `n` being how
+    /// many of that kind were kept quiet since the last; `None` to keep
+    /// this one quiet.
+    pub fn may_say(&self, kind: &str) -> Option<u64> {
+        let mut said = self.said.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        match said.get_mut(kind) {
+            Some((at, quiet)) if now.duration_since(*at) < QUIET_FOR => {
+                *quiet += 1;
+                None
+            }
+            Some((at, quiet)) => {
+                *at = now;
+                Some(std::mem::take(quiet))
+            }
+            None => {
+                said.insert(kind.to_owned(), (now, 0));
+                Some(0)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod quiet_tests {
+    use super::Quiet;
+
+    #[test]
+    fn a_kind_is_said_once_per_window() {
+        let quiet = Quiet::default();
+        assert_eq!(quiet.may_say("400"), Some(0));
+        assert_eq!(quiet.may_say("400"), None);
+        assert_eq!(quiet.may_say("400"), None);
+        assert_eq!(quiet.may_say("404"), Some(0), "another kind is its own");
     }
 }

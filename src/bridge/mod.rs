@@ -66,6 +66,9 @@ pub struct Sink {
     hub: Hub,
     bridge: Bridge,
     status: Arc<BridgeStatus>,
+    /// Skip reasons are logged at `info`, each kind once a minute (a
+    /// producer sending bad payloads would otherwise flood the log).
+    quiet: crate::telemetry::Quiet,
 }
 
 /// Reports a bridge's state changes, logging each once; clonable for
@@ -143,7 +146,20 @@ impl Sink {
             Ok(command) => Some(command),
             Err(skip) => {
                 self.status.skipped.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(bridge = %self.bridge.name, reason = %skip, "bridge message skipped");
+                let reason = skip.to_string();
+                // Kinds by the reason's first words, not its details.
+                let kind: String = reason.split(':').next().unwrap_or("").to_owned();
+                match self.quiet.may_say(&kind) {
+                    Some(alike_since_last) => tracing::info!(
+                        bridge = %self.bridge.name,
+                        reason,
+                        alike_since_last,
+                        "bridge message skipped (counted in /stats skipped; logged once a minute per reason)"
+                    ),
+                    None => {
+                        tracing::debug!(bridge = %self.bridge.name, reason, "bridge message skipped")
+                    }
+                }
                 None
             }
         }
@@ -229,6 +245,7 @@ pub fn spawn_all(
             hub: hub.clone(),
             bridge,
             status: status.clone(),
+            quiet: Default::default(),
         };
         set.spawn(supervise(sink, shutdown.clone()));
     }

@@ -36,7 +36,7 @@ use std::sync::{mpsc, Mutex};
 use std::thread::JoinHandle;
 
 use super::events::{Event, EventType};
-use super::retry::Quiet;
+use crate::telemetry::Quiet;
 
 /// The outbox file's name under `store.path`.
 pub const FILE_NAME: &str = "hooks-outbox.log";

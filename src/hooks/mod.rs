@@ -40,9 +40,10 @@ pub use config::{HooksConfig, OnError};
 /// How long a stopping server waits, beyond [`Hooks::drain`]'s limit, for
 /// the outbox file's writer (it writes in a moment unless the disk hangs).
 const WRITE_GRACE: Duration = Duration::from_secs(1);
+use crate::telemetry::Quiet;
 pub use events::{Answer, Event, EventSet, EventType};
 use outbox::Outbox;
-use retry::{Attempt, Quiet};
+use retry::Attempt;
 use transport::{SendError, Target};
 
 /// A cancellable event the backend refused (or could not be asked about,

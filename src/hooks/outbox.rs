@@ -19,7 +19,7 @@
 //! Only a closing event that finds even that full is dropped on its own,
 //! leaving its pair half-announced. Every drop is counted (`dropped` in
 //! `/stats`, `cometbox_hook_notifications_dropped_total` in `/metrics`)
-//! and logged once a minute (`retry.rs`'s [`Quiet`]).
+//! and logged once a minute ([`crate::telemetry::Quiet`]).
 //!
 //! **Durability** (the `disk` store): a `Journal` keeps the queue in a
 //! file, written by a thread of its own (`journal.rs`). [`Outbox::push`]
@@ -40,7 +40,8 @@ use tokio::sync::Notify;
 use super::events::{Event, EventType};
 use super::journal::{Journal, Record};
 pub use super::journal::{OutboxError, FILE_NAME};
-use super::retry::{Backoff, Quiet};
+use super::retry::Backoff;
+use crate::telemetry::Quiet;
 
 /// The queue, its counters and (with a durable store) its file.
 pub struct Outbox {

@@ -10,21 +10,16 @@
 //!   `hooks.retry_max`, without end.
 //!
 //! [`Quiet`] keeps these warnings from flooding the log when many events
-//! fail the same way: once per kind per [`QUIET_FOR`], with how many were
+//! fail the same way: once per kind per [`crate::telemetry::QUIET_FOR`], with how many were
 //! kept quiet since.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::transport::SendError;
 
 /// The first pause before a notification is retried; it doubles up to
 /// `retry_max`.
 pub const FIRST_RETRY: Duration = Duration::from_millis(100);
-
-/// How long a warning of one kind stays quiet after it was logged.
-pub const QUIET_FOR: Duration = Duration::from_secs(60);
 
 /// What one attempt to deliver a notification came to.
 #[derive(Debug)]
@@ -76,37 +71,6 @@ impl Backoff {
     }
 }
 
-/// Warnings said once per kind per [`QUIET_FOR`].
-#[derive(Default)]
-pub struct Quiet {
-    /// Per kind: when it was last said, and how many were kept quiet since.
-    said: Mutex<HashMap<String, (Instant, u64)>>,
-}
-
-impl Quiet {
-    /// `Some(n)` when a warning of `kind` may be logged now, `n` being how
-    /// many of that kind were kept quiet since the last; `None` to keep
-    /// this one quiet.
-    pub fn may_say(&self, kind: &str) -> Option<u64> {
-        let mut said = self.said.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        match said.get_mut(kind) {
-            Some((at, quiet)) if now.duration_since(*at) < QUIET_FOR => {
-                *quiet += 1;
-                None
-            }
-            Some((at, quiet)) => {
-                *at = now;
-                Some(std::mem::take(quiet))
-            }
-            None => {
-                said.insert(kind.to_owned(), (now, 0));
-                Some(0)
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,14 +104,5 @@ mod tests {
                 .as_millis(),
             30
         );
-    }
-
-    #[test]
-    fn a_kind_is_said_once_per_window() {
-        let quiet = Quiet::default();
-        assert_eq!(quiet.may_say("400"), Some(0));
-        assert_eq!(quiet.may_say("400"), None);
-        assert_eq!(quiet.may_say("400"), None);
-        assert_eq!(quiet.may_say("404"), Some(0), "another kind is its own");
     }
 }
