@@ -4,8 +4,9 @@
 //! - **Cancellable** events (`connect`, `subscribe`, `publish`) are asked
 //!   with [`Hooks::ask`] (and [`Hooks::publish`]) and awaited by whoever is
 //!   about to act: the hub's poll path awaits `connect` and `subscribe`
-//!   before it changes anything (`hub/hooked.rs`); Bayeux will await
-//!   `publish`. A failure or a timeout follows `on_error`.
+//!   before it changes anything (`hub/hooked.rs`); a Bayeux publish awaits
+//!   `publish` (`bayeux/meta.rs`). A failure or a timeout follows
+//!   `on_error`.
 //! - **Notifications** (`online`, `offline`, `subscribed`, `unsubscribed`)
 //!   are queued with [`Hooks::notify`] under the client's own lock (so
 //!   their order is the order of the changes) and delivered by

@@ -587,7 +587,7 @@ async fn pending_notifications_survive_a_restart_of_the_disk_store() {
     let _ = std::fs::remove_dir_all(&path);
 }
 
-/// `publish` is asked by Bayeux (not built yet): its call path against the
+/// `publish` is asked by a Bayeux publish: its call path against the
 /// real receiver, which denies a bad word and may replace the payload.
 #[tokio::test]
 async fn publish_is_asked_and_may_be_denied_or_rewritten() {
