@@ -16,7 +16,7 @@ from ._transport import Endpoint, Response, exchange
 from .batch import Batch
 from .errors import CometBoxError, InvalidArgument, RequestRejected, Unauthorized, Unavailable
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _METHOD = re.compile(r"[A-Z]+")
 _HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
