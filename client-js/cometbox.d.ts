@@ -1,135 +1,14 @@
-// Type declarations for cometbox.js (browser client of the cometbox server-push relay).
+// Type declarations for cometbox.js (browser client of the cometbox server-push relay),
+// the CommonJS / script form: `require('cometbox-client')` is the class itself
+// (`module.exports = CometBox`), with the types below on its namespace
+// (`CometBox.CometBoxOptions`). `import` uses cometbox.d.mts, which re-exports these.
 
-/** One message of a poll reply (PROTOCOL.md, `GET /poll`). */
-export interface CometBoxMessage<T = unknown> {
-  /** The cursor just after this message. Opaque. */
-  id: string;
-  /** Present when the message was sent to a channel. */
-  channel?: string;
-  /** Present when the backend set `event="..."`. */
-  event?: string;
-  /** The payload: the JSON value the backend sent (a string for `type="text"`). */
-  data: T;
-  /** Server time of arrival, milliseconds since the Unix epoch. */
-  ts?: number;
-}
-
-export type CometBoxState = 'connecting' | 'connected' | 'waiting to reconnect' | 'stopped';
-
-/** Error given to `onError` (always fatal there) and to `onStateChange` details. */
-export class CometBoxError extends Error {
-  /**
-   * The server's error code (`invalid-request`, `invalid-token`, `token-expired`,
-   * `channel-forbidden`, `too-many-polls`, `shutting-down`, `overloaded`) or a
-   * client code: `disconnected` (the backend disconnected this client), `network`,
-   * `request-timeout`, `bad-response`, `client-error`, `token-refresh-failed`, `http-<status>`.
-   */
-  code: string;
-  /** HTTP status, 0 when no HTTP answer was received. */
-  status: number;
-  /** true when the instance stopped because of this error. */
-  fatal: boolean;
-  constructor(code: string, message?: string, status?: number, fatal?: boolean);
-}
-
-export interface StateChangeDetail {
-  /** The state before this change. */
-  previous: CometBoxState;
-  /** Why (for `waiting to reconnect`, and `stopped` after a fatal error). */
-  error?: CometBoxError;
-  /** For `waiting to reconnect`: milliseconds until the next attempt. */
-  delay?: number;
-  /** For `waiting to reconnect`: consecutive failures so far (1, 2, ...). */
-  attempt?: number;
-}
-
-export interface ResetInfo<T = unknown> {
-  /** The new cursor the client continues from. */
-  cursor: string;
-  /** The messages of the reset reply (dispatched right after onReset returns);
-   *  empty on the SSE stream, whose messages follow as their own events. */
-  messages: CometBoxMessage<T>[];
-  /** The cursor the server could not honour. */
-  previousCursor: string | null;
-}
-
-export interface GetTokenContext {
-  /** `invalid-token`, `token-expired` (after a 401), or `no-token` (none was given). */
-  reason: string;
-  /** The `sub` of the previous token, if any. */
-  clientId: string | null;
-}
-
-export interface CometBoxOptions {
-  /** The JWT (`sub` = client id). Optional when `getToken` is given. */
-  token?: string;
-  /** Called for a fresh token on 401 (`invalid-token`, `token-expired`) or when no token was given. */
-  getToken?: (ctx: GetTokenContext) => string | Promise<string>;
-  /** Channels to subscribe to on every poll (each must be allowed by the token's `channels` claim). */
-  channels?: string[] | string;
-  /** Cursor to start from (wins over the one remembered in sessionStorage). */
-  since?: string;
-  /** Every message, before the `on()` handlers. */
-  onMessage?: (message: CometBoxMessage) => void;
-  /** A fatal error: the instance is `stopped` (400, 403, 401 without getToken, `disconnected`...). */
-  onError?: (error: CometBoxError) => void;
-  /** A poll ended with no message (the server's poll timeout passed). Long-poll only,
-   *  and only in the tab that holds the connection. */
-  onTimeout?: (info: { cursor: string }) => void;
-  /** The server could not honour the cursor (restart, expiry): resync the page's state. */
-  onReset?: (info: ResetInfo) => void;
-  /** Every state change. */
-  onStateChange?: (state: CometBoxState, detail: StateChangeDetail) => void;
-
-  /** Seconds the server may hold an empty poll (`?timeout=`); default: the server's. */
-  timeout?: number;
-  /** Client-side limit on one poll request in ms (default: timeout + 30 s, or 90 s). */
-  requestTimeout?: number;
-  /** Send the token as `Authorization: Bearer` (default; CORS preflight) or as `?token=`. */
-  tokenIn?: 'header' | 'query';
-  /** Reconnect backoff in ms (default base 1000, max 30000). */
-  backoff?: { base?: number; max?: number };
-
-  /**
-   * `'auto'` (default): the SSE stream `GET <url>/events` where it works, long-poll
-   * where it does not (detected, then kept for this instance; see `fallbackReason`).
-   * `'sse'`: the stream only. `'poll'`: long-poll only.
-   */
-  transport?: 'auto' | 'sse' | 'poll';
-  /** ms the stream's first bytes (`: ok`) may take before `'auto'` decides a proxy buffers it (default 5000). */
-  streamProbeTimeout?: number;
-  /** ms of silence (no event, no keep-alive) after which a stream is taken for dead (default 45000). */
-  streamIdleTimeout?: number;
-  /**
-   * `true` (default): all tabs of this browser that use the same url, client
-   * (token `sub`) and channels share one connection (Web Locks election,
-   * BroadcastChannel to the other tabs). `false`: this instance connects by itself.
-   */
-  shareTabs?: boolean;
-  /** Injected for tests: the Web Locks manager (default `navigator.locks`; null: no sharing). */
-  locks?: { request(name: string, ...args: any[]): Promise<any> } | null;
-  /** Injected for tests: the BroadcastChannel constructor (default the global; null: no sharing). */
-  BroadcastChannel?: typeof BroadcastChannel | null;
-
-  /** Where the cursor is remembered (default: sessionStorage; null disables). */
-  storage?: Pick<Storage, 'getItem' | 'setItem' | 'removeItem'> | null;
-  /** Injected for tests or unusual runtimes. */
-  fetch?: typeof fetch;
-  timers?: { setTimeout: (fn: () => void, ms: number) => unknown; clearTimeout: (id: any) => void };
-  random?: () => number;
-  /** Milliseconds clock (default Date.now). */
-  now?: () => number;
-  AbortController?: typeof AbortController;
-  /** Where the `online` event is listened for (default: window; null disables). */
-  eventTarget?: Pick<EventTarget, 'addEventListener' | 'removeEventListener'> | null;
-}
-
-export class CometBox {
-  constructor(url: string, options?: CometBoxOptions);
+declare class CometBox {
+  constructor(url: string, options?: CometBox.CometBoxOptions);
 
   /** The cursor of the last message handled (sent as `since` by the next poll). */
   readonly cursor: string | null;
-  readonly state: CometBoxState;
+  readonly state: CometBox.CometBoxState;
   readonly token: string | null;
   /** The token's `sub` claim. */
   readonly clientId: string | null;
@@ -149,34 +28,159 @@ export class CometBox {
   readonly role: 'leader' | 'follower' | 'solo' | null;
 
   /** Handle messages whose `event` is `eventName` (`'*'`: all messages). */
-  on<T = any>(eventName: string, handler: (data: T, message: CometBoxMessage<T>) => void): this;
-  off(eventName: string, handler?: (data: any, message: CometBoxMessage) => void): this;
+  on<T = any>(eventName: string, handler: (data: T, message: CometBox.CometBoxMessage<T>) => void): this;
+  off(eventName: string, handler?: (data: any, message: CometBox.CometBoxMessage) => void): this;
   /** Replace the token; used from the next poll. */
   setToken(token: string): this;
   start(): this;
   stop(): this;
 
-  static readonly VERSION: string;
-  static readonly STATES: {
+  /** The class itself, also under these names (`require('cometbox-client').CometBox`). */
+  static readonly CometBox: typeof CometBox;
+  static readonly default: typeof CometBox;
+}
+
+declare namespace CometBox {
+  /** One message of a poll reply (PROTOCOL.md, `GET /poll`). */
+  interface CometBoxMessage<T = unknown> {
+    /** The cursor just after this message. Opaque. */
+    id: string;
+    /** Present when the message was sent to a channel. */
+    channel?: string;
+    /** Present when the backend set `event="..."`. */
+    event?: string;
+    /** The payload: the JSON value the backend sent (a string for `type="text"`). */
+    data: T;
+    /** Server time of arrival, milliseconds since the Unix epoch. */
+    ts?: number;
+  }
+
+  type CometBoxState = 'connecting' | 'connected' | 'waiting to reconnect' | 'stopped';
+
+  /** Error given to `onError` (always fatal there) and to `onStateChange` details. */
+  class CometBoxError extends Error {
+    /**
+     * The server's error code (`invalid-request`, `invalid-token`, `token-expired`,
+     * `channel-forbidden`, `too-many-polls`, `shutting-down`, `overloaded`) or a
+     * client code: `disconnected` (the backend disconnected this client), `network`,
+     * `request-timeout`, `bad-response`, `client-error`, `token-refresh-failed`, `http-<status>`.
+     */
+    code: string;
+    /** HTTP status, 0 when no HTTP answer was received. */
+    status: number;
+    /** true when the instance stopped because of this error. */
+    fatal: boolean;
+    constructor(code: string, message?: string, status?: number, fatal?: boolean);
+  }
+
+  interface StateChangeDetail {
+    /** The state before this change. */
+    previous: CometBoxState;
+    /** Why (for `waiting to reconnect`, and `stopped` after a fatal error). */
+    error?: CometBoxError;
+    /** For `waiting to reconnect`: milliseconds until the next attempt. */
+    delay?: number;
+    /** For `waiting to reconnect`: consecutive failures so far (1, 2, ...). */
+    attempt?: number;
+  }
+
+  interface ResetInfo<T = unknown> {
+    /** The new cursor the client continues from. */
+    cursor: string;
+    /** The messages of the reset reply (dispatched right after onReset returns);
+     *  empty on the SSE stream, whose messages follow as their own events. */
+    messages: CometBoxMessage<T>[];
+    /** The cursor the server could not honour. */
+    previousCursor: string | null;
+  }
+
+  interface GetTokenContext {
+    /** `invalid-token`, `token-expired` (after a 401), or `no-token` (none was given). */
+    reason: string;
+    /** The `sub` of the previous token, if any. */
+    clientId: string | null;
+  }
+
+  interface CometBoxOptions {
+    /** The JWT (`sub` = client id). Optional when `getToken` is given. */
+    token?: string;
+    /** Called for a fresh token on 401 (`invalid-token`, `token-expired`) or when no token was given. */
+    getToken?: (ctx: GetTokenContext) => string | Promise<string>;
+    /** Channels to subscribe to on every poll (each must be allowed by the token's `channels` claim). */
+    channels?: string[] | string;
+    /** Cursor to start from (wins over the one remembered in sessionStorage). */
+    since?: string;
+    /** Every message, before the `on()` handlers. */
+    onMessage?: (message: CometBoxMessage) => void;
+    /** A fatal error: the instance is `stopped` (400, 403, 401 without getToken, `disconnected`...). */
+    onError?: (error: CometBoxError) => void;
+    /** A poll ended with no message (the server's poll timeout passed). Long-poll only,
+     *  and only in the tab that holds the connection. */
+    onTimeout?: (info: { cursor: string }) => void;
+    /** The server could not honour the cursor (restart, expiry): resync the page's state. */
+    onReset?: (info: ResetInfo) => void;
+    /** Every state change. */
+    onStateChange?: (state: CometBoxState, detail: StateChangeDetail) => void;
+
+    /** Seconds the server may hold an empty poll (`?timeout=`); default: the server's. */
+    timeout?: number;
+    /** Client-side limit on one poll request in ms (default: timeout + 30 s, or 90 s). */
+    requestTimeout?: number;
+    /** Send the token as `Authorization: Bearer` (default; CORS preflight) or as `?token=`. */
+    tokenIn?: 'header' | 'query';
+    /** Reconnect backoff in ms (default base 1000, max 30000). */
+    backoff?: { base?: number; max?: number };
+
+    /**
+     * `'auto'` (default): the SSE stream `GET <url>/events` where it works, long-poll
+     * where it does not (detected, then kept for this instance; see `fallbackReason`).
+     * `'sse'`: the stream only. `'poll'`: long-poll only.
+     */
+    transport?: 'auto' | 'sse' | 'poll';
+    /** ms the stream's first bytes (`: ok`) may take before `'auto'` decides a proxy buffers it (default 5000). */
+    streamProbeTimeout?: number;
+    /** ms of silence (no event, no keep-alive) after which a stream is taken for dead (default 45000). */
+    streamIdleTimeout?: number;
+    /**
+     * `true` (default): all tabs of this browser that use the same url, client
+     * (token `sub`) and channels share one connection (Web Locks election,
+     * BroadcastChannel to the other tabs). `false`: this instance connects by itself.
+     */
+    shareTabs?: boolean;
+    /** Injected for tests: the Web Locks manager (default `navigator.locks`; null: no sharing). */
+    locks?: { request(name: string, ...args: any[]): Promise<any> } | null;
+    /** Injected for tests: the BroadcastChannel constructor (default the global; null: no sharing). */
+    BroadcastChannel?: typeof BroadcastChannel | null;
+
+    /** Where the cursor is remembered (default: sessionStorage; null disables). */
+    storage?: Pick<Storage, 'getItem' | 'setItem' | 'removeItem'> | null;
+    /** Injected for tests or unusual runtimes. */
+    fetch?: typeof fetch;
+    timers?: { setTimeout: (fn: () => void, ms: number) => unknown; clearTimeout: (id: any) => void };
+    random?: () => number;
+    /** Milliseconds clock (default Date.now). */
+    now?: () => number;
+    AbortController?: typeof AbortController;
+    /** Where the `online` event is listened for (default: window; null disables). */
+    eventTarget?: Pick<EventTarget, 'addEventListener' | 'removeEventListener'> | null;
+  }
+
+  const VERSION: string;
+  const STATES: {
     readonly CONNECTING: 'connecting';
     readonly CONNECTED: 'connected';
     readonly WAITING: 'waiting to reconnect';
     readonly STOPPED: 'stopped';
   };
-  static readonly CometBoxError: typeof CometBoxError;
   /** The claims of a JWT (payload base64url-decoded, signature not checked), or null. */
-  static decodeToken(token: string): Record<string, unknown> | null;
+  function decodeToken(token: string): Record<string, unknown> | null;
   /** The reconnect delay in ms for attempt n (1, 2, ...): capped exponential with jitter. */
-  static backoffDelay(attempt: number, backoff?: { base?: number; max?: number }, random?: () => number): number;
+  function backoffDelay(attempt: number, backoff?: { base?: number; max?: number }, random?: () => number): number;
 }
 
-export const STATES: typeof CometBox.STATES;
-export function decodeToken(token: string): Record<string, unknown> | null;
-export function backoffDelay(attempt: number, backoff?: { base?: number; max?: number }, random?: () => number): number;
-
-export default CometBox;
+export = CometBox;
 
 declare global {
   /** Set by `<script src="/cometbox.js">`. */
-  var CometBox: typeof import('./cometbox').CometBox;
+  var CometBox: typeof import('./cometbox.js');
 }

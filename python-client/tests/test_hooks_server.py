@@ -71,7 +71,7 @@ def test_the_servers_requests_verify_and_its_denials_reach_the_browser(
         },
     )
     try:
-        token = server.client(secret=support.SECRET).token("hooked", ["room:*", "admin:*"])
+        token = server.client(secret=support.SECRET).token("hooked", channels=["room:*", "admin:*"])
         status, body = server.poll(token, timeout="0", channels="room:1")
         assert status == 200, body
         status, body = server.poll(token, timeout="0", channels="room:1,admin:1")

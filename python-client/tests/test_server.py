@@ -124,7 +124,7 @@ def test_tokens_from_the_server_and_minted_locally(server: Server, cid: str) -> 
     room = f"room:{cid}"
     remote.send(cid, "queued")
     for client in (remote, local):
-        token = client.token(cid, [f"room:{cid}*"], ttl=120)
+        token = client.token(cid, 120, [f"room:{cid}*"])
         claims = jwt.claims(token)
         assert claims is not None
         assert claims["sub"] == cid
@@ -137,7 +137,7 @@ def test_tokens_from_the_server_and_minted_locally(server: Server, cid: str) -> 
     remote.publish(room, "to the room")
     assert "to the room" in datas(server.messages(local.token(cid)))
     # a single str is one channel; the default ttl is an hour
-    claims = jwt.claims(local.token(cid, "room:*"))
+    claims = jwt.claims(local.token(cid, channels="room:*"))
     assert claims is not None and claims["channels"] == ["room:*"]
     assert 3590 <= claims["exp"] - claims["iat"] <= 3600
     claims = jwt.claims(remote.token(cid))
@@ -146,7 +146,7 @@ def test_tokens_from_the_server_and_minted_locally(server: Server, cid: str) -> 
 
 
 def test_a_token_does_not_grant_other_channels(tcp: Server, cid: str) -> None:
-    token = tcp.client().token(cid, ["room:a"])
+    token = tcp.client().token(cid, channels=["room:a"])
     status, body = tcp.poll(token, timeout="1", channels="room:b")
     assert status == 403 and body["error"] == "channel-forbidden"
     forged = jwt.mint("not-the-secret", cid)
@@ -237,7 +237,7 @@ CANNOT_CARRY: List[Tuple[str, Callable[[cometbox.Client], Any]]] = [
     ("presence None", lambda c: c.presence(None)),  # type: ignore[arg-type]
     ("token client None", lambda c: c.token(None)),  # type: ignore[arg-type]
     ("token ttl 0", lambda c: c.token("a", ttl=0)),
-    ("token channel not a str", lambda c: c.token("a", [1])),  # type: ignore[list-item]
+    ("token channel not a str", lambda c: c.token("a", channels=[1])),  # type: ignore[list-item]
     ("batch", lambda c: c.batch().send("a", 1).publish("b\x02", 2)),
     ("bad header", lambda c: c.request("GET", "/stats", None, {"X-A": "b\r\nc: d"})),
     ("bad path", lambda c: c.request("GET", "/a b")),

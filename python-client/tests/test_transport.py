@@ -139,6 +139,6 @@ def test_presence_path_is_escaped(peers: List[FakePeer]) -> None:
 
 def test_form_of_post_token(peers: List[FakePeer]) -> None:
     peer = fake(peers, [http_reply(200, b'<token expires="1">a.b.c</token>')])
-    assert cometbox.Client(peer.url).token("user:42", ["room:*", "a&b"], ttl=60) == "a.b.c"
+    assert cometbox.Client(peer.url).token("user:42", 60, ["room:*", "a&b"]) == "a.b.c"
     body = peer.requests[0].partition(b"\r\n\r\n")[2]
     assert body == b"client=user%3A42&ttl=60&channel=room%3A%2A&channel=a%26b"

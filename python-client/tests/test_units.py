@@ -164,5 +164,56 @@ def test_the_constructor_never_connects() -> None:
 
 def test_local_tokens_need_no_server() -> None:
     client = cometbox.Client("http://127.0.0.1:9", secret="s")
-    claims = jwt.claims(client.token("a", ["x", "y*"], ttl=5))
+    claims = jwt.claims(client.token("a", 5, ["x", "y*"]))
     assert claims is not None and claims["channels"] == ["x", "y*"] and claims["exp"] - claims["iat"] == 5
+
+
+def _ttl_and_channels(token: str) -> Any:
+    claims = jwt.claims(token)
+    assert claims is not None
+    return claims["exp"] - claims["iat"], claims.get("channels")
+
+
+@pytest.mark.parametrize("call", [
+    lambda c: c.token("a", 5, ["x", "y*"]),                 # the PHP order: token($client, $ttl, $channels)
+    lambda c: c.token("a", 5, channels=["x", "y*"]),
+    lambda c: c.token("a", ttl=5, channels=["x", "y*"]),
+    lambda c: c.token("a", channels=["x", "y*"], ttl=5),    # keywords, any order
+    lambda c: c.token(client="a", channels=("x", "y*"), ttl=5),
+])
+def test_token_arguments_in_the_php_order_or_by_keyword(call: Any) -> None:
+    import warnings
+    client = cometbox.Client("http://127.0.0.1:9", secret="s")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _ttl_and_channels(call(client)) == (5, ["x", "y*"])
+        assert _ttl_and_channels(client.token("a")) == (3600, None)
+        assert _ttl_and_channels(client.token("a", 60)) == (60, None)
+        assert _ttl_and_channels(client.token("a", None, "x")) == (3600, ["x"])
+
+
+@pytest.mark.parametrize("call, expected", [
+    (lambda c: c.token("a", ["x", "y*"], ttl=5), (5, ["x", "y*"])),   # what the 0.1 README showed
+    (lambda c: c.token("a", ["x", "y*"], 5), (5, ["x", "y*"])),
+    (lambda c: c.token("a", ("x",)), (3600, ["x"])),
+    (lambda c: c.token("a", "x*"), (3600, ["x*"])),
+])
+def test_token_still_understands_the_old_order_with_a_warning(call: Any, expected: Any) -> None:
+    client = cometbox.Client("http://127.0.0.1:9", secret="s")
+    with pytest.deprecated_call(match="token\\(client, ttl, channels\\)"):
+        assert _ttl_and_channels(call(client)) == expected
+
+
+@pytest.mark.parametrize("call", [
+    lambda c: c.token("a", 5, ["x"], 6),
+    lambda c: c.token("a", 5, ttl=6),
+    lambda c: c.token("a", 5, ["x"], channels=["y"]),
+    lambda c: c.token("a", ["x"], channels=["y"]),
+])
+def test_token_arguments_given_twice_are_refused(call: Any) -> None:
+    import warnings
+    client = cometbox.Client("http://127.0.0.1:9", secret="s")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        with pytest.raises(TypeError):
+            call(client)

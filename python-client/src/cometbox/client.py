@@ -7,6 +7,7 @@ import platform
 import re
 import time
 import urllib.parse
+import warnings
 import xml.etree.ElementTree as ET
 from typing import Any, Dict, Iterable, Mapping, Optional, Union
 
@@ -15,12 +16,60 @@ from ._transport import Endpoint, Response, exchange
 from .batch import Batch
 from .errors import CometBoxError, InvalidArgument, RequestRejected, Unauthorized, Unavailable
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _METHOD = re.compile(r"[A-Z]+")
 _HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _BAD_PATH = re.compile(r"[\x00-\x20\x7f]")
+
+_UNSET: Any = object()
+
+
+def _token_arguments(args: tuple, ttl: Any, channels: Any) -> tuple:
+    """``(ttl, channels)`` from :meth:`Client.token`'s arguments after the
+    client id: ``(ttl, channels)`` positionally and/or by keyword, or the
+    version 0.1 order ``(channels, ttl)`` when the first positional one is
+    a channel name or an iterable of them (not a number)."""
+    if len(args) > 2:
+        raise TypeError(f"token() takes at most 3 positional arguments ({len(args) + 1} given)")
+    positional = list(args)
+    legacy = bool(positional) and (
+        isinstance(positional[0], str) or
+        (not isinstance(positional[0], (int, float)) and positional[0] is not None and _iterable(positional[0]))
+    )
+    if legacy:
+        warnings.warn(
+            "token(client, channels, ttl) is the order of cometbox 0.1; "
+            "the order is now token(client, ttl, channels), as in the PHP client "
+            "(or pass keywords: token(client, ttl=..., channels=...))",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        positional = positional[1:2] + positional[:1]   # [ttl?, channels]
+        if len(positional) == 1:
+            positional = [_UNSET] + positional
+    names = ("ttl", "channels")
+    values = {"ttl": ttl, "channels": channels}
+    for name, value in zip(names, positional):
+        if value is _UNSET:
+            continue
+        if values[name] is not _UNSET:
+            raise TypeError(f"token() got multiple values for argument '{name}'")
+        values[name] = value
+    return (
+        None if values["ttl"] is _UNSET else values["ttl"],
+        () if values["channels"] is _UNSET else values["channels"],
+    )
+
+
+def _iterable(value: Any) -> bool:
+    try:
+        iter(value)
+    except TypeError:
+        return False
+    return True
+
 
 #: The code a status implies when the reply does not name one.
 _DEFAULT_CODES = {
@@ -142,17 +191,34 @@ class Client:
 
     # -------------------------------------------------------------- tokens
 
-    def token(self, client: str, channels: Iterable[str] = (), ttl: Optional[int] = None) -> str:
+    def token(
+        self,
+        client: str,
+        *args: Any,
+        ttl: Optional[int] = _UNSET,
+        channels: Union[str, Iterable[str]] = _UNSET,
+    ) -> str:
         """A token for the page to hand to ``/poll`` (the JS client's ``token``).
+
+        ``token(client, ttl=None, channels=())``: the same order as the PHP
+        client's ``token($clientId, $ttl, $channels)`` and as
+        :func:`cometbox.jwt.mint`. Keywords work in any order
+        (``token(client, channels=[...], ttl=60)``).
 
         With a ``secret``, minted locally (HS256; claims ``sub``, ``iat``,
         ``exp``, ``channels``); otherwise asked from the server with
         ``POST /token``, which signs with its own secret and caps the ttl.
 
+        :param ttl: lifetime in seconds; ``None`` (the default) means 3600.
         :param channels: channel names, or prefixes ending in ``*``, the page
             may subscribe to by itself (a single str is one channel).
-        :param ttl: lifetime in seconds; default 3600.
+
+        The order of version 0.1 (``token(client, channels, ttl)``) is still
+        understood, with a :class:`DeprecationWarning`, when the second
+        positional argument is a channel name or a list of them rather
+        than a number.
         """
+        ttl, channels = _token_arguments(args, ttl, channels)
         if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 1):
             raise InvalidArgument("token ttl must be a whole number of seconds >= 1")
         if not isinstance(client, str):
