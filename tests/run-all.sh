@@ -10,6 +10,8 @@
 #                        also behind a real nginx with the deploy snippets
 #   2. php-client        PHPUnit against the real binary, every transport
 #      python-client     pytest against the real binary, TCP and Unix socket
+#      packages          each client built and installed as a user would
+#                        (npm pack, a wheel in a fresh venv, composer path)
 #   3. client-js         node unit + integration tests, headless Chromium (also a
 #                        page behind nginx, two nodes on Redis, one SIGKILLed)
 #      bayeux            the real npm Bayeux clients (CometD and Faye in Node and
@@ -32,7 +34,7 @@ say() { printf '\n==> %s\n' "$*"; }
 # scripts re-check and only install what is still missing).
 packages=(php-cli php-xml php-curl php-mbstring phpunit chromium nginx curl systemd python3
           python3-pytest python3-venv python3-setuptools python3-wheel
-          e2fsprogs util-linux mount redis-server)
+          e2fsprogs util-linux mount redis-server composer python3-build)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -69,6 +71,7 @@ release_pid=$!
 
 run_suite "php-client (PHPUnit)" bash php-client/run-tests.sh
 run_suite "python-client (pytest)" bash python-client/run-tests.sh
+run_suite "packages (npm pack, wheel, composer path install)" bash tests/packages/run-tests.sh
 run_suite "client-js (node + Chromium)" bash client-js/run-tests.sh
 run_suite "bayeux (CometD + Faye in Node and Chromium, demo)" bash tests/bayeux/run-tests.sh
 run_suite "bridges (ActiveMQ, RabbitMQ, NATS, Redis)" bash tests/bridges/run-tests.sh
