@@ -689,6 +689,46 @@ async fn a_batch_a_dead_master_cut_says_what_was_applied() {
     }
 }
 
+/// A poll whose browser leaves while its start script is in flight (Redis
+/// paused) ends its lease when the script has run, instead of holding one
+/// of the client's `max_polls_per_client` for its timeout plus 30 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_poll_dropped_during_its_start_leaves_no_lease() {
+    use tokio::io::AsyncWriteExt;
+    let dir = Scratch::new("dropped-start");
+    let redis = TestRedis::start(Kind::Single, &dir.0.join("redis"), Persistence::None).await;
+    let n = node(
+        &redis,
+        &dir.0,
+        &[
+            ("COMETBOX_LIMITS__MAX_POLLS_PER_CLIENT", "1"),
+            ("COMETBOX_STORE__TIMEOUT", "5s"),
+        ],
+    )
+    .await;
+    let t = token("leaver", &[]);
+    poll_ok(&n, &t, "timeout=0").await;
+    redis.servers[0]
+        .command(&["CLIENT", "PAUSE", "1000", "WRITE"])
+        .await
+        .expect("CLIENT PAUSE");
+    let mut browser = tokio::net::TcpStream::connect(&n.public).await.unwrap();
+    let request = format!("GET /poll?token={t}&timeout=30 HTTP/1.1\r\nHost: x\r\n\r\n");
+    browser.write_all(request.as_bytes()).await.unwrap();
+    // The poll is in its start script (paused); the browser leaves.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(browser);
+    wait_until(
+        "the client's one poll slot is free again",
+        Duration::from_secs(15),
+        || async {
+            let (status, _) = n.poll(&t, "timeout=0").await.expect("poll answers");
+            status == 200
+        },
+    )
+    .await;
+}
+
 crate::on_both!(
     a_refused_batch_applies_nothing_in_any_group,
     cross_node_delivery_and_alternating_polls,
