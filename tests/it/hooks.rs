@@ -16,7 +16,10 @@ use crate::helpers::{now, scratch_dir, token, wait_until, TestServer};
 
 const HOOK_SECRET: &str = "hook-secret-for-tests";
 
-/// `php -S` serving the receiver script, killed (by its pid) when dropped.
+/// `php -S` serving the receiver script, in a process group of its own and
+/// killed with that whole group when dropped: with `PHP_CLI_SERVER_WORKERS`
+/// its workers are processes of their own, which outlived a kill of the
+/// parent's pid alone (a CI run left 112 of them holding ports).
 struct Receiver {
     child: Child,
     port: u16,
@@ -41,7 +44,9 @@ impl Receiver {
 
     /// `php -S 127.0.0.1:<port> <args>` with `env`, once it accepts.
     fn serve(port: u16, args: &[&std::ffi::OsStr], env: &[(&str, String)], dir: PathBuf) -> Self {
-        let child = Command::new("php")
+        use std::os::unix::process::CommandExt;
+        let mut child = Command::new("php")
+            .process_group(0)
             .args(["-S", &format!("127.0.0.1:{port}")])
             .args(args)
             .envs(env.iter().map(|(k, v)| (k, v)))
@@ -53,6 +58,11 @@ impl Receiver {
             .expect("php is needed for the hooks tests: apt-get install php-cli (tests/run-all.sh does)");
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            // Ours must be the one that answers: a php that exited (the
+            // port was taken meanwhile) is not waited for.
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("php -S on {port} exited: {status}");
+            }
             assert!(
                 std::time::Instant::now() < deadline,
                 "php -S did not start on {port}"
@@ -112,7 +122,12 @@ impl Receiver {
 
 impl Drop for Receiver {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // The group's id is the leader's pid (process_group(0)).
+        // SAFETY: kill(2) with a negative pid signals that process group;
+        // it touches no memory of ours.
+        unsafe {
+            libc::kill(-(self.child.id() as libc::pid_t), libc::SIGKILL);
+        }
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
