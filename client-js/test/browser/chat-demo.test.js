@@ -25,9 +25,12 @@ before(async () => {
   // (chat-env-router.php) reads on each request, written once cometbox is up.
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cometbox-chat-test-'));
   const envFile = path.join(dir, 'chat-env.json');
+  // A process group of its own, ended whole: php's worker processes
+  // (PHP_CLI_SERVER_WORKERS) outlive a signal to its pid alone.
   php = spawn('php', ['-S', '127.0.0.1:0', '-t', CHAT_DIR, ROUTER], {
     env: { ...process.env, CHAT_TEST_ENV_FILE: envFile },
     stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
   });
   php.dir = dir;
   php.stdout.on('data', (d) => { phpLog += d; });
@@ -56,8 +59,9 @@ after(async () => {
   if (browser) await browser.close();
   if (php && php.exitCode === null) {
     const gone = new Promise((r) => php.on('exit', r));
-    php.kill('SIGTERM');
+    try { process.kill(-php.pid, 'SIGTERM'); } catch (e) { /* gone */ }
     await Promise.race([gone, new Promise((r) => setTimeout(r, 3000))]);
+    try { process.kill(-php.pid, 'SIGKILL'); } catch (e) { /* all gone */ }
   }
   if (php && php.dir) fs.rmSync(php.dir, { recursive: true, force: true });
   if (server) { await server.stop(); server.cleanup(); }
