@@ -50,6 +50,15 @@ say "building the server"
 cargo build --locked
 export COMETBOX_BIN="$repo/target/debug/cometbox"
 
+# What the suites start (servers, php -S, redis-server, nginx, brokers) they
+# must stop. Processes of those kinds that exist now are not ours; any new
+# one still running at the end is a leak, and fails the run.
+helpers_running() {
+  ps -eo pid=,args= | grep -E "php -S|redis-server|nginx: master|cometbox|activemq|rabbitmq|nats-server" \
+    | grep -v -E "grep|run-all\.sh|cargo " | awk '{print $1}' | sort
+}
+before_pids="$(helpers_running)"
+
 results=()
 failed=0
 run_suite() {
@@ -86,6 +95,17 @@ fi
 rm -f "$release_log"
 run_suite "deploy (nginx, systemd, .deb)" bash deploy/run-tests.sh
 run_suite "load tool smoke (benches/load)" cargo bench --locked --bench load -- smoke
+
+say "processes left behind"
+sleep 2   # a suite's last kill takes a moment to be reaped
+left=$(comm -13 <(echo "$before_pids") <(helpers_running))
+if [ -n "$left" ]; then
+  ps -o pid=,ppid=,args= -p $(echo $left | tr ' ' ',') || true
+  results+=("FAIL  nothing left running (the processes above outlived their suites)")
+  failed=$((failed + 1))
+else
+  results+=("PASS  nothing left running")
+fi
 
 say "summary"
 printf '%s\n' "${results[@]}"
