@@ -456,27 +456,42 @@ pub fn newest_segment(store: &Path) -> PathBuf {
         .clone()
 }
 
-/// One framed record: `[u32 LE length][u32 LE crc32][payload]`.
-#[derive(Debug, Clone, Copy)]
+/// Starts every journal and snapshot record (`src/store/disk/codec.rs`),
+/// spelled out here rather than imported so that a change of format on the
+/// server's side shows up as a test failure, not as a matching change.
+pub const MAGIC: &[u8; 4] = b"CBR1";
+
+/// The kind byte of a unit record (the changes of one submitted command
+/// or batch): the only kind a journal segment holds besides probes.
+pub const KIND_UNIT: u8 = 1;
+
+/// One framed record: `"CBR1" | u32 LE length | u32 LE crc32 | payload`,
+/// where the payload starts with the record's kind byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Frame {
-    /// Offset of the length field.
+    /// Offset of the magic.
     pub start: usize,
     /// Offset of the payload.
     pub payload: usize,
     pub len: usize,
+    /// The payload's first byte.
+    pub kind: u8,
     /// Whether the stored crc is the IEEE crc32 of the payload.
     pub crc_ok: bool,
 }
 
 /// Walks the frames of a segment from its start; stops at the first one
-/// that does not fit in the file. Returns the frames and where they end.
+/// that does not start with the magic or does not fit in the file. A frame
+/// whose crc does not match is still walked over (its length is trusted):
+/// the damage tests flip payload bytes, not headers. Returns the frames and
+/// where they end.
 pub fn frames(bytes: &[u8]) -> (Vec<Frame>, usize) {
     let mut frames = Vec::new();
     let mut at = 0;
-    while at + 8 <= bytes.len() {
-        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
-        let crc = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap());
-        let payload = at + 8;
+    while at + 12 <= bytes.len() && bytes[at..at + 4] == MAGIC[..] {
+        let len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+        let crc = u32::from_le_bytes(bytes[at + 8..at + 12].try_into().unwrap());
+        let payload = at + 12;
         if len == 0 || payload + len > bytes.len() {
             break;
         }
@@ -484,6 +499,7 @@ pub fn frames(bytes: &[u8]) -> (Vec<Frame>, usize) {
             start: at,
             payload,
             len,
+            kind: bytes[payload],
             crc_ok: crc32(&bytes[payload..payload + len]) == crc,
         });
         at = payload + len;
