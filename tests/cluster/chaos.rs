@@ -431,7 +431,7 @@ async fn verify(run: &Deployment, model: &Shared, tokens: &[String]) -> usize {
     let mut checked = 0;
     for i in 0..CLIENTS {
         let mut got: HashMap<u64, usize> = HashMap::new();
-        let mut last_id: Option<(u64, &str)> = None;
+        harness::assert_ids_increase(&client(i), m.seen[i].iter().map(|msg| msg.id.as_str()));
         for msg in &m.seen[i] {
             let s = msg.data["s"].as_u64().expect("a posted message");
             *got.entry(s).or_default() += 1;
@@ -442,16 +442,6 @@ async fn verify(run: &Deployment, model: &Shared, tokens: &[String]) -> usize {
                 client(i),
                 posted.recipients
             );
-            let id = id_seq(&msg.id);
-            if let Some((before, before_text)) = last_id {
-                assert!(
-                    id > before,
-                    "{}: id {} after {before_text}",
-                    client(i),
-                    msg.id
-                );
-            }
-            last_id = Some((id, &msg.id));
         }
         for (s, posted) in &m.posted {
             if !posted.recipients.contains(&i) {
@@ -476,15 +466,6 @@ async fn verify(run: &Deployment, model: &Shared, tokens: &[String]) -> usize {
         }
     }
     checked
-}
-
-/// A message id's sequence number (`<epoch>-<seq>`, the epoch never
-/// changing here: no `reset`).
-fn id_seq(id: &str) -> u64 {
-    id.rsplit('-')
-        .next()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("an id is <epoch>-<seq>: {id}"))
 }
 
 /// The last `n` lines of a log.

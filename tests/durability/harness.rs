@@ -367,6 +367,42 @@ pub fn token(client: &str, channels: &[&str]) -> String {
     )
 }
 
+/// A message id (or cursor) as the server spells it, `<epoch>-<seq>`
+/// (`src/protocol/cursor.rs`): the epoch in lower-case base 36, the
+/// sequence number in decimal. Parsed here, not with the server's
+/// `Cursor::parse`, so that a change of the format fails the tests.
+pub fn id_parts(id: &str) -> (u32, u64) {
+    let parsed = id.split_once('-').and_then(|(epoch, seq)| {
+        let base36 = !epoch.is_empty()
+            && epoch
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase());
+        let decimal = !seq.is_empty() && seq.bytes().all(|b| b.is_ascii_digit());
+        if !(base36 && decimal) {
+            return None;
+        }
+        Some((u32::from_str_radix(epoch, 36).ok()?, seq.parse().ok()?))
+    });
+    parsed.unwrap_or_else(|| panic!("an id is <base-36 epoch>-<decimal seq>: {id:?}"))
+}
+
+/// Ids of one mailbox in the order it delivered them, with no `reset` in
+/// between: one epoch, and strictly increasing sequence numbers (ids that
+/// merely differ could still go backwards, and a cursor would skip).
+pub fn assert_ids_increase<'a>(who: &str, ids: impl IntoIterator<Item = &'a str>) {
+    let mut last: Option<(&str, (u32, u64))> = None;
+    for id in ids {
+        let (epoch, seq) = id_parts(id);
+        if let Some((before, (e, s))) = last {
+            assert!(
+                epoch == e && seq > s,
+                "{who}: id {id} after {before}: ids of one mailbox keep their epoch and grow"
+            );
+        }
+        last = Some((id, (epoch, seq)));
+    }
+}
+
 /// SplitMix64: a small seeded generator, so that a failing run can be
 /// replayed in its choices (`DURABILITY_SEED`); thread timing still varies.
 #[derive(Clone)]

@@ -585,11 +585,10 @@ fn check_mailbox(m: &Model, i: usize, full: &[Msg], after: &harness::Read) {
             expected_view.get(at)
         );
     }
-    let mut ids = HashSet::new();
+    harness::assert_ids_increase(&who, full.iter().map(|m| m.id.as_str()));
     let mut keys = HashSet::new();
     let mut last_s: HashMap<u64, u64> = HashMap::new();
     for msg in full {
-        assert!(ids.insert(&msg.id), "{who}: id {} twice", msg.id);
         let s = key(msg);
         assert!(keys.insert(s), "{who}: message s={s} twice: {msg:?}");
         let posted = m
