@@ -6,8 +6,8 @@
 use serde_json::{json, Value};
 
 use crate::harness::{
-    find, frames, newest_segment, segments, start, token, Frame, Msg, Read, Scratch, Server,
-    Spec, KIND_UNIT,
+    find, frames, newest_segment, segments, start, token, Frame, Msg, Read, Scratch, Server, Spec,
+    KIND_UNIT,
 };
 
 /// Posts `n` single messages `{"tag": tag, "n": k}` to `client`, each

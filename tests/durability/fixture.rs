@@ -21,9 +21,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::harness::{
-    frames, segments, start, token, wait_until, Msg, Scratch, Spec, KIND_UNIT,
-};
+use crate::harness::{frames, segments, start, token, wait_until, Msg, Scratch, Spec, KIND_UNIT};
 
 /// The checked-in fixture.
 fn fixture() -> PathBuf {
@@ -99,12 +97,19 @@ async fn a_store_written_in_format_v1_is_recovered_whole() {
     // Memberships: ann joined room:a by <subscribe>, bob by channels=; cy
     // left room:b.
     server
-        .post_ok(r#"<message channel="room:a">"after the upgrade"</message>"#, 1)
+        .post_ok(
+            r#"<message channel="room:a">"after the upgrade"</message>"#,
+            1,
+        )
         .await;
     server
         .post_ok(r#"<message channel="room:b">"not for cy"</message>"#, 1)
         .await;
-    for (client, cursor) in [("ann", "ann_cursor"), ("bob", "bob_cursor"), ("cy", "cy_cursor")] {
+    for (client, cursor) in [
+        ("ann", "ann_cursor"),
+        ("bob", "bob_cursor"),
+        ("cy", "cy_cursor"),
+    ] {
         let cursor = expected[cursor].as_str().unwrap();
         let read = server.read_all(&grant(client), Some(cursor)).await;
         let datas: Vec<Value> = read.messages.iter().map(|m| m.data.clone()).collect();
@@ -125,7 +130,11 @@ async fn a_store_written_in_format_v1_is_recovered_whole() {
 #[ignore = "makes a fixture; run by hand with FIXTURE_OUT"]
 async fn generate() {
     let out = PathBuf::from(std::env::var("FIXTURE_OUT").expect("FIXTURE_OUT=<new directory>"));
-    assert!(!out.exists(), "{} exists: never overwrite a fixture", out.display());
+    assert!(
+        !out.exists(),
+        "{} exists: never overwrite a fixture",
+        out.display()
+    );
     let scratch = Scratch::new("fixture-gen");
     let store = scratch.0.join("store");
     let server = start(&spec(&store, &scratch.0)).await;
@@ -150,7 +159,10 @@ async fn generate() {
             .await;
     }
     server
-        .post_ok(r#"<message channel="room:a" event="note">{"room":1}</message>"#, 1)
+        .post_ok(
+            r#"<message channel="room:a" event="note">{"room":1}</message>"#,
+            1,
+        )
         .await;
     server
         .post_ok(r#"<message channel="room:b">{"room":"b"}</message>"#, 1)
