@@ -170,6 +170,50 @@ async fn start_up_logs_say_what_listens_where_and_sigterm_answers_open_polls() {
     assert!(log.contains("SIGTERM") && log.contains("stopped"), "{log}");
 }
 
+/// SIGHUP ("reload" by convention) must not kill it: the configuration is
+/// read at start only, so it says so and goes on serving.
+#[tokio::test]
+async fn sighup_is_logged_and_it_keeps_serving() {
+    let server = start("sighup", &[]).await;
+    let http = reqwest::Client::new();
+    for n in 1..=2 {
+        server.signal("HUP");
+        wait_until("the SIGHUP log line", Duration::from_secs(5), || async {
+            server.log().matches("SIGHUP").count() == n
+        })
+        .await;
+        post(
+            &http,
+            &server.ingest,
+            &format!(r#"<message to="hup">{n}</message>"#),
+        )
+        .await;
+    }
+    let url = format!(
+        "http://{}/poll?token={}&timeout=0",
+        server.public,
+        token("hup", &[])
+    );
+    let reply = get_json(&http, url).await;
+    let datas: Vec<&Value> = reply["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| &m["data"])
+        .collect();
+    assert_eq!(datas, [&json!(1), &json!(2)], "{reply}");
+    server.signal("TERM");
+    let (status, _, log) = server.exit().await;
+    assert!(
+        status.success(),
+        "exit 0 after SIGHUPs and a SIGTERM, got {status:?}: {log}"
+    );
+    assert!(
+        log.contains("restart to apply") && log.contains("stopped"),
+        "{log}"
+    );
+}
+
 #[tokio::test]
 async fn sigint_stops_it_too_and_a_restart_resets_old_cursors() {
     let server = start("restart", &[]).await;
