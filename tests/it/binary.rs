@@ -280,8 +280,13 @@ async fn without_a_secret_it_warns_and_json_logs_are_json() {
     server.exit().await;
 }
 
+/// Runs the binary and expects exit code 2; a server that starts instead
+/// is killed (the child is `kill_on_drop`) and the test fails, not hangs.
 async fn refuses_to_start(envs: &[(&str, &str)], args: &[&str]) -> String {
-    let output = command(envs, args).output().await.unwrap();
+    let output = tokio::time::timeout(Duration::from_secs(15), command(envs, args).output())
+        .await
+        .unwrap_or_else(|_| panic!("started instead of refusing: {envs:?} {args:?}"))
+        .unwrap();
     assert_eq!(output.status.code(), Some(2), "{output:?}");
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
@@ -336,6 +341,52 @@ async fn a_non_loopback_ingest_address_needs_a_key() {
     .unwrap();
     assert!(ok.status.success(), "{ok:?}");
     assert!(String::from_utf8_lossy(&ok.stdout).contains("configuration OK"));
+}
+
+/// Both listeners on the IPv6 loopback: a post and a poll go through, and
+/// the ready file names the addresses as the config would.
+#[tokio::test]
+async fn it_listens_and_serves_on_the_ipv6_loopback() {
+    let server = start(
+        "ipv6",
+        &[
+            ("COMETBOX_PUBLIC__LISTEN", "[::1]:0"),
+            ("COMETBOX_INGEST__LISTEN", "[::1]:0"),
+        ],
+    )
+    .await;
+    for addr in [&server.public, &server.ingest] {
+        assert!(addr.starts_with("[::1]:"), "{addr}");
+    }
+    let http = reqwest::Client::new();
+    post(
+        &http,
+        &server.ingest,
+        r#"<message to="six">"over v6"</message>"#,
+    )
+    .await;
+    let url = format!(
+        "http://{}/poll?token={}&timeout=0",
+        server.public,
+        token("six", &[])
+    );
+    let reply = get_json(&http, url).await;
+    assert_eq!(reply["messages"][0]["data"], json!("over v6"), "{reply}");
+    server.stop().await;
+}
+
+/// The loopback rule of `ingest.listen` holds for IPv6 too: `[::]` (every
+/// address) needs a key, and so does an IPv4-mapped address, which the
+/// rule does not try to see through.
+#[tokio::test]
+async fn a_non_loopback_ipv6_ingest_address_needs_a_key() {
+    for addr in ["[::]:0", "[2001:db8::1]:0", "[::ffff:127.0.0.1]:0"] {
+        let err = refuses_to_start(&[("COMETBOX_INGEST__LISTEN", addr)], &[]).await;
+        assert!(
+            err.contains("ingest.listen") && err.contains("ingest.key") && err.contains("loopback"),
+            "{addr}: {err}"
+        );
+    }
 }
 
 #[tokio::test]
