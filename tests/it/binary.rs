@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tokio::process::{Child, Command};
 
-use crate::helpers::{scratch_dir, token, wait_until, SECRET};
+use crate::helpers::{post_request, scratch_dir, token, unix_exchange, wait_until, SECRET};
 
 pub(crate) struct Running {
     child: Child,
@@ -280,13 +280,18 @@ async fn without_a_secret_it_warns_and_json_logs_are_json() {
     server.exit().await;
 }
 
-/// Runs the binary and expects exit code 2; a server that starts instead
-/// is killed (the child is `kill_on_drop`) and the test fails, not hangs.
-async fn refuses_to_start(envs: &[(&str, &str)], args: &[&str]) -> String {
-    let output = tokio::time::timeout(Duration::from_secs(15), command(envs, args).output())
+/// Runs the binary to its exit; a server that starts instead is killed
+/// (the child is `kill_on_drop`) and the test fails, not hangs.
+async fn run_to_exit(envs: &[(&str, &str)], args: &[&str]) -> std::process::Output {
+    tokio::time::timeout(Duration::from_secs(15), command(envs, args).output())
         .await
         .unwrap_or_else(|_| panic!("started instead of refusing: {envs:?} {args:?}"))
-        .unwrap();
+        .unwrap()
+}
+
+/// Runs the binary and expects a configuration error (exit code 2).
+async fn refuses_to_start(envs: &[(&str, &str)], args: &[&str]) -> String {
+    let output = run_to_exit(envs, args).await;
     assert_eq!(output.status.code(), Some(2), "{output:?}");
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
@@ -409,4 +414,67 @@ async fn a_busy_port_is_reported_with_its_key() {
         err.contains("public.listen") && err.contains(&addr),
         "{err}"
     );
+}
+
+/// `ingest.listen = "unix:…"` where a file already is. A socket nobody
+/// listens on (left by a server that was SIGKILLed) is replaced; one a
+/// live server listens on is left alone and the start refused, naming it;
+/// so is a file that is not a socket.
+#[tokio::test]
+async fn a_stale_ingest_socket_is_replaced_and_a_live_one_refused() {
+    let dir = scratch_dir("socket");
+    let path = dir.join("ingest.sock");
+    let listen = format!("unix:{}", path.display());
+    // Bound and closed: std leaves the file behind, as a SIGKILL does.
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    let server = start("stale-socket", &[("COMETBOX_INGEST__LISTEN", &listen)]).await;
+    assert_eq!(server.ingest, listen);
+    let ok = r#"<ok accepted="1"/>"#;
+    let posted = unix_exchange(&path, post_request(r#"<message to="u">1</message>"#)).await;
+    assert!(
+        posted.starts_with("HTTP/1.1 200") && posted.ends_with(ok),
+        "{posted}"
+    );
+
+    let second = run_to_exit(
+        &[
+            ("COMETBOX_PUBLIC__LISTEN", "127.0.0.1:0"),
+            ("COMETBOX_INGEST__LISTEN", &listen),
+        ],
+        &[],
+    )
+    .await;
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "{err}");
+    assert!(
+        err.contains("ingest.listen")
+            && err.contains("another server listens on")
+            && err.contains(path.to_str().unwrap()),
+        "{err}"
+    );
+    // The first server still has its socket.
+    let posted = unix_exchange(&path, post_request(r#"<message to="u">2</message>"#)).await;
+    assert!(
+        posted.starts_with("HTTP/1.1 200") && posted.ends_with(ok),
+        "{posted}"
+    );
+    server.stop().await;
+    assert!(!path.exists(), "the socket file is removed on exit");
+
+    std::fs::write(&path, "not a socket").unwrap();
+    let third = run_to_exit(
+        &[
+            ("COMETBOX_PUBLIC__LISTEN", "127.0.0.1:0"),
+            ("COMETBOX_INGEST__LISTEN", &listen),
+        ],
+        &[],
+    )
+    .await;
+    let err = String::from_utf8_lossy(&third.stderr);
+    assert!(
+        !third.status.success() && err.contains("is not a socket"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "not a socket");
+    let _ = std::fs::remove_dir_all(&dir);
 }

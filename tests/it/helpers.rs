@@ -231,6 +231,25 @@ impl Drop for TestServer {
     }
 }
 
+/// One HTTP/1.1 exchange over a Unix socket (reqwest has no Unix
+/// transport): writes `request`, reads until the server closes.
+pub async fn unix_exchange(path: &std::path::Path, request: String) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::UnixStream::connect(path).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).await.unwrap();
+    reply
+}
+
+/// An ingest `POST /` of `xml`, closing the connection after the reply.
+pub fn post_request(xml: &str) -> String {
+    format!(
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{xml}",
+        xml.len()
+    )
+}
+
 #[path = "../shared/jwt.rs"]
 mod jwt;
 pub use jwt::{now, token_with};
