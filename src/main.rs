@@ -125,12 +125,15 @@ async fn serve(settings: Settings, ready_file: Option<&Path>) -> anyhow::Result<
         cometbox::max_connections(&settings),
         settings.limits.max_ingest_connections
     );
+    // Before the ready file and READY=1: whoever signals after those finds
+    // the handlers in place (a SIGHUP would otherwise kill the process).
+    let signals = Signals::install().context("cannot install signal handlers")?;
     if let Some(path) = ready_file {
         write_ready_file(path, &public, &ingest)
             .with_context(|| format!("cannot write --ready-file {}", path.display()))?;
     }
     let shutdown = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    tokio::spawn(signals.cancel_on_stop(shutdown.clone()));
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     cometbox::run(
         settings,
@@ -164,25 +167,45 @@ fn write_ready_file(path: &Path, public: &Listener, ingest: &Listener) -> std::i
     std::fs::rename(&tmp, path)
 }
 
-async fn cancel_on_signal(shutdown: CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
-    let name = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    };
-    tracing::info!(
-        signal = name,
-        "shutting down: answering open polls, finishing in-flight requests"
-    );
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-    shutdown.cancel();
+/// The signals the server acts on. SIGTERM and SIGINT stop it gracefully.
+/// SIGHUP, which conventionally means "reload", is caught so that its
+/// default action (terminate, without answering open polls) never happens:
+/// the configuration is read at start only, so it is logged and otherwise
+/// ignored (deploy/README.md; the unit has no `ExecReload`).
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// Waits for SIGTERM or SIGINT, then starts the graceful stop.
+    async fn cancel_on_stop(mut self, shutdown: CancellationToken) {
+        let name = loop {
+            tokio::select! {
+                _ = self.term.recv() => break "SIGTERM",
+                _ = self.int.recv() => break "SIGINT",
+                _ = self.hup.recv() => tracing::warn!(
+                    "SIGHUP: configuration is read at start only; restart to apply (systemctl restart cometbox)"
+                ),
+            }
+        };
+        tracing::info!(
+            signal = name,
+            "shutting down: answering open polls, finishing in-flight requests"
+        );
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        shutdown.cancel();
+    }
 }
 
 /// jemalloc keeps allocator metadata out of line, so the 8 KiB buffers hyper

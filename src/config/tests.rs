@@ -145,21 +145,33 @@ fn bad_values_name_their_key() {
 
 #[test]
 fn a_public_ingest_address_needs_a_key() {
-    let e = load_from(None, env(&[("COMETBOX_INGEST__LISTEN", "0.0.0.0:8481")]))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains("ingest.listen") && e.contains("ingest.key"),
-        "{e}"
-    );
-    load_from(
-        None,
-        env(&[
-            ("COMETBOX_INGEST__LISTEN", "0.0.0.0:8481"),
-            ("COMETBOX_INGEST__KEY", "k"),
-        ]),
-    )
-    .unwrap();
+    // IPv6 too: every address, a global one, and an IPv4-mapped loopback
+    // (which the rule does not see through: it asks for a key).
+    for addr in [
+        "0.0.0.0:8481",
+        "[::]:8481",
+        "[2001:db8::1]:8481",
+        "[::ffff:127.0.0.1]:8481",
+    ] {
+        let e = load_from(None, env(&[("COMETBOX_INGEST__LISTEN", addr)]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("ingest.listen") && e.contains("ingest.key"),
+            "{addr}: {e}"
+        );
+        load_from(
+            None,
+            env(&[
+                ("COMETBOX_INGEST__LISTEN", addr),
+                ("COMETBOX_INGEST__KEY", "k"),
+            ]),
+        )
+        .unwrap();
+    }
+    for loopback in ["127.0.0.1:8481", "[::1]:8481"] {
+        load_from(None, env(&[("COMETBOX_INGEST__LISTEN", loopback)])).unwrap();
+    }
 }
 
 #[test]

@@ -6,7 +6,8 @@
 use serde_json::{json, Value};
 
 use crate::harness::{
-    find, frames, newest_segment, start, token, Msg, Read, Scratch, Server, Spec,
+    find, frames, newest_segment, segments, start, token, Frame, Msg, Read, Scratch, Server, Spec,
+    KIND_UNIT,
 };
 
 /// Posts `n` single messages `{"tag": tag, "n": k}` to `client`, each
@@ -33,14 +34,34 @@ fn log_mentions(log: &str, words: &[&str]) -> bool {
     words.iter().any(|w| log.contains(w))
 }
 
-fn describe_frames(bytes: &[u8]) -> String {
+/// The records of a segment no damage touched: every byte belongs to a
+/// whole unit record whose crc is the IEEE crc32 of its payload. Walked
+/// with the harness's own reading of the format, so the damage below is
+/// aimed at records as the test understands them, not as the server does.
+fn intact_frames(what: &str, bytes: &[u8]) -> Vec<Frame> {
     let (frames, end) = frames(bytes);
-    let bad = frames.iter().filter(|f| !f.crc_ok).count();
-    format!(
-        "{} bytes, {} whole frames ending at {end}, {bad} with a crc other than IEEE crc32",
+    assert_eq!(
+        end,
         bytes.len(),
-        frames.len()
-    )
+        "{what}: {} whole records end at byte {end} of {}",
+        frames.len(),
+        bytes.len()
+    );
+    for f in &frames {
+        assert!(f.crc_ok && f.kind == KIND_UNIT, "{what}: {f:?}");
+    }
+    frames
+}
+
+/// After a restart and more writes: every segment of `store` holds whole
+/// records only, so nothing was appended after garbage.
+fn every_segment_intact(what: &str, store: &std::path::Path) {
+    for (_, path) in segments(store) {
+        intact_frames(
+            &format!("{what}: {}", path.display()),
+            &std::fs::read(&path).unwrap(),
+        );
+    }
 }
 
 #[tokio::test]
@@ -66,14 +87,20 @@ async fn a_torn_tail_is_cut_with_a_warning_and_everything_before_it_is_intact() 
 
     let segment = newest_segment(&store);
     let mut bytes = std::fs::read(&segment).unwrap();
-    eprintln!(
-        "torn: {} before: {}",
-        segment.display(),
-        describe_frames(&bytes)
-    );
+    let records = intact_frames("torn: before the cut", &bytes);
+    // One record per acknowledged command: 20 + the room message + the
+    // last, and the membership.
+    assert!(records.len() >= 23, "torn: only {} records", records.len());
     let cut = bytes.len() - 5;
     bytes.truncate(cut);
     std::fs::write(&segment, &bytes).unwrap();
+    let (left, end) = frames(&bytes);
+    let torn = records.last().unwrap();
+    assert_eq!(
+        (left.as_slice(), end),
+        (&records[..records.len() - 1], torn.start),
+        "torn: the cut leaves every record but the last whole"
+    );
 
     let server = start(&spec).await;
     let log = server.log();
@@ -117,6 +144,13 @@ async fn a_torn_tail_is_cut_with_a_warning_and_everything_before_it_is_intact() 
     assert!(!room.reset);
     assert_eq!(datas(&room.messages), [json!("again")]);
     server.kill9().await;
+    every_segment_intact("torn: after the cut and more writes", &store);
+    let kept = std::fs::read(&segment).unwrap();
+    assert_eq!(
+        kept[..torn.start],
+        bytes[..torn.start],
+        "torn: the records before the torn one are untouched"
+    );
 }
 
 /// Asserts `messages` starts with `prefix` (same ids, same data); returns
@@ -174,11 +208,7 @@ async fn a_corrupt_record_is_reported_and_its_mailbox_resets_instead_of_skipping
 
     let segment = newest_segment(&store);
     let mut bytes = std::fs::read(&segment).unwrap();
-    eprintln!(
-        "corrupt: {} before: {}",
-        segment.display(),
-        describe_frames(&bytes)
-    );
+    let walked = intact_frames("corrupt: before the damage", &bytes);
     let at = find(&bytes, marker.as_bytes()).unwrap_or_else(|| {
         panic!(
             "the payload {marker:?} is not in {} as plain bytes: cannot aim at its record",
@@ -189,25 +219,22 @@ async fn a_corrupt_record_is_reported_and_its_mailbox_resets_instead_of_skipping
         at + 1000 < bytes.len(),
         "the damaged record should be in an older part, not the tail"
     );
-    let (walked, _) = frames(&bytes);
-    match walked
+    let k = walked
         .iter()
-        .position(|f| (f.payload..f.payload + f.len).contains(&at))
-    {
-        Some(k) => eprintln!(
-            "corrupt: damaging record {k} of {} (at byte {}, {} bytes of payload)",
-            walked.len(),
-            walked[k].start,
-            walked[k].len
-        ),
-        None => eprintln!(
-            "corrupt: the marker at byte {at} is not inside a frame found by walking [len][crc][payload] from byte 0; damaging it anyway"
-        ),
-    }
+        .position(|f| (f.payload..f.payload + f.len).contains(&(at + 6)))
+        .unwrap_or_else(|| panic!("corrupt: the marker at byte {at} is in no record"));
+    assert!(k > 0, "corrupt: the damaged record is not the first");
     for b in &mut bytes[at + 2..at + 6] {
         *b ^= 0x5a;
     }
     std::fs::write(&segment, &bytes).unwrap();
+    // Exactly the marker's record is damaged; its header, and so every
+    // record after it, still reads.
+    let (after, end) = frames(&bytes);
+    assert_eq!(end, bytes.len(), "corrupt: the walk crosses the damage");
+    let bad: Vec<usize> = (0..after.len()).filter(|&i| !after[i].crc_ok).collect();
+    assert_eq!(bad, [k], "corrupt: damaged records");
+    assert_eq!(after.len(), walked.len());
 
     let server = start(&spec).await;
     let log = server.log();

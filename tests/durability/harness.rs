@@ -12,9 +12,7 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use cometbox::auth::Tokens;
-use cometbox::protocol::ClientId;
-use serde_json::Value;
+use serde_json::{json, Value};
 use tokio::process::{Child, Command};
 
 /// The token secret every test server gets.
@@ -357,12 +355,52 @@ impl Msg {
     }
 }
 
-/// Mints a browser token for `client` (valid an hour) with `channels` grants.
+#[path = "../shared/jwt.rs"]
+mod jwt;
+
+/// A browser token for `client` (valid an hour) with `channels` grants,
+/// minted by hand (`tests/shared/jwt.rs`), not by the server's own code.
 pub fn token(client: &str, channels: &[&str]) -> String {
-    let tokens = Tokens::new(SECRET.as_bytes());
-    let id = ClientId::parse(client).expect("a valid client id");
-    let grants = channels.iter().map(|c| (*c).to_owned()).collect();
-    tokens.mint(&id, Duration::from_secs(3600), grants).0
+    jwt::token_with(
+        json!({ "sub": client, "exp": jwt::now() + 3600, "channels": channels }),
+        SECRET,
+    )
+}
+
+/// A message id (or cursor) as the server spells it, `<epoch>-<seq>`
+/// (`src/protocol/cursor.rs`): the epoch in lower-case base 36, the
+/// sequence number in decimal. Parsed here, not with the server's
+/// `Cursor::parse`, so that a change of the format fails the tests.
+pub fn id_parts(id: &str) -> (u32, u64) {
+    let parsed = id.split_once('-').and_then(|(epoch, seq)| {
+        let base36 = !epoch.is_empty()
+            && epoch
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase());
+        let decimal = !seq.is_empty() && seq.bytes().all(|b| b.is_ascii_digit());
+        if !(base36 && decimal) {
+            return None;
+        }
+        Some((u32::from_str_radix(epoch, 36).ok()?, seq.parse().ok()?))
+    });
+    parsed.unwrap_or_else(|| panic!("an id is <base-36 epoch>-<decimal seq>: {id:?}"))
+}
+
+/// Ids of one mailbox in the order it delivered them, with no `reset` in
+/// between: one epoch, and strictly increasing sequence numbers (ids that
+/// merely differ could still go backwards, and a cursor would skip).
+pub fn assert_ids_increase<'a>(who: &str, ids: impl IntoIterator<Item = &'a str>) {
+    let mut last: Option<(&str, (u32, u64))> = None;
+    for id in ids {
+        let (epoch, seq) = id_parts(id);
+        if let Some((before, (e, s))) = last {
+            assert!(
+                epoch == e && seq > s,
+                "{who}: id {id} after {before}: ids of one mailbox keep their epoch and grow"
+            );
+        }
+        last = Some((id, (epoch, seq)));
+    }
 }
 
 /// SplitMix64: a small seeded generator, so that a failing run can be
@@ -456,27 +494,42 @@ pub fn newest_segment(store: &Path) -> PathBuf {
         .clone()
 }
 
-/// One framed record: `[u32 LE length][u32 LE crc32][payload]`.
-#[derive(Debug, Clone, Copy)]
+/// Starts every journal and snapshot record (`src/store/disk/codec.rs`),
+/// spelled out here rather than imported so that a change of format on the
+/// server's side shows up as a test failure, not as a matching change.
+pub const MAGIC: &[u8; 4] = b"CBR1";
+
+/// The kind byte of a unit record (the changes of one submitted command
+/// or batch): the only kind a journal segment holds besides probes.
+pub const KIND_UNIT: u8 = 1;
+
+/// One framed record: `"CBR1" | u32 LE length | u32 LE crc32 | payload`,
+/// where the payload starts with the record's kind byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Frame {
-    /// Offset of the length field.
+    /// Offset of the magic.
     pub start: usize,
     /// Offset of the payload.
     pub payload: usize,
     pub len: usize,
+    /// The payload's first byte.
+    pub kind: u8,
     /// Whether the stored crc is the IEEE crc32 of the payload.
     pub crc_ok: bool,
 }
 
 /// Walks the frames of a segment from its start; stops at the first one
-/// that does not fit in the file. Returns the frames and where they end.
+/// that does not start with the magic or does not fit in the file. A frame
+/// whose crc does not match is still walked over (its length is trusted):
+/// the damage tests flip payload bytes, not headers. Returns the frames and
+/// where they end.
 pub fn frames(bytes: &[u8]) -> (Vec<Frame>, usize) {
     let mut frames = Vec::new();
     let mut at = 0;
-    while at + 8 <= bytes.len() {
-        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
-        let crc = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap());
-        let payload = at + 8;
+    while at + 12 <= bytes.len() && bytes[at..at + 4] == MAGIC[..] {
+        let len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+        let crc = u32::from_le_bytes(bytes[at + 8..at + 12].try_into().unwrap());
+        let payload = at + 12;
         if len == 0 || payload + len > bytes.len() {
             break;
         }
@@ -484,6 +537,7 @@ pub fn frames(bytes: &[u8]) -> (Vec<Frame>, usize) {
             start: at,
             payload,
             len,
+            kind: bytes[payload],
             crc_ok: crc32(&bytes[payload..payload + len]) == crc,
         });
         at = payload + len;

@@ -25,8 +25,15 @@
 //!   member: memberships survived.
 //!
 //! `DURABILITY_CYCLES` (default 20) kill cycles, within
-//! `DURABILITY_BUDGET_SECS` (default 75); `DURABILITY_SEED` replays the
-//! random choices. `DURABILITY_STORE=memory` runs the same load and checks
+//! `DURABILITY_BUDGET_SECS` (default 75), but never fewer than one kill
+//! per fsync mode: cycle `n` kills a server started with mode `n % 3`, so
+//! the rotation does not depend on the machine's speed. Two backends post
+//! only `<batch>`es, so that a batch is in flight at most kills (not all:
+//! a reply the server wrote just before it died still arrives); the run
+//! fails if the batches in flight number fewer than a third of the kills
+//! (or none), since the all-or-nothing check would then have checked
+//! little. `DURABILITY_SEED`
+//! replays the random choices. `DURABILITY_STORE=memory` runs the same load and checks
 //! without killing (the memory store forgets on restart): a self-check of
 //! the harness's bookkeeping.
 
@@ -106,6 +113,11 @@ struct Tally {
     acked: usize,
     in_flight_kept: usize,
     in_flight_lost: usize,
+    /// Multi-message requests in flight at a kill, by the killed server's
+    /// fsync mode.
+    batches_at_kill: [usize; FSYNC_MODES.len()],
+    /// Kills, by the killed server's fsync mode.
+    kills: [usize; FSYNC_MODES.len()],
     delivered_checked: usize,
 }
 
@@ -128,7 +140,7 @@ async fn sigkill_at_random_moments_loses_no_acknowledged_message() {
         if memory {
             spec.store = None;
         } else {
-            spec = spec.with("COMETBOX_STORE__FSYNC", FSYNC_MODES[cycle % 3]);
+            spec = spec.with("COMETBOX_STORE__FSYNC", mode(cycle));
         }
         spec
     };
@@ -146,7 +158,7 @@ async fn sigkill_at_random_moments_loses_no_acknowledged_message() {
     let mut server = Arc::new(start(&spec(0)).await);
     initial_members(&server, &model).await;
     for cycle in 0..cycles {
-        if cycle > 0 && started.elapsed() > budget {
+        if cycle >= FSYNC_MODES.len() && started.elapsed() > budget {
             eprintln!(
                 "kill9: time budget {budget:?} spent after {cycle} cycles (of {cycles}); stopping"
             );
@@ -163,15 +175,17 @@ async fn sigkill_at_random_moments_loses_no_acknowledged_message() {
                 .ok()
                 .expect("no task holds the server");
             owned.kill9().await;
+            tally.kills[cycle % FSYNC_MODES.len()] += 1;
             server = Arc::new(start(&spec(cycle + 1)).await);
         }
         probe_channels(&server, &model, &seq, cycle).await;
-        verify(&server, &model, &mut tally).await;
+        let batches = verify(&server, &model, &mut tally).await;
+        tally.batches_at_kill[cycle % FSYNC_MODES.len()] += batches;
         tally.cycles += 1;
         eprintln!(
-            "kill9 cycle {cycle}: killed {run_for:?} into the load (fsync {} → {}), cycle took {:?}; {tally:?}",
-            FSYNC_MODES[cycle % 3],
-            FSYNC_MODES[(cycle + 1) % 3],
+            "kill9 cycle {cycle}: killed {run_for:?} into the load with {batches} batches in flight (fsync {} → {}), cycle took {:?}; {tally:?}",
+            mode(cycle),
+            mode(cycle + 1),
             t.elapsed()
         );
     }
@@ -181,17 +195,36 @@ async fn sigkill_at_random_moments_loses_no_acknowledged_message() {
         owned.stop().await;
         server = Arc::new(start(&spec(0)).await);
         probe_channels(&server, &model, &seq, cycles).await;
-        verify(&server, &model, &mut tally).await;
+        let batches = verify(&server, &model, &mut tally).await;
+        assert_eq!(batches, 0, "nothing is in flight at a SIGTERM");
         eprintln!("kill9: clean restart verified; {tally:?}");
     }
-    assert!(tally.cycles > 0, "no cycle ran");
     assert!(tally.acked > 0, "nothing was acknowledged");
+    if !memory {
+        let every_mode = cycles.min(FSYNC_MODES.len());
+        assert!(
+            tally.kills.iter().filter(|&&k| k > 0).count() >= every_mode,
+            "not every fsync mode was killed: {tally:?}"
+        );
+        let batches: usize = tally.batches_at_kill.iter().sum();
+        assert!(
+            batches > 0 && batches * 3 >= tally.cycles,
+            "a batch was in flight at only {batches} of {} kills: the all-or-nothing check checked little; {tally:?}",
+            tally.cycles
+        );
+    }
     eprintln!(
         "kill9: seed {seed}, {} cycles in {:?}: {tally:?}",
         tally.cycles,
         started.elapsed()
     );
     drop(server);
+}
+
+/// The fsync mode of the server killed in cycle `cycle` (and started
+/// after the kill of `cycle - 1`).
+fn mode(cycle: usize) -> &'static str {
+    FSYNC_MODES[cycle % FSYNC_MODES.len()]
 }
 
 /// Channel `j` gets clients `5j..5j+5` by ingest `<subscribe>` and
@@ -295,6 +328,8 @@ async fn load_until_killed(
     for k in 0..BACKENDS {
         let backend = Backend {
             b: cycle as u64 * 100 + k,
+            // Backends 0 and 1 post only batches: one is in flight at the kill.
+            batches_only: k < 2,
             server: server.clone(),
             model: model.clone(),
             seq: seq.clone(),
@@ -349,6 +384,7 @@ struct Backend {
     stopping: Arc<AtomicBool>,
     acks: Arc<AtomicU64>,
     rng: Rng,
+    batches_only: bool,
 }
 
 impl Backend {
@@ -375,7 +411,7 @@ impl Backend {
     }
 
     /// A single message to a client (50%) or a channel (15%), or a batch
-    /// of 2 to 16 (35%).
+    /// of 2 to 16 (35%; always, for the batches-only backend).
     fn choose(&mut self) -> Vec<Target> {
         let one = |rng: &mut Rng| {
             if rng.chance(80) {
@@ -384,7 +420,11 @@ impl Backend {
                 Target::Channel(rng.range(0, CHANNELS as u64) as usize)
             }
         };
-        match self.rng.range(0, 100) {
+        let pick = match self.batches_only {
+            true => 99,
+            false => self.rng.range(0, 100),
+        };
+        match pick {
             0..50 => vec![Target::Client(self.rng.range(0, CLIENTS as u64) as usize)],
             50..65 => vec![Target::Channel(self.rng.range(0, CHANNELS as u64) as usize)],
             _ => (0..self.rng.range(2, 17))
@@ -481,7 +521,8 @@ async fn probe_channels(server: &Server, model: &Shared, seq: &AtomicU64, cycle:
 
 /// Reads every mailbox twice (whole, and from the browser's cursor) and
 /// checks both against the model; then settles what was in flight.
-async fn verify(server: &Arc<Server>, model: &Shared, tally: &mut Tally) {
+/// Returns how many multi-message requests were in flight.
+async fn verify(server: &Arc<Server>, model: &Shared, tally: &mut Tally) -> usize {
     let mut reads = JoinSet::new();
     for i in 0..CLIENTS {
         let (token, cursor) = {
@@ -508,7 +549,7 @@ async fn verify(server: &Arc<Server>, model: &Shared, tally: &mut Tally) {
         }
         tally.delivered_checked += full.messages.len();
     }
-    settle_in_flight(&mut m, &present, tally);
+    settle_in_flight(&mut m, &present, tally)
 }
 
 fn key(msg: &Msg) -> u64 {
@@ -544,11 +585,10 @@ fn check_mailbox(m: &Model, i: usize, full: &[Msg], after: &harness::Read) {
             expected_view.get(at)
         );
     }
-    let mut ids = HashSet::new();
+    harness::assert_ids_increase(&who, full.iter().map(|m| m.id.as_str()));
     let mut keys = HashSet::new();
     let mut last_s: HashMap<u64, u64> = HashMap::new();
     for msg in full {
-        assert!(ids.insert(&msg.id), "{who}: id {} twice", msg.id);
         let s = key(msg);
         assert!(keys.insert(s), "{who}: message s={s} twice: {msg:?}");
         let posted = m
@@ -591,9 +631,15 @@ fn check_mailbox(m: &Model, i: usize, full: &[Msg], after: &harness::Read) {
 }
 
 /// Messages in flight at the kill: each request is there for all of its
-/// recipients or for none; from now on, acked or lost for good.
-fn settle_in_flight(m: &mut Model, present: &HashMap<u64, HashSet<usize>>, tally: &mut Tally) {
+/// recipients or for none; from now on, acked or lost for good. Returns how
+/// many of those requests were batches of more than one message.
+fn settle_in_flight(
+    m: &mut Model,
+    present: &HashMap<u64, HashSet<usize>>,
+    tally: &mut Tally,
+) -> usize {
     let mut requests: HashMap<u64, Vec<(u64, bool)>> = HashMap::new();
+    let mut batches = 0;
     for (s, posted) in &m.posted {
         if posted.state == State::InFlight {
             let holders = present.get(s).map_or(0, HashSet::len);
@@ -611,6 +657,7 @@ fn settle_in_flight(m: &mut Model, present: &HashMap<u64, HashSet<usize>>, tally
         }
     }
     for (request, parts) in requests {
+        batches += usize::from(parts.len() > 1);
         let kept = parts.iter().filter(|(_, whole)| *whole).count();
         assert!(
             kept == 0 || kept == parts.len(),
@@ -632,4 +679,5 @@ fn settle_in_flight(m: &mut Model, present: &HashMap<u64, HashSet<usize>>, tally
         .values()
         .filter(|p| p.state == State::Acked)
         .count();
+    batches
 }

@@ -1,7 +1,8 @@
 //! The `disk` store's promises (PROTOCOL.md, "Storage: [store]"), checked
 //! against the real binary on its own data directory: SIGKILL under load
 //! (`kill9`), damaged journals (`damage`), the path lock (`lock`), a full
-//! disk and a read-only store (`space`).
+//! disk and a read-only store (`space`), and a checked-in store of an
+//! earlier version recovered whole (`fixture`).
 //!
 //! ```sh
 //! cargo test --test durability                         # about 30-40 s
@@ -16,6 +17,7 @@
 //! `chattr`; without them it fails, loudly, rather than skips.
 
 mod damage;
+mod fixture;
 mod harness;
 mod kill9;
 mod lock;

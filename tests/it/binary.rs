@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tokio::process::{Child, Command};
 
-use crate::helpers::{scratch_dir, token, wait_until, SECRET};
+use crate::helpers::{post_request, scratch_dir, token, unix_exchange, wait_until, SECRET};
 
 pub(crate) struct Running {
     child: Child,
@@ -170,6 +170,50 @@ async fn start_up_logs_say_what_listens_where_and_sigterm_answers_open_polls() {
     assert!(log.contains("SIGTERM") && log.contains("stopped"), "{log}");
 }
 
+/// SIGHUP ("reload" by convention) must not kill it: the configuration is
+/// read at start only, so it says so and goes on serving.
+#[tokio::test]
+async fn sighup_is_logged_and_it_keeps_serving() {
+    let server = start("sighup", &[]).await;
+    let http = reqwest::Client::new();
+    for n in 1..=2 {
+        server.signal("HUP");
+        wait_until("the SIGHUP log line", Duration::from_secs(5), || async {
+            server.log().matches("SIGHUP").count() == n
+        })
+        .await;
+        post(
+            &http,
+            &server.ingest,
+            &format!(r#"<message to="hup">{n}</message>"#),
+        )
+        .await;
+    }
+    let url = format!(
+        "http://{}/poll?token={}&timeout=0",
+        server.public,
+        token("hup", &[])
+    );
+    let reply = get_json(&http, url).await;
+    let datas: Vec<&Value> = reply["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| &m["data"])
+        .collect();
+    assert_eq!(datas, [&json!(1), &json!(2)], "{reply}");
+    server.signal("TERM");
+    let (status, _, log) = server.exit().await;
+    assert!(
+        status.success(),
+        "exit 0 after SIGHUPs and a SIGTERM, got {status:?}: {log}"
+    );
+    assert!(
+        log.contains("restart to apply") && log.contains("stopped"),
+        "{log}"
+    );
+}
+
 #[tokio::test]
 async fn sigint_stops_it_too_and_a_restart_resets_old_cursors() {
     let server = start("restart", &[]).await;
@@ -236,8 +280,18 @@ async fn without_a_secret_it_warns_and_json_logs_are_json() {
     server.exit().await;
 }
 
+/// Runs the binary to its exit; a server that starts instead is killed
+/// (the child is `kill_on_drop`) and the test fails, not hangs.
+async fn run_to_exit(envs: &[(&str, &str)], args: &[&str]) -> std::process::Output {
+    tokio::time::timeout(Duration::from_secs(15), command(envs, args).output())
+        .await
+        .unwrap_or_else(|_| panic!("started instead of refusing: {envs:?} {args:?}"))
+        .unwrap()
+}
+
+/// Runs the binary and expects a configuration error (exit code 2).
 async fn refuses_to_start(envs: &[(&str, &str)], args: &[&str]) -> String {
-    let output = command(envs, args).output().await.unwrap();
+    let output = run_to_exit(envs, args).await;
     assert_eq!(output.status.code(), Some(2), "{output:?}");
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
@@ -294,6 +348,52 @@ async fn a_non_loopback_ingest_address_needs_a_key() {
     assert!(String::from_utf8_lossy(&ok.stdout).contains("configuration OK"));
 }
 
+/// Both listeners on the IPv6 loopback: a post and a poll go through, and
+/// the ready file names the addresses as the config would.
+#[tokio::test]
+async fn it_listens_and_serves_on_the_ipv6_loopback() {
+    let server = start(
+        "ipv6",
+        &[
+            ("COMETBOX_PUBLIC__LISTEN", "[::1]:0"),
+            ("COMETBOX_INGEST__LISTEN", "[::1]:0"),
+        ],
+    )
+    .await;
+    for addr in [&server.public, &server.ingest] {
+        assert!(addr.starts_with("[::1]:"), "{addr}");
+    }
+    let http = reqwest::Client::new();
+    post(
+        &http,
+        &server.ingest,
+        r#"<message to="six">"over v6"</message>"#,
+    )
+    .await;
+    let url = format!(
+        "http://{}/poll?token={}&timeout=0",
+        server.public,
+        token("six", &[])
+    );
+    let reply = get_json(&http, url).await;
+    assert_eq!(reply["messages"][0]["data"], json!("over v6"), "{reply}");
+    server.stop().await;
+}
+
+/// The loopback rule of `ingest.listen` holds for IPv6 too: `[::]` (every
+/// address) needs a key, and so does an IPv4-mapped address, which the
+/// rule does not try to see through.
+#[tokio::test]
+async fn a_non_loopback_ipv6_ingest_address_needs_a_key() {
+    for addr in ["[::]:0", "[2001:db8::1]:0", "[::ffff:127.0.0.1]:0"] {
+        let err = refuses_to_start(&[("COMETBOX_INGEST__LISTEN", addr)], &[]).await;
+        assert!(
+            err.contains("ingest.listen") && err.contains("ingest.key") && err.contains("loopback"),
+            "{addr}: {err}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_busy_port_is_reported_with_its_key() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -314,4 +414,67 @@ async fn a_busy_port_is_reported_with_its_key() {
         err.contains("public.listen") && err.contains(&addr),
         "{err}"
     );
+}
+
+/// `ingest.listen = "unix:…"` where a file already is. A socket nobody
+/// listens on (left by a server that was SIGKILLed) is replaced; one a
+/// live server listens on is left alone and the start refused, naming it;
+/// so is a file that is not a socket.
+#[tokio::test]
+async fn a_stale_ingest_socket_is_replaced_and_a_live_one_refused() {
+    let dir = scratch_dir("socket");
+    let path = dir.join("ingest.sock");
+    let listen = format!("unix:{}", path.display());
+    // Bound and closed: std leaves the file behind, as a SIGKILL does.
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    let server = start("stale-socket", &[("COMETBOX_INGEST__LISTEN", &listen)]).await;
+    assert_eq!(server.ingest, listen);
+    let ok = r#"<ok accepted="1"/>"#;
+    let posted = unix_exchange(&path, post_request(r#"<message to="u">1</message>"#)).await;
+    assert!(
+        posted.starts_with("HTTP/1.1 200") && posted.ends_with(ok),
+        "{posted}"
+    );
+
+    let second = run_to_exit(
+        &[
+            ("COMETBOX_PUBLIC__LISTEN", "127.0.0.1:0"),
+            ("COMETBOX_INGEST__LISTEN", &listen),
+        ],
+        &[],
+    )
+    .await;
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "{err}");
+    assert!(
+        err.contains("ingest.listen")
+            && err.contains("another server listens on")
+            && err.contains(path.to_str().unwrap()),
+        "{err}"
+    );
+    // The first server still has its socket.
+    let posted = unix_exchange(&path, post_request(r#"<message to="u">2</message>"#)).await;
+    assert!(
+        posted.starts_with("HTTP/1.1 200") && posted.ends_with(ok),
+        "{posted}"
+    );
+    server.stop().await;
+    assert!(!path.exists(), "the socket file is removed on exit");
+
+    std::fs::write(&path, "not a socket").unwrap();
+    let third = run_to_exit(
+        &[
+            ("COMETBOX_PUBLIC__LISTEN", "127.0.0.1:0"),
+            ("COMETBOX_INGEST__LISTEN", &listen),
+        ],
+        &[],
+    )
+    .await;
+    let err = String::from_utf8_lossy(&third.stderr);
+    assert!(
+        !third.status.success() && err.contains("is not a socket"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "not a socket");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -7,7 +7,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use cometbox::config::{ListenAddr, Settings};
 use cometbox::listener::Listener;
 use cometbox::Listeners;
-use hmac::{Hmac, Mac};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -244,45 +243,36 @@ impl Drop for TestServer {
     }
 }
 
-/// Mints an HS256 token by hand (HMAC-SHA256 over base64url parts), the way
-/// a backend with any JWT library would: independent of the server's
-/// `jsonwebtoken`.
+/// One HTTP/1.1 exchange over a Unix socket (reqwest has no Unix
+/// transport): writes `request`, reads until the server closes.
+pub async fn unix_exchange(path: &std::path::Path, request: String) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::UnixStream::connect(path).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).await.unwrap();
+    reply
+}
+
+/// An ingest `POST /` of `xml`, closing the connection after the reply.
+pub fn post_request(xml: &str) -> String {
+    format!(
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{xml}",
+        xml.len()
+    )
+}
+
+#[path = "../shared/jwt.rs"]
+mod jwt;
+pub use jwt::{now, token_with};
+
+/// Mints an HS256 token by hand (`tests/shared/jwt.rs`), the way a backend
+/// with any JWT library would: independent of the server's `jsonwebtoken`.
 pub fn token(client: &str, channels: &[&str]) -> String {
     token_with(
         json!({ "sub": client, "exp": now() + 600, "channels": channels }),
         SECRET,
     )
-}
-
-pub fn token_with(claims: Value, secret: &str) -> String {
-    let header = b64url(br#"{"alg":"HS256","typ":"JWT"}"#);
-    let payload = b64url(claims.to_string().as_bytes());
-    let signing_input = format!("{header}.{payload}");
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(signing_input.as_bytes());
-    format!("{signing_input}.{}", b64url(&mac.finalize().into_bytes()))
-}
-
-pub fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-fn b64url(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
-        for i in 0..=chunk.len() {
-            out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-        }
-    }
-    out
 }
 
 /// The `data` of each message of a poll reply.

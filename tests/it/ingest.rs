@@ -406,9 +406,9 @@ async fn stats_presence_and_health_report_what_happened() {
 
 #[tokio::test]
 async fn both_listeners_work_on_unix_sockets() {
+    use crate::helpers::{post_request, unix_exchange as exchange};
     use cometbox::config::{ListenAddr, Settings};
     use cometbox::listener::Listener;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let dir = std::env::temp_dir().join(format!("cometbox-it-unix-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -440,19 +440,8 @@ async fn both_listeners_work_on_unix_sockets() {
         shutdown.clone(),
     ));
 
-    async fn exchange(path: &std::path::Path, request: String) -> String {
-        let mut stream = tokio::net::UnixStream::connect(path).await.unwrap();
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut reply = String::new();
-        stream.read_to_string(&mut reply).await.unwrap();
-        reply
-    }
     let body = r#"<message to="sock">"over a unix socket"</message>"#;
-    let posted = exchange(
-        &ingest_path,
-        format!("POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()),
-    )
-    .await;
+    let posted = exchange(&ingest_path, post_request(body)).await;
     assert!(
         posted.starts_with("HTTP/1.1 200") && posted.ends_with(r#"<ok accepted="1"/>"#),
         "{posted}"
