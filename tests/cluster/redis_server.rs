@@ -68,7 +68,18 @@ impl RedisServer {
             bus,
             extra,
         };
-        server.restart().await;
+        // A free port is only free until someone binds it: a start that
+        // lost the race tries another.
+        for attempt in 1.. {
+            match server.launch().await {
+                Ok(()) => break,
+                Err(e) if attempt < 3 => {
+                    eprintln!("redis-server: {e}; trying another port");
+                    server.port = free_port();
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
         server
     }
 
@@ -78,6 +89,15 @@ impl RedisServer {
 
     /// (Re)starts the process on the same port and directory.
     pub async fn restart(&mut self) {
+        if let Err(e) = self.launch().await {
+            panic!("{e}");
+        }
+    }
+
+    /// Starts the process and waits until it answers PING, checking that
+    /// the server answering is this child (not another test's Redis that
+    /// took the port).
+    async fn launch(&mut self) -> Result<(), String> {
         assert!(self.child.is_none(), "already running");
         std::fs::create_dir_all(&self.dir).unwrap();
         let aof = self.persistence != Persistence::None;
@@ -113,11 +133,27 @@ impl RedisServer {
                 binary().display()
             )
         });
+        let pid = child.id();
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                self.child = None;
+                return Err(format!(
+                    "redis-server on {} exited at start ({status}): the port was taken?",
+                    self.port
+                ));
+            }
             if self.ping().await {
-                return;
+                let answering = self.process_id().await;
+                if answering.is_some() && answering == pid {
+                    return Ok(());
+                }
+                self.child = None; // dropped: killed
+                return Err(format!(
+                    "another redis-server (pid {answering:?}, ours {pid:?}) answers on {}",
+                    self.port
+                ));
             }
             assert!(
                 Instant::now() < deadline,
@@ -136,6 +172,18 @@ impl RedisServer {
             cmd.arg(*arg);
         }
         cmd.query_async(&mut conn).await
+    }
+
+    /// `process_id` from `INFO server`.
+    async fn process_id(&self) -> Option<u32> {
+        let text = match self.command(&["INFO", "server"]).await.ok()? {
+            redis::Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
+            redis::Value::VerbatimString { text, .. } => text,
+            _ => return None,
+        };
+        text.lines()
+            .find_map(|l| l.strip_prefix("process_id:"))
+            .and_then(|p| p.trim().parse().ok())
     }
 
     async fn ping(&self) -> bool {
