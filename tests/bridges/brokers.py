@@ -15,6 +15,8 @@ from typing import Dict, List, Optional
 
 
 def free_port() -> int:
+    # Free when asked, maybe taken a moment later: wait_ready checks that
+    # the socket listening there is the broker's own (listens_on).
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -62,13 +64,41 @@ class Broker:
 
     def wait_ready(self, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
-        while not all(port_open(p) for p in self.ports()):
+        while not all(port_open(p) and self.listens_on(p) for p in self.ports()):
             assert self.process is not None
             if self.process.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{self.log()}")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{self.name} did not open {self.ports()} in {timeout} s:\n{self.log()}")
             time.sleep(0.2)
+
+    def listens_on(self, port: int) -> bool:
+        """Whether the socket listening on ``port`` belongs to this broker's
+        session (its process group), not to another test's process that
+        took the port ``free_port`` handed out."""
+        assert self.process is not None
+        inodes = set()
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            try:
+                lines = Path(table).read_text().splitlines()[1:]
+            except OSError:
+                continue
+            for line in lines:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(f"socket:[{fields[9]}]")
+        for pid_dir in Path("/proc").iterdir():
+            if not pid_dir.name.isdigit():
+                continue
+            try:
+                if os.getsid(int(pid_dir.name)) != self.process.pid:
+                    continue
+                for fd in (pid_dir / "fd").iterdir():
+                    if os.readlink(fd) in inodes:
+                        return True
+            except (OSError, ProcessLookupError):
+                continue
+        return False
 
     def stop(self) -> None:
         """SIGTERM to our pid (its process group: a wrapper script's
