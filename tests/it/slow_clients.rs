@@ -458,3 +458,56 @@ async fn unfinished_headers_hold_bounded_memory_which_is_given_back() {
     );
     server.stop().await;
 }
+
+/// A stream (`/events`) whose reader stalls is cut by `send_timeout` like a
+/// poll: its connection closes and it stops counting as an open poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_event_stream_is_cut_by_send_timeout() {
+    let server = TestServer::with(|s| {
+        s.limits.send_timeout = Duration::from_secs(2);
+        s.limits.max_payload_bytes = 64 << 10;
+    })
+    .await;
+    let mut stream = stalled_reader(server.public).await;
+    let request = format!(
+        "GET /events?token={} HTTP/1.1\r\nHost: x\r\n\r\n",
+        token("slowpoke", &[])
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    server.until_open_polls("slowpoke", 1).await;
+    // Far more than the socket buffers hold, never read.
+    let payload = format!("\"{}\"", "x".repeat(60_000));
+    for _ in 0..100 {
+        server
+            .post_ok(&format!(r#"<message to="slowpoke">{payload}</message>"#), 1)
+            .await;
+    }
+    wait_for_stat(&server, "open_polls", |n| n == 0, Duration::from_secs(20)).await;
+    let (_, closed) = read_to_close(&mut stream, Duration::from_secs(20)).await;
+    assert!(closed, "the server closed the stalled stream");
+}
+
+/// A quiet stream gets a `: keep-alive` comment every 15 s, so proxies
+/// keep it open.
+#[tokio::test]
+async fn a_quiet_event_stream_gets_keep_alive_comments() {
+    let server = TestServer::start().await;
+    let mut reply = server
+        .http
+        .get(server.public_url(&format!("/events?token={}", token("quiet", &[]))))
+        .send()
+        .await
+        .unwrap();
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !seen.contains(": keep-alive\n\n") {
+        assert!(Instant::now() < deadline, "no keep-alive in 30 s: {seen:?}");
+        let chunk = tokio::time::timeout(Duration::from_secs(30), reply.chunk())
+            .await
+            .expect("a chunk within 30 s")
+            .expect("the stream stays up")
+            .expect("the stream does not end");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(seen.starts_with(": ok\n\n"), "{seen:?}");
+}
