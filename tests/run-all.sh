@@ -54,8 +54,9 @@ export COMETBOX_BIN="$repo/target/debug/cometbox"
 # must stop. Processes of those kinds that exist now are not ours; any new
 # one still running at the end is a leak, and fails the run.
 helpers_running() {
-  ps -eo pid=,args= | grep -E "php -S|redis-server|nginx: master|cometbox|activemq|rabbitmq|nats-server" \
-    | grep -v -E "grep|run-all\.sh|cargo " | awk '{print $1}' | sort
+  # (No match is no process, not a failure: `|| true` under pipefail.)
+  { ps -eo pid=,args= | grep -E "php -S|redis-server|nginx: master|cometbox|activemq|rabbitmq|nats-server" \
+    | grep -v -E "grep|run-all\.sh|cargo " | awk '{print $1}' | sort; } || true
 }
 before_pids="$(helpers_running)"
 
@@ -98,7 +99,7 @@ run_suite "load tool smoke (benches/load)" cargo bench --locked --bench load -- 
 
 say "processes left behind"
 sleep 2   # a suite's last kill takes a moment to be reaped
-left=$(comm -13 <(echo "$before_pids") <(helpers_running))
+left=$(comm -13 <(echo "$before_pids") <(helpers_running) || true)
 if [ -n "$left" ]; then
   ps -o pid=,ppid=,args= -p $(echo $left | tr ' ' ',') || true
   results+=("FAIL  nothing left running (the processes above outlived their suites)")
