@@ -208,10 +208,10 @@ impl Hub {
     ///
     /// A share's script checks its limits and applies all of it or nothing.
     /// With several shares a limit could refuse one after others applied,
-    /// so when more than one share could be refused (it creates clients or
-    /// subscribes), every share is checked first (`check`) and only then
-    /// applied without checking again (`force`): a refusal then applies
-    /// nothing. A share Redis fails to take (a master down: `503`) while
+    /// so when a batch spans several groups and any share could be refused
+    /// (it creates clients or subscribes), the shares that could be are
+    /// checked first (`check`) and then every share is applied without
+    /// checking again (`force`): a refusal then applies nothing. A share Redis fails to take (a master down: `503`) while
     /// others applied is answered as what it is: [`ApplyError::PartlyApplied`]
     /// names the commands applied, never "nothing".
     pub(super) async fn apply_remote(
@@ -258,7 +258,7 @@ impl Hub {
             .enumerate()
             .filter(|(_, share)| !share.is_empty())
             .collect();
-        let mode = if shares.len() > 1 && refusable.iter().filter(|r| **r).count() > 0 {
+        let mode = if shares.len() > 1 && refusable.iter().any(|r| *r) {
             let checks = shares.iter().filter(|(g, _)| refusable[*g]);
             let checked = self.run_shares(redis, ApplyMode::Check, checks).await?;
             for reply in checked {

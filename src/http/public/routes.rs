@@ -67,13 +67,12 @@ pub async fn route<S: Socket>(connection: &mut Connection<S>, mut head: Head) ->
     let method = head.method;
     if method == Method::Options {
         return preflight(
-            face.cors.allow(head.origin.clone()),
-            &face.cors,
+            face.cors.allow(head.origin.clone(), false),
             head.origin,
             PREFLIGHT,
         );
     }
-    let allow_origin = face.cors.allow_or_note(head.origin.take());
+    let allow_origin = face.cors.allow(head.origin.take(), false);
     let result = match (head.path(), method) {
         ("/poll" | "/events", Method::Head) => head_only(&face, &head),
         ("/poll", Method::Get) => poll(connection, &face, head).await,
@@ -113,14 +112,10 @@ async fn bayeux_route<S: Socket>(
     mut head: Head,
 ) -> Routed {
     if head.method == Method::Options {
-        let allowed = face.cors.allow_with_credentials(head.origin.clone());
-        return preflight(allowed, &face.cors, head.origin, super::bayeux::PREFLIGHT);
+        let allowed = face.cors.allow(head.origin.clone(), true);
+        return preflight(allowed, head.origin, super::bayeux::PREFLIGHT);
     }
-    let origin = head.origin.take();
-    let allow_origin = face.cors.allow_with_credentials(origin.clone());
-    if allow_origin.is_none() {
-        face.cors.note_refused(origin);
-    }
+    let allow_origin = face.cors.allow(head.origin.take(), true);
     let result = match head.method {
         Method::Get | Method::Head | Method::Post => {
             super::bayeux::serve(connection, face, bayeux, head).await
@@ -174,7 +169,6 @@ async fn poll<S: Socket>(
 /// `200` with `Allow`.
 fn preflight(
     allowed: Option<AllowOrigin>,
-    cors: &Cors,
     origin: Option<String>,
     headers: &'static [(&'static str, &'static str)],
 ) -> Routed {
@@ -187,10 +181,7 @@ fn preflight(
             response.allow_origin = Some(allow);
             Routed::from(response)
         }
-        (None, Some(origin)) => {
-            cors.note_refused(Some(origin.clone()));
-            Routed::from(PublicError::CorsForbidden(origin).response())
-        }
+        (None, Some(origin)) => Routed::from(PublicError::CorsForbidden(origin).response()),
         (None, None) => Routed::from(Response {
             extra: &[("allow", "GET, HEAD, OPTIONS")],
             ..Response::ok("text/plain", "")
@@ -221,47 +212,33 @@ impl Cors {
         }
     }
 
-    /// [`Cors::allow`], noting a refused origin.
-    fn allow_or_note(&self, origin: Option<String>) -> Option<AllowOrigin> {
-        if self.any || origin.is_none() {
-            return self.allow(origin);
+    /// What `Access-Control-Allow-Origin` says to a request from `origin`;
+    /// `credentials` (Bayeux): browsers refuse `*` with credentials, so an
+    /// allowed origin is always echoed. A refused origin is logged once.
+    /// No copy of the origin is made on the way (this runs on every poll of
+    /// a cross-origin page).
+    fn allow(&self, origin: Option<String>, credentials: bool) -> Option<AllowOrigin> {
+        if self.any && !credentials {
+            return Some(AllowOrigin::Any);
         }
-        let allowed = self.allow(origin.clone());
-        if allowed.is_none() {
-            self.note_refused(origin);
+        let origin = origin?;
+        if self.any || self.origins.contains(&origin) {
+            return Some(AllowOrigin::Echo(origin));
         }
-        allowed
+        self.note_refused(origin);
+        None
     }
 
     /// Logs a refused origin the first time it is seen.
-    fn note_refused(&self, origin: Option<String>) {
-        let Some(origin) = origin else { return };
+    fn note_refused(&self, origin: String) {
         let mut logged = self.logged.lock().unwrap_or_else(|e| e.into_inner());
-        if logged.len() < REFUSED_ORIGINS_LOGGED && logged.insert(origin.clone()) {
+        if logged.len() < REFUSED_ORIGINS_LOGGED && !logged.contains(&origin) {
             tracing::warn!(
                 origin,
                 "a page on another origin is refused: add it to [public] cors_origins (COMETBOX_PUBLIC__CORS_ORIGINS) to allow it; logged once per origin"
             );
+            logged.insert(origin);
         }
-    }
-
-    /// What `Access-Control-Allow-Origin` says to a credentialed request
-    /// (Bayeux) from `origin`: browsers refuse `*` with credentials, so an
-    /// allowed origin is always echoed.
-    fn allow_with_credentials(&self, origin: Option<String>) -> Option<AllowOrigin> {
-        let origin = origin?;
-        (self.any || self.origins.contains(&origin)).then_some(AllowOrigin::Echo(origin))
-    }
-
-    /// What `Access-Control-Allow-Origin` says to a request from `origin`.
-    fn allow(&self, origin: Option<String>) -> Option<AllowOrigin> {
-        if self.any {
-            return Some(AllowOrigin::Any);
-        }
-        let origin = origin?;
-        self.origins
-            .contains(&origin)
-            .then_some(AllowOrigin::Echo(origin))
     }
 }
 
