@@ -29,11 +29,11 @@ pub struct Settings {
     pub log: LogSection,
     /// `[[bridge]]`: message brokers relayed to clients (see
     /// [`crate::bridge`]).
-    pub bridge: Vec<crate::bridge::BridgeConfig>,
+    pub bridge: Vec<crate::bridge::config::BridgeConfig>,
     /// `[hooks]`: backend hooks (off without a `url`).
-    pub hooks: crate::hooks::HooksConfig,
+    pub hooks: crate::hooks::config::HooksConfig,
     /// `[bayeux]`: the Bayeux endpoint (off by default).
-    pub bayeux: crate::bayeux::BayeuxConfig,
+    pub bayeux: crate::bayeux::config::BayeuxConfig,
 }
 
 /// `[public]`
@@ -44,7 +44,7 @@ pub struct PublicSection {
     pub listen: ListenAddr,
     /// `cors_origins`: origins allowed cross-origin; `["*"]` for any. From
     /// the environment, a comma-separated list.
-    #[serde(deserialize_with = "list_or_comma_separated")]
+    #[serde(deserialize_with = "values::list_or_comma_separated")]
     pub cors_origins: Vec<String>,
     /// `socket_mode`: permissions of a `unix:` socket file.
     #[serde(deserialize_with = "octal_mode")]
@@ -268,27 +268,6 @@ impl<'de> Deserialize<'de> for ListenAddr {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         ListenAddr::parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
     }
-}
-
-/// A list, or (from the environment) a comma-separated string.
-pub(crate) fn list_or_comma_separated<'de, D: Deserializer<'de>>(
-    d: D,
-) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum ListOrString {
-        List(Vec<String>),
-        String(String),
-    }
-    Ok(match ListOrString::deserialize(d)? {
-        ListOrString::List(list) => list,
-        ListOrString::String(s) => s
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect(),
-    })
 }
 
 fn octal_mode<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
@@ -622,7 +601,7 @@ const MIN_HEADER_BYTES: usize = 8192;
 const MAX_BODY_BUDGET: usize = usize::MAX >> 3;
 
 mod summary;
-pub use summary::redact_url;
+pub mod values;
 
 #[cfg(test)]
 mod tests;

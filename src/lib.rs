@@ -1,42 +1,45 @@
 //! cometbox: a server-push relay.
 //!
 //! ```text
-//!  backends (PHP, Python, curl)                         browsers (client-js, CometD, Faye)
-//!    │ POST / <batch>…</batch>                             ▲ GET /poll, GET /events (SSE),
-//!    │ POST /token, GET /stats, /metrics                   │ POST /bayeux
-//!    ▼                                                     │
-//! ┌──────────────┐ protocol::ingest ┌──────────────────┐ ┌──────────────────────────┐
-//! │ http::ingest │── XML→Commands ─▶│       hub        │◀┤ http::public             │
-//! │ (own runtime)│                  │ mailboxes, chan- │ │  routes: poll, events    │
-//! └──────────────┘   ┌───────────┐  │ nels, open polls,│ │  bayeux: sessions read   │
-//!   127.0.0.1:8481   │ bridge::* │─▶│ presence, reaper │ │  mailboxes like polls    │
-//!   / unix socket    │ STOMP,AMQP│  └────────┬─────────┘ └──────────────────────────┘
-//!                    │ NATS,Redis│           │            0.0.0.0:8480 (or behind nginx)
-//!                    └───────────┘           │ asks connect/subscribe/publish, queues
-//!                                            │ online/offline/(un)subscribed
-//!                         ┌──────────────────┼──────────────▶ hooks ── signed POST ──▶ backend
-//!                         ▼                  ▼
-//!            store: memory logs        store::redis (one server or a
-//!            (+ disk: journal before   Cluster; Lua scripts per slot
-//!            every <ok>, snapshots,    group, pub/sub wake-ups; several
-//!            recovery at start)        nodes act as one server)
+//!  backends (PHP, Python, curl)                        browsers (client-js, CometD, Faye)
+//!    │ POST / <batch>…</batch>                            ▲ GET /poll, GET /events (SSE),
+//!    │ POST /token, GET /stats, /metrics                  │ POST /bayeux
+//!    ▼                                                    │
+//! ┌──────────────┐ protocol::ingest  ┌───────────────┐  ┌─┴────────────────────────┐
+//! │ http::ingest │── XML→Commands ──▶│      hub      │◀─┤ transports: http::public │
+//! │ (own runtime)│                   │ apply, open,  │  │ (poll, events), bayeux   │
+//! └──────────────┘   ┌───────────┐   │ wait, stats   │  └──────────────────────────┘
+//!   127.0.0.1:8481   │ bridge::* │──▶└───────┬───────┘   0.0.0.0:8480 (or nginx)
+//!   / unix socket    │ STOMP,AMQP│           │ one backend (the seam)
+//!                    │ NATS,Redis│   ┌───────┴──────────────────────────────┐
+//!                    └───────────┘   ▼                                      ▼
+//!                    backend::local: mailboxes,          backend::redis: the same
+//!                    channels, polls in memory;          rules in Lua, slot group by
+//!                    + store::disk journal wrapping      group (store::redis: scripts,
+//!                    every change (the disk store)       typed calls); several nodes
+//!                          │                                     │     act as one server
+//!                          └── asks connect/subscribe, queues ───┘
+//!                              online/offline/(un)subscribed ──▶ hooks ── signed POST ──▶ backend
 //! ```
 //!
 //! - [`protocol`]: the wire contract as pure data (ids, cursors, the XML
 //!   reader, the poll reply encoder).
-//! - [`hub`]: every client's mailbox, channel membership and open polls; the
-//!   idle reaper; with a durable store, the order changes are journaled in.
-//! - [`store`]: where a mailbox's messages are retained: in-memory logs, the
-//!   `disk` store's journal, snapshots and recovery, and the `redis` store
-//!   (one server or a Cluster), where the mailboxes live in Redis and the
-//!   hub keeps only this node's waiting polls.
+//! - [`hub`]: what every transport calls: apply a batch, open a poll and
+//!   wait on it, stats and presence; one wait loop and one reply encoder
+//!   for every store.
+//! - [`backend`]: the seam under the hub, where each mailbox rule lives
+//!   once per backend: [`backend::local`] (memory, and disk with its
+//!   journal) and [`backend::redis`] (one server or a Cluster).
+//! - [`store`]: where things are kept: in-memory mailbox logs, the `disk`
+//!   store's journal, snapshots and recovery, and Redis's connection,
+//!   scripts and their typed calls.
 //! - [`http`]: the two HTTP faces and the accept loop (ingest on a runtime
 //!   of its own).
 //! - [`metrics`]: `GET /metrics` on the ingest face, read from the hub's
 //!   counters at scrape time.
 //! - [`bridge`]: `[[bridge]]` brokers (STOMP, AMQP, NATS, Redis) whose
 //!   messages are applied like ingest's, one supervised task each.
-//! - [`hooks`]: `[hooks]`, signed requests to the backend: the hub awaits
+//! - [`hooks`]: `[hooks]`, signed requests to the backend: each backend awaits
 //!   `connect`/`subscribe` before a poll changes anything and queues
 //!   `online`/`offline`/`subscribed`/`unsubscribed` into the outbox, which
 //!   a few workers deliver (and a `disk` store's directory keeps).
@@ -58,6 +61,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 pub mod auth;
+pub mod backend;
 pub mod bayeux;
 pub mod bridge;
 pub mod config;
@@ -167,8 +171,7 @@ pub fn app_state(
         },
         hooks,
     );
-    hub::spawn_reaper(hub.clone(), shutdown.clone());
-    hub::spawn_reloader(hub.clone(), shutdown.clone());
+    hub.spawn_tasks(shutdown.clone());
     tokio::spawn({
         let (hub, shutdown) = (hub.clone(), shutdown.clone());
         async move {

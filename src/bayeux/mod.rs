@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::Tokens;
 use crate::hub::Hub;
 
-mod config;
+pub mod config;
 mod connect;
 mod meta;
 mod session;

@@ -225,7 +225,7 @@ impl BridgeConfig {
         }
         Ok(Bridge {
             name: self.name(index),
-            shown_url: crate::config::redact_url(url.as_str()),
+            shown_url: crate::config::values::redact_url(url.as_str()),
             source,
             route: Route {
                 channel,

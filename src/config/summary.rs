@@ -3,6 +3,7 @@
 //! (`redis://:secret@host` shows as `redis://:***@host`), here and in
 //! `/stats` (bridges).
 
+use super::values::redact_url;
 use super::Settings;
 use crate::store::StoreKind;
 
@@ -71,29 +72,5 @@ impl Settings {
                     .join(", ")
             ),
         }
-    }
-}
-
-/// `url` with any password replaced by `***` (unparsable: as it is).
-pub fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut shown) if shown.password().is_some() => {
-            let _ = shown.set_password(Some("***"));
-            shown.to_string()
-        }
-        _ => url.to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redact_url;
-
-    #[test]
-    fn passwords_are_hidden() {
-        assert_eq!(redact_url("redis://:pw@h:6379/0"), "redis://:***@h:6379/0");
-        assert_eq!(redact_url("amqp://u:pw@h/v"), "amqp://u:***@h/v");
-        assert_eq!(redact_url("redis://h:6379"), "redis://h:6379");
-        assert_eq!(redact_url("http://h/a@b"), "http://h/a@b");
     }
 }

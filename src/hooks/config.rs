@@ -127,7 +127,7 @@ impl HooksConfig {
 }
 
 fn events_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<EventType>, D::Error> {
-    crate::config::list_or_comma_separated(d)?
+    crate::config::values::list_or_comma_separated(d)?
         .into_iter()
         .map(|name| {
             serde_json::from_value(serde_json::Value::String(name.clone())).map_err(|_| {

@@ -2,7 +2,7 @@
 //! written by a thread of its own.
 //!
 //! Notifications are decided under a client's lock on an async worker
-//! (`hub/hooked.rs`), so the file is never written there: [`Journal::send`]
+//! (`backend/local/hooked.rs`), so the file is never written there: [`Journal::send`]
 //! hands the record to the writer thread through a channel and returns.
 //! The thread writes whatever has come in as one `write` (a group), and
 //! only then hands the group's new events to the outbox to be sent

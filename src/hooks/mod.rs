@@ -4,7 +4,7 @@
 //! - **Cancellable** events (`connect`, `subscribe`, `publish`) are asked
 //!   with [`Hooks::ask`] (and [`Hooks::publish`]) and awaited by whoever is
 //!   about to act: the hub's poll path awaits `connect` and `subscribe`
-//!   before it changes anything (`hub/hooked.rs`); a Bayeux publish awaits
+//!   before it changes anything (`backend/local/hooked.rs`); a Bayeux publish awaits
 //!   `publish` (`bayeux/meta.rs`). A failure or a timeout follows
 //!   `on_error`.
 //! - **Notifications** (`online`, `offline`, `subscribed`, `unsubscribed`)
@@ -281,7 +281,7 @@ impl Hooks {
     }
 
     /// One worker over `outbox` (this server's, or with the `redis` store a
-    /// group's window, `src/hub/presence.rs`): takes the next ready
+    /// group's window, `src/backend/redis/presence.rs`): takes the next ready
     /// client's event, makes one attempt, and lets go of it. An event done
     /// with (delivered, or refused for good) is settled and given to
     /// `settled`; a client whose event failed waits out its pause in the

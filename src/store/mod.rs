@@ -11,7 +11,9 @@
 //!   that every change is written to before it is acknowledged, and from
 //!   which the state is recovered at start-up.
 //! - [`redis`]: the state lives in Redis and is shared by every node using
-//!   it; the hub then bypasses [`MailboxLog`] (see `src/hub/remote.rs`).
+//!   it: the connection, the Lua scripts and their typed calls; the rules
+//!   that drive them are the Redis backend's (`src/backend/redis/`), which
+//!   does not use [`MailboxLog`].
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -106,18 +108,20 @@ pub trait Store: Send + Sync {
     }
 }
 
-/// What [`StoreConfig::open`] hands the hub.
-pub struct Opened {
-    /// Opens and restores mailbox logs.
-    pub logs: Arc<dyn Store>,
-    /// Where changes are written before they are acknowledged (durable
-    /// stores only).
-    pub journal: Option<Arc<dyn journal::Journal>>,
-    /// The state found at start-up (empty for the memory store).
-    pub recovered: Vec<journal::RecoveredClient>,
-    /// With the `redis` store: where the state lives instead (`logs` and
-    /// `journal` are then unused).
-    pub redis: Option<redis::RedisSettings>,
+/// What [`StoreConfig::open`] hands the hub: what its backend is built on.
+pub enum Opened {
+    /// `memory` or `disk`: mailboxes in this process (see
+    /// [`crate::backend::local`]).
+    Local {
+        /// Opens and restores mailbox logs.
+        logs: Arc<dyn Store>,
+        /// Where changes are written before they are acknowledged (`disk`).
+        journal: Option<Arc<dyn journal::Journal>>,
+        /// The state found at start-up (empty for `memory`).
+        recovered: Vec<journal::RecoveredClient>,
+    },
+    /// `redis`: mailboxes in Redis (see [`crate::backend::redis`]).
+    Redis(Box<redis::RedisSettings>),
 }
 
 /// The `[store]` section. Engines with settings of their own get them as
@@ -143,7 +147,7 @@ pub struct StoreConfig {
     /// `redis`: Redis Cluster seed nodes, instead of `url` (a list; from
     /// the environment, comma-separated:
     /// `COMETBOX_STORE__CLUSTER=redis://a:7000,redis://b:7000`).
-    #[serde(deserialize_with = "crate::config::list_or_comma_separated")]
+    #[serde(deserialize_with = "crate::config::values::list_or_comma_separated")]
     pub cluster: Vec<String>,
     /// `redis`: a PEM file of the certificate authorities that `rediss://`
     /// servers are checked against, instead of the system's.
@@ -206,27 +210,22 @@ impl StoreConfig {
     ) -> Result<Opened, disk::OpenError> {
         let logs = Arc::new(memory::MemoryStore::new(retention));
         match self.kind {
-            StoreKind::Memory => Ok(Opened {
+            StoreKind::Memory => Ok(Opened::Local {
                 logs,
                 journal: None,
                 recovered: Vec::new(),
-                redis: None,
             }),
-            StoreKind::Redis => Ok(Opened {
-                logs,
-                journal: None,
-                recovered: Vec::new(),
-                redis: Some(self.redis_settings()?.with_retention(retention)),
-            }),
+            StoreKind::Redis => Ok(Opened::Redis(Box::new(
+                self.redis_settings()?.with_retention(retention),
+            ))),
             StoreKind::Disk => {
                 let (journal, recovered, report) =
                     disk::DiskJournal::open(self, retention, max_revoked)?;
                 disk::log_report(&self.path.display().to_string(), &report, recovered.len());
-                Ok(Opened {
+                Ok(Opened::Local {
                     logs,
                     journal: Some(Arc::new(journal)),
                     recovered,
-                    redis: None,
                 })
             }
         }

@@ -6,12 +6,14 @@
 //! wake-up, a poll's end, an eviction sweep, `/stats`, presence; with
 //! hooks, presence and the hook queue of the group: `hooks_*.lua`,
 //! `presence_sweep.lua`, and the notifications every script may queue,
-//! `notify` in `prelude.lua`) and decoding their replies. `conn.rs` owns the
+//! `notify` in `prelude.lua`); `calls.rs` gives each script a typed call
+//! (its arguments in order, its reply decoded: `replies.rs` is the only
+//! reader of positions). `conn.rs` owns the
 //! connection (one server or a Redis Cluster, rebuilt when a cluster's
 //! stays broken), `batch.rs` the batching of the per-poll scripts,
 //! `groups.rs` how keys are grouped into slots, `wake.rs` the pub/sub
-//! wake-up hints and this node's waiting polls. The hub's side
-//! (`src/hub/remote.rs`, `src/hub/presence.rs`) decides when to call what.
+//! wake-up hints and this node's waiting polls. The Redis backend
+//! (`src/backend/redis/`) decides when to call what.
 //! The design, key layout and guarantees are in `docs/storage.md`.
 //!
 //! Nothing here blocks a worker: every call is async, bounded by
@@ -28,13 +30,20 @@ use tokio_util::sync::CancellationToken;
 use super::journal::StoreError;
 
 mod batch;
+mod calls;
 mod conn;
 mod fsync;
 mod groups;
+mod replies;
 mod wake;
 
+pub use calls::{
+    ApplyMode, EncodedCommand, GroupStats, MailboxRead, PollOpen, PresenceReply, Share,
+    ShareLimits, Verdict,
+};
 use conn::{Connection, Target};
 pub use groups::{Groups, CLUSTER_GROUPS};
+use replies::{Args, Reply};
 pub use wake::{LocalClient, Waiters};
 
 /// What `[store]` says about Redis, checked at start-up (before anything
@@ -173,7 +182,7 @@ struct Scripts {
     hooks: HookScripts,
 }
 
-/// The scripts of cluster-wide hook notifications (`src/hub/presence.rs`).
+/// The scripts of cluster-wide hook notifications (`src/backend/redis/presence.rs`).
 struct HookScripts {
     look: Script,
     sweep: Script,
@@ -250,58 +259,9 @@ struct HooksArg {
     node: String,
 }
 
-/// Arguments of one script call, after the shared ones.
-pub type Args = Vec<Vec<u8>>;
-
-/// One script reply, decoded loosely: Lua gives integers and strings.
-pub struct Reply(Vec<Value>);
-
-impl Reply {
-    /// Item `i` as an integer (0 if absent or not a number).
-    pub fn int(&self, i: usize) -> i64 {
-        match self.0.get(i) {
-            Some(Value::Int(n)) => *n,
-            Some(Value::BulkString(b)) => std::str::from_utf8(b)
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0),
-            _ => 0,
-        }
-    }
-
-    /// Item `i` as text (empty if absent).
-    pub fn text(&self, i: usize) -> String {
-        match self.0.get(i) {
-            Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
-            Some(Value::SimpleString(s)) => s.clone(),
-            Some(Value::Int(n)) => n.to_string(),
-            _ => String::new(),
-        }
-    }
-
-    /// How many items.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl From<Value> for Reply {
-    fn from(value: Value) -> Self {
-        Reply(match value {
-            Value::Array(items) => items,
-            other => vec![other],
-        })
-    }
-}
-
 /// Which script.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Step {
+enum Step {
     /// An ingest batch.
     Apply,
     /// A poll's start (and first look).
@@ -422,7 +382,7 @@ impl RedisStore {
     /// Runs one script in slot group `group` with the shared arguments
     /// (prefix, now, a random seed for new epochs) followed by `args`; the
     /// per-poll steps ride in a batch with others (`batch.rs`).
-    pub async fn run(&self, step: Step, group: usize, args: Args) -> Result<Reply, StoreError> {
+    async fn run(&self, step: Step, group: usize, args: Args) -> Result<Reply, StoreError> {
         if batch::Batches::takes(step) {
             return self.run_batched(step, group, args).await;
         }

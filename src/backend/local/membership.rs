@@ -19,12 +19,12 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use super::client::{Client, ClientState, Revocation};
 use super::durable::Recorder;
-use super::poll::PollError;
-use super::Hub;
+use super::LocalBackend;
+use crate::backend::outcomes::PollError;
 use crate::protocol::{ChannelName, ClientId};
 use crate::store::journal::Change;
 
-impl Hub {
+impl LocalBackend {
     /// `<subscribe>`: joins, and lifts an earlier `<unsubscribe>` of the
     /// same channel.
     pub(super) fn subscribe(&self, id: &ClientId, channel: &ChannelName, record: &mut Recorder) {
@@ -68,7 +68,7 @@ impl Hub {
         state.revoked.retain(|r| &r.channel != channel);
         // Bounded like subscriptions; forgetting the oldest kick is the
         // price of not letting a backend grow a mailbox without end.
-        if state.revoked.len() >= self.0.limits.max_channels_per_client {
+        if state.revoked.len() >= self.0.common.limits.max_channels_per_client {
             state.revoked.pop_front();
         }
         let at = unix_seconds();
@@ -152,7 +152,7 @@ impl Hub {
             .collect();
         new.sort_unstable();
         new.dedup();
-        let max = self.0.limits.max_channels_per_client;
+        let max = self.0.common.limits.max_channels_per_client;
         if state.channels.len() + new.len() > max {
             return Err(PollError::TooManyChannels(max));
         }

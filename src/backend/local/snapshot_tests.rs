@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::*;
+use crate::hub::{Hub, HubLimits};
 use crate::protocol::ingest::{parse, ParseLimits};
 use crate::store::{disk::FsyncPolicy, Retention, StoreConfig, StoreKind};
 
@@ -69,7 +69,7 @@ async fn clients_created_during_a_snapshot_survive_a_restart() {
         let (hub, done) = (hub.clone(), done.clone());
         std::thread::spawn(move || {
             for _ in 0..12 {
-                hub.snapshot_now();
+                hub.local().snapshot_now();
             }
             done.store(true, Ordering::SeqCst);
         })
@@ -102,7 +102,8 @@ async fn clients_created_during_a_snapshot_survive_a_restart() {
     // The journal's writer has stopped once the store's lock is free again.
     let recovered = loop {
         match store_config(&dir).open(Retention { max_messages: 10 }, 4) {
-            Ok(opened) => break opened.recovered,
+            Ok(crate::store::Opened::Local { recovered, .. }) => break recovered,
+            Ok(crate::store::Opened::Redis(_)) => unreachable!("a disk store was opened"),
             Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
         }
     };

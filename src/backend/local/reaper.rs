@@ -17,7 +17,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::client::{Client, Gone};
 use super::durable::Recorder;
-use super::Hub;
+use super::LocalBackend;
+use crate::backend::common::sweep_interval;
 use crate::store::journal::Change;
 
 /// Activity records hold at most this many clients each.
@@ -27,13 +28,13 @@ const ACTIVITY_CHUNK: usize = 10_000;
 /// is never held up for a whole sweep.
 const EVICTION_CHUNK: usize = 1_024;
 
-impl Hub {
+impl LocalBackend {
     /// One sweep: forgets every client with no open poll and no activity
     /// for `client_idle_timeout`; with a journal, also records whose idle
     /// clock moved. Returns how many
     /// clients were forgotten. Blocking: call it off the workers.
     pub fn reap(&self, now: Instant) -> usize {
-        let idle_limit = self.0.limits.client_idle_timeout;
+        let idle_limit = self.0.common.limits.client_idle_timeout;
         let recording = self.0.journal.is_some();
         let wall_now = SystemTime::now();
         let mut candidates = Vec::new();
@@ -77,7 +78,11 @@ impl Hub {
             }
             let _ = self.submit(ordered, None);
         }
-        self.0.clients_evicted.fetch_add(evicted as u64, Relaxed);
+        self.0
+            .common
+            .counters
+            .clients_evicted
+            .fetch_add(evicted as u64, Relaxed);
         self.snapshot_if_due();
         evicted
     }
@@ -116,35 +121,24 @@ impl Hub {
     }
 }
 
-/// How often the reaper sweeps: often enough that eviction is at most a
-/// quarter late, never more than every 5 seconds.
-pub(super) fn sweep_interval(idle_limit: Duration) -> Duration {
-    (idle_limit / 4).clamp(Duration::from_millis(50), Duration::from_secs(5))
-}
-
-/// Runs [`Hub::reap`] on a blocking thread every sweep interval until
-/// `shutdown`.
-pub fn spawn_reaper(hub: Hub, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
-    if let Some(redis) = hub.0.redis.clone() {
-        if let Some(hooks) = hub.0.hooks.clone() {
-            // Presence is cluster-wide there (`presence.rs`).
-            super::presence::spawn_presence(redis.clone(), hooks, shutdown.clone());
-        }
-        return super::remote::spawn_remote_reaper(&hub, redis, shutdown);
-    }
-    // With hooks, presence is swept too: `offline` at most a quarter of
-    // `offline_after` late.
-    let every = sweep_interval(hub.hooks().map_or(hub.limits().client_idle_timeout, |h| {
-        h.offline_after().min(hub.limits().client_idle_timeout)
-    }));
+/// Runs [`LocalBackend::reap`] on a blocking thread every sweep interval
+/// until `shutdown`. With hooks, presence is swept too: `offline` at most a
+/// quarter of `offline_after` late.
+pub(super) fn spawn_reaper(backend: LocalBackend, shutdown: CancellationToken) {
+    let limits = &backend.0.common.limits;
+    let every = sweep_interval(
+        (backend.0.common.hooks.as_ref()).map_or(limits.client_idle_timeout, |h| {
+            h.offline_after().min(limits.client_idle_timeout)
+        }),
+    );
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(every);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = ticker.tick() => {
-                    let hub = hub.clone();
-                    let swept = tokio::task::spawn_blocking(move || hub.reap(Instant::now())).await;
+                    let backend = backend.clone();
+                    let swept = tokio::task::spawn_blocking(move || backend.reap(Instant::now())).await;
                     match swept {
                         Ok(0) => {}
                         Ok(forgotten) => tracing::debug!(forgotten, "idle clients forgotten"),
@@ -154,5 +148,5 @@ pub fn spawn_reaper(hub: Hub, shutdown: CancellationToken) -> tokio::task::JoinH
                 _ = shutdown.cancelled() => return,
             }
         }
-    })
+    });
 }

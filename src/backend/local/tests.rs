@@ -11,8 +11,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::*;
+use std::sync::atomic::Ordering;
+
+use crate::hub::{ApplyError, Hub, HubLimits, PollError, PollRequest};
 use crate::protocol::ingest::{parse, ParseLimits};
+use crate::protocol::ClientId;
 use crate::protocol::{ChannelName, Command, Cursor};
 use crate::store::{memory::MemoryStore, Retention};
 
@@ -108,7 +111,11 @@ fn datas(reply: &Value) -> Vec<Value> {
 /// Yields until `client` has `n` open polls (spawned polls registered).
 async fn until_open_polls(hub: &Hub, client: &str, n: u32) {
     for _ in 0..10_000 {
-        if hub.presence(&id(client)).is_some_and(|p| p.open_polls == n) {
+        if hub
+            .local()
+            .presence_now(&id(client))
+            .is_some_and(|p| p.open_polls == n)
+        {
             return;
         }
         tokio::task::yield_now().await;
@@ -212,7 +219,10 @@ async fn channels_reach_members_at_that_moment() {
         vec![Value::from(1), Value::from(2)]
     );
     assert_eq!(datas(&poll(&hub, "b", None).await), vec![Value::from(1)]);
-    assert_eq!(hub.presence(&id("a")).unwrap().channels, vec!["room"]);
+    assert_eq!(
+        hub.local().presence_now(&id("a")).unwrap().channels,
+        vec!["room"]
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -263,8 +273,8 @@ async fn disconnect_ends_open_polls_and_forgets_the_mailbox() {
     apply(&hub, r#"<disconnect client="a"/>"#).unwrap();
     let reply = waiting.await.unwrap();
     assert_eq!(reply["disconnected"], Value::Bool(true));
-    assert!(hub.presence(&id("a")).is_none());
-    assert_eq!(hub.stats().channels, 0);
+    assert!(hub.local().presence_now(&id("a")).is_none());
+    assert_eq!(hub.local().figures_now().channels, 0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -293,7 +303,7 @@ async fn too_many_polls_and_clients_are_refused() {
         Err(ApplyError::TooManyClients { .. })
     ));
     assert!(
-        hub.presence(&id("b")).is_none(),
+        hub.local().presence_now(&id("b")).is_none(),
         "a refused batch applies nothing"
     );
     let started = tokio::time::Instant::now();
@@ -337,10 +347,10 @@ async fn idle_clients_are_forgotten_but_not_while_polling() {
     });
     until_open_polls(&hub, "busy", 1).await;
     let later = Instant::now() + Duration::from_millis(150);
-    assert_eq!(hub.reap(later), 1);
-    assert!(hub.presence(&id("idle")).is_none());
-    assert!(hub.presence(&id("busy")).unwrap().online);
-    assert_eq!(hub.stats().subscriptions, 0);
+    assert_eq!(hub.local().reap(later), 1);
+    assert!(hub.local().presence_now(&id("idle")).is_none());
+    assert!(hub.local().presence_now(&id("busy")).unwrap().online);
+    assert_eq!(hub.local().figures_now().subscriptions, 0);
     held.await.unwrap();
     apply(&hub, r#"<message to="idle">2</message>"#).unwrap();
     assert_eq!(
@@ -360,7 +370,7 @@ async fn one_channel_payload_is_shared_by_every_member() {
     )
     .unwrap();
     let tail_of = |c: &str| {
-        let client = hub.0.clients.get(&id(c)).unwrap().clone();
+        let client = hub.local().0.clients.get(&id(c)).unwrap().clone();
         let mut state = client.lock();
         state
             .log
@@ -382,7 +392,7 @@ async fn subscriptions_per_client_are_capped_before_anything_applies() {
         Err(ApplyError::TooManyChannels { max: 2, .. })
     ));
     assert_eq!(
-        hub.presence(&id("a")).unwrap().pending_messages,
+        hub.local().presence_now(&id("a")).unwrap().pending_messages,
         0,
         "nothing applied"
     );
@@ -452,7 +462,12 @@ async fn a_browser_leave_can_be_undone_by_the_browser() {
         channel: channel("room"),
     };
     hub.apply(vec![leave]).await.unwrap();
-    assert!(hub.presence(&id("a")).unwrap().channels.is_empty());
+    assert!(hub
+        .local()
+        .presence_now(&id("a"))
+        .unwrap()
+        .channels
+        .is_empty());
     poll_with(
         &hub,
         PollRequest {
@@ -464,7 +479,7 @@ async fn a_browser_leave_can_be_undone_by_the_browser() {
     )
     .await;
     assert_eq!(
-        hub.presence(&id("a")).unwrap().channels,
+        hub.local().presence_now(&id("a")).unwrap().channels,
         vec!["room"],
         "no kick is remembered for a leave"
     );
@@ -480,12 +495,19 @@ async fn a_backend_unsubscribe_outlasts_the_browsers_re_polls() {
         ..request("a")
     };
     poll_with(&hub, asking(Some(1))).await;
-    assert_eq!(hub.presence(&id("a")).unwrap().channels, vec!["room"]);
+    assert_eq!(
+        hub.local().presence_now(&id("a")).unwrap().channels,
+        vec!["room"]
+    );
     apply(&hub, r#"<unsubscribe client="a" channel="room"/>"#).unwrap();
     poll_with(&hub, asking(Some(1))).await;
     poll_with(&hub, asking(None)).await;
     assert!(
-        hub.presence(&id("a")).unwrap().channels.is_empty(),
+        hub.local()
+            .presence_now(&id("a"))
+            .unwrap()
+            .channels
+            .is_empty(),
         "an old token's channels= does not undo the kick"
     );
     apply(&hub, r#"<message channel="room">"kicked"</message>"#).unwrap();
@@ -498,7 +520,7 @@ async fn a_backend_unsubscribe_outlasts_the_browsers_re_polls() {
     let after_the_kick = now_s + 1;
     poll_with(&hub, asking(Some(after_the_kick))).await;
     assert_eq!(
-        hub.presence(&id("a")).unwrap().channels,
+        hub.local().presence_now(&id("a")).unwrap().channels,
         vec!["room"],
         "a token issued after the unsubscribe may rejoin"
     );
@@ -508,7 +530,7 @@ async fn a_backend_unsubscribe_outlasts_the_browsers_re_polls() {
     apply(&hub, r#"<unsubscribe client="a" channel="other"/>"#).unwrap();
     poll_with(&hub, asking(Some(1))).await;
     assert_eq!(
-        hub.presence(&id("a")).unwrap().channels,
+        hub.local().presence_now(&id("a")).unwrap().channels,
         vec!["room"],
         "a backend subscribe lifts its own unsubscribe"
     );
@@ -586,7 +608,7 @@ fn a_poll_sees_all_of_a_batch_to_its_mailbox_or_none() {
     let mut reads = 0;
     while !writer.is_finished() || reads == 0 {
         for (client, per_batch) in [("a", 3), ("b", 2)] {
-            if let Some(p) = hub.presence(&id(client)) {
+            if let Some(p) = hub.local().presence_now(&id(client)) {
                 reads += 1;
                 if p.pending_messages % per_batch != 0 {
                     torn += 1;
@@ -618,11 +640,12 @@ fn concurrent_subscribe_and_unsubscribe_leave_membership_consistent() {
     let mut checks = 0;
     while !(sub.is_finished() && unsub.is_finished()) {
         checks += 1;
-        let client = hub.0.clients.get(&id("a")).map(|c| c.clone());
+        let client = hub.local().0.clients.get(&id("a")).map(|c| c.clone());
         if let Some(client) = client {
             let state = client.lock();
             let in_set = state.channels.contains(&channel("room"));
             let in_map = hub
+                .local()
                 .0
                 .channels
                 .members(&channel("room"))
@@ -633,9 +656,9 @@ fn concurrent_subscribe_and_unsubscribe_leave_membership_consistent() {
     }
     sub.join().unwrap();
     unsub.join().unwrap();
-    let client = hub.0.clients.get(&id("a")).unwrap().clone();
+    let client = hub.local().0.clients.get(&id("a")).unwrap().clone();
     let in_set = client.lock().channels.contains(&channel("room"));
-    let in_map = !hub.0.channels.members(&channel("room")).is_empty();
+    let in_map = !hub.local().0.channels.members(&channel("room")).is_empty();
     assert_eq!(in_set, in_map);
 }
 

@@ -20,8 +20,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::client::{Client, ClientState, Presence};
-use super::poll::{LocalPoll, PollError, PollRequest};
-use super::Hub;
+use super::open::LocalPoll;
+use super::LocalBackend;
+use crate::backend::outcomes::{PollError, PollRequest};
 use crate::hooks::{EventType, Hooks};
 use crate::protocol::{ChannelName, ClientId};
 
@@ -29,7 +30,7 @@ use crate::protocol::{ChannelName, ClientId};
 /// last holder or waiter.
 struct ConnectTurn {
     guard: Option<tokio::sync::OwnedMutexGuard<()>>,
-    hub: Hub,
+    backend: LocalBackend,
     id: ClientId,
 }
 
@@ -37,15 +38,15 @@ impl Drop for ConnectTurn {
     fn drop(&mut self) {
         drop(self.guard.take());
         // Only the map's own reference left: nobody waits.
-        self.hub
+        self.backend
             .0
             .connecting
             .remove_if(&self.id, |_, lock| Arc::strong_count(lock) == 1);
     }
 }
 
-impl Hub {
-    /// [`Hub::open_poll`] and the poll's `channels=`, with hooks: asks
+impl LocalBackend {
+    /// [`LocalBackend::open_poll`] and the poll's `channels=`, with hooks: asks
     /// `connect` when the client is offline and `subscribe` for each channel
     /// it does not hold yet, and applies nothing unless all are allowed.
     pub(super) async fn open_hooked_poll(
@@ -107,7 +108,7 @@ impl Hub {
         let lock = self.0.connecting.entry(id.clone()).or_default().clone();
         ConnectTurn {
             guard: Some(lock.lock_owned().await),
-            hub: self.clone(),
+            backend: self.clone(),
             id: id.clone(),
         }
     }
@@ -151,7 +152,7 @@ impl Hub {
         if !connect_asked {
             return false;
         }
-        if !self.is_shutting_down() {
+        if !self.0.common.is_shutting_down() {
             let announced = hooks.notify(EventType::Online, client.id.as_str(), None);
             state.presence = Presence::Online { announced };
         }
@@ -160,7 +161,7 @@ impl Hub {
 
     /// Queues `subscribed` for a channel just joined (under its lock).
     pub(super) fn joined(&self, state: &mut ClientState, client: &Client, channel: &ChannelName) {
-        let Some(hooks) = &self.0.hooks else {
+        let Some(hooks) = &self.0.common.hooks else {
             return;
         };
         if !hooks.notify(
@@ -175,7 +176,7 @@ impl Hub {
     /// Queues `unsubscribed` for a channel just left (under its lock),
     /// unless its `subscribed` was dropped.
     pub(super) fn left(&self, state: &mut ClientState, client: &Client, channel: &ChannelName) {
-        let Some(hooks) = &self.0.hooks else {
+        let Some(hooks) = &self.0.common.hooks else {
             return;
         };
         if let Some(at) = state.unannounced.iter().position(|c| c == channel) {
@@ -197,7 +198,7 @@ impl Hub {
         client: &Client,
         channels: &std::collections::BTreeSet<ChannelName>,
     ) {
-        if self.0.hooks.is_none() {
+        if self.0.common.hooks.is_none() {
             return;
         }
         for channel in channels {
@@ -208,7 +209,7 @@ impl Hub {
 
     /// Queues `offline` if the client was online.
     pub(super) fn went_offline(&self, state: &mut ClientState, client: &Client) {
-        let Some(hooks) = &self.0.hooks else {
+        let Some(hooks) = &self.0.common.hooks else {
             return;
         };
         if let Presence::Online { announced } = state.presence {
@@ -222,7 +223,7 @@ impl Hub {
     /// The reaper's presence check: online, no poll open, none for
     /// `offline_after`.
     pub(super) fn offline_if_away(&self, state: &mut ClientState, client: &Client, now: Instant) {
-        let Some(hooks) = &self.0.hooks else {
+        let Some(hooks) = &self.0.common.hooks else {
             return;
         };
         if state.presence != Presence::Offline
@@ -235,7 +236,7 @@ impl Hub {
 
     /// Shutdown: every online client goes offline.
     pub(super) fn all_offline(&self) {
-        if self.0.hooks.is_none() {
+        if self.0.common.hooks.is_none() {
             return;
         }
         let clients: Vec<Arc<Client>> = self.0.clients.iter().map(|c| c.value().clone()).collect();
@@ -243,10 +244,5 @@ impl Hub {
             let mut state = client.lock();
             self.went_offline(&mut state, &client);
         }
-    }
-
-    /// The hooks, when configured.
-    pub fn hooks(&self) -> Option<&Arc<Hooks>> {
-        self.0.hooks.as_ref()
     }
 }

@@ -14,74 +14,25 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::client::{Client, Gone};
 use super::durable::Recorder;
 use super::membership::has_channel_room;
-use super::Hub;
+use super::LocalBackend;
+use crate::backend::outcomes::ApplyError;
 use crate::protocol::{reply, ChannelName, ClientId, Command, Target};
-use crate::store::journal::{Change, StoreError};
+use crate::store::journal::Change;
 use crate::store::{SharedMessage, StoredMessage};
 
-/// Why a batch could not be applied.
-#[derive(Debug, thiserror::Error)]
-pub enum ApplyError {
-    /// It would subscribe a client to more than `max_channels_per_client`
-    /// channels; nothing was applied.
-    #[error("the batch would subscribe {client} to more than {max} channels")]
-    TooManyChannels {
-        /// The client.
-        client: ClientId,
-        /// `max_channels_per_client`.
-        max: usize,
-    },
-    /// Creating its clients would pass `max_clients`; nothing was applied.
-    #[error("the batch would create {new} clients, over the limit of {max}")]
-    TooManyClients {
-        /// Clients the batch would have created.
-        new: usize,
-        /// `max_clients`.
-        max: usize,
-    },
-    /// The durable store could not write it; nothing was applied.
-    #[error(transparent)]
-    Storage(#[from] StoreError),
-    /// A Redis Cluster took part of the batch and failed the rest (a
-    /// master down): what was applied, by command number (1-based), so
-    /// that a backend resends only the rest.
-    #[error("only part of the batch was applied ({cause}): commands applied: [{}]; channel messages that reached some members only: [{}]; the others were not applied", join(applied), join(partly))]
-    PartlyApplied {
-        /// Commands applied in full.
-        applied: Vec<usize>,
-        /// Channel messages applied in some slot groups only.
-        partly: Vec<usize>,
-        /// Why the rest failed.
-        cause: StoreError,
-    },
-}
-
-fn join(numbers: &[usize]) -> String {
-    numbers
-        .iter()
-        .map(usize::to_string)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-impl Hub {
+impl LocalBackend {
     /// Applies a validated batch: all of it, or nothing when a limit would
-    /// be passed or the store cannot write it. Returns how many commands
-    /// were applied; with a durable store, once they are written.
-    pub async fn apply(&self, commands: Vec<Command>) -> Result<usize, ApplyError> {
-        if let Some(redis) = &self.0.redis {
-            return self.apply_remote(redis, commands).await;
-        }
+    /// be passed or the store cannot write it; with a durable store,
+    /// returns once it is written.
+    pub(super) async fn apply_batch(&self, commands: Vec<Command>) -> Result<(), ApplyError> {
         self.check_client_room(&commands)?;
         self.check_channel_room(&commands)?;
-        let accepted = commands.len();
         let messages = commands
             .iter()
             .filter(|c| matches!(c, Command::Message { .. }))
@@ -89,20 +40,17 @@ impl Hub {
         let commit = {
             let mut ordered = self.ordered()?;
             let deliveries = self.plan(commands, messages, &mut ordered.record);
-            let hub = self.clone();
-            self.submit(ordered, Some(Box::new(move || deliveries.flush(&hub))))?
+            let backend = self.clone();
+            self.submit(ordered, Some(Box::new(move || deliveries.flush(&backend))))?
         };
         self.committed(commit).await?;
-        if let Some(hooks) = &self.0.hooks {
+        if let Some(hooks) = &self.0.common.hooks {
             // Its (un)subscribes and disconnects may have queued hook
             // notifications: acknowledged once they are in the outbox file
             // too (at once without one).
             hooks.written().await;
         }
-        self.0
-            .messages_in
-            .fetch_add(messages as u64, Ordering::Relaxed);
-        Ok(accepted)
+        Ok(())
     }
 
     /// Makes the batch's changes in order; its messages are numbered (and
@@ -170,7 +118,7 @@ impl Hub {
 
     /// Refuses a batch that would pass `max_clients`.
     fn check_client_room(&self, commands: &[Command]) -> Result<(), ApplyError> {
-        let max = self.0.limits.max_clients;
+        let max = self.0.common.limits.max_clients;
         let mut new: Vec<&ClientId> = commands
             .iter()
             .filter_map(Command::creates_client)
@@ -202,7 +150,7 @@ impl Hub {
                 wanted.entry(client).or_default().push(channel);
             }
         }
-        let max = self.0.limits.max_channels_per_client;
+        let max = self.0.common.limits.max_channels_per_client;
         for (client, channels) in wanted {
             let existing = self.0.clients.get(client).map(|c| c.clone());
             if !has_channel_room(existing.as_deref(), channels.into_iter(), max) {
@@ -221,7 +169,7 @@ impl Hub {
         ttl: Option<Duration>,
         now: Instant,
     ) -> StoredMessage {
-        let retention = self.0.limits.message_ttl;
+        let retention = self.0.common.limits.message_ttl;
         let own_ttl = ttl.is_some_and(|t| t < retention);
         let lifetime = ttl.map_or(retention, |t| t.min(retention));
         StoredMessage {
@@ -303,14 +251,14 @@ impl Deliveries {
 
     fn add(
         &mut self,
-        hub: &Hub,
+        backend: &LocalBackend,
         client: Arc<Client>,
         message: SharedMessage,
         by_id: bool,
         now: Instant,
     ) {
         if self.immediate {
-            return deliver(hub, &client, &[Delivery { message, by_id }], false, now);
+            return deliver(backend, &client, &[Delivery { message, by_id }], false, now);
         }
         match self.index.entry(Arc::as_ptr(&client) as usize) {
             Entry::Occupied(at) => self.pending[*at.get()].1.push(Delivery { message, by_id }),
@@ -323,10 +271,10 @@ impl Deliveries {
     }
 
     /// Appends everything gathered (with a journal: once it is written).
-    fn flush(self, hub: &Hub) {
+    fn flush(self, backend: &LocalBackend) {
         let now = Instant::now();
         for (client, messages) in &self.pending {
-            deliver(hub, client, messages, self.reserved, now);
+            deliver(backend, client, messages, self.reserved, now);
         }
     }
 }
@@ -334,7 +282,13 @@ impl Deliveries {
 /// Appends one mailbox's share of a batch. If the client was evicted
 /// meanwhile, what was addressed to it by id goes to its new mailbox (what
 /// came through a channel it no longer belongs to does not).
-fn deliver(hub: &Hub, client: &Client, messages: &[Delivery], reserved: bool, now: Instant) {
+fn deliver(
+    backend: &LocalBackend,
+    client: &Client,
+    messages: &[Delivery],
+    reserved: bool,
+    now: Instant,
+) {
     let all = messages.iter().map(|d| d.message.clone());
     let reserved = if reserved { messages.len() as u64 } else { 0 };
     if let Err(Gone::Evicted) = client.append(all, reserved, now) {
@@ -344,7 +298,7 @@ fn deliver(hub: &Hub, client: &Client, messages: &[Delivery], reserved: bool, no
             .map(|d| d.message.clone())
             .collect();
         if !by_id.is_empty() {
-            hub.deliver_to_id(&client.id, by_id, now);
+            backend.deliver_to_id(&client.id, by_id, now);
         }
     }
 }

@@ -46,13 +46,13 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::poll::{PollError, PollRequest};
-use super::Hub;
+use super::RedisBackend;
+use crate::backend::outcomes::{PollError, PollRequest};
 use crate::hooks::outbox::Outbox;
 use crate::hooks::{Event, EventType, Hooks};
 use crate::protocol::ChannelName;
 use crate::store::journal::StoreError;
-use crate::store::redis::{Args, RedisStore, Step};
+use crate::store::redis::RedisStore;
 
 /// How long the delivering node's lease lasts unless renewed (it renews it
 /// at every look at the queue, at least every [`IDLE_LOOK`]).
@@ -73,25 +73,22 @@ const STANDBY_LOOK: Duration = Duration::from_secs(1);
 /// Clients one presence sweep looks at, so Redis is never held long.
 const SWEEP_BATCH: usize = 500;
 
-impl Hub {
+impl RedisBackend {
     /// With hooks on Redis: `connect` unless the client is online in the
     /// cluster, `subscribe` for each channel of the poll it does not hold.
-    pub(super) async fn ask_remote(
+    pub(super) async fn ask_hooks(
         &self,
         hooks: &Hooks,
-        redis: &RedisStore,
         request: &PollRequest,
     ) -> Result<(), PollError> {
         let id = request.client.as_str();
-        let group = redis.groups().of(id);
-        let look = redis.run(Step::HooksLook, group, vec![id.into()]).await?;
-        if look.int(0) == 0 {
+        let (online, held) = self.store.hooks_look(&request.client).await?;
+        if !online {
             hooks
                 .ask_connect(id, request.connect_ext.as_deref())
                 .await
                 .map_err(PollError::Denied)?;
         }
-        let held: Vec<String> = (1..look.len()).map(|i| look.text(i)).collect();
         let mut new: Vec<&ChannelName> = request
             .subscribe
             .iter()
@@ -107,10 +104,6 @@ impl Hub {
         }
         Ok(())
     }
-}
-
-fn millis(d: Duration) -> String {
-    d.as_millis().to_string()
 }
 
 /// Starts this node's presence sweep and its share of delivering the
@@ -146,7 +139,7 @@ async fn pause(pause: Duration, shutdown: &CancellationToken) -> bool {
 /// Every sweep interval (a quarter of `offline_after`, 50 ms to 5 s, as
 /// on one node): the sweep, group by group.
 async fn sweep_forever(redis: Arc<RedisStore>, hooks: Arc<Hooks>, shutdown: CancellationToken) {
-    let every = super::reaper::sweep_interval(hooks.offline_after());
+    let every = crate::backend::common::sweep_interval(hooks.offline_after());
     while pause(every, &shutdown).await {
         for group in 0..redis.groups().len() {
             sweep_group(&redis, group).await;
@@ -158,13 +151,12 @@ async fn sweep_forever(redis: Arc<RedisStore>, hooks: Arc<Hooks>, shutdown: Canc
 /// every client due.
 async fn sweep_group(redis: &RedisStore, group: usize) {
     loop {
-        let args: Args = vec![SWEEP_BATCH.to_string().into()];
-        match redis.run(Step::PresenceSweep, group, args).await {
-            Ok(reply) => {
-                if reply.int(0) > 0 {
-                    tracing::debug!(offline = reply.int(0), group, "clients went offline");
+        match redis.presence_sweep(group, SWEEP_BATCH).await {
+            Ok((offline, looked)) => {
+                if offline > 0 {
+                    tracing::debug!(offline, group, "clients went offline");
                 }
-                if (reply.int(1) as usize) < SWEEP_BATCH {
+                if looked < SWEEP_BATCH {
                     return;
                 }
             }
@@ -196,8 +188,7 @@ async fn deliver_forever(
             }
         }
     }
-    let release: Args = vec![me.into(), "1".into()];
-    let _ = redis.run(Step::HooksDone, group, release).await;
+    let _ = redis.hooks_done(group, &me, true, &[]).await;
 }
 
 /// Takes (or renews) the lease of `group`'s queue and its events from
@@ -209,14 +200,7 @@ async fn take(
     from: usize,
     n: usize,
 ) -> Result<Option<Vec<String>>, StoreError> {
-    let args: Args = vec![
-        me.into(),
-        millis(LEASE).into(),
-        n.to_string().into(),
-        from.to_string().into(),
-    ];
-    let reply = redis.run(Step::HooksTake, group, args).await?;
-    Ok((reply.text(0) == "mine").then(|| (1..reply.len()).map(|i| reply.text(i)).collect()))
+    redis.hooks_take(group, me, LEASE, n, from).await
 }
 
 /// Delivers `group`'s queue while this node holds its lease; returns when
@@ -249,10 +233,8 @@ async fn hold(redis: &RedisStore, hooks: &Hooks, group: usize, me: &str) {
             let done = std::mem::take(&mut *lock(&settled));
             let mut removed = 0;
             if !done.is_empty() {
-                let mut args: Args = vec![me.into(), "0".into()];
-                args.extend(done.iter().map(|json| json.clone().into_bytes()));
-                match redis.run(Step::HooksDone, group, args).await {
-                    Ok(reply) if reply.int(0) == done.len() as i64 => removed = done.len(),
+                match redis.hooks_done(group, me, false, &done).await {
+                    Ok(n) if n == done.len() => removed = done.len(),
                     // Not ours any more, or another node removed some.
                     Ok(_) => return lost_lease(group),
                     // Redis is away: removed with the next ones.

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio_util::sync::CancellationToken;
 
 use super::client::{Client, Gone, Revocation};
-use super::Hub;
+use super::LocalBackend;
 use crate::store::journal::{
     AfterCommit, Change, Commit, RecoveredClient, StateImages, StoreError,
 };
@@ -54,7 +54,7 @@ pub(super) struct Ordered<'a> {
     pub record: Recorder,
 }
 
-impl Hub {
+impl LocalBackend {
     /// Starts a step that changes the state: takes `journal_order` and a
     /// recording recorder when there is a journal (refusing at once while
     /// the journal cannot write), nothing otherwise.
@@ -95,7 +95,7 @@ impl Hub {
         if changes.is_empty() && after_commit.is_none() {
             return Ok(None);
         }
-        let (submitted, histogram) = (Instant::now(), self.0.commit_seconds.clone());
+        let (submitted, histogram) = (Instant::now(), self.0.common.commit_seconds.clone());
         let after_commit: AfterCommit = Box::new(move || {
             histogram.observe(submitted.elapsed().as_secs_f64());
             if let Some(after) = after_commit {
@@ -121,12 +121,6 @@ impl Hub {
             .wait()
             .await
             .inspect_err(|_| self.0.reload.notify_one())
-    }
-
-    /// Seconds from submitting a journal unit to its commit: a handle on the
-    /// hub's histogram, for `GET /metrics`.
-    pub fn commit_seconds(&self) -> prometheus_client::metrics::histogram::Histogram {
-        self.0.commit_seconds.clone()
     }
 
     /// Puts recovered clients in place (start-up, or a reload on an emptied
@@ -173,8 +167,8 @@ impl Hub {
         let Some(journal) = &self.0.journal else {
             return;
         };
-        let hub = self.clone();
-        let mut state = move || -> StateImages { Box::new(hub.images()) };
+        let backend = self.clone();
+        let mut state = move || -> StateImages { Box::new(backend.images()) };
         if let Err(e) = journal.write_snapshot(&mut state) {
             tracing::warn!(error = %e, "snapshot not taken; the journal keeps growing until the next try");
         }
@@ -231,14 +225,14 @@ impl Hub {
 
 /// After a failed write: waits until the journal can write again, then
 /// reloads the hub's state from it. Runs until `shutdown`.
-pub fn spawn_reloader(hub: Hub, shutdown: CancellationToken) {
-    let Some(journal) = hub.0.journal.clone() else {
+pub(super) fn spawn_reloader(backend: LocalBackend, shutdown: CancellationToken) {
+    let Some(journal) = backend.0.journal.clone() else {
         return;
     };
     tokio::spawn(async move {
         loop {
             tokio::select! {
-                _ = hub.0.reload.notified() => {}
+                _ = backend.0.reload.notified() => {}
                 _ = shutdown.cancelled() => return,
             }
             tracing::warn!("a journal write failed: the state will be reloaded from disk once writes succeed again");
@@ -247,13 +241,13 @@ pub fn spawn_reloader(hub: Hub, shutdown: CancellationToken) {
                 let reopened = tokio::task::spawn_blocking(move || reopening.reopen()).await;
                 match reopened {
                     Ok(Ok(recovered)) => {
-                        let _order = hub
+                        let _order = backend
                             .0
                             .journal_order
                             .lock()
                             .unwrap_or_else(|poisoned| poisoned.into_inner());
                         let clients = recovered.len();
-                        hub.replace_state(recovered);
+                        backend.replace_state(recovered);
                         journal.resume();
                         tracing::info!(
                             clients,
