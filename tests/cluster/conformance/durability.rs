@@ -161,10 +161,11 @@ async fn browser(n: &Server, client: &str, dead: &AtomicBool) -> Seen {
 /// was not posted to it; ids strictly increase; what the browser saw kept
 /// its ids; its cursor resumes without `reset` with exactly what follows
 /// it; each backend's messages keep their order; a command that got no
-/// answer is there for all its recipients or for none (except on a Redis
-/// Cluster, where a node dying between the slot groups' shares of a
-/// command may leave some applied: docs/storage.md, "Redis Cluster").
-/// Memory: every cursor `reset`s on an empty mailbox.
+/// answer is there for all its recipients or for none. (Not asked of a
+/// Redis Cluster: it applies a command's slot-group shares one script
+/// each, and what it promises when only some were applied is an answer
+/// naming them, docs/storage.md "Redis Cluster", which a killed node
+/// cannot give.) Memory: every cursor `reset`s on an empty mailbox.
 pub async fn a_kill_under_write_load_loses_nothing_acknowledged(fx: Fixture) {
     let n = fx
         .node(&[("COMETBOX_LIMITS__MAILBOX_MAX_MESSAGES", "100000")])
