@@ -7,9 +7,10 @@
 //! SIGKILLs of nodes and Redis servers at random moments under load
 //! (`chaos.rs`); and the same behind a real nginx with the deploy kit's
 //! snippets (`nginx.rs`).
-//! The scenarios of `scenarios.rs`, `events.rs`, `hooks.rs` and the
-//! conformance checks run on one redis-server and on a 3-master Redis
-//! Cluster.
+//! The scenarios of `scenarios.rs`, `events.rs` and `hooks.rs` run on one
+//! redis-server and on a 3-master Redis Cluster; the store conformance
+//! suite (`conformance/`) runs its checks on every store: memory, disk,
+//! one redis-server and a Cluster.
 //!
 //! Needs `redis-server` and `nginx` (Debian's; `tests/cluster/run-tests.sh`
 //! installs them)

@@ -8,6 +8,7 @@
 # port, stopped by pid) with the deploy kit's snippets in front of the nodes.
 #   bash tests/cluster/run-tests.sh
 #   bash tests/cluster/run-tests.sh chaos     # only the tests whose name holds "chaos"
+#   bash tests/cluster/run-tests.sh conformance   # the store conformance suite, every store
 # Installs redis-server and nginx if missing; fails loudly if it cannot.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)

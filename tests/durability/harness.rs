@@ -356,7 +356,7 @@ impl Msg {
 }
 
 #[path = "../shared/jwt.rs"]
-mod jwt;
+pub mod jwt;
 
 /// A browser token for `client` (valid an hour) with `channels` grants,
 /// minted by hand (`tests/shared/jwt.rs`), not by the server's own code.
