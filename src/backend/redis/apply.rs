@@ -32,9 +32,7 @@ impl RedisBackend {
             .collect();
         let mode = if shares.len() > 1 && refusable.iter().any(|r| *r) {
             let checks = shares.iter().filter(|(g, _)| refusable[*g]);
-            for verdict in self.run_shares(ApplyMode::Check, checks).await? {
-                self.refusal(verdict?)?;
-            }
+            self.check_all(checks).await?;
             ApplyMode::Force
         } else {
             ApplyMode::Apply
@@ -106,19 +104,51 @@ impl RedisBackend {
         (shares, refusable, homes)
     }
 
+    /// Checks every share that a limit could refuse, and then the batch as
+    /// a whole: each share counts only its own group's new clients, so
+    /// their sum is held against `max_clients` here (k new clients in k
+    /// groups would each pass alone).
+    async fn check_all<'a>(
+        &self,
+        shares: impl Iterator<Item = &'a (usize, Share)>,
+    ) -> Result<(), ApplyError> {
+        let max = self.common.limits.max_clients;
+        let counts = self.store.client_counts(max).await?;
+        let limits = self.share_limits();
+        let runs = shares.map(|(g, share)| {
+            (self.store).check_share(*g, &limits, counts.others(*g), share)
+        });
+        let mut new = 0;
+        for checked in futures_util::future::join_all(runs).await {
+            let (verdict, new_clients) = checked?;
+            self.refusal(verdict)?;
+            new += new_clients;
+        }
+        if new > 0 && counts.total() + new as u64 > max as u64 {
+            return Err(ApplyError::TooManyClients { new, max });
+        }
+        Ok(())
+    }
+
+    fn share_limits(&self) -> ShareLimits {
+        let limits = &self.common.limits;
+        ShareLimits {
+            max_messages: self.store.max_messages(),
+            max_clients: limits.max_clients,
+            max_channels: limits.max_channels_per_client,
+        }
+    }
+
     /// Runs the apply script on each share concurrently.
     async fn run_shares<'a>(
         &self,
         mode: ApplyMode,
         shares: impl Iterator<Item = &'a (usize, Share)>,
     ) -> Result<Vec<Result<Verdict, StoreError>>, ApplyError> {
-        let limits = &self.common.limits;
-        let counts = self.store.client_counts(limits.max_clients).await?;
-        let share_limits = ShareLimits {
-            max_messages: self.store.max_messages(),
-            max_clients: limits.max_clients,
-            max_channels: limits.max_channels_per_client,
-        };
+        let counts = (self.store)
+            .client_counts(self.common.limits.max_clients)
+            .await?;
+        let share_limits = self.share_limits();
         let runs = shares.map(|(g, share)| {
             self.store
                 .apply_share(*g, mode, &share_limits, counts.others(*g), share)

@@ -52,7 +52,9 @@ if MODE ~= 'force' then
     end
     if n > MAXCH then return {'too-many-channels', id} end
   end
-  if MODE == 'check' then return {'ok', 0} end
+  -- The share's new clients: the batch's total, over every group, is
+  -- checked against max_clients before any share applies.
+  if MODE == 'check' then return {'ok', nnew} end
 end
 
 -- Who a message to channel `ch` reaches in this group: its members and the

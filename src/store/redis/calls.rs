@@ -262,6 +262,29 @@ impl RedisStore {
         others: Vec<u8>,
         share: &Share,
     ) -> Result<Verdict, StoreError> {
+        Ok(self.run_share(group, mode, limits, others, share).await?.0)
+    }
+
+    /// Checks one group's share (applies nothing): its verdict, and how
+    /// many clients it would create.
+    pub async fn check_share(
+        &self,
+        group: usize,
+        limits: &ShareLimits,
+        others: Vec<u8>,
+        share: &Share,
+    ) -> Result<(Verdict, usize), StoreError> {
+        self.run_share(group, ApplyMode::Check, limits, others, share).await
+    }
+
+    async fn run_share(
+        &self,
+        group: usize,
+        mode: ApplyMode,
+        limits: &ShareLimits,
+        others: Vec<u8>,
+        share: &Share,
+    ) -> Result<(Verdict, usize), StoreError> {
         let mode = match mode {
             ApplyMode::Apply => "apply",
             ApplyMode::Check => "check",
@@ -276,7 +299,14 @@ impl RedisStore {
             mode.into(),
         ];
         args.extend(share.0.iter().cloned());
-        verdict(&self.run(Step::Apply, group, args).await?)
+        let reply = self.run(Step::Apply, group, args).await?;
+        let verdict = verdict(&reply)?;
+        // `check` answers `ok` with the share's new clients.
+        let new_clients = match verdict {
+            Verdict::Ok => reply.int(1).max(0) as usize,
+            _ => 0,
+        };
+        Ok((verdict, new_clients))
     }
 
     /// Starts a poll (its lease, its `channels=`) and looks once: the look,

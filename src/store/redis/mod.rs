@@ -528,6 +528,11 @@ impl RedisStore {
 pub struct ClientCounts(Vec<u64>);
 
 impl ClientCounts {
+    /// Clients in every group.
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+
     /// Clients in the groups other than `group`, as a script argument.
     pub fn others(&self, group: usize) -> Vec<u8> {
         let all: u64 = self.0.iter().sum();

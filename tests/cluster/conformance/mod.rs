@@ -93,15 +93,7 @@ conformance! {
     loss::a_disconnected_mailbox_comes_back_in_a_new_epoch;
     loss::message_ttl_resets_but_an_own_ttl_does_not;
     loss::an_evicted_client_comes_back_in_a_new_mailbox;
-    // A Cluster checks each slot group's share against its own new
-    // clients plus the other groups' clients from before the batch
-    // (`apply.lua`, `check` mode), not the batch's new clients in the other
-    // groups: with 5 of 8 clients, a batch creating 4 in 4 groups is `<ok>`.
-    batches::a_batch_over_max_clients_applies_nothing [
-        memory disk disk_reopened disk_killed redis
-        #[ignore = "a batch creating clients in several slot groups passes max_clients (issue #23)"]
-        redis_cluster
-    ];
+    batches::a_batch_over_max_clients_applies_nothing;
     batches::a_batch_over_max_channels_applies_nothing;
     channels::a_channel_reaches_its_members_at_the_time;
     channels::wildcards_reach_each_member_once;
