@@ -7,7 +7,7 @@
  *   - CommonJS:           const CometBox = require('cometbox-client')
  *   - an ES module:       import CometBox from 'cometbox-client'  (cometbox.mjs beside this file)
  *
- * Wire protocol: cometbox PROTOCOL.md: GET <url>/events (Server-Sent Events, read
+ * Wire protocol: cometbox docs/protocol.md: GET <url>/events (Server-Sent Events, read
  * with fetch streaming) where it works, GET <url>/poll (long-poll) where it does
  * not; one connection per client shared by all tabs (Web Locks + BroadcastChannel).
  */
