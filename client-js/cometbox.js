@@ -547,6 +547,12 @@
           return;
         }
         this._authFailures++;
+        // A leader whose token is refused hands the connection over at once: a
+        // tab with a good token (one opened after a redeploy with a new secret)
+        // must not wait for this tab's refreshes and backoff. Leaving the group
+        // gives the lock up; this tab's next poll elects again (with no other
+        // tab waiting, it simply leads again).
+        if (this._role === 'leader' && (code !== 'token-expired' || this._authFailures > 1)) this._leaveGroup();
         // The first 401 refreshes at once; a fresh token that is refused again backs off.
         this._refreshToken(err);
         return;
