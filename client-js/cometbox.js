@@ -41,6 +41,20 @@
   var DEFAULT_BACKOFF = Object.freeze({ base: 1000, max: 30000 });
   /** Message ids a tab remembers to drop what it already dispatched (tab sharing). */
   var SEEN_MAX = 2000;
+  /** Where a leader's batch goes past a follower's cursor: the index after the
+   *  message whose id is that cursor, or 0 when the batch does not hold it. A
+   *  leader with no cursor (a new tab, or one that took over before its
+   *  catch-up ended) posts everything the mailbox retains; a follower that
+   *  reloaded has forgotten the ids it dispatched, not its cursor, and must not
+   *  show again what came up to it. */
+  function afterCursor(msgs, cursor) {
+    if (typeof cursor !== 'string') return 0;
+    for (var i = msgs.length - 1; i >= 0; i--) {
+      if (msgs[i] && msgs[i].id === cursor) return i + 1;
+    }
+    return 0;
+  }
+
   /** Leader batches a follower keeps while it catches up. */
   var PENDING_MAX = 1000;
   /** Longest SSE line accepted (the server's replies are bounded by max_reply_bytes). */
@@ -889,7 +903,8 @@
       }
       var fresh = msgs.length === 0;
       try {
-        for (var i = 0; i < msgs.length; i++) {
+        // After a reset the ids start again: this tab's cursor names nothing in them.
+        for (var i = d.reset === true ? 0 : afterCursor(msgs, this._cursor); i < msgs.length; i++) {
           var m = msgs[i];
           if (!m || typeof m !== 'object' || !this._markSeen(m.id)) continue;
           fresh = true;
