@@ -41,7 +41,7 @@ declare class CometBox {
 }
 
 declare namespace CometBox {
-  /** One message of a poll reply (PROTOCOL.md, `GET /poll`). */
+  /** One message of a poll reply (docs/protocol.md, `GET /poll`). */
   interface CometBoxMessage<T = unknown> {
     /** The cursor just after this message. Opaque. */
     id: string;

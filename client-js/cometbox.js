@@ -7,7 +7,7 @@
  *   - CommonJS:           const CometBox = require('cometbox-client')
  *   - an ES module:       import CometBox from 'cometbox-client'  (cometbox.mjs beside this file)
  *
- * Wire protocol: cometbox PROTOCOL.md: GET <url>/events (Server-Sent Events, read
+ * Wire protocol: cometbox docs/protocol.md: GET <url>/events (Server-Sent Events, read
  * with fetch streaming) where it works, GET <url>/poll (long-poll) where it does
  * not; one connection per client shared by all tabs (Web Locks + BroadcastChannel).
  */
@@ -41,6 +41,20 @@
   var DEFAULT_BACKOFF = Object.freeze({ base: 1000, max: 30000 });
   /** Message ids a tab remembers to drop what it already dispatched (tab sharing). */
   var SEEN_MAX = 2000;
+  /** Where a leader's batch goes past a follower's cursor: the index after the
+   *  message whose id is that cursor, or 0 when the batch does not hold it. A
+   *  leader with no cursor (a new tab, or one that took over before its
+   *  catch-up ended) posts everything the mailbox retains; a follower that
+   *  reloaded has forgotten the ids it dispatched, not its cursor, and must not
+   *  show again what came up to it. */
+  function afterCursor(msgs, cursor) {
+    if (typeof cursor !== 'string') return 0;
+    for (var i = msgs.length - 1; i >= 0; i--) {
+      if (msgs[i] && msgs[i].id === cursor) return i + 1;
+    }
+    return 0;
+  }
+
   /** Leader batches a follower keeps while it catches up. */
   var PENDING_MAX = 1000;
   /** Longest SSE line accepted (the server's replies are bounded by max_reply_bytes). */
@@ -547,6 +561,12 @@
           return;
         }
         this._authFailures++;
+        // A leader whose token is refused hands the connection over at once: a
+        // tab with a good token (one opened after a redeploy with a new secret)
+        // must not wait for this tab's refreshes and backoff. Leaving the group
+        // gives the lock up; this tab's next poll elects again (with no other
+        // tab waiting, it simply leads again).
+        if (this._role === 'leader' && (code !== 'token-expired' || this._authFailures > 1)) this._leaveGroup();
         // The first 401 refreshes at once; a fresh token that is refused again backs off.
         this._refreshToken(err);
         return;
@@ -883,7 +903,8 @@
       }
       var fresh = msgs.length === 0;
       try {
-        for (var i = 0; i < msgs.length; i++) {
+        // After a reset the ids start again: this tab's cursor names nothing in them.
+        for (var i = d.reset === true ? 0 : afterCursor(msgs, this._cursor); i < msgs.length; i++) {
           var m = msgs[i];
           if (!m || typeof m !== 'object' || !this._markSeen(m.id)) continue;
           fresh = true;

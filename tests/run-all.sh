@@ -8,6 +8,8 @@
 #                        the real binary; mounts a tmpfs and an ext4 image, root)
 #   1b. redis cluster   several real nodes on a real redis-server (tests/cluster),
 #                        also behind a real nginx with the deploy snippets
+#   1c. docs            the examples of README.md, docs/ and deploy/README.md
+#                        marked <!-- doc-test --> run against the binary (tests/docs)
 #   2. php-client        PHPUnit against the real binary, every transport
 #      python-client     pytest against the real binary, TCP and Unix socket
 #      packages          each client built and installed as a user would
@@ -70,6 +72,7 @@ run_suite() {
 
 run_suite "cargo test (unit + integration)" cargo test --locked
 run_suite "redis store: nodes on a real Redis (tests/cluster)" bash tests/cluster/run-tests.sh
+run_suite "docs: the README's and docs/ examples run as written (tests/docs)" bash tests/docs/run-tests.sh
 
 # The release build (for the .deb and the load tool) takes minutes of CPU;
 # it runs while the client suites, which wait on the network more than on

@@ -1,16 +1,20 @@
 //! The ingest face: XML commands at `POST /`, `POST /token`, `GET /stats`,
-//! `GET /metrics`, `GET /clients/<id>` and `GET /health`. Every endpoint but `/health`
-//! requires the ingest key when one is configured.
+//! `GET /metrics`, `GET /status`, `GET /clients/<id>` and `GET /health`.
+//! Every endpoint but `/health` requires the ingest key when one is
+//! configured: as a bearer token, or, for reading (`GET`), as the password
+//! of HTTP Basic credentials, which is what a browser opening `/status`
+//! can send (see `status.rs`).
 
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use base64::Engine;
 use futures_util::StreamExt;
 use serde::Serialize;
 
@@ -29,6 +33,7 @@ pub fn router(state: AppState) -> Router {
         .route("/token", post(token))
         .route("/stats", get(stats))
         .route("/metrics", get(metrics))
+        .route("/status", get(super::status::page))
         .route("/clients/{id}", get(presence))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
     Router::new()
@@ -67,17 +72,46 @@ async fn refuse_framed_twice(request: Request, next: Next) -> Response {
 
 async fn require_key(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let key = &state.settings.ingest.key;
-    if !key.is_empty() {
-        let sent = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if !sent.is_some_and(|sent| constant_time_eq(sent.trim().as_bytes(), key.as_bytes())) {
-            return IngestError::Unauthorized.into_response();
-        }
+    if key.is_empty() {
+        return next.run(request).await;
     }
-    next.run(request).await
+    let reads = matches!(*request.method(), Method::GET | Method::HEAD);
+    let sent = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| presented_key(v, reads));
+    if sent.is_some_and(|sent| constant_time_eq(sent.trim().as_bytes(), key.as_bytes())) {
+        return next.run(request).await;
+    }
+    let mut refused = IngestError::Unauthorized.into_response();
+    if reads {
+        // A browser (opening /status) then asks its user for the key, and
+        // sends it with the page's own requests to /stats and /health.
+        refused.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static(r#"Basic realm="cometbox ingest", charset="UTF-8""#),
+        );
+    }
+    refused
+}
+
+/// The key an `Authorization` value presents: `Bearer <key>`, or, when
+/// `basic` (reading requests only), `Basic base64(<any user>:<key>)`. A
+/// browser's remembered Basic credentials go with every request to the
+/// origin, those a form on another site makes included: they may read
+/// figures, never apply commands or mint tokens.
+fn presented_key(authorization: &str, basic: bool) -> Option<String> {
+    if let Some(key) = authorization.strip_prefix("Bearer ") {
+        return Some(key.to_owned());
+    }
+    let encoded = authorization.strip_prefix("Basic ").filter(|_| basic)?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let credentials = String::from_utf8(decoded).ok()?;
+    let (_user, key) = credentials.split_once(':')?;
+    Some(key.to_owned())
 }
 
 /// Compares without returning early, so response timing does not reveal

@@ -1,6 +1,6 @@
 //! The two HTTP faces: `public` for browsers (long-poll, the JS class) and
 //! `ingest` for backends (XML commands, tokens, stats,
-//! metrics). Handlers are thin
+//! metrics, the status page). Handlers are thin
 //! adapters between HTTP and the hub.
 
 use std::sync::Arc;
@@ -18,6 +18,7 @@ pub mod ingest;
 pub mod public;
 pub mod send_timeout;
 pub mod serve;
+pub mod status;
 
 /// What every handler of both listeners shares: one `Arc`, so extracting
 /// the state per request is one reference count, not one per field.

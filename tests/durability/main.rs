@@ -1,4 +1,4 @@
-//! The `disk` store's promises (PROTOCOL.md, "Storage: [store]"), checked
+//! The `disk` store's promises (docs/storage.md), checked
 //! against the real binary on its own data directory: SIGKILL under load
 //! (`kill9`), damaged journals (`damage`), the path lock (`lock`), a full
 //! disk and a read-only store (`space`), and a checked-in store of an

@@ -478,3 +478,63 @@ async fn a_stale_ingest_socket_is_replaced_and_a_live_one_refused() {
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "not a socket");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Every family the Grafana dashboard (`deploy/grafana/cometbox.json`)
+/// queries is one the binary serves, with hooks and a bridge configured
+/// (their families appear only then): a renamed metric breaks this test,
+/// not a panel nobody looks at.
+#[tokio::test]
+async fn the_grafana_dashboard_queries_only_families_the_server_serves() {
+    let dashboard = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/grafana/cometbox.json"),
+    )
+    .unwrap();
+    let mut queried: Vec<&str> = dashboard
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("cometbox_"))
+        .collect();
+    queried.sort_unstable();
+    queried.dedup();
+    for family in ["cometbox_hook_decisions_total", "cometbox_bridge_state"] {
+        assert!(
+            queried.contains(&family),
+            "the dashboard has panels for hooks and bridges"
+        );
+    }
+    // Nothing listens on the hook's or the broker's port: the families are
+    // there all the same.
+    let unused = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = unused.local_addr().unwrap().port().to_string();
+    drop(unused);
+    let hook = format!("http://127.0.0.1:{port}/hook");
+    let broker = format!("nats://127.0.0.1:{port}");
+    let server = start(
+        "grafana",
+        &[
+            ("COMETBOX_HOOKS__URL", hook.as_str()),
+            ("COMETBOX_HOOKS__SECRET", "s"),
+            ("COMETBOX_BRIDGE__0__URL", broker.as_str()),
+            ("COMETBOX_BRIDGE__0__SOURCE", "orders"),
+            ("COMETBOX_BRIDGE__0__CHANNEL", "orders"),
+        ],
+    )
+    .await;
+    let text = reqwest::get(format!("http://{}/metrics", server.ingest))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let served = |family: &str| {
+        text.lines().any(|l| {
+            l.strip_prefix(family)
+                .is_some_and(|rest| rest.starts_with(['{', ' ']))
+        })
+    };
+    let missing: Vec<_> = queried.iter().filter(|f| !served(f)).collect();
+    assert!(
+        missing.is_empty(),
+        "queried but not served: {missing:?}\n{text}"
+    );
+    server.stop().await;
+}

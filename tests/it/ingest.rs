@@ -245,7 +245,7 @@ async fn the_ingest_key_guards_everything_but_health() {
         post(Some("Bearer k3y")).await.unwrap().status(),
         StatusCode::OK
     );
-    for path in ["/stats", "/clients/a"] {
+    for path in ["/stats", "/clients/a", "/status"] {
         assert_eq!(
             server.get_status(server.ingest_url(path)).await,
             StatusCode::UNAUTHORIZED,

@@ -215,3 +215,37 @@ test('messages sent without pause while the leader closes and the next leader re
   for (const p of [leader, other]) assert.deepEqual(await p.evaluate(() => T.errors), []);
   await waitFor(async () => (await presence(s, id)).open_polls === 1, { timeout: 10000, what: 'one open connection at the end' });
 });
+
+/** A token signed with another secret than the server's (a tab left from a
+ *  server that has since been redeployed with a new secret). */
+function tokenOfAnotherServer(sub) {
+  const crypto = require('node:crypto');
+  const b64 = (x) => Buffer.from(JSON.stringify(x)).toString('base64url');
+  const head = b64({ alg: 'HS256', typ: 'JWT' }) + '.' + b64({ sub, exp: Math.floor(Date.now() / 1000) + 3600 });
+  return head + '.' + crypto.createHmac('sha256', 'the-old-secret').update(head).digest('base64url');
+}
+
+for (const transport of ['sse', 'poll']) test(`a leader whose token is refused hands over at once to a tab whose token works (${transport})`, async () => {
+  const s = await newServer();
+  const opts = transport === 'sse' ? {} : { transport: 'poll' };
+  const ctx = await browser.newContext();
+  cleanups.push(() => ctx.close());
+  const id = cid('stale');
+  // The old tab: its token, and every token its getToken() brings, are refused.
+  const stale = await openTestPage(ctx, s.publicUrl);
+  await stale.exposeFunction('mintToken', (sub) => tokenOfAnotherServer(sub));
+  await stale.evaluate(([u, t, o]) => boot(u, { token: t, refresh: true, backoff: { base: 20000, max: 20000 }, ...o }),
+    [s.publicUrl, tokenOfAnotherServer(id), opts]);
+  await stale.waitForFunction(() => T.tokens >= 1, null, { timeout: 10000, polling: 50 });
+  // A new tab of the same client with a good token.
+  const fresh = await openTestPage(ctx, s.publicUrl);
+  await fresh.evaluate(([u, t, o]) => boot(u, { token: t, ...o }), [s.publicUrl, mintToken(id), opts]);
+  await fresh.waitForFunction(() => cb.role === 'leader', null, { timeout: 5000, polling: 50 });
+  await waitFor(async () => (await presence(s, id)).open_polls === 1, { timeout: 5000, what: 'the good tab connected' });
+  await sendRange(s, id, 1, 3);
+  await waitMessages(fresh, 3, 5000);
+  assert.deepEqual(await texts(fresh), [1, 2, 3]);
+  assert.equal(await fresh.evaluate(() => cb.state), 'connected');
+  assert.deepEqual(await fresh.evaluate(() => T.errors), []);
+  assert.notEqual(await stale.evaluate(() => cb.role), 'leader', 'the refused tab no longer leads');
+});

@@ -174,3 +174,31 @@ test('different clients or channels are different groups; shareTabs: false and n
   assert.deepEqual([a, b, c, d, e].map((t) => t.cb.role), ['leader', 'leader', 'leader', 'solo', 'solo']);
   for (const t of [a, b, c, d, e]) t.cb.stop();
 });
+
+test('a fresh leader replays what the mailbox retains: a follower dispatches only what follows its own cursor', async () => {
+  // The leader is a tab with no cursor (new, or it took over before its catch-up
+  // ended): its poll brings everything retained and it posts all of it. A follower
+  // that reloaded (its cursor remembered, its dispatched ids forgotten) must not
+  // show again what it showed before its reload.
+  const locks = new FakeLocks();
+  const token = fakeJwt({ sub: 'alice', exp: 2000000000 });
+  const a = tab(locks, token);
+  a.cb.start();
+  await settle();
+  assert.equal(a.cb.role, 'leader');
+  const { MemoryStorage } = require('../lib/fakes.js');
+  const storage = new MemoryStorage({ [`cometbox:cursor:${URL_BASE}#alice`]: 'e-3' });
+  const b = tab(locks, token, { storage });
+  b.cb.start();
+  await settle();
+  assert.equal(b.cb.role, 'follower');
+  assert.equal(b.env.fetch.query().get('since'), 'e-3');
+  b.env.fetch.respond(200, { cursor: 'e-3', messages: [] });
+  await settle();
+  assert.equal(a.env.fetch.query().get('since'), null, 'the leader starts with no cursor');
+  a.env.fetch.respond(200, { cursor: 'e-4', messages: [msg('e-1'), msg('e-2'), msg('e-3'), msg('e-4')] });
+  await settle();
+  assert.deepEqual(ids(a), ['e-1', 'e-2', 'e-3', 'e-4']);
+  assert.deepEqual(ids(b), ['e-4'], 'the follower had shown e-1..e-3 before its reload');
+  assert.equal(b.cb.cursor, 'e-4');
+});

@@ -1,4 +1,4 @@
-"""Receiving cometbox's signed hook requests (PROTOCOL "Backend hooks").
+"""Receiving cometbox's signed hook requests (docs/hooks.md).
 
 cometbox POSTs each event to the backend as JSON with a header::
 
