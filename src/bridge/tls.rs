@@ -151,9 +151,30 @@ pub async fn handshake(
 /// `message` with a hint when it is a certificate refusal, for errors of
 /// any of the clients (each quotes rustls's own text).
 pub fn explain(message: &str) -> String {
-    if message.contains("invalid peer certificate") {
-        format!("{message} (the broker's certificate is refused: is ca_file its CA, and does it name the URL's host?)")
+    let hint = if !message.contains("invalid peer certificate") {
+        return message.to_owned();
+    } else if message.contains("not valid for name") {
+        "the broker's certificate does not name the URL's host: use a host it names"
+    } else if message.contains("UnknownIssuer") {
+        "the broker's certificate is not signed by a trusted CA: set ca_file to its CA"
     } else {
-        message.to_owned()
+        "the broker's certificate is refused"
+    };
+    format!("{message} ({hint})")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn certificate_refusals_get_a_hint() {
+        let unknown = explain("IO error: invalid peer certificate: UnknownIssuer");
+        assert!(unknown.ends_with(
+            "(the broker's certificate is not signed by a trusted CA: set ca_file to its CA)"
+        ));
+        let name = explain("invalid peer certificate: certificate not valid for name \"localhost\"; certificate is only valid for IpAddress(127.0.0.1)");
+        assert!(name.contains("does not name the URL's host"));
+        assert_eq!(explain("connection refused"), "connection refused");
     }
 }
