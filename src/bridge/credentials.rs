@@ -108,7 +108,7 @@ impl Keys<'_> {
             .map(str::to_owned)
             .or(Some(url_user))
             .filter(|u| !u.is_empty());
-        let password = self.password.cloned().or(url_password.map(|p| Secret(p)));
+        let password = self.password.cloned().or(url_password.map(Secret));
         let chosen = [
             user.is_some() || password.is_some(),
             self.token.is_some(),

@@ -215,6 +215,16 @@ def declare_stream(env: Env) -> None:
     asyncio.run(run())
 
 
+def secure_nats_publish(env: Env, subject: str, body: str, headers: Dict[str, str]) -> None:
+    """Core NATS, on the TLS-only server."""
+    async def run() -> None:
+        nc = await secure_nats(env)
+        await nc.publish(subject, body.encode(), headers=headers)
+        await nc.flush()
+        await nc.close()
+    asyncio.run(run())
+
+
 def jetstream_publish(env: Env, subject: str, messages: List[Tuple[str, Dict[str, str]]]) -> None:
     """Publishes each message and waits for the stream's acknowledgement."""
     async def run() -> None:

@@ -18,8 +18,8 @@ import pytest
 
 import brokers
 from cometbox_server import Browser, Cometbox, wait_for
-from support import (BRIDGES, Env, amqp_publish, browser, jetstream_publish, nats_publish, stomp_send, uid,
-                     with_data)
+from support import (BRIDGES, Env, amqp_publish, browser, jetstream_publish, nats_publish, secure_nats_publish,
+                     stomp_send, uid, with_data)
 
 
 # --------------------------------------------------------------------- tests
@@ -196,12 +196,13 @@ def pipe_script(bodies: List[Tuple[str, Dict[str, str]]], client: str) -> str:
     return "".join(f"XADD cb-stream * data {quote(body)} cometbox-client {client}\n" for body, _ in bodies)
 
 
-@pytest.mark.parametrize("broker", ["redis", "nats", "rabbit", "activemq"])
+@pytest.mark.parametrize("broker", ["redis", "nats", "nats_secure", "rabbit", "activemq"])
 def test_a_restarted_broker_is_reconnected(env: Env, broker: str) -> None:
     target: brokers.Broker = getattr(env, broker)
     names = {
         "redis": ["redis-pubsub", "redis-stream"],
         "nats": ["nats"],
+        "nats_secure": ["nats-tls", "jetstream"],
         "rabbit": ["amqp-queue", "amqp-exchange", "rabbit-stomp"],
         "activemq": ["stomp-queue", "stomp-topic"],
     }[broker]
@@ -226,6 +227,13 @@ def test_a_restarted_broker_is_reconnected(env: Env, broker: str) -> None:
         pubsub.wait(with_data({"again": marker}))
     elif broker == "nats":
         nats_publish(env.nats.url, "cb.y", [(payload, {"cometbox-channel": "after-restart"})])
+    elif broker == "nats_secure":
+        # JetStream first (its stream survived on disk), then core NATS.
+        jetstream_publish(env, "cbjs.y", [(payload, {"cometbox-channel": "after-restart"})])
+        b.wait(with_data({"again": marker}), timeout=60)
+        marker = uid("nats-tls")
+        payload = json.dumps({"again": marker})
+        secure_nats_publish(env, "cbtls.y", payload, {"cometbox-channel": "after-restart"})
     elif broker == "rabbit":
         amqp_publish(env.rabbit, "", "cb-queue", [(payload, {"cometbox-channel": "after-restart"})])
         b.wait(with_data({"again": marker}), timeout=60)

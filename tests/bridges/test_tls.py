@@ -7,7 +7,6 @@ reach the broker and are never shown.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
@@ -17,16 +16,8 @@ from typing import List, Tuple
 
 import brokers
 from cometbox_server import Cometbox, wait_for
-from support import (Env, amqp_publish, browser, jetstream_publish, secure_nats, stomp_send, uid, with_data)
-
-
-def secure_nats_publish(env: Env, subject: str, body: str, headers: dict) -> None:
-    async def run() -> None:
-        nc = await secure_nats(env)
-        await nc.publish(subject, body.encode(), headers=headers)
-        await nc.flush()
-        await nc.close()
-    asyncio.run(run())
+from support import (Env, amqp_publish, browser, jetstream_publish, secure_nats_publish, stomp_send, uid,
+                     with_data)
 
 
 def test_each_tls_source_relays(env: Env) -> None:
