@@ -10,12 +10,18 @@
 //! that goes away with the connection: what is published while cometbox is
 //! disconnected is not seen (at-most-once). String, number and boolean
 //! entries of a message's `headers` table are the routing headers.
+//!
+//! `amqps://`: lapin's own socket, handed our rustls configuration
+//! ([`super::tls`]) instead of its default, so that `ca_file` and a client
+//! certificate apply as for every other bridge.
 
 use futures_util::{FutureExt, StreamExt};
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueBindOptions, QueueDeclareOptions,
 };
+use lapin::tcp::{AMQPUriTcpExt, RustlsConnector};
 use lapin::types::{AMQPValue, FieldTable};
+use lapin::uri::{AMQPScheme, AMQPUri};
 use lapin::{Connection, ConnectionProperties};
 
 use super::config::AmqpFrom;
@@ -29,13 +35,8 @@ pub async fn run(sink: &Sink) -> Result<(), BridgeError> {
     let Source::Amqp { url, from } = &sink.bridge().source else {
         unreachable!("amqp::run is only called for an AMQP source");
     };
-    let connect = |e: lapin::Error| BridgeError::Connect(e.to_string());
-    let conn = Connection::connect(
-        url,
-        ConnectionProperties::default().with_connection_name(sink.bridge().name.clone().into()),
-    )
-    .await
-    .map_err(connect)?;
+    let connect = |e: lapin::Error| BridgeError::Connect(super::tls::explain(&e.to_string()));
+    let conn = open(sink, url.as_str()).await.map_err(connect)?;
     let channel = conn.create_channel().await.map_err(connect)?;
     channel
         .basic_qos(PREFETCH, BasicQosOptions::default())
@@ -119,6 +120,34 @@ pub async fn run(sink: &Sink) -> Result<(), BridgeError> {
             .map_err(lost)?;
     }
     Err(BridgeError::Lost("the consumer was cancelled".into()))
+}
+
+/// Connects; over TLS with the bridge's configuration for `amqps://`.
+async fn open(sink: &Sink, url: &str) -> Result<Connection, lapin::Error> {
+    let uri: AMQPUri = url.parse().map_err(|e: String| {
+        lapin::Error::from(std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+    })?;
+    let properties =
+        ConnectionProperties::default().with_connection_name(sink.bridge().name.clone().into());
+    let Some(tls) = &sink.bridge().tls else {
+        return Connection::connect_uri(uri, properties).await;
+    };
+    let connector = RustlsConnector::from(tls.config.clone());
+    Connection::connector(
+        uri,
+        lapin::runtime::default_runtime()?,
+        async move |uri, runtime| {
+            // The TCP connection as lapin makes it (timeout, address
+            // resolution), then our handshake, checking the URL's host.
+            let host = uri.authority.host.clone();
+            let mut plain = uri;
+            plain.scheme = AMQPScheme::AMQP;
+            let tcp = plain.connect_async(&runtime).await?;
+            Ok(tcp.into_rustls(&connector, &host).await?)
+        },
+        properties,
+    )
+    .await
 }
 
 /// The headers a route can read: strings, numbers and booleans as text.

@@ -4,12 +4,15 @@
 //! Everything that can be wrong with a table is found here, at start-up, so
 //! that a running bridge only ever meets the broker's own failures.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 use url::Url;
 
+use super::credentials::{self, Keys, NatsAuth, Secret};
 use super::route::Route;
+use super::tls::{Tls, TlsFiles};
 use crate::protocol::ingest::{event_name, PayloadType};
 use crate::protocol::ChannelName;
 
@@ -21,8 +24,9 @@ pub struct BridgeConfig {
     /// default.
     #[serde(default)]
     pub name: Option<String>,
-    /// `url`: `stomp://`, `amqp://`, `nats://` or `redis://`, with any
-    /// credentials (`user:password@`).
+    /// `url`: `stomp://`, `amqp://`, `nats://` or `redis://`, or their TLS
+    /// forms `stomp+ssl://` (`stomps://`), `amqps://`, `tls://`,
+    /// `rediss://`; with any credentials (`user:password@`).
     pub url: String,
     /// `source`: what to read on the broker (see [`Source`]).
     pub source: String,
@@ -54,6 +58,28 @@ pub struct BridgeConfig {
     /// `max_backoff`: longest wait between reconnection attempts (`30s`).
     #[serde(default, with = "humantime_serde")]
     pub max_backoff: Option<Duration>,
+    /// `user`: the broker user (STOMP login, AMQP, NATS, Redis ACL user);
+    /// wins over the URL's.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// `password`: its password (STOMP passcode); wins over the URL's.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// `token`: NATS only, an authentication token.
+    #[serde(default)]
+    pub token: Option<Secret>,
+    /// `credentials_file`: NATS only, a `.creds` file (user JWT and seed).
+    #[serde(default)]
+    pub credentials_file: Option<PathBuf>,
+    /// `ca_file`: PEM CA certificates trusted instead of the system's store.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// `client_cert`: a PEM client certificate chain, for brokers that ask.
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    /// `client_key`: `client_cert`'s PEM private key.
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
 }
 
 fn default_type() -> String {
@@ -67,39 +93,55 @@ pub enum Source {
     Stomp {
         /// `host:port`.
         addr: String,
+        /// The host, which the broker's certificate must name (TLS).
+        host: String,
         /// The `host` header of CONNECT (the virtual host): the URL's path
         /// without its `/`, else the host name.
         vhost: String,
-        /// `login` and `passcode`, from the URL.
-        login: Option<(String, String)>,
+        /// `login` and `passcode`, from the URL or `user` and `password`.
+        login: Option<(String, Secret)>,
         /// The destination subscribed to.
         destination: String,
     },
     /// AMQP 0-9-1: a queue, or an exchange and routing key bound to a
     /// private queue.
     Amqp {
-        /// The URL as given (lapin reads the vhost and credentials).
-        url: String,
+        /// The URL with `user` and `password` (lapin reads the vhost and
+        /// credentials).
+        url: Url,
         /// Where messages come from.
         from: AmqpFrom,
     },
-    /// A NATS subject (wildcards allowed).
+    /// A NATS subject (wildcards allowed), core NATS.
     Nats {
-        /// The URL as given.
+        /// The URL without user information.
         url: String,
+        /// Its credentials.
+        auth: NatsAuth,
         /// The subject.
         subject: String,
     },
+    /// A NATS JetStream stream read through a durable pull consumer.
+    JetStream {
+        /// The URL without user information.
+        url: String,
+        /// Its credentials.
+        auth: NatsAuth,
+        /// The stream's name.
+        stream: String,
+        /// The durable consumer's name (created when missing).
+        consumer: String,
+    },
     /// A Redis pub/sub channel (`PSUBSCRIBE` when it holds `*`, `?` or `[`).
     RedisPubSub {
-        /// The URL as given.
+        /// The URL with `user` and `password`.
         url: String,
         /// The channel or pattern.
         channel: String,
     },
     /// A Redis stream read through a consumer group.
     RedisStream {
-        /// The URL as given.
+        /// The URL with `user` and `password`.
         url: String,
         /// The stream's key.
         key: String,
@@ -130,6 +172,9 @@ pub enum AmqpFrom {
 pub struct Bridge {
     /// Its name.
     pub name: String,
+    /// `bridge[N]`: its table, as configuration errors and the docs number
+    /// it (the same as `name` unless `name` is set).
+    pub table: String,
     /// The URL without its password, for logs and `/stats`.
     pub shown_url: String,
     /// What it reads.
@@ -138,6 +183,8 @@ pub struct Bridge {
     pub route: Route,
     /// Longest wait between reconnection attempts.
     pub max_backoff: Duration,
+    /// TLS settings, for a TLS URL.
+    pub tls: Option<Tls>,
 }
 
 /// The default `max_backoff`.
@@ -164,27 +211,109 @@ impl BridgeConfig {
                 ));
             }
         }
-        let url = Url::parse(&self.url).map_err(|e| ("url", format!("{:?}: {e}", self.url)))?;
+        let mut url = Url::parse(&self.url).map_err(|e| ("url", format!("{:?}: {e}", self.url)))?;
         if url.host_str().is_none_or(str::is_empty) {
             return Err(("url", format!("{:?} names no host", self.url)));
         }
         if self.source.is_empty() {
             return Err(("source", "must not be empty".into()));
         }
-        let source = self.source(&url)?;
-        let is_stream = matches!(source, Source::RedisStream { .. });
-        if !is_stream && self.group.is_some() {
+        let (broker, secure) = scheme(url.scheme()).ok_or_else(|| {
+            (
+                "url",
+                format!(
+                    "scheme {:?} is not one of {}",
+                    url.scheme(),
+                    SCHEMES.map(|(s, ..)| s).join(", ")
+                ),
+            )
+        })?;
+        let tls = self.tls(url.scheme(), secure)?;
+        let keys = self.keys();
+        let (source, shown_url) = match broker {
+            Broker::Nats => {
+                let shown = credentials::shown_url(url.as_str());
+                let auth = keys.nats(&mut url)?;
+                (self.nats_source(url.as_str(), auth)?, shown)
+            }
+            _ => {
+                keys.refuse_nats_keys()?;
+                keys.merge_into(&mut url)?;
+                let shown = credentials::shown_url(url.as_str());
+                (self.source(&url, broker)?, shown)
+            }
+        };
+        self.check_stream_keys(&source)?;
+        let route = self.route(max_payload_bytes)?;
+        let max_backoff = self.max_backoff.unwrap_or(DEFAULT_MAX_BACKOFF);
+        if max_backoff < Duration::from_millis(100) {
+            return Err(("max_backoff", "must be at least 100ms".into()));
+        }
+        Ok(Bridge {
+            name: self.name(index),
+            table: format!("bridge[{index}]"),
+            shown_url,
+            source,
+            route,
+            max_backoff,
+            tls,
+        })
+    }
+
+    fn keys(&self) -> Keys<'_> {
+        Keys {
+            user: self.user.as_deref(),
+            password: self.password.as_ref(),
+            token: self.token.as_ref(),
+            credentials_file: self.credentials_file.as_ref(),
+        }
+    }
+
+    /// The TLS settings: loaded for a TLS scheme, refused for another.
+    fn tls(&self, scheme: &str, secure: bool) -> Result<Option<Tls>, Invalid> {
+        let files = TlsFiles {
+            ca_file: self.ca_file.as_deref(),
+            client_cert: self.client_cert.as_deref(),
+            client_key: self.client_key.as_deref(),
+        };
+        if secure {
+            return files.load().map(Some);
+        }
+        let named = [
+            ("ca_file", files.ca_file.is_some()),
+            ("client_cert", files.client_cert.is_some()),
+            ("client_key", files.client_key.is_some()),
+        ];
+        match named.iter().find(|(_, set)| *set) {
+            Some((key, _)) => Err((
+                key,
+                format!("applies only to a TLS URL (stomp+ssl, stomps, amqps, tls, rediss), not {scheme}"),
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// `group` is the Redis stream's; `consumer` a Redis stream's or a
+    /// JetStream consumer's.
+    fn check_stream_keys(&self, source: &Source) -> Result<(), Invalid> {
+        let redis_stream = matches!(source, Source::RedisStream { .. });
+        let jetstream = matches!(source, Source::JetStream { .. });
+        if !redis_stream && self.group.is_some() {
             return Err((
                 "group",
                 "applies only to a Redis stream (source = \"stream:<key>\")".into(),
             ));
         }
-        if !is_stream && self.consumer.is_some() {
+        if !redis_stream && !jetstream && self.consumer.is_some() {
             return Err((
                 "consumer",
-                "applies only to a Redis stream (source = \"stream:<key>\")".into(),
+                "applies only to a Redis stream (source = \"stream:<key>\") or a JetStream stream (source = \"jetstream:<stream>\")".into(),
             ));
         }
+        Ok(())
+    }
+
+    fn route(&self, max_payload_bytes: usize) -> Result<Route, Invalid> {
         let channel = self
             .channel
             .as_deref()
@@ -219,48 +348,42 @@ impl BridgeConfig {
             .transpose()
             .map_err(|m| ("event", m))?;
         let kind = PayloadType::parse(&self.kind).map_err(|m| ("type", m))?;
-        let max_backoff = self.max_backoff.unwrap_or(DEFAULT_MAX_BACKOFF);
-        if max_backoff < Duration::from_millis(100) {
-            return Err(("max_backoff", "must be at least 100ms".into()));
-        }
-        Ok(Bridge {
-            name: self.name(index),
-            shown_url: crate::config::values::redact_url(url.as_str()),
-            source,
-            route: Route {
-                channel,
-                channel_header: self.channel_header.clone(),
-                client_header: self.client_header.clone(),
-                event_header: self.event_header.clone(),
-                event,
-                kind,
-                max_payload_bytes,
-            },
-            max_backoff,
+        Ok(Route {
+            channel,
+            channel_header: self.channel_header.clone(),
+            client_header: self.client_header.clone(),
+            event_header: self.event_header.clone(),
+            event,
+            kind,
+            max_payload_bytes,
         })
     }
 
-    fn source(&self, url: &Url) -> Result<Source, Invalid> {
+    /// The source of a STOMP, AMQP or Redis URL (credentials merged).
+    fn source(&self, url: &Url, broker: Broker) -> Result<Source, Invalid> {
         let source = self.source.clone();
         let name = |s: Option<&String>| s.cloned().unwrap_or_else(|| "cometbox".to_owned());
-        Ok(match url.scheme() {
-            "stomp" => {
+        Ok(match broker {
+            Broker::Stomp => {
                 let host = url.host_str().unwrap_or_default().to_owned();
-                let port = url.port().unwrap_or(61613);
+                let port = url
+                    .port()
+                    .unwrap_or(if url.scheme() == "stomp" { 61613 } else { 61614 });
                 let path = url.path().trim_start_matches('/');
                 let login = match (url.username(), url.password()) {
                     ("", None) => None,
-                    (user, pass) => Some((decode(user), decode(pass.unwrap_or_default()))),
+                    (user, pass) => Some((decode(user), Secret::from(decode(pass.unwrap_or_default()).as_str()))),
                 };
                 Source::Stomp {
                     addr: format!("{}:{port}", bracketed(url, &host)),
-                    vhost: if path.is_empty() { host } else { decode(path) },
+                    vhost: if path.is_empty() { host.clone() } else { decode(path) },
+                    host: host.trim_start_matches('[').trim_end_matches(']').to_owned(),
                     login,
                     destination: source,
                 }
             }
-            "amqp" => Source::Amqp {
-                url: self.url.clone(),
+            Broker::Amqp => Source::Amqp {
+                url: url.clone(),
                 from: match source.split_once('/') {
                     Some((exchange, routing_key)) if !exchange.is_empty() => AmqpFrom::Exchange {
                         exchange: exchange.to_owned(),
@@ -272,36 +395,85 @@ impl BridgeConfig {
                     None => AmqpFrom::Queue(source),
                 },
             },
-            "nats" => {
-                if source.contains(char::is_whitespace) {
-                    return Err(("source", "a NATS subject has no blanks".into()));
-                }
-                Source::Nats {
-                    url: self.url.clone(),
-                    subject: source,
-                }
-            }
-            "redis" => match source.strip_prefix("stream:") {
+            Broker::Redis => match source.strip_prefix("stream:") {
                 Some("") => return Err(("source", "stream: needs a key, like stream:events".into())),
                 Some(key) => Source::RedisStream {
-                    url: self.url.clone(),
+                    url: url.to_string(),
                     key: key.to_owned(),
                     group: name(self.group.as_ref()),
                     consumer: name(self.consumer.as_ref()),
                 },
                 None => Source::RedisPubSub {
-                    url: self.url.clone(),
+                    url: url.to_string(),
                     channel: source,
                 },
             },
-            other => {
-                return Err((
-                    "url",
-                    format!("scheme {other:?} is not one of stomp, amqp, nats, redis (TLS schemes are not supported yet)"),
-                ))
-            }
+            Broker::Nats => unreachable!("NATS sources are made by nats_source"),
         })
     }
+
+    /// A core-NATS subject, or `jetstream:<stream>`.
+    fn nats_source(&self, url: &str, auth: NatsAuth) -> Result<Source, Invalid> {
+        let source = &self.source;
+        if source.contains(char::is_whitespace) {
+            return Err((
+                "source",
+                "a NATS subject or stream name has no blanks".into(),
+            ));
+        }
+        Ok(match source.strip_prefix("jetstream:") {
+            Some(stream) if stream.is_empty() || stream.contains(['.', '*', '>', '/', '\\']) => {
+                return Err((
+                    "source",
+                    "jetstream: needs a stream name (no '.', '*', '>', '/'), like jetstream:ORDERS"
+                        .into(),
+                ))
+            }
+            Some(stream) => Source::JetStream {
+                url: url.to_owned(),
+                auth,
+                stream: stream.to_owned(),
+                consumer: self
+                    .consumer
+                    .clone()
+                    .unwrap_or_else(|| "cometbox".to_owned()),
+            },
+            None => Source::Nats {
+                url: url.to_owned(),
+                auth,
+                subject: source.clone(),
+            },
+        })
+    }
+}
+
+/// The brokers, by URL scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Broker {
+    Stomp,
+    Amqp,
+    Nats,
+    Redis,
+}
+
+/// Every accepted scheme: its broker, and whether it is TLS.
+const SCHEMES: [(&str, Broker, bool); 9] = [
+    ("stomp", Broker::Stomp, false),
+    ("stomp+ssl", Broker::Stomp, true),
+    ("stomps", Broker::Stomp, true),
+    ("amqp", Broker::Amqp, false),
+    ("amqps", Broker::Amqp, true),
+    ("nats", Broker::Nats, false),
+    ("tls", Broker::Nats, true),
+    ("redis", Broker::Redis, false),
+    ("rediss", Broker::Redis, true),
+];
+
+fn scheme(scheme: &str) -> Option<(Broker, bool)> {
+    SCHEMES
+        .iter()
+        .find(|(s, ..)| *s == scheme)
+        .map(|&(_, broker, secure)| (broker, secure))
 }
 
 /// An IPv6 host in brackets, for `host:port`.
@@ -319,98 +491,4 @@ fn decode(s: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn table(text: &str) -> BridgeConfig {
-        config::Config::builder()
-            .add_source(config::File::from_str(text, config::FileFormat::Toml))
-            .build()
-            .and_then(|c| c.try_deserialize())
-            .expect("a bridge table")
-    }
-
-    #[test]
-    fn each_scheme_makes_its_source() {
-        let b = table(
-            "url = \"stomp://u:p%40ss@127.0.0.1:61000/vh\"\nsource = \"/queue/a\"\nchannel = \"c\"",
-        );
-        let bridge = b.compile(0, 100).unwrap();
-        assert_eq!(
-            bridge.source,
-            Source::Stomp {
-                addr: "127.0.0.1:61000".into(),
-                vhost: "vh".into(),
-                login: Some(("u".into(), "p@ss".into())),
-                destination: "/queue/a".into(),
-            }
-        );
-        assert_eq!(bridge.shown_url, "stomp://u:***@127.0.0.1:61000/vh");
-        assert_eq!(bridge.name, "bridge[0]");
-        let b = table("url = \"amqp://localhost\"\nsource = \"ex/key.#\"\nchannel = \"c\"");
-        assert!(matches!(
-            b.compile(0, 100).unwrap().source,
-            Source::Amqp {
-                from: AmqpFrom::Exchange { .. },
-                ..
-            }
-        ));
-        let b = table("url = \"redis://localhost\"\nsource = \"stream:s\"\nchannel_header = \"ch\"\ngroup = \"g\"");
-        assert!(matches!(
-            b.compile(0, 100).unwrap().source,
-            Source::RedisStream { ref group, ref consumer, .. } if group == "g" && consumer == "cometbox"
-        ));
-    }
-
-    #[test]
-    fn bad_tables_name_their_key() {
-        let cases = [
-            ("url = \"http://x\"\nsource = \"s\"\nchannel = \"c\"", "url"),
-            (
-                "url = \"not a url\"\nsource = \"s\"\nchannel = \"c\"",
-                "url",
-            ),
-            (
-                "url = \"nats://x\"\nsource = \"\"\nchannel = \"c\"",
-                "source",
-            ),
-            ("url = \"nats://x\"\nsource = \"s\"", "channel"),
-            (
-                "url = \"nats://x\"\nsource = \"s\"\nchannel = \"bad channel!\"",
-                "channel",
-            ),
-            (
-                "url = \"nats://x\"\nsource = \"s\"\nchannel = \"c\"\ntype = \"xml\"",
-                "type",
-            ),
-            (
-                "url = \"nats://x\"\nsource = \"s\"\nchannel = \"c\"\ngroup = \"g\"",
-                "group",
-            ),
-            (
-                "url = \"nats://x\"\nsource = \"s\"\nchannel = \"c\"\nevent = \"\"",
-                "event",
-            ),
-            (
-                "url = \"nats://x\"\nsource = \"s\"\nchannel_header = \"a:b\"",
-                "channel_header",
-            ),
-            (
-                "url = \"redis://x\"\nsource = \"stream:\"\nchannel = \"c\"",
-                "source",
-            ),
-            (
-                "url = \"amqp://x\"\nsource = \"/key\"\nchannel = \"c\"",
-                "source",
-            ),
-            (
-                "url = \"nats://x\"\nsource = \"s\"\nchannel = \"c\"\nmax_backoff = \"1ms\"",
-                "max_backoff",
-            ),
-        ];
-        for (text, key) in cases {
-            let err = table(text).compile(0, 100).unwrap_err();
-            assert_eq!(err.0, key, "{text}: {err:?}");
-        }
-    }
-}
+mod tests;

@@ -2,13 +2,15 @@
 //! delivered like ingest messages.
 //!
 //! ```text
-//!  broker ──▶ source (stomp.rs, amqp.rs, nats.rs, redis.rs)
+//!  broker ──▶ source (stomp.rs, amqp.rs, nats.rs, redis.rs), over TLS (tls.rs)
 //!                │  headers + payload
 //!                ▼
 //!             Sink::route (Route::command) ──▶ Sink::apply (Hub::apply) ──▶ ack (where the source can)
 //! ```
 //!
 //! - [`config`]: the table and its checks (a bad one stops start-up, named).
+//! - [`credentials`], [`tls`]: user, password, token; CA and client
+//!   certificate, loaded at start-up (a missing file is a bad table).
 //! - [`route`]: headers and payload to the same [`crate::protocol::Command`]
 //!   ingest builds, with ingest's own validation.
 //! - [`status`]: state and counters for `/stats` and `/metrics`.
@@ -26,11 +28,13 @@
 
 pub mod amqp;
 pub mod config;
+pub mod credentials;
 pub mod nats;
 pub mod redis;
 pub mod route;
 pub mod status;
 pub mod stomp;
+pub mod tls;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -76,6 +80,7 @@ pub struct Sink {
 #[derive(Clone)]
 pub struct Reporter {
     name: String,
+    table: String,
     url: String,
     status: Arc<BridgeStatus>,
 }
@@ -84,14 +89,14 @@ impl Reporter {
     /// Connected (and subscribed): messages flow.
     pub fn connected(&self) {
         if self.status.set(State::Connected, None) {
-            tracing::info!(bridge = %self.name, url = %self.url, "bridge connected");
+            tracing::info!(bridge = %self.name, table = %self.table, url = %self.url, "bridge connected");
         }
     }
 
     /// Disconnected: `why`, and a retry is coming.
     pub fn disconnected(&self, why: &str) {
         if self.status.set(State::Disconnected, Some(why.to_owned())) {
-            tracing::warn!(bridge = %self.name, error = why, "bridge disconnected; retrying with backoff");
+            tracing::warn!(bridge = %self.name, table = %self.table, error = why, "bridge disconnected; retrying with backoff");
         } else {
             tracing::debug!(bridge = %self.name, error = why, "bridge still cannot connect");
         }
@@ -108,6 +113,7 @@ impl Sink {
     pub fn reporter(&self) -> Reporter {
         Reporter {
             name: self.bridge.name.clone(),
+            table: self.bridge.table.clone(),
             url: self.bridge.shown_url.clone(),
             status: self.status.clone(),
         }
@@ -221,6 +227,9 @@ fn source_text(source: &Source) -> String {
             } => format!("{exchange}/{routing_key}"),
         },
         Source::Nats { subject, .. } => subject.clone(),
+        Source::JetStream {
+            stream, consumer, ..
+        } => format!("jetstream:{stream} (consumer {consumer})"),
         Source::RedisPubSub { channel, .. } => channel.clone(),
         Source::RedisStream { key, .. } => format!("stream:{key}"),
     }
@@ -237,7 +246,9 @@ pub fn spawn_all(
     for (bridge, status) in bridges.into_iter().zip(statuses) {
         tracing::info!(
             bridge = %bridge.name,
+            table = %bridge.table,
             url = %bridge.shown_url,
+            tls = bridge.tls.is_some(),
             source = %status.source,
             "bridge starting"
         );
@@ -289,6 +300,7 @@ async fn run_source(sink: &Sink) -> Result<(), BridgeError> {
         Source::Stomp { .. } => stomp::run(sink).await,
         Source::Amqp { .. } => amqp::run(sink).await,
         Source::Nats { .. } => nats::run(sink).await,
+        Source::JetStream { .. } => nats::run_jetstream(sink).await,
         Source::RedisPubSub { .. } => redis::run_pubsub(sink).await,
         Source::RedisStream { .. } => redis::run_stream(sink).await,
     }

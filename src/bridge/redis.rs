@@ -12,6 +12,10 @@
 //!   [`Sink::apply`] returned, so a crash
 //!   redelivers rather than loses (at-least-once). The entry's `data` field
 //!   is the payload; its other fields are the routing headers.
+//!
+//! `rediss://`: the `redis` crate's rustls connection, given `ca_file` (then
+//! trusted instead of the system's store) and the client certificate; the
+//! URL's user and password (or `user`/`password`) are an ACL `AUTH`.
 
 use std::time::Duration;
 
@@ -28,7 +32,29 @@ const COUNT: usize = 100;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn connect_error(e: redis::RedisError) -> BridgeError {
-    BridgeError::Connect(e.to_string())
+    BridgeError::Connect(super::tls::explain(&e.to_string()))
+}
+
+/// The client for `url`, with the bridge's TLS files when it has some.
+fn client(sink: &Sink, url: &str) -> Result<redis::Client, BridgeError> {
+    let tls = sink.bridge().tls.as_ref();
+    match tls.filter(|t| t.ca_pem.is_some() || t.client_pem.is_some()) {
+        None => redis::Client::open(url),
+        Some(tls) => redis::Client::build_with_tls(
+            url,
+            redis::TlsCertificates {
+                client_tls: tls
+                    .client_pem
+                    .as_ref()
+                    .map(|(cert, key)| redis::ClientTlsConfig {
+                        client_cert: cert.clone(),
+                        client_key: key.clone(),
+                    }),
+                root_cert: tls.ca_pem.clone(),
+            },
+        ),
+    }
+    .map_err(connect_error)
 }
 
 fn lost(e: redis::RedisError) -> BridgeError {
@@ -40,7 +66,7 @@ pub async fn run_pubsub(sink: &Sink) -> Result<(), BridgeError> {
     let Source::RedisPubSub { url, channel } = &sink.bridge().source else {
         unreachable!("run_pubsub is only called for a Redis pub/sub source");
     };
-    let client = redis::Client::open(url.as_str()).map_err(connect_error)?;
+    let client = client(sink, url)?;
     let mut pubsub = tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_pubsub())
         .await
         .map_err(|_| BridgeError::Connect("timed out".into()))?
@@ -69,7 +95,7 @@ pub async fn run_stream(sink: &Sink) -> Result<(), BridgeError> {
     else {
         unreachable!("run_stream is only called for a Redis stream source");
     };
-    let client = redis::Client::open(url.as_str()).map_err(connect_error)?;
+    let client = client(sink, url)?;
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
         .set_response_timeout(Some(BLOCK + Duration::from_secs(10)));

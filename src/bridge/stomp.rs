@@ -8,7 +8,8 @@
 //! lost connection. On a topic the broker keeps nothing for an absent
 //! subscriber, so what is published while cometbox is disconnected is not
 //! seen (at-most-once). A MESSAGE's headers — JMS properties included, as
-//! ActiveMQ sends them — are the routing headers.
+//! ActiveMQ sends them — are the routing headers. A `stomp+ssl://` (or
+//! `stomps://`) URL speaks the same over TLS ([`super::tls`]).
 
 mod codec;
 
@@ -16,7 +17,9 @@ use std::time::Duration;
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 use tokio_util::codec::Framed;
+use tokio_util::either::Either;
 
 pub use codec::{CodecError, Frame, Item, StompCodec};
 
@@ -45,6 +48,7 @@ impl From<CodecError> for BridgeError {
 pub async fn run(sink: &Sink) -> Result<(), BridgeError> {
     let Source::Stomp {
         addr,
+        host,
         vhost,
         login,
         destination,
@@ -52,11 +56,9 @@ pub async fn run(sink: &Sink) -> Result<(), BridgeError> {
     else {
         unreachable!("stomp::run is only called for a STOMP source");
     };
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, open(addr, host, sink))
         .await
-        .map_err(|_| BridgeError::Connect(format!("{addr}: timed out")))?
-        .map_err(|e| BridgeError::Connect(format!("{addr}: {e}")))?;
-    let _ = stream.set_nodelay(true);
+        .map_err(|_| BridgeError::Connect(format!("{addr}: timed out")))??;
     let mut conn = Framed::new(stream, StompCodec::new(MAX_FRAME));
     let beat = HEART_BEAT.as_millis().to_string();
     let beats = format!("{beat},{beat}");
@@ -67,7 +69,7 @@ pub async fn run(sink: &Sink) -> Result<(), BridgeError> {
     ];
     if let Some((user, pass)) = login {
         connect.push(("login", user));
-        connect.push(("passcode", pass));
+        connect.push(("passcode", pass.expose()));
     }
     conn.send(Item::Frame(Frame::new("CONNECT", &connect)))
         .await?;
@@ -152,7 +154,25 @@ pub async fn run(sink: &Sink) -> Result<(), BridgeError> {
 /// Most MESSAGE frames stored in one batch.
 const MAX_BATCH: usize = 256;
 
-type Conn = Framed<TcpStream, StompCodec>;
+/// A plain or a TLS socket.
+type Stream = Either<TcpStream, TlsStream<TcpStream>>;
+
+type Conn = Framed<Stream, StompCodec>;
+
+/// Connects to `addr`, with TLS when the bridge has it.
+async fn open(addr: &str, host: &str, sink: &Sink) -> Result<Stream, BridgeError> {
+    let tcp = TcpStream::connect(addr)
+        .await
+        .map_err(|e| BridgeError::Connect(format!("{addr}: {e}")))?;
+    let _ = tcp.set_nodelay(true);
+    match &sink.bridge().tls {
+        None => Ok(Either::Left(tcp)),
+        Some(tls) => super::tls::handshake(tcp, host, tls)
+            .await
+            .map(Either::Right)
+            .map_err(BridgeError::Connect),
+    }
+}
 
 /// `first` and the MESSAGE frames already received after it, up to
 /// [`MAX_BATCH`]; and the first frame of another kind, if one came.

@@ -48,7 +48,7 @@ impl Settings {
                 .unwrap_or_else(|| format!("bridge[{i}]"));
             lines.push(format!(
                 "bridge {name}: {} (source {})",
-                redact_url(&bridge.url),
+                crate::bridge::credentials::shown_url(&bridge.url),
                 bridge.source
             ));
         }

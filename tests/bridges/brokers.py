@@ -1,6 +1,7 @@
 """Private instances of the real brokers (Debian's packages), each on
 loopback ports of its own with its config and data in a temp directory,
-started in the background and stopped by pid."""
+started in the background and stopped by pid. Each has a TLS listener too,
+with certificates made by the test (``Pki``), and a user with a password."""
 
 from __future__ import annotations
 
@@ -28,6 +29,57 @@ def port_open(port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+#: The password of every broker's test user (``USER``); bad-credential tests
+#: use another.
+USER = "cometbox"
+PASSWORD = "s3cret-bridge-pw"
+
+
+class Pki:
+    """A private CA and a certificate for 127.0.0.1 (and only that: a URL
+    naming ``localhost`` is a wrong server name), a client certificate, and
+    another CA that signed nothing of ours (a wrong CA). Made with openssl;
+    EC P-256 keys, fast to make."""
+
+    def __init__(self, root: Path) -> None:
+        self.dir = root / "pki"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.ca = self.dir / "ca.pem"
+        self.other_ca = self.dir / "other-ca.pem"
+        self.server_cert, self.server_key = self.dir / "server.pem", self.dir / "server.key"
+        self.client_cert, self.client_key = self.dir / "client.pem", self.dir / "client.key"
+        self.server_p12 = self.dir / "server.p12"
+        self.p12_password = "changeit"
+        self._ca("ca")
+        self._ca("other-ca")
+        self._leaf("server", "cometbox test broker", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth")
+        self._leaf("client", "cometbox test client", "extendedKeyUsage=clientAuth")
+        # ActiveMQ (Java) reads its key and certificate from a PKCS#12 store.
+        self._openssl("pkcs12", "-export", "-in", self.server_cert, "-inkey", self.server_key,
+                      "-certfile", self.ca, "-name", "broker", "-out", self.server_p12,
+                      "-passout", f"pass:{self.p12_password}")
+
+    def _openssl(self, *args: object) -> None:
+        run = subprocess.run(["openssl", *map(str, args)], cwd=self.dir, capture_output=True, timeout=60)
+        if run.returncode != 0:
+            raise RuntimeError(f"openssl {args[0]} failed: {run.stderr.decode(errors='replace')}")
+
+    def _key(self, name: str) -> None:
+        self._openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", f"{name}.key")
+
+    def _ca(self, name: str) -> None:
+        self._key(name)
+        self._openssl("req", "-x509", "-new", "-key", f"{name}.key", "-subj", f"/CN=cometbox test {name}",
+                      "-days", "2", "-out", f"{name}.pem")
+
+    def _leaf(self, name: str, cn: str, extensions: str) -> None:
+        self._key(name)
+        self._openssl("req", "-new", "-key", f"{name}.key", "-subj", f"/CN={cn}", "-out", f"{name}.csr")
+        (self.dir / f"{name}.ext").write_text("basicConstraints=CA:FALSE\n" + extensions + "\n")
+        self._openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                      "-CAcreateserial", "-days", "2", "-extfile", f"{name}.ext", "-out", f"{name}.pem")
 
 
 class Broker:
@@ -126,19 +178,31 @@ class Broker:
 
 
 class Redis(Broker):
+    """Plain on ``port``; with a ``Pki``, TLS on ``tls_port`` too (client
+    certificates checked when given) and an ACL user ``USER``."""
+
     name = "redis"
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, pki: Optional[Pki] = None) -> None:
         super().__init__(root)
         self.port = free_port()
+        self.pki = pki
+        self.tls_port = free_port() if pki else 0
 
     def command(self) -> List[str]:
         # appendonly: a restart keeps the stream and its consumer group.
-        return ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-                "--save", "", "--appendonly", "yes", "--daemonize", "no"]
+        command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
+                   "--save", "", "--appendonly", "yes", "--daemonize", "no"]
+        if self.pki:
+            p = self.pki
+            command += ["--tls-port", str(self.tls_port), "--tls-cert-file", str(p.server_cert),
+                        "--tls-key-file", str(p.server_key), "--tls-ca-cert-file", str(p.ca),
+                        "--tls-auth-clients", "optional",
+                        "--user", USER, "on", f">{PASSWORD}", "~*", "&*", "+@all"]
+        return command
 
     def ports(self) -> List[int]:
-        return [self.port]
+        return [self.port] + ([self.tls_port] if self.pki else [])
 
     def cli(self, *args: str) -> str:
         out = subprocess.run(["redis-cli", "-p", str(self.port), *args], check=True, capture_output=True, timeout=30)
@@ -167,14 +231,43 @@ class Nats(Broker):
         return f"nats://127.0.0.1:{self.port}"
 
 
+class NatsSecure(Broker):
+    """nats-server with TLS only, a user and password, and JetStream (its
+    store in the broker's directory, so a restart keeps streams)."""
+
+    name = "nats-secure"
+
+    def __init__(self, root: Path, pki: Pki) -> None:
+        super().__init__(root)
+        self.port = free_port()
+        (self.dir / "nats.conf").write_text(f"""
+listen: 127.0.0.1:{self.port}
+tls {{ cert_file: "{pki.server_cert}", key_file: "{pki.server_key}", ca_file: "{pki.ca}" }}
+authorization {{ users = [ {{ user: "{USER}", password: "{PASSWORD}" }} ] }}
+jetstream {{ store_dir: "{self.dir / 'jetstream'}" }}
+""")
+
+    def command(self) -> List[str]:
+        return ["nats-server", "-c", str(self.dir / "nats.conf")]
+
+    def ports(self) -> List[int]:
+        return [self.port]
+
+    @property
+    def url(self) -> str:
+        return f"tls://127.0.0.1:{self.port}"
+
+
 class ActiveMQ(Broker):
-    """ActiveMQ 5 with a persistent store and a STOMP connector only."""
+    """ActiveMQ 5 with a persistent store, a STOMP connector and a
+    ``stomp+ssl`` one (the form Amazon MQ offers)."""
 
     name = "activemq"
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, pki: Pki) -> None:
         super().__init__(root)
         self.port = free_port()
+        self.ssl_port = free_port()
         data = self.dir / "data"
         (self.dir / "conf").mkdir(exist_ok=True)
         (self.dir / "conf" / "activemq.xml").write_text(f"""<beans xmlns="http://www.springframework.org/schema/beans"
@@ -184,8 +277,12 @@ class ActiveMQ(Broker):
   <broker xmlns="http://activemq.apache.org/schema/core" useJmx="false" brokerName="cometbox-test"
           dataDirectory="{data}" persistent="true">
     <persistenceAdapter><kahaDB directory="{data}/kahadb"/></persistenceAdapter>
+    <sslContext>
+      <sslContext keyStore="file:{pki.server_p12}" keyStorePassword="{pki.p12_password}" keyStoreType="pkcs12"/>
+    </sslContext>
     <transportConnectors>
       <transportConnector name="stomp" uri="stomp://127.0.0.1:{self.port}"/>
+      <transportConnector name="stomp+ssl" uri="stomp+ssl://127.0.0.1:{self.ssl_port}"/>
     </transportConnectors>
   </broker>
 </beans>
@@ -199,7 +296,7 @@ class ActiveMQ(Broker):
                 "-jar", "/usr/share/activemq/bin/activemq.jar", "start", f"xbean:file:{d}/conf/activemq.xml"]
 
     def ports(self) -> List[int]:
-        return [self.port]
+        return [self.port, self.ssl_port]
 
     @property
     def url(self) -> str:
@@ -213,15 +310,26 @@ class RabbitMQ(Broker):
 
     name = "rabbitmq"
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, pki: Pki) -> None:
         super().__init__(root)
         self.port = free_port()
         self.stomp_port = free_port()
+        self.ssl_port = free_port()
+        self.stomp_ssl_port = free_port()
         self.dist_port = free_port()
         self.epmd_port = free_port()
+        # amqps and STOMP over TLS (Amazon MQ's forms) beside the plain
+        # listeners; a client certificate is checked when one is offered.
         (self.dir / "rabbitmq.conf").write_text(
             f"listeners.tcp.default = 127.0.0.1:{self.port}\n"
+            f"listeners.ssl.default = 127.0.0.1:{self.ssl_port}\n"
             f"stomp.listeners.tcp.1 = 127.0.0.1:{self.stomp_port}\n"
+            f"stomp.listeners.ssl.1 = 127.0.0.1:{self.stomp_ssl_port}\n"
+            f"ssl_options.cacertfile = {pki.ca}\n"
+            f"ssl_options.certfile = {pki.server_cert}\n"
+            f"ssl_options.keyfile = {pki.server_key}\n"
+            "ssl_options.verify = verify_peer\n"
+            "ssl_options.fail_if_no_peer_cert = false\n"
             "loopback_users = none\n"
             "log.console = true\nlog.file = false\n"
         )
@@ -260,7 +368,7 @@ class RabbitMQ(Broker):
         super().start()
 
     def ports(self) -> List[int]:
-        return [self.port, self.stomp_port]
+        return [self.port, self.stomp_port, self.ssl_port, self.stomp_ssl_port]
 
     def stop_epmd(self) -> None:
         if self.epmd is not None and self.epmd.poll() is None:

@@ -28,7 +28,9 @@ def wait_for(condition: Callable[[], Optional[T]], timeout: float, what: str, in
 
 
 class Cometbox:
-    def __init__(self, directory: Path, config: str) -> None:
+    def __init__(self, directory: Path, config: str, env: Optional[Dict[str, str]] = None) -> None:
+        #: COMETBOX_* variables for the server (secrets given by environment).
+        self.env = dict(env or {})
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self.config_path = self.dir / "cometbox.toml"
@@ -41,6 +43,7 @@ class Cometbox:
         if ready.exists():
             ready.unlink()
         env = {k: v for k, v in os.environ.items() if not k.startswith("COMETBOX_")}
+        env.update(self.env)
         env["RUST_LOG"] = "info,cometbox=debug"
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(

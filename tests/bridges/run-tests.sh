@@ -10,8 +10,11 @@
 #   nats-py) into a throwaway venv;
 # - uses $COMETBOX_BIN, default <repo>/target/debug/cometbox (built when
 #   missing);
-# - the tests (test_bridges.py) start every broker in its own temp directory
-#   on ports of their own, in parallel, and stop them by pid.
+# - the tests (conftest.py, support.py) make a CA and certificates with
+#   openssl, start every broker in its own temp directory on ports of their
+#   own (a plain and a TLS listener each; NATS: a plain server and a
+#   TLS-only one with a password and JetStream), in parallel, and stop them
+#   by pid; test_bridges.py and test_tls.py share them.
 # Fails loudly when anything is missing; never skips.
 set -euo pipefail
 
@@ -28,7 +31,7 @@ as_root() {
 }
 
 packages=(activemq rabbitmq-server nats-server redis-server redis-tools erlang-base
-          default-jre-headless python3 python3-venv python3-pytest)
+          default-jre-headless openssl python3 python3-venv python3-pytest)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -43,7 +46,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 # The packages' own services are not ours: the tests start private
 # instances. Nothing here stops a system-wide broker someone else runs.
-for tool in java redis-server redis-cli nats-server epmd; do
+for tool in java redis-server redis-cli nats-server epmd openssl; do
     command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/lib/erlang/bin/$tool" ] || die "$tool is missing after installing the packages"
 done
 [ -f /usr/share/activemq/bin/activemq.jar ] || die "/usr/share/activemq/bin/activemq.jar is missing"

@@ -1,220 +1,25 @@
 """`[[bridge]]` end to end: messages sent by each broker's ordinary clients
 arrive in a browser's GET /poll, routed by header; acknowledged sources lose
 nothing to a SIGKILL of cometbox; every bridge reconnects after its broker
-restarts.
-
-One set of brokers (started in parallel) and one cometbox (disk store) serve
-the whole module; tests that restart a broker or cometbox leave them running.
+restarts. The brokers and cometbox are the session's (conftest.py).
 """
 
 from __future__ import annotations
 
-import asyncio
-import itertools
 import json
 import os
 import re
 import subprocess
-import tempfile
 import threading
 import time
-from pathlib import Path
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Dict, List, Tuple
 
-import nats
-import pika
 import pytest
-import stomp
 
 import brokers
 from cometbox_server import Browser, Cometbox, wait_for
-
-_ids = itertools.count()
-
-
-def uid(prefix: str) -> str:
-    return f"{prefix}-{os.getpid()}-{next(_ids)}"
-
-
-# ------------------------------------------------------------------ fixtures
-
-
-class Env:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.redis = brokers.Redis(root)
-        self.nats = brokers.Nats(root)
-        self.activemq = brokers.ActiveMQ(root)
-        self.rabbit = brokers.RabbitMQ(root)
-        self.all = [self.activemq, self.rabbit, self.redis, self.nats]
-        self.cometbox: Cometbox
-
-    def config(self) -> str:
-        routed = ('channel_header = "cometbox-channel"\nclient_header = "cometbox-client"\n'
-                  'event_header = "cometbox-event"\n')
-        return f"""
-[public]
-listen = "127.0.0.1:0"
-[ingest]
-listen = "127.0.0.1:0"
-[auth]
-secret = "bridges-test-secret"
-[limits]
-mailbox_max_messages = 100000
-max_payload_bytes = 4096
-[store]
-kind = "disk"
-path = "{self.root / 'store'}"
-
-[[bridge]]
-name = "redis-pubsub"
-url = "{self.redis.url}"
-source = "cb-pubsub"
-channel = "redis-ps"
-event = "ps"
-max_backoff = "1s"
-
-[[bridge]]
-name = "redis-stream"
-url = "{self.redis.url}"
-source = "stream:cb-stream"
-channel = "redis-stream"
-{routed}max_backoff = "1s"
-
-[[bridge]]
-name = "nats"
-url = "{self.nats.url}"
-source = "cb.>"
-channel = "nats"
-{routed}max_backoff = "1s"
-
-[[bridge]]
-name = "amqp-queue"
-url = "{self.rabbit.url}"
-source = "cb-queue"
-channel = "amqp"
-{routed}max_backoff = "1s"
-
-[[bridge]]
-name = "amqp-exchange"
-url = "{self.rabbit.url}"
-source = "amq.topic/cb.#"
-channel = "amqp-topic"
-type = "text"
-max_backoff = "1s"
-
-[[bridge]]
-name = "rabbit-stomp"
-url = "stomp://guest:guest@127.0.0.1:{self.rabbit.stomp_port}/%2f"
-source = "/queue/cb-rstomp"
-channel = "rabbit-stomp"
-{routed}max_backoff = "1s"
-
-[[bridge]]
-name = "stomp-queue"
-url = "{self.activemq.url}"
-source = "/queue/cb-queue"
-channel = "stomp"
-{routed}max_backoff = "1s"
-
-[[bridge]]
-name = "stomp-topic"
-url = "{self.activemq.url}"
-source = "/topic/cb-topic"
-channel = "stomp-topic"
-event = "tick"
-max_backoff = "1s"
-"""
-
-
-BRIDGES = ["redis-pubsub", "redis-stream", "nats", "amqp-queue", "amqp-exchange", "rabbit-stomp",
-           "stomp-queue", "stomp-topic"]
-
-
-@pytest.fixture(scope="module")
-def env() -> Iterator[Env]:
-    root = Path(tempfile.mkdtemp(prefix="cbbridges-", dir=os.environ.get("BRIDGES_WORK")))
-    e = Env(root)
-    try:
-        # ActiveMQ's JVM and RabbitMQ's Erlang take seconds: all start at once.
-        for b in e.all:
-            b.start()
-        for b in e.all:
-            b.wait_ready(180)
-        declare_queue(e.rabbit)
-        e.cometbox = Cometbox(root / "cometbox", e.config())
-        e.cometbox.start()
-        for name in BRIDGES:
-            e.cometbox.wait_state(name, "connected", 60)
-        yield e
-    except BaseException:
-        for b in e.all:
-            print(f"--- {b.name} log ---\n{b.log()}")
-        if hasattr(e, "cometbox"):
-            print(f"--- cometbox log ---\n{e.cometbox.log()}")
-        raise
-    finally:
-        if hasattr(e, "cometbox"):
-            e.cometbox.stop()
-        for b in e.all:
-            b.stop()
-        e.rabbit.stop_epmd()
-
-
-def declare_queue(rabbit: brokers.RabbitMQ) -> None:
-    """The operator declares the durable queue the bridge consumes."""
-    with pika.BlockingConnection(pika.URLParameters(rabbit.url)) as conn:
-        conn.channel().queue_declare("cb-queue", durable=True)
-
-
-# ------------------------------------------------------------------ senders
-
-
-def stomp_send(port: int, destination: str, messages: List[Tuple[str, Dict[str, str]]],
-               login: Tuple[str, str] = ("", "")) -> None:
-    """stomp.py, as a producer: persistent messages whose extra headers are
-    what a JMS producer's properties become."""
-    conn = stomp.Connection12([("127.0.0.1", port)], vhost="/" if login[0] else None)
-    conn.connect(login[0] or None, login[1] or None, wait=True)
-    try:
-        for body, headers in messages:
-            conn.send(destination, body, headers={"persistent": "true", **headers})
-        # A receipt on the last DISCONNECT: everything before it was handled.
-    finally:
-        conn.disconnect(receipt=uid("bye"))
-
-
-def amqp_publish(rabbit: brokers.RabbitMQ, exchange: str, key: str, messages: List[Tuple[str, Dict[str, Any]]]) -> None:
-    with pika.BlockingConnection(pika.URLParameters(rabbit.url)) as conn:
-        ch = conn.channel()
-        ch.confirm_delivery()
-        for body, headers in messages:
-            ch.basic_publish(exchange, key, body.encode(),
-                             pika.BasicProperties(headers=headers, delivery_mode=2), mandatory=True)
-
-
-def nats_publish(url: str, subject: str, messages: List[Tuple[str, Dict[str, str]]]) -> None:
-    async def run() -> None:
-        nc = await nats.connect(url)
-        for body, headers in messages:
-            await nc.publish(subject, body.encode(), headers=headers or None)
-        await nc.flush()
-        await nc.close()
-    asyncio.run(run())
-
-
-# ------------------------------------------------------------------ helpers
-
-
-def browser(env: Env, *channels: str) -> Browser:
-    b = Browser(env.cometbox, uid("browser"))
-    if channels:
-        env.cometbox.subscribe(b.client, *channels)
-    return b
-
-
-def with_data(value: Any):
-    return lambda m: m.get("data") == value
+from support import (BRIDGES, Env, amqp_publish, browser, jetstream_publish, nats_publish, secure_nats_publish,
+                     stomp_send, uid, with_data)
 
 
 # --------------------------------------------------------------------- tests
@@ -327,7 +132,7 @@ def test_a_bad_bridge_config_stops_startup_naming_the_key(env: Env) -> None:
 KILL_COUNT = 1500
 
 
-@pytest.mark.parametrize("source", ["stomp-queue", "amqp-queue", "redis-stream"])
+@pytest.mark.parametrize("source", ["stomp-queue", "amqp-queue", "redis-stream", "jetstream"])
 def test_sigkill_mid_stream_loses_nothing(env: Env, source: str) -> None:
     """A producer fills the queue; kill -9 cometbox while it relays, restart
     it on the same disk store: every message the broker had is in the
@@ -340,6 +145,9 @@ def test_sigkill_mid_stream_loses_nothing(env: Env, source: str) -> None:
             stomp_send(env.activemq.port, "/queue/cb-queue", bodies)
         elif source == "amqp-queue":
             amqp_publish(env.rabbit, "", "cb-queue", bodies)
+        elif source == "jetstream":
+            # Over TLS, with a password: the bridge reads it so too.
+            jetstream_publish(env, "cbjs.kill", bodies)
         else:
             # redis-cli reads one command per line from stdin.
             subprocess.run(["redis-cli", "-p", str(env.redis.port)], input=pipe_script(bodies, client).encode(),
@@ -388,12 +196,13 @@ def pipe_script(bodies: List[Tuple[str, Dict[str, str]]], client: str) -> str:
     return "".join(f"XADD cb-stream * data {quote(body)} cometbox-client {client}\n" for body, _ in bodies)
 
 
-@pytest.mark.parametrize("broker", ["redis", "nats", "rabbit", "activemq"])
+@pytest.mark.parametrize("broker", ["redis", "nats", "nats_secure", "rabbit", "activemq"])
 def test_a_restarted_broker_is_reconnected(env: Env, broker: str) -> None:
     target: brokers.Broker = getattr(env, broker)
     names = {
         "redis": ["redis-pubsub", "redis-stream"],
         "nats": ["nats"],
+        "nats_secure": ["nats-tls", "jetstream"],
         "rabbit": ["amqp-queue", "amqp-exchange", "rabbit-stomp"],
         "activemq": ["stomp-queue", "stomp-topic"],
     }[broker]
@@ -418,6 +227,13 @@ def test_a_restarted_broker_is_reconnected(env: Env, broker: str) -> None:
         pubsub.wait(with_data({"again": marker}))
     elif broker == "nats":
         nats_publish(env.nats.url, "cb.y", [(payload, {"cometbox-channel": "after-restart"})])
+    elif broker == "nats_secure":
+        # JetStream first (its stream survived on disk), then core NATS.
+        jetstream_publish(env, "cbjs.y", [(payload, {"cometbox-channel": "after-restart"})])
+        b.wait(with_data({"again": marker}), timeout=60)
+        marker = uid("nats-tls")
+        payload = json.dumps({"again": marker})
+        secure_nats_publish(env, "cbtls.y", payload, {"cometbox-channel": "after-restart"})
     elif broker == "rabbit":
         amqp_publish(env.rabbit, "", "cb-queue", [(payload, {"cometbox-channel": "after-restart"})])
         b.wait(with_data({"again": marker}), timeout=60)
