@@ -146,17 +146,15 @@ fn decode(s: &str) -> String {
 /// lone user (a token) as `***` too.
 pub fn shown_url(url: &str) -> String {
     match Url::parse(url) {
-        Ok(mut shown) if shown.password().is_some() => {
-            let _ = shown.set_password(Some("***"));
-            shown.to_string()
-        }
         Ok(mut shown)
-            if matches!(shown.scheme(), "nats" | "tls") && !shown.username().is_empty() =>
+            if shown.password().is_none()
+                && matches!(shown.scheme(), "nats" | "tls")
+                && !shown.username().is_empty() =>
         {
             let _ = shown.set_username("***");
             shown.to_string()
         }
-        _ => url.to_owned(),
+        _ => crate::config::values::redact_url(url),
     }
 }
 
