@@ -259,3 +259,44 @@ async fn snapshots_bound_the_journal_and_keep_every_id() {
     assert_eq!(server.presence("sam").await.1["channels"], json!(["news"]));
     server.stop().await;
 }
+
+/// A server stopped for longer than `client_idle_timeout` forgets nobody:
+/// its browsers could not poll meanwhile, so the downtime is not idleness.
+/// And a client that polled just before the stop (within one sweep, so
+/// its activity was never recorded) is not evicted by the restart either.
+#[tokio::test]
+async fn downtime_and_an_unrecorded_poll_do_not_make_a_client_idle() {
+    let dir = scratch_dir("disk-downtime");
+    let idle = Duration::from_secs(2);
+    let start = |path: &Path| {
+        let path = path.to_owned();
+        TestServer::with(move |s| {
+            s.store.kind = cometbox::store::StoreKind::Disk;
+            s.store.path = path;
+            s.limits.poll_timeout = Duration::from_millis(200);
+            s.limits.client_idle_timeout = idle;
+        })
+    };
+    let server = start(&dir).await;
+    server.post_ok(r#"<message to="ann">1</message>"#, 1).await;
+    let first = server.poll("ann", "timeout=0").await;
+    // Polls for most of an idle period, the last one just before the stop.
+    for _ in 0..3 {
+        tokio::time::sleep(idle / 2).await;
+        server
+            .poll("ann", &format!("since={}&timeout=0", cursor(&first)))
+            .await;
+    }
+    stop(server, &dir).await;
+    tokio::time::sleep(idle * 2).await;
+    let server = start(&dir).await;
+    // The first sweep runs at start-up; give it time to (wrongly) evict.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.post_ok(r#"<message to="ann">2</message>"#, 1).await;
+    let after = server
+        .poll("ann", &format!("since={}&timeout=0", cursor(&first)))
+        .await;
+    assert_ne!(after["reset"], json!(true), "{after}");
+    assert_eq!(datas(&after), vec![json!(2)], "{after}");
+    stop(server, &dir).await;
+}

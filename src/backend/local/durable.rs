@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::client::{Client, Gone, Revocation};
 use super::LocalBackend;
+use crate::backend::common::sweep_interval;
 use crate::store::journal::{
     AfterCommit, Change, Commit, RecoveredClient, StateImages, StoreError,
 };
@@ -125,11 +126,26 @@ impl LocalBackend {
 
     /// Puts recovered clients in place (start-up, or a reload on an emptied
     /// hub).
+    ///
+    /// Idle clocks resume where the journal left them, counting only time
+    /// the server was up: a client's idleness is measured to the latest
+    /// activity recorded for any client (the server was running then), not
+    /// to now, so a server that was down longer than `client_idle_timeout`
+    /// does not forget every mailbox at start-up (its browsers could not
+    /// poll meanwhile). And one sweep interval is taken off: activity is
+    /// recorded once per sweep, so a crash (or a stop) can leave a poll of
+    /// the last interval unrecorded, and its client must not look idle for
+    /// it.
     pub(super) fn restore(&self, recovered: Vec<RecoveredClient>) {
-        let (wall, mono) = (SystemTime::now(), Instant::now());
+        let mono = Instant::now();
+        let running_until = recovered.iter().map(|r| r.last_active).max();
+        let unrecorded = sweep_interval(self.0.common.limits.client_idle_timeout);
         for r in recovered {
             let log = self.0.store.restore(&r);
-            let idle_for = wall.duration_since(r.last_active).unwrap_or_default();
+            let idle_for = running_until
+                .and_then(|until| until.duration_since(r.last_active).ok())
+                .unwrap_or_default()
+                .saturating_sub(unrecorded);
             let last_active = mono.checked_sub(idle_for).unwrap_or(mono);
             let client = Client::new(r.id.clone(), log, last_active);
             {
