@@ -27,7 +27,7 @@
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::protocol::{ClientId, Command, Cursor};
+use crate::protocol::{ChannelName, ClientId, Command, Cursor};
 use crate::store::journal::StoreError;
 
 pub mod common;
@@ -38,7 +38,8 @@ pub mod seam;
 
 pub use common::{Common, Counters, HubLimits};
 pub use outcomes::{
-    ApplyError, Figures, PollError, PollRequest, Presence, Stats, StatsScope, Waited,
+    ApplyError, ChannelDetail, ChannelSummary, Figures, PollError, PollRequest, Presence, Stats,
+    StatsScope, Waited,
 };
 pub use seam::Backend;
 
@@ -130,6 +131,22 @@ impl AnyBackend {
         match self {
             AnyBackend::Local(b) => b.presence(id).await,
             AnyBackend::Redis(b) => b.presence(id).await,
+        }
+    }
+
+    /// [`Backend::channels`].
+    pub async fn channels(&self) -> Result<Vec<ChannelSummary>, StoreError> {
+        match self {
+            AnyBackend::Local(b) => b.channels().await,
+            AnyBackend::Redis(b) => b.channels().await,
+        }
+    }
+
+    /// [`Backend::channel`].
+    pub async fn channel(&self, name: &ChannelName) -> Result<Option<ChannelDetail>, StoreError> {
+        match self {
+            AnyBackend::Local(b) => b.channel(name).await,
+            AnyBackend::Redis(b) => b.channel(name).await,
         }
     }
 

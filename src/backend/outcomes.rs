@@ -240,3 +240,23 @@ pub struct Figures {
     /// cluster-wide); `None`: the hooks' own count.
     pub hooks_dropped: Option<u64>,
 }
+
+/// One channel in `GET /channels`.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct ChannelSummary {
+    /// The name subscribed to (a pattern such as `/chat/*` is a name too).
+    pub name: String,
+    /// Clients subscribed to it.
+    pub members: usize,
+}
+
+/// `GET /channels/<name>`.
+#[derive(Debug, Serialize)]
+pub struct ChannelDetail {
+    /// The name asked for.
+    pub channel: String,
+    /// Its members, sorted.
+    pub members: Vec<String>,
+    /// How many of them hold a poll (or stream) right now.
+    pub online: usize,
+}

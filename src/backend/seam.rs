@@ -6,8 +6,10 @@ use std::future::Future;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::outcomes::{ApplyError, Figures, PollError, PollRequest, Presence, Waited};
-use crate::protocol::{ClientId, Command, Cursor};
+use super::outcomes::{
+    ApplyError, ChannelDetail, ChannelSummary, Figures, PollError, PollRequest, Presence, Waited,
+};
+use crate::protocol::{ChannelName, ClientId, Command, Cursor};
 use crate::store::journal::StoreError;
 
 /// What the hub needs of a store.
@@ -61,6 +63,17 @@ pub trait Backend: Send + Sync {
         &self,
         id: &ClientId,
     ) -> impl Future<Output = Result<Option<Presence>, StoreError>> + Send;
+
+    /// Every channel with members, and how many (`GET /channels`), sorted
+    /// by name.
+    fn channels(&self) -> impl Future<Output = Result<Vec<ChannelSummary>, StoreError>> + Send;
+
+    /// One channel's members and how many are online (`GET
+    /// /channels/<name>`), `None` without members.
+    fn channel(
+        &self,
+        name: &ChannelName,
+    ) -> impl Future<Output = Result<Option<ChannelDetail>, StoreError>> + Send;
 
     /// Whether the store answers (`/health`).
     fn healthy(&self) -> bool;

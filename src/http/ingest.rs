@@ -24,7 +24,7 @@ use super::AppState;
 use crate::hub::Stats;
 use crate::protocol::ids::is_valid_channel_grant;
 use crate::protocol::ingest::{self, ParseLimits};
-use crate::protocol::ClientId;
+use crate::protocol::{ChannelName, ClientId};
 
 /// The router of the ingest listener.
 pub fn router(state: AppState) -> Router {
@@ -35,6 +35,8 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/status", get(super::status::page))
         .route("/clients/{id}", get(presence))
+        .route("/channels", get(channels))
+        .route("/channels/{*name}", get(channel))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
     Router::new()
         .route("/health", get(health))
@@ -481,6 +483,40 @@ async fn presence(
         .map_err(|e| IngestError::StorageUnavailable(e.to_string()))?
         .ok_or_else(|| IngestError::NotFound(format!("no client {id:?}")))?;
     Ok(Json(presence).into_response())
+}
+
+/// `GET /channels`: every channel with members, and how many (cluster-wide
+/// on Redis), sorted by name.
+async fn channels(State(state): State<AppState>) -> Result<Response, IngestError> {
+    let channels = state
+        .hub
+        .current_channels()
+        .await
+        .map_err(|e| IngestError::StorageUnavailable(e.to_string()))?;
+    Ok(Json(ChannelList { channels }).into_response())
+}
+
+/// The `GET /channels` body (a struct, so its members keep their order).
+#[derive(serde::Serialize)]
+struct ChannelList {
+    channels: Vec<crate::hub::ChannelSummary>,
+}
+
+/// `GET /channels/<name>` (the name percent-encoded, or as it is after the
+/// slash: `/channels//chat/room` is `/chat/room`): its members and how many
+/// hold a poll.
+async fn channel(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, IngestError> {
+    let channel = ChannelName::parse(&name).map_err(|e| IngestError::InvalidId(e.to_string()))?;
+    let detail = state
+        .hub
+        .current_channel(&channel)
+        .await
+        .map_err(|e| IngestError::StorageUnavailable(e.to_string()))?
+        .ok_or_else(|| IngestError::NotFound(format!("no members in channel {name:?}")))?;
+    Ok(Json(detail).into_response())
 }
 
 /// `GET /health`: `ok`, or `503 degraded` while the store (Redis) cannot be

@@ -24,7 +24,8 @@ mod poll;
 mod stats;
 
 pub use crate::backend::{
-    ApplyError, HubLimits, PollError, PollRequest, Presence, Stats, StatsScope, Waited,
+    ApplyError, ChannelDetail, ChannelSummary, HubLimits, PollError, PollRequest, Presence, Stats,
+    StatsScope, Waited,
 };
 pub use poll::{OpenPoll, PollReply};
 

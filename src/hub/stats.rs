@@ -3,8 +3,8 @@
 
 use super::Hub;
 use crate::backend::common::Counters;
-use crate::backend::outcomes::{Presence, Stats};
-use crate::protocol::ClientId;
+use crate::backend::outcomes::{ChannelDetail, ChannelSummary, Presence, Stats};
+use crate::protocol::{ChannelName, ClientId};
 use crate::store::journal::StoreError;
 
 impl Hub {
@@ -39,5 +39,19 @@ impl Hub {
     /// `/clients/<id>` (cluster-wide with Redis).
     pub async fn current_presence(&self, id: &ClientId) -> Result<Option<Presence>, StoreError> {
         self.0.backend.presence(id).await
+    }
+
+    /// `GET /channels`: every channel with members (cluster-wide with
+    /// Redis), sorted by name.
+    pub async fn current_channels(&self) -> Result<Vec<ChannelSummary>, StoreError> {
+        self.0.backend.channels().await
+    }
+
+    /// `GET /channels/<name>`: its members and how many are online.
+    pub async fn current_channel(
+        &self,
+        name: &ChannelName,
+    ) -> Result<Option<ChannelDetail>, StoreError> {
+        self.0.backend.channel(name).await
     }
 }

@@ -93,6 +93,21 @@ impl Channels {
             .unwrap_or_default()
     }
 
+    /// Every channel with its member count, sorted by name.
+    pub fn summaries(&self) -> Vec<(ChannelName, usize)> {
+        let mut all: Vec<(ChannelName, usize)> = (self.members.iter())
+            .map(|entry| (entry.key().clone(), entry.len()))
+            .collect();
+        all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    /// The clients subscribed under exactly `name` (no pattern matching:
+    /// what `GET /channels/<name>` lists).
+    pub fn subscribed_as(&self, name: &ChannelName) -> Vec<Arc<Client>> {
+        self.members_of(name.as_str())
+    }
+
     /// (channels, memberships) for `/stats`.
     pub fn counts(&self) -> (usize, usize) {
         self.members

@@ -28,9 +28,11 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::common::Common;
-use crate::backend::outcomes::{ApplyError, Figures, PollError, PollRequest, Presence, Waited};
+use crate::backend::outcomes::{
+    ApplyError, ChannelDetail, ChannelSummary, Figures, PollError, PollRequest, Presence, Waited,
+};
 use crate::backend::seam::Backend;
-use crate::protocol::{ClientId, Command, Cursor};
+use crate::protocol::{ChannelName, ClientId, Command, Cursor};
 use crate::store::journal::{Change, Journal, RecoveredClient, StoreError};
 use crate::store::Store;
 
@@ -164,6 +166,14 @@ impl Backend for LocalBackend {
 
     async fn presence(&self, id: &ClientId) -> Result<Option<Presence>, StoreError> {
         Ok(self.presence_now(id))
+    }
+
+    async fn channels(&self) -> Result<Vec<ChannelSummary>, StoreError> {
+        Ok(self.channels_now())
+    }
+
+    async fn channel(&self, name: &ChannelName) -> Result<Option<ChannelDetail>, StoreError> {
+        Ok(self.channel_now(name))
     }
 
     fn healthy(&self) -> bool {

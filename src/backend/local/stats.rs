@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use super::LocalBackend;
 use crate::backend::common::Counters;
-use crate::backend::outcomes::{Figures, Presence};
-use crate::protocol::ClientId;
+use crate::backend::outcomes::{ChannelDetail, ChannelSummary, Figures, Presence};
+use crate::protocol::{ChannelName, ClientId};
 
 impl LocalBackend {
     /// Walks every client (one short lock each, under shard read locks):
@@ -48,6 +48,32 @@ impl LocalBackend {
             pending_messages: state.log.len(),
             channels: state.channels.iter().map(ToString::to_string).collect(),
             idle_ms: now.duration_since(state.last_active).as_millis() as u64,
+        })
+    }
+
+    /// Every channel with members, sorted by name.
+    pub(super) fn channels_now(&self) -> Vec<ChannelSummary> {
+        (self.0.channels.summaries().into_iter())
+            .map(|(name, members)| ChannelSummary {
+                name: name.to_string(),
+                members,
+            })
+            .collect()
+    }
+
+    /// One channel's members, `None` without any.
+    pub(super) fn channel_now(&self, name: &ChannelName) -> Option<ChannelDetail> {
+        let clients = self.0.channels.subscribed_as(name);
+        if clients.is_empty() {
+            return None;
+        }
+        let online = clients.iter().filter(|c| c.lock().open_polls > 0).count();
+        let mut members: Vec<String> = clients.iter().map(|c| c.id.to_string()).collect();
+        members.sort_unstable();
+        Some(ChannelDetail {
+            channel: name.to_string(),
+            members,
+            online,
         })
     }
 }

@@ -115,9 +115,8 @@ impl RedisBackend {
         let max = self.common.limits.max_clients;
         let counts = self.store.client_counts(max).await?;
         let limits = self.share_limits();
-        let runs = shares.map(|(g, share)| {
-            (self.store).check_share(*g, &limits, counts.others(*g), share)
-        });
+        let runs = shares
+            .map(|(g, share)| (self.store).check_share(*g, &limits, counts.others(*g), share));
         let mut new = 0;
         for checked in futures_util::future::join_all(runs).await {
             let (verdict, new_clients) = checked?;

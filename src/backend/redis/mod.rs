@@ -24,10 +24,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backend::common::Common;
 use crate::backend::outcomes::{
-    ApplyError, Figures, PollError, PollRequest, Presence, StatsScope, Waited,
+    ApplyError, ChannelDetail, ChannelSummary, Figures, PollError, PollRequest, Presence,
+    StatsScope, Waited,
 };
 use crate::backend::seam::Backend;
-use crate::protocol::{ClientId, Command, Cursor};
+use crate::protocol::{ChannelName, ClientId, Command, Cursor};
 use crate::store::journal::StoreError;
 use crate::store::redis::{HookEvents, RedisSettings, RedisStore};
 
@@ -150,6 +151,46 @@ impl Backend for RedisBackend {
             pending_messages: p.pending_messages,
             channels: p.channels,
             idle_ms: p.idle_ms,
+        }))
+    }
+
+    /// Every group's channels, added up by name.
+    async fn channels(&self) -> Result<Vec<ChannelSummary>, StoreError> {
+        let redis = &self.store;
+        let runs = (0..redis.groups().len()).map(|g| redis.channel_counts(g));
+        let mut counts = std::collections::BTreeMap::<String, u64>::new();
+        for group in futures_util::future::join_all(runs).await {
+            for (name, members) in group? {
+                *counts.entry(name).or_default() += members;
+            }
+        }
+        Ok((counts.into_iter())
+            .map(|(name, members)| ChannelSummary {
+                name,
+                members: members as usize,
+            })
+            .collect())
+    }
+
+    /// The channel's members in every group.
+    async fn channel(&self, name: &ChannelName) -> Result<Option<ChannelDetail>, StoreError> {
+        let redis = &self.store;
+        let runs = (0..redis.groups().len()).map(|g| redis.channel_members(g, name));
+        let (mut members, mut online) = (Vec::new(), 0);
+        for group in futures_util::future::join_all(runs).await {
+            for (id, live) in group? {
+                online += usize::from(live);
+                members.push(id);
+            }
+        }
+        if members.is_empty() {
+            return Ok(None);
+        }
+        members.sort_unstable();
+        Ok(Some(ChannelDetail {
+            channel: name.to_string(),
+            members,
+            online,
         }))
     }
 

@@ -274,7 +274,8 @@ impl RedisStore {
         others: Vec<u8>,
         share: &Share,
     ) -> Result<(Verdict, usize), StoreError> {
-        self.run_share(group, ApplyMode::Check, limits, others, share).await
+        self.run_share(group, ApplyMode::Check, limits, others, share)
+            .await
     }
 
     async fn run_share(
@@ -414,6 +415,30 @@ impl RedisStore {
             idle_ms: reply.int(2).max(0) as u64,
             channels: (3..reply.len()).map(|i| reply.text(i)).collect(),
         }))
+    }
+
+    /// `group`'s channels with their members there.
+    pub async fn channel_counts(&self, group: usize) -> Result<Vec<(String, u64)>, StoreError> {
+        let reply = self.run(Step::Channels, group, Vec::new()).await?;
+        Ok((0..reply.len())
+            .step_by(2)
+            .map(|i| (reply.text(i), reply.int(i + 1).max(0) as u64))
+            .collect())
+    }
+
+    /// `channel`'s members in `group`, each with whether it holds a live
+    /// poll lease.
+    pub async fn channel_members(
+        &self,
+        group: usize,
+        channel: &ChannelName,
+    ) -> Result<Vec<(String, bool)>, StoreError> {
+        let args: Args = vec![channel.as_str().into()];
+        let reply = self.run(Step::Channel, group, args).await?;
+        Ok((0..reply.len())
+            .step_by(2)
+            .map(|i| (reply.text(i), reply.int(i + 1) == 1))
+            .collect())
     }
 
     /// One eviction batch of `group` (clients idle for `idle`, at most

@@ -178,6 +178,8 @@ struct Scripts {
     reap: Script,
     stats: Script,
     presence: Script,
+    channels: Script,
+    channel: Script,
     unread_from: Script,
     hooks: HookScripts,
 }
@@ -201,6 +203,8 @@ impl Scripts {
             poll_close: with_prelude(include_str!("poll_close.lua")),
             reap: with_prelude(include_str!("reap.lua")),
             stats: with_prelude(include_str!("stats.lua")),
+            channels: with_prelude(include_str!("channels.lua")),
+            channel: with_prelude(include_str!("channel.lua")),
             presence: with_prelude(include_str!("presence.lua")),
             unread_from: with_prelude(include_str!("unread_from.lua")),
             hooks: HookScripts {
@@ -276,6 +280,10 @@ enum Step {
     Stats,
     /// `/clients/<id>`.
     Presence,
+    /// `GET /channels`, one group's share.
+    Channels,
+    /// `GET /channels/<name>`, one group's share.
+    Channel,
     /// Where a new reader of a mailbox starts (a Bayeux session).
     UnreadFrom,
     /// With hooks: whether a client is online cluster-wide, its channels.
@@ -428,6 +436,8 @@ impl RedisStore {
             Step::Reap => &s.reap,
             Step::Stats => &s.stats,
             Step::Presence => &s.presence,
+            Step::Channels => &s.channels,
+            Step::Channel => &s.channel,
             Step::UnreadFrom => &s.unread_from,
             Step::HooksLook => &s.hooks.look,
             Step::PresenceSweep => &s.hooks.sweep,

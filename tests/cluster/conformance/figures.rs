@@ -1,4 +1,5 @@
-//! Presence (`GET /clients/<id>` on the ingest port) and `/stats` figures
+//! Presence (`GET /clients/<id>` on the ingest port), channels (`GET
+//! /channels`, `/channels/<name>`) and `/stats` figures
 //! after a known sequence of commands and polls: what they say must be what
 //! happened, on every store (a Redis store counts over every slot group).
 
@@ -8,7 +9,7 @@ use crate::harness::{token, wait_until};
 use crate::nodes::{poll_ok, stats, PROMPT};
 
 use super::fixture::Fixture;
-use super::looks::{cursor, presence};
+use super::looks::{channels, cursor, presence};
 
 /// The figures a sequence fixes (`open_polls` and the counts of clients,
 /// channels, memberships and retained messages), from `/stats`.
@@ -71,6 +72,16 @@ pub async fn presence_and_stats_follow_a_known_sequence(fx: Fixture) {
     assert_eq!(presence(&n, "nobody").await, None);
     let want = json!({"clients": 3, "channels": 3, "subscriptions": 4, "open_polls": 1, "queued_messages": 3});
     assert_eq!(figures(&n).await, want);
+    let listed = json!({"channels": [
+        {"name": "/chat/*", "members": 1}, {"name": "s1", "members": 2}, {"name": "s2", "members": 1},
+    ]});
+    assert_eq!(channels(&n, None).await, Some(listed));
+    let s1 = json!({"channel": "s1", "members": ["pa", "pb"], "online": 0});
+    assert_eq!(channels(&n, Some("s1")).await, Some(s1));
+    // A Bayeux-style name after the slash, and the pattern's own name.
+    let chat = json!({"channel": "/chat/*", "members": ["pc"], "online": 1});
+    assert_eq!(channels(&n, Some("/chat/*")).await, Some(chat));
+    assert_eq!(channels(&n, Some("nobody-here")).await, None);
 
     n.post_ok(r#"<message channel="/chat/x">{"i":3}</message>"#, 1)
         .await;
@@ -95,4 +106,6 @@ pub async fn presence_and_stats_follow_a_known_sequence(fx: Fixture) {
     assert_eq!(seen(&n, "pc").await, json!([false, 0, 1, ["/chat/*"]]));
     let want = json!({"clients": 2, "channels": 1, "subscriptions": 1, "open_polls": 0, "queued_messages": 2});
     assert_eq!(figures(&n).await, want);
+    let listed = json!({"channels": [{"name": "/chat/*", "members": 1}]});
+    assert_eq!(channels(&n, None).await, Some(listed));
 }

@@ -38,6 +38,22 @@ pub async fn presence(node: &Server, client: &str) -> Option<Value> {
     }
 }
 
+/// `GET /channels` (every channel and its member count), or with a name
+/// `GET /channels/<name>` (its members and how many are online; `None`
+/// for a 404: no members).
+pub async fn channels(node: &Server, name: Option<&str>) -> Option<Value> {
+    let path = match name {
+        None => "/channels".to_owned(),
+        Some(name) => format!("/channels/{name}"),
+    };
+    let (status, body) = ingest_get(node, &path).await;
+    match status {
+        200 => Some(serde_json::from_str(&body).unwrap()),
+        404 => None,
+        _ => panic!("{path}: {status} {body}"),
+    }
+}
+
 /// Everything a backend can see of `clients` and of the node's figures
 /// that a command could change (idle times and uptime left out): equal
 /// before and after a refused batch when it applied nothing.
