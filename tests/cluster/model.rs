@@ -87,13 +87,18 @@ fn lock(model: &Shared) -> std::sync::MutexGuard<'_, Model> {
 }
 
 /// Short enough that a run sees messages expire and clients evicted.
-const LIMITS: Limits = Limits {
-    ttl: Duration::from_secs(2),
-    idle: Duration::from_secs(3),
-    ttl_slack: Duration::from_millis(500),
-    // A disk store's idle clock resumes up to one sweep (idle / 4) old.
-    idle_slack: Duration::from_millis(1250),
-};
+fn model_limits(backend: Backend) -> Limits {
+    Limits {
+        ttl: Duration::from_secs(2),
+        idle: Duration::from_secs(3),
+        ttl_slack: Duration::from_millis(300),
+        idle_slack: match backend {
+            // Its idle clock resumes up to one sweep (idle / 4) old.
+            Backend::Disk => Duration::from_millis(1050),
+            _ => Duration::from_millis(300),
+        },
+    }
+}
 
 async fn run(backend: Backend) {
     let seed = std::env::var("MODEL_SEED")
@@ -124,7 +129,7 @@ async fn run(backend: Backend) {
     let started = Instant::now();
     let model = Model::new(
         label.clone(),
-        LIMITS,
+        model_limits(backend),
         backend.forgets(),
         CLIENTS,
         CHANNELS,
@@ -141,7 +146,7 @@ async fn run(backend: Backend) {
         held: Vec::new(),
         down: None,
         faults: 0,
-        next_fault: 20,
+        next_fault: started + Duration::from_millis(500),
         started,
         paused: Duration::ZERO,
     };
@@ -152,7 +157,7 @@ async fn run(backend: Backend) {
     let budget = Duration::from_secs(secs);
     let mut done = 0;
     while done < ops && started.elapsed() < budget {
-        runner.step(done).await;
+        runner.step().await;
         done += 1;
     }
     runner.finish().await;
@@ -167,7 +172,7 @@ async fn run(backend: Backend) {
         "{label}: the run checked too little: {tally:?}"
     );
     assert!(
-        runner.faults >= kinds.min(done / 40),
+        runner.faults >= kinds.min(started.elapsed().as_secs() as usize / 4),
         "{label}: {} faults in {done} operations: {tally:?}",
         runner.faults
     );
@@ -195,15 +200,15 @@ struct Runner {
     /// A victim left down, and for how many more operations.
     down: Option<(Down, usize)>,
     faults: usize,
-    /// The operation at which the next fault comes.
-    next_fault: usize,
+    /// When the next fault comes.
+    next_fault: Instant,
     started: Instant,
     /// Time spent in pauses so far.
     paused: Duration,
 }
 
 impl Runner {
-    async fn step(&mut self, i: usize) {
+    async fn step(&mut self) {
         lock(&self.model).tally.ops += 1;
         self.reap_held().await;
         match self.down {
@@ -215,9 +220,11 @@ impl Runner {
             Some((down, left)) => self.down = Some((down, left - 1)),
             None => {}
         }
-        if i == self.next_fault {
-            self.next_fault = i + self.rng.range(15, 50) as usize;
-            return self.fault().await;
+        if Instant::now() >= self.next_fault {
+            self.fault().await;
+            let gap = Duration::from_millis(self.rng.range(300, 2500));
+            self.next_fault = Instant::now() + gap;
+            return;
         }
         match self.rng.range(0, 100) {
             0..34 => self.ingest().await,

@@ -370,7 +370,7 @@ impl Model {
             model.msgs.push(Msg {
                 batch,
                 channel: ch,
-                event: (s % 2 == 0).then(|| format!("e{}", s % 3)),
+                event: s.is_multiple_of(2).then(|| format!("e{}", s % 3)),
                 certain,
                 maybe,
                 sent: now,
@@ -560,10 +560,12 @@ impl Model {
     /// long enough for the idle clock, overlapping that window.
     fn possibly_evicted(&self, c: usize, a: Instant, b: Instant) -> bool {
         let limit = self.limits.idle.saturating_sub(self.limits.idle_slack);
-        let mut polls = self.clients[c].polls.clone();
-        polls.sort();
+        let polls = &self.clients[c].polls;
+        // Polls last 30 s at most (the harness's request timeout), so one
+        // that started a minute before `a` no longer decides anything.
+        let from = polls.partition_point(|(start, _)| *start + Duration::from_secs(60) < a);
         let mut active_until: Option<Instant> = None;
-        for (start, end) in polls {
+        for &(start, end) in &polls[from..] {
             if start > b {
                 break;
             }
@@ -699,7 +701,9 @@ impl Model {
         }
         self.check_cursor(l, &cursor, messages.is_empty(), &who, body);
         let s = &mut self.clients[c];
-        s.polls.push((sent, answered));
+        // Kept in order of sending (held polls end out of order).
+        let at = s.polls.partition_point(|(start, _)| *start <= sent);
+        s.polls.insert(at, (sent, answered));
         s.state.exists = Tri::Yes;
         if let Some(ch) = join {
             if s.state.revoked[ch] == Tri::No {
@@ -739,16 +743,18 @@ impl Model {
         if since.is_none() {
             self.fail(format!("{who}: reset on a poll without since: {body}"));
         }
-        let acked_after = |m: &Msg| m.acked.is_none_or(|a| a > from);
+        // Possibly applied after the cursor: its request ended after it.
+        let after_cursor = |m: &Msg| self.batches[m.batch].done.is_none_or(|d| d > from);
         let forgot = self.forgot_between(from, sent);
+        // Applied between its sending and its reply (or failure).
         let disconnected = self.clients[c].disconnects.iter().any(|&b| {
             let batch = &self.batches[b];
-            batch.sent < answered && (!batch.acked || batch.done.is_none_or(|d| d > from))
+            batch.sent < answered && batch.done.is_none_or(|d| d > from)
         });
         let evicted = self.possibly_evicted(c, from, answered);
         let expired = self.by_client[c].iter().any(|&s| {
             let m = &self.msgs[s as usize];
-            acked_after(m) && m.sent + self.limits.ttl < answered + self.limits.ttl_slack
+            after_cursor(m) && m.sent + self.limits.ttl < answered + self.limits.ttl_slack
         });
         match [forgot, disconnected, evicted, expired].iter().position(|r| *r) {
             Some(reason) => self.tally.resets[reason] += 1,
