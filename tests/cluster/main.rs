@@ -50,6 +50,7 @@ mod conformance;
 mod events;
 mod hooks;
 mod marker;
+mod model;
 mod nginx;
 mod nginx_server;
 mod nodes;
