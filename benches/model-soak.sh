@@ -8,7 +8,7 @@
 #   bash benches/model-soak.sh                      # memory disk redis cluster, 240 s each
 #   MODEL_SECS=600 bash benches/model-soak.sh redis cluster
 #   MODEL_SEED=123 MODEL_SECS=60 bash benches/model-soak.sh disk    # replay a seed
-# The disk store's CI test is marked ignored (issue #23); it runs here.
+# (--include-ignored: a store's CI test marked ignored while a finding is open runs here too.)
 # Needs redis-server and redis-cli (Debian's): installed when missing,
 # as tests/cluster/run-tests.sh does. Exits non-zero if any store failed.
 set -euo pipefail
