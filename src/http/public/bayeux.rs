@@ -22,12 +22,12 @@
 //!   origin is echoed, never `*`.
 
 use super::connection::{BodyError, Connection, Socket};
+use super::error::PublicError;
+use super::face::Face;
 use super::request::{Head, Method};
 use super::response::Response;
-use super::routes::Routed;
-use super::Face;
+use super::routed::Routed;
 use crate::bayeux::{parse_batch, Bayeux};
-use crate::http::error::PublicError;
 
 /// What a credentialed CORS reply adds.
 pub const CREDENTIALS: &[(&str, &str)] = &[("access-control-allow-credentials", "true")];

@@ -1,6 +1,7 @@
-//! One connection of the public port: requests read one after another
-//! (keep-alive, pipelining), each answered by `routes.rs`, under the port's
-//! limits.
+//! One connection of the public port: reading its requests' heads and
+//! bodies and writing their replies, under the port's limits. The loop that
+//! reads one request after another and routes it is the caller's (`mod.rs`);
+//! this file knows no route.
 //!
 //! - A head must arrive whole within `request_timeout` of the wait for it
 //!   starting and within `max_header_bytes`; otherwise `408` (nothing, if no
@@ -42,10 +43,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
+use super::face::Face;
 use super::request::{self, BodyFraming, Head, HeadError, Method, Parsed};
 use super::response::Response;
-use super::routes::{self, Routed};
-use super::Face;
 use crate::http::send_timeout::Abort;
 
 /// What the port accepts: TCP or Unix sockets, read through readiness so
@@ -106,6 +106,31 @@ enum ReadError {
     Refused(HeadError),
 }
 
+impl ReadError {
+    /// The reply before closing, if the client is owed one: nothing to a
+    /// client that closed, to an idle connection at shutdown, or when no
+    /// byte of a head came before the timeout.
+    fn reply(&self) -> Option<Response> {
+        match self {
+            ReadError::Closed | ReadError::ShuttingDown => None,
+            ReadError::TimedOut { partial: false } => None,
+            ReadError::TimedOut { partial: true } => Some(Response::error(
+                408,
+                "timeout",
+                "the request headers did not arrive in time",
+            )),
+            ReadError::Refused(e) => {
+                let (status, code) = match e {
+                    HeadError::TooLarge => (431, "invalid-request"),
+                    HeadError::Malformed(_) => (400, "invalid-request"),
+                    HeadError::UnknownCoding(_) => (501, "not-implemented"),
+                };
+                Some(Response::error(status, code, &e.to_string()))
+            }
+        }
+    }
+}
+
 /// One connection and its unparsed bytes.
 pub struct Connection<S> {
     socket: S,
@@ -156,9 +181,9 @@ pub enum BodyError {
 }
 
 impl<S: Socket> Connection<S> {
-    /// Serves requests on `socket` until either side closes it.
-    pub async fn run(socket: S, face: Arc<Face>) {
-        let mut connection = Connection {
+    /// A connection on `socket`, nothing read yet.
+    pub fn new(socket: S, face: Arc<Face>) -> Self {
+        Connection {
             socket,
             buf: Vec::new(),
             scanned: 0,
@@ -166,81 +191,49 @@ impl<S: Socket> Connection<S> {
             body_unread: false,
             expect_continue: false,
             face,
-        };
-        connection.serve().await;
+        }
     }
 
-    async fn serve(&mut self) {
-        loop {
-            let head = match self.read_head().await {
-                Ok(head) => head,
-                Err(ReadError::Closed | ReadError::ShuttingDown) => return,
-                Err(ReadError::TimedOut { partial }) => {
-                    if partial {
-                        let reply = Response::error(
-                            408,
-                            "timeout",
-                            "the request headers did not arrive in time",
-                        );
-                        self.fail(reply).await;
-                    }
-                    return;
-                }
-                Err(ReadError::Refused(e)) => {
-                    let reply = match e {
-                        HeadError::TooLarge => {
-                            Response::error(431, "invalid-request", &e.to_string())
-                        }
-                        HeadError::Malformed(_) => {
-                            Response::error(400, "invalid-request", &e.to_string())
-                        }
-                        HeadError::UnknownCoding(_) => {
-                            Response::error(501, "not-implemented", &e.to_string())
-                        }
-                    };
+    /// The next request's head, to route; `None` once the connection is
+    /// over (closed, timed out, shutting down, or refused: a refusal has
+    /// had its reply).
+    pub async fn next_request(&mut self) -> Option<Head> {
+        let head = match self.read_head().await {
+            Ok(head) => head,
+            Err(e) => {
+                if let Some(reply) = e.reply() {
                     self.fail(reply).await;
-                    return;
                 }
-            };
-            if head.body != BodyFraming::None && head.method != Method::Post {
-                let reply = Response::error(
-                    400,
-                    "invalid-request",
-                    "requests to this port carry no body",
-                );
-                self.fail(reply).await;
-                return;
+                return None;
             }
-            let head_only = head.method == Method::Head;
-            let keep_alive = head.keep_alive;
-            self.body_unread = head.body != BodyFraming::None;
-            self.expect_continue = head.expect_continue;
-            let routed = routes::route(self, head).await;
-            let (response, poll) = match routed {
-                Routed::Reply { response, poll } => (response, poll),
-                // The client left while its poll waited, or a stream ended.
-                Routed::ClientLeft | Routed::Streamed => return,
-                Routed::Close(response) => {
-                    self.fail(response).await;
-                    return;
-                }
-            };
-            let close = !keep_alive || self.body_unread || self.face.state.hub.is_shutting_down();
-            let sent = self.send(&response, head_only, close).await;
-            // The poll counted (against `max_polls_per_client`, and as
-            // presence) until its reply was written or given up on.
-            drop(poll);
-            if sent.is_err() {
-                return;
-            }
-            self.served = true;
-            if close {
-                let _ = self.socket.shutdown().await;
-                if self.body_unread {
-                    self.linger().await;
-                }
-                return;
-            }
+        };
+        if head.body != BodyFraming::None && head.method != Method::Post {
+            let reply = Response::error(
+                400,
+                "invalid-request",
+                "requests to this port carry no body",
+            );
+            self.fail(reply).await;
+            return None;
+        }
+        self.body_unread = head.body != BodyFraming::None;
+        self.expect_continue = head.expect_continue;
+        Some(head)
+    }
+
+    /// Whether the connection closes after the current reply: the client
+    /// asked to, its body was left unread (what follows it cannot be
+    /// framed), or the server is shutting down.
+    pub fn closes_after(&self, keep_alive: bool) -> bool {
+        !keep_alive || self.body_unread || self.face.state.hub.is_shutting_down()
+    }
+
+    /// Closes after a reply: shuts the sending side, then reads and
+    /// discards a body the route left unread (see the module doc).
+    pub async fn close(&mut self) {
+        let _ = self.socket.shutdown().await;
+        if self.body_unread {
+            self.linger().await;
         }
     }
 
@@ -541,7 +534,9 @@ impl<S: Socket> Connection<S> {
     ) -> io::Result<()> {
         let head = response.encode_head(close);
         let body: &[u8] = if head_only { &[] } else { &response.body };
-        self.write_all(&head, body).await
+        self.write_all(&head, body).await?;
+        self.served = true;
+        Ok(())
     }
 
     /// Writes `first` then `second`, each write allowed `send_timeout`
@@ -582,7 +577,7 @@ impl<S: Socket> Connection<S> {
 
     /// Sends a last reply and closes, reading and discarding what the
     /// client still sends meanwhile (see the module doc).
-    async fn fail(&mut self, response: Response) {
+    pub async fn fail(&mut self, response: Response) {
         if self.send(&response, false, true).await.is_err() {
             return;
         }
