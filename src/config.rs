@@ -362,35 +362,67 @@ pub fn load_from(
         Some(path) => format!("{} and COMETBOX_* environment", path.display()),
         None => "defaults and COMETBOX_* environment".to_owned(),
     };
-    let mut settings_env = config::Map::new();
-    let mut bridge_env = Vec::new();
-    for (name, value) in env {
-        let Some(rest) = name.strip_prefix("COMETBOX_") else {
-            continue;
+    let load_error = |message| ConfigError::Load {
+        origin: origin.clone(),
+        message,
+    };
+    let env = Environment::split(env).map_err(load_error)?;
+    let settings = deserialize(file, env).map_err(|e| load_error(e.to_string()))?;
+    settings
+        .check()
+        .map_err(|(key, message)| ConfigError::Invalid {
+            origin,
+            key,
+            message,
+        })?;
+    Ok(settings)
+}
+
+/// The `COMETBOX_*` variables, sorted by what they set.
+struct Environment {
+    /// `COMETBOX_<SECTION>__<KEY>`, for the loader's environment source.
+    settings: config::Map<String, String>,
+    /// `[[bridge]]` keys (`bridge[N].key`) and their values, set as
+    /// overrides: the environment source cannot index a list.
+    bridges: Vec<(String, String)>,
+}
+
+impl Environment {
+    /// Sorts the `COMETBOX_*` variables of `env`; other variables are
+    /// ignored. A `COMETBOX_` name that is neither a setting nor one of
+    /// [`NOT_SETTINGS`] is refused: a mistyped setting must not pass
+    /// silently (a key meant for `ingest.key` would leave the ingest port
+    /// keyless).
+    fn split(env: impl IntoIterator<Item = (String, String)>) -> Result<Self, String> {
+        let mut sorted = Environment {
+            settings: config::Map::new(),
+            bridges: Vec::new(),
         };
-        if let Some(item) = rest.strip_prefix("BRIDGE__") {
-            // `[[bridge]]` is a list: COMETBOX_BRIDGE__<N>__<KEY> sets key
-            // KEY of the Nth table (from 0, in file order; one past the
-            // file's adds a table).
-            let path = bridge_path(item).ok_or_else(|| ConfigError::Load {
-                origin: origin.clone(),
-                message: format!(
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix("COMETBOX_") else {
+                continue;
+            };
+            if let Some(item) = rest.strip_prefix("BRIDGE__") {
+                // `[[bridge]]` is a list: COMETBOX_BRIDGE__<N>__<KEY> sets key
+                // KEY of the Nth table (from 0, in file order; one past the
+                // file's adds a table).
+                let path = bridge_path(item).ok_or_else(|| format!(
                     "environment variable {name}: a bridge's settings are COMETBOX_BRIDGE__<N>__<KEY>, N from 0 (COMETBOX_BRIDGE__0__URL)"
-                ),
-            })?;
-            bridge_env.push((path, value));
-        } else if rest.contains("__") {
-            settings_env.insert(name, value);
-        } else if !NOT_SETTINGS.contains(&name.as_str()) {
-            // A mistyped setting must not pass silently: a key that was
-            // meant for `ingest.key` would leave the ingest port keyless.
-            return Err(ConfigError::Load {
-                origin,
-                message: unknown_variable(&name, rest),
-            });
+                ))?;
+                sorted.bridges.push((path, value));
+            } else if rest.contains("__") {
+                sorted.settings.insert(name, value);
+            } else if !NOT_SETTINGS.contains(&name.as_str()) {
+                return Err(unknown_variable(&name, rest));
+            }
         }
+        Ok(sorted)
     }
-    let env = settings_env;
+}
+
+/// Defaults, then `file`, then the environment, deserialised (not yet
+/// validated).
+fn deserialize(file: Option<&Path>, env: Environment) -> Result<Settings, config::ConfigError> {
     let mut builder = config::Config::builder();
     if let Some(path) = file {
         builder = builder.add_source(
@@ -403,37 +435,41 @@ pub fn load_from(
         config::Environment::with_prefix("COMETBOX")
             .prefix_separator("_")
             .separator("__")
-            .source(Some(env)),
+            .source(Some(env.settings)),
     );
-    for (path, value) in bridge_env {
-        builder = builder
-            .set_override(path, value)
-            .map_err(|e| ConfigError::Load {
-                origin: origin.clone(),
-                message: e.to_string(),
-            })?;
+    for (path, value) in env.bridges {
+        builder = builder.set_override(path, value)?;
     }
-    let loaded = builder
-        .build()
-        .and_then(|c| c.try_deserialize::<Settings>());
-    let settings = loaded.map_err(|e| ConfigError::Load {
-        origin: origin.clone(),
-        message: e.to_string(),
-    })?;
-    settings
-        .validate()
-        .map_err(|(key, message)| (key.to_owned(), message))
-        .and_then(|()| settings.validate_bridges())
-        .map_err(|(key, message)| ConfigError::Invalid {
-            origin,
-            key,
-            message,
-        })?;
-    Ok(settings)
+    builder.build()?.try_deserialize::<Settings>()
 }
 
 impl Settings {
+    /// Every check, the sections' then the bridges', each error naming its
+    /// key.
+    fn check(&self) -> Result<(), (String, String)> {
+        self.validate()
+            .map_err(|(key, message)| (key.to_owned(), message))?;
+        self.validate_bridges()
+    }
+
+    /// The checks of every section but `[[bridge]]`, in a fixed order (so
+    /// that of several mistakes the same one is named first).
     fn validate(&self) -> Result<(), (&'static str, String)> {
+        self.validate_above_zero()?;
+        self.limits.validate()?;
+        if self.auth.token_ttl > self.auth.max_token_ttl {
+            return Err(("auth.token_ttl", "is above auth.max_token_ttl".into()));
+        }
+        self.validate_ingest_key()?;
+        self.validate_store()?;
+        self.hooks.validate()?;
+        self.bayeux.validate()?;
+        self.validate_listeners()?;
+        self.validate_cors_origins()
+    }
+
+    /// Durations and counts that make no sense at zero.
+    fn validate_above_zero(&self) -> Result<(), (&'static str, String)> {
         let l = &self.limits;
         let positive = [
             ("limits.poll_timeout", l.poll_timeout.is_zero()),
@@ -464,69 +500,37 @@ impl Settings {
             ("auth.token_ttl", self.auth.token_ttl.is_zero()),
             ("auth.max_token_ttl", self.auth.max_token_ttl.is_zero()),
         ];
-        if let Some((key, _)) = positive.iter().find(|(_, zero)| *zero) {
-            return Err((key, "must be above zero".into()));
+        match positive.iter().find(|(_, zero)| *zero) {
+            Some((key, _)) => Err((key, "must be above zero".into())),
+            None => Ok(()),
         }
-        if l.max_public_body_bytes_in_flight < l.max_body_bytes {
-            return Err((
-                "limits.max_public_body_bytes_in_flight",
-                format!(
-                    "{} is below limits.max_body_bytes ({}): a body of that size would always be refused",
-                    l.max_public_body_bytes_in_flight, l.max_body_bytes
-                ),
-            ));
+    }
+
+    /// With `store = "redis"`: its URL, cluster, prefix and TLS settings,
+    /// and a timeout above zero.
+    fn validate_store(&self) -> Result<(), (&'static str, String)> {
+        if self.store.kind != crate::store::StoreKind::Redis {
+            return Ok(());
         }
-        if l.max_public_body_bytes_in_flight > MAX_BODY_BUDGET {
-            return Err((
-                "limits.max_public_body_bytes_in_flight",
-                format!(
-                    "{} is above {MAX_BODY_BUDGET}",
-                    l.max_public_body_bytes_in_flight
-                ),
-            ));
+        if let Err(e) = self.store.redis_settings() {
+            use crate::store::redis::RedisConfigError as E;
+            let key = match e {
+                E::Url(_) => "store.url",
+                E::Cluster(_) => "store.cluster",
+                E::Prefix(_) => "store.key_prefix",
+                E::TlsCa(_) => "store.tls_ca",
+            };
+            return Err((key, e.to_string()));
         }
-        if l.poll_timeout > l.max_poll_timeout {
-            return Err((
-                "limits.poll_timeout",
-                format!(
-                    "{:?} is above limits.max_poll_timeout ({:?})",
-                    l.poll_timeout, l.max_poll_timeout
-                ),
-            ));
+        if self.store.timeout.is_zero() {
+            return Err(("store.timeout", "must be above zero".into()));
         }
-        if l.max_header_bytes < MIN_HEADER_BYTES {
-            return Err((
-                "limits.max_header_bytes",
-                format!("{} is below {MIN_HEADER_BYTES}: hyper's read buffer cannot be smaller, and browsers send several KB of cookies", l.max_header_bytes),
-            ));
-        }
-        if l.max_payload_bytes > l.max_body_bytes {
-            return Err((
-                "limits.max_payload_bytes",
-                "is above limits.max_body_bytes: no request could carry such a payload".into(),
-            ));
-        }
-        if self.auth.token_ttl > self.auth.max_token_ttl {
-            return Err(("auth.token_ttl", "is above auth.max_token_ttl".into()));
-        }
-        self.validate_ingest_key()?;
-        if self.store.kind == crate::store::StoreKind::Redis {
-            if let Err(e) = self.store.redis_settings() {
-                use crate::store::redis::RedisConfigError as E;
-                let key = match e {
-                    E::Url(_) => "store.url",
-                    E::Cluster(_) => "store.cluster",
-                    E::Prefix(_) => "store.key_prefix",
-                    E::TlsCa(_) => "store.tls_ca",
-                };
-                return Err((key, e.to_string()));
-            }
-            if self.store.timeout.is_zero() {
-                return Err(("store.timeout", "must be above zero".into()));
-            }
-        }
-        self.hooks.validate()?;
-        self.bayeux.validate()?;
+        Ok(())
+    }
+
+    /// The two listeners on different addresses (port 0 twice is two
+    /// ports).
+    fn validate_listeners(&self) -> Result<(), (&'static str, String)> {
         if self.public.listen == self.ingest.listen
             && !matches!(self.public.listen, ListenAddr::Tcp(a) if a.port() == 0)
         {
@@ -535,6 +539,11 @@ impl Settings {
                 "is the same address as public.listen".into(),
             ));
         }
+        Ok(())
+    }
+
+    /// Each CORS origin a scheme and a host (no path), or `*`.
+    fn validate_cors_origins(&self) -> Result<(), (&'static str, String)> {
         for origin in &self.public.cors_origins {
             if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://"))
                 || origin.ends_with('/')
@@ -586,6 +595,52 @@ impl Settings {
                 "ingest.key",
                 "has leading or trailing whitespace, which no Authorization header can carry"
                     .into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Limits {
+    /// Limits that must agree with each other.
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.max_public_body_bytes_in_flight < self.max_body_bytes {
+            return Err((
+                "limits.max_public_body_bytes_in_flight",
+                format!(
+                    "{} is below limits.max_body_bytes ({}): a body of that size would always be refused",
+                    self.max_public_body_bytes_in_flight, self.max_body_bytes
+                ),
+            ));
+        }
+        if self.max_public_body_bytes_in_flight > MAX_BODY_BUDGET {
+            return Err((
+                "limits.max_public_body_bytes_in_flight",
+                format!(
+                    "{} is above {MAX_BODY_BUDGET}",
+                    self.max_public_body_bytes_in_flight
+                ),
+            ));
+        }
+        if self.poll_timeout > self.max_poll_timeout {
+            return Err((
+                "limits.poll_timeout",
+                format!(
+                    "{:?} is above limits.max_poll_timeout ({:?})",
+                    self.poll_timeout, self.max_poll_timeout
+                ),
+            ));
+        }
+        if self.max_header_bytes < MIN_HEADER_BYTES {
+            return Err((
+                "limits.max_header_bytes",
+                format!("{} is below {MIN_HEADER_BYTES}: hyper's read buffer cannot be smaller, and browsers send several KB of cookies", self.max_header_bytes),
+            ));
+        }
+        if self.max_payload_bytes > self.max_body_bytes {
+            return Err((
+                "limits.max_payload_bytes",
+                "is above limits.max_body_bytes: no request could carry such a payload".into(),
             ));
         }
         Ok(())

@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::error::PublicError;
 use super::face::Face;
 use super::request::Head;
+use crate::auth::Grant;
 use crate::hub::PollRequest;
 use crate::protocol::{ChannelName, Cursor};
 
@@ -67,38 +68,9 @@ pub fn admit(face: &Face, head: &Head) -> Result<(PollRequest, u64), PublicError
             )
         })?;
     let grant = state.tokens.verify(&token)?;
-    // `Last-Event-ID` wins: an `EventSource` reconnects to the URL it was
-    // opened with, `since` included, and says in `Last-Event-ID` where it
-    // stopped; `since` would replay what it already has. An empty one (no
-    // event yet) is no cursor.
-    let since = head
-        .last_event_id
-        .as_deref()
-        .filter(|id| !id.is_empty())
-        .or(params.since.as_deref());
-    let from_now = since == Some("now");
-    let since = match since {
-        None | Some("") | Some("now") => None,
-        Some(s) => {
-            Some(Cursor::parse(s).map_err(|e| PublicError::InvalidRequest(format!("since: {e}")))?)
-        }
-    };
+    let (since, from_now) = cursor_of(head, params.since.as_deref())?;
     let timeout = params.timeout.as_deref().map(parse_timeout).transpose()?;
-    let mut subscribe = Vec::new();
-    for name in params
-        .channels
-        .as_deref()
-        .unwrap_or("")
-        .split(',')
-        .filter(|n| !n.is_empty())
-    {
-        let channel = ChannelName::parse(name)
-            .map_err(|e| PublicError::InvalidRequest(format!("channels: {e}")))?;
-        if !grant.allows(&channel) {
-            return Err(PublicError::ChannelForbidden(name.to_owned()));
-        }
-        subscribe.push(channel);
-    }
+    let subscribe = granted_channels(&grant, params.channels.as_deref().unwrap_or(""))?;
     let request = PollRequest {
         client: grant.client,
         issued_at: grant.issued_at,
@@ -110,6 +82,42 @@ pub fn admit(face: &Face, head: &Head) -> Result<(PollRequest, u64), PublicError
         from_now,
     };
     Ok((request, grant.expires_at))
+}
+
+/// Where the poll reads from, and whether `since=now` asked for only what
+/// comes next. `Last-Event-ID` wins: an `EventSource` reconnects to the
+/// URL it was opened with, `since` included, and says in `Last-Event-ID`
+/// where it stopped; `since` would replay what it already has. An empty
+/// one (no event yet) is no cursor.
+fn cursor_of(head: &Head, since: Option<&str>) -> Result<(Option<Cursor>, bool), PublicError> {
+    let since = head
+        .last_event_id
+        .as_deref()
+        .filter(|id| !id.is_empty())
+        .or(since);
+    let from_now = since == Some("now");
+    let since = match since {
+        None | Some("") | Some("now") => None,
+        Some(s) => {
+            Some(Cursor::parse(s).map_err(|e| PublicError::InvalidRequest(format!("since: {e}")))?)
+        }
+    };
+    Ok((since, from_now))
+}
+
+/// The channels of `?channels=` (comma-separated), each one the token
+/// grants.
+fn granted_channels(grant: &Grant, channels: &str) -> Result<Vec<ChannelName>, PublicError> {
+    let mut subscribe = Vec::new();
+    for name in channels.split(',').filter(|n| !n.is_empty()) {
+        let channel = ChannelName::parse(name)
+            .map_err(|e| PublicError::InvalidRequest(format!("channels: {e}")))?;
+        if !grant.allows(&channel) {
+            return Err(PublicError::ChannelForbidden(name.to_owned()));
+        }
+        subscribe.push(channel);
+    }
+    Ok(subscribe)
 }
 
 fn bearer(authorization: Option<&str>) -> Option<String> {

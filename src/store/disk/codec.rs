@@ -178,63 +178,69 @@ pub fn put_changes(out: &mut Vec<u8>, changes: &[Change], clock: Clock) {
     put_varint(out, clock.wall_ms);
     put_varint(out, changes.len() as u64);
     for change in changes {
-        match change {
-            Change::Created { client, epoch } => {
-                out.push(1);
-                put_str(out, client.as_str());
-                put_varint(out, (*epoch).into());
+        put_change(out, change, clock);
+    }
+}
+
+/// One change: its tag byte, then its fields.
+fn put_change(out: &mut Vec<u8>, change: &Change, clock: Clock) {
+    match change {
+        Change::Created { client, epoch } => {
+            out.push(1);
+            put_mailbox(out, client, *epoch);
+        }
+        Change::Message {
+            message,
+            recipients,
+        } => {
+            out.push(2);
+            put_message(out, message, clock);
+            put_varint(out, recipients.len() as u64);
+            for (client, epoch, seq) in recipients {
+                put_mailbox(out, client, *epoch);
+                put_varint(out, *seq);
             }
-            Change::Message {
-                message,
-                recipients,
-            } => {
-                out.push(2);
-                put_message(out, message, clock);
-                put_varint(out, recipients.len() as u64);
-                for (client, epoch, seq) in recipients {
-                    put_str(out, client.as_str());
-                    put_varint(out, (*epoch).into());
-                    put_varint(out, *seq);
-                }
-            }
-            Change::Subscribed {
-                client,
-                epoch,
-                channel,
-            } => {
-                out.push(3);
-                put_str(out, client.as_str());
-                put_varint(out, (*epoch).into());
-                put_str(out, channel.as_str());
-            }
-            Change::Unsubscribed {
-                client,
-                epoch,
-                channel,
-                at,
-            } => {
-                out.push(4);
-                put_str(out, client.as_str());
-                put_varint(out, (*epoch).into());
-                put_str(out, channel.as_str());
-                put_varint(out, *at);
-            }
-            Change::Gone { client, epoch } => {
-                out.push(5);
-                put_str(out, client.as_str());
-                put_varint(out, (*epoch).into());
-            }
-            Change::Active { clients } => {
-                out.push(6);
-                put_varint(out, clients.len() as u64);
-                for (client, epoch, at) in clients {
-                    put_str(out, client.as_str());
-                    put_varint(out, (*epoch).into());
-                    put_varint(out, unix_ms(*at));
-                }
+        }
+        Change::Subscribed {
+            client,
+            epoch,
+            channel,
+        } => {
+            out.push(3);
+            put_mailbox(out, client, *epoch);
+            put_str(out, channel.as_str());
+        }
+        Change::Unsubscribed {
+            client,
+            epoch,
+            channel,
+            at,
+        } => {
+            out.push(4);
+            put_mailbox(out, client, *epoch);
+            put_str(out, channel.as_str());
+            put_varint(out, *at);
+        }
+        Change::Gone { client, epoch } => {
+            out.push(5);
+            put_mailbox(out, client, *epoch);
+        }
+        Change::Active { clients } => {
+            out.push(6);
+            put_varint(out, clients.len() as u64);
+            for (client, epoch, at) in clients {
+                put_mailbox(out, client, *epoch);
+                put_varint(out, unix_ms(*at));
             }
         }
     }
+}
+
+/// A mailbox incarnation, as every change names it: the client's id, then
+/// its epoch.
+fn put_mailbox(out: &mut Vec<u8>, client: &ClientId, epoch: u32) {
+    put_str(out, client.as_str());
+    put_varint(out, epoch.into());
 }
 
 /// A snapshot's message record: its index and the message.

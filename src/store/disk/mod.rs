@@ -166,15 +166,7 @@ impl DiskJournal {
         let (clients, report) =
             recovery::recover(&files, retention.max_messages, max_revoked, lost_writes)
                 .map_err(io)?;
-        let number = files.segments().map_err(io)?.last().map_or(1, |s| s.number);
-        let file = open_segment(&files, number).map_err(io)?;
-        let len = file.metadata().map_err(io)?.len();
-        let snapshot_bytes = files
-            .snapshots()
-            .map_err(io)?
-            .last()
-            .and_then(|(_, p)| std::fs::metadata(p).ok())
-            .map_or(0, |m| m.len());
+        let active = Active::after_recovery(&files, &report).map_err(io)?;
         let inner = Arc::new(Inner {
             files,
             _lock: lock,
@@ -182,43 +174,62 @@ impl DiskJournal {
             written_groups: Default::default(),
             flushed_groups: Default::default(),
             failed_writes: Default::default(),
-            active: Mutex::new(Active {
-                file,
-                number,
-                len,
-                since_snapshot: report.bytes.saturating_sub(snapshot_bytes),
-                snapshot_bytes,
-                unsynced: false,
-                last_sync: Instant::now(),
-            }),
+            active: Mutex::new(active),
             policy: config.fsync,
             fsync_interval: config.fsync_interval,
             segment_bytes: config.segment_bytes.max(4096),
             retention,
             max_revoked,
         });
-        let (units, rx) = mpsc::channel();
-        let (written, written_rx) = mpsc::channel();
-        let writing = inner.clone();
-        let writer = std::thread::Builder::new()
-            .name("cometbox-journal".into())
-            .spawn(move || writing.run(rx, written))
-            .map_err(io)?;
-        let flushing = inner.clone();
-        let flusher = std::thread::Builder::new()
-            .name("cometbox-commit".into())
-            .spawn(move || flushing.run_after_commits(written_rx))
-            .map_err(io)?;
-        let journal = DiskJournal {
-            inner,
-            units: Some(units),
-            threads: vec![writer, flusher],
-        };
+        let journal = DiskJournal::start(inner).map_err(io)?;
         journal
             .settle_renewed_epochs(&report, &clients)
             .map_err(|e| io(std::io::Error::other(e)))?;
         journal.inner.files.record_boot(relaxed).map_err(io)?;
         Ok((journal, clients, report))
+    }
+
+    /// Starts the writer thread and the after-commit thread on `inner`.
+    fn start(inner: Arc<Inner>) -> std::io::Result<Self> {
+        let (units, rx) = mpsc::channel();
+        let (written, written_rx) = mpsc::channel();
+        let writing = inner.clone();
+        let writer = std::thread::Builder::new()
+            .name("cometbox-journal".into())
+            .spawn(move || writing.run(rx, written))?;
+        let flushing = inner.clone();
+        let flusher = std::thread::Builder::new()
+            .name("cometbox-commit".into())
+            .spawn(move || flushing.run_after_commits(written_rx))?;
+        Ok(DiskJournal {
+            inner,
+            units: Some(units),
+            threads: vec![writer, flusher],
+        })
+    }
+}
+
+impl Active {
+    /// The newest segment, appended to after recovery read it; what the
+    /// journal holds since the newest snapshot counts towards the next.
+    fn after_recovery(files: &StoreFiles, report: &Report) -> std::io::Result<Self> {
+        let number = files.segments()?.last().map_or(1, |s| s.number);
+        let file = open_segment(files, number)?;
+        let len = file.metadata()?.len();
+        let snapshot_bytes = files
+            .snapshots()?
+            .last()
+            .and_then(|(_, p)| std::fs::metadata(p).ok())
+            .map_or(0, |m| m.len());
+        Ok(Active {
+            file,
+            number,
+            len,
+            since_snapshot: report.bytes.saturating_sub(snapshot_bytes),
+            snapshot_bytes,
+            unsynced: false,
+            last_sync: Instant::now(),
+        })
     }
 }
 
@@ -485,57 +496,22 @@ impl Journal for DiskJournal {
     fn write_snapshot(&self, state: &mut dyn FnMut() -> StateImages) -> Result<(), StoreError> {
         let inner = &self.inner;
         let unavailable = |e: std::io::Error| StoreError::Unavailable(e.to_string());
-        let (number, written, failures) = {
-            let mut active = inner.active();
-            inner.rotate(&mut active).map_err(unavailable)?;
-            active.since_snapshot = 0;
-            (
-                active.number,
-                inner.written_groups.load(Ordering::SeqCst),
-                inner.failed_writes.load(Ordering::SeqCst),
-            )
-        };
+        let mark = inner.begin_snapshot().map_err(unavailable)?;
         // What the older segments hold must be in the mailboxes before the
         // state is copied: those segments are deleted afterwards.
-        if !inner.wait_for_after_commits(written) {
+        if !inner.wait_for_after_commits(mark.written) {
             return Err(StoreError::Unavailable(
                 "the journal's appends did not catch up; snapshot postponed".into(),
             ));
         }
         let started = Instant::now();
-        let path = inner.files.snapshot_path(number);
-        let tmp = path.with_extension("tmp");
+        let path = inner.files.snapshot_path(mark.number);
         // Only now, with the new segment started and everything before it
         // appended: a client created before the rotation is in the
         // state copied, one created after it is in a kept segment.
-        let written = write_snapshot_file(&tmp, &mut state()).map_err(unavailable);
-        let bytes = match written {
-            Ok(bytes) if inner.failed_writes.load(Ordering::SeqCst) == failures => bytes,
-            other => {
-                // A write failed meanwhile: this snapshot may hold changes
-                // that were refused. Keep the segments.
-                let _ = std::fs::remove_file(&tmp);
-                other?;
-                return Err(StoreError::Unavailable(
-                    "a journal write failed while the snapshot was taken".into(),
-                ));
-            }
-        };
-        std::fs::rename(&tmp, &path).map_err(unavailable)?;
-        inner.files.sync_dir().map_err(unavailable)?;
+        let bytes = inner.write_snapshot_at(&path, &mark, &mut state())?;
         inner.active().snapshot_bytes = bytes;
-        let mut freed = 0;
-        for segment in inner.files.segments().map_err(unavailable)? {
-            if segment.number < number {
-                freed += std::fs::metadata(&segment.path).map_or(0, |m| m.len());
-                std::fs::remove_file(&segment.path).map_err(unavailable)?;
-            }
-        }
-        for (n, old) in inner.files.snapshots().map_err(unavailable)? {
-            if n < number {
-                std::fs::remove_file(&old).map_err(unavailable)?;
-            }
-        }
+        let freed = inner.retire_before(mark.number).map_err(unavailable)?;
         tracing::info!(
             snapshot = %path.display(),
             bytes,
@@ -544,6 +520,77 @@ impl Journal for DiskJournal {
             "journal compacted: the state is in a snapshot, older segments deleted"
         );
         Ok(())
+    }
+}
+
+/// Where a snapshot begins: the segment it starts (every older one is in
+/// the state it copies), and the writer's counters at that moment.
+struct SnapshotMark {
+    /// The segment started for it; the snapshot takes its number.
+    number: u64,
+    /// Groups written before it.
+    written: u64,
+    /// Failed writes before it.
+    failures: u64,
+}
+
+impl Inner {
+    /// Starts a new segment for a snapshot to begin at.
+    fn begin_snapshot(&self) -> std::io::Result<SnapshotMark> {
+        let mut active = self.active();
+        self.rotate(&mut active)?;
+        active.since_snapshot = 0;
+        Ok(SnapshotMark {
+            number: active.number,
+            written: self.written_groups.load(Ordering::SeqCst),
+            failures: self.failed_writes.load(Ordering::SeqCst),
+        })
+    }
+
+    /// Writes `state` to `path` (through a temporary file, renamed once
+    /// whole and synced); returns its size. Discarded if a journal write
+    /// failed meanwhile: it may hold changes that were refused.
+    fn write_snapshot_at(
+        &self,
+        path: &std::path::Path,
+        mark: &SnapshotMark,
+        state: &mut dyn Iterator<Item = RecoveredClient>,
+    ) -> Result<u64, StoreError> {
+        let unavailable = |e: std::io::Error| StoreError::Unavailable(e.to_string());
+        let tmp = path.with_extension("tmp");
+        let written = write_snapshot_file(&tmp, state).map_err(unavailable);
+        let bytes = match written {
+            Ok(bytes) if self.failed_writes.load(Ordering::SeqCst) == mark.failures => bytes,
+            other => {
+                // Keep the segments.
+                let _ = std::fs::remove_file(&tmp);
+                other?;
+                return Err(StoreError::Unavailable(
+                    "a journal write failed while the snapshot was taken".into(),
+                ));
+            }
+        };
+        std::fs::rename(&tmp, path).map_err(unavailable)?;
+        self.files.sync_dir().map_err(unavailable)?;
+        Ok(bytes)
+    }
+
+    /// Deletes the segments and snapshots older than segment `number`, now
+    /// in a snapshot; returns the segment bytes freed.
+    fn retire_before(&self, number: u64) -> std::io::Result<u64> {
+        let mut freed = 0;
+        for segment in self.files.segments()? {
+            if segment.number < number {
+                freed += std::fs::metadata(&segment.path).map_or(0, |m| m.len());
+                std::fs::remove_file(&segment.path)?;
+            }
+        }
+        for (n, old) in self.files.snapshots()? {
+            if n < number {
+                std::fs::remove_file(&old)?;
+            }
+        }
+        Ok(freed)
     }
 }
 
