@@ -21,7 +21,8 @@
 //! - CORS: the configured origins, with credentials (cookies), so the
 //!   origin is echoed, never `*`.
 
-use super::connection::{BodyError, Connection, Socket};
+use super::connection::body::BodyError;
+use super::connection::{Connection, Socket};
 use super::error::PublicError;
 use super::face::Face;
 use super::request::{Head, Method};
