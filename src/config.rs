@@ -1,6 +1,12 @@
 //! Settings: defaults, then the TOML file, then `COMETBOX_<SECTION>__<KEY>`
 //! environment variables, deserialised into typed sections and validated.
 //! Every error names where the bad value came from and its key.
+//!
+//! - this file: the sections, their defaults, and loading;
+//! - `config/env.rs`: which `COMETBOX_*` variables are settings;
+//! - `config/validate.rs`: the checks made once the settings deserialised;
+//! - `config/summary.rs`: what a configuration sets up, in a few lines;
+//! - `config/values.rs`: value readers every section shares.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -303,51 +309,6 @@ pub enum ConfigError {
     },
 }
 
-/// `COMETBOX_*` variables that are not settings, used by cometbox's own
-/// tools and tests: the binary to test, a server's URL for the client
-/// suites, and a test switch. Any other `COMETBOX_` name without `__` is
-/// refused at start-up.
-pub const NOT_SETTINGS: [&str; 4] = [
-    "COMETBOX_BIN",
-    "COMETBOX_URL",
-    "COMETBOX_KEEP_TEST_LOGS",
-    "COMETBOX_PHP_CLIENT",
-];
-
-/// `bridge[N].key` for the `N__KEY` of `COMETBOX_BRIDGE__N__KEY`.
-fn bridge_path(item: &str) -> Option<String> {
-    let (index, key) = item.split_once("__")?;
-    let index: usize = index.parse().ok()?;
-    let key_ok = !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    key_ok.then(|| format!("bridge[{index}].{}", key.to_ascii_lowercase()))
-}
-
-/// The sections a `COMETBOX_<SECTION>__<KEY>` variable can name.
-const SECTIONS: [&str; 9] = [
-    "PUBLIC", "INGEST", "AUTH", "LIMITS", "STORE", "LOG", "BRIDGE", "HOOKS", "BAYEUX",
-];
-
-/// Why `name` is refused, with the setting it most resembles: the same
-/// words with `__` after the section (`COMETBOX_INGEST_KEY` is
-/// `COMETBOX_INGEST__KEY`).
-fn unknown_variable(name: &str, rest: &str) -> String {
-    let guess = SECTIONS.iter().find_map(|section| {
-        let key = rest.strip_prefix(section)?.strip_prefix('_')?;
-        (!key.is_empty()).then(|| format!("COMETBOX_{section}__{key}"))
-    });
-    let hint = match guess {
-        Some(setting) => format!("did you mean {setting}?"),
-        None => format!(
-            "settings are COMETBOX_<SECTION>__<KEY>, with two underscores after one of {}",
-            SECTIONS.join(", ")
-        ),
-    };
-    format!(
-        "environment variable {name} names no setting ({hint}); only {} may be set besides settings",
-        NOT_SETTINGS.join(", ")
-    )
-}
-
 /// Loads defaults, then `file`, then the environment, and validates.
 pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
     load_from(file, std::env::vars())
@@ -362,35 +323,25 @@ pub fn load_from(
         Some(path) => format!("{} and COMETBOX_* environment", path.display()),
         None => "defaults and COMETBOX_* environment".to_owned(),
     };
-    let mut settings_env = config::Map::new();
-    let mut bridge_env = Vec::new();
-    for (name, value) in env {
-        let Some(rest) = name.strip_prefix("COMETBOX_") else {
-            continue;
-        };
-        if let Some(item) = rest.strip_prefix("BRIDGE__") {
-            // `[[bridge]]` is a list: COMETBOX_BRIDGE__<N>__<KEY> sets key
-            // KEY of the Nth table (from 0, in file order; one past the
-            // file's adds a table).
-            let path = bridge_path(item).ok_or_else(|| ConfigError::Load {
-                origin: origin.clone(),
-                message: format!(
-                    "environment variable {name}: a bridge's settings are COMETBOX_BRIDGE__<N>__<KEY>, N from 0 (COMETBOX_BRIDGE__0__URL)"
-                ),
-            })?;
-            bridge_env.push((path, value));
-        } else if rest.contains("__") {
-            settings_env.insert(name, value);
-        } else if !NOT_SETTINGS.contains(&name.as_str()) {
-            // A mistyped setting must not pass silently: a key that was
-            // meant for `ingest.key` would leave the ingest port keyless.
-            return Err(ConfigError::Load {
-                origin,
-                message: unknown_variable(&name, rest),
-            });
-        }
-    }
-    let env = settings_env;
+    let load_error = |message| ConfigError::Load {
+        origin: origin.clone(),
+        message,
+    };
+    let env = Environment::split(env).map_err(load_error)?;
+    let settings = deserialize(file, env).map_err(|e| load_error(e.to_string()))?;
+    settings
+        .check()
+        .map_err(|(key, message)| ConfigError::Invalid {
+            origin,
+            key,
+            message,
+        })?;
+    Ok(settings)
+}
+
+/// Defaults, then `file`, then the environment, deserialised (not yet
+/// validated).
+fn deserialize(file: Option<&Path>, env: Environment) -> Result<Settings, config::ConfigError> {
     let mut builder = config::Config::builder();
     if let Some(path) = file {
         builder = builder.add_source(
@@ -403,205 +354,21 @@ pub fn load_from(
         config::Environment::with_prefix("COMETBOX")
             .prefix_separator("_")
             .separator("__")
-            .source(Some(env)),
+            .source(Some(env.settings)),
     );
-    for (path, value) in bridge_env {
-        builder = builder
-            .set_override(path, value)
-            .map_err(|e| ConfigError::Load {
-                origin: origin.clone(),
-                message: e.to_string(),
-            })?;
+    for (path, value) in env.bridges {
+        builder = builder.set_override(path, value)?;
     }
-    let loaded = builder
-        .build()
-        .and_then(|c| c.try_deserialize::<Settings>());
-    let settings = loaded.map_err(|e| ConfigError::Load {
-        origin: origin.clone(),
-        message: e.to_string(),
-    })?;
-    settings
-        .validate()
-        .map_err(|(key, message)| (key.to_owned(), message))
-        .and_then(|()| settings.validate_bridges())
-        .map_err(|(key, message)| ConfigError::Invalid {
-            origin,
-            key,
-            message,
-        })?;
-    Ok(settings)
+    builder.build()?.try_deserialize::<Settings>()
 }
 
-impl Settings {
-    fn validate(&self) -> Result<(), (&'static str, String)> {
-        let l = &self.limits;
-        let positive = [
-            ("limits.poll_timeout", l.poll_timeout.is_zero()),
-            ("limits.max_poll_timeout", l.max_poll_timeout.is_zero()),
-            (
-                "limits.client_idle_timeout",
-                l.client_idle_timeout.is_zero(),
-            ),
-            ("limits.message_ttl", l.message_ttl.is_zero()),
-            ("limits.request_timeout", l.request_timeout.is_zero()),
-            ("limits.send_timeout", l.send_timeout.is_zero()),
-            (
-                "limits.max_ingest_connections",
-                l.max_ingest_connections == 0,
-            ),
-            ("limits.mailbox_max_messages", l.mailbox_max_messages == 0),
-            ("limits.max_polls_per_client", l.max_polls_per_client == 0),
-            ("limits.max_body_bytes", l.max_body_bytes == 0),
-            ("limits.max_payload_bytes", l.max_payload_bytes == 0),
-            ("limits.max_clients", l.max_clients == 0),
-            ("limits.max_batch_commands", l.max_batch_commands == 0),
-            (
-                "limits.max_channels_per_client",
-                l.max_channels_per_client == 0,
-            ),
-            ("limits.max_ingest_in_flight", l.max_ingest_in_flight == 0),
-            ("limits.max_reply_bytes", l.max_reply_bytes == 0),
-            ("auth.token_ttl", self.auth.token_ttl.is_zero()),
-            ("auth.max_token_ttl", self.auth.max_token_ttl.is_zero()),
-        ];
-        if let Some((key, _)) = positive.iter().find(|(_, zero)| *zero) {
-            return Err((key, "must be above zero".into()));
-        }
-        if l.max_public_body_bytes_in_flight < l.max_body_bytes {
-            return Err((
-                "limits.max_public_body_bytes_in_flight",
-                format!(
-                    "{} is below limits.max_body_bytes ({}): a body of that size would always be refused",
-                    l.max_public_body_bytes_in_flight, l.max_body_bytes
-                ),
-            ));
-        }
-        if l.max_public_body_bytes_in_flight > MAX_BODY_BUDGET {
-            return Err((
-                "limits.max_public_body_bytes_in_flight",
-                format!(
-                    "{} is above {MAX_BODY_BUDGET}",
-                    l.max_public_body_bytes_in_flight
-                ),
-            ));
-        }
-        if l.poll_timeout > l.max_poll_timeout {
-            return Err((
-                "limits.poll_timeout",
-                format!(
-                    "{:?} is above limits.max_poll_timeout ({:?})",
-                    l.poll_timeout, l.max_poll_timeout
-                ),
-            ));
-        }
-        if l.max_header_bytes < MIN_HEADER_BYTES {
-            return Err((
-                "limits.max_header_bytes",
-                format!("{} is below {MIN_HEADER_BYTES}: hyper's read buffer cannot be smaller, and browsers send several KB of cookies", l.max_header_bytes),
-            ));
-        }
-        if l.max_payload_bytes > l.max_body_bytes {
-            return Err((
-                "limits.max_payload_bytes",
-                "is above limits.max_body_bytes: no request could carry such a payload".into(),
-            ));
-        }
-        if self.auth.token_ttl > self.auth.max_token_ttl {
-            return Err(("auth.token_ttl", "is above auth.max_token_ttl".into()));
-        }
-        self.validate_ingest_key()?;
-        if self.store.kind == crate::store::StoreKind::Redis {
-            if let Err(e) = self.store.redis_settings() {
-                use crate::store::redis::RedisConfigError as E;
-                let key = match e {
-                    E::Url(_) => "store.url",
-                    E::Cluster(_) => "store.cluster",
-                    E::Prefix(_) => "store.key_prefix",
-                    E::TlsCa(_) => "store.tls_ca",
-                };
-                return Err((key, e.to_string()));
-            }
-            if self.store.timeout.is_zero() {
-                return Err(("store.timeout", "must be above zero".into()));
-            }
-        }
-        self.hooks.validate()?;
-        self.bayeux.validate()?;
-        if self.public.listen == self.ingest.listen
-            && !matches!(self.public.listen, ListenAddr::Tcp(a) if a.port() == 0)
-        {
-            return Err((
-                "ingest.listen",
-                "is the same address as public.listen".into(),
-            ));
-        }
-        for origin in &self.public.cors_origins {
-            if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://"))
-                || origin.ends_with('/')
-            {
-                return Err(("public.cors_origins", format!("{origin:?} is not an origin like \"https://app.example\" (scheme and host, no path) or \"*\"")));
-            }
-        }
-        Ok(())
-    }
-
-    /// Each `[[bridge]]` table, named by its index.
-    fn validate_bridges(&self) -> Result<(), (String, String)> {
-        let mut names = std::collections::HashSet::new();
-        for (i, bridge) in self.bridge.iter().enumerate() {
-            bridge
-                .compile(i, self.limits.max_payload_bytes)
-                .map_err(|(key, message)| (format!("bridge[{i}].{key}"), message))?;
-            if !names.insert(bridge.name(i)) {
-                return Err((
-                    format!("bridge[{i}].name"),
-                    format!("{:?} is the name of an earlier bridge", bridge.name(i)),
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    /// A key of blanks counts as no key: it would pass "a key is set" while
-    /// protecting nothing (and no `Authorization` header could carry it,
-    /// since surrounding whitespace is trimmed).
-    fn validate_ingest_key(&self) -> Result<(), (&'static str, String)> {
-        let key = &self.ingest.key;
-        let blank = !key.is_empty() && key.trim().is_empty();
-        if let ListenAddr::Tcp(addr) = self.ingest.listen {
-            if !addr.ip().is_loopback() && key.trim().is_empty() {
-                let (name, why) = if blank {
-                    ("ingest.key", "is only whitespace, which counts as no key")
-                } else {
-                    ("ingest.listen", "needs a key")
-                };
-                return Err((
-                    name,
-                    format!("{why}: ingest.listen {addr} is not a loopback address; set ingest.key so that only your backends can post messages"),
-                ));
-            }
-        }
-        if key.trim() != key {
-            return Err((
-                "ingest.key",
-                "has leading or trailing whitespace, which no Authorization header can carry"
-                    .into(),
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// hyper refuses a read buffer below 8 KiB, so a smaller header limit could
-/// not bound memory any further.
-const MIN_HEADER_BYTES: usize = 8192;
-
-/// Largest `max_public_body_bytes_in_flight`: the budget is a semaphore of
-/// one permit a byte, and tokio's holds at most `usize::MAX >> 3` permits.
-const MAX_BODY_BUDGET: usize = usize::MAX >> 3;
-
+mod env;
 mod summary;
+mod validate;
 pub mod values;
+
+use env::Environment;
+pub use env::NOT_SETTINGS;
 
 #[cfg(test)]
 mod tests;

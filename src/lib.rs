@@ -150,35 +150,8 @@ pub fn app_state(
     if let Some(hooks) = &hooks {
         hooks.spawn_workers();
     }
-    let secret = if settings.auth.secret.is_empty() {
-        tracing::warn!("auth.secret is not set: using a random secret, so tokens will not survive a restart (set auth.secret or COMETBOX_AUTH__SECRET)");
-        rand::random::<[u8; 32]>().to_vec()
-    } else {
-        settings.auth.secret.as_bytes().to_vec()
-    };
     let limits = &settings.limits;
-    let hub = Hub::open_with_hooks(
-        store,
-        HubLimits {
-            poll_timeout: limits.poll_timeout,
-            max_poll_timeout: limits.max_poll_timeout,
-            client_idle_timeout: limits.client_idle_timeout,
-            message_ttl: limits.message_ttl,
-            max_polls_per_client: limits.max_polls_per_client,
-            max_clients: limits.max_clients,
-            max_channels_per_client: limits.max_channels_per_client,
-            max_reply_bytes: limits.max_reply_bytes,
-        },
-        hooks,
-    );
-    hub.spawn_tasks(shutdown.clone());
-    tokio::spawn({
-        let (hub, shutdown) = (hub.clone(), shutdown.clone());
-        async move {
-            shutdown.cancelled().await;
-            hub.begin_shutdown();
-        }
-    });
+    let hub = start_hub(store, hub_limits(limits), hooks, &shutdown);
     let bayeux = settings.bayeux.enabled.then(|| {
         let bayeux = bayeux::Bayeux::new(
             hub.clone(),
@@ -194,7 +167,7 @@ pub fn app_state(
     AppState::new(http::Shared {
         hub,
         metrics,
-        tokens: auth::Tokens::new(&secret),
+        tokens: auth::Tokens::new(&token_secret(&settings)),
         ingest_slots: Semaphore::new(limits.max_ingest_in_flight),
         connections: Arc::new(Semaphore::new(max_connections)),
         max_connections,
@@ -204,6 +177,51 @@ pub fn app_state(
         settings,
         shutdown,
     })
+}
+
+/// The key tokens are signed with: `auth.secret`, or a random one (logged:
+/// tokens then die with the process).
+fn token_secret(settings: &Settings) -> Vec<u8> {
+    if settings.auth.secret.is_empty() {
+        tracing::warn!("auth.secret is not set: using a random secret, so tokens will not survive a restart (set auth.secret or COMETBOX_AUTH__SECRET)");
+        rand::random::<[u8; 32]>().to_vec()
+    } else {
+        settings.auth.secret.as_bytes().to_vec()
+    }
+}
+
+/// The hub's share of `[limits]`.
+fn hub_limits(limits: &config::Limits) -> HubLimits {
+    HubLimits {
+        poll_timeout: limits.poll_timeout,
+        max_poll_timeout: limits.max_poll_timeout,
+        client_idle_timeout: limits.client_idle_timeout,
+        message_ttl: limits.message_ttl,
+        max_polls_per_client: limits.max_polls_per_client,
+        max_clients: limits.max_clients,
+        max_channels_per_client: limits.max_channels_per_client,
+        max_reply_bytes: limits.max_reply_bytes,
+    }
+}
+
+/// The hub on the opened store, its background tasks (the reaper) running
+/// on the current runtime, and told when `shutdown` comes.
+fn start_hub(
+    store: store::Opened,
+    limits: HubLimits,
+    hooks: Option<Arc<hooks::Hooks>>,
+    shutdown: &CancellationToken,
+) -> Hub {
+    let hub = Hub::open_with_hooks(store, limits, hooks);
+    hub.spawn_tasks(shutdown.clone());
+    tokio::spawn({
+        let (hub, shutdown) = (hub.clone(), shutdown.clone());
+        async move {
+            shutdown.cancelled().await;
+            hub.begin_shutdown();
+        }
+    });
+    hub
 }
 
 /// The configured bridges, checked (`config::load` has refused any bad
@@ -231,36 +249,13 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let state = app_state(settings, store, hooks, shutdown.clone());
-    let limits = &state.settings.limits;
-    // Each listener has its own permits: whatever browsers do to the public
-    // port, backends find room on the ingest port.
-    let policy = |name, connections: &Arc<Semaphore>| ConnectionPolicy {
-        connections: connections.clone(),
-        header_timeout: limits.request_timeout,
-        max_header_bytes: limits.max_header_bytes,
-        send_timeout: limits.send_timeout,
-        name,
-    };
     let public = tokio::spawn(http::public::serve(
         listeners.public,
         state.clone(),
-        policy("public", &state.connections),
+        connection_policy(&state, "public", &state.connections),
         shutdown.clone(),
     ));
-    // Ingest runs on a runtime (and threads) of its own: however busy
-    // browsers keep the main runtime's workers, the operating system still
-    // schedules these, so backends and `/health` are answered promptly.
-    let (listener, router) = (listeners.ingest, http::ingest::router(state.clone()));
-    let (policy, stop) = (
-        policy("ingest", &state.ingest_connections),
-        shutdown.clone(),
-    );
-    let ingest = on_own_runtime("cometbox-ingest", INGEST_THREADS, move || async move {
-        match listener.into_current_runtime() {
-            Ok(listener) => serve(listener, router, policy, stop).await,
-            Err(e) => tracing::error!(error = %e, "cannot serve the ingest listener"),
-        }
-    });
+    let ingest = serve_ingest(listeners.ingest, &state, shutdown.clone());
     // Bridges run on the main runtime and stop with `shutdown`; whatever
     // they had not acknowledged is redelivered by the broker later.
     let mut bridges = bridge::spawn_all(
@@ -275,18 +270,60 @@ pub async fn run(
         tracing::error!(error = %e, "the public accept loop failed");
     }
     if let Some(hooks) = state.hub.hooks() {
-        // With a local store the shutdown queued an `offline` for every
-        // online client; on Redis presence is cluster-wide and the clients'
-        // polls lapse into `offline` from whichever node sweeps next.
-        let left = hooks.drain(HOOKS_DRAIN).await;
-        if left > 0 {
-            tracing::warn!(
-                pending = left,
-                "stopping with hook notifications undelivered"
-            );
-        }
-        hooks.stop();
+        drain_hooks(hooks).await;
     }
+}
+
+/// A listener's connection policy. Each listener has its own permits:
+/// whatever browsers do to the public port, backends find room on the
+/// ingest port.
+fn connection_policy(
+    state: &AppState,
+    name: &'static str,
+    connections: &Arc<Semaphore>,
+) -> ConnectionPolicy {
+    let limits = &state.settings.limits;
+    ConnectionPolicy {
+        connections: connections.clone(),
+        header_timeout: limits.request_timeout,
+        max_header_bytes: limits.max_header_bytes,
+        send_timeout: limits.send_timeout,
+        name,
+    }
+}
+
+/// Serves the ingest listener until `shutdown`, on a runtime (and threads)
+/// of its own: however busy browsers keep the main runtime's workers, the
+/// operating system still schedules these, so backends and `/health` are
+/// answered promptly. The receiver resolves when it has stopped.
+fn serve_ingest(
+    listener: Listener,
+    state: &AppState,
+    shutdown: CancellationToken,
+) -> tokio::sync::oneshot::Receiver<()> {
+    let router = http::ingest::router(state.clone());
+    let policy = connection_policy(state, "ingest", &state.ingest_connections);
+    on_own_runtime("cometbox-ingest", INGEST_THREADS, move || async move {
+        match listener.into_current_runtime() {
+            Ok(listener) => serve(listener, router, policy, shutdown).await,
+            Err(e) => tracing::error!(error = %e, "cannot serve the ingest listener"),
+        }
+    })
+}
+
+/// Gives pending hook notifications [`HOOKS_DRAIN`] to go out, then stops
+/// the hooks' workers. With a local store the shutdown queued an `offline`
+/// for every online client; on Redis presence is cluster-wide and the
+/// clients' polls lapse into `offline` from whichever node sweeps next.
+async fn drain_hooks(hooks: &hooks::Hooks) {
+    let left = hooks.drain(HOOKS_DRAIN).await;
+    if left > 0 {
+        tracing::warn!(
+            pending = left,
+            "stopping with hook notifications undelivered"
+        );
+    }
+    hooks.stop();
 }
 
 /// Worker threads of the ingest runtime: backends are few and their

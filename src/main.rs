@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
@@ -63,6 +64,28 @@ fn main() -> ExitCode {
 async fn serve(settings: Settings, ready_file: Option<&Path>) -> anyhow::Result<()> {
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "cometbox starting");
     raise_open_file_limit();
+    let (store, hooks) = open_storage(&settings)?;
+    let listeners = bind(&settings).await?;
+    log_what_serves(&settings, &listeners);
+    // Before the ready file and READY=1: whoever signals after those finds
+    // the handlers in place (a SIGHUP would otherwise kill the process).
+    let signals = Signals::install().context("cannot install signal handlers")?;
+    if let Some(path) = ready_file {
+        write_ready_file(path, &listeners)
+            .with_context(|| format!("cannot write --ready-file {}", path.display()))?;
+    }
+    let shutdown = CancellationToken::new();
+    tokio::spawn(signals.cancel_on_stop(shutdown.clone()));
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    cometbox::run(settings, store, hooks, listeners, shutdown).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The store (recovering what a disk store holds) and the hooks' outbox.
+fn open_storage(
+    settings: &Settings,
+) -> anyhow::Result<(cometbox::store::Opened, Option<Arc<cometbox::hooks::Hooks>>)> {
     if settings.store.kind == cometbox::store::StoreKind::Disk {
         tracing::info!(
             path = %settings.store.path.display(),
@@ -70,9 +93,14 @@ async fn serve(settings: Settings, ready_file: Option<&Path>) -> anyhow::Result<
             "opening the disk store (recovering what it holds)"
         );
     }
-    let store = cometbox::open_store(&settings).context("cannot open the store (store.path)")?;
+    let store = cometbox::open_store(settings).context("cannot open the store (store.path)")?;
     let hooks =
-        cometbox::open_hooks(&settings).context("cannot open the hooks outbox (store.path)")?;
+        cometbox::open_hooks(settings).context("cannot open the hooks outbox (store.path)")?;
+    Ok((store, hooks))
+}
+
+/// Binds both listeners; an error names the setting.
+async fn bind(settings: &Settings) -> anyhow::Result<Listeners> {
     let public = Listener::bind(&settings.public.listen, settings.public.socket_mode)
         .await
         .with_context(|| {
@@ -89,21 +117,32 @@ async fn serve(settings: Settings, ready_file: Option<&Path>) -> anyhow::Result<
                 settings.ingest.listen
             )
         })?;
+    Ok(Listeners { public, ingest })
+}
+
+/// Logs where each listener is, what the configuration sets up and the
+/// limits in force.
+fn log_what_serves(settings: &Settings, listeners: &Listeners) {
     let bayeux = match settings.bayeux.enabled {
         true => format!(", Bayeux at {}", settings.bayeux.path),
         false => String::new(),
     };
     tracing::info!(
         "public listener (browsers: GET /poll, /events, /cometbox.js{bayeux}) on {}",
-        public.url()
+        listeners.public.url()
     );
     tracing::info!(
         "ingest listener (backends: POST /, /token, /stats) on {}",
-        ingest.url()
+        listeners.ingest.url()
     );
     for line in settings.summary().into_iter().skip(2) {
         tracing::info!("{line}");
     }
+    log_limits(settings);
+}
+
+/// The limits in force, and the connection caps they come to.
+fn log_limits(settings: &Settings) {
     let l = &settings.limits;
     tracing::info!(
         store = ?settings.store.kind,
@@ -122,29 +161,9 @@ async fn serve(settings: Settings, ready_file: Option<&Path>) -> anyhow::Result<
     );
     tracing::info!(
         "up to {} open public connections (held polls included), and {} ingest connections apart",
-        cometbox::max_connections(&settings),
+        cometbox::max_connections(settings),
         settings.limits.max_ingest_connections
     );
-    // Before the ready file and READY=1: whoever signals after those finds
-    // the handlers in place (a SIGHUP would otherwise kill the process).
-    let signals = Signals::install().context("cannot install signal handlers")?;
-    if let Some(path) = ready_file {
-        write_ready_file(path, &public, &ingest)
-            .with_context(|| format!("cannot write --ready-file {}", path.display()))?;
-    }
-    let shutdown = CancellationToken::new();
-    tokio::spawn(signals.cancel_on_stop(shutdown.clone()));
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-    cometbox::run(
-        settings,
-        store,
-        hooks,
-        Listeners { public, ingest },
-        shutdown,
-    )
-    .await;
-    tracing::info!("stopped");
-    Ok(())
 }
 
 /// Raises the soft open-file limit to the hard one: every held poll is a
@@ -160,8 +179,8 @@ fn raise_open_file_limit() {
     }
 }
 
-fn write_ready_file(path: &Path, public: &Listener, ingest: &Listener) -> std::io::Result<()> {
-    let body = serde_json::json!({ "public": public.local_addr(), "ingest": ingest.local_addr(), "pid": std::process::id() });
+fn write_ready_file(path: &Path, listeners: &Listeners) -> std::io::Result<()> {
+    let body = serde_json::json!({ "public": listeners.public.local_addr(), "ingest": listeners.ingest.local_addr(), "pid": std::process::id() });
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, body.to_string())?;
     std::fs::rename(&tmp, path)

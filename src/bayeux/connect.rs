@@ -136,17 +136,7 @@ impl Bayeux {
             number,
         } = pending;
         let session = &holding.0;
-        let request = PollRequest {
-            client: session.client.clone(),
-            issued_at: session.grant.as_ref().and_then(|g| g.issued_at),
-            since: Some(since),
-            subscribe: Vec::new(),
-            timeout: Some(timeout),
-            connect_ext: None,
-            open_only: false,
-            from_now: false,
-        };
-        let open = match self.hub.open_for(&request).await {
+        let open = match self.hub.open_for(&poll_of(session, since, timeout)).await {
             Ok(open) => open,
             Err(e) => {
                 return Connected {
@@ -155,51 +145,16 @@ impl Bayeux {
                 }
             }
         };
-        let waited = {
-            let mut nudged = pin!(session.nudge.notified());
-            nudged.as_mut().enable();
-            if self.superseded(session, number) {
-                Waited::Nothing(since)
-            } else {
-                tokio::select! {
-                    waited = self.hub.wait(&open, Some(since), timeout) => waited,
-                    _ = nudged => Waited::Nothing(since),
+        let waited = self
+            .wait_for_mail(session, &open, since, timeout, number)
+            .await;
+        let (mut messages, cursor) = match self.delivered(session, &message, waited) {
+            Ok(delivered) => delivered,
+            Err(reply) => {
+                return Connected {
+                    messages: vec![reply],
+                    open: Some(open),
                 }
-            }
-        };
-        if session.lock().ended {
-            let reply = wire::failure(&message, 402, "session_unknown", Reconnect::None);
-            return Connected {
-                messages: vec![reply],
-                open: Some(open),
-            };
-        }
-        let (mut messages, cursor) = match waited {
-            Waited::Read(outcome) => {
-                let cursor = outcome.cursor;
-                (bayeux_messages(outcome), cursor)
-            }
-            Waited::Nothing(cursor) | Waited::Replaced(cursor) => (Vec::new(), cursor),
-            Waited::Disconnected(_) => {
-                // The backend disconnected the client: its mailbox is gone.
-                self.sessions.end(&session.id);
-                let reply = wire::failure(&message, 402, "session_unknown", Reconnect::None);
-                return Connected {
-                    messages: vec![reply],
-                    open: Some(open),
-                };
-            }
-            Waited::Failed(_) => {
-                let reply = wire::failure(
-                    &message,
-                    503,
-                    "storage-unavailable",
-                    Reconnect::RetryAfter(1000),
-                );
-                return Connected {
-                    messages: vec![reply],
-                    open: Some(open),
-                };
             }
         };
         {
@@ -210,21 +165,104 @@ impl Bayeux {
                 state.cursor = cursor;
             }
         }
-        let mut reply = wire::reply(&message, true);
-        reply.insert("advice".into(), self.advice(self.hub.limits().poll_timeout));
-        if session.ack {
-            reply.insert("ext".into(), json!({"ack": cursor.seq}));
-        }
-        messages.push(Value::Object(reply));
+        messages.push(self.connect_reply(&message, session, cursor));
         Connected {
             messages,
             open: Some(open),
         }
     }
 
+    /// The hub's wait on the session's mailbox, cut short by a newer
+    /// connect or the session's end (the session's `nudge`).
+    async fn wait_for_mail(
+        &self,
+        session: &Session,
+        open: &OpenPoll,
+        since: Cursor,
+        timeout: Duration,
+        number: u64,
+    ) -> Waited {
+        let mut nudged = pin!(session.nudge.notified());
+        nudged.as_mut().enable();
+        if self.superseded(session, number) {
+            return Waited::Nothing(since);
+        }
+        tokio::select! {
+            waited = self.hub.wait(open, Some(since), timeout) => waited,
+            _ = nudged => Waited::Nothing(since),
+        }
+    }
+
+    /// What a wait delivered, as Bayeux messages, and the cursor after
+    /// them; or the connect's failure reply (the session ended, the backend
+    /// disconnected the client, the store failed).
+    fn delivered(
+        &self,
+        session: &Session,
+        message: &Inbound,
+        waited: Waited,
+    ) -> Result<(Vec<Value>, Cursor), Value> {
+        if session.lock().ended {
+            return Err(wire::failure(
+                message,
+                402,
+                "session_unknown",
+                Reconnect::None,
+            ));
+        }
+        match waited {
+            Waited::Read(outcome) => {
+                let cursor = outcome.cursor;
+                Ok((bayeux_messages(outcome), cursor))
+            }
+            Waited::Nothing(cursor) | Waited::Replaced(cursor) => Ok((Vec::new(), cursor)),
+            Waited::Disconnected(_) => {
+                // The backend disconnected the client: its mailbox is gone.
+                self.sessions.end(&session.id);
+                Err(wire::failure(
+                    message,
+                    402,
+                    "session_unknown",
+                    Reconnect::None,
+                ))
+            }
+            Waited::Failed(_) => Err(wire::failure(
+                message,
+                503,
+                "storage-unavailable",
+                Reconnect::RetryAfter(1000),
+            )),
+        }
+    }
+
+    /// The connect's own successful reply: advice, and with the
+    /// acknowledgement extension the batch it acknowledges.
+    fn connect_reply(&self, message: &Inbound, session: &Session, cursor: Cursor) -> Value {
+        let mut reply = wire::reply(message, true);
+        reply.insert("advice".into(), self.advice(self.hub.limits().poll_timeout));
+        if session.ack {
+            reply.insert("ext".into(), json!({"ack": cursor.seq}));
+        }
+        Value::Object(reply)
+    }
+
     fn superseded(&self, session: &Session, number: u64) -> bool {
         let state = session.lock();
         state.ended || state.connects != number
+    }
+}
+
+/// The hub's poll of a session's mailbox, from `since`.
+fn poll_of(session: &Session, since: Cursor, timeout: Duration) -> PollRequest {
+    PollRequest {
+        client: session.client.clone(),
+        issued_at: session.grant.as_ref().and_then(|g| g.issued_at),
+        since: Some(since),
+        subscribe: Vec::new(),
+        timeout: Some(timeout),
+        connect_ext: None,
+        open_only: false,
+        from_now: false,
     }
 }
 

@@ -19,7 +19,7 @@ use super::Bayeux;
 use crate::auth::{Grant, TokenError, Tokens};
 use crate::hooks::{Denied, EventType};
 use crate::hub::{ApplyError, PollError, PollRequest};
-use crate::protocol::{ChannelName, ClientId, Command, Payload, Target};
+use crate::protocol::{ChannelName, ClientId, Command, Cursor, Payload, Target};
 
 /// Where every service channel starts: a publish there goes to the backend
 /// (the `publish` hook) only.
@@ -35,74 +35,25 @@ impl Bayeux {
     /// read to, or else after the last message any reply carried (so a
     /// restart, a node's death or a reload skips nothing undelivered).
     pub(super) async fn handshake(&self, tokens: &Tokens, message: &Inbound) -> Value {
-        if let Some(types) = &message.supported_connection_types {
-            if !types.iter().any(|t| CONNECTION_TYPES.contains(&t.as_str())) {
-                let mut reply = wire::failure(
-                    message,
-                    406,
-                    "no common connection type: long-polling and callback-polling are served",
-                    Reconnect::None,
-                );
-                reply["supportedConnectionTypes"] = json!(CONNECTION_TYPES);
-                return reply;
-            }
-        }
+        self.start_session(tokens, message)
+            .await
+            .unwrap_or_else(|failure| failure)
+    }
+
+    /// [`Bayeux::handshake`]: the reply, or the failure that answers it.
+    async fn start_session(&self, tokens: &Tokens, message: &Inbound) -> Result<Value, Value> {
+        check_connection_types(message)?;
         if self.hub.is_shutting_down() {
-            return wire::failure(message, 503, "shutting down", Reconnect::RetryAfter(1000));
+            return Err(wire::failure(
+                message,
+                503,
+                "shutting down",
+                Reconnect::RetryAfter(1000),
+            ));
         }
-        let ext = message.ext.as_ref();
-        let (client, grant) = match wire::token_of(ext) {
-            Some(token) => match tokens.verify(token) {
-                Ok(grant) => (grant.client.clone(), Some(grant)),
-                Err(e) => {
-                    let code = match e {
-                        TokenError::Expired => "token-expired",
-                        TokenError::Invalid(_) => "invalid-token",
-                    };
-                    return wire::failure(message, 401, &format!("{code}: {e}"), Reconnect::None);
-                }
-            },
-            // Without a token the backend decides, on a client of its own.
-            None if self.hooks_ask(EventType::Connect) => (anonymous_client(), None),
-            None => {
-                return wire::failure(
-                    message,
-                    401,
-                    "a token is required in ext.cometbox.token",
-                    Reconnect::None,
-                )
-            }
-        };
-        let request = PollRequest {
-            client: client.clone(),
-            issued_at: grant.as_ref().and_then(|g| g.issued_at),
-            since: None,
-            subscribe: Vec::new(),
-            timeout: Some(Duration::ZERO),
-            connect_ext: message.ext.clone().map(Box::new),
-            open_only: true,
-            from_now: false,
-        };
-        let open = match self.hub.open_for(&request).await {
-            Ok(open) => open,
-            Err(e) => return poll_failure(message, &e),
-        };
-        let start = match self.sessions.take_resume(&client) {
-            Some(cursor) => cursor,
-            None => match self.hub.unread_from(&open).await {
-                Ok(cursor) => cursor,
-                Err(_) => {
-                    return wire::failure(
-                        message,
-                        503,
-                        "storage-unavailable",
-                        Reconnect::RetryAfter(1000),
-                    )
-                }
-            },
-        };
-        drop(open);
-        let ack = wire::wants_ack(ext);
+        let (client, grant) = self.handshake_client(tokens, message)?;
+        let start = self.session_start(message, &client, grant.as_ref()).await?;
+        let ack = wire::wants_ack(message.ext.as_ref());
         let per_client = self.hub.limits().max_polls_per_client as usize;
         let session = self.sessions.create(client, grant, ack, start, per_client);
         let mut reply = wire::reply(message, true);
@@ -116,7 +67,75 @@ impl Bayeux {
                 json!({"ack": {"enabled": true, "batch": start.seq}}),
             );
         }
-        Value::Object(reply)
+        Ok(Value::Object(reply))
+    }
+
+    /// Who is handshaking: the client its token names, or, without a
+    /// token and with the `connect` hook asked, a client of its own (the
+    /// backend decides).
+    fn handshake_client(
+        &self,
+        tokens: &Tokens,
+        message: &Inbound,
+    ) -> Result<(ClientId, Option<Grant>), Value> {
+        match wire::token_of(message.ext.as_ref()) {
+            Some(token) => match tokens.verify(token) {
+                Ok(grant) => Ok((grant.client.clone(), Some(grant))),
+                Err(e) => {
+                    let code = match e {
+                        TokenError::Expired => "token-expired",
+                        TokenError::Invalid(_) => "invalid-token",
+                    };
+                    let reason = format!("{code}: {e}");
+                    Err(wire::failure(message, 401, &reason, Reconnect::None))
+                }
+            },
+            None if self.hooks_ask(EventType::Connect) => Ok((anonymous_client(), None)),
+            None => Err(wire::failure(
+                message,
+                401,
+                "a token is required in ext.cometbox.token",
+                Reconnect::None,
+            )),
+        }
+    }
+
+    /// Brings the client online (the hub's open, which asks the `connect`
+    /// hook with the handshake's `ext`) and says where its session starts
+    /// reading: where its lapsed session had read to, or else after the
+    /// last message any reply carried.
+    async fn session_start(
+        &self,
+        message: &Inbound,
+        client: &ClientId,
+        grant: Option<&Grant>,
+    ) -> Result<Cursor, Value> {
+        let request = PollRequest {
+            client: client.clone(),
+            issued_at: grant.and_then(|g| g.issued_at),
+            since: None,
+            subscribe: Vec::new(),
+            timeout: Some(Duration::ZERO),
+            connect_ext: message.ext.clone().map(Box::new),
+            open_only: true,
+            from_now: false,
+        };
+        let open = self
+            .hub
+            .open_for(&request)
+            .await
+            .map_err(|e| poll_failure(message, &e))?;
+        if let Some(cursor) = self.sessions.take_resume(client) {
+            return Ok(cursor);
+        }
+        self.hub.unread_from(&open).await.map_err(|_| {
+            wire::failure(
+                message,
+                503,
+                "storage-unavailable",
+                Reconnect::RetryAfter(1000),
+            )
+        })
     }
 
     /// Whether `[hooks]` asks the backend about `kind`.
@@ -273,98 +292,132 @@ impl Bayeux {
     /// message like ingest's, reaching Bayeux and `/poll` members alike.
     /// A service channel's publish goes to the hook only.
     pub(super) async fn publish(&self, message: &Inbound) -> Value {
-        let session = match self.live_session_of(message) {
-            Ok(session) => session,
-            Err(reply) => return reply,
-        };
+        self.try_publish(message)
+            .await
+            .unwrap_or_else(|failure| failure)
+    }
+
+    /// [`Bayeux::publish`]: the reply, or the failure that answers it.
+    async fn try_publish(&self, message: &Inbound) -> Result<Value, Value> {
+        let session = self.live_session_of(message)?;
         let Some(data) = &message.data else {
-            return wire::failure(message, 400, "a publish needs data", Reconnect::Unchanged);
-        };
-        let channel = match ChannelName::parse_target(&message.channel) {
-            Ok(channel) => channel,
-            Err(e) => return wire::failure(message, 400, &e.to_string(), Reconnect::Unchanged),
-        };
-        if is_reserved_for_publish(&message.channel) {
-            return wire::failure(
+            return Err(wire::failure(
                 message,
-                403,
-                &format!(
-                    "{} is reserved: /meta/ and /cometbox/ carry the server's own messages",
-                    message.channel
-                ),
+                400,
+                "a publish needs data",
                 Reconnect::Unchanged,
-            );
-        }
+            ));
+        };
+        let channel = publish_channel(message)?;
         let service = message.channel.starts_with(SERVICE);
-        // A token's `publish` claim, when it has one, bounds the page
-        // whatever the hook would say; without a claim the hook decides,
-        // and without hooks nothing may be published.
-        let claim = session.grant.as_ref().filter(|g| !g.publish.is_empty());
-        let by_token = claim.is_some_and(|grant: &Grant| grant.allows_publish(&channel));
-        if claim.is_some() && !by_token && !service {
-            return wire::failure(
-                message,
-                403,
-                &format!("the token does not allow publishing to {}", message.channel),
-                Reconnect::Unchanged,
-            );
-        }
-        let hooks = self.hub.hooks().filter(|h| h.wants(EventType::Publish));
-        let data = match hooks {
-            Some(hooks) => {
-                match hooks
-                    .publish(session.client.as_str(), channel.as_str(), data.clone())
-                    .await
-                {
-                    Ok(replaced) => replaced.unwrap_or_else(|| data.clone()),
-                    Err(Denied(reason)) => {
-                        return wire::failure(message, 403, &reason, Reconnect::Unchanged)
-                    }
-                }
-            }
-            None if service => {
-                return wire::failure(
-                    message,
-                    403,
-                    "service channels go to the publish hook, and [hooks] is not configured",
-                    Reconnect::Unchanged,
-                )
-            }
-            None if !by_token => {
-                return wire::failure(
-                    message,
-                    403,
-                    &format!("the token does not allow publishing to {}", message.channel),
-                    Reconnect::Unchanged,
-                )
-            }
-            None => data.clone(),
-        };
+        let data = self
+            .allowed_data(message, &session, &channel, data, service)
+            .await?;
         if service {
-            return Value::Object(wire::reply(message, true));
+            return Ok(Value::Object(wire::reply(message, true)));
         }
-        let raw = match RawValue::from_string(data.to_string()) {
-            Ok(raw) if raw.get().len() <= self.max_payload_bytes => raw,
-            _ => {
-                return wire::failure(
-                    message,
-                    413,
-                    &format!("data is over {} bytes", self.max_payload_bytes),
-                    Reconnect::Unchanged,
-                )
-            }
-        };
         let command = Command::Message {
             target: Target::Channel(channel),
             event: None,
-            payload: Payload::Json(raw),
+            payload: Payload::Json(self.payload_of(message, &data)?),
             ttl: None,
         };
         match self.hub.apply(vec![command]).await {
-            Ok(_) => Value::Object(wire::reply(message, true)),
-            Err(e) => apply_failure(message, &e),
+            Ok(_) => Ok(Value::Object(wire::reply(message, true))),
+            Err(e) => Err(apply_failure(message, &e)),
         }
     }
+
+    /// The data a page may publish on `channel`: as sent, or as the
+    /// `publish` hook replaced it. A token's `publish` claim, when it has
+    /// one, bounds the page whatever the hook would say; without a claim
+    /// the hook decides, and without hooks nothing may be published.
+    async fn allowed_data(
+        &self,
+        message: &Inbound,
+        session: &Session,
+        channel: &ChannelName,
+        data: &Value,
+        service: bool,
+    ) -> Result<Value, Value> {
+        let claim = session.grant.as_ref().filter(|g| !g.publish.is_empty());
+        let by_token = claim.is_some_and(|grant: &Grant| grant.allows_publish(channel));
+        let refused = || {
+            let reason = format!("the token does not allow publishing to {}", message.channel);
+            wire::failure(message, 403, &reason, Reconnect::Unchanged)
+        };
+        if claim.is_some() && !by_token && !service {
+            return Err(refused());
+        }
+        match self.hub.hooks().filter(|h| h.wants(EventType::Publish)) {
+            Some(hooks) => hooks
+                .publish(session.client.as_str(), channel.as_str(), data.clone())
+                .await
+                .map(|replaced| replaced.unwrap_or_else(|| data.clone()))
+                .map_err(|Denied(reason)| {
+                    wire::failure(message, 403, &reason, Reconnect::Unchanged)
+                }),
+            None if service => Err(wire::failure(
+                message,
+                403,
+                "service channels go to the publish hook, and [hooks] is not configured",
+                Reconnect::Unchanged,
+            )),
+            None if !by_token => Err(refused()),
+            None => Ok(data.clone()),
+        }
+    }
+
+    /// Published data as a message payload, within `max_payload_bytes`.
+    fn payload_of(&self, message: &Inbound, data: &Value) -> Result<Box<RawValue>, Value> {
+        match RawValue::from_string(data.to_string()) {
+            Ok(raw) if raw.get().len() <= self.max_payload_bytes => Ok(raw),
+            _ => Err(wire::failure(
+                message,
+                413,
+                &format!("data is over {} bytes", self.max_payload_bytes),
+                Reconnect::Unchanged,
+            )),
+        }
+    }
+}
+
+/// The channel a publish names: one channel (no pattern), and not one of
+/// those [`is_reserved_for_publish`] keeps for the server.
+fn publish_channel(message: &Inbound) -> Result<ChannelName, Value> {
+    let channel = ChannelName::parse_target(&message.channel)
+        .map_err(|e| wire::failure(message, 400, &e.to_string(), Reconnect::Unchanged))?;
+    if is_reserved_for_publish(&message.channel) {
+        return Err(wire::failure(
+            message,
+            403,
+            &format!(
+                "{} is reserved: /meta/ and /cometbox/ carry the server's own messages",
+                message.channel
+            ),
+            Reconnect::Unchanged,
+        ));
+    }
+    Ok(channel)
+}
+
+/// A handshake that names the connection types it supports must name one
+/// that is served.
+fn check_connection_types(message: &Inbound) -> Result<(), Value> {
+    let Some(types) = &message.supported_connection_types else {
+        return Ok(());
+    };
+    if types.iter().any(|t| CONNECTION_TYPES.contains(&t.as_str())) {
+        return Ok(());
+    }
+    let mut reply = wire::failure(
+        message,
+        406,
+        "no common connection type: long-polling and callback-polling are served",
+        Reconnect::None,
+    );
+    reply["supportedConnectionTypes"] = json!(CONNECTION_TYPES);
+    Err(reply)
 }
 
 /// The channels (and patterns) a subscribe or unsubscribe names, but for

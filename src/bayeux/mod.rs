@@ -37,10 +37,10 @@ mod wire;
 pub use config::BayeuxConfig;
 pub use connect::{Connected, PendingConnect};
 pub use meta::is_reserved_for_publish;
-pub use wire::{parse_batch, BatchError};
+pub use wire::{parse_batch, BatchError, Inbound};
 
 use session::Sessions;
-use wire::{Inbound, Reconnect};
+use wire::Reconnect;
 
 /// The Bayeux endpoint's state: its sessions, and the hub they read.
 pub struct Bayeux {

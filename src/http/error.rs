@@ -1,88 +1,12 @@
-//! Errors as each face answers them: JSON on the public port, XML on the
-//! ingest port, each with the contract's status and code.
+//! Errors as the ingest face answers them: XML, each with the contract's
+//! status and code. (The public port's, answered as JSON, are its own:
+//! `public/error.rs`.)
 
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use crate::auth::TokenError;
-use crate::hub::{ApplyError, PollError};
+use crate::hub::ApplyError;
 use crate::protocol::ingest::ParseError;
-
-/// An error reply of the public (browser) port.
-#[derive(Debug, thiserror::Error)]
-pub enum PublicError {
-    /// 400 `invalid-request`
-    #[error("{0}")]
-    InvalidRequest(String),
-    /// 401 `invalid-token` / `token-expired`
-    #[error(transparent)]
-    Token(#[from] TokenError),
-    /// 403 `channel-forbidden`
-    #[error("the token does not allow channel {0:?}")]
-    ChannelForbidden(String),
-    /// 403 `cors-forbidden`: a preflight from an origin not in
-    /// `[public] cors_origins`.
-    #[error("origin {0:?} is not in [public] cors_origins: this server does not answer that page's cross-origin requests")]
-    CorsForbidden(String),
-    /// 429 `too-many-polls`, 503 `overloaded`
-    #[error(transparent)]
-    Poll(#[from] PollError),
-    /// 503 `shutting-down`
-    #[error("the server is shutting down; poll again shortly")]
-    ShuttingDown,
-    /// 404 `not-found`
-    #[error("no such endpoint; polls go to /poll")]
-    NotFound,
-    /// 405 `method-not-allowed`
-    #[error("this endpoint answers GET, HEAD and OPTIONS only")]
-    MethodNotAllowed,
-}
-
-impl PublicError {
-    fn status_and_code(&self) -> (StatusCode, &'static str) {
-        match self {
-            PublicError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid-request"),
-            PublicError::Token(TokenError::Expired) => (StatusCode::UNAUTHORIZED, "token-expired"),
-            PublicError::Token(TokenError::Invalid(_)) => {
-                (StatusCode::UNAUTHORIZED, "invalid-token")
-            }
-            PublicError::ChannelForbidden(_) => (StatusCode::FORBIDDEN, "channel-forbidden"),
-            PublicError::CorsForbidden(_) => (StatusCode::FORBIDDEN, "cors-forbidden"),
-            PublicError::Poll(PollError::TooManyPolls(_)) => {
-                (StatusCode::TOO_MANY_REQUESTS, "too-many-polls")
-            }
-            PublicError::Poll(PollError::TooManyChannels(_)) => {
-                (StatusCode::BAD_REQUEST, "invalid-request")
-            }
-            PublicError::Poll(PollError::TooManyClients(_)) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "overloaded")
-            }
-            PublicError::Poll(PollError::Denied(_)) => (StatusCode::FORBIDDEN, "denied"),
-            PublicError::Poll(PollError::Storage(_)) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "storage-unavailable")
-            }
-            PublicError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting-down"),
-            PublicError::NotFound => (StatusCode::NOT_FOUND, "not-found"),
-            PublicError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed"),
-        }
-    }
-
-    /// The reply: the status, and `{"error": code, "message": ...}`.
-    pub fn response(&self) -> crate::http::public::Response {
-        let (status, code) = self.status_and_code();
-        if status.is_server_error() {
-            tracing::warn!(code, error = %self, "poll refused");
-        } else {
-            tracing::debug!(code, error = %self, "poll refused");
-        }
-        let mut reply =
-            crate::http::public::Response::error(status.as_u16(), code, &self.to_string());
-        if matches!(self, PublicError::MethodNotAllowed) {
-            reply.extra = &[("allow", "GET, HEAD, OPTIONS")];
-        }
-        reply
-    }
-}
 
 /// An error reply of the ingest (backend) port.
 #[derive(Debug, thiserror::Error)]

@@ -185,73 +185,97 @@ impl Tracker {
             match self.state {
                 State::Off => return None,
                 State::Body(left) => {
-                    let take = left.min(bytes.len() as u64);
-                    bytes = &bytes[take as usize..];
-                    self.state = if take == left {
-                        State::Head
-                    } else {
-                        State::Body(left - take)
+                    let (rest, left) = skip(bytes, left);
+                    bytes = rest;
+                    self.state = match left {
+                        0 => State::Head,
+                        left => State::Body(left),
                     };
                 }
                 State::ChunkData(left) => {
-                    let take = left.min(bytes.len() as u64);
-                    bytes = &bytes[take as usize..];
-                    self.state = if take == left {
-                        State::ChunkEnd
-                    } else {
-                        State::ChunkData(left - take)
+                    let (rest, left) = skip(bytes, left);
+                    bytes = rest;
+                    self.state = match left {
+                        0 => State::ChunkEnd,
+                        left => State::ChunkData(left),
                     };
                 }
                 // The usual case: a head that starts a read is parsed
                 // where it lies, nothing copied.
-                State::Head if self.pending.is_empty() => match parse_head(bytes, self.max_head) {
-                    Seen::Partial => self.pending.extend_from_slice(std::mem::take(&mut bytes)),
-                    Seen::Refused => self.state = State::Off,
-                    Seen::Complete { taken, framing } => {
-                        self.next_request(framing);
-                        bytes = &bytes[taken..];
-                    }
-                },
-                State::Head => {
-                    let old = self.pending.len();
-                    self.pending.extend_from_slice(std::mem::take(&mut bytes));
-                    // A head ends in a line end: parse again only when one
-                    // came, not for every byte of a trickled head.
-                    if !self.pending[old..].contains(&b'\n') {
-                        if self.pending.len() > self.max_head {
-                            self.state = State::Off;
-                        }
-                        continue;
-                    }
-                    match parse_head(&self.pending, self.max_head) {
-                        Seen::Partial => {}
-                        Seen::Refused => self.state = State::Off,
-                        Seen::Complete { taken, framing } => {
-                            self.next_request(framing);
-                            let rest = self.pending.split_off(taken);
-                            self.clear_pending();
-                            return (self.state != State::Off && !rest.is_empty()).then_some(rest);
-                        }
-                    }
-                }
+                State::Head if self.pending.is_empty() => bytes = self.head_in_place(bytes),
+                State::Head => return self.head_in_pending(bytes),
                 State::ChunkSize | State::ChunkEnd | State::Trailers => {
-                    let Some(end) = memchr::memchr(b'\n', bytes) else {
-                        self.pending.extend_from_slice(bytes);
-                        if self.pending.len() > MAX_LINE {
-                            self.state = State::Off;
-                        }
-                        return None;
-                    };
-                    self.pending.extend_from_slice(&bytes[..end]);
-                    bytes = &bytes[end + 1..];
-                    let line = std::mem::take(&mut self.pending);
-                    self.line(line.strip_suffix(b"\r").unwrap_or(&line));
-                    self.pending = line;
-                    self.pending.clear();
+                    bytes = self.line_from(bytes)?;
                 }
             }
         }
         None
+    }
+
+    /// A head at the start of a read, parsed where it lies; what followed
+    /// it (nothing, if it is unfinished and kept in `pending`, or refused).
+    fn head_in_place<'b>(&mut self, bytes: &'b [u8]) -> &'b [u8] {
+        match parse_head(bytes, self.max_head) {
+            Seen::Partial => {
+                self.pending.extend_from_slice(bytes);
+                &[]
+            }
+            Seen::Refused => {
+                self.state = State::Off;
+                &[]
+            }
+            Seen::Complete { taken, framing } => {
+                self.next_request(framing);
+                &bytes[taken..]
+            }
+        }
+    }
+
+    /// More of a head begun in an earlier read, added to `pending`; what
+    /// followed it once it is finished.
+    fn head_in_pending(&mut self, bytes: &[u8]) -> Option<Vec<u8>> {
+        let old = self.pending.len();
+        self.pending.extend_from_slice(bytes);
+        // A head ends in a line end: parse again only when one came, not
+        // for every byte of a trickled head.
+        if !self.pending[old..].contains(&b'\n') {
+            if self.pending.len() > self.max_head {
+                self.state = State::Off;
+            }
+            return None;
+        }
+        match parse_head(&self.pending, self.max_head) {
+            Seen::Partial => None,
+            Seen::Refused => {
+                self.state = State::Off;
+                None
+            }
+            Seen::Complete { taken, framing } => {
+                self.next_request(framing);
+                let rest = self.pending.split_off(taken);
+                self.clear_pending();
+                (self.state != State::Off && !rest.is_empty()).then_some(rest)
+            }
+        }
+    }
+
+    /// More of a chunk-size, line-end or trailer line, added to `pending`
+    /// up to its end, where it is followed ([`Tracker::line`]); what
+    /// followed the line, or `None` when it goes on past `bytes`.
+    fn line_from<'b>(&mut self, bytes: &'b [u8]) -> Option<&'b [u8]> {
+        let Some(end) = memchr::memchr(b'\n', bytes) else {
+            self.pending.extend_from_slice(bytes);
+            if self.pending.len() > MAX_LINE {
+                self.state = State::Off;
+            }
+            return None;
+        };
+        self.pending.extend_from_slice(&bytes[..end]);
+        let line = std::mem::take(&mut self.pending);
+        self.line(line.strip_suffix(b"\r").unwrap_or(&line));
+        self.pending = line;
+        self.pending.clear();
+        Some(&bytes[end + 1..])
     }
 
     /// A head was read: counts it, notes it if it was framed twice, and
@@ -386,6 +410,14 @@ fn content_length(value: &[u8]) -> Option<u64> {
         length = Some(n);
     }
     length
+}
+
+/// Skips what `bytes` holds of the `left` bytes of a body or chunk: what
+/// follows them in `bytes`, and how many are still to come.
+#[inline]
+fn skip(bytes: &[u8], left: u64) -> (&[u8], u64) {
+    let take = left.min(bytes.len() as u64);
+    (&bytes[take as usize..], left - take)
 }
 
 #[cfg(test)]

@@ -106,63 +106,16 @@ impl Decoder for StompCodec {
             return Ok(None);
         }
         // The head ends at the first blank line: "\n\n" or "\n\r\n".
-        let Some(head_end) = head_end(src) else {
+        let Some((head, body_start)) = head_end(src) else {
             if src.len() > self.max_frame {
                 return Err(CodecError::TooLarge(self.max_frame));
             }
             return Ok(None);
         };
-        let (head, body_start) = head_end;
-        let head_text = std::str::from_utf8(&src[..head])
-            .map_err(|_| CodecError::Malformed("head is not UTF-8"))?;
-        let mut lines = head_text
-            .split('\n')
-            .map(|l| l.strip_suffix('\r').unwrap_or(l));
-        let command = lines.next().unwrap_or_default();
-        if command.is_empty() || !command.bytes().all(|b| b.is_ascii_uppercase()) {
-            return Err(CodecError::Malformed("command is not upper-case letters"));
-        }
-        let raw = raw_headers(command);
-        let mut headers = Vec::new();
-        for line in lines {
-            let (name, value) = line
-                .split_once(':')
-                .ok_or(CodecError::Malformed("header line without ':'"))?;
-            let (name, value) = if raw {
-                (name.to_owned(), value.to_owned())
-            } else {
-                (unescape(name)?, unescape(value)?)
-            };
-            headers.push((name, value));
-        }
-        let length = match headers.iter().find(|(k, _)| k == "content-length") {
-            Some((_, v)) => Some(
-                v.trim()
-                    .parse::<usize>()
-                    .map_err(|_| CodecError::Malformed("content-length is not a number"))?,
-            ),
-            None => None,
-        };
-        let body_end = match length {
-            Some(n) => {
-                if body_start.saturating_add(n) > self.max_frame {
-                    return Err(CodecError::TooLarge(self.max_frame));
-                }
-                if src.len() <= body_start + n {
-                    return Ok(None);
-                }
-                if src[body_start + n] != 0 {
-                    return Err(CodecError::Malformed("no NUL after content-length bytes"));
-                }
-                body_start + n
-            }
-            None => match src[body_start..].iter().position(|&b| b == 0) {
-                Some(at) => body_start + at,
-                None if src.len() > self.max_frame => {
-                    return Err(CodecError::TooLarge(self.max_frame))
-                }
-                None => return Ok(None),
-            },
+        let (command, headers) = parse_head(&src[..head])?;
+        let length = content_length(&headers)?;
+        let Some(body_end) = self.body_end(src, body_start, length)? else {
+            return Ok(None);
         };
         let command = command.to_owned();
         let mut frame = src.split_to(body_end + 1);
@@ -173,6 +126,81 @@ impl Decoder for StompCodec {
             headers,
             body,
         })))
+    }
+}
+
+impl StompCodec {
+    /// Where the body starting at `body_start` ends (at its NUL): after
+    /// `content-length` bytes when given, else at the first NUL; `None`
+    /// until it has arrived.
+    fn body_end(
+        &self,
+        src: &[u8],
+        body_start: usize,
+        length: Option<usize>,
+    ) -> Result<Option<usize>, CodecError> {
+        match length {
+            Some(n) => {
+                if body_start.saturating_add(n) > self.max_frame {
+                    return Err(CodecError::TooLarge(self.max_frame));
+                }
+                if src.len() <= body_start + n {
+                    return Ok(None);
+                }
+                if src[body_start + n] != 0 {
+                    return Err(CodecError::Malformed("no NUL after content-length bytes"));
+                }
+                Ok(Some(body_start + n))
+            }
+            None => match src[body_start..].iter().position(|&b| b == 0) {
+                Some(at) => Ok(Some(body_start + at)),
+                None if src.len() > self.max_frame => Err(CodecError::TooLarge(self.max_frame)),
+                None => Ok(None),
+            },
+        }
+    }
+}
+
+/// A frame's headers, in order, as [`Frame::headers`] holds them.
+type Headers = Vec<(String, String)>;
+
+/// A frame's head: its command (upper-case letters) and its headers,
+/// unescaped unless the command is one [`raw_headers`] names.
+fn parse_head(head: &[u8]) -> Result<(&str, Headers), CodecError> {
+    let head_text =
+        std::str::from_utf8(head).map_err(|_| CodecError::Malformed("head is not UTF-8"))?;
+    let mut lines = head_text
+        .split('\n')
+        .map(|l| l.strip_suffix('\r').unwrap_or(l));
+    let command = lines.next().unwrap_or_default();
+    if command.is_empty() || !command.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(CodecError::Malformed("command is not upper-case letters"));
+    }
+    let raw = raw_headers(command);
+    let mut headers = Vec::new();
+    for line in lines {
+        let (name, value) = line
+            .split_once(':')
+            .ok_or(CodecError::Malformed("header line without ':'"))?;
+        let (name, value) = if raw {
+            (name.to_owned(), value.to_owned())
+        } else {
+            (unescape(name)?, unescape(value)?)
+        };
+        headers.push((name, value));
+    }
+    Ok((command, headers))
+}
+
+/// The `content-length` header's value, if there is one.
+fn content_length(headers: &[(String, String)]) -> Result<Option<usize>, CodecError> {
+    match headers.iter().find(|(k, _)| k == "content-length") {
+        Some((_, v)) => v
+            .trim()
+            .parse::<usize>()
+            .map(Some)
+            .map_err(|_| CodecError::Malformed("content-length is not a number")),
+        None => Ok(None),
     }
 }
 

@@ -21,13 +21,16 @@
 //! - CORS: the configured origins, with credentials (cookies), so the
 //!   origin is echoed, never `*`.
 
-use super::connection::{BodyError, Connection, Socket};
+use super::connection::body::BodyError;
+use super::connection::{Connection, Socket};
+use super::error::PublicError;
+use super::face::Face;
 use super::request::{Head, Method};
 use super::response::Response;
-use super::routes::Routed;
-use super::Face;
-use crate::bayeux::{parse_batch, Bayeux};
-use crate::http::error::PublicError;
+use super::routed::Routed;
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::bayeux::{parse_batch, Bayeux, Inbound};
 
 /// What a credentialed CORS reply adds.
 pub const CREDENTIALS: &[(&str, &str)] = &[("access-control-allow-credentials", "true")];
@@ -47,6 +50,15 @@ pub const PREFLIGHT: &[(&str, &str)] = &[
 /// Longest callback name a callback-polling request may give.
 const MAX_CALLBACK: usize = 64;
 
+/// A request's batch as it came: its JSON text, the callback a
+/// callback-polling reply goes to, and the share of the body budget held
+/// until the text is parsed.
+struct Sent {
+    text: Vec<u8>,
+    callback: Option<String>,
+    budget: Option<OwnedSemaphorePermit>,
+}
+
 /// Serves one Bayeux request.
 pub async fn serve<S: Socket>(
     connection: &mut Connection<S>,
@@ -57,24 +69,27 @@ pub async fn serve<S: Socket>(
     if face.state.hub.is_shutting_down() {
         return Err(PublicError::ShuttingDown);
     }
-    let (text, callback, budget) = match head.method {
+    let sent = match head.method {
         Method::Post => {
             let limit = face.state.settings.limits.max_body_bytes;
             let body = match connection.read_body(head.body, limit).await {
                 Ok(body) => body,
                 Err(e) => return Ok(body_failure(e, limit)),
             };
-            // The body's share of the budget is held until it is parsed.
             let (bytes, budget) = body.into_parts();
-            (
-                batch_of_post(head.content_type.as_deref(), bytes)?,
-                None,
+            Sent {
+                text: batch_of_post(head.content_type.as_deref(), bytes)?,
+                callback: None,
                 budget,
-            )
+            }
         }
         Method::Get => {
             let (message, callback) = callback_query(head.query())?;
-            (message.into_bytes(), Some(callback), None)
+            Sent {
+                text: message.into_bytes(),
+                callback: Some(callback),
+                budget: None,
+            }
         }
         // What a GET would answer, without running its batch: a HEAD
         // changes nothing (no handshake, no publish, no connect).
@@ -87,14 +102,32 @@ pub async fn serve<S: Socket>(
         _ => return Err(PublicError::MethodNotAllowed),
     };
     drop(head);
+    let Sent {
+        text,
+        callback,
+        budget,
+    } = sent;
     let batch = parse_batch(&text).map_err(|e| PublicError::InvalidRequest(e.to_string()))?;
+    // The body's share of the budget is held until it is parsed.
     drop((text, budget));
+    Ok(answer(connection, face, bayeux, batch, callback).await)
+}
+
+/// Runs a batch, waiting on its connect (if it has one) while watching the
+/// socket, and answers it.
+async fn answer<S: Socket>(
+    connection: &mut Connection<S>,
+    face: &Face,
+    bayeux: &Bayeux,
+    batch: Vec<Inbound>,
+    callback: Option<String>,
+) -> Routed {
     let exchange = bayeux.handle(&face.state.tokens, batch).await;
     let mut replies = exchange.replies;
     let mut poll = None;
     if let Some(pending) = exchange.connect {
         let Some(connected) = connection.wait_for(bayeux.connect(pending)).await else {
-            return Ok(Routed::ClientLeft);
+            return Routed::ClientLeft;
         };
         replies.extend(connected.messages);
         poll = connected.open;
@@ -109,7 +142,7 @@ pub async fn serve<S: Socket>(
         ),
         None => Response::ok("application/json", json),
     };
-    Ok(Routed::Reply { response, poll })
+    Routed::Reply { response, poll }
 }
 
 /// A POST body as a batch's JSON text: the body itself, or its `message`

@@ -1,6 +1,7 @@
-//! One connection of the public port: requests read one after another
-//! (keep-alive, pipelining), each answered by `routes.rs`, under the port's
-//! limits.
+//! One connection of the public port: reading its requests' heads and
+//! bodies and writing their replies, under the port's limits. The loop that
+//! reads one request after another and routes it is the caller's (`mod.rs`);
+//! this file knows no route.
 //!
 //! - A head must arrive whole within `request_timeout` of the wait for it
 //!   starting and within `max_header_bytes`; otherwise `408` (nothing, if no
@@ -39,14 +40,14 @@ use std::time::Duration;
 
 use bytes::BufMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
+use super::face::Face;
 use super::request::{self, BodyFraming, Head, HeadError, Method, Parsed};
 use super::response::Response;
-use super::routes::{self, Routed};
-use super::Face;
 use crate::http::send_timeout::Abort;
+
+pub mod body;
 
 /// What the port accepts: TCP or Unix sockets, read through readiness so
 /// that watching a waiting poll's socket needs no buffer.
@@ -75,20 +76,6 @@ impl_socket!(tokio::net::TcpStream, tokio::net::UnixStream);
 /// usually fits; it grows by doubling up to `max_header_bytes`.
 const FIRST_READ: usize = 2048;
 
-/// Longest chunk-size line of a chunked body (a size and extensions).
-const MAX_CHUNK_LINE: usize = 1024;
-
-/// Most hex digits of a chunk size: 8 is up to 4 GiB, far over any body
-/// limit, so a longer size is refused rather than overflowing.
-const MAX_CHUNK_DIGITS: usize = 8;
-
-/// What a body's buffer takes before its bytes arrive; it then grows by
-/// doubling with what is read, up to the declared length.
-const FIRST_BODY: usize = 16 << 10;
-
-/// The interim reply to `Expect: 100-continue`.
-const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
-
 /// How long, and how much, a closing connection reads and discards.
 const LINGER: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 1 << 20;
@@ -104,6 +91,31 @@ enum ReadError {
     ShuttingDown,
     /// A head that cannot be served.
     Refused(HeadError),
+}
+
+impl ReadError {
+    /// The reply before closing, if the client is owed one: nothing to a
+    /// client that closed, to an idle connection at shutdown, or when no
+    /// byte of a head came before the timeout.
+    fn reply(&self) -> Option<Response> {
+        match self {
+            ReadError::Closed | ReadError::ShuttingDown => None,
+            ReadError::TimedOut { partial: false } => None,
+            ReadError::TimedOut { partial: true } => Some(Response::error(
+                408,
+                "timeout",
+                "the request headers did not arrive in time",
+            )),
+            ReadError::Refused(e) => {
+                let (status, code) = match e {
+                    HeadError::TooLarge => (431, "invalid-request"),
+                    HeadError::Malformed(_) => (400, "invalid-request"),
+                    HeadError::UnknownCoding(_) => (501, "not-implemented"),
+                };
+                Some(Response::error(status, code, &e.to_string()))
+            }
+        }
+    }
 }
 
 /// One connection and its unparsed bytes.
@@ -123,42 +135,10 @@ pub struct Connection<S> {
     face: Arc<Face>,
 }
 
-/// A request body read whole, with its share of the port's body budget,
-/// given back when it is dropped.
-pub struct Body {
-    bytes: Vec<u8>,
-    _budget: Option<OwnedSemaphorePermit>,
-}
-
-impl Body {
-    /// The bytes, and the budget they hold (to drop once they are parsed).
-    pub fn into_parts(self) -> (Vec<u8>, Option<OwnedSemaphorePermit>) {
-        (self.bytes, self._budget)
-    }
-}
-
-/// Why a request body could not be read; each closes the connection after
-/// its reply.
-#[derive(Debug)]
-pub enum BodyError {
-    /// `Content-Length` (or the chunks so far) over the route's limit:
-    /// `413`, the rest unread.
-    TooLarge(u64),
-    /// Chunked framing that is not chunked framing: `400`.
-    BadChunk(&'static str),
-    /// Not all there within `request_timeout`: `408`.
-    TimedOut,
-    /// The port's bodies in flight would pass
-    /// `max_public_body_bytes_in_flight`: `503`, the body unread.
-    Overloaded,
-    /// The client closed first.
-    Closed,
-}
-
 impl<S: Socket> Connection<S> {
-    /// Serves requests on `socket` until either side closes it.
-    pub async fn run(socket: S, face: Arc<Face>) {
-        let mut connection = Connection {
+    /// A connection on `socket`, nothing read yet.
+    pub fn new(socket: S, face: Arc<Face>) -> Self {
+        Connection {
             socket,
             buf: Vec::new(),
             scanned: 0,
@@ -166,81 +146,49 @@ impl<S: Socket> Connection<S> {
             body_unread: false,
             expect_continue: false,
             face,
-        };
-        connection.serve().await;
+        }
     }
 
-    async fn serve(&mut self) {
-        loop {
-            let head = match self.read_head().await {
-                Ok(head) => head,
-                Err(ReadError::Closed | ReadError::ShuttingDown) => return,
-                Err(ReadError::TimedOut { partial }) => {
-                    if partial {
-                        let reply = Response::error(
-                            408,
-                            "timeout",
-                            "the request headers did not arrive in time",
-                        );
-                        self.fail(reply).await;
-                    }
-                    return;
-                }
-                Err(ReadError::Refused(e)) => {
-                    let reply = match e {
-                        HeadError::TooLarge => {
-                            Response::error(431, "invalid-request", &e.to_string())
-                        }
-                        HeadError::Malformed(_) => {
-                            Response::error(400, "invalid-request", &e.to_string())
-                        }
-                        HeadError::UnknownCoding(_) => {
-                            Response::error(501, "not-implemented", &e.to_string())
-                        }
-                    };
+    /// The next request's head, to route; `None` once the connection is
+    /// over (closed, timed out, shutting down, or refused: a refusal has
+    /// had its reply).
+    pub async fn next_request(&mut self) -> Option<Head> {
+        let head = match self.read_head().await {
+            Ok(head) => head,
+            Err(e) => {
+                if let Some(reply) = e.reply() {
                     self.fail(reply).await;
-                    return;
                 }
-            };
-            if head.body != BodyFraming::None && head.method != Method::Post {
-                let reply = Response::error(
-                    400,
-                    "invalid-request",
-                    "requests to this port carry no body",
-                );
-                self.fail(reply).await;
-                return;
+                return None;
             }
-            let head_only = head.method == Method::Head;
-            let keep_alive = head.keep_alive;
-            self.body_unread = head.body != BodyFraming::None;
-            self.expect_continue = head.expect_continue;
-            let routed = routes::route(self, head).await;
-            let (response, poll) = match routed {
-                Routed::Reply { response, poll } => (response, poll),
-                // The client left while its poll waited, or a stream ended.
-                Routed::ClientLeft | Routed::Streamed => return,
-                Routed::Close(response) => {
-                    self.fail(response).await;
-                    return;
-                }
-            };
-            let close = !keep_alive || self.body_unread || self.face.state.hub.is_shutting_down();
-            let sent = self.send(&response, head_only, close).await;
-            // The poll counted (against `max_polls_per_client`, and as
-            // presence) until its reply was written or given up on.
-            drop(poll);
-            if sent.is_err() {
-                return;
-            }
-            self.served = true;
-            if close {
-                let _ = self.socket.shutdown().await;
-                if self.body_unread {
-                    self.linger().await;
-                }
-                return;
-            }
+        };
+        if head.body != BodyFraming::None && head.method != Method::Post {
+            let reply = Response::error(
+                400,
+                "invalid-request",
+                "requests to this port carry no body",
+            );
+            self.fail(reply).await;
+            return None;
+        }
+        self.body_unread = head.body != BodyFraming::None;
+        self.expect_continue = head.expect_continue;
+        Some(head)
+    }
+
+    /// Whether the connection closes after the current reply: the client
+    /// asked to, its body was left unread (what follows it cannot be
+    /// framed), or the server is shutting down.
+    pub fn closes_after(&self, keep_alive: bool) -> bool {
+        !keep_alive || self.body_unread || self.face.state.hub.is_shutting_down()
+    }
+
+    /// Closes after a reply: shuts the sending side, then reads and
+    /// discards a body the route left unread (see the module doc).
+    pub async fn close(&mut self) {
+        let _ = self.socket.shutdown().await;
+        if self.body_unread {
+            self.linger().await;
         }
     }
 
@@ -341,173 +289,6 @@ impl<S: Socket> Connection<S> {
         }
     }
 
-    /// Reads the current request's body, whole: what the buffer holds of it
-    /// already, then the socket, within `request_timeout`, at most `limit`
-    /// bytes (a longer declared length is refused unread), within the
-    /// port's budget of body bytes in flight.
-    pub async fn read_body(
-        &mut self,
-        framing: BodyFraming,
-        limit: usize,
-    ) -> Result<Body, BodyError> {
-        let deadline = Instant::now() + self.face.header_timeout;
-        let length = match framing {
-            BodyFraming::None => {
-                return Ok(Body {
-                    bytes: Vec::new(),
-                    _budget: None,
-                })
-            }
-            BodyFraming::Chunked => {
-                self.send_continue().await?;
-                let body = self.read_chunks(limit, deadline).await?;
-                self.body_unread = false;
-                return Ok(body);
-            }
-            BodyFraming::Length(n) if n > limit as u64 => return Err(BodyError::TooLarge(n)),
-            BodyFraming::Length(n) => n as usize,
-        };
-        // The whole declared length, before reading: a client that
-        // declares a body and stalls holds the budget, not memory beyond it.
-        let budget = self.budget(length)?;
-        self.send_continue().await?;
-        let mut body = Vec::with_capacity(length.min(FIRST_BODY));
-        let buffered = length.min(self.buf.len());
-        body.extend_from_slice(&self.buf[..buffered]);
-        self.consume(buffered);
-        while body.len() < length {
-            let missing = length - body.len();
-            if body.len() == body.capacity() {
-                body.reserve_exact(missing.min(body.capacity().max(FIRST_BODY)));
-            }
-            let mut room = (&mut body).limit(missing);
-            match tokio::time::timeout_at(deadline, self.socket.read_buf(&mut room)).await {
-                Err(_) => return Err(BodyError::TimedOut),
-                Ok(Ok(0) | Err(_)) => return Err(BodyError::Closed),
-                Ok(Ok(_)) => {}
-            }
-        }
-        self.body_unread = false;
-        Ok(Body {
-            bytes: body,
-            _budget: Some(budget),
-        })
-    }
-
-    /// Takes `bytes` from the port's budget of body bytes in flight, or
-    /// says the port is overloaded.
-    fn budget(&self, bytes: usize) -> Result<OwnedSemaphorePermit, BodyError> {
-        let bytes = u32::try_from(bytes).map_err(|_| BodyError::Overloaded)?;
-        self.face
-            .bodies
-            .clone()
-            .try_acquire_many_owned(bytes)
-            .map_err(|_| BodyError::Overloaded)
-    }
-
-    /// `100 Continue`, once, if the client asked for it: its body is about
-    /// to be read.
-    async fn send_continue(&mut self) -> Result<(), BodyError> {
-        if std::mem::take(&mut self.expect_continue) {
-            self.write_all(CONTINUE, &[])
-                .await
-                .map_err(|_| BodyError::Closed)?;
-        }
-        Ok(())
-    }
-
-    /// A chunked body, decoded: each chunk's size line (at most
-    /// [`MAX_CHUNK_LINE`] bytes, extensions ignored), its bytes, until the
-    /// last chunk and the trailers (read and dropped, within
-    /// `max_header_bytes`). The decoded body may not pass `limit`; each
-    /// chunk takes its size from the budget before it is read.
-    async fn read_chunks(&mut self, limit: usize, deadline: Instant) -> Result<Body, BodyError> {
-        let mut body = Vec::new();
-        let mut budget: Option<OwnedSemaphorePermit> = None;
-        loop {
-            let line = self.chunk_line(MAX_CHUNK_LINE, deadline).await?;
-            let size = chunk_size(&line).ok_or(BodyError::BadChunk(
-                "a chunk size is not hexadecimal digits",
-            ))?;
-            if size == 0 {
-                break;
-            }
-            if body.len() + size > limit {
-                return Err(BodyError::TooLarge((body.len() + size) as u64));
-            }
-            let more = self.budget(size)?;
-            match &mut budget {
-                Some(held) => held.merge(more),
-                None => budget = Some(more),
-            }
-            // Copied out as it arrives: the read buffer never holds a
-            // whole chunk.
-            let mut missing = size;
-            loop {
-                let take = missing.min(self.buf.len());
-                body.extend_from_slice(&self.buf[..take]);
-                self.consume(take);
-                missing -= take;
-                if missing == 0 {
-                    break;
-                }
-                self.fill(deadline).await?;
-            }
-            while self.buf.len() < 2 {
-                self.fill(deadline).await?;
-            }
-            if &self.buf[..2] != b"\r\n" {
-                return Err(BodyError::BadChunk("a chunk does not end with CRLF"));
-            }
-            self.consume(2);
-        }
-        // Trailers, up to the blank line.
-        let mut trailers = 0;
-        loop {
-            let line = self
-                .chunk_line(self.face.max_header_bytes, deadline)
-                .await?;
-            trailers += line.len() + 2;
-            if line.is_empty() {
-                return Ok(Body {
-                    bytes: body,
-                    _budget: budget,
-                });
-            }
-            if trailers > self.face.max_header_bytes {
-                return Err(BodyError::BadChunk("trailers too large"));
-            }
-        }
-    }
-
-    /// One CRLF-ended line from the buffer (reading more as needed),
-    /// without its CRLF; at most `max` bytes.
-    async fn chunk_line(&mut self, max: usize, deadline: Instant) -> Result<Vec<u8>, BodyError> {
-        loop {
-            if let Some(at) = memchr::memmem::find(&self.buf, b"\r\n") {
-                let line = self.buf[..at].to_vec();
-                self.consume(at + 2);
-                return Ok(line);
-            }
-            if self.buf.len() > max {
-                return Err(BodyError::BadChunk("a chunk line is too long"));
-            }
-            self.fill(deadline).await?;
-        }
-    }
-
-    /// Reads what the socket has into the buffer, by the deadline.
-    async fn fill(&mut self, deadline: Instant) -> Result<(), BodyError> {
-        if self.buf.capacity() - self.buf.len() < 1024 {
-            self.buf.reserve(16 << 10);
-        }
-        match tokio::time::timeout_at(deadline, self.socket.read_buf(&mut self.buf)).await {
-            Err(_) => Err(BodyError::TimedOut),
-            Ok(Ok(0) | Err(_)) => Err(BodyError::Closed),
-            Ok(Ok(_)) => Ok(()),
-        }
-    }
-
     /// Runs `work` (a waiting poll) while watching the socket; `None` when
     /// the client closed its side first, or pipelined past the limit.
     pub async fn wait_for<F: Future>(&mut self, work: F) -> Option<F::Output> {
@@ -541,7 +322,9 @@ impl<S: Socket> Connection<S> {
     ) -> io::Result<()> {
         let head = response.encode_head(close);
         let body: &[u8] = if head_only { &[] } else { &response.body };
-        self.write_all(&head, body).await
+        self.write_all(&head, body).await?;
+        self.served = true;
+        Ok(())
     }
 
     /// Writes `first` then `second`, each write allowed `send_timeout`
@@ -582,7 +365,7 @@ impl<S: Socket> Connection<S> {
 
     /// Sends a last reply and closes, reading and discarding what the
     /// client still sends meanwhile (see the module doc).
-    async fn fail(&mut self, response: Response) {
+    pub async fn fail(&mut self, response: Response) {
         if self.send(&response, false, true).await.is_err() {
             return;
         }
@@ -606,51 +389,7 @@ impl<S: Socket> Connection<S> {
     }
 }
 
-/// A chunk-size line's size: only hex digits (at most
-/// [`MAX_CHUNK_DIGITS`]) before an optional `;` and extensions. No sign,
-/// no space, no `0x`: a proxy that reads `+5` or ` 5` differently would
-/// frame the next request elsewhere.
-fn chunk_size(line: &[u8]) -> Option<usize> {
-    let end = memchr::memchr(b';', line).unwrap_or(line.len());
-    let digits = &line[..end];
-    if digits.is_empty()
-        || digits.len() > MAX_CHUNK_DIGITS
-        || !digits.iter().all(u8::is_ascii_hexdigit)
-    {
-        return None;
-    }
-    // Only hex digits, at most 8 of them: this cannot fail.
-    let text = std::str::from_utf8(digits).ok()?;
-    usize::from_str_radix(text, 16).ok()
-}
-
 /// Polls `future` once, handing back whether it finished.
 async fn poll_once<F: Future + ?Sized>(mut future: std::pin::Pin<&mut F>) -> Poll<F::Output> {
     std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::chunk_size;
-
-    #[test]
-    fn chunk_sizes_are_bare_hex_digits() {
-        assert_eq!(chunk_size(b"1a"), Some(26));
-        assert_eq!(chunk_size(b"00FF;name=value"), Some(255));
-        assert_eq!(chunk_size(b"0"), Some(0));
-        for bad in [
-            &b"+5"[..],
-            b" 5",
-            b"5 ",
-            b"5 ;x",
-            b"-0",
-            b"+0",
-            b"0x5",
-            b"",
-            b";x",
-            b"123456789",
-        ] {
-            assert_eq!(chunk_size(bad), None, "{:?}", String::from_utf8_lossy(bad));
-        }
-    }
 }

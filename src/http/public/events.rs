@@ -6,7 +6,7 @@
 //! Each message is one event whose `id` is the message's id (a cursor), so
 //! an `EventSource` resumes by itself through `Last-Event-ID`; `event` is
 //! the message's event (or `message`); `data` the same JSON object as in a
-//! poll reply. `Last-Event-ID` wins over `since` (see `routes::admit`). A
+//! poll reply. `Last-Event-ID` wins over `since` (see `admit.rs`). A
 //! cursor that cannot be honoured is told by an event named
 //! `reset` first. A `: keep-alive` comment goes out when the stream has
 //! been quiet for [`KEEP_ALIVE`], so proxies keep it open. The stream ends
@@ -15,12 +15,13 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::admit::admit;
 use super::connection::{Connection, Socket};
+use super::error::PublicError;
+use super::face::Face;
 use super::request::Head;
 use super::response::{AllowOrigin, Response};
-use super::routes::{admit, Routed};
-use super::Face;
-use crate::http::error::PublicError;
+use super::routed::Routed;
 use crate::hub::Waited;
 use crate::protocol::reply::event_of;
 use crate::protocol::Cursor;

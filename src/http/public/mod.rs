@@ -10,17 +10,26 @@
 //! no tracing span, and no second timer unless its reply is blocked
 //! (`send_timeout`). See `docs/performance.md` for what this bought.
 //!
-//! - `request.rs`: reading a request head (`httparse`), strictly;
-//! - `connection.rs`: one connection's loop: keep-alive, pipelining,
-//!   timeouts, watching a waiting poll's socket, writing replies;
-//! - `routes.rs`: what each path answers, poll parameters, CORS;
+//! Dependencies point one way, from this file down:
+//!
+//! - here: accepting connections, and each connection's loop (read a
+//!   request, route it, write the reply, keep alive or close);
+//! - `routes.rs`: the router: what each path answers, dispatching to the
+//!   transports;
 //! - `events.rs`: `GET /events`, a poll that goes on as a stream;
 //! - `bayeux.rs`: the Bayeux path (`[bayeux]`), POST bodies and
 //!   callback-polling;
-//! - `response.rs`: encoding a reply.
+//! - `connection.rs`: one connection's I/O: reading heads and bodies,
+//!   timeouts, watching a waiting poll's socket, writing replies;
+//! - the shared vocabulary below them all: `face.rs` (what connections
+//!   share), `admit.rs` (a poll's token and parameters), `cors.rs`,
+//!   `routed.rs` (where a request went), `error.rs` (refusals),
+//!   `request.rs` (reading a head, strictly, with `httparse`) and
+//!   `response.rs` (encoding a reply).
+//!
+//! Transports never import the router, and the connection knows neither.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -28,45 +37,22 @@ use tokio_util::task::TaskTracker;
 use super::serve::{accept_loop, Accepted, ConnectionPolicy, SHUTDOWN_GRACE};
 use super::AppState;
 use crate::listener::Listener;
-use connection::Connection;
-use routes::Cors;
+use connection::{Connection, Socket};
+use face::Face;
+use request::Method;
+use routed::Routed;
 
+mod admit;
 mod bayeux;
 mod connection;
+mod cors;
+mod error;
 mod events;
+mod face;
 mod request;
 mod response;
+mod routed;
 mod routes;
-
-pub use response::Response;
-
-/// What every connection of the public port shares.
-pub struct Face {
-    state: AppState,
-    cors: Cors,
-    /// `request_timeout`: the most a head may take to arrive.
-    header_timeout: Duration,
-    max_header_bytes: usize,
-    send_timeout: Duration,
-    /// Bytes of request bodies being read or held at once, across every
-    /// connection (`max_public_body_bytes_in_flight`): one permit a byte.
-    bodies: Arc<tokio::sync::Semaphore>,
-}
-
-impl Face {
-    fn new(state: AppState, policy: &ConnectionPolicy) -> Arc<Self> {
-        Arc::new(Face {
-            cors: Cors::new(&state.settings.public.cors_origins),
-            header_timeout: policy.header_timeout,
-            max_header_bytes: policy.max_header_bytes,
-            send_timeout: policy.send_timeout,
-            bodies: Arc::new(tokio::sync::Semaphore::new(
-                state.settings.limits.max_public_body_bytes_in_flight,
-            )),
-            state,
-        })
-    }
-}
 
 /// Serves the public port on `listener` until `shutdown`, then gives open
 /// connections [`SHUTDOWN_GRACE`] to finish (open polls answer at once on
@@ -83,11 +69,11 @@ pub async fn serve(
         let face = face.clone();
         match accepted {
             Accepted::Tcp(stream) => connections.spawn(async move {
-                Connection::run(stream, face).await;
+                serve_requests(stream, face).await;
                 drop(permit);
             }),
             Accepted::Unix(stream) => connections.spawn(async move {
-                Connection::run(stream, face).await;
+                serve_requests(stream, face).await;
                 drop(permit);
             }),
         };
@@ -117,5 +103,33 @@ pub async fn serve_connection(stream: tokio::net::TcpStream, state: AppState) {
         send_timeout: limits.send_timeout,
         name: "public",
     };
-    Connection::run(stream, Face::new(state, &policy)).await;
+    serve_requests(stream, Face::new(state, &policy)).await;
+}
+
+/// Serves requests on `socket` one after another (keep-alive, pipelining)
+/// until either side closes it: each head read, routed, and its reply
+/// written.
+async fn serve_requests<S: Socket>(socket: S, face: Arc<Face>) {
+    let mut connection = Connection::new(socket, face);
+    while let Some(head) = connection.next_request().await {
+        let head_only = head.method == Method::Head;
+        let keep_alive = head.keep_alive;
+        let (response, poll) = match routes::route(&mut connection, head).await {
+            Routed::Reply { response, poll } => (response, poll),
+            // The client left while its poll waited, or a stream ended.
+            Routed::ClientLeft | Routed::Streamed => return,
+            Routed::Close(response) => return connection.fail(response).await,
+        };
+        let close = connection.closes_after(keep_alive);
+        let sent = connection.send(&response, head_only, close).await;
+        // The poll counted (against `max_polls_per_client`, and as
+        // presence) until its reply was written or given up on.
+        drop(poll);
+        if sent.is_err() {
+            return;
+        }
+        if close {
+            return connection.close().await;
+        }
+    }
 }

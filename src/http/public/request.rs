@@ -110,16 +110,9 @@ pub fn parse(buf: &[u8]) -> Result<Parsed, HeadError> {
     };
     let version = request.version.ok_or(HeadError::Malformed("no version"))?;
     let http10 = version == 0;
-    let method = match request.method.unwrap_or("") {
-        "GET" => Method::Get,
-        "HEAD" => Method::Head,
-        "OPTIONS" => Method::Options,
-        "POST" => Method::Post,
-        _ => Method::Other,
-    };
     let (target, path_end, authority) = origin_form(request.path.unwrap_or(""))?;
     let mut head = Head {
-        method,
+        method: method_of(request.method.unwrap_or("")),
         target,
         path_end,
         keep_alive: !http10,
@@ -130,82 +123,155 @@ pub fn parse(buf: &[u8]) -> Result<Parsed, HeadError> {
         body: BodyFraming::None,
         expect_continue: false,
     };
-    let mut length: Option<u64> = None;
-    let mut host: Option<&[u8]> = None;
-    let mut codings = false;
+    let mut framing = Framing::default();
     for header in request.headers.iter() {
+        if !framing.read(header, http10)? {
+            head.read_header(header, http10)?;
+        }
+    }
+    head.body = framing.body()?;
+    framing.check_host(authority, http10)?;
+    Ok(Parsed::Complete(head, taken))
+}
+
+fn method_of(method: &str) -> Method {
+    match method {
+        "GET" => Method::Get,
+        "HEAD" => Method::Head,
+        "OPTIONS" => Method::Options,
+        "POST" => Method::Post,
+        _ => Method::Other,
+    }
+}
+
+impl Head {
+    /// Keeps what the routes use of a header that does not frame the
+    /// request; ignores the rest.
+    fn read_header(
+        &mut self,
+        header: &httparse::Header<'_>,
+        http10: bool,
+    ) -> Result<(), HeadError> {
+        let name = header.name;
+        if name.eq_ignore_ascii_case("expect") {
+            self.expect_continue = header.value.eq_ignore_ascii_case(b"100-continue");
+        } else if name.eq_ignore_ascii_case("connection") {
+            self.read_connection(header.value, http10);
+        } else if name.eq_ignore_ascii_case("authorization") {
+            self.authorization = Some(text(header.value)?);
+        } else if name.eq_ignore_ascii_case("origin") {
+            self.origin = Some(text(header.value)?);
+        } else if name.eq_ignore_ascii_case("last-event-id") {
+            self.last_event_id = Some(text(header.value)?);
+        } else if name.eq_ignore_ascii_case("content-type") {
+            self.content_type = Some(text(header.value)?);
+        }
+        Ok(())
+    }
+
+    /// `Connection: close`, or `keep-alive` on HTTP/1.0 (1.1 keeps alive
+    /// unless told otherwise).
+    fn read_connection(&mut self, value: &[u8], http10: bool) {
+        for token in value.split(|b| *b == b',') {
+            let token = token.trim_ascii();
+            if token.eq_ignore_ascii_case(b"close") {
+                self.keep_alive = false;
+            } else if token.eq_ignore_ascii_case(b"keep-alive") && http10 {
+                self.keep_alive = true;
+            }
+        }
+    }
+}
+
+/// The headers that say where the request ends and whom it is for, checked
+/// together once all are read: each may come once, and they must agree.
+#[derive(Default)]
+struct Framing<'b> {
+    /// `Content-Length`.
+    length: Option<u64>,
+    /// `Host`.
+    host: Option<&'b [u8]>,
+    /// `Transfer-Encoding: chunked`.
+    chunked: bool,
+}
+
+impl<'b> Framing<'b> {
+    /// Reads `header` if it is `Host`, `Content-Length` or
+    /// `Transfer-Encoding`; `false` for any other.
+    fn read(&mut self, header: &httparse::Header<'b>, http10: bool) -> Result<bool, HeadError> {
         let name = header.name;
         if name.eq_ignore_ascii_case("host") {
-            if host.is_some() {
+            if self.host.is_some() {
                 return Err(HeadError::Malformed("more than one Host header"));
             }
-            host = Some(header.value);
+            self.host = Some(header.value);
         } else if name.eq_ignore_ascii_case("content-length") {
-            let value = std::str::from_utf8(header.value)
-                .ok()
-                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|v| v.parse::<u64>().ok())
-                .ok_or(HeadError::Malformed("invalid Content-Length"))?;
-            if length.is_some_and(|l| l != value) {
-                return Err(HeadError::Malformed("conflicting Content-Length headers"));
-            }
-            length = Some(value);
+            self.read_length(header.value)?;
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            if http10 {
-                // HTTP/1.0 has no chunked framing: a 1.0 proxy before us
-                // would have read this body by its Content-Length or the
-                // connection's end.
-                return Err(HeadError::Malformed("Transfer-Encoding on HTTP/1.0"));
-            }
-            if codings {
-                return Err(HeadError::Malformed(
-                    "more than one Transfer-Encoding header",
-                ));
-            }
-            codings = true;
-            transfer_coding(header.value)?;
-            head.body = BodyFraming::Chunked;
-        } else if name.eq_ignore_ascii_case("expect") {
-            head.expect_continue = header.value.eq_ignore_ascii_case(b"100-continue");
-        } else if name.eq_ignore_ascii_case("connection") {
-            for token in header.value.split(|b| *b == b',') {
-                let token = token.trim_ascii();
-                if token.eq_ignore_ascii_case(b"close") {
-                    head.keep_alive = false;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") && http10 {
-                    head.keep_alive = true;
-                }
-            }
-        } else if name.eq_ignore_ascii_case("authorization") {
-            head.authorization = Some(text(header.value)?);
-        } else if name.eq_ignore_ascii_case("origin") {
-            head.origin = Some(text(header.value)?);
-        } else if name.eq_ignore_ascii_case("last-event-id") {
-            head.last_event_id = Some(text(header.value)?);
-        } else if name.eq_ignore_ascii_case("content-type") {
-            head.content_type = Some(text(header.value)?);
+            self.read_coding(header.value, http10)?;
+        } else {
+            return Ok(false);
         }
+        Ok(true)
     }
-    if head.body == BodyFraming::Chunked {
-        if length.is_some() {
-            // Request smuggling's classic: two framings, two readings.
+
+    /// A `Content-Length`: digits only; repeated, only with the same value.
+    fn read_length(&mut self, value: &[u8]) -> Result<(), HeadError> {
+        let value = std::str::from_utf8(value)
+            .ok()
+            .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|v| v.parse::<u64>().ok())
+            .ok_or(HeadError::Malformed("invalid Content-Length"))?;
+        if self.length.is_some_and(|l| l != value) {
+            return Err(HeadError::Malformed("conflicting Content-Length headers"));
+        }
+        self.length = Some(value);
+        Ok(())
+    }
+
+    /// A `Transfer-Encoding`: once, on HTTP/1.1, exactly `chunked`.
+    fn read_coding(&mut self, value: &[u8], http10: bool) -> Result<(), HeadError> {
+        if http10 {
+            // HTTP/1.0 has no chunked framing: a 1.0 proxy before us
+            // would have read this body by its Content-Length or the
+            // connection's end.
+            return Err(HeadError::Malformed("Transfer-Encoding on HTTP/1.0"));
+        }
+        if self.chunked {
             return Err(HeadError::Malformed(
-                "both Transfer-Encoding and Content-Length",
+                "more than one Transfer-Encoding header",
             ));
         }
-    } else if let Some(n) = length.filter(|n| *n > 0) {
-        head.body = BodyFraming::Length(n);
+        self.chunked = true;
+        transfer_coding(value)
     }
-    match (host, authority) {
-        (None, _) if !http10 => return Err(HeadError::Malformed("no Host header")),
-        (Some(host), Some(authority)) if !host.eq_ignore_ascii_case(authority.as_bytes()) => {
-            return Err(HeadError::Malformed(
-                "the request target names another host than Host",
-            ))
+
+    /// How the body is framed: chunked, a length, or none; never both.
+    fn body(&self) -> Result<BodyFraming, HeadError> {
+        match (self.chunked, self.length) {
+            // Request smuggling's classic: two framings, two readings.
+            (true, Some(_)) => Err(HeadError::Malformed(
+                "both Transfer-Encoding and Content-Length",
+            )),
+            (true, None) => Ok(BodyFraming::Chunked),
+            (false, Some(n)) if n > 0 => Ok(BodyFraming::Length(n)),
+            (false, _) => Ok(BodyFraming::None),
         }
-        _ => {}
     }
-    Ok(Parsed::Complete(head, taken))
+
+    /// HTTP/1.1 needs one `Host`, and it must name the host an absolute
+    /// target names.
+    fn check_host(&self, authority: Option<&str>, http10: bool) -> Result<(), HeadError> {
+        match (self.host, authority) {
+            (None, _) if !http10 => Err(HeadError::Malformed("no Host header")),
+            (Some(host), Some(authority)) if !host.eq_ignore_ascii_case(authority.as_bytes()) => {
+                Err(HeadError::Malformed(
+                    "the request target names another host than Host",
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Checks a `Transfer-Encoding` value: exactly `chunked` is the one body

@@ -2,6 +2,7 @@
 //! code, and the hostile documents it must refuse quickly.
 
 use super::*;
+use crate::protocol::{Payload, Target};
 
 const LIMITS: ParseLimits = ParseLimits {
     max_payload_bytes: 1024,

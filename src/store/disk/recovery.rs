@@ -49,6 +49,28 @@ struct ReplayClient {
     last_active_ms: u64,
 }
 
+impl ReplayClient {
+    /// Joined `channel`: no longer a revoked one.
+    fn subscribed(&mut self, channel: ChannelName) {
+        self.revoked.retain(|(r, _)| r != &channel);
+        self.channels.insert(channel);
+    }
+
+    /// Left `channel`; a backend's unsubscribe (`at` its time) is
+    /// remembered as revoked, the oldest forgotten past `max_revoked`.
+    fn unsubscribed(&mut self, channel: ChannelName, at: u64, max_revoked: usize) {
+        self.channels.remove(&channel);
+        // `at = 0`: a browser's own leave, no kick to remember.
+        if at != 0 {
+            self.revoked.retain(|(r, _)| r != &channel);
+            if self.revoked.len() >= max_revoked {
+                self.revoked.remove(0);
+            }
+            self.revoked.push((channel, at));
+        }
+    }
+}
+
 /// The state being rebuilt.
 pub(super) struct Replay {
     clients: HashMap<ClientId, ReplayClient>,
@@ -79,21 +101,11 @@ impl Replay {
             .filter(|c| c.log.parts().0 == epoch)
     }
 
+    /// Applies one change to the mailbox incarnation it names, if that is
+    /// the current one.
     fn change(&mut self, change: Change, written_ms: u64) {
         match change {
-            Change::Created { client, epoch } => {
-                if self.current(&client, epoch).is_none() {
-                    self.clients.insert(
-                        client,
-                        ReplayClient {
-                            log: MemoryLog::new(epoch, self.max_messages),
-                            channels: BTreeSet::new(),
-                            revoked: Vec::new(),
-                            last_active_ms: written_ms,
-                        },
-                    );
-                }
-            }
+            Change::Created { client, epoch } => self.created(client, epoch, written_ms),
             Change::Message {
                 message,
                 recipients,
@@ -111,8 +123,7 @@ impl Replay {
                 channel,
             } => {
                 if let Some(c) = self.current(&client, epoch) {
-                    c.revoked.retain(|(r, _)| r != &channel);
-                    c.channels.insert(channel);
+                    c.subscribed(channel);
                 }
             }
             Change::Unsubscribed {
@@ -123,15 +134,7 @@ impl Replay {
             } => {
                 let max = self.max_revoked;
                 if let Some(c) = self.current(&client, epoch) {
-                    c.channels.remove(&channel);
-                    // `at = 0`: a browser's own leave, no kick to remember.
-                    if at != 0 {
-                        c.revoked.retain(|(r, _)| r != &channel);
-                        if c.revoked.len() >= max {
-                            c.revoked.remove(0);
-                        }
-                        c.revoked.push((channel, at));
-                    }
+                    c.unsubscribed(channel, at, max);
                 }
             }
             Change::Gone { client, epoch } => {
@@ -146,6 +149,22 @@ impl Replay {
                     }
                 }
             }
+        }
+    }
+
+    /// A mailbox made: an empty one, unless this incarnation exists already
+    /// (the snapshot reflects it).
+    fn created(&mut self, client: ClientId, epoch: u32, written_ms: u64) {
+        if self.current(&client, epoch).is_none() {
+            self.clients.insert(
+                client,
+                ReplayClient {
+                    log: MemoryLog::new(epoch, self.max_messages),
+                    channels: BTreeSet::new(),
+                    revoked: Vec::new(),
+                    last_active_ms: written_ms,
+                },
+            );
         }
     }
 
