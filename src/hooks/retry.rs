@@ -9,7 +9,7 @@
 //!   **passing**: retried after [`FIRST_RETRY`], doubling up to
 //!   `hooks.retry_max`, without end.
 //!
-//! [`Quiet`] keeps these warnings from flooding the log when many events
+//! [`Quiet`](crate::telemetry::Quiet) keeps these warnings from flooding the log when many events
 //! fail the same way: once per kind per [`crate::telemetry::QUIET_FOR`], with how many were
 //! kept quiet since.
 
