@@ -82,3 +82,12 @@ impl Command {
         }
     }
 }
+
+/// How long a message is retained: its own `ttl` under `message_ttl`, or
+/// `message_ttl`; and whether its own `ttl` decided it (such a message was
+/// meant to lapse, so losing it does not make older cursors `reset`). The
+/// one rule every store applies.
+pub fn lifetime(ttl: Option<Duration>, message_ttl: Duration) -> (Duration, bool) {
+    let own = ttl.is_some_and(|t| t < message_ttl);
+    (ttl.map_or(message_ttl, |t| t.min(message_ttl)), own)
+}

@@ -22,6 +22,7 @@ use super::durable::Recorder;
 use super::membership::has_channel_room;
 use super::LocalBackend;
 use crate::backend::outcomes::ApplyError;
+use crate::protocol::message::lifetime;
 use crate::protocol::{reply, ChannelName, ClientId, Command, Target};
 use crate::store::journal::Change;
 use crate::store::{SharedMessage, StoredMessage};
@@ -169,9 +170,7 @@ impl LocalBackend {
         ttl: Option<Duration>,
         now: Instant,
     ) -> StoredMessage {
-        let retention = self.0.common.limits.message_ttl;
-        let own_ttl = ttl.is_some_and(|t| t < retention);
-        let lifetime = ttl.map_or(retention, |t| t.min(retention));
+        let (lifetime, own_ttl) = lifetime(ttl, self.0.common.limits.message_ttl);
         StoredMessage {
             json_tail,
             expires_at: now + lifetime,

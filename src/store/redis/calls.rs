@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::replies::{Args, Reply};
 use super::{unexpected_reply, RedisStore, Step};
+use crate::protocol::message::lifetime;
 use crate::protocol::reply::{message_tail, MAX_ENTRY_OVERHEAD};
 use crate::protocol::{ChannelName, ClientId, Command, Cursor, Target};
 use crate::store::journal::StoreError;
@@ -94,8 +95,7 @@ impl EncodedCommand {
                     Target::Channel(c) => ("h", c.as_str(), Some(c)),
                 };
                 let tail = message_tail(channel, event.as_deref(), &payload, now_ms);
-                let own = ttl.is_some_and(|t| t < message_ttl);
-                let lifetime = ttl.map_or(message_ttl, |t| t.min(message_ttl));
+                let (lifetime, own) = lifetime(ttl, message_ttl);
                 let words = vec![
                     "m".into(),
                     kind.into(),
