@@ -28,6 +28,23 @@ struct Args {
     check_config: bool,
 }
 
+/// With the `redis` store, whether Redis answers now (`--check-config`
+/// reports it and succeeds either way: the server waits for Redis itself).
+fn redis_answers(settings: &Settings) -> Option<String> {
+    if settings.store.kind != cometbox::store::StoreKind::Redis {
+        return None;
+    }
+    let redis = settings.store.redis_settings().ok()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    Some(match runtime.block_on(redis.ping()) {
+        Ok(()) => "redis: answers".into(),
+        Err(e) => format!("redis: does not answer now ({e}); the server would start and answer 503 storage-unavailable until it does"),
+    })
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let settings = match config::load(args.config.as_deref()) {
@@ -41,6 +58,9 @@ fn main() -> ExitCode {
         println!("configuration OK");
         for line in settings.summary() {
             println!("  {line}");
+        }
+        if let Some(answer) = redis_answers(&settings) {
+            println!("  {answer}");
         }
         return ExitCode::SUCCESS;
     }

@@ -739,3 +739,36 @@ crate::on_both!(
     limits_and_eviction_are_cluster_wide,
     fan_out_to_10000_members_over_3_nodes,
 );
+
+/// `--check-config` says whether Redis answers (one server, and every
+/// master of a Cluster), and succeeds when it does not: the server itself
+/// starts and waits for Redis (it is the unit's `ExecStartPre`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn check_config_says_whether_redis_answers() {
+    let dir = Scratch::new("check-config");
+    let check = |env: Vec<(&'static str, String)>| async move {
+        let out = tokio::process::Command::new(crate::harness::bin())
+            .arg("--check-config")
+            .env("COMETBOX_STORE__KIND", "redis")
+            .env("COMETBOX_STORE__TIMEOUT", "2s")
+            .envs(env)
+            .output()
+            .await
+            .expect("the binary runs");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for kind in [Kind::Single, Kind::Cluster] {
+        let mut redis =
+            TestRedis::start(kind, &dir.0.join(format!("{kind:?}")), Persistence::None).await;
+        let said = check(redis.store_env()).await;
+        assert!(said.contains("redis: answers"), "{kind:?}: {said}");
+        let env = redis.store_env();
+        redis.stop().await;
+        let said = check(env).await;
+        assert!(
+            said.contains("redis: does not answer now"),
+            "{kind:?}: {said}"
+        );
+    }
+}

@@ -128,3 +128,21 @@ fn tls_ca(path: &std::path::Path) -> Result<Option<Vec<u8>>, RedisConfigError> {
     }
     Ok(Some(pem))
 }
+
+impl RedisSettings {
+    /// Whether Redis answers `PING` (every master of a cluster) within the
+    /// configured timeout: for `--check-config`, which reports it and goes
+    /// on either way (the server itself waits for Redis, answering `503`
+    /// meanwhile). Needs a runtime.
+    pub async fn ping(&self) -> Result<(), String> {
+        let connection = super::conn::Connection::start(&self.target, self.timeout);
+        let ping = redis::cmd("PING");
+        let answers = connection.query_each_master(&ping);
+        match tokio::time::timeout(self.timeout, answers).await {
+            Ok(Ok(answers)) if !answers.is_empty() => Ok(()),
+            Ok(Ok(_)) => Err("no master answered".into()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {:?}", self.timeout)),
+        }
+    }
+}
