@@ -21,21 +21,9 @@ log() { printf '[python-client] %s\n' "$*" >&2; }
 die() { printf '[python-client] ERROR: %s\n' "$*" >&2; exit 1; }
 
 # ---------------------------------------------------------------- packages
-as_root() {
-    if [ "$(id -u)" -eq 0 ]; then
-        "$@"
-    elif command -v sudo >/dev/null 2>&1; then
-        sudo -n "$@"
-    else
-        die "need root (or sudo) to run: $*"
-    fi
-}
+# as_root, package_installed
+. "$repo/tests/lib/apt.sh"
 
-package_installed() {
-    local status
-    status="$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)"
-    [ "$status" = "install ok installed" ]
-}
 
 # Debian's interpreter, where python3-pytest installs (a pyenv or other
 # python3 first on PATH would not see it). $PYTHON overrides.

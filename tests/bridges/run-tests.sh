@@ -24,11 +24,8 @@ repo="$(cd "$here/../.." && pwd)"
 log() { printf '[bridges] %s\n' "$*" >&2; }
 die() { printf '[bridges] ERROR: %s\n' "$*" >&2; exit 1; }
 
-as_root() {
-    if [ "$(id -u)" -eq 0 ]; then "$@"
-    elif command -v sudo >/dev/null 2>&1; then sudo -n "$@"
-    else die "need root (or sudo) to run: $*"; fi
-}
+# as_root, package_installed
+. "$repo/tests/lib/apt.sh"
 
 packages=(activemq rabbitmq-server nats-server redis-server redis-tools erlang-base
           default-jre-headless openssl python3 python3-venv python3-pytest)

@@ -38,15 +38,8 @@ die() { printf '[packages] ERROR: %s\n' "$*" >&2; exit 1; }
 exec </dev/null
 
 # ---------------------------------------------------------------- packages
-as_root() {
-    if [ "$(id -u)" -eq 0 ]; then
-        "$@"
-    elif command -v sudo >/dev/null 2>&1; then
-        sudo -n "$@"
-    else
-        die "need root (or sudo) to run: $*"
-    fi
-}
+# as_root, package_installed
+. "$repo/tests/lib/apt.sh"
 
 # Debian's interpreter (python3-build and python3-venv install for it; a
 # pyenv python3 first on PATH would not see them). $PYTHON overrides.
