@@ -2,7 +2,7 @@
 # Runs every test of client-js: unit (injected fetch/timers/storage), integration
 # (the real cometbox binary from Node) and browser (headless Debian Chromium via
 # playwright-core, including the chat demo under `php -S`, and a page behind nginx
-# in front of two nodes on Redis, one of them SIGKILLed).
+# in front of two nodes on Redis, one of them SIGKILLed, and /status on Redis).
 #
 #   bash client-js/run-tests.sh            # everything
 #   bash client-js/run-tests.sh unit       # or: integration, browser (any subset)
@@ -36,7 +36,8 @@ command -v npm >/dev/null 2>&1 || missing+=(npm)
 if want browser; then
   [ -x /usr/bin/chromium ] || missing+=(chromium)
   command -v php >/dev/null 2>&1 || missing+=(php-cli)
-  # test/browser/cluster.test.js: two nodes on Redis behind nginx.
+  # test/browser/cluster.test.js: two nodes on Redis behind nginx;
+  # test/browser/status-redis.test.js: /status of two nodes on Redis.
   [ -x /usr/bin/redis-server ] || missing+=(redis-server)
   [ -x /usr/sbin/nginx ] || missing+=(nginx)
 fi

@@ -6,7 +6,7 @@ Point the server at it::
     url = "http://127.0.0.1:8000/cometbox-hook"
     secret = "change-me"          # the same value as COMETBOX_HOOKS__SECRET below
 
-and run it::
+and run it (``--port N`` listens on another loopback port than 8000)::
 
     COMETBOX_HOOKS__SECRET=change-me python examples/wsgi_hook.py
 
@@ -77,6 +77,7 @@ def _reply(start_response: StartResponse, status: str, body: bytes) -> List[byte
 if __name__ == "__main__":
     from wsgiref.simple_server import make_server
 
-    with make_server("127.0.0.1", 8000, app) as httpd:
-        print("cometbox hooks on http://127.0.0.1:8000/", file=sys.stderr)
+    port = int(sys.argv[sys.argv.index("--port") + 1]) if "--port" in sys.argv else 8000
+    with make_server("127.0.0.1", port, app) as httpd:
+        print(f"cometbox hooks on http://127.0.0.1:{port}/", file=sys.stderr)
         httpd.serve_forever()

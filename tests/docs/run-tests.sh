@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The docs suite: the examples of README.md, docs/*.md and deploy/README.md
+# The docs suite: the examples of README.md, docs/*.md, deploy/README.md and
+# the PHP and Python clients' READMEs
 # marked `<!-- doc-test -->` run against the real binary (tests/docs/README.md).
 #
 #   bash tests/docs/run-tests.sh              # every doc

@@ -24,7 +24,8 @@ their own. Everything in tests/docs/README.md; in short:
   same one throughout the file, and `cargo run --release --` becomes the
   binary under test ($COMETBOX_BIN).
 
-Usage: run_docs.py [FILE.md ...]   (default: README.md, docs/*.md, deploy/README.md)
+Usage: run_docs.py [FILE.md ...]   (default: README.md, docs/*.md, deploy/README.md,
+                                    php-client/README.md, python-client/README.md)
 """
 
 from __future__ import annotations
@@ -347,7 +348,13 @@ def indent(text: str) -> str:
 
 
 def default_files() -> list[Path]:
-    return [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), REPO / "deploy" / "README.md"]
+    return [
+        REPO / "README.md",
+        *sorted((REPO / "docs").glob("*.md")),
+        REPO / "deploy" / "README.md",
+        REPO / "php-client" / "README.md",
+        REPO / "python-client" / "README.md",
+    ]
 
 
 def main() -> int:

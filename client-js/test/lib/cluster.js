@@ -179,4 +179,4 @@ ${upstream}
   }
 }
 
-module.exports = { Cluster, clusterUpstream, freePort };
+module.exports = { Cluster, Proc, clusterUpstream, freePort, listening, REDIS };
