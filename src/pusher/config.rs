@@ -105,10 +105,10 @@ impl PusherConfig {
                 format!("is the default {DEFAULT_SECRET:?} while ingest.listen is not a loopback address: anyone could sign requests; set a secret of your own"),
             ));
         }
-        if !self.webhook_url.is_empty()
-            && !(self.webhook_url.starts_with("http://")
-                || self.webhook_url.starts_with("https://"))
-        {
+        let http = ["http://", "https://"]
+            .iter()
+            .any(|scheme| self.webhook_url.starts_with(scheme));
+        if !self.webhook_url.is_empty() && !http {
             return Err((
                 "pusher.webhook_url",
                 format!("{:?} is not an http:// or https:// URL", self.webhook_url),

@@ -17,6 +17,7 @@ mod metrics;
 mod nosniff;
 mod poll;
 mod public_http;
+mod pusher;
 mod scale;
 mod slow_clients;
 mod strict_http;
