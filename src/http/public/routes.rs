@@ -52,6 +52,8 @@ pub async fn route<S: Socket>(connection: &mut Connection<S>, mut head: Head) ->
         ("/events", Method::Get) => {
             super::events::stream(connection, &face, head, allow_origin.clone()).await
         }
+        ("/ws", Method::Get) => super::ws::serve(connection, &face, head).await,
+        ("/ws", _) => Err(PublicError::WsMethod),
         ("/cometbox.js", Method::Get | Method::Head) => Ok(Routed::from(Response::ok(
             "text/javascript; charset=utf-8",
             SCRIPT,
