@@ -118,13 +118,22 @@ pub async fn serve<S: Socket>(
 }
 
 /// The framing's limits: a frame from the browser holds at most a publish
-/// of `max_payload_bytes`.
+/// of `max_payload_bytes`. The read buffer starts at [`READ_BUFFER`], not
+/// the framing's default of 128 KiB reserved per socket: a held socket
+/// mostly waits, and what the browser sends is small (it grows when a
+/// frame needs more). Frames are written out at once (`write_buffer_size`
+/// 0): each send is flushed anyway.
 fn config(face: &Face) -> WebSocketConfig {
     let most = face.state.settings.limits.max_payload_bytes + FRAME_OVERHEAD;
     WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
         .max_message_size(Some(most))
         .max_frame_size(Some(most))
 }
+
+/// What each socket reserves for reading the browser's frames.
+const READ_BUFFER: usize = 4096;
 
 /// One open WebSocket: what it needs between frames.
 struct Session<'f> {
