@@ -459,3 +459,17 @@ async fn a_stalled_websocket_reader_is_cut_by_send_timeout() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_disconnect_sends_a_last_frame_and_closes_with_1000() {
+    let server = TestServer::start().await;
+    let mut socket = open(&server, &format!("token={}", token("wsd", &[]))).await;
+    server.until_open_polls("wsd", 1).await;
+    server.post_ok(r#"<disconnect client="wsd"/>"#, 1).await;
+    let last = next_json(&mut socket).await;
+    assert_eq!(last["disconnected"], true, "{last}");
+    assert_eq!(last["messages"], json!([]));
+    assert_eq!(close_of(&mut socket).await, (1000, "disconnected".into()));
+    server.until_total_open_polls(0).await;
+    server.stop().await;
+}
