@@ -21,3 +21,4 @@ mod scale;
 mod slow_clients;
 mod strict_http;
 mod tokens;
+mod ws;
