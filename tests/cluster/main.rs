@@ -57,3 +57,4 @@ mod nodes;
 mod presence;
 mod scenarios;
 mod tls;
+mod ws;

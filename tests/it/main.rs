@@ -22,3 +22,4 @@ mod scale;
 mod slow_clients;
 mod strict_http;
 mod tokens;
+mod ws;

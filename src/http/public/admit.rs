@@ -58,16 +58,8 @@ pub fn admit(face: &Face, head: &Head) -> Result<(PollRequest, u64), PublicError
     if state.hub.is_shutting_down() {
         return Err(PublicError::ShuttingDown);
     }
-    let params = PollParams::parse(head.query());
-    let token = params
-        .token
-        .or_else(|| bearer(head.authorization.as_deref()))
-        .ok_or_else(|| {
-            crate::auth::TokenError::Invalid(
-                "no token: pass ?token= or Authorization: Bearer <token>".into(),
-            )
-        })?;
-    let grant = state.tokens.verify(&token)?;
+    let mut params = PollParams::parse(head.query());
+    let grant = verified(face, params.token.take(), head)?;
     let (since, from_now) = cursor_of(head, params.since.as_deref())?;
     let timeout = params.timeout.as_deref().map(parse_timeout).transpose()?;
     let subscribe = granted_channels(&grant, params.channels.as_deref().unwrap_or(""))?;
@@ -82,6 +74,24 @@ pub fn admit(face: &Face, head: &Head) -> Result<(PollRequest, u64), PublicError
         from_now,
     };
     Ok((request, grant.expires_at))
+}
+
+/// The token's grant alone (a WebSocket keeps it, to check the channels
+/// and publishes its frames ask for later).
+pub fn grant_of(face: &Face, head: &Head) -> Result<Grant, PublicError> {
+    verified(face, PollParams::parse(head.query()).token, head)
+}
+
+/// Checks `?token=`, or else `Authorization: Bearer`.
+fn verified(face: &Face, token: Option<String>, head: &Head) -> Result<Grant, PublicError> {
+    let token = token
+        .or_else(|| bearer(head.authorization.as_deref()))
+        .ok_or_else(|| {
+            crate::auth::TokenError::Invalid(
+                "no token: pass ?token= or Authorization: Bearer <token>".into(),
+            )
+        })?;
+    Ok(face.state.tokens.verify(&token)?)
 }
 
 /// Where the poll reads from, and whether `since=now` asked for only what

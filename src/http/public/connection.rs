@@ -192,6 +192,14 @@ impl<S: Socket> Connection<S> {
         }
     }
 
+    /// The socket and the bytes read past the current head, for a
+    /// protocol that takes the connection over (a WebSocket): nothing of
+    /// the HTTP loop runs on it afterwards.
+    pub fn take_over(&mut self) -> (&mut S, Vec<u8>) {
+        self.scanned = 0;
+        (&mut self.socket, std::mem::take(&mut self.buf))
+    }
+
     /// The shared state of the port.
     pub fn face(&self) -> &Arc<Face> {
         &self.face

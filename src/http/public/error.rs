@@ -35,6 +35,16 @@ pub enum PublicError {
     /// 405 `method-not-allowed`
     #[error("this endpoint answers GET, HEAD and OPTIONS only")]
     MethodNotAllowed,
+    /// 405 `method-not-allowed` on `/ws`, which only upgrades a `GET`.
+    #[error("/ws answers only a GET that upgrades to a WebSocket")]
+    WsMethod,
+    /// 400 `bad-upgrade`: `GET /ws` that is not a valid RFC 6455 opening
+    /// handshake; 426 when only its `Sec-WebSocket-Version` is not 13.
+    #[error("{0}")]
+    BadUpgrade(String),
+    /// 426 `bad-upgrade`: a `Sec-WebSocket-Version` other than 13.
+    #[error("Sec-WebSocket-Version must be 13")]
+    WsVersion,
 }
 
 impl PublicError {
@@ -62,7 +72,11 @@ impl PublicError {
             }
             PublicError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting-down"),
             PublicError::NotFound => (StatusCode::NOT_FOUND, "not-found"),
-            PublicError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed"),
+            PublicError::MethodNotAllowed | PublicError::WsMethod => {
+                (StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed")
+            }
+            PublicError::BadUpgrade(_) => (StatusCode::BAD_REQUEST, "bad-upgrade"),
+            PublicError::WsVersion => (StatusCode::UPGRADE_REQUIRED, "bad-upgrade"),
         }
     }
 
@@ -75,8 +89,11 @@ impl PublicError {
             tracing::debug!(code, error = %self, "poll refused");
         }
         let mut reply = Response::error(status.as_u16(), code, &self.to_string());
-        if matches!(self, PublicError::MethodNotAllowed) {
-            reply.extra = &[("allow", "GET, HEAD, OPTIONS")];
+        match self {
+            PublicError::MethodNotAllowed => reply.extra = &[("allow", "GET, HEAD, OPTIONS")],
+            PublicError::WsMethod => reply.extra = &[("allow", "GET")],
+            PublicError::WsVersion => reply.extra = &[("sec-websocket-version", "13")],
+            _ => {}
         }
         reply
     }

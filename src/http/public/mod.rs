@@ -1,5 +1,5 @@
 //! The public face: what browsers talk to. `GET /poll`, `GET /events`
-//! (Server-Sent Events), `GET /cometbox.js`, `GET /health`, CORS, and
+//! (Server-Sent Events), `GET /ws` (WebSocket), `GET /cometbox.js`, `GET /health`, CORS, and
 //! `Cache-Control: no-store` on every reply.
 //!
 //! A purpose-built HTTP/1.1 server rather than a general-purpose stack:
@@ -17,6 +17,8 @@
 //! - `routes.rs`: the router: what each path answers, dispatching to the
 //!   transports;
 //! - `events.rs`: `GET /events`, a poll that goes on as a stream;
+//! - `ws/`: `GET /ws`, a poll that goes on as a WebSocket, with frames
+//!   from the browser (subscribe, unsubscribe, publish);
 //! - `bayeux.rs`: the Bayeux path (`[bayeux]`), POST bodies and
 //!   callback-polling;
 //! - `connection.rs`: one connection's I/O: reading heads and bodies,
@@ -53,6 +55,7 @@ mod request;
 mod response;
 mod routed;
 mod routes;
+mod ws;
 
 /// Serves the public port on `listener` until `shutdown`, then gives open
 /// connections [`SHUTDOWN_GRACE`] to finish (open polls answer at once on

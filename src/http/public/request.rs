@@ -60,6 +60,24 @@ pub struct Head {
     /// `Expect: 100-continue`: the client waits for `100 Continue` before
     /// sending its body.
     pub expect_continue: bool,
+    /// What the request says of a WebSocket upgrade (`GET /ws`); boxed and
+    /// made only when the request carries such a header, so a poll's head
+    /// stays small.
+    pub upgrade: Option<Box<Upgrade>>,
+}
+
+/// The headers of an RFC 6455 opening handshake, as sent; `ws.rs` judges
+/// them. Nothing is allocated unless the request carries them.
+#[derive(Debug, Default)]
+pub struct Upgrade {
+    /// `Upgrade: websocket`.
+    pub websocket: bool,
+    /// `Connection` lists `upgrade`.
+    pub connection: bool,
+    /// `Sec-WebSocket-Key`.
+    pub key: Option<String>,
+    /// `Sec-WebSocket-Version`.
+    pub version: Option<String>,
 }
 
 impl Head {
@@ -122,6 +140,7 @@ pub fn parse(buf: &[u8]) -> Result<Parsed, HeadError> {
         content_type: None,
         body: BodyFraming::None,
         expect_continue: false,
+        upgrade: None,
     };
     let mut framing = Framing::default();
     for header in request.headers.iter() {
@@ -165,6 +184,28 @@ impl Head {
             self.last_event_id = Some(text(header.value)?);
         } else if name.eq_ignore_ascii_case("content-type") {
             self.content_type = Some(text(header.value)?);
+        } else if name.len() > 8 && name[..8].eq_ignore_ascii_case("sec-webs") {
+            self.read_websocket(name, header.value)?;
+        } else if name.eq_ignore_ascii_case("upgrade") {
+            self.upgrade_mut().websocket = header
+                .value
+                .split(|b| *b == b',')
+                .any(|p| p.trim_ascii().eq_ignore_ascii_case(b"websocket"));
+        }
+        Ok(())
+    }
+
+    fn upgrade_mut(&mut self) -> &mut Upgrade {
+        self.upgrade.get_or_insert_with(Default::default)
+    }
+
+    /// `Sec-WebSocket-Key` and `Sec-WebSocket-Version`; other
+    /// `Sec-WebSocket-*` headers (protocols, extensions) are not taken up.
+    fn read_websocket(&mut self, name: &str, value: &[u8]) -> Result<(), HeadError> {
+        if name.eq_ignore_ascii_case("sec-websocket-key") {
+            self.upgrade_mut().key = Some(text(value)?);
+        } else if name.eq_ignore_ascii_case("sec-websocket-version") {
+            self.upgrade_mut().version = Some(text(value)?);
         }
         Ok(())
     }
@@ -178,6 +219,8 @@ impl Head {
                 self.keep_alive = false;
             } else if token.eq_ignore_ascii_case(b"keep-alive") && http10 {
                 self.keep_alive = true;
+            } else if token.eq_ignore_ascii_case(b"upgrade") {
+                self.upgrade_mut().connection = true;
             }
         }
     }

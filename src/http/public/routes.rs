@@ -52,6 +52,11 @@ pub async fn route<S: Socket>(connection: &mut Connection<S>, mut head: Head) ->
         ("/events", Method::Get) => {
             super::events::stream(connection, &face, head, allow_origin.clone()).await
         }
+        // Boxed, as Bayeux is: a socket's state (the framing, the session,
+        // a frame being answered) would otherwise be part of every held
+        // poll's future (`a_connections_future_stays_small`).
+        ("/ws", Method::Get) => Box::pin(super::ws::serve(connection, &face, head)).await,
+        ("/ws", _) => Err(PublicError::WsMethod),
         ("/cometbox.js", Method::Get | Method::Head) => Ok(Routed::from(Response::ok(
             "text/javascript; charset=utf-8",
             SCRIPT,

@@ -1,0 +1,47 @@
+//! The RFC 6455 opening handshake of `GET /ws`: which requests upgrade,
+//! and the `101 Switching Protocols` that answers them. Anything else is
+//! refused over HTTP before the upgrade: `400 bad-upgrade` (no `Upgrade:
+//! websocket`, no `Connection: upgrade`, a missing or malformed
+//! `Sec-WebSocket-Key`), `426 bad-upgrade` with `Sec-WebSocket-Version:
+//! 13` for another version (§4.4).
+
+use base64::Engine;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+
+use crate::http::public::error::PublicError;
+use crate::http::public::request::Head;
+
+/// The `Sec-WebSocket-Accept` for a valid opening handshake.
+pub fn accept_key(head: &Head) -> Result<String, PublicError> {
+    let bad = |why: &str| Err(PublicError::BadUpgrade(why.to_owned()));
+    let Some(upgrade) = head.upgrade.as_deref() else {
+        return bad("/ws needs Upgrade: websocket");
+    };
+    if !upgrade.websocket {
+        return bad("/ws needs Upgrade: websocket");
+    }
+    if !upgrade.connection {
+        return bad("/ws needs Connection: Upgrade");
+    }
+    let Some(key) = upgrade.key.as_deref() else {
+        return bad("/ws needs a Sec-WebSocket-Key");
+    };
+    // §4.1: base64 of 16 bytes.
+    let decoded = base64::engine::general_purpose::STANDARD.decode(key.trim());
+    if decoded.map_or(true, |bytes| bytes.len() != 16) {
+        return bad("Sec-WebSocket-Key must be the base64 of 16 bytes");
+    }
+    if upgrade.version.as_deref().map(str::trim) != Some("13") {
+        return Err(PublicError::WsVersion);
+    }
+    Ok(derive_accept_key(key.trim().as_bytes()))
+}
+
+/// The `101` that completes the handshake. No extension or subprotocol is
+/// taken up (`permessage-deflate` is not offered).
+pub fn switching(accept: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+    )
+    .into_bytes()
+}
