@@ -177,6 +177,7 @@ pub fn app_state(
         ingest_connections: Arc::new(Semaphore::new(limits.max_ingest_connections)),
         bridges,
         bayeux,
+        pusher_members: Default::default(),
         settings,
         shutdown,
     })
