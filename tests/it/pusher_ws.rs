@@ -305,7 +305,7 @@ async fn one_hub_a_pusher_client_event_reaches_a_poll_and_a_ws() {
 async fn a_wrong_key_or_protocol_is_refused_with_pushers_codes() {
     let server = pusher_server(false).await;
     for (path, code) in [
-        (format!("/app/nope?protocol=7"), 4001),
+        ("/app/nope?protocol=7".to_string(), 4001),
         (format!("/app/{KEY}?protocol=3"), 4007),
         (format!("/app/{KEY}"), 4007),
     ] {
