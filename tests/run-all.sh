@@ -18,6 +18,8 @@
 #                        page behind nginx, two nodes on Redis, one SIGKILLed)
 #      bayeux            the real npm Bayeux clients (CometD and Faye in Node and
 #                        in Chromium) and the Bayeux chat demo (tests/bayeux)
+#      pusher            Pusher's official Node and Python server SDKs against
+#                        [pusher]'s HTTP API, read back by /poll (tests/pusher)
 #      bridges           [[bridge]] against real ActiveMQ, RabbitMQ, NATS and
 #                        Redis (Debian's packages) started on loopback
 #   4. deploy            real nginx in front, systemd unit check, the .deb
