@@ -401,3 +401,50 @@ async fn disabled_the_api_is_not_there() {
     assert_eq!(get(&server, "channels", &[]).await.0, StatusCode::NOT_FOUND);
     server.stop().await;
 }
+
+/// `exclude` is inside the message as stored: the disk store's journal
+/// brings it back after a restart.
+#[tokio::test]
+async fn exclude_survives_a_disk_store_restart() {
+    let dir = crate::helpers::scratch_dir("pusher-disk");
+    let start = |dir: std::path::PathBuf| {
+        TestServer::with(move |s| {
+            s.store.kind = cometbox::store::StoreKind::Disk;
+            s.store.path = dir;
+            s.pusher.enabled = true;
+            s.pusher.app_id = APP.into();
+            s.pusher.key = KEY.into();
+            s.pusher.secret = SECRET.into();
+        })
+    };
+    let server = start(dir.clone()).await;
+    subscribe(&server, "alice", "orders").await;
+    let (status, _) = post(
+        &server,
+        "events",
+        &json!({"name": "shipped", "data": "{\"id\":42}", "channel": "orders", "socket_id": "77.88"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    server.stop().await;
+    let lock = std::fs::File::open(dir.join("LOCK")).unwrap();
+    crate::helpers::wait_until(
+        "the store's lock is released",
+        Duration::from_secs(5),
+        || {
+            let free = lock.try_lock().is_ok();
+            let _ = lock.unlock();
+            async move { free }
+        },
+    )
+    .await;
+    let server = start(dir.clone()).await;
+    let got = messages(&server, "alice").await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(
+        (&got[0]["event"], &got[0]["data"], &got[0]["exclude"]),
+        (&json!("shipped"), &json!({"id": 42}), &json!("77.88"))
+    );
+    server.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
