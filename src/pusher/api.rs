@@ -447,20 +447,23 @@ async fn channel(
         .current_channel(&channel)
         .await
         .map_err(storage)?
-        .map_or(0, |detail| detail.members.len());
+        .map(|detail| detail.members)
+        .unwrap_or_default();
     let mut reply = Map::new();
-    reply.insert("occupied".into(), (members > 0).into());
+    reply.insert("occupied".into(), (!members.is_empty()).into());
     if query.wants("subscription_count") {
-        reply.insert("subscription_count".into(), members.into());
+        reply.insert("subscription_count".into(), members.len().into());
     }
     if query.wants("user_count") {
-        reply.insert("user_count".into(), members.into());
+        let users = state.pusher_members.users_of_members(&name, &members);
+        reply.insert("user_count".into(), users.len().into());
     }
     Ok(json_reply(Value::Object(reply)))
 }
 
 /// `GET /apps/<app_id>/channels/<name>/users`: a presence channel's
-/// members, by client id.
+/// users: a Pusher socket as the user it signed in as, another client by
+/// its id.
 async fn users(
     State(state): State<AppState>,
     Path((app_id, name)): Path<(String, String)>,
@@ -480,7 +483,12 @@ async fn users(
         .map_err(storage)?
         .map(|detail| detail.members)
         .unwrap_or_default();
-    let users: Vec<Value> = members.into_iter().map(|id| json!({ "id": id })).collect();
+    let users: Vec<Value> = state
+        .pusher_members
+        .users_of_members(&name, &members)
+        .into_iter()
+        .map(|id| json!({ "id": id }))
+        .collect();
     Ok(json_reply(json!({ "users": users })))
 }
 

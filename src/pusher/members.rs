@@ -52,6 +52,30 @@ impl Members {
         last.then_some(gone)
     }
 
+    /// The user whose socket `socket` is in `channel`, if on this node.
+    pub fn user_of(&self, channel: &str, socket: &str) -> Option<String> {
+        let channels = self.channels.lock().expect("never poisoned");
+        Some(channels.get(channel)?.get(socket)?.user_id.clone())
+    }
+
+    /// The users of a presence channel's members (client ids), each once:
+    /// a Pusher socket (`pusher:<socket id>`) counts as the user it signed
+    /// in as, another client as its id. A socket held by another node is
+    /// not known here and shows as its client id.
+    pub fn users_of_members(&self, channel: &str, members: &[String]) -> Vec<String> {
+        let mut users: Vec<String> = Vec::new();
+        for member in members {
+            let user = member
+                .strip_prefix("pusher:")
+                .and_then(|socket| self.user_of(channel, socket))
+                .unwrap_or_else(|| member.clone());
+            if !users.contains(&user) {
+                users.push(user);
+            }
+        }
+        users
+    }
+
     /// The users in `channel`, each once, in `user_id` order.
     pub fn users(&self, channel: &str) -> Vec<Member> {
         let channels = self.channels.lock().expect("never poisoned");

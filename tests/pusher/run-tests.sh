@@ -2,6 +2,8 @@
 # The Pusher suite: Pusher's official, unchanged server SDKs against
 # cometbox's [pusher] HTTP API, on the real binary:
 #   - Node: npm `pusher` 5.x (test/node-sdk.test.mjs, node --test)
+#   - pages: npm `pusher-js` 8 and `laravel-echo` 2 in Node against
+#     GET /app/<key> (test/pusher-js.test.mjs)
 #   - Python: PyPI `pusher` 3.x (test/test_python_sdk.py, unittest, in a
 #     throwaway venv)
 # Each test reads the effect back through a real GET /poll.
@@ -93,6 +95,7 @@ enabled = true
 app_id = "$APP_ID"
 key = "$KEY"
 secret = "$SECRET"
+client_events = true
 TOML
 
 # Only the settings in the file: the caller's COMETBOX_* (COMETBOX_BIN, ...)
@@ -128,6 +131,8 @@ node -e 'const v = require("pusher/package.json").version; if (!v.startsWith("5.
     die "the installed npm pusher is not 5.x"
 log "node --test test/node-sdk.test.mjs"
 timeout --kill-after=10 180 node --test --test-force-exit --test-timeout=30000 test/node-sdk.test.mjs || failed=1
+log "node --test test/pusher-js.test.mjs (pusher-js 8 and laravel-echo 2, unchanged)"
+timeout --kill-after=10 180 node --test --test-force-exit --test-timeout=30000 test/pusher-js.test.mjs || failed=1
 
 # ------------------------------------------------------------------ python
 log "pip install pusher 3.x (into a throwaway venv)"
