@@ -67,16 +67,17 @@ pub enum PusherError {
     /// 413: an event's data over `limits.max_payload_bytes`, or a body
     /// over `limits.max_body_bytes`.
     TooLarge(String),
-    /// Anything the ingest face would refuse as it refuses XML (a slow
-    /// body, overload, shutting down, the store unavailable), with its
-    /// status, answered as text.
+    /// Anything the ingest face would refuse as it refuses XML (a declared
+    /// length over `max_body_bytes`, which also closes the connection; a
+    /// slow body, overload, shutting down, the store unavailable), with
+    /// its status, answered as text.
     Ingest(IngestError),
 }
 
 impl From<IngestError> for PusherError {
     fn from(e: IngestError) -> Self {
         match e {
-            IngestError::TooLarge(m) | IngestError::DeclaredTooLarge(m) => PusherError::TooLarge(m),
+            IngestError::TooLarge(m) => PusherError::TooLarge(m),
             IngestError::InvalidRequest(m) => PusherError::BadRequest(m),
             other => PusherError::Ingest(other),
         }
@@ -91,6 +92,7 @@ impl From<ApplyError> for PusherError {
 
 impl IntoResponse for PusherError {
     fn into_response(self) -> Response {
+        let mut connection = None;
         let (status, code, message) = match self {
             PusherError::BadRequest(m) => (StatusCode::BAD_REQUEST, "invalid-request", m),
             PusherError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, "unauthorized", m),
@@ -100,6 +102,9 @@ impl IntoResponse for PusherError {
                 // Its status and code, with the message as text.
                 let reply = e.to_string();
                 let xml = e.into_response();
+                // `Connection: close` after a refused declared length: the
+                // unread body is not another request.
+                connection = xml.headers().get(header::CONNECTION).cloned();
                 let code = xml
                     .extensions()
                     .get::<Rejected>()
@@ -115,6 +120,9 @@ impl IntoResponse for PusherError {
         )
             .into_response();
         reply.extensions_mut().insert(Rejected(code));
+        if let Some(value) = connection {
+            reply.headers_mut().insert(header::CONNECTION, value);
+        }
         reply
     }
 }

@@ -22,8 +22,10 @@ async fn pusher_server() -> TestServer {
         s.pusher.app_id = APP.into();
         s.pusher.key = KEY.into();
         s.pusher.secret = SECRET.into();
-        // Exercised below: data over the payload limit is 413.
+        // Exercised below: data over the payload limit, or a body over
+        // the body limit, is 413.
         s.limits.max_payload_bytes = 1000;
+        s.limits.max_body_bytes = 8192;
     })
     .await
 }
@@ -293,6 +295,21 @@ async fn bad_bodies_are_400_and_data_over_the_payload_limit_413() {
         post(&server, "events", &big).await.0,
         StatusCode::PAYLOAD_TOO_LARGE
     );
+    // A declared length over max_body_bytes: 413 before reading, and the
+    // connection closes (its unread body is not another request).
+    let huge = json!({"name": "e", "data": "x".repeat(9000), "channel": "c"}).to_string();
+    let path = format!("/apps/{APP}/events");
+    let query = signed_query(SECRET, KEY, "POST", &path, &[], &huge, now());
+    let reply = server
+        .http
+        .post(server.ingest_url(&format!("{path}?{query}")))
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(reply.headers()["connection"], "close");
+    assert!(reply.text().await.unwrap().contains("max_body_bytes"));
     server.stop().await;
 }
 
