@@ -25,7 +25,7 @@ pub struct PusherConfig {
     /// `secret`: signs and checks every request (HMAC-SHA256).
     pub secret: String,
     /// `client_events`: allow `client-` events on private and presence
-    /// channels (used by the WebSocket side, not yet served).
+    /// channels (`GET /app/<key>`).
     pub client_events: bool,
     /// `webhook_url`: where Pusher webhooks go (not yet sent).
     pub webhook_url: String,

@@ -6,8 +6,9 @@
 //! authorisation), and Pusher's HTTP API for backends on the ingest
 //! listener (`api.rs`: events, batch events, channel queries), whose
 //! events become ordinary hub commands, so a Pusher event reaches every
-//! transport's subscribers of the channel. The browser side (the
-//! `/app/<key>` WebSocket) and webhooks are not served yet.
+//! transport's subscribers of the channel; who is in each presence
+//! channel (`members.rs`). The browser side, `GET /app/<key>`, is in
+//! `src/http/public/pusher_ws/`. Webhooks are not sent yet.
 
 pub mod api;
 pub mod config;
