@@ -40,6 +40,8 @@ pub struct Settings {
     pub hooks: crate::hooks::config::HooksConfig,
     /// `[bayeux]`: the Bayeux endpoint (off by default).
     pub bayeux: crate::bayeux::config::BayeuxConfig,
+    /// `[pusher]`: Pusher Channels compatibility (off by default).
+    pub pusher: crate::pusher::config::PusherConfig,
 }
 
 /// `[public]`

@@ -45,6 +45,8 @@
 //!   a few workers deliver (and a `disk` store's directory keeps).
 //! - [`bayeux`]: `[bayeux]`, the Bayeux endpoint on the public face: its
 //!   sessions read clients' mailboxes like polls do.
+//! - [`pusher`]: `[pusher]`, Pusher Channels compatibility: Pusher's
+//!   signed HTTP API on the ingest face, turned into hub commands.
 //! - [`config`], [`auth`], [`listener`], [`telemetry`]: start-up pieces.
 //!
 //! [`open_store`] recovers the configured store before anything listens;
@@ -71,6 +73,7 @@ pub mod hub;
 pub mod listener;
 pub mod metrics;
 pub mod protocol;
+pub mod pusher;
 pub mod store;
 pub mod telemetry;
 
@@ -174,6 +177,7 @@ pub fn app_state(
         ingest_connections: Arc::new(Semaphore::new(limits.max_ingest_connections)),
         bridges,
         bayeux,
+        pusher_members: Default::default(),
         settings,
         shutdown,
     })

@@ -18,6 +18,8 @@
 #                        page behind nginx, two nodes on Redis, one SIGKILLed)
 #      bayeux            the real npm Bayeux clients (CometD and Faye in Node and
 #                        in Chromium) and the Bayeux chat demo (tests/bayeux)
+#      pusher            Pusher's official Node and Python server SDKs against
+#                        [pusher]'s HTTP API, read back by /poll (tests/pusher)
 #      bridges           [[bridge]] against real ActiveMQ, RabbitMQ, NATS and
 #                        Redis (Debian's packages) started on loopback
 #   4. deploy            real nginx in front, systemd unit check, the .deb
@@ -87,6 +89,7 @@ run_suite "python-client (pytest)" bash python-client/run-tests.sh
 run_suite "packages (npm pack, wheel, composer path install)" bash tests/packages/run-tests.sh
 run_suite "client-js (node + Chromium)" bash client-js/run-tests.sh
 run_suite "bayeux (CometD + Faye in Node and Chromium, demo)" bash tests/bayeux/run-tests.sh
+run_suite "pusher (the official Node and Python Pusher server SDKs)" bash tests/pusher/run-tests.sh
 run_suite "bridges (ActiveMQ, RabbitMQ, NATS, Redis)" bash tests/bridges/run-tests.sh
 
 say "waiting for the release build"

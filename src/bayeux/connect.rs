@@ -309,7 +309,7 @@ mod tests {
         let channel = channel.map(|c| ChannelName::parse(c).unwrap());
         let payload = Payload::Json(serde_json::value::RawValue::from_string(data.into()).unwrap());
         Arc::new(StoredMessage {
-            json_tail: message_tail(channel.as_ref(), event, &payload, 1),
+            json_tail: message_tail(channel.as_ref(), event, None, &payload, 1),
             expires_at: Instant::now(),
             own_ttl: false,
         })

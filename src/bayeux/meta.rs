@@ -321,6 +321,7 @@ impl Bayeux {
             event: None,
             payload: Payload::Json(self.payload_of(message, &data)?),
             ttl: None,
+            exclude: None,
         };
         match self.hub.apply(vec![command]).await {
             Ok(_) => Ok(Value::Object(wire::reply(message, true))),

@@ -79,6 +79,7 @@ impl Route {
             event,
             payload,
             ttl: None,
+            exclude: None,
         })
     }
 }

@@ -23,8 +23,8 @@ fn bridge_path(item: &str) -> Option<String> {
 }
 
 /// The sections a `COMETBOX_<SECTION>__<KEY>` variable can name.
-const SECTIONS: [&str; 9] = [
-    "PUBLIC", "INGEST", "AUTH", "LIMITS", "STORE", "LOG", "BRIDGE", "HOOKS", "BAYEUX",
+const SECTIONS: [&str; 10] = [
+    "PUBLIC", "INGEST", "AUTH", "LIMITS", "STORE", "LOG", "BRIDGE", "HOOKS", "BAYEUX", "PUSHER",
 ];
 
 /// Why `name` is refused, with the setting it most resembles: the same

@@ -9,7 +9,7 @@ use crate::store::StoreKind;
 
 impl Settings {
     /// One line per part: the listeners, the ingest key, the store, hooks,
-    /// Bayeux and the bridges.
+    /// Bayeux, Pusher and the bridges.
     pub fn summary(&self) -> Vec<String> {
         let mut lines = vec![
             format!("public listener: {}", self.public.listen),
@@ -38,6 +38,7 @@ impl Settings {
             true => format!("bayeux: on, at {}", self.bayeux.path),
             false => "bayeux: off".into(),
         });
+        lines.push(self.pusher.summary());
         if self.bridge.is_empty() {
             lines.push("bridges: none".into());
         }

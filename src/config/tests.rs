@@ -410,3 +410,57 @@ fn bridges_can_be_set_from_the_environment() {
         .to_string();
     assert!(e.contains("bridge[0]"), "{e}");
 }
+
+#[test]
+fn pusher_is_off_by_default_and_read_from_file_and_environment() {
+    let s = load_from(None, env(&[])).unwrap();
+    assert!(!s.pusher.enabled);
+    assert_eq!(
+        (s.pusher.app_id.as_str(), s.pusher.key.as_str()),
+        ("cometbox", "app-key")
+    );
+    assert!(s.summary().contains(&"pusher: off".to_string()));
+    let file = toml_file("[pusher]\nenabled = true\napp_id = \"42\"\nsecret = \"from-file\"\n");
+    let s = load_from(
+        Some(&file.0),
+        env(&[
+            ("COMETBOX_PUSHER__KEY", "k1"),
+            ("COMETBOX_PUSHER__CLIENT_EVENTS", "true"),
+        ]),
+    )
+    .unwrap();
+    assert!(s.pusher.enabled && s.pusher.client_events);
+    assert_eq!(s.pusher.app_id, "42");
+    assert_eq!(s.pusher.key, "k1");
+    assert_eq!(s.pusher.secret, "from-file");
+    let summary = s.summary().join("\n");
+    assert!(
+        summary.contains("pusher: on, app id \"42\", key \"k1\""),
+        "{summary}"
+    );
+    assert!(!summary.contains("from-file"), "{summary}");
+    assert!(!format!("{s:?}").contains("from-file"));
+}
+
+#[test]
+fn bad_pusher_settings_name_their_key() {
+    let refused = |pairs: &[(&str, &str)], key: &str| {
+        let e = load_from(None, env(pairs)).unwrap_err().to_string();
+        assert!(e.contains(key), "{e}");
+    };
+    let on = ("COMETBOX_PUSHER__ENABLED", "true");
+    refused(&[on, ("COMETBOX_PUSHER__SECRET", "")], "pusher.secret");
+    refused(&[on, ("COMETBOX_PUSHER__KEY", "")], "pusher.key");
+    refused(
+        &[
+            on,
+            ("COMETBOX_INGEST__LISTEN", "0.0.0.0:8481"),
+            ("COMETBOX_INGEST__KEY", "k"),
+        ],
+        "pusher.secret",
+    );
+    refused(&[("COMETBOX_PUSHER_KEY", "k")], "COMETBOX_PUSHER__KEY");
+    let file = toml_file("[pusher]\nenabled = true\nsecrett = \"x\"\n");
+    let e = load_from(Some(&file.0), env(&[])).unwrap_err().to_string();
+    assert!(e.contains("secrett"), "{e}");
+}

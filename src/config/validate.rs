@@ -26,6 +26,9 @@ impl Settings {
         self.validate_store()?;
         self.hooks.validate()?;
         self.bayeux.validate()?;
+        let network_facing =
+            matches!(self.ingest.listen, ListenAddr::Tcp(addr) if !addr.ip().is_loopback());
+        self.pusher.validate(network_facing)?;
         self.validate_listeners()?;
         self.validate_cors_origins()
     }

@@ -47,6 +47,9 @@ pub struct Shared {
     pub ingest_connections: Arc<Semaphore>,
     /// Ingest bodies being read or parsed at once (`max_ingest_in_flight`).
     pub ingest_slots: Semaphore,
+    /// Who is in each Pusher `presence-` channel on this node
+    /// (`GET /app/<key>` sockets; empty unless `[pusher] enabled`).
+    pub pusher_members: crate::pusher::members::Members,
     /// The Bayeux endpoint, when `[bayeux] enabled`.
     pub bayeux: Option<Arc<crate::bayeux::Bayeux>>,
     /// Each `[[bridge]]`'s state and counters, in configuration order.

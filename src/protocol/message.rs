@@ -37,6 +37,11 @@ pub enum Command {
         payload: Payload,
         /// How long the message may wait undelivered; capped by `message_ttl`.
         ttl: Option<Duration>,
+        /// A Pusher socket id (`<digits>.<digits>`, checked by whoever
+        /// builds the command) whose connection should not receive it:
+        /// written into the message as `"exclude"` (docs/protocol.md).
+        /// Never set by the XML ingest or the bridges.
+        exclude: Option<String>,
     },
     /// `<subscribe>`: add a channel membership.
     Subscribe {

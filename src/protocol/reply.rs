@@ -11,9 +11,14 @@ use super::{ChannelName, Cursor, Payload};
 
 /// Builds the shared tail of a message's JSON object, from after the `id`
 /// member to the closing brace.
+///
+/// `exclude` (a Pusher socket id, digits and a dot) is written after
+/// `data` as `"exclude":"<socket id>"`, for a Pusher connection layer to
+/// skip the sender; other transports pass it along unread.
 pub fn message_tail(
     channel: Option<&ChannelName>,
     event: Option<&str>,
+    exclude: Option<&str>,
     payload: &Payload,
     ts_ms: u64,
 ) -> Box<str> {
@@ -35,6 +40,10 @@ pub fn message_tail(
     match payload {
         Payload::Json(raw) => out.push_str(raw.get()),
         Payload::Text(text) => push_json_string(&mut out, text),
+    }
+    if let Some(exclude) = exclude {
+        out.push_str(r#","exclude":"#);
+        push_json_string(&mut out, exclude);
     }
     let _ = write!(out, r#","ts":{ts_ms}}}"#);
     out.into_boxed_str()
@@ -118,7 +127,7 @@ mod tests {
     fn the_event_is_read_back_from_a_tail() {
         let chan = ChannelName::parse("room:42").unwrap();
         let text = Payload::Text("x".into());
-        let tail = |c, e| message_tail(c, e, &text, 1);
+        let tail = |c, e| message_tail(c, e, None, &text, 1);
         assert_eq!(event_of(&tail(None, None)), None);
         assert_eq!(event_of(&tail(Some(&chan), None)), None);
         assert_eq!(
@@ -132,12 +141,26 @@ mod tests {
     }
 
     #[test]
+    fn exclude_is_a_member_after_data_and_the_event_still_reads_back() {
+        let chan = ChannelName::parse("presence-room").unwrap();
+        let text = Payload::Text("x".into());
+        let tail = message_tail(Some(&chan), Some("e"), Some("123.456"), &text, 7);
+        assert_eq!(event_of(&tail).as_deref(), Some("e"));
+        let object: Value = serde_json::from_str(&format!("{{{tail}")).unwrap();
+        assert_eq!(
+            object,
+            json!({"channel": "presence-room", "event": "e", "data": "x", "exclude": "123.456", "ts": 7})
+        );
+        assert!(!message_tail(None, None, None, &text, 7).contains("exclude"));
+    }
+
+    #[test]
     fn encodes_a_reply_that_parses_as_the_contract_says() {
         let chan = ChannelName::parse("room:42").unwrap();
         let json = Payload::Json(serde_json::from_str(r#"{"from": "bob"}"#).unwrap());
         let text = Payload::Text("a \"quoted\"\nline".into());
-        let t1 = message_tail(None, Some("notice"), &text, 5);
-        let t2 = message_tail(Some(&chan), Some("chat\"x"), &json, 6);
+        let t1 = message_tail(None, Some("notice"), None, &text, 5);
+        let t2 = message_tail(Some(&chan), Some("chat\"x"), None, &json, 6);
         let mut w = ReplyWriter::new(Cursor { epoch: 10, seq: 2 }, 100);
         w.push(Cursor { epoch: 10, seq: 1 }, &t1);
         w.push(Cursor { epoch: 10, seq: 2 }, &t2);

@@ -17,6 +17,8 @@ mod metrics;
 mod nosniff;
 mod poll;
 mod public_http;
+mod pusher;
+mod pusher_ws;
 mod scale;
 mod slow_clients;
 mod strict_http;

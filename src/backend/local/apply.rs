@@ -69,13 +69,20 @@ impl LocalBackend {
                     event,
                     payload,
                     ttl,
+                    exclude,
                 } => {
                     let channel = match &target {
                         Target::Channel(c) => Some(c),
                         Target::Client(_) => None,
                     };
                     let message = Arc::new(self.stored_message(
-                        reply::message_tail(channel, event.as_deref(), &payload, ts_ms),
+                        reply::message_tail(
+                            channel,
+                            event.as_deref(),
+                            exclude.as_deref(),
+                            &payload,
+                            ts_ms,
+                        ),
                         ttl,
                         now,
                     ));

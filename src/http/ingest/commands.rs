@@ -84,7 +84,7 @@ const MAX_DRAINED_BODY_BYTES: u64 = 16 << 20;
 /// at once, before any of it is read. The connection then closes; what the
 /// client still sends (up to [`MAX_DRAINED_BODY_BYTES`], within `timeout`) is read and
 /// dropped in the background so that it reads the reply instead of a reset.
-pub(super) fn refuse_declared_length(
+pub(crate) fn refuse_declared_length(
     headers: &HeaderMap,
     body: Body,
     max: usize,
@@ -117,7 +117,7 @@ async fn drain(body: Body, timeout: Duration) {
 
 /// Reads at most `max` bytes within `timeout`; a declared length over the
 /// limit is refused before reading anything.
-pub(super) async fn read_body(
+pub(crate) async fn read_body(
     body: Body,
     headers: &HeaderMap,
     max: usize,

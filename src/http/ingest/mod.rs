@@ -1,7 +1,9 @@
 //! The ingest face: XML commands at `POST /`, `POST /token`, `GET /stats`,
 //! `GET /metrics`, `GET /status`, `GET /clients/<id>`, `GET /channels` and
-//! `GET /health`.
-//! Every endpoint but `/health` requires the ingest key when one is
+//! `GET /health`; with `[pusher] enabled`, Pusher's HTTP API under
+//! `/apps/<app_id>/` (`crate::pusher::api`), authenticated by Pusher's
+//! request signature instead of the ingest key.
+//! Every other endpoint but `/health` requires the ingest key when one is
 //! configured: as a bearer token, or, for reading (`GET`), as the password
 //! of HTTP Basic credentials, which is what a browser opening `/status`
 //! can send (see `status.rs`).
@@ -26,6 +28,8 @@ mod commands;
 mod reads;
 mod token;
 
+pub(crate) use commands::{read_body, refuse_declared_length};
+
 use commands::commands;
 use reads::{channel, channels, health, metrics, presence, stats};
 use token::token;
@@ -42,9 +46,15 @@ pub fn router(state: AppState) -> Router {
         .route("/channels", get(channels))
         .route("/channels/{*name}", get(channel))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
+    // Pusher's HTTP API authenticates by its own signature, not the key.
+    let pusher = match state.settings.pusher.enabled {
+        true => crate::pusher::api::routes(),
+        false => Router::new(),
+    };
     Router::new()
         .route("/health", get(health))
         .merge(guarded)
+        .merge(pusher)
         .fallback(|| async {
             IngestError::NotFound("no such endpoint: POST / takes XML commands".into())
         })

@@ -19,6 +19,8 @@
 //! - `events.rs`: `GET /events`, a poll that goes on as a stream;
 //! - `ws/`: `GET /ws`, a poll that goes on as a WebSocket, with frames
 //!   from the browser (subscribe, unsubscribe, publish);
+//! - `pusher_ws/`: `GET /app/<key>`, the Pusher Channels protocol over a
+//!   WebSocket (`[pusher]`), on the same framing;
 //! - `bayeux.rs`: the Bayeux path (`[bayeux]`), POST bodies and
 //!   callback-polling;
 //! - `connection.rs`: one connection's I/O: reading heads and bodies,
@@ -51,6 +53,7 @@ mod cors;
 mod error;
 mod events;
 mod face;
+mod pusher_ws;
 mod request;
 mod response;
 mod routed;

@@ -26,6 +26,12 @@ const PREFLIGHT: &[(&str, &str)] = &[
     ("access-control-max-age", "600"),
 ];
 
+/// The `<key>` of `GET /app/<key>` when `[pusher]` is enabled.
+fn pusher_key<'p>(face: &Face, path: &'p str) -> Option<&'p str> {
+    let key = path.strip_prefix("/app/")?;
+    (face.state.settings.pusher.enabled && !key.is_empty() && !key.contains('/')).then_some(key)
+}
+
 /// Answers one request.
 pub async fn route<S: Socket>(connection: &mut Connection<S>, mut head: Head) -> Routed {
     let face = connection.face().clone();
@@ -57,6 +63,10 @@ pub async fn route<S: Socket>(connection: &mut Connection<S>, mut head: Head) ->
         // poll's future (`a_connections_future_stays_small`).
         ("/ws", Method::Get) => Box::pin(super::ws::serve(connection, &face, head)).await,
         ("/ws", _) => Err(PublicError::WsMethod),
+        (path, Method::Get) if pusher_key(&face, path).is_some() => {
+            let key = pusher_key(&face, path).unwrap_or_default().to_owned();
+            Box::pin(super::pusher_ws::serve(connection, &face, head, &key)).await
+        }
         ("/cometbox.js", Method::Get | Method::Head) => Ok(Routed::from(Response::ok(
             "text/javascript; charset=utf-8",
             SCRIPT,

@@ -209,6 +209,7 @@ fn build_message(
         event,
         payload,
         ttl,
+        exclude: None,
     })
 }
 

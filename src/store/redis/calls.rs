@@ -89,12 +89,19 @@ impl EncodedCommand {
                 event,
                 payload,
                 ttl,
+                exclude,
             } => {
                 let (kind, name, channel) = match &target {
                     Target::Client(id) => ("c", id.as_str(), None),
                     Target::Channel(c) => ("h", c.as_str(), Some(c)),
                 };
-                let tail = message_tail(channel, event.as_deref(), &payload, now_ms);
+                let tail = message_tail(
+                    channel,
+                    event.as_deref(),
+                    exclude.as_deref(),
+                    &payload,
+                    now_ms,
+                );
                 let (lifetime, own) = lifetime(ttl, message_ttl);
                 let words = vec![
                     "m".into(),

@@ -20,6 +20,7 @@
 //! - `durability`: a clean restart, and a SIGKILL at a random moment of a
 //!   write load.
 //! - `hooks`: the notification queue's `max_pending` bound.
+//! - `pusher`: a Pusher HTTP API event's `socket_id` kept as `exclude`.
 //!
 //! Redis's `appendfsync` handling is checked by
 //! `scenarios::redis_restart_with_and_without_persistence`, a payload or
@@ -44,6 +45,7 @@ mod fixture;
 mod hooks;
 mod looks;
 mod loss;
+mod pusher;
 
 use fixture::{Fixture, Store};
 
@@ -102,6 +104,7 @@ conformance! {
     durability::a_clean_restart_keeps_what_the_store_promises [memory disk redis redis_cluster];
     durability::a_kill_under_write_load_loses_nothing_acknowledged [memory disk redis redis_cluster];
     hooks::the_hook_queue_is_bounded_and_drops_whole_pairs [memory disk redis redis_cluster];
+    pusher::a_pusher_event_keeps_its_exclude;
 }
 
 /// The checks' own slot-group arithmetic agrees with Redis Cluster's

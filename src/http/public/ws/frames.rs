@@ -161,6 +161,7 @@ async fn publish(face: &Face, grant: &Grant, frame: &Inbound) -> Result<(), Refu
         event: frame.event.clone().filter(|e| !e.is_empty()),
         payload: Payload::Json(payload),
         ttl: None,
+        exclude: None,
     };
     face.state
         .hub

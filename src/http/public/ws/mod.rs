@@ -38,11 +38,11 @@ use crate::protocol::Cursor;
 use crate::store::ReadOutcome;
 
 mod frames;
-mod handshake;
+pub(super) mod handshake;
 
 /// How often the server pings; a socket from which nothing (a pong, a
 /// frame) came for two of these is closed.
-pub const PING_EVERY: Duration = Duration::from_secs(25);
+pub(super) const PING_EVERY: Duration = Duration::from_secs(25);
 
 /// What a frame from the browser may weigh past `max_payload_bytes` (the
 /// publish frame's envelope).
@@ -63,7 +63,7 @@ pub mod close {
 }
 
 /// The socket once upgraded.
-type Ws<'s, S> = WebSocketStream<&'s mut S>;
+pub(super) type Ws<'s, S> = WebSocketStream<&'s mut S>;
 
 /// Serves one WebSocket until it closes.
 pub async fn serve<S: Socket>(
@@ -123,7 +123,7 @@ pub async fn serve<S: Socket>(
 /// mostly waits, and what the browser sends is small (it grows when a
 /// frame needs more). Frames are written out at once (`write_buffer_size`
 /// 0): each send is flushed anyway.
-fn config(face: &Face) -> WebSocketConfig {
+pub(super) fn config(face: &Face) -> WebSocketConfig {
     let most = face.state.settings.limits.max_payload_bytes + FRAME_OVERHEAD;
     WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
@@ -267,7 +267,7 @@ impl Session<'_> {
 
 /// What a bounded write came to; past `send_timeout` the socket is reset
 /// on close (freeing the kernel's buffers), as a stalled poll's is.
-fn settle<S: Socket, E>(
+pub(super) fn settle<S: Socket, E>(
     ws: &Ws<'_, S>,
     sent: Result<Result<(), E>, tokio::time::error::Elapsed>,
 ) -> Result<(), Ending> {
@@ -283,7 +283,12 @@ fn settle<S: Socket, E>(
 
 /// Sends a close frame (within `send_timeout`) and waits briefly for the
 /// browser's, so the close is clean.
-async fn end<S: Socket>(ws: &mut Ws<'_, S>, face: &Face, code: u16, reason: &'static str) {
+pub(super) async fn end<S: Socket>(
+    ws: &mut Ws<'_, S>,
+    face: &Face,
+    code: u16,
+    reason: &'static str,
+) {
     let frame = CloseFrame {
         code: CloseCode::from(code),
         reason: reason.into(),
@@ -330,7 +335,7 @@ fn encode(outcome: &ReadOutcome) -> String {
 }
 
 /// Time until the unix second `at` (zero once it passed).
-fn until_unix(at: u64) -> Duration {
+pub(super) fn until_unix(at: u64) -> Duration {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
@@ -340,7 +345,10 @@ fn until_unix(at: u64) -> Duration {
 /// The request a subscribe frame opens (and closes at once), as Bayeux's
 /// `/meta/subscribe` does: the hub asks the `subscribe` hook and checks
 /// `max_channels_per_client` on every store.
-fn subscribe_request(grant: &Grant, subscribe: Vec<crate::protocol::ChannelName>) -> PollRequest {
+pub(super) fn subscribe_request(
+    grant: &Grant,
+    subscribe: Vec<crate::protocol::ChannelName>,
+) -> PollRequest {
     PollRequest {
         client: grant.client.clone(),
         issued_at: grant.issued_at,
