@@ -1355,12 +1355,19 @@
         if (self._req !== req) return;
         self._socketFrame(req, ev && ev.data);
       };
-      ws.onerror = function () { /* the close event follows, with the code */ };
-      ws.onclose = function (ev) {
+      function ended(code, reason) {
         if (self._req !== req) return;
         detach();
         self._finishRequest(req);
-        self._socketEnded(req, ev && typeof ev.code === 'number' ? ev.code : 1006, (ev && ev.reason) || '');
+        try { ws.close(1000); } catch (e) { /* already closed */ }
+        self._socketEnded(req, code, reason);
+      }
+      // `error` is only fired when the connection fails, and its close is then
+      // 1006 (WHATWG WebSockets): handled at once, as some implementations
+      // (Node 20's) fire no close after the error of a refused handshake.
+      ws.onerror = function () { ended(1006, ''); };
+      ws.onclose = function (ev) {
+        ended(ev && typeof ev.code === 'number' ? ev.code : 1006, (ev && ev.reason) || '');
       };
       this._armSocketTimer(req, this._streamProbe); // for `open`
     }
