@@ -388,3 +388,71 @@ test('stop() from a handler during a frame: the rest of the frame is not dispatc
   assert.equal(env.WS.last.query.get('since'), 'm-2');
   cb.stop();
 });
+
+test('the online event replaces the socket at once (one made before the network changed is probably dead)', async () => {
+  const env = wsEnv();
+  const cb = new CometBox(URL_BASE, env.opts);
+  cb.start();
+  const first = env.WS.last;
+  connect(first);
+  first.frame({ cursor: 'o-1', messages: [{ id: 'o-1', data: 1 }] });
+  env.target.dispatchEvent(new Event('online'));
+  assert.equal(first.closedByClient, 1000);
+  assert.equal(env.WS.sockets.length, 2);
+  assert.equal(env.WS.last.query.get('since'), 'o-1');
+  first.close_(1006); // the old socket's late close is ignored
+  assert.equal(env.WS.sockets.length, 2);
+  assert.equal(cb.state, 'connected');
+  cb.stop();
+});
+
+/** Runs fn as in a browser without ReadableStream (the transport is chosen synchronously). */
+function withoutStreams(fn) {
+  const saved = globalThis.ReadableStream;
+  globalThis.ReadableStream = undefined;
+  try { fn(); } finally { globalThis.ReadableStream = saved; }
+}
+
+test('without streams, a socket that does not open is replaced by a long-poll trial: answered, long-poll it is', async () => {
+  const env = wsEnv();
+  const cb = new CometBox(URL_BASE, env.opts);
+  withoutStreams(() => {
+    cb.start();
+    assert.equal(cb.transport, 'ws');
+    env.WS.last.fail();
+  });
+  assert.equal(cb.transport, 'poll');
+  assert.equal(new URL(env.fetch.last.url).pathname, '/poll');
+  env.fetch.respond(200, { cursor: 'p-1', messages: [{ id: 'p-1', data: 1 }] });
+  await flush();
+  assert.equal(cb.fallbackReason, 'ws-failed');
+  assert.deepEqual(env.messages.map((m) => m.id), ['p-1']);
+  assert.equal(new URL(env.fetch.last.url).pathname, '/poll', 'kept');
+  cb.stop();
+  // The same, the poll failing too: the server is down, the WebSocket again after the backoff.
+  const env2 = wsEnv();
+  const cb2 = new CometBox(URL_BASE, env2.opts);
+  withoutStreams(() => { cb2.start(); env2.WS.last.fail(); });
+  assert.equal(cb2.transport, 'poll');
+  env2.fetch.fail();
+  await flush();
+  assert.equal(cb2.transport, 'ws');
+  assert.equal(cb2.state, 'waiting to reconnect');
+  env2.clock.runNext();
+  assert.equal(env2.WS.sockets.length, 2);
+  cb2.stop();
+});
+
+test('a follower tab opens no socket; the leader does', async () => {
+  // The election itself is tested in tabs.test.js; here: a follower catching up polls /poll.
+  const env = wsEnv();
+  const cb = new CometBox(URL_BASE, env.opts);
+  cb._role = 'follower';
+  cb._catchingUp = true;
+  cb.start();
+  assert.equal(cb.transport, 'ws');
+  assert.equal(env.WS.sockets.length, 0);
+  assert.equal(new URL(env.fetch.last.url).pathname, '/poll');
+  assert.equal(env.fetch.query().get('timeout'), '0');
+  cb.stop();
+});
