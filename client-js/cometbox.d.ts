@@ -16,12 +16,18 @@ declare class CometBox {
   readonly pollUrl: string;
   /** `<url>/events`. */
   readonly eventsUrl: string;
+  /** `<url>/ws` as a `ws:`/`wss:` URL. */
+  readonly wsUrl: string;
   /** The transport in use (null before the first `start()`). */
-  readonly transport: 'sse' | 'poll' | null;
+  readonly transport: 'ws' | 'sse' | 'poll' | null;
   /**
-   * Why `transport: 'auto'` uses long-poll: `no-streams` (old browser), `http-404` /
-   * `http-405` / `http-501` (no /events), `not-a-stream`, `stream-closed`, `buffered`, `stream-unreachable` (/poll answered where /events never did)
-   * (no first bytes in time), `stream-stalled` (a live stream went silent twice); null otherwise.
+   * Why `transport: 'auto'` left the WebSocket or the stream (the last step it took):
+   * `ws-failed` / `ws-timeout` (the socket did not open, and the stream or a poll got
+   * an HTTP answer instead), `ws-buffered` (opened, no answer in time), `ws-stalled`
+   * (a live socket went silent twice); then, for long-poll, `no-streams` (old browser),
+   * `http-404` / `http-405` / `http-501` (no /events), `not-a-stream`, `stream-closed`,
+   * `buffered` (no first bytes in time), `stream-unreachable` (/poll answered where
+   * /events never did), `stream-stalled` (a live stream went silent twice); null otherwise.
    */
   readonly fallbackReason: string | null;
   /** `leader` (holds the connection), `follower` (another tab does), `solo` (not shared), null (stopped or deciding). */
@@ -66,7 +72,9 @@ declare namespace CometBox {
      * `request-timeout`, `bad-response`, `client-error`, `token-refresh-failed`, `http-<status>`.
      */
     code: string;
-    /** HTTP status, 0 when no HTTP answer was received. */
+    /** HTTP status, 0 when no HTTP answer was received. A WebSocket close code is given the
+     *  status of its HTTP twin: 4001 → 401, 4003 → 403 (`invalid-token`: 401), 4029 → 429,
+     *  1008 → 400, 1001 / 1013 → 503. */
     status: number;
     /** true when the instance stopped because of this error. */
     fatal: boolean;
@@ -132,14 +140,17 @@ declare namespace CometBox {
     backoff?: { base?: number; max?: number };
 
     /**
-     * `'auto'` (default): the SSE stream `GET <url>/events` where it works, long-poll
-     * where it does not (detected, then kept for this instance; see `fallbackReason`).
-     * `'sse'`: the stream only. `'poll'`: long-poll only.
+     * `'auto'` (default): a WebSocket `GET <url>/ws` where it works, else the SSE
+     * stream `GET <url>/events`, else long-poll (detected, then kept for this
+     * instance; see `fallbackReason`). `'ws'`: the WebSocket only (the token goes in
+     * its query). `'sse'`: the stream only. `'poll'`: long-poll only.
      */
-    transport?: 'auto' | 'sse' | 'poll';
-    /** ms the stream's first bytes (`: ok`) may take before `'auto'` decides a proxy buffers it (default 5000). */
+    transport?: 'auto' | 'ws' | 'sse' | 'poll';
+    /** ms a WebSocket may take to open and answer, or the stream's first bytes (`: ok`) to come,
+     *  before `'auto'` decides it does not get through here (default 5000). */
     streamProbeTimeout?: number;
-    /** ms of silence (no event, no keep-alive) after which a stream is taken for dead (default 45000). */
+    /** ms of silence (no event, no keep-alive; on a WebSocket, no answer to the class's
+     *  ping sent after half of it) after which a stream or socket is taken for dead (default 45000). */
     streamIdleTimeout?: number;
     /**
      * `true` (default): all tabs of this browser that use the same url, client
@@ -151,6 +162,9 @@ declare namespace CometBox {
     locks?: { request(name: string, ...args: any[]): Promise<any> } | null;
     /** Injected for tests: the BroadcastChannel constructor (default the global; null: no sharing). */
     BroadcastChannel?: typeof BroadcastChannel | null;
+    /** Injected for tests or unusual runtimes: the WebSocket constructor (default the global;
+     *  null: none, so `'auto'` starts with the stream). */
+    WebSocket?: { new (url: string): WebSocket } | null;
 
     /** Where the cursor is remembered (default: sessionStorage; null disables). */
     storage?: Pick<Storage, 'getItem' | 'setItem' | 'removeItem'> | null;

@@ -7,9 +7,10 @@
  *   - CommonJS:           const CometBox = require('cometbox-client')
  *   - an ES module:       import CometBox from 'cometbox-client'  (cometbox.mjs beside this file)
  *
- * Wire protocol: cometbox docs/protocol.md: GET <url>/events (Server-Sent Events, read
- * with fetch streaming) where it works, GET <url>/poll (long-poll) where it does
- * not; one connection per client shared by all tabs (Web Locks + BroadcastChannel).
+ * Wire protocol: cometbox docs/protocol.md: GET <url>/ws (WebSocket) where it works,
+ * else GET <url>/events (Server-Sent Events, read with fetch streaming), else
+ * GET <url>/poll (long-poll); one connection per client shared by all tabs (Web
+ * Locks + BroadcastChannel).
  */
 (function (root, factory) {
   'use strict';
@@ -196,11 +197,17 @@
       this._eventTarget = o.eventTarget !== undefined ? o.eventTarget
         : (root && typeof root.addEventListener === 'function' && typeof root.removeEventListener === 'function' ? root : null);
 
-      // Transport: 'auto' tries the SSE stream and falls back to long-poll for good
-      // (this instance) when the stream does not work here; 'sse' and 'poll' force one.
-      this._transportOpt = o.transport === 'sse' || o.transport === 'poll' ? o.transport : 'auto';
-      this._transport = null;        // resolved at the first start(): 'sse' or 'poll'
-      this._fallbackReason = null;   // why 'auto' fell back to 'poll'
+      // Transport: 'auto' tries a WebSocket, then the SSE stream, then long-poll,
+      // and keeps a fallback for good (this instance) once what it tried does not
+      // work here; 'ws', 'sse' and 'poll' force one.
+      this._transportOpt = o.transport === 'ws' || o.transport === 'sse' || o.transport === 'poll' ? o.transport : 'auto';
+      this._transport = null;        // resolved at the first start(): 'ws', 'sse' or 'poll'
+      this._fallbackReason = null;   // why 'auto' left the WebSocket or the stream
+      this._WebSocket = o.WebSocket !== undefined ? o.WebSocket
+        : (root && typeof root.WebSocket === 'function' ? root.WebSocket : null);
+      this._wsOpened = false;        // a WebSocket has opened here (the upgrade gets through)
+      this._wsProven = false;        // a WebSocket has delivered a frame here
+      this._wsTrial = false;         // 'auto' tries the stream (or a poll) in place of a WebSocket that did not open
       this._streamProbe = o.streamProbeTimeout != null ? Number(o.streamProbeTimeout) : 5000;
       this._streamIdle = o.streamIdleTimeout != null ? Number(o.streamIdleTimeout) : 45000;
       this._idleTimeouts = 0;        // consecutive stream watchdog expiries with no event between
@@ -259,9 +266,11 @@
     get pollUrl() { return this._url + '/poll'; }
     /** The URL of the SSE stream (without query). */
     get eventsUrl() { return this._url + '/events'; }
-    /** The transport in use: 'sse' or 'poll' (null before the first start()). */
+    /** The URL of the WebSocket (ws: or wss:, without query). */
+    get wsUrl() { return absoluteBase(this._url).replace(/^http(s?):/i, 'ws$1:') + '/ws'; }
+    /** The transport in use: 'ws', 'sse' or 'poll' (null before the first start()). */
     get transport() { return this._transport; }
-    /** Why `transport: 'auto'` fell back to long-poll (null when it did not). */
+    /** Why `transport: 'auto'` left the WebSocket or the stream (null when it did not). */
     get fallbackReason() { return this._fallbackReason; }
     /** 'leader' (this tab holds the connection), 'follower' (another tab does),
      *  'solo' (not shared), or null (stopped / not decided yet). */
@@ -300,6 +309,7 @@
     start() {
       if (this._running) return this;
       if (!this._fetch) throw new Error('CometBox: no fetch() available');
+      if (this._transportOpt === 'ws' && !this._WebSocket) throw new Error('CometBox: transport \'ws\' but no WebSocket available');
       this._running = true;
       this._gen++;
       if (!this._transport) this._transport = this._pickTransport();
@@ -440,17 +450,21 @@
       if (req.controller) {
         try { req.controller.abort(); } catch (e) { /* ignore */ }
       }
+      if (req.cancel) req.cancel(); // a WebSocket
     }
 
+    /** The URL of a poll (`stream` falsy), of the SSE stream (true) or of the WebSocket ('ws'). */
     _buildUrl(stream) {
+      var ws = stream === 'ws';
       var q = [];
       if (this._cursor != null) q.push('since=' + encodeURIComponent(this._cursor));
       if (this._channels.length) q.push('channels=' + encodeURIComponent(this._channels.join(',')));
       // A follower catching up must not be held: it only wants what it missed.
       var timeout = this._catchingUp ? 0 : this._pollTimeout;
       if (!stream && timeout != null && !isNaN(timeout)) q.push('timeout=' + encodeURIComponent(String(timeout)));
-      if (this._tokenIn === 'query' && this._token) q.push('token=' + encodeURIComponent(this._token));
-      var base = stream ? this.eventsUrl : this.pollUrl;
+      // A WebSocket cannot carry an Authorization header: its token is in the query.
+      if ((ws || this._tokenIn === 'query') && this._token) q.push('token=' + encodeURIComponent(this._token));
+      var base = ws ? this.wsUrl : (stream ? this.eventsUrl : this.pollUrl);
       return q.length ? base + (base.indexOf('?') >= 0 ? '&' : '?') + q.join('&') : base;
     }
 
@@ -470,6 +484,10 @@
         this._setState(STATES.CONNECTING);
         // onStateChange may have called stop() (or stop() and start()).
         if (!this._running || this._req || this._retryTimer != null || this._refreshing) return;
+      }
+      if (this._transport === 'ws' && !this._catchingUp) {
+        this._openSocket();
+        return;
       }
       var probe = this._probePoll;
       this._probePoll = false;
@@ -500,6 +518,7 @@
         p = Promise.reject(err);
       }
       p.then(function (resp) {
+        if (self._req === req) self._settleTrial(true); // an HTTP answer: long-poll gets through
         return Promise.resolve(resp.text()).then(function (text) { return { status: resp.status, text: text }; });
       }).then(function (r) {
         if (self._req !== req) return; // stopped or replaced meanwhile
@@ -524,6 +543,11 @@
       }, function (err) {
         if (self._req !== req) return;
         self._finishRequest(req);
+        if (self._settleTrial(false)) {
+          // Long-poll fails too where the WebSocket did not open: the server is down.
+          self._retry(new CometBoxError('network', (err && err.message) || 'network error', 0, false));
+          return;
+        }
         if (req.timedOut) {
           self._retry(new CometBoxError('request-timeout', 'no answer within ' + self._requestTimeout + ' ms', 0, false));
         } else {
@@ -1010,6 +1034,7 @@
 
     _pickTransport() {
       if (this._transportOpt === 'poll') return 'poll';
+      if (this._transportOpt === 'ws' || (this._transportOpt === 'auto' && this._WebSocket)) return 'ws';
       var streams = typeof ReadableStream === 'function' && typeof TextDecoder === 'function' && !!this._AbortController;
       if (!streams) {
         if (this._transportOpt === 'auto') this._fallbackReason = 'no-streams';
@@ -1018,8 +1043,14 @@
       return 'sse';
     }
 
+    /** Where 'auto' goes from the WebSocket: the stream, or long-poll without streams. */
+    _afterSocket() {
+      var streams = typeof ReadableStream === 'function' && typeof TextDecoder === 'function' && !!this._AbortController;
+      return streams ? 'sse' : 'poll';
+    }
+
     _fallBack(reason) {
-      this._transport = 'poll';
+      this._transport = this._transport === 'ws' ? this._afterSocket() : 'poll';
       this._fallbackReason = reason;
       this._attempt = 0;
       this._poll();
@@ -1059,6 +1090,7 @@
       }
       p.then(function (resp) {
         if (self._req !== req) { cancelBody(resp); return undefined; }
+        self._settleTrial(true); // an HTTP answer: the stream's route gets through
         var ct = (resp.headers && typeof resp.headers.get === 'function' && resp.headers.get('content-type')) || '';
         var isStream = resp.status === 200 && /^\s*text\/event-stream/i.test(ct) && resp.body && typeof resp.body.getReader === 'function';
         if (!isStream) {
@@ -1186,6 +1218,12 @@
     /** The stream ended: `err` null when the server closed it, else why. */
     _streamEnded(req, err) {
       var auto = this._transportOpt === 'auto';
+      if (err && !req.timedOut && !(err instanceof CometBoxError) && this._settleTrial(false)) {
+        // The stream fails too where the WebSocket did not open: the server is down.
+        this._retry(new CometBoxError('network', (err && err.message) || 'network error', 0, false));
+        return;
+      }
+      this._settleTrial(true); // no byte in time: something is there, and it buffers
       if (err && req.timedOut) {
         if (!req.proven) {
           if (auto) { this._fallBack('buffered'); return; }
@@ -1225,6 +1263,224 @@
         return;
       }
       this._poll();
+    }
+
+    // ------------------------------------------------------------ WebSocket
+    //
+    // GET <url>/ws (docs/protocol.md): each server frame is a poll reply
+    // ({messages, cursor, reset?, disconnected?}) handled like one; a refusal
+    // after the upgrade is told by the close code. The token goes in the query
+    // (a WebSocket cannot send headers), as do `since` and `channels`.
+    //
+    // Proof and liveness: the server's pings are invisible to a page, and an
+    // idle socket carries nothing. So the class sends a no-op frame
+    // {"type":"subscribe","channels":[],"ref":…}, which the server answers
+    // {"type":"ok","ref":…} at once without touching its store: once right after
+    // `open` (the answer, or any frame, proves that the server admitted this
+    // socket and that frames get through: `connected`), then whenever the
+    // socket was quiet for streamIdleTimeout / 2. No frame at all for another
+    // streamIdleTimeout / 2 after such a frame: a dead connection, reopened.
+    //
+    // 'auto' detection:
+    // - the socket errors or closes before `open` (or does not open within
+    //   streamProbeTimeout): no upgrade here (an older server, a proxy that
+    //   does not pass `Upgrade`) or the server is down; a page cannot tell
+    //   which (no status). The next attempt is the stream (long-poll without
+    //   streams) in its place: if that gets any HTTP answer, the WebSocket is
+    //   left for good ('ws-failed' / 'ws-timeout'); if it fails at the network
+    //   level too, the server is down: the WebSocket is tried again after the
+    //   backoff. Once a socket has opened here, failing to open is never a
+    //   reason to leave it (the server restarts, the network drops).
+    // - it opens but the first answer does not come within streamProbeTimeout,
+    //   before any socket delivered here ('ws-buffered': a proxy holds frames);
+    // - a socket that worked goes silent (its ping unanswered) twice in a row
+    //   with no frame between ('ws-stalled').
+
+    /** Sends the no-op frame whose answer proves the socket is alive. */
+    _socketPing(req, ms) {
+      req.pinged = true;
+      req.pings++;
+      try {
+        req.socket.send(JSON.stringify({ type: 'subscribe', channels: [], ref: 'cometbox-ping-' + req.pings }));
+      } catch (e) { /* closing: its close event follows */ }
+      this._armSocketTimer(req, ms);
+    }
+
+    /** Until `open` and its first answer: the probe; then the quiet timer. */
+    _armSocketTimer(req, ms) {
+      if (req.timer != null) this._clearTimeout(req.timer);
+      req.timer = null;
+      if (!(ms > 0)) return;
+      var self = this;
+      req.timer = this._setTimeout(function () {
+        req.timer = null;
+        if (self._req !== req) return;
+        if (req.proven && !req.pinged) {
+          self._socketPing(req, self._streamIdle / 2); // quiet for a while: ask
+          return;
+        }
+        req.timedOut = true;
+        self._finishRequest(req);
+        req.cancel();
+        self._socketEnded(req, 0, '');
+      }, ms);
+    }
+
+    _openSocket() {
+      var self = this;
+      var req = { socket: null, timer: null, timedOut: false, started: this._now(), opened: false, proven: false, pinged: false, pings: 0, frames: 0, cancel: null };
+      this._req = req;
+      var ws;
+      try {
+        ws = new this._WebSocket(this._buildUrl('ws'));
+      } catch (err) {
+        // A URL that is not http(s) or ws(s), a page policy: as a socket that did not open.
+        this._finishRequest(req);
+        this._socketEnded(req, 0, '');
+        return;
+      }
+      req.socket = ws;
+      function detach() { ws.onopen = ws.onmessage = ws.onerror = ws.onclose = null; }
+      req.cancel = function () {
+        detach();
+        try { ws.close(1000); } catch (e) { /* ignore */ }
+      };
+      ws.onopen = function () {
+        if (self._req !== req) return;
+        req.opened = true;
+        self._wsOpened = true;
+        self._socketPing(req, self._streamProbe);
+      };
+      ws.onmessage = function (ev) {
+        if (self._req !== req) return;
+        self._socketFrame(req, ev && ev.data);
+      };
+      function ended(code, reason) {
+        if (self._req !== req) return;
+        detach();
+        self._finishRequest(req);
+        try { ws.close(1000); } catch (e) { /* already closed */ }
+        self._socketEnded(req, code, reason);
+      }
+      // `error` is only fired when the connection fails, and its close is then
+      // 1006 (WHATWG WebSockets): handled at once, as some implementations
+      // (Node 20's) fire no close after the error of a refused handshake.
+      ws.onerror = function () { ended(1006, ''); };
+      ws.onclose = function (ev) {
+        ended(ev && typeof ev.code === 'number' ? ev.code : 1006, (ev && ev.reason) || '');
+      };
+      this._armSocketTimer(req, this._streamProbe); // for `open`
+    }
+
+    _socketFrame(req, data) {
+      var body = null;
+      try { body = typeof data === 'string' ? JSON.parse(data) : null; } catch (e) { body = null; }
+      req.frames++;
+      if (!req.proven) {
+        // The server admitted this socket and its frames get through.
+        req.proven = true;
+        this._wsProven = true;
+        this._attempt = 0;
+        this._authFailures = 0;
+        this._sinceExplicit = false;
+        this._setState(STATES.CONNECTED);
+        if (this._req !== req) return; // stop() from onStateChange
+      }
+      req.pinged = false;
+      this._armSocketTimer(req, this._streamIdle / 2);
+      if (body && typeof body === 'object' && typeof body.type === 'string') return; // an answer to a ping
+      this._idleTimeouts = 0; // a reply frame (as an SSE event; pings answered do not count)
+      if (!body || typeof body !== 'object' || typeof body.cursor !== 'string' || !Array.isArray(body.messages)) {
+        this._finishRequest(req);
+        req.cancel();
+        this._retry(new CometBoxError('bad-response', 'a WebSocket frame that is not cometbox JSON', 0, false));
+        return;
+      }
+      var gen = this._gen;
+      try {
+        this._handleBatch(body, null, true);
+      } catch (err) {
+        // A bug (ours, or a broken storage/runtime): reconnect from the cursor.
+        reportHandlerError(err);
+        if (gen === this._gen && this._req === req) {
+          this._finishRequest(req);
+          req.cancel();
+          this._retry(new CometBoxError('client-error', (err && err.message) || String(err), 0, false));
+        }
+      }
+    }
+
+    /** The socket `req` closed (`code` 0: it timed out, or could not be made). */
+    _socketEnded(req, code, reason) {
+      var auto = this._transportOpt === 'auto';
+      if (!req.opened) {
+        if (auto && !this._wsOpened) {
+          // Try the stream (or long-poll) in its place; _settleTrial decides.
+          this._wsTrial = true;
+          this._transport = this._afterSocket();
+          this._fallbackReason = req.timedOut ? 'ws-timeout' : 'ws-failed';
+          this._poll();
+          return;
+        }
+        this._retry(new CometBoxError(req.timedOut ? 'request-timeout' : 'network',
+          req.timedOut ? 'the WebSocket did not open within ' + this._streamProbe + ' ms' : 'the WebSocket did not open', 0, false));
+        return;
+      }
+      if (req.timedOut) {
+        if (!req.proven) {
+          if (auto && !this._wsProven) { this._fallBack('ws-buffered'); return; }
+          this._retry(new CometBoxError('request-timeout', 'no answer on the WebSocket within ' + this._streamProbe + ' ms', 0, false));
+          return;
+        }
+        this._idleTimeouts++;
+        if (auto && this._idleTimeouts >= 2) { this._fallBack('ws-stalled'); return; }
+        this._retry(new CometBoxError('request-timeout', 'the WebSocket was silent for ' + this._streamIdle + ' ms', 0, false));
+        return;
+      }
+      // The server's close codes, handled as the statuses of their HTTP twins.
+      var status = { 4001: 401, 4003: 403, 4029: 429, 1008: 400, 1013: 503, 1001: 503 }[code];
+      var name = reason || { 4001: 'token-expired', 4003: 'denied', 4029: 'too-many-polls', 1008: 'invalid-request', 1013: 'overloaded', 1001: 'shutting-down' }[code];
+      if (code === 4003 && reason === 'invalid-token') status = 401; // as /poll's 401 invalid-token
+      if (status === 400 && name !== 'invalid-request') {
+        // A frame the server did not take (ours): a bug, not the cursor.
+        this._fail(new CometBoxError(name, 'the WebSocket closed with ' + code + ' ' + reason, 400, true));
+        return;
+      }
+      if (status) {
+        this._handleResponse(status, JSON.stringify({ error: name, message: 'the WebSocket closed with ' + code + (reason ? ' ' + reason : '') }), this._now() - req.started);
+        return;
+      }
+      if (code === 1000 && reason === 'disconnected') {
+        // Its last frame ({disconnected: true}) normally came first and stopped this instance.
+        this._handleBatch({ cursor: this._cursor || '', messages: [], disconnected: true }, null, true);
+        return;
+      }
+      if (code === 1000 || code === 1005) {
+        // Closed cleanly by the server: reconnect now from the cursor; sockets
+        // that keep closing at once with nothing are spaced like empty polls.
+        this._fastEnd = !req.frames && this._now() - req.started < 1000 ? this._fastEnd + 1 : 0;
+        if (this._fastEnd >= 3) {
+          this._retry(new CometBoxError('bad-response', 'the WebSocket keeps closing at once', 0, false));
+          return;
+        }
+        this._poll();
+        return;
+      }
+      // 1006 (the connection dropped), 1011, …: a network failure.
+      this._retry(new CometBoxError('network', 'the WebSocket closed' + (code ? ' (' + code + (reason ? ' ' + reason : '') + ')' : ''), 0, false));
+    }
+
+    /** While 'auto' tries the stream (or a poll) in place of a WebSocket that did
+     *  not open: an HTTP answer (`answered`) keeps that transport for good; a
+     *  network failure means the server is down, and the WebSocket is tried
+     *  again. Returns true when it went back to the WebSocket. */
+    _settleTrial(answered) {
+      if (!this._wsTrial) return false;
+      this._wsTrial = false;
+      if (answered) return false;
+      this._transport = 'ws';
+      this._fallbackReason = null;
+      return true;
     }
   }
 

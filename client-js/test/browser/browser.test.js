@@ -179,7 +179,9 @@ test('a page on another origin works through CORS (Authorization header, preflig
   await page.goto(allowed.origin + '/page.html');
   await page.waitForFunction(() => typeof window.CometBox === 'function');
   const id = cid('frank');
-  await page.evaluate(([u, t]) => boot(u, { token: t }), [s.publicUrl, mintToken(id)]);
+  // CORS is about fetch (/events, /poll): a WebSocket is not subject to it, and
+  // the server's /ws does not check Origin against cors_origins.
+  await page.evaluate(([u, t]) => boot(u, { token: t, transport: 'sse' }), [s.publicUrl, mintToken(id)]);
   await s.send(id, { text: 'across origins' }, 'notice');
   await waitCount(page, 1);
   assert.equal(await page.evaluate(() => location.origin), allowed.origin);
@@ -192,7 +194,7 @@ test('a page on another origin works through CORS (Authorization header, preflig
   await other.goto(denied.origin + '/page.html');
   await other.waitForFunction(() => typeof window.CometBox === 'function');
   const id2 = cid('gina');
-  await other.evaluate(([u, t]) => boot(u, { token: t }), [s.publicUrl, mintToken(id2)]);
+  await other.evaluate(([u, t]) => boot(u, { token: t, transport: 'sse' }), [s.publicUrl, mintToken(id2)]);
   await other.waitForFunction(() => T.states.some((x) => x.state === 'waiting to reconnect'), null, { timeout: 10000, polling: 50 });
   await s.send(id2, 'must not arrive');
   await sleep(1000);

@@ -22,9 +22,10 @@ after(async () => {
   if (browser) await browser.close();
 });
 
-for (const transport of ['poll', 'sse']) {
+for (const transport of ['poll', 'sse', 'ws']) {
   test(`a page through nginx loses nothing when one of two nodes is SIGKILLed (${transport})`, async () => {
-    const c = await new Cluster(2).start();
+    // For 'ws', nginx passes the upgrade of /cometbox/ws on (the shipped snippet does not).
+    const c = await new Cluster(2, { websocket: transport === 'ws' }).start();
     cleanups.push(() => c.stop());
     const ctx = await browser.newContext();
     cleanups.push(() => ctx.close());
@@ -81,7 +82,7 @@ for (const transport of ['poll', 'sse']) {
     // nginx sent the page's requests to both nodes: the killed one before, the other
     // after (nginx logs a request when it ends: the stream open now is not logged yet,
     // the survivor counts it).
-    const answered = c.accessLog().split('\n').filter((l) => l.includes(`/cometbox/${transport === 'sse' ? 'events' : 'poll'}`))
+    const answered = c.accessLog().split('\n').filter((l) => l.includes(`/cometbox/${{ sse: 'events', poll: 'poll', ws: 'ws' }[transport]}`))
       .map((l) => l.split('|')[2] || '');
     const survivor = c.nodes[1 - victim].publicAddr;
     assert.ok(answered.some((a) => a.includes(killedAddr)), answered.join(' / '));

@@ -5,7 +5,7 @@
 // BroadcastChannel), a first tab running, messages retained for the client,
 // then fresh tabs opened while bursts of new messages arrive: one fresh tab,
 // then two at once, then the first tab closed mid-burst (a newer tab takes
-// over). On both transports, with and without `channels`. Every tab must show
+// over). On every transport, with and without `channels`. Every tab must show
 // every message exactly once, in order: a fresh tab shows what the server
 // retains for the client (here everything sent) and then what comes next,
 // never a message twice. This did not reproduce the report, neither on this
@@ -39,7 +39,7 @@ function doubles(list) {
   return twice;
 }
 
-for (const transport of ['sse', 'poll']) {
+for (const transport of ['ws', 'sse', 'poll']) {
   for (const withChannels of [false, true]) {
     test(`fresh tabs join a running tab (${transport}${withChannels ? ', channels' : ''}) during bursts: each message once per tab`, async () => {
       const s = await new Server().start();
@@ -49,7 +49,8 @@ for (const transport of ['sse', 'poll']) {
       const id = cid('fresh');
       const channel = 'room-' + id;
       const token = withChannels ? mintToken(id, { channels: [channel] }) : mintToken(id);
-      const opts = { token, ...(transport === 'poll' ? { transport: 'poll' } : {}), ...(withChannels ? { channels: [channel] } : {}) };
+      // 'auto' picks the WebSocket here; 'sse' and 'poll' are forced.
+      const opts = { token, ...(transport === 'ws' ? {} : { transport }), ...(withChannels ? { channels: [channel] } : {}) };
       // Direct messages to the client, or publications on its channel.
       const send = (n) => (withChannels ? s.publish(channel, { n }, 'tick') : s.send(id, { n }, 'tick'));
       const boot = (p) => p.evaluate(([u, o]) => boot(u, o), [s.publicUrl, opts]);

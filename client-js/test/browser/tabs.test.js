@@ -64,10 +64,10 @@ async function waitOneLeader(pages) {
 const range = (a, b) => Array.from({ length: b - a + 1 }, (_, i) => a + i);
 async function sendRange(s, id, a, b) { for (let n = a; n <= b; n++) await s.send(id, { n }, 'tick'); }
 
-for (const transport of ['sse', 'poll']) test(`three tabs of one client (${transport}): one connection; the leader closed, a reload; nothing lost, nothing twice`, async () => {
+for (const transport of ['ws', 'sse', 'poll']) test(`three tabs of one client (${transport}): one connection; the leader closed, a reload; nothing lost, nothing twice`, async () => {
   const s = await newServer();
-  // 'auto' picks the stream against this server; 'poll' forces long-poll.
-  const opts = transport === 'sse' ? {} : { transport: 'poll' };
+  // 'auto' picks the WebSocket against this server; 'sse' and 'poll' are forced.
+  const opts = transport === 'ws' ? {} : { transport };
   const ctx = await browser.newContext();
   cleanups.push(() => ctx.close());
   const id = cid('tabs');
@@ -117,7 +117,7 @@ for (const transport of ['sse', 'poll']) test(`three tabs of one client (${trans
   const c2 = await connections(s, id);
   assert.ok(c2.max <= 1, `at most one connection for two tabs, saw ${c2.max}`);
   for (const p of [leader, other]) assert.deepEqual(await p.evaluate(() => T.errors), []);
-  // The leader used the transport asked for ('auto' chose the stream).
+  // The leader used the transport asked for ('auto' chose the WebSocket).
   assert.equal(await other.evaluate(() => cb.transport), transport);
 });
 
@@ -225,9 +225,9 @@ function tokenOfAnotherServer(sub) {
   return head + '.' + crypto.createHmac('sha256', 'the-old-secret').update(head).digest('base64url');
 }
 
-for (const transport of ['sse', 'poll']) test(`a leader whose token is refused hands over at once to a tab whose token works (${transport})`, async () => {
+for (const transport of ['ws', 'sse', 'poll']) test(`a leader whose token is refused hands over at once to a tab whose token works (${transport})`, async () => {
   const s = await newServer();
-  const opts = transport === 'sse' ? {} : { transport: 'poll' };
+  const opts = transport === 'ws' ? {} : { transport };
   const ctx = await browser.newContext();
   cleanups.push(() => ctx.close());
   const id = cid('stale');

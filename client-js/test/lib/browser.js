@@ -8,6 +8,11 @@ const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
 const ARGS = [
   '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
   '--disable-background-networking', '--disable-component-update', '--disable-sync',
+  // Local Network Access: a page that Playwright's router fulfils (openTestPage)
+  // has no IP address space, and Chromium (>= 142) then refuses its WebSocket to
+  // 127.0.0.1 (net::ERR_BLOCKED_BY_LOCAL_NETWORK_ACCESS_CHECKS; fetch() to its own
+  // origin is let through). A page really served from loopback is not refused.
+  '--disable-features=LocalNetworkAccessChecks',
 ];
 const RESULTS = path.resolve(__dirname, '..', '..', 'test-results');
 

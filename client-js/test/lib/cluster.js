@@ -74,11 +74,14 @@ function clusterUpstream(nodes) {
 /**
  * `n` nodes on a fresh Redis behind nginx. `url` is what a page uses
  * (`http://127.0.0.1:<nginx>/cometbox`); `nodes` are the Server objects (ingest,
- * /stats, kill9).
+ * /stats, kill9). The shipped snippet (deploy/nginx/cometbox.conf) does not pass
+ * `Upgrade` on, so /cometbox/ws answers 400 through it; `{ websocket: true }`
+ * adds a location before it that does (/cometbox/ws proxied as a WebSocket).
  */
 class Cluster {
-  constructor(n = 2) {
+  constructor(n = 2, { websocket = false } = {}) {
     this.n = n;
+    this.websocket = websocket;
     this.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cometbox-js-cluster-'));
     this.nodes = [];
   }
@@ -134,7 +137,18 @@ ${upstream}
         listen 127.0.0.1:${this.nginxPort};
         server_name localhost;
         location / { return 404; }
-        include ${snippet};
+${this.websocket ? `        location = /cometbox/ws {
+            proxy_pass http://cometbox_public/ws;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection "upgrade";
+            proxy_set_header Host $host;
+            proxy_read_timeout 75s;
+            proxy_send_timeout 75s;
+            proxy_next_upstream error;
+            proxy_next_upstream_tries 3;
+        }
+` : ''}        include ${snippet};
     }
 }
 `);

@@ -62,6 +62,38 @@ class FakeFetch {
   query(call = this.last) { return new URL(call.url).searchParams; }
 }
 
+/** A WebSocket constructor whose sockets the test drives by hand: open(), frame(),
+ *  close(code, reason), fail() (error + close 1006 before open). `sent` holds what
+ *  the class sent (parsed JSON). */
+function fakeWebSocketClass() {
+  const sockets = [];
+  class FakeWebSocket {
+    constructor(url) {
+      this.url = String(url);
+      this.readyState = 0;
+      this.sent = [];
+      this.closedByClient = null;
+      this.onopen = this.onmessage = this.onerror = this.onclose = null;
+      sockets.push(this);
+    }
+    send(text) {
+      if (this.readyState !== 1) throw new Error('not open');
+      this.sent.push(JSON.parse(text));
+    }
+    close(code) { this.closedByClient = code == null ? 1005 : code; this.readyState = 3; }
+    open() { this.readyState = 1; if (this.onopen) this.onopen({}); }
+    frame(obj) { if (this.onmessage) this.onmessage({ data: typeof obj === 'string' ? obj : JSON.stringify(obj) }); }
+    /** Answers the class's last ping frame. */
+    pong() { const p = this.sent[this.sent.length - 1]; this.frame({ type: 'ok', ref: p.ref }); }
+    close_(code, reason = '') { this.readyState = 3; if (this.onclose) this.onclose({ code, reason }); }
+    fail() { this.readyState = 3; if (this.onerror) this.onerror({}); if (this.onclose) this.onclose({ code: 1006, reason: '' }); }
+    get query() { return new URL(this.url).searchParams; }
+  }
+  FakeWebSocket.sockets = sockets;
+  Object.defineProperty(FakeWebSocket, 'last', { get: () => sockets[sockets.length - 1] });
+  return FakeWebSocket;
+}
+
 class MemoryStorage {
   constructor(init) { this.map = new Map(Object.entries(init || {})); }
   getItem(k) { return this.map.has(k) ? this.map.get(k) : null; }
@@ -91,6 +123,9 @@ function setup(options = {}) {
     // These tests drive the long-poll transport by hand (test/unit/sse.test.js
     // drives the stream); the default, 'auto', would open /events first.
     transport: 'poll',
+    // No WebSocket unless a test gives one (FakeWebSocket): 'auto' then starts
+    // with the stream, whether or not this Node has a global WebSocket.
+    WebSocket: null,
     fetch: fetch.fn,
     timers: { setTimeout: clock.setTimeout, clearTimeout: clock.clearTimeout },
     storage,
@@ -103,4 +138,4 @@ function setup(options = {}) {
   return env;
 }
 
-module.exports = { FakeClock, FakeFetch, MemoryStorage, flush, fakeJwt, setup };
+module.exports = { FakeClock, FakeFetch, MemoryStorage, flush, fakeJwt, setup, fakeWebSocketClass };
