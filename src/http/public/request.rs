@@ -156,7 +156,9 @@ pub fn parse(buf: &[u8]) -> Result<Parsed, HeadError> {
     framing.check_host(authority, http10)?;
     if let Some(upgrade) = head.upgrade.as_deref_mut() {
         // A WebSocket's `Origin` is checked against the host it asked for.
-        upgrade.host = framing.host.map(|h| String::from_utf8_lossy(h).into_owned());
+        upgrade.host = framing
+            .host
+            .map(|h| String::from_utf8_lossy(h).into_owned());
         upgrade.origin = head.origin.clone();
     }
     Ok(Parsed::Complete(head, taken))

@@ -44,6 +44,23 @@ pub fn accept_key(face: &Face, head: &Head) -> Result<String, PublicError> {
     Ok(derive_accept_key(key.trim().as_bytes()))
 }
 
+/// Whether `host` (the `Host` header) names the origin's `authority`.
+/// A proxy that passes `$host` drops the port, so a `Host` without one
+/// matches the origin's host name on any port; with a port, exactly.
+fn same_host(host: &str, authority: &str) -> bool {
+    if host.eq_ignore_ascii_case(authority) {
+        return true;
+    }
+    port_split(host).is_none()
+        && port_split(authority).is_some_and(|(name, _)| name.eq_ignore_ascii_case(host))
+}
+
+/// `name:port` split at the port, if `s` ends in one.
+fn port_split(s: &str) -> Option<(&str, &str)> {
+    s.rsplit_once(':')
+        .filter(|(_, port)| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// A request without `Origin` (not a browser), from the origin of the
 /// host it connects to (the site's own pages, directly or through a proxy
 /// that passes `Host` on), or from an origin `cors_origins` allows.
@@ -58,7 +75,7 @@ fn check_origin(face: &Face, upgrade: &Upgrade) -> Result<(), PublicError> {
     let same_host = upgrade
         .host
         .as_deref()
-        .is_some_and(|host| host.trim().eq_ignore_ascii_case(authority));
+        .is_some_and(|host| same_host(host.trim(), authority));
     if same_host || face.cors.allow(Some(origin.to_owned()), false).is_some() {
         return Ok(());
     }
