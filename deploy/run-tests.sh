@@ -313,7 +313,8 @@ for want in 'proxy_buffering off;' 'proxy_cache off;' 'proxy_http_version 1.1;' 
             'proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;'; do
     grep -qF "$want" deploy/nginx/cometbox.conf || { snippet_ok=0; fail "cometbox.conf lacks $want"; }
 done
-read_timeout="$(sed -n 's/^ *proxy_read_timeout \([0-9]*\)s;.*/\1/p' deploy/nginx/cometbox.conf)"
+# Every location's (polls, WebSockets): the shortest must do.
+read_timeout="$(sed -n 's/^ *proxy_read_timeout \([0-9]*\)s;.*/\1/p' deploy/nginx/cometbox.conf | sort -n | head -n 1)"
 max_poll="$(python3 -c 'import tomllib,sys; v=tomllib.load(open(sys.argv[1],"rb"))["limits"]["max_poll_timeout"]; print(int(v[:-1]) * {"s": 1, "m": 60, "h": 3600}[v[-1]])' deploy/cometbox.toml)"
 if [ -n "$read_timeout" ] && [ "$read_timeout" -ge $((max_poll + 10)) ]; then
     :

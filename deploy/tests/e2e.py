@@ -321,6 +321,61 @@ def run_checks(env):
     check("Bayeux through nginx: handshake, wildcard subscribe, a held connect answered (< 1 s)",
           bayeux)
 
+    # --- A WebSocket through the snippet unchanged: the upgrade passes, a
+    # frame arrives as a message is posted; a page elsewhere is refused.
+    def websocket():
+        client = new_client("ws")
+        ws_token = mint_jwt(env.secret, client)
+        host, port = env.nginx.rsplit(":", 1)
+        sock = socket.create_connection((host, int(port)), timeout=15)
+        try:
+            key = base64.b64encode(os.urandom(16)).decode()
+            sock.sendall((
+                f"GET /cometbox/ws?token={ws_token} HTTP/1.1\r\nHost: {env.nginx}\r\n"
+                f"Origin: http://{env.nginx}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+            reader = sock.makefile("rb")
+            status = reader.readline()
+            assert b" 101 " in status, f"upgrade through nginx: {status!r}"
+            while reader.readline() not in (b"\r\n", b""):
+                pass
+            deadline = time.monotonic() + 5  # the socket's poll opens after the 101
+            while True:
+                r = env.ingest_get(f"/clients/{client}")
+                if r.status == 200 and r.json().get("open_polls") == 1:
+                    break
+                assert time.monotonic() < deadline, f"the socket never counted as an open poll: {r}"
+                time.sleep(0.05)
+            posted_at = time.monotonic()
+            p = env.post(f'<message to="{client}" event="notice">{{"n": 2}}</message>')
+            assert p.status == 200, f"POST / to ingest: {p}"
+            head = reader.read(2)
+            assert head[0] == 0x81, f"a text frame: {head!r}"
+            size = head[1] & 0x7F
+            if size == 126:
+                size = int.from_bytes(reader.read(2), "big")
+            elif size == 127:
+                size = int.from_bytes(reader.read(8), "big")
+            frame = json.loads(reader.read(size))
+            latency = time.monotonic() - posted_at
+            assert frame["messages"][0]["data"] == {"n": 2}, f"frame: {frame}"
+            assert latency < 1.0, f"frame arrived {latency:.2f}s after the post: buffered?"
+            print(f"     WebSocket frame delivered {latency * 1000:.0f} ms after the post", flush=True)
+        finally:
+            sock.close()
+        conn = connection(env.nginx, 15)
+        try:
+            conn.request("GET", f"/cometbox/ws?token={ws_token}", headers={
+                "Origin": "https://elsewhere.example", "Upgrade": "websocket",
+                "Connection": "Upgrade", "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(),
+                "Sec-WebSocket-Version": "13"})
+            r = conn.getresponse()
+            assert r.status == 403, f"a page elsewhere: {r.status} {r.read()[:200]!r}"
+        finally:
+            conn.close()
+    check("WebSocket through nginx: the upgrade passes, a frame arrives as posted (< 1 s), "
+          "another origin is refused", websocket)
+
     def held_in_server():
         assert "open_polls" in cursor, "no result from the previous check"
         n = cursor["open_polls"]

@@ -55,6 +55,7 @@ mod nginx;
 mod nginx_server;
 mod nodes;
 mod presence;
+mod pusher;
 mod scenarios;
 mod tls;
 mod ws;

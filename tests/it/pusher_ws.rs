@@ -6,19 +6,19 @@
 
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
-use hmac::{Hmac, Mac};
-use serde_json::{json, Value};
-use tokio::net::TcpStream;
+use futures_util::StreamExt;
+use serde_json::json;
+use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{connect_async, MaybeTlsStream, WebSocketStream};
 
 use crate::helpers::{token, TestServer};
 
 const KEY: &str = "ws-key";
 const SECRET: &str = "ws-secret";
 
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+#[path = "../shared/pusher_page.rs"]
+mod pusher_page;
+use pusher_page::{data_of, next_event, Page};
 
 async fn pusher_server(client_events: bool) -> TestServer {
     TestServer::with(|s| {
@@ -30,105 +30,15 @@ async fn pusher_server(client_events: bool) -> TestServer {
     .await
 }
 
-/// A page's pusher-js connection: the socket and its `socket_id`.
-struct Page {
-    socket: Socket,
-    socket_id: String,
-}
-
-impl Page {
-    async fn connect(server: &TestServer) -> Page {
-        let url = format!(
-            "ws://{}/app/{KEY}?protocol=7&client=js&version=8.4.0&flash=false",
-            server.public
-        );
-        let (mut socket, _) = connect_async(url).await.expect("the upgrade succeeds");
-        let first = next_event(&mut socket).await;
-        assert_eq!(first["event"], "pusher:connection_established", "{first}");
-        let data: Value = serde_json::from_str(first["data"].as_str().unwrap()).unwrap();
-        let socket_id = data["socket_id"].as_str().unwrap().to_owned();
-        assert!(socket_id.split_once('.').is_some(), "{socket_id}");
-        assert_eq!(data["activity_timeout"], 120);
-        Page { socket, socket_id }
-    }
-
-    async fn send(&mut self, event: Value) {
-        self.socket
-            .send(Message::text(event.to_string()))
-            .await
-            .unwrap();
-    }
-
-    async fn next(&mut self) -> Value {
-        next_event(&mut self.socket).await
-    }
-
-    /// Subscribes, signing as the site's auth endpoint would for private
-    /// and presence channels; the answer.
-    async fn subscribe(&mut self, channel: &str, channel_data: Option<Value>) -> Value {
-        let mut data = json!({"channel": channel});
-        let channel_data = channel_data.map(|d| d.to_string());
-        if channel.starts_with("private-") || channel.starts_with("presence-") {
-            data["auth"] = json!(auth(&self.socket_id, channel, channel_data.as_deref()));
-        }
-        if let Some(cd) = channel_data {
-            data["channel_data"] = json!(cd);
-        }
-        self.send(json!({"event": "pusher:subscribe", "data": data}))
-            .await;
-        self.next().await
-    }
-
-    /// No event within `wait`.
-    async fn quiet(&mut self, wait: Duration) {
-        if let Ok(Some(Ok(Message::Text(text)))) =
-            tokio::time::timeout(wait, self.socket.next()).await
-        {
-            panic!("expected nothing, got {text}");
-        }
-    }
-}
-
-/// `<key>:<hex HMAC-SHA256("<socket_id>:<channel>[:<channel_data>]")>`.
-fn auth(socket_id: &str, channel: &str, channel_data: Option<&str>) -> String {
-    let mut signed = format!("{socket_id}:{channel}");
-    if let Some(data) = channel_data {
-        signed = format!("{signed}:{data}");
-    }
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
-    mac.update(signed.as_bytes());
-    let hex: String = mac
-        .finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("{KEY}:{hex}")
-}
-
-async fn next_event(socket: &mut Socket) -> Value {
-    loop {
-        let frame = tokio::time::timeout(Duration::from_secs(10), socket.next())
-            .await
-            .expect("an event within 10 s")
-            .expect("the socket stays open")
-            .expect("a valid frame");
-        match frame {
-            Message::Text(text) => return serde_json::from_str(text.as_str()).unwrap(),
-            Message::Close(close) => panic!("closed: {close:?}"),
-            _ => continue,
-        }
-    }
-}
-
-fn data_of(event: &Value) -> Value {
-    serde_json::from_str(event["data"].as_str().expect("data is a string")).unwrap()
+/// A page on `server`, with the app's key and secret.
+async fn page(server: &TestServer) -> Page {
+    Page::connect(server.public, KEY, SECRET).await
 }
 
 #[tokio::test]
 async fn public_channels_get_ingest_messages_and_ping_is_answered() {
     let server = pusher_server(false).await;
-    let mut page = Page::connect(&server).await;
+    let mut page = page(&server).await;
     let ok = page.subscribe("orders", None).await;
     assert_eq!(
         ok["event"], "pusher_internal:subscription_succeeded",
@@ -179,7 +89,7 @@ async fn public_channels_get_ingest_messages_and_ping_is_answered() {
 #[tokio::test]
 async fn private_channels_need_the_sites_signature() {
     let server = pusher_server(false).await;
-    let mut page = Page::connect(&server).await;
+    let mut page = page(&server).await;
     page.send(json!({"event": "pusher:subscribe", "data": {
         "channel": "private-orders", "auth": format!("{KEY}:{}", "0".repeat(64))}}))
         .await;
@@ -210,7 +120,7 @@ async fn private_channels_need_the_sites_signature() {
 #[tokio::test]
 async fn presence_channels_list_members_and_announce_arrivals_and_departures() {
     let server = pusher_server(false).await;
-    let mut ann = Page::connect(&server).await;
+    let mut ann = page(&server).await;
     let joined = ann
         .subscribe(
             "presence-room",
@@ -223,7 +133,7 @@ async fn presence_channels_list_members_and_announce_arrivals_and_departures() {
     assert_eq!(presence["hash"]["ann"], json!({"name": "Ann"}));
     assert_eq!(presence["count"], 1);
 
-    let mut bob = Page::connect(&server).await;
+    let mut bob = page(&server).await;
     let joined = bob
         .subscribe("presence-room", Some(json!({"user_id": 42})))
         .await;
@@ -233,11 +143,11 @@ async fn presence_channels_list_members_and_announce_arrivals_and_departures() {
     assert_eq!(data_of(&added)["user_id"], "42");
 
     // A forged channel_data (signed for another user) is refused.
-    let mut eve = Page::connect(&server).await;
+    let mut eve = page(&server).await;
     let signed = json!({"user_id": "eve"}).to_string();
     eve.send(json!({"event": "pusher:subscribe", "data": {
         "channel": "presence-room",
-        "auth": auth(&eve.socket_id, "presence-room", Some(&signed)),
+        "auth": eve.auth("presence-room", Some(&signed)),
         "channel_data": json!({"user_id": "ann"}).to_string()}}))
         .await;
     assert_eq!(eve.next().await["event"], "pusher:subscription_error");
@@ -255,8 +165,8 @@ async fn presence_channels_list_members_and_announce_arrivals_and_departures() {
 #[tokio::test]
 async fn client_events_reach_the_others_only_when_enabled() {
     let server = pusher_server(true).await;
-    let mut one = Page::connect(&server).await;
-    let mut two = Page::connect(&server).await;
+    let mut one = page(&server).await;
+    let mut two = page(&server).await;
     one.subscribe("private-chat", None).await;
     two.subscribe("private-chat", None).await;
     one.send(json!({"event": "client-typing", "channel": "private-chat", "data": {"who": "one"}}))
@@ -274,7 +184,7 @@ async fn client_events_reach_the_others_only_when_enabled() {
     server.stop().await;
 
     let server = pusher_server(false).await;
-    let mut one = Page::connect(&server).await;
+    let mut one = page(&server).await;
     one.subscribe("private-chat", None).await;
     one.send(json!({"event": "client-typing", "channel": "private-chat", "data": {}}))
         .await;
@@ -291,7 +201,7 @@ async fn one_hub_a_pusher_client_event_reaches_a_poll_and_a_ws() {
         .poll_raw(&format!("token={reader}&channels=private-feed&timeout=0"))
         .await;
     let cursor = first["cursor"].as_str().unwrap().to_owned();
-    let mut page = Page::connect(&server).await;
+    let mut page = page(&server).await;
     page.subscribe("private-feed", None).await;
     page.send(json!({"event": "client-note", "channel": "private-feed", "data": {"n": 1}}))
         .await;

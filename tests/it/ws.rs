@@ -473,3 +473,49 @@ async fn a_disconnect_sends_a_last_frame_and_closes_with_1000() {
     server.until_total_open_polls(0).await;
     server.stop().await;
 }
+
+/// A WebSocket is not subject to CORS in the browser: the server checks
+/// `Origin` itself. The site's own pages (the origin of the `Host` they
+/// connect to), origins in `cors_origins` and non-browser clients (no
+/// `Origin`) upgrade; a page elsewhere gets `403 cors-forbidden`.
+#[tokio::test]
+async fn an_upgrade_from_another_origin_is_refused_unless_cors_origins_lists_it() {
+    let server =
+        TestServer::with(|s| s.public.cors_origins = vec!["https://app.example".into()]).await;
+    let t = token("wso", &[]);
+    let upgrade = |host: &str, origin: Option<&str>| {
+        let origin = origin
+            .map(|o| format!("Origin: {o}\r\n"))
+            .unwrap_or_default();
+        format!(
+            "GET /ws?token={t} HTTP/1.1\r\nHost: {host}\r\n{origin}Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+    };
+    let evil = raw(
+        &server,
+        upgrade("push.example", Some("https://evil.example")),
+    )
+    .await;
+    assert!(evil.starts_with("HTTP/1.1 403"), "{evil}");
+    assert!(evil.contains("cors-forbidden"), "{evil}");
+    let other_port = raw(
+        &server,
+        upgrade("push.example:8480", Some("http://push.example:9999")),
+    )
+    .await;
+    assert!(other_port.starts_with("HTTP/1.1 403"), "{other_port}");
+    for (host, origin) in [
+        ("push.example", Some("https://app.example")),
+        ("push.example:8480", Some("http://push.example:8480")),
+        // A proxy passing `$host` drops the port.
+        ("push.example", Some("http://push.example:8080")),
+        ("push.example", None),
+    ] {
+        let reply = raw(&server, upgrade(host, origin)).await;
+        assert!(
+            reply.starts_with("HTTP/1.1 101"),
+            "{host} {origin:?}: {reply}"
+        );
+    }
+    server.stop().await;
+}

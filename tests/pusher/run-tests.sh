@@ -3,7 +3,9 @@
 # cometbox's [pusher] HTTP API, on the real binary:
 #   - Node: npm `pusher` 5.x (test/node-sdk.test.mjs, node --test)
 #   - pages: npm `pusher-js` 8 and `laravel-echo` 2 in Node against
-#     GET /app/<key> (test/pusher-js.test.mjs)
+#     GET /app/<key> (test/pusher-js.test.mjs), and pusher-js's browser
+#     build in Debian's headless Chromium (test/pusher-js-browser.test.mjs,
+#     playwright-core, which downloads no browser)
 #   - Python: PyPI `pusher` 3.x (test/test_python_sdk.py, unittest, in a
 #     throwaway venv)
 # Each test reads the effect back through a real GET /poll.
@@ -34,6 +36,7 @@ die() { printf '[pusher] ERROR: %s\n' "$*" >&2; exit 1; }
 py=/usr/bin/python3
 missing=()
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
+[ -x "${CHROMIUM_BIN:-/usr/bin/chromium}" ] || missing+=(chromium)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 [ -x "$py" ] || missing+=(python3)
 "$py" -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
@@ -83,6 +86,9 @@ SECRET="suite-secret-$RANDOM$RANDOM"
 cat >"$work/cometbox.toml" <<TOML
 [public]
 listen = "127.0.0.1:0"
+# The browser test's page comes from the site's own server on another port:
+# another origin, which a WebSocket upgrade must be allowed from.
+cors_origins = ["*"]
 
 [ingest]
 listen = "127.0.0.1:0"
@@ -133,6 +139,8 @@ log "node --test test/node-sdk.test.mjs"
 timeout --kill-after=10 180 node --test --test-force-exit --test-timeout=30000 test/node-sdk.test.mjs || failed=1
 log "node --test test/pusher-js.test.mjs (pusher-js 8 and laravel-echo 2, unchanged)"
 timeout --kill-after=10 180 node --test --test-force-exit --test-timeout=30000 test/pusher-js.test.mjs || failed=1
+log "node --test test/pusher-js-browser.test.mjs (pusher-js's browser build in headless Chromium)"
+timeout --kill-after=10 180 node --test --test-force-exit --test-timeout=60000 test/pusher-js-browser.test.mjs || failed=1
 
 # ------------------------------------------------------------------ python
 log "pip install pusher 3.x (into a throwaway venv)"

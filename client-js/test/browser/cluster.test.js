@@ -24,8 +24,8 @@ after(async () => {
 
 for (const transport of ['poll', 'sse', 'ws']) {
   test(`a page through nginx loses nothing when one of two nodes is SIGKILLed (${transport})`, async () => {
-    // For 'ws', nginx passes the upgrade of /cometbox/ws on (the shipped snippet does not).
-    const c = await new Cluster(2, { websocket: transport === 'ws' }).start();
+    // For 'ws', the shipped snippet passes the upgrade of /cometbox/ws on.
+    const c = await new Cluster(2).start();
     cleanups.push(() => c.stop());
     const ctx = await browser.newContext();
     cleanups.push(() => ctx.close());

@@ -74,14 +74,15 @@ function clusterUpstream(nodes) {
 /**
  * `n` nodes on a fresh Redis behind nginx. `url` is what a page uses
  * (`http://127.0.0.1:<nginx>/cometbox`); `nodes` are the Server objects (ingest,
- * /stats, kill9). The shipped snippet (deploy/nginx/cometbox.conf) does not pass
- * `Upgrade` on, so /cometbox/ws answers 400 through it; `{ websocket: true }`
- * adds a location before it that does (/cometbox/ws proxied as a WebSocket).
+ * /stats, kill9). The shipped snippet (deploy/nginx/cometbox.conf) passes the
+ * WebSocket upgrade of /cometbox/ws on; `{ passUpgrade: false }` puts a location
+ * before it that does not, as a proxy configured for HTTP only would (/ws then
+ * answers 400).
  */
 class Cluster {
-  constructor(n = 2, { websocket = false } = {}) {
+  constructor(n = 2, { passUpgrade = true } = {}) {
     this.n = n;
-    this.websocket = websocket;
+    this.passUpgrade = passUpgrade;
     this.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cometbox-js-cluster-'));
     this.nodes = [];
   }
@@ -137,18 +138,13 @@ ${upstream}
         listen 127.0.0.1:${this.nginxPort};
         server_name localhost;
         location / { return 404; }
-${this.websocket ? `        location = /cometbox/ws {
+${this.passUpgrade ? '' : `        location = /cometbox/ws {
             proxy_pass http://cometbox_public/ws;
             proxy_http_version 1.1;
-            proxy_set_header Upgrade $http_upgrade;
-            proxy_set_header Connection "upgrade";
+            proxy_set_header Connection "";
             proxy_set_header Host $host;
-            proxy_read_timeout 75s;
-            proxy_send_timeout 75s;
-            proxy_next_upstream error;
-            proxy_next_upstream_tries 3;
         }
-` : ''}        include ${snippet};
+`}        include ${snippet};
     }
 }
 `);

@@ -19,8 +19,9 @@ pub enum PublicError {
     /// 403 `channel-forbidden`
     #[error("the token does not allow channel {0:?}")]
     ChannelForbidden(String),
-    /// 403 `cors-forbidden`: a preflight from an origin not in
-    /// `[public] cors_origins`.
+    /// 403 `cors-forbidden`: a preflight, or a WebSocket upgrade, from an
+    /// origin not in `[public] cors_origins` (an upgrade from the origin of
+    /// the host it asks for is the site's own).
     #[error("origin {0:?} is not in [public] cors_origins: this server does not answer that page's cross-origin requests")]
     CorsForbidden(String),
     /// 429 `too-many-polls`, 503 `overloaded`

@@ -78,6 +78,10 @@ pub struct Upgrade {
     pub key: Option<String>,
     /// `Sec-WebSocket-Version`.
     pub version: Option<String>,
+    /// `Host`, as sent.
+    pub host: Option<String>,
+    /// `Origin`, as sent (a browser always sends it on an upgrade).
+    pub origin: Option<String>,
 }
 
 impl Head {
@@ -150,6 +154,13 @@ pub fn parse(buf: &[u8]) -> Result<Parsed, HeadError> {
     }
     head.body = framing.body()?;
     framing.check_host(authority, http10)?;
+    if let Some(upgrade) = head.upgrade.as_deref_mut() {
+        // A WebSocket's `Origin` is checked against the host it asked for.
+        upgrade.host = framing
+            .host
+            .map(|h| String::from_utf8_lossy(h).into_owned());
+        upgrade.origin = head.origin.clone();
+    }
     Ok(Parsed::Complete(head, taken))
 }
 

@@ -60,7 +60,7 @@ pub async fn serve<S: Socket>(
     head: Head,
     key: &str,
 ) -> Result<Routed, PublicError> {
-    let accept = handshake::accept_key(&head)?;
+    let accept = handshake::accept_key(face, &head)?;
     let protocol = protocol_of(head.query());
     drop(head);
     if connection

@@ -71,7 +71,7 @@ pub async fn serve<S: Socket>(
     face: &Face,
     head: Head,
 ) -> Result<Routed, PublicError> {
-    let accept = handshake::accept_key(&head)?;
+    let accept = handshake::accept_key(face, &head)?;
     let admitted = admit(face, &head)
         .and_then(|(request, expires_at)| Ok((request, grant_of(face, &head)?, expires_at)));
     drop(head);

@@ -1,0 +1,86 @@
+//! Pusher pages (`GET /app/<key>`) on several nodes on one Redis: a socket
+//! on one node gets what is posted on another (XML ingest), a client event
+//! sent on one node reaches a socket on another and not its sender, and
+//! presence member events cross nodes. (Member *lists* are per node:
+//! docs/pusher.md.)
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::harness::Scratch;
+use crate::nodes::node;
+use crate::redis_server::{Kind, Persistence, TestRedis};
+
+#[path = "../shared/pusher_page.rs"]
+mod pusher_page;
+use pusher_page::{data_of, Page};
+
+const KEY: &str = "cluster-key";
+const SECRET: &str = "cluster-secret";
+
+async fn pusher_pages_on_two_nodes_share_channels(kind: Kind) {
+    let dir = Scratch::new("pusher");
+    let redis = TestRedis::start(kind, &dir.0.join("redis"), Persistence::None).await;
+    let pusher = [
+        ("COMETBOX_PUSHER__ENABLED", "true"),
+        ("COMETBOX_PUSHER__KEY", KEY),
+        ("COMETBOX_PUSHER__SECRET", SECRET),
+        ("COMETBOX_PUSHER__CLIENT_EVENTS", "true"),
+    ];
+    let a = node(&redis, &dir.0, &pusher).await;
+    let b = node(&redis, &dir.0, &pusher).await;
+
+    let mut on_a = Page::connect(&a.public, KEY, SECRET).await;
+    let mut on_b = Page::connect(&b.public, KEY, SECRET).await;
+    for page in [&mut on_a, &mut on_b] {
+        let ok = page.subscribe("private-orders", None).await;
+        assert_eq!(
+            ok["event"], "pusher_internal:subscription_succeeded",
+            "{ok}"
+        );
+    }
+
+    // Posted on node A, heard on node B.
+    a.post_ok(
+        r#"<message channel="private-orders" event="shipped">{"id":1}</message>"#,
+        1,
+    )
+    .await;
+    let shipped = on_b.next().await;
+    assert_eq!(shipped["event"], "shipped", "{shipped}");
+    assert_eq!(data_of(&shipped), json!({"id": 1}));
+    assert_eq!(on_a.next().await["event"], "shipped");
+
+    // A client event sent on node A: node B's socket hears it, the sender
+    // does not.
+    on_a.send(json!({"event": "client-typing", "channel": "private-orders", "data": {"who": "a"}}))
+        .await;
+    let typing = on_b.next().await;
+    assert_eq!(typing["event"], "client-typing", "{typing}");
+    assert_eq!(data_of(&typing), json!({"who": "a"}));
+    on_a.quiet(Duration::from_millis(500)).await;
+
+    // A presence member joining on node B is announced to node A's socket,
+    // and leaving likewise.
+    let joined = on_a
+        .subscribe("presence-room", Some(json!({"user_id": "ann"})))
+        .await;
+    assert_eq!(joined["event"], "pusher_internal:subscription_succeeded");
+    let joined = on_b
+        .subscribe("presence-room", Some(json!({"user_id": "bob"})))
+        .await;
+    assert_eq!(joined["event"], "pusher_internal:subscription_succeeded");
+    let added = on_a.next().await;
+    assert_eq!(added["event"], "pusher_internal:member_added", "{added}");
+    assert_eq!(data_of(&added)["user_id"], "bob");
+    on_b.socket.close(None).await.unwrap();
+    let removed = on_a.next().await;
+    assert_eq!(
+        removed["event"], "pusher_internal:member_removed",
+        "{removed}"
+    );
+    assert_eq!(data_of(&removed)["user_id"], "bob");
+}
+
+crate::on_both!(pusher_pages_on_two_nodes_share_channels);
