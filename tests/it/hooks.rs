@@ -1018,6 +1018,112 @@ async fn an_event_stream_is_asked_and_counts_for_presence() {
     server.stop().await;
 }
 
+/// Sends one frame on a `/ws` socket and reads the answer carrying `ref`.
+async fn ws_ask(
+    socket: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    frame: Value,
+) -> Value {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    socket.send(Message::text(frame.to_string())).await.unwrap();
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("an answer within 10 s")
+            .unwrap()
+            .unwrap();
+        if let Message::Text(text) = next {
+            let answer: Value = serde_json::from_str(text.as_str()).unwrap();
+            if answer.get("ref").is_some() {
+                return answer;
+            }
+        }
+    }
+}
+
+/// A WebSocket (`/ws`) through the hooks: a subscribe frame to a channel
+/// the `subscribe` hook denies is answered `denied` with its reason and
+/// joins nothing; one it allows joins; a publish frame without a token
+/// claim is the `publish` hook's, which may deny or rewrite it; the socket
+/// counts for presence (online, then offline when it closes).
+#[tokio::test]
+async fn a_websocket_is_asked_as_a_poll_is_and_counts_for_presence() {
+    use futures_util::StreamExt;
+    use serde_json::json;
+    use tokio_tungstenite::tungstenite::Message;
+    let receiver = Receiver::start();
+    let server = hooked_server(&receiver, |_| {}).await;
+    let url = format!(
+        "ws://{}/ws?token={}",
+        server.public,
+        token("ws-wes", &["room", "forbidden"])
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let denied = ws_ask(
+        &mut socket,
+        json!({"type": "subscribe", "channels": ["forbidden"], "ref": 1}),
+    )
+    .await;
+    assert_eq!(
+        (denied["code"].as_str(), denied["message"].as_str()),
+        (Some("denied"), Some("forbidden room")),
+        "{denied}"
+    );
+    let channels = server.presence("ws-wes").await.1["channels"].clone();
+    assert!(!channels.to_string().contains("forbidden"), "{channels}");
+    let joined = ws_ask(
+        &mut socket,
+        json!({"type": "subscribe", "channels": ["room"], "ref": 2}),
+    )
+    .await;
+    assert_eq!(joined, json!({"type": "ok", "ref": 2}));
+    assert_eq!(
+        server.presence("ws-wes").await.1["channels"],
+        json!(["room"])
+    );
+    let rude = ws_ask(
+        &mut socket,
+        json!({"type": "publish", "channel": "room", "data": "a badword", "ref": 3}),
+    )
+    .await;
+    assert_eq!(rude["code"], "denied", "{rude}");
+    let rewritten = ws_ask(
+        &mut socket,
+        json!({"type": "publish", "channel": "room", "data": "replace-me", "ref": 4}),
+    )
+    .await;
+    assert_eq!(rewritten, json!({"type": "ok", "ref": 4}));
+    let frame = loop {
+        let next = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("the published message within 10 s")
+            .unwrap()
+            .unwrap();
+        if let Message::Text(text) = next {
+            break serde_json::from_str::<Value>(text.as_str()).unwrap();
+        }
+    };
+    assert_eq!(frame["messages"][0]["data"], "replaced", "{frame}");
+
+    let notified = |client: &str| -> Vec<(String, Option<String>)> {
+        receiver
+            .delivered(client)
+            .into_iter()
+            .filter(|(kind, _)| kind == "online" || kind == "offline")
+            .collect()
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await; // past offline_after
+    assert_eq!(notified("ws-wes"), vec![ev("online", None)]);
+    socket.close(None).await.unwrap();
+    wait_until("ws-wes goes offline", Duration::from_secs(15), || async {
+        notified("ws-wes").last() == Some(&ev("offline", None))
+    })
+    .await;
+    server.stop().await;
+}
+
 /// Bayeux through the hooks: a handshake without a token is the `connect`
 /// hook's to decide (with the handshake's `ext`), subscribes are asked, a
 /// publish is asked and may be denied or rewritten, and a service channel's

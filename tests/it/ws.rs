@@ -195,6 +195,13 @@ async fn subscribe_and_unsubscribe_frames_are_checked_against_the_grant() {
     .await;
     server.until_open_polls("wss", 1).await;
 
+    // An empty subscribe is answered at once: client-js pings with it.
+    let ping = ask(
+        &mut socket,
+        json!({"type": "subscribe", "channels": [], "ref": 0}),
+    )
+    .await;
+    assert_eq!(ping, json!({"type": "ok", "ref": 0}));
     let ok = ask(
         &mut socket,
         json!({"type": "subscribe", "channels": ["news", "sport.tennis", "sport.golf"], "ref": 1}),
