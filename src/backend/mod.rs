@@ -150,6 +150,30 @@ impl AnyBackend {
         }
     }
 
+    /// [`Backend::set_profile`].
+    pub async fn set_profile(
+        &self,
+        channel: &ChannelName,
+        client: &ClientId,
+        profile: Option<&str>,
+    ) -> Result<(), StoreError> {
+        match self {
+            AnyBackend::Local(b) => b.set_profile(channel, client, profile).await,
+            AnyBackend::Redis(b) => Box::pin(b.set_profile(channel, client, profile)).await,
+        }
+    }
+
+    /// [`Backend::profiles`].
+    pub async fn profiles(
+        &self,
+        channel: &ChannelName,
+    ) -> Result<Option<Vec<(String, String)>>, StoreError> {
+        match self {
+            AnyBackend::Local(b) => b.profiles(channel).await,
+            AnyBackend::Redis(b) => Box::pin(b.profiles(channel)).await,
+        }
+    }
+
     /// [`Backend::healthy`].
     pub fn healthy(&self) -> bool {
         match self {

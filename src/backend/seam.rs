@@ -75,6 +75,25 @@ pub trait Backend: Send + Sync {
         name: &ChannelName,
     ) -> impl Future<Output = Result<Option<ChannelDetail>, StoreError>> + Send;
 
+    /// Records (`Some`) or forgets (`None`) whom `client` signed in as in
+    /// `channel`: a Pusher presence profile (`src/pusher/members.rs`),
+    /// shared so that every node lists users held by the others. Nothing
+    /// to do where one node holds every socket (the local backend).
+    fn set_profile(
+        &self,
+        channel: &ChannelName,
+        client: &ClientId,
+        profile: Option<&str>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The profiles recorded in `channel`, `(client, profile)`; `None`
+    /// where the backend keeps none (the local one: this node's registry
+    /// is the whole list).
+    fn profiles(
+        &self,
+        channel: &ChannelName,
+    ) -> impl Future<Output = Result<Option<Vec<(String, String)>>, StoreError>> + Send;
+
     /// Whether the store answers (`/health`).
     fn healthy(&self) -> bool;
 

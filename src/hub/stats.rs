@@ -47,6 +47,24 @@ impl Hub {
         self.0.backend.channels().await
     }
 
+    /// [`crate::backend::Backend::set_profile`]: a Pusher presence profile.
+    pub async fn set_profile(
+        &self,
+        channel: &ChannelName,
+        client: &crate::protocol::ClientId,
+        profile: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.0.backend.set_profile(channel, client, profile).await
+    }
+
+    /// [`crate::backend::Backend::profiles`].
+    pub async fn profiles(
+        &self,
+        channel: &ChannelName,
+    ) -> Result<Option<Vec<(String, String)>>, StoreError> {
+        self.0.backend.profiles(channel).await
+    }
+
     /// `GET /channels/<name>`: its members and how many are online.
     pub async fn current_channel(
         &self,

@@ -463,7 +463,10 @@ async fn channel(
         reply.insert("subscription_count".into(), members.len().into());
     }
     if query.wants("user_count") {
-        let users = state.pusher_members.users_of_members(&name, &members);
+        let users = state
+            .pusher_members
+            .user_ids_everywhere(&state.hub, &channel, &members)
+            .await;
         reply.insert("user_count".into(), users.len().into());
     }
     Ok(json_reply(Value::Object(reply)))
@@ -493,7 +496,8 @@ async fn users(
         .unwrap_or_default();
     let users: Vec<Value> = state
         .pusher_members
-        .users_of_members(&name, &members)
+        .user_ids_everywhere(&state.hub, &channel, &members)
+        .await
         .into_iter()
         .map(|id| json!({ "id": id }))
         .collect();

@@ -1,8 +1,9 @@
 //! Pusher pages (`GET /app/<key>`) on several nodes on one Redis: a socket
 //! on one node gets what is posted on another (XML ingest), a client event
 //! sent on one node reaches a socket on another and not its sender, and
-//! presence member events cross nodes. (Member *lists* are per node:
-//! docs/pusher.md.)
+//! presence crosses nodes: member lists name users held by any node,
+//! member events reach every node, and a user leaving one node while
+//! still present on another is not said to have left.
 
 use std::time::Duration;
 
@@ -61,26 +62,47 @@ async fn pusher_pages_on_two_nodes_share_channels(kind: Kind) {
     assert_eq!(data_of(&typing), json!({"who": "a"}));
     on_a.quiet(Duration::from_millis(500)).await;
 
-    // A presence member joining on node B is announced to node A's socket,
-    // and leaving likewise.
+    // A presence member joining on node B is announced to node A's socket;
+    // node B's member list names the user node A holds.
     let joined = on_a
-        .subscribe("presence-room", Some(json!({"user_id": "ann"})))
+        .subscribe(
+            "presence-room",
+            Some(json!({"user_id": "ann", "user_info": {"n": 1}})),
+        )
         .await;
     assert_eq!(joined["event"], "pusher_internal:subscription_succeeded");
     let joined = on_b
         .subscribe("presence-room", Some(json!({"user_id": "bob"})))
         .await;
     assert_eq!(joined["event"], "pusher_internal:subscription_succeeded");
+    let presence = &data_of(&joined)["presence"];
+    assert_eq!(presence["ids"], json!(["ann", "bob"]), "{joined}");
+    assert_eq!(presence["hash"]["ann"], json!({"n": 1}));
     let added = on_a.next().await;
     assert_eq!(added["event"], "pusher_internal:member_added", "{added}");
     assert_eq!(data_of(&added)["user_id"], "bob");
+
+    // Ann in a second tab on node B, which then closes: Ann is still there
+    // through node A, so nobody is told she left. Bob leaving is told.
+    let mut ann_on_b = Page::connect(&b.public, KEY, SECRET).await;
+    let joined = ann_on_b
+        .subscribe(
+            "presence-room",
+            Some(json!({"user_id": "ann", "user_info": {"n": 1}})),
+        )
+        .await;
+    assert_eq!(data_of(&joined)["presence"]["count"], 2, "{joined}");
+    ann_on_b.socket.close(None).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
     on_b.socket.close(None).await.unwrap();
-    let removed = on_a.next().await;
-    assert_eq!(
-        removed["event"], "pusher_internal:member_removed",
-        "{removed}"
-    );
-    assert_eq!(data_of(&removed)["user_id"], "bob");
+    loop {
+        let event = on_a.next().await;
+        if event["event"] == "pusher_internal:member_removed" {
+            assert_eq!(data_of(&event)["user_id"], "bob", "only Bob left: {event}");
+            break;
+        }
+        assert_eq!(event["event"], "pusher_internal:member_added", "{event}");
+    }
 }
 
 crate::on_both!(pusher_pages_on_two_nodes_share_channels);

@@ -176,6 +176,22 @@ impl Backend for LocalBackend {
         Ok(self.channel_now(name))
     }
 
+    async fn set_profile(
+        &self,
+        _channel: &ChannelName,
+        _client: &ClientId,
+        _profile: Option<&str>,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn profiles(
+        &self,
+        _channel: &ChannelName,
+    ) -> Result<Option<Vec<(String, String)>>, StoreError> {
+        Ok(None)
+    }
+
     fn healthy(&self) -> bool {
         true
     }

@@ -194,6 +194,24 @@ impl Backend for RedisBackend {
         }))
     }
 
+    async fn set_profile(
+        &self,
+        channel: &ChannelName,
+        client: &ClientId,
+        profile: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.store
+            .set_profile(channel, client.as_str(), profile)
+            .await
+    }
+
+    async fn profiles(
+        &self,
+        channel: &ChannelName,
+    ) -> Result<Option<Vec<(String, String)>>, StoreError> {
+        self.store.profiles(channel).await.map(Some)
+    }
+
     fn healthy(&self) -> bool {
         self.store.healthy()
     }

@@ -90,6 +90,13 @@ impl Connection {
         result
     }
 
+    /// Runs a pipeline whose commands share one key's slot.
+    pub async fn query_pipe(&self, pipe: &redis::Pipeline) -> RedisResult<Value> {
+        let result = self.conn().query_pipe(pipe).await;
+        self.watch(&result);
+        result
+    }
+
     /// Runs one command on every master (the one server, or each master
     /// of a cluster); their answers.
     pub async fn query_each_master(&self, cmd: &Cmd) -> RedisResult<Vec<Value>> {
@@ -173,6 +180,13 @@ impl Conn {
         match self.clone() {
             Conn::Single(mut c) => cmd.query_async(&mut c).await,
             Conn::Cluster(mut c) => cmd.query_async(&mut c).await,
+        }
+    }
+
+    async fn query_pipe(&self, pipe: &redis::Pipeline) -> RedisResult<Value> {
+        match self.clone() {
+            Conn::Single(mut c) => pipe.query_async(&mut c).await,
+            Conn::Cluster(mut c) => pipe.query_async(&mut c).await,
         }
     }
 

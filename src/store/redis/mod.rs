@@ -36,6 +36,7 @@ mod fsync;
 mod groups;
 mod hook_queue;
 mod lookups;
+mod profiles;
 mod replies;
 mod settings;
 mod wake;
@@ -351,6 +352,15 @@ impl RedisStore {
         let value = self.conn.invoke(&call).await?;
         self.set_healthy(true);
         Ok(Reply::from(value))
+    }
+
+    /// A plain command's failure (not a script's [`Step`]).
+    fn failed_call(&self, what: &str, e: redis::RedisError) -> StoreError {
+        if is_unavailable(&e) {
+            self.set_healthy(false);
+        }
+        tracing::debug!(call = what, error = %e, "redis call failed");
+        StoreError::Unavailable(format!("redis: {e}"))
     }
 
     fn failed(&self, step: Step, e: redis::RedisError) -> StoreError {

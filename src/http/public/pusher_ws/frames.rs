@@ -192,6 +192,9 @@ async fn subscribe(session: &mut Session<'_>, data: &str) -> String {
         return event("pusher_internal:subscription_succeeded", Some(name), "{}");
     };
     let members = &session.face.state.pusher_members;
+    members
+        .share(hub, &channel, &session.socket_id, Some(&member))
+        .await;
     if members.join(name, &session.socket_id, member.clone()) {
         let added = membership(
             &channel,
@@ -203,7 +206,7 @@ async fn subscribe(session: &mut Session<'_>, data: &str) -> String {
             tracing::debug!(error = %e, "member_added could not be published");
         }
     }
-    let users = members.users(name);
+    let users = members.users_everywhere(hub, &channel).await;
     let ids: Vec<&str> = users.iter().map(|u| u.user_id.as_str()).collect();
     let hash: serde_json::Map<String, Value> = users
         .iter()
@@ -252,20 +255,33 @@ fn membership(channel: &ChannelName, name: &str, member: &Member, socket_id: &st
     }
 }
 
-/// The `member_removed` to publish when `socket_id` was its user's last
-/// socket in presence channel `channel`.
-pub fn member_left(face: &Face, channel: &str, socket_id: &str) -> Option<Command> {
-    if !channel.starts_with(PRESENCE) {
-        return None;
+/// `socket_id` leaves presence channel `channel` (its profile forgotten in
+/// the store too); the `member_removed` to publish when that was its
+/// user's last socket there, on this node and every other.
+pub async fn member_left(face: &Face, channel: &str, socket_id: &str) -> Option<Command> {
+    let channel = presence_channel(channel)?;
+    let members = &face.state.pusher_members;
+    let hub = &face.state.hub;
+    members.share(hub, &channel, socket_id, None).await;
+    let gone = members.leave(channel.as_str(), socket_id)?;
+    let everywhere = members.users_everywhere(hub, &channel).await;
+    if everywhere.iter().any(|m| m.user_id == gone.user_id) {
+        return None; // another node still holds a socket of theirs
     }
-    let gone = face.state.pusher_members.leave(channel, socket_id)?;
-    let channel = ChannelName::parse(channel).ok()?;
     Some(membership(
         &channel,
         "pusher_internal:member_removed",
         &gone,
         socket_id,
     ))
+}
+
+/// `channel` when it is a presence channel.
+pub fn presence_channel(channel: &str) -> Option<ChannelName> {
+    channel
+        .starts_with(PRESENCE)
+        .then(|| ChannelName::parse(channel).ok())
+        .flatten()
 }
 
 /// `pusher:unsubscribe`: leaves the channel (and its presence).
@@ -285,11 +301,7 @@ async fn unsubscribe(session: &mut Session<'_>, data: &str) {
         client: session.client.clone(),
         channel,
     }];
-    commands.extend(member_left(
-        session.face,
-        &request.channel,
-        &session.socket_id,
-    ));
+    commands.extend(member_left(session.face, &request.channel, &session.socket_id).await);
     if let Err(e) = session.face.state.hub.apply(commands).await {
         tracing::debug!(error = %e, "a Pusher unsubscribe could not be applied");
     }

@@ -302,7 +302,7 @@ impl Session<'_> {
         drop(open);
         let mut commands = Vec::new();
         for channel in &channels {
-            if let Some(removed) = frames::member_left(face, channel, &socket_id) {
+            if let Some(removed) = frames::member_left(face, channel, &socket_id).await {
                 commands.push(removed);
             }
         }
