@@ -19,6 +19,7 @@ mod servers;
 mod sse;
 mod wire;
 mod worker;
+mod ws;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -66,11 +67,13 @@ options:
   --cometbox-bin PATH            the binary to measure (default target/release/cometbox,
                                  rebuilt with `cargo build --release` when stale)
   --no-build                     never run cargo build
-  --transport poll|sse|bayeux    hold and fanout subscribers long-poll (default, as
+  --transport poll|sse|ws|bayeux hold and fanout subscribers long-poll (default, as
                                  client-js's poll transport), hold an EventSource
                                  stream each (cometbox /events, Nchan eventsource),
-                                 or are Bayeux sessions as CometD's long-polling
-                                 (cometbox only)
+                                 hold a WebSocket each as a page's new WebSocket(url)
+                                 (cometbox /ws?token=&channels=, Nchan's websocket
+                                 subscriber), or are Bayeux sessions as CometD's
+                                 long-polling (cometbox only)
 
 Exit status: 0 when every run completed with nothing lost and no errors.";
 
@@ -155,8 +158,9 @@ fn parse_args(args: &[String]) -> Result<Cli> {
                 settings.transport = match value("--transport")?.as_str() {
                     "poll" => crate::wire::Transport::Poll,
                     "sse" => crate::wire::Transport::Sse,
+                    "ws" => crate::wire::Transport::Ws,
                     "bayeux" => crate::wire::Transport::Bayeux,
-                    other => bail!("--transport {other}: expected poll, sse or bayeux"),
+                    other => bail!("--transport {other}: expected poll, sse, ws or bayeux"),
                 };
                 settings.servers.bayeux = settings.transport == crate::wire::Transport::Bayeux;
             }
@@ -266,6 +270,7 @@ async fn self_check() {
     report::checks::medians();
     wire::checks::splits_nchan_multipart();
     wire::checks::cometbox_polls_like_the_browser_class();
+    ws::checks::handshake_and_frames();
     procstat::checks::reads_itself();
     client::checks::parses_length_and_chunked_bodies().await;
 }
