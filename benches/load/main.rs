@@ -35,7 +35,9 @@ const USAGE: &str = "\
 usage: cargo bench --bench load -- <scenario> [options]
 
 scenarios:
-  hold N                  N waiting polls (one client each): server RSS per poll, time to hold all
+  hold N                  N waiting polls (one client each; with --transport sse or ws one
+                          open stream or WebSocket each): server RSS per poll, time to hold
+                          all, the tool's own RSS
   fanout N K              N subscribers of one channel, K messages one after another:
                           first / median / p99 / last delivery latency (medians over K)
   throughput N SECONDS    N clients polling their own mailbox, publishers as fast as accepted:
