@@ -19,6 +19,7 @@ mod servers;
 mod sse;
 mod wire;
 mod worker;
+mod ws;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,7 +35,9 @@ const USAGE: &str = "\
 usage: cargo bench --bench load -- <scenario> [options]
 
 scenarios:
-  hold N                  N waiting polls (one client each): server RSS per poll, time to hold all
+  hold N                  N waiting polls (one client each; with --transport sse or ws one
+                          open stream or WebSocket each): server RSS per poll, time to hold
+                          all, the tool's own RSS
   fanout N K              N subscribers of one channel, K messages one after another:
                           first / median / p99 / last delivery latency (medians over K)
   throughput N SECONDS    N clients polling their own mailbox, publishers as fast as accepted:
@@ -66,11 +69,13 @@ options:
   --cometbox-bin PATH            the binary to measure (default target/release/cometbox,
                                  rebuilt with `cargo build --release` when stale)
   --no-build                     never run cargo build
-  --transport poll|sse|bayeux    hold and fanout subscribers long-poll (default, as
+  --transport poll|sse|ws|bayeux hold and fanout subscribers long-poll (default, as
                                  client-js's poll transport), hold an EventSource
                                  stream each (cometbox /events, Nchan eventsource),
-                                 or are Bayeux sessions as CometD's long-polling
-                                 (cometbox only)
+                                 hold a WebSocket each as a page's new WebSocket(url)
+                                 (cometbox /ws?token=&channels=, Nchan's websocket
+                                 subscriber), or are Bayeux sessions as CometD's
+                                 long-polling (cometbox only)
 
 Exit status: 0 when every run completed with nothing lost and no errors.";
 
@@ -155,8 +160,9 @@ fn parse_args(args: &[String]) -> Result<Cli> {
                 settings.transport = match value("--transport")?.as_str() {
                     "poll" => crate::wire::Transport::Poll,
                     "sse" => crate::wire::Transport::Sse,
+                    "ws" => crate::wire::Transport::Ws,
                     "bayeux" => crate::wire::Transport::Bayeux,
-                    other => bail!("--transport {other}: expected poll, sse or bayeux"),
+                    other => bail!("--transport {other}: expected poll, sse, ws or bayeux"),
                 };
                 settings.servers.bayeux = settings.transport == crate::wire::Transport::Bayeux;
             }
@@ -266,6 +272,7 @@ async fn self_check() {
     report::checks::medians();
     wire::checks::splits_nchan_multipart();
     wire::checks::cometbox_polls_like_the_browser_class();
+    ws::checks::handshake_and_frames();
     procstat::checks::reads_itself();
     client::checks::parses_length_and_chunked_bodies().await;
 }

@@ -187,6 +187,7 @@ async fn hold(server: &Server, n: u32, settings: &Settings, outcome: &mut Outcom
         // Let allocations settle before reading memory.
         tokio::time::sleep(Duration::from_secs(1)).await;
         let rss_held = server.rss();
+        let tool_rss = workers.rss();
         let reports = workers.reports().await?;
         let errors = worker_errors(outcome, &reports);
         let per_poll = (rss_held as f64 - rss_before as f64) / f64::from(n.max(1));
@@ -211,6 +212,13 @@ async fn hold(server: &Server, n: u32, settings: &Settings, outcome: &mut Outcom
             Better::Lower,
         );
         outcome.push("subscriber errors", "count", errors as f64, Better::Lower);
+        // The tool's own side, to see that it is not the bottleneck.
+        outcome.push(
+            "load tool RSS (workers)",
+            "MB",
+            tool_rss as f64 / MB,
+            Better::Neither,
+        );
         Ok(())
     }
     .await;

@@ -564,6 +564,11 @@ http {{
             nchan_channel_id $1;
             nchan_subscriber_timeout 0;
         }}
+        location ~ ^/ws/(.+)$ {{
+            nchan_subscriber websocket;
+            nchan_channel_id $1;
+            nchan_subscriber_timeout 0;
+        }}
         location ~ ^/pub/(.+)$ {{
             nchan_publisher;
             nchan_channel_id $1;

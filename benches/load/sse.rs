@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::client::{find, request};
-use crate::wire::{encode_uri_component, now_us, Kind, Payload};
+use crate::wire::{client_id, encode_uri_component, now_us, Kind, Payload};
 use crate::worker::Note;
 
 /// What an `EventSource` sends.
@@ -24,16 +24,26 @@ const HEADERS: [(&str, &str); 2] = [
     ("Cache-Control", "no-cache"),
 ];
 
-/// The stream's request path for one subscriber of `channel`.
-pub fn path(kind: Kind, token: Option<&str>, channel: &str) -> String {
+/// The stream's request path for subscriber `client`: on cometbox its own
+/// mailbox plus `channel` if given; on Nchan `channel`, or its own channel
+/// `c<i>` (as a long-poll subscriber of `hold` polls its own).
+pub fn path(kind: Kind, token: Option<&str>, client: u32, channel: Option<&str>) -> String {
     match kind {
         // An EventSource cannot send headers: the token is in the query.
-        Kind::Cometbox => format!(
-            "/events?token={}&channels={}",
-            token.expect("cometbox streams need a token"),
-            encode_uri_component(channel)
+        Kind::Cometbox => {
+            let mut path = format!(
+                "/events?token={}",
+                token.expect("cometbox streams need a token")
+            );
+            if let Some(channel) = channel {
+                path.push_str(&format!("&channels={}", encode_uri_component(channel)));
+            }
+            path
+        }
+        Kind::Nchan => format!(
+            "/es/{}",
+            channel.map_or_else(|| client_id(client), str::to_owned)
         ),
-        Kind::Nchan => format!("/es/{channel}"),
     }
 }
 

@@ -63,6 +63,9 @@ pub enum Transport {
     Sse,
     /// Bayeux sessions, as CometD's long-polling transport (cometbox only).
     Bayeux,
+    /// One WebSocket each, as a page's `new WebSocket(url)` (cometbox
+    /// `/ws`, Nchan's websocket subscriber).
+    Ws,
 }
 
 /// How long a poll may be held server-side (cometbox `timeout=`, Nchan

@@ -148,6 +148,7 @@ pub async fn run_worker() -> Result<()> {
     let tokens = cometbox::auth::Tokens::new(endpoint.secret.as_bytes());
     let mut stream_paths = Vec::new();
     let mut bayeux_tokens = Vec::new();
+    let mut ws_paths = Vec::new();
     let subscribers: Vec<Subscriber> = (spec.first..spec.first + spec.count)
         .map(|i| {
             let token = (endpoint.kind == Kind::Cometbox).then(|| {
@@ -158,11 +159,22 @@ pub async fn run_worker() -> Result<()> {
                 tokens.mint(&id, Duration::from_secs(3600), grants).0
             });
             match spec.transport {
-                crate::wire::Transport::Sse => {
-                    let channel = spec.channel.as_deref().unwrap_or(crate::wire::FAN_CHANNEL);
-                    stream_paths.push(crate::sse::path(endpoint.kind, token.as_deref(), channel));
-                }
+                // `hold` (no channel): the stream of the client's own
+                // mailbox, as its held poll would be (a channel its token
+                // does not grant would be refused).
+                crate::wire::Transport::Sse => stream_paths.push(crate::sse::path(
+                    endpoint.kind,
+                    token.as_deref(),
+                    i,
+                    spec.channel.as_deref(),
+                )),
                 crate::wire::Transport::Bayeux => bayeux_tokens.push(token.clone()),
+                crate::wire::Transport::Ws => ws_paths.push(crate::ws::path(
+                    endpoint.kind,
+                    token.as_deref(),
+                    i,
+                    spec.channel.as_deref(),
+                )),
                 crate::wire::Transport::Poll => {}
             }
             Subscriber::new(&endpoint, token.as_deref(), i, spec.channel.as_deref())
@@ -193,6 +205,17 @@ pub async fn run_worker() -> Result<()> {
                 endpoint.public_for(idx as u32),
                 token.clone(),
                 spec.channel.clone(),
+                connecting.clone(),
+                tx.clone(),
+            ));
+            continue;
+        }
+        if let Some(path) = ws_paths.get(idx) {
+            tokio::spawn(crate::ws::subscribe(
+                idx as u32,
+                endpoint.public_for(idx as u32),
+                endpoint.kind,
+                path.clone(),
                 connecting.clone(),
                 tx.clone(),
             ));
@@ -541,6 +564,13 @@ impl Workers {
                 return Ok(t);
             }
         }
+    }
+
+    /// Resident memory of the worker processes (the tool's own side of the
+    /// connections), bytes.
+    pub fn rss(&self) -> u64 {
+        let pids: Vec<u32> = self.procs.iter().filter_map(|p| p.child.id()).collect();
+        crate::procstat::total_rss(&pids)
     }
 
     /// Starts every subscriber.
