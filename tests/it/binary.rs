@@ -498,6 +498,71 @@ async fn a_stale_ingest_socket_is_replaced_and_a_live_one_refused() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `public.listen = "unix:…"` follows the same rule as ingest: a stale
+/// socket file is replaced and the server serves polls on it; a second
+/// server on the live socket refuses to start naming `public.listen` and
+/// the path, and the first keeps serving.
+#[tokio::test]
+async fn a_stale_public_socket_is_replaced_and_a_live_one_refused() {
+    let dir = scratch_dir("public-socket");
+    let path = dir.join("public.sock");
+    let listen = format!("unix:{}", path.display());
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    let server = start(
+        "stale-public-socket",
+        &[("COMETBOX_PUBLIC__LISTEN", &listen)],
+    )
+    .await;
+    assert_eq!(server.public, listen);
+    let http = reqwest::Client::new();
+    let poll = format!(
+        "GET /poll?token={}&timeout=0 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        token("pu", &[])
+    );
+    post(
+        &http,
+        &server.ingest,
+        r#"<message to="pu">"first"</message>"#,
+    )
+    .await;
+    let reply = unix_exchange(&path, poll.clone()).await;
+    assert!(
+        reply.starts_with("HTTP/1.1 200") && reply.contains(r#""first""#),
+        "{reply}"
+    );
+
+    let second = run_to_exit(
+        &[
+            ("COMETBOX_PUBLIC__LISTEN", &listen),
+            ("COMETBOX_INGEST__LISTEN", "127.0.0.1:0"),
+        ],
+        &[],
+    )
+    .await;
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "{err}");
+    assert!(
+        err.contains("public.listen")
+            && err.contains("another server listens on")
+            && err.contains(path.to_str().unwrap()),
+        "{err}"
+    );
+    post(
+        &http,
+        &server.ingest,
+        r#"<message to="pu">"second"</message>"#,
+    )
+    .await;
+    let reply = unix_exchange(&path, poll).await;
+    assert!(
+        reply.starts_with("HTTP/1.1 200") && reply.contains(r#""second""#),
+        "the first server still serves its socket: {reply}"
+    );
+    server.stop().await;
+    assert!(!path.exists(), "the socket file is removed on exit");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Every family the Grafana dashboard (`deploy/grafana/cometbox.json`)
 /// queries is one the binary serves, with hooks and a bridge configured
 /// (their families appear only then): a renamed metric breaks this test,
