@@ -45,8 +45,8 @@ pub(crate) async fn start(name: &str, extra_env: &[(&str, &str)]) -> Running {
     envs.extend_from_slice(extra_env);
     let mut cmd = command(&envs, &["--ready-file", ready.to_str().unwrap()]);
     cmd.stderr(log);
-    let child = cmd.spawn().unwrap();
-    let addrs = wait_for_file(&ready).await;
+    let mut child = cmd.spawn().unwrap();
+    let addrs = wait_for_ready(&mut child, &ready, &dir).await;
     Running {
         child,
         public: addrs["public"].as_str().unwrap().into(),
@@ -55,9 +55,22 @@ pub(crate) async fn start(name: &str, extra_env: &[(&str, &str)]) -> Running {
     }
 }
 
-async fn wait_for_file(path: &Path) -> Value {
-    let what = format!("a ready file at {}", path.display());
-    wait_until(&what, Duration::from_secs(15), || async { path.exists() }).await;
+/// Waits for the ready file; a server that exits first fails the test at
+/// once with its exit status and log, not after the wait.
+async fn wait_for_ready(child: &mut Child, path: &Path, dir: &Path) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !path.exists() {
+        if let Some(status) = child.try_wait().unwrap() {
+            let log = std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default();
+            panic!("the server exited ({status}) before its ready file:\n{log}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no ready file at {} within 15 s",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
@@ -352,6 +365,12 @@ async fn a_non_loopback_ingest_address_needs_a_key() {
 /// the ready file names the addresses as the config would.
 #[tokio::test]
 async fn it_listens_and_serves_on_the_ipv6_loopback() {
+    // Not skipped where IPv6 is missing: the test fails, saying why.
+    if let Err(e) = std::net::TcpListener::bind("[::1]:0") {
+        panic!(
+            "this machine has no IPv6 loopback (cannot bind [::1]: {e}); this test needs ::1 on lo"
+        );
+    }
     let server = start(
         "ipv6",
         &[
@@ -476,6 +495,71 @@ async fn a_stale_ingest_socket_is_replaced_and_a_live_one_refused() {
         "{err}"
     );
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "not a socket");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `public.listen = "unix:…"` follows the same rule as ingest: a stale
+/// socket file is replaced and the server serves polls on it; a second
+/// server on the live socket refuses to start naming `public.listen` and
+/// the path, and the first keeps serving.
+#[tokio::test]
+async fn a_stale_public_socket_is_replaced_and_a_live_one_refused() {
+    let dir = scratch_dir("public-socket");
+    let path = dir.join("public.sock");
+    let listen = format!("unix:{}", path.display());
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    let server = start(
+        "stale-public-socket",
+        &[("COMETBOX_PUBLIC__LISTEN", &listen)],
+    )
+    .await;
+    assert_eq!(server.public, listen);
+    let http = reqwest::Client::new();
+    let poll = format!(
+        "GET /poll?token={}&timeout=0 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        token("pu", &[])
+    );
+    post(
+        &http,
+        &server.ingest,
+        r#"<message to="pu">"first"</message>"#,
+    )
+    .await;
+    let reply = unix_exchange(&path, poll.clone()).await;
+    assert!(
+        reply.starts_with("HTTP/1.1 200") && reply.contains(r#""first""#),
+        "{reply}"
+    );
+
+    let second = run_to_exit(
+        &[
+            ("COMETBOX_PUBLIC__LISTEN", &listen),
+            ("COMETBOX_INGEST__LISTEN", "127.0.0.1:0"),
+        ],
+        &[],
+    )
+    .await;
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "{err}");
+    assert!(
+        err.contains("public.listen")
+            && err.contains("another server listens on")
+            && err.contains(path.to_str().unwrap()),
+        "{err}"
+    );
+    post(
+        &http,
+        &server.ingest,
+        r#"<message to="pu">"second"</message>"#,
+    )
+    .await;
+    let reply = unix_exchange(&path, poll).await;
+    assert!(
+        reply.starts_with("HTTP/1.1 200") && reply.contains(r#""second""#),
+        "the first server still serves its socket: {reply}"
+    );
+    server.stop().await;
+    assert!(!path.exists(), "the socket file is removed on exit");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -8,9 +8,11 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
+use crate::bayeux_client::BayeuxClient;
 use crate::helpers::{token, TestServer};
 
 /// A connection whose receive buffer is tiny, so the server's writes block
@@ -508,4 +510,53 @@ async fn a_quiet_event_stream_gets_keep_alive_comments() {
         seen.push_str(&String::from_utf8_lossy(&chunk));
     }
     assert!(seen.starts_with(": ok\n\n"), "{seen:?}");
+}
+
+/// A held Bayeux `/meta/connect` whose reader stalls is cut by
+/// `send_timeout` like a poll: the reply (one message far larger than the
+/// socket buffers) starts, is never read, and after `send_timeout` the
+/// connection closes and the connect stops counting as an open poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_bayeux_connect_is_cut_by_send_timeout() {
+    let server = TestServer::with(|s| {
+        s.bayeux.enabled = true;
+        s.limits.send_timeout = Duration::from_secs(2);
+        s.limits.max_poll_timeout = Duration::from_secs(60);
+        s.limits.max_payload_bytes = 16 << 20;
+        s.limits.max_body_bytes = 16 << 20;
+    })
+    .await;
+    let page = BayeuxClient::with_token(&server, &token("stalled", &[])).await;
+    let connect = json!([{
+        "channel": "/meta/connect", "clientId": page.client_id, "id": "2",
+        "connectionType": "long-polling", "advice": {"timeout": 30_000},
+    }])
+    .to_string();
+    let request = format!(
+        "POST /bayeux HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{connect}",
+        connect.len()
+    );
+    let mut stream = stalled_reader(server.public).await;
+    stream.write_all(request.as_bytes()).await.unwrap();
+    server.until_open_polls("stalled", 1).await;
+    // One message of 8 MB: more than any socket buffers take in.
+    let payload = format!("\"{}\"", "x".repeat(8 << 20));
+    server
+        .post_ok(&format!(r#"<message to="stalled">{payload}</message>"#), 1)
+        .await;
+    let mut status = [0u8; 12];
+    tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut status))
+        .await
+        .expect("the reply starts within 10 s")
+        .unwrap();
+    assert_eq!(
+        &status,
+        b"HTTP/1.1 200",
+        "{}",
+        String::from_utf8_lossy(&status)
+    );
+    // Never read further: the write stalls until send_timeout cuts it.
+    wait_for_stat(&server, "open_polls", |n| n == 0, Duration::from_secs(20)).await;
+    let (_, closed) = read_to_close(&mut stream, Duration::from_secs(20)).await;
+    assert!(closed, "the server closed the stalled connect");
 }
