@@ -51,7 +51,13 @@ pub async fn route<S: Socket>(connection: &mut Connection<S>, mut head: Head) ->
             PREFLIGHT,
         );
     }
-    let allow_origin = face.cors.allow(head.origin.take(), false);
+    // A WebSocket upgrade's Origin is judged by its handshake (the site's
+    // own pages send one too, which CORS would log as refused).
+    let websocket = head.upgrade.as_ref().is_some_and(|u| u.websocket);
+    let allow_origin = match websocket {
+        true => None,
+        false => face.cors.allow(head.origin.take(), false),
+    };
     let result = match (head.path(), method) {
         ("/poll" | "/events", Method::Head) => head_only(&face, &head),
         ("/poll", Method::Get) => poll(connection, &face, head).await,

@@ -98,7 +98,7 @@ pub async fn serve<S: Socket>(
         from_now: true,
     };
     let hub = &face.state.hub;
-    let opened = match hub.open_for(&request).await {
+    let opened = match Box::pin(hub.open_for(&request)).await {
         Ok(open) => hub.start_cursor(&open, &request).map(|since| (open, since)),
         Err(e) => Err(e),
     };
@@ -249,7 +249,9 @@ impl Session<'_> {
         };
         match message {
             Message::Text(text) => {
-                let answers = frames::answer(self, text.as_str()).await?;
+                // Boxed: a subscribe's open and a client event's apply would
+                // otherwise be part of every held socket's future.
+                let answers = Box::pin(frames::answer(self, text.as_str())).await?;
                 for answer in answers {
                     self.send(ws, answer).await?;
                 }

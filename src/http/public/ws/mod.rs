@@ -89,12 +89,12 @@ pub async fn serve<S: Socket>(
         Ok(admitted) => admitted,
         Err(e) => {
             let (code, reason) = refusal(&e);
-            end(&mut ws, face, code, reason).await;
+            Box::pin(end(&mut ws, face, code, reason)).await;
             return Ok(Routed::Streamed);
         }
     };
     let hub = &face.state.hub;
-    let opened = match hub.open_for(&request).await {
+    let opened = match Box::pin(hub.open_for(&request)).await {
         Ok(open) => hub.start_cursor(&open, &request).map(|since| (open, since)),
         Err(e) => Err(e),
     };
@@ -111,7 +111,7 @@ pub async fn serve<S: Socket>(
         }
         Err(e) => {
             let (code, reason) = refusal(&PublicError::Poll(e));
-            end(&mut ws, face, code, reason).await;
+            Box::pin(end(&mut ws, face, code, reason)).await;
         }
     }
     Ok(Routed::Streamed)
@@ -119,10 +119,12 @@ pub async fn serve<S: Socket>(
 
 /// The framing's limits: a frame from the browser holds at most a publish
 /// of `max_payload_bytes`. The read buffer starts at [`READ_BUFFER`], not
-/// the framing's default of 128 KiB reserved per socket: a held socket
-/// mostly waits, and what the browser sends is small (it grows when a
-/// frame needs more). Frames are written out at once (`write_buffer_size`
-/// 0): each send is flushed anyway.
+/// the framing's default of 128 KiB: the framing zero-fills the whole
+/// buffer before each read, so what it starts with stays in memory for the
+/// socket's life, and a held socket mostly waits while what the browser
+/// sends is small (the buffer grows to a frame's size when one needs more).
+/// Frames are written out at once (`write_buffer_size` 0): each send is
+/// flushed anyway.
 pub(super) fn config(face: &Face) -> WebSocketConfig {
     let most = face.state.settings.limits.max_payload_bytes + FRAME_OVERHEAD;
     WebSocketConfig::default()
@@ -132,8 +134,10 @@ pub(super) fn config(face: &Face) -> WebSocketConfig {
         .max_frame_size(Some(most))
 }
 
-/// What each socket reserves for reading the browser's frames.
-const READ_BUFFER: usize = 4096;
+/// What each socket reserves for reading the browser's frames: a
+/// subscribe or ping frame fits (`benches/load` `hold --transport ws`
+/// measured 4 KiB of it per held socket when it was 4096).
+const READ_BUFFER: usize = 256;
 
 /// One open WebSocket: what it needs between frames.
 struct Session<'f> {
@@ -154,7 +158,7 @@ impl Session<'_> {
     async fn run<S: Socket>(&mut self, ws: &mut Ws<'_, S>) {
         let Err(ending) = self.exchange(ws).await;
         if let Some((code, reason)) = ending {
-            end(ws, self.face, code, reason).await;
+            Box::pin(end(ws, self.face, code, reason)).await;
         }
     }
 
@@ -233,7 +237,10 @@ impl Session<'_> {
         };
         match message {
             Message::Text(text) => {
-                let answer = frames::answer(self.face, &self.grant, text.as_str())
+                // Boxed: a frame's answer (a subscribe's open, a publish's
+                // hook request) would otherwise be part of every held
+                // socket's future.
+                let answer = Box::pin(frames::answer(self.face, &self.grant, text.as_str()))
                     .await
                     .map_err(|_| Some((close::PROTOCOL, "invalid-frame")))?;
                 match answer {
