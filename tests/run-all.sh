@@ -89,7 +89,7 @@ run_suite "python-client (pytest)" bash python-client/run-tests.sh
 run_suite "packages (npm pack, wheel, composer path install)" bash tests/packages/run-tests.sh
 run_suite "client-js (node + Chromium)" bash client-js/run-tests.sh
 run_suite "bayeux (CometD + Faye in Node and Chromium, demo)" bash tests/bayeux/run-tests.sh
-run_suite "pusher (the official Node and Python Pusher server SDKs)" bash tests/pusher/run-tests.sh
+run_suite "pusher (server SDKs; pusher-js and Laravel Echo in Node and Chromium)" bash tests/pusher/run-tests.sh
 run_suite "bridges (ActiveMQ, RabbitMQ, NATS, Redis)" bash tests/bridges/run-tests.sh
 
 say "waiting for the release build"

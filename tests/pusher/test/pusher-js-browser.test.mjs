@@ -21,6 +21,8 @@ const ingestUrl = new URL(env("PUSHER_SUITE_INGEST"));
 const KEY = env("PUSHER_SUITE_KEY");
 const SECRET = env("PUSHER_SUITE_SECRET");
 const PUSHER_JS = fs.readFileSync(require.resolve("pusher-js/dist/web/pusher.min.js"));
+// (laravel-echo's package exports do not list its browser build: read by path.)
+const ECHO_JS = fs.readFileSync(new URL("../node_modules/laravel-echo/dist/echo.iife.js", import.meta.url));
 
 const sdk = new PusherServer({
   appId: env("PUSHER_SUITE_APP_ID"),
@@ -56,14 +58,38 @@ function page(auth) {
 </script></body></html>`;
 }
 
+/** A Laravel page: Echo's browser build over pusher-js, as resources/js/echo.js sets it up. */
+function echoPage() {
+  return `<!doctype html><html><head><meta charset="utf-8">
+<script src="/pusher.min.js"></script><script src="/echo.iife.js"></script></head><body><script>
+  window.T = { events: [], here: null, joining: [], whispers: [] };
+  const user = new URLSearchParams(location.search).get("user") || "";
+  window.echo = new Echo.default({
+    broadcaster: "pusher",
+    key: ${JSON.stringify(KEY)},
+    cluster: "mt1",
+    wsHost: ${JSON.stringify(publicUrl.hostname)},
+    wsPort: ${Number(publicUrl.port)},
+    forceTLS: false,
+    enabledTransports: ["ws"],
+    disableStats: true,
+    authEndpoint: "/auth?user=" + encodeURIComponent(user),
+  });
+</script></body></html>`;
+}
+
 /** The site: the page, pusher-js's browser build, and /auth. */
 function site() {
   return new Promise((resolve) => {
     const server = http.createServer((req, res) => {
       const url = new URL(req.url, "http://site");
-      if (url.pathname === "/pusher.min.js") {
+      if (url.pathname === "/pusher.min.js" || url.pathname === "/echo.iife.js") {
         res.writeHead(200, { "content-type": "text/javascript" });
-        return res.end(PUSHER_JS);
+        return res.end(url.pathname === "/pusher.min.js" ? PUSHER_JS : ECHO_JS);
+      }
+      if (url.pathname === "/echo") {
+        res.writeHead(200, { "content-type": "text/html" });
+        return res.end(echoPage());
       }
       if (url.pathname === "/" || url.pathname === "/forged") {
         res.writeHead(200, { "content-type": "text/html" });
@@ -175,5 +201,44 @@ test("Chromium: two pages in a presence channel see each other, and a whisper go
   } finally {
     await ann.ctx.close();
     await bob.ctx.close().catch(() => {});
+  }
+});
+
+test("Chromium: Laravel Echo listens on a private channel, joins a presence channel, whispers", async () => {
+  const openEcho = async (user) => {
+    const ctx = await browser.newContext();
+    const tab = await ctx.newPage();
+    await tab.goto(`${origin}/echo?user=${user}`);
+    await tab.waitForFunction(() => echo.connector.pusher.connection.state === "connected", null, { timeout: 10000 });
+    return { tab, ctx };
+  };
+  const taylor = await openEcho("taylor");
+  const jess = await openEcho("jess");
+  try {
+    await taylor.tab.evaluate(() => {
+      echo.private("orders.1").listen("OrderShipped", (e) => T.events.push(e));
+      echo.join("chat")
+        .here((users) => { T.here = users; })
+        .joining((user) => T.joining.push(user))
+        .listenForWhisper("typing", (e) => T.whispers.push(e));
+    });
+    await until(taylor.tab, () => T.here !== null && echo.connector.pusher.channel("private-orders.1").subscribed);
+    await jess.tab.evaluate(() => { echo.join("chat").here((users) => { T.here = users; }); });
+    await until(jess.tab, () => T.here !== null);
+    assert.deepEqual((await jess.tab.evaluate(() => T.here.map((u) => u.name))).sort(), ["JESS", "TAYLOR"]);
+    await until(taylor.tab, () => T.joining.length === 1);
+    assert.equal(await taylor.tab.evaluate(() => T.joining[0].name), "JESS");
+
+    // What Laravel's broadcaster sends for an OrderShipped event on private-orders.1.
+    await sdk.trigger("private-orders.1", "App\\Events\\OrderShipped", { order: { id: 1 } });
+    await until(taylor.tab, () => T.events.length === 1);
+    assert.deepEqual(await taylor.tab.evaluate(() => T.events[0]), { order: { id: 1 } });
+
+    await jess.tab.evaluate(() => echo.join("chat").whisper("typing", { name: "Jess" }));
+    await until(taylor.tab, () => T.whispers.length === 1);
+    assert.deepEqual(await taylor.tab.evaluate(() => T.whispers[0]), { name: "Jess" });
+  } finally {
+    await taylor.ctx.close();
+    await jess.ctx.close();
   }
 });
