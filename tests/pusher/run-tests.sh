@@ -3,8 +3,8 @@
 # cometbox's [pusher] HTTP API, on the real binary:
 #   - Node: npm `pusher` 5.x (test/node-sdk.test.mjs, node --test)
 #   - pages: npm `pusher-js` 8 and `laravel-echo` 2 in Node against
-#     GET /app/<key> (test/pusher-js.test.mjs), and pusher-js's browser
-#     build in Debian's headless Chromium (test/pusher-js-browser.test.mjs,
+#     GET /app/<key> (test/pusher-js.test.mjs), and pusher-js's and Echo's
+#     browser builds in Debian's headless Chromium (test/pusher-js-browser.test.mjs,
 #     playwright-core, which downloads no browser)
 #   - Python: PyPI `pusher` 3.x (test/test_python_sdk.py, unittest, in a
 #     throwaway venv)

@@ -1,4 +1,4 @@
-// pusher-js 8 (its browser build, unchanged) in headless Debian Chromium
+// pusher-js 8 and Laravel Echo 2 (their browser builds, unchanged) in headless Debian Chromium
 // against cometbox's GET /app/<key>, the way a site uses it: the page is
 // served by the site (a small Node server on loopback), which also answers
 // pusher-js's channel authorisation at /auth with the official `pusher`
