@@ -450,13 +450,7 @@ async fn channel(
             "info=user_count is only for presence- channels".into(),
         ));
     }
-    let members = state
-        .hub
-        .current_channel(&channel)
-        .await
-        .map_err(storage)?
-        .map(|detail| detail.members)
-        .unwrap_or_default();
+    let members = members_of(&state, &channel).await?;
     let mut reply = Map::new();
     reply.insert("occupied".into(), (!members.is_empty()).into());
     if query.wants("subscription_count") {
@@ -470,6 +464,17 @@ async fn channel(
         reply.insert("user_count".into(), users.len().into());
     }
     Ok(json_reply(Value::Object(reply)))
+}
+
+/// The channel's members (client ids), cluster-wide.
+async fn members_of(state: &AppState, channel: &ChannelName) -> Result<Vec<String>, PusherError> {
+    Ok(state
+        .hub
+        .current_channel(channel)
+        .await
+        .map_err(storage)?
+        .map(|detail| detail.members)
+        .unwrap_or_default())
 }
 
 /// `GET /apps/<app_id>/channels/<name>/users`: a presence channel's
@@ -487,13 +492,7 @@ async fn users(
             "users are only listed for presence- channels".into(),
         ));
     }
-    let members = state
-        .hub
-        .current_channel(&channel)
-        .await
-        .map_err(storage)?
-        .map(|detail| detail.members)
-        .unwrap_or_default();
+    let members = members_of(&state, &channel).await?;
     let users: Vec<Value> = state
         .pusher_members
         .user_ids_everywhere(&state.hub, &channel, &members)

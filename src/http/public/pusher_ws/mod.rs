@@ -28,7 +28,7 @@ use super::error::PublicError;
 use super::face::Face;
 use super::request::Head;
 use super::routed::Routed;
-use super::ws::{config, end, handshake, settle, Ws, PING_EVERY};
+use super::ws::{config, end, flush_within, handshake, send_within, Ws, PING_EVERY};
 use crate::hub::{OpenPoll, PollRequest, Waited};
 use crate::protocol::{ClientId, Command, Cursor};
 
@@ -140,12 +140,8 @@ fn new_socket_id() -> String {
 /// Tells the page why (`pusher:error` with the code) and closes with the
 /// same code.
 async fn refuse<S: Socket>(ws: &mut Ws<'_, S>, face: &Face, code: u16, text: &str) {
-    let sent = tokio::time::timeout(
-        face.send_timeout,
-        futures_util::SinkExt::send(ws, Message::text(frames::error(Some(code), text))),
-    )
-    .await;
-    if settle(ws, sent).is_ok() {
+    let error = Message::text(frames::error(Some(code), text));
+    if send_within(face, ws, error).await.is_ok() {
         end(ws, face, code, "").await;
     }
 }
@@ -276,18 +272,11 @@ impl Session<'_> {
         ws: &mut Ws<'_, S>,
         message: Message,
     ) -> Result<(), Ending> {
-        let sent = tokio::time::timeout(
-            self.face.send_timeout,
-            futures_util::SinkExt::send(ws, message),
-        )
-        .await;
-        settle(ws, sent)
+        send_within(self.face, ws, message).await
     }
 
     async fn flush<S: Socket>(&self, ws: &mut Ws<'_, S>) -> Result<(), Ending> {
-        let sent =
-            tokio::time::timeout(self.face.send_timeout, futures_util::SinkExt::flush(ws)).await;
-        settle(ws, sent)
+        flush_within(self.face, ws).await
     }
 
     /// After the socket: presence members leave (the others are told),

@@ -260,21 +260,35 @@ impl Session<'_> {
         }
     }
 
-    /// Sends one frame within `send_timeout`; a stalled reader is cut.
     async fn send<S: Socket>(&self, ws: &mut Ws<'_, S>, message: Message) -> Result<(), Ending> {
-        let sent = tokio::time::timeout(self.face.send_timeout, ws.send(message)).await;
-        settle(ws, sent)
+        send_within(self.face, ws, message).await
     }
 
     async fn flush<S: Socket>(&self, ws: &mut Ws<'_, S>) -> Result<(), Ending> {
-        let sent = tokio::time::timeout(self.face.send_timeout, ws.flush()).await;
-        settle(ws, sent)
+        flush_within(self.face, ws).await
     }
+}
+
+/// Sends one frame within `send_timeout`; a stalled reader is cut.
+pub(super) async fn send_within<S: Socket>(
+    face: &Face,
+    ws: &mut Ws<'_, S>,
+    message: Message,
+) -> Result<(), Ending> {
+    let sent = tokio::time::timeout(face.send_timeout, ws.send(message)).await;
+    settle(ws, sent)
+}
+
+/// Flushes what the framing holds (an automatic pong, a close reply)
+/// within `send_timeout`.
+pub(super) async fn flush_within<S: Socket>(face: &Face, ws: &mut Ws<'_, S>) -> Result<(), Ending> {
+    let sent = tokio::time::timeout(face.send_timeout, ws.flush()).await;
+    settle(ws, sent)
 }
 
 /// What a bounded write came to; past `send_timeout` the socket is reset
 /// on close (freeing the kernel's buffers), as a stalled poll's is.
-pub(super) fn settle<S: Socket, E>(
+fn settle<S: Socket, E>(
     ws: &Ws<'_, S>,
     sent: Result<Result<(), E>, tokio::time::error::Elapsed>,
 ) -> Result<(), Ending> {
