@@ -82,15 +82,25 @@ pub async fn message_ttl_resets_but_an_own_ttl_does_not(fx: Fixture) {
     let own_cursor = cursor(&poll_ok(&n, &own, "timeout=0").await);
     let dropped_cursor = cursor(&poll_ok(&n, &dropped, "timeout=0").await);
     let alone_cursor = cursor(&poll_ok(&n, &alone, "timeout=0").await);
+    let first = tokio::time::Instant::now();
     post(&n, "jon", 0..1).await;
     n.post_ok(r#"<message to="hal" ttl="1">{"i":0}</message>"#, 1)
         .await;
     post(&n, "ida", 0..1).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The checkpoint comes before the second messages, and the waits are
+    // deadlines from the first: however long a restart takes on a loaded
+    // machine, the reads come after the first messages' 3 s and before
+    // the second ones' (CI once read after both had lapsed).
+    let n = fx.checkpoint(n).await;
+    tokio::time::sleep_until(first + Duration::from_millis(1500)).await;
+    let second = tokio::time::Instant::now();
     post(&n, "hal", 1..2).await;
     post(&n, "ida", 1..2).await;
-    let n = fx.checkpoint(n).await;
-    tokio::time::sleep(Duration::from_millis(1800)).await;
+    tokio::time::sleep_until(first + Duration::from_millis(3300)).await;
+    assert!(
+        second.elapsed() < Duration::from_millis(2700),
+        "the reads come too late to tell the two ttls apart"
+    );
     let body = read_since(&n, &own, &own_cursor).await;
     assert_ne!(body["reset"], true, "own ttl: {body}");
     assert_eq!(numbers(&body), [1], "{body}");
