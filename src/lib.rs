@@ -124,17 +124,40 @@ pub fn open_store(settings: &Settings) -> Result<store::Opened, store::disk::Ope
     )
 }
 
-/// The configured hooks, their pending notifications read back from the
-/// `disk` store's directory (before anything listens). Blocking.
-pub fn open_hooks(
-    settings: &Settings,
-) -> Result<Option<Arc<hooks::Hooks>>, hooks::outbox::OutboxError> {
-    if !settings.hooks.enabled() {
-        return Ok(None);
-    }
+/// The outboxes of what cometbox tells backends: the hooks' notifications
+/// (`[hooks]`) and Pusher's webhooks (`pusher.webhook_url`), each when
+/// configured.
+#[derive(Default)]
+pub struct Outboxes {
+    /// `[hooks]`.
+    pub hooks: Option<Arc<hooks::Hooks>>,
+    /// Pusher's webhooks.
+    pub pusher_webhooks: Option<Arc<hooks::Hooks>>,
+}
+
+/// The configured hooks and Pusher webhooks, their pending notifications
+/// read back from the `disk` store's directory (before anything listens).
+/// Blocking.
+pub fn open_hooks(settings: &Settings) -> Result<Outboxes, hooks::outbox::OutboxError> {
     let dir =
         (settings.store.kind == store::StoreKind::Disk).then_some(settings.store.path.as_path());
-    Ok(Some(Arc::new(hooks::Hooks::new(&settings.hooks, dir)?)))
+    let hooks = match settings.hooks.enabled() {
+        true => Some(Arc::new(hooks::Hooks::new(&settings.hooks, dir)?)),
+        false => None,
+    };
+    let pusher = &settings.pusher;
+    let pusher_webhooks = match pusher.enabled && !pusher.webhook_url.is_empty() {
+        true => Some(Arc::new(hooks::Hooks::pusher_webhooks(
+            pusher,
+            &settings.hooks.node_name(),
+            dir,
+        )?)),
+        false => None,
+    };
+    Ok(Outboxes {
+        hooks,
+        pusher_webhooks,
+    })
 }
 
 /// How long a stopping server waits for pending hook notifications to be
@@ -147,12 +170,18 @@ const HOOKS_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 pub fn app_state(
     settings: Settings,
     store: store::Opened,
-    hooks: Option<Arc<hooks::Hooks>>,
+    outboxes: Outboxes,
     shutdown: CancellationToken,
 ) -> AppState {
+    let Outboxes {
+        hooks,
+        pusher_webhooks,
+    } = outboxes;
     if let Some(hooks) = &hooks {
         hooks.spawn_workers();
     }
+    let pusher_webhooks =
+        pusher_webhooks.map(|hooks| Arc::new(pusher::webhooks::Webhooks::start(hooks)));
     let limits = &settings.limits;
     let hub = start_hub(store, hub_limits(limits), hooks, &shutdown);
     let bayeux = settings.bayeux.enabled.then(|| {
@@ -178,6 +207,7 @@ pub fn app_state(
         bridges,
         bayeux,
         pusher_members: Default::default(),
+        pusher_webhooks,
         settings,
         shutdown,
     })
@@ -248,11 +278,11 @@ fn compiled_bridges(settings: &Settings) -> Vec<bridge::Bridge> {
 pub async fn run(
     settings: Settings,
     store: store::Opened,
-    hooks: Option<Arc<hooks::Hooks>>,
+    outboxes: Outboxes,
     listeners: Listeners,
     shutdown: CancellationToken,
 ) {
-    let state = app_state(settings, store, hooks, shutdown.clone());
+    let state = app_state(settings, store, outboxes, shutdown.clone());
     let public = tokio::spawn(http::public::serve(
         listeners.public,
         state.clone(),
@@ -273,7 +303,8 @@ pub async fn run(
     if let Err(e) = public {
         tracing::error!(error = %e, "the public accept loop failed");
     }
-    if let Some(hooks) = state.hub.hooks() {
+    let webhooks = state.pusher_webhooks.as_ref().map(|w| w.hooks());
+    for hooks in state.hub.hooks().into_iter().chain(webhooks) {
         drain_hooks(hooks).await;
     }
 }

@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
@@ -105,7 +104,7 @@ async fn serve(settings: Settings, ready_file: Option<&Path>) -> anyhow::Result<
 /// The store (recovering what a disk store holds) and the hooks' outbox.
 fn open_storage(
     settings: &Settings,
-) -> anyhow::Result<(cometbox::store::Opened, Option<Arc<cometbox::hooks::Hooks>>)> {
+) -> anyhow::Result<(cometbox::store::Opened, cometbox::Outboxes)> {
     if settings.store.kind == cometbox::store::StoreKind::Disk {
         tracing::info!(
             path = %settings.store.path.display(),
@@ -114,8 +113,8 @@ fn open_storage(
         );
     }
     let store = cometbox::open_store(settings).context("cannot open the store (store.path)")?;
-    let hooks =
-        cometbox::open_hooks(settings).context("cannot open the hooks outbox (store.path)")?;
+    let hooks = cometbox::open_hooks(settings)
+        .context("cannot open the hooks' or Pusher webhooks' outbox (store.path)")?;
     Ok((store, hooks))
 }
 

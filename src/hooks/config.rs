@@ -130,7 +130,10 @@ fn events_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<EventType>,
     crate::config::values::list_or_comma_separated(d)?
         .into_iter()
         .map(|name| {
-            serde_json::from_value(serde_json::Value::String(name.clone())).map_err(|_| {
+            serde_json::from_value(serde_json::Value::String(name.clone()))
+                .ok()
+                .filter(|kind: &EventType| !kind.is_pusher())
+                .ok_or_else(|| {
                 serde::de::Error::custom(format!(
                     "{name:?} is not an event: expected connect, subscribe, publish, online, offline, subscribed, unsubscribed"
                 ))

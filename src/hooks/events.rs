@@ -1,7 +1,9 @@
 //! Hook events as the backend receives them: one JSON object per request,
 //! `{"id","type","client","channel","ts","node"}` (plus `data` for
 //! `publish`, `ext` for a Bayeux `connect`), and the backend's answer to a
-//! cancellable one.
+//! cancellable one. The same outbox carries Pusher's webhooks
+//! (`src/pusher/webhooks.rs`): their types are here too, written in
+//! Pusher's body by [`Event::pusher_body`].
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -10,7 +12,7 @@ use serde_json::Value;
 
 /// Every kind of event; the names are the contract's (`events = [...]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum EventType {
     /// Cancellable: a client comes online.
     Connect,
@@ -26,6 +28,16 @@ pub enum EventType {
     Subscribed,
     /// Notification: the client left a channel.
     Unsubscribed,
+    /// Pusher webhook: a channel's first Pusher socket subscribed.
+    ChannelOccupied,
+    /// Pusher webhook: a channel's last Pusher socket left.
+    ChannelVacated,
+    /// Pusher webhook: a user joined a presence channel.
+    MemberAdded,
+    /// Pusher webhook: a user left a presence channel.
+    MemberRemoved,
+    /// Pusher webhook: a page sent a `client-` event.
+    ClientEvent,
 }
 
 impl EventType {
@@ -40,6 +52,18 @@ impl EventType {
         EventType::Unsubscribed,
     ];
 
+    /// Whether it is one of Pusher's webhooks (never in `hooks.events`).
+    pub fn is_pusher(self) -> bool {
+        matches!(
+            self,
+            EventType::ChannelOccupied
+                | EventType::ChannelVacated
+                | EventType::MemberAdded
+                | EventType::MemberRemoved
+                | EventType::ClientEvent
+        )
+    }
+
     /// Whether the action waits for the backend's answer.
     pub fn is_cancellable(self) -> bool {
         matches!(
@@ -49,15 +73,15 @@ impl EventType {
     }
 
     /// The bit of this type in an [`EventSet`].
-    fn bit(self) -> u8 {
-        1 << (self as u8)
+    fn bit(self) -> u16 {
+        1 << (self as u16)
     }
 }
 
 /// Which event types are sent (`hooks.events`): a bit set, so asking
 /// "is this one on" costs nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EventSet(u8);
+pub struct EventSet(u16);
 
 impl EventSet {
     /// The set of these types.
@@ -95,6 +119,16 @@ pub struct Event {
     /// `connect` from a Bayeux handshake: its `ext`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ext: Option<Value>,
+    /// Pusher webhooks: the member's `user_id` (member events, and a client
+    /// event on a presence channel).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// Pusher's `client_event`: the event's name and the sender's socket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
+    /// Pusher's `client_event`: the socket that sent it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket_id: Option<String>,
 }
 
 impl Event {
@@ -111,12 +145,40 @@ impl Event {
             node: node.to_owned(),
             data: None,
             ext: None,
+            user_id: None,
+            event: None,
+            socket_id: None,
         }
     }
 
     /// The request body.
     pub fn body(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("an event always serialises")
+    }
+
+    /// A Pusher webhook's body: `{"time_ms", "events": [this one]}`, the
+    /// event named as Pusher names it (`channel_occupied`, ...), a client
+    /// event's `data` as the JSON text the page sent.
+    pub fn pusher_body(&self) -> Vec<u8> {
+        let name = serde_json::to_value(self.kind).expect("a type serialises");
+        let mut event = serde_json::json!({"name": name, "channel": self.channel});
+        for (key, value) in [
+            ("user_id", &self.user_id),
+            ("event", &self.event),
+            ("socket_id", &self.socket_id),
+        ] {
+            if let Some(value) = value {
+                event[key] = Value::String(value.clone());
+            }
+        }
+        if let Some(data) = &self.data {
+            event["data"] = match data {
+                Value::String(text) => Value::String(text.clone()),
+                other => Value::String(other.to_string()),
+            };
+        }
+        serde_json::to_vec(&serde_json::json!({"time_ms": self.ts, "events": [event]}))
+            .expect("a webhook serialises")
     }
 }
 
@@ -185,5 +247,32 @@ mod tests {
         assert!(set.contains(EventType::Connect) && set.contains(EventType::Offline));
         assert!(!set.contains(EventType::Online));
         assert!(EventSet::of(&EventType::ALL).contains(EventType::Unsubscribed));
+        assert!(!EventSet::of(&EventType::ALL).contains(EventType::ClientEvent));
+    }
+
+    #[test]
+    fn pusher_bodies_are_pushers() {
+        let mut added = Event::new(
+            EventType::MemberAdded,
+            "presence-a",
+            Some("presence-a"),
+            "n1",
+        );
+        added.user_id = Some("7".into());
+        let json: Value = serde_json::from_slice(&added.pusher_body()).unwrap();
+        assert_eq!(json["time_ms"], added.ts);
+        assert_eq!(
+            json["events"],
+            serde_json::json!([{"name": "member_added", "channel": "presence-a", "user_id": "7"}])
+        );
+        let mut client = Event::new(EventType::ClientEvent, "private-a", Some("private-a"), "n1");
+        client.event = Some("client-typing".into());
+        client.socket_id = Some("1.2".into());
+        client.data = Some(Value::String(r#"{"who":"ann"}"#.into()));
+        let json: Value = serde_json::from_slice(&client.pusher_body()).unwrap();
+        assert_eq!(json["events"][0]["name"], "client_event");
+        assert_eq!(json["events"][0]["data"], r#"{"who":"ann"}"#);
+        assert_eq!(json["events"][0]["socket_id"], "1.2");
+        assert!(json["events"][0].get("user_id").is_none());
     }
 }

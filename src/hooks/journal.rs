@@ -56,7 +56,7 @@ pub struct OutboxError {
 #[derive(Debug)]
 pub enum Record {
     /// A new event, to be sent once written.
-    Queued(Event),
+    Queued(Box<Event>),
     /// This event (id) is no longer pending: delivered, or refused for good.
     Settled(String),
 }
@@ -79,18 +79,18 @@ pub struct Journal {
 type Gate = Arc<std::sync::Mutex<Option<Arc<std::sync::Mutex<()>>>>>;
 
 impl Journal {
-    /// Reads `dir`/[`FILE_NAME`] back, rewrites it holding what is pending,
+    /// Reads the file at `path` (`dir`/[`FILE_NAME`] for the hooks) back, rewrites it holding what is pending,
     /// and starts the writer thread, which calls `on_written` with each
     /// group's new events once they are in the file. Returns the journal
     /// and the events to queue again: the undelivered ones, then the
     /// `offline` (`offline(client)`) owed to each client the file shows
     /// online.
     pub fn open(
-        dir: &Path,
+        path: &Path,
         offline: impl Fn(&str) -> Event,
         on_written: impl FnMut(Vec<Event>) + Send + 'static,
     ) -> Result<(Journal, Vec<Event>), OutboxError> {
-        let path = dir.join(FILE_NAME);
+        let path = path.to_path_buf();
         let named = path.display().to_string();
         let failed = |source| OutboxError {
             path: named.clone(),
@@ -267,7 +267,7 @@ impl Writer {
                 Record::Queued(event) => {
                     out.push(b'+');
                     out.extend_from_slice(self.state.queued(&event));
-                    queued.push(event);
+                    queued.push(*event);
                 }
                 Record::Settled(id) => {
                     out.push(b'-');
@@ -395,7 +395,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("cometbox-journal-{}", rand::random::<u64>()));
         std::fs::create_dir_all(&dir).unwrap();
         let offline = |c: &str| Event::new(EventType::Offline, c, None, "t");
-        let (journal, _) = Journal::open(&dir, offline, |_| {}).unwrap();
+        let (journal, _) = Journal::open(&dir.join(FILE_NAME), offline, |_| {}).unwrap();
         let quick = std::time::Duration::from_millis(100);
         assert!(
             tokio::time::timeout(quick, journal.written()).await.is_ok(),
@@ -404,7 +404,9 @@ mod tests {
         let gate = Arc::new(Mutex::new(()));
         journal.set_gate(gate.clone());
         let stalled = gate.lock().unwrap();
-        journal.send(Record::Queued(offline("a"))).unwrap();
+        journal
+            .send(Record::Queued(Box::new(offline("a"))))
+            .unwrap();
         assert!(tokio::time::timeout(quick, journal.written())
             .await
             .is_err());
@@ -426,7 +428,7 @@ mod tests {
         let got = Arc::new(Mutex::new(Vec::new()));
         let into = got.clone();
         let offline = |c: &str| Event::new(EventType::Offline, c, None, "t");
-        let (journal, recovered) = Journal::open(&dir, offline, move |events| {
+        let (journal, recovered) = Journal::open(&dir.join(FILE_NAME), offline, move |events| {
             into.lock().unwrap().extend(events)
         })
         .unwrap();
@@ -435,7 +437,9 @@ mod tests {
             .map(|i| Event::new(EventType::Subscribed, "a", Some(&format!("c{i}")), "t"))
             .collect();
         for event in &events {
-            journal.send(Record::Queued(event.clone())).unwrap();
+            journal
+                .send(Record::Queued(Box::new(event.clone())))
+                .unwrap();
         }
         for event in &events[1..] {
             journal.send(Record::Settled(event.id.clone())).unwrap();

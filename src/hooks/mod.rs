@@ -38,6 +38,9 @@ pub mod transport;
 
 pub use config::{HooksConfig, OnError};
 
+/// The file of pending Pusher webhooks in a durable store's directory.
+pub const PUSHER_FILE_NAME: &str = "pusher-webhooks.log";
+
 /// How long a stopping server waits, beyond [`Hooks::drain`]'s limit, for
 /// the outbox file's writer (it writes in a moment unless the disk hangs).
 const WRITE_GRACE: Duration = Duration::from_secs(1);
@@ -53,10 +56,25 @@ use transport::{SendError, Target};
 #[error("{0}")]
 pub struct Denied(pub String);
 
+/// How a notification is written and signed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Format {
+    /// cometbox's event object, `Cometbox-Signature` with `hooks.secret`.
+    Cometbox,
+    /// Pusher's webhook body, `X-Pusher-Key` and `X-Pusher-Signature` with
+    /// the app's secret (`src/pusher/webhooks.rs`).
+    Pusher {
+        /// The app key.
+        key: String,
+    },
+}
+
 /// The hooks of one server: the target, the secret, the notification queue
-/// and the counters.
+/// and the counters. (Pusher's webhooks are a second one of these, with
+/// Pusher's [`Format`].)
 pub struct Hooks {
     target: Target,
+    format: Format,
     secret: Vec<u8>,
     timeout: Duration,
     on_error: OnError,
@@ -112,15 +130,46 @@ impl Hooks {
     /// Hooks as configured; with a durable store's `dir`, pending
     /// notifications are kept in a file there (and read back now).
     pub fn new(config: &HooksConfig, dir: Option<&Path>) -> Result<Self, outbox::OutboxError> {
+        let file = dir.map(|dir| dir.join(outbox::FILE_NAME));
+        Self::with_format(config, Format::Cometbox, file.as_deref())
+    }
+
+    /// Pusher's webhooks to `pusher.webhook_url`, signed with the app's
+    /// key and secret, queued (with a durable store) in
+    /// `dir`/[`PUSHER_FILE_NAME`]; `[hooks]`'s defaults for the rest.
+    pub fn pusher_webhooks(
+        pusher: &crate::pusher::config::PusherConfig,
+        node: &str,
+        dir: Option<&Path>,
+    ) -> Result<Self, outbox::OutboxError> {
+        let config = HooksConfig {
+            url: pusher.webhook_url.clone(),
+            secret: pusher.secret.clone(),
+            node: node.to_owned(),
+            ..HooksConfig::default()
+        };
+        let format = Format::Pusher {
+            key: pusher.key.clone(),
+        };
+        let file = dir.map(|dir| dir.join(PUSHER_FILE_NAME));
+        Self::with_format(&config, format, file.as_deref())
+    }
+
+    fn with_format(
+        config: &HooksConfig,
+        format: Format,
+        file: Option<&Path>,
+    ) -> Result<Self, outbox::OutboxError> {
         let node = config.node_name();
-        let outbox = match dir {
-            Some(dir) => Outbox::open(dir, config.max_pending, |client| {
+        let outbox = match file {
+            Some(file) => Outbox::open(file, config.max_pending, |client| {
                 Event::new(EventType::Offline, client, None, &node)
             })?,
             None => Outbox::in_memory(config.max_pending),
         };
         Ok(Hooks {
             target: Target::parse(&config.url).expect("validated with the configuration"),
+            format,
             secret: config.secret.as_bytes().to_vec(),
             timeout: config.timeout,
             on_error: config.on_error,
@@ -208,7 +257,9 @@ impl Hooks {
         }
         let asked = tokio::time::timeout(self.timeout, async {
             let _slot = self.asks.acquire().await;
-            transport::post(&self.target, &self.secret, event.body(), self.timeout).await
+            let body = event.body();
+            let headers = signing::headers(&self.secret, &body);
+            transport::post(&self.target, &headers, body, self.timeout).await
         })
         .await
         .unwrap_or(Err(SendError::Timeout(self.timeout)));
@@ -255,6 +306,12 @@ impl Hooks {
         }
         self.outbox
             .push(Event::new(kind, client, channel, &self.node))
+    }
+
+    /// Queues `event` whatever `events` says (Pusher's webhooks, which
+    /// come in no pairs); false when it was dropped for want of room.
+    pub fn queue(&self, event: Event) -> bool {
+        self.outbox.push(event)
     }
 
     /// Waits until the notifications queued before the call are in the
@@ -304,7 +361,19 @@ impl Hooks {
     /// One attempt at a notification: counted, and its failure logged
     /// (once per kind a minute: see [`Quiet`]).
     pub async fn attempt(&self, event: &Event) -> Attempt {
-        let sent = transport::post(&self.target, &self.secret, event.body(), self.timeout).await;
+        let (body, headers) = match &self.format {
+            Format::Cometbox => {
+                let body = event.body();
+                let headers = signing::headers(&self.secret, &body);
+                (body, headers)
+            }
+            Format::Pusher { key } => {
+                let body = event.pusher_body();
+                let headers = signing::pusher_headers(key, &self.secret, &body);
+                (body, headers)
+            }
+        };
+        let sent = transport::post(&self.target, &headers, body, self.timeout).await;
         let attempt = Attempt::from(sent.map(|_| ()));
         match &attempt {
             Attempt::Delivered => {

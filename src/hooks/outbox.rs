@@ -99,20 +99,20 @@ impl Outbox {
         }
     }
 
-    /// An outbox kept in `dir`/[`FILE_NAME`], with what the file held queued
+    /// An outbox kept in the file at `path` (the hooks' is `dir`/[`FILE_NAME`]), with what the file held queued
     /// again; `offline(client)` builds the `offline` owed to each client the
     /// file shows online.
     pub fn open(
-        dir: &Path,
+        path: &Path,
         max_pending: usize,
         offline: impl Fn(&str) -> Event,
     ) -> Result<Self, OutboxError> {
         let mut outbox = Outbox::in_memory(max_pending);
         let queue = outbox.queue.clone();
-        let (journal, recovered) = Journal::open(dir, offline, move |events| queue.add(events))?;
+        let (journal, recovered) = Journal::open(path, offline, move |events| queue.add(events))?;
         outbox.journal = Some(journal);
         if !recovered.is_empty() {
-            tracing::info!(pending = recovered.len(), path = %dir.join(FILE_NAME).display(), "hook notifications recovered; delivering them");
+            tracing::info!(pending = recovered.len(), path = %path.display(), "hook notifications recovered; delivering them");
             outbox.queue.lock().pending += recovered.len();
             outbox.queue.add(recovered);
         }
@@ -147,7 +147,7 @@ impl Outbox {
         // Out of the lock: the caller holds the client's lock, which keeps
         // this client's events in order on their way through the writer.
         let record = match &self.journal {
-            Some(journal) => match journal.send(Record::Queued(event)) {
+            Some(journal) => match journal.send(Record::Queued(Box::new(event))) {
                 Ok(()) => return true,
                 Err(record) => {
                     if let Some(quiet) = self.quiet.may_say("no writer") {
@@ -159,11 +159,11 @@ impl Outbox {
                     record
                 }
             },
-            None => Record::Queued(event),
+            None => Record::Queued(Box::new(event)),
         };
         // (Always an event: `send` gives back what it was given.)
         if let Record::Queued(event) = record {
-            self.queue.add(vec![event]);
+            self.queue.add(vec![*event]);
         }
         true
     }
@@ -416,8 +416,9 @@ mod tests {
     async fn push_does_not_wait_for_a_slow_disk() {
         let dir = std::env::temp_dir().join(format!("cometbox-outbox-{}", rand::random::<u64>()));
         std::fs::create_dir_all(&dir).unwrap();
-        let outbox =
-            std::sync::Arc::new(Outbox::open(&dir, 100, |c| event(EventType::Offline, c)).unwrap());
+        let outbox = std::sync::Arc::new(
+            Outbox::open(&dir.join(FILE_NAME), 100, |c| event(EventType::Offline, c)).unwrap(),
+        );
         let gate = std::sync::Arc::new(Mutex::new(()));
         outbox.set_write_gate(gate.clone());
         let stalled = gate.lock().unwrap();
@@ -450,7 +451,7 @@ mod tests {
             event(EventType::Offline, "b"),
         );
         {
-            let outbox = Outbox::open(&dir, 100, offline).unwrap();
+            let outbox = Outbox::open(&dir.join(FILE_NAME), 100, offline).unwrap();
             for e in [&a1, &b1, &b2] {
                 outbox.push(e.clone());
             }
@@ -465,7 +466,7 @@ mod tests {
             .unwrap();
         file.write_all(b"+{\"id\":\"evt-torn").unwrap();
         drop(file);
-        let outbox = Outbox::open(&dir, 100, offline).unwrap();
+        let outbox = Outbox::open(&dir.join(FILE_NAME), 100, offline).unwrap();
         // b's events again with their ids, then a's owed offline.
         let mut got = Vec::new();
         for _ in 0..3 {

@@ -1,18 +1,17 @@
-//! One hook request: `POST` the signed event to `hooks.url` (`http://` over
+//! One hook request: `POST` the signed event to `hooks.url` (or a Pusher
+//! webhook to `pusher.webhook_url`) (`http://` over
 //! TCP, or `unix:/path` to a Unix socket) and read the answer, within
 //! `hooks.timeout`. One connection per request: hook traffic is a few
 //! events per client session, and a fresh connection never trips over a
 //! keep-alive the backend already closed.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpStream, UnixStream};
-
-use super::signing;
 
 /// Largest answer read; `{"allow":false,"reason":"..."}` is far smaller.
 const MAX_ANSWER_BYTES: usize = 64 << 10;
@@ -99,23 +98,24 @@ impl SendError {
     }
 }
 
-/// Sends `body` signed with `secret`; returns the 2xx answer's body.
+/// Sends `body` with `headers` (its signature); returns the 2xx answer's
+/// body.
 pub async fn post(
     target: &Target,
-    secret: &[u8],
+    headers: &[(&'static str, String)],
     body: Vec<u8>,
     timeout: Duration,
 ) -> Result<Bytes, SendError> {
-    tokio::time::timeout(timeout, exchange(target, secret, body))
+    tokio::time::timeout(timeout, exchange(target, headers, body))
         .await
         .map_err(|_| SendError::Timeout(timeout))?
 }
 
-async fn exchange(target: &Target, secret: &[u8], body: Vec<u8>) -> Result<Bytes, SendError> {
-    let t = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let signature = signing::signature(secret, t, &body);
+async fn exchange(
+    target: &Target,
+    headers: &[(&'static str, String)],
+    body: Vec<u8>,
+) -> Result<Bytes, SendError> {
     let (host, path) = match target {
         Target::Tcp { authority, path } => (authority.as_str(), path.as_str()),
         Target::Unix(_) => ("localhost", "/"),
@@ -123,8 +123,12 @@ async fn exchange(target: &Target, secret: &[u8], body: Vec<u8>) -> Result<Bytes
     let request = Request::post(path)
         .header(hyper::header::HOST, host)
         .header(hyper::header::CONTENT_TYPE, "application/json")
-        .header(hyper::header::USER_AGENT, "cometbox-hooks")
-        .header(signing::HEADER, signature)
+        .header(hyper::header::USER_AGENT, "cometbox-hooks");
+    let request = headers
+        .iter()
+        .fold(request, |request, (name, value)| {
+            request.header(*name, value)
+        })
         .body(Full::new(Bytes::from(body)))
         .map_err(|e| SendError::Io(e.to_string()))?;
     let io = |e: std::io::Error| SendError::Io(e.to_string());

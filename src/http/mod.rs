@@ -50,6 +50,8 @@ pub struct Shared {
     /// Who is in each Pusher `presence-` channel on this node
     /// (`GET /app/<key>` sockets; empty unless `[pusher] enabled`).
     pub pusher_members: crate::pusher::members::Members,
+    /// Pusher's webhooks, when `pusher.webhook_url` is set.
+    pub pusher_webhooks: Option<Arc<crate::pusher::webhooks::Webhooks>>,
     /// The Bayeux endpoint, when `[bayeux] enabled`.
     pub bayeux: Option<Arc<crate::bayeux::Bayeux>>,
     /// Each `[[bridge]]`'s state and counters, in configuration order.

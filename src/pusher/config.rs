@@ -27,7 +27,8 @@ pub struct PusherConfig {
     /// `client_events`: allow `client-` events on private and presence
     /// channels (`GET /app/<key>`).
     pub client_events: bool,
-    /// `webhook_url`: where Pusher webhooks go (not yet sent).
+    /// `webhook_url`: where Pusher's webhooks go (`http://host:port/path`
+    /// or `unix:/path`, as `hooks.url`); empty sends none.
     pub webhook_url: String,
 }
 
@@ -105,14 +106,9 @@ impl PusherConfig {
                 format!("is the default {DEFAULT_SECRET:?} while ingest.listen is not a loopback address: anyone could sign requests; set a secret of your own"),
             ));
         }
-        let http = ["http://", "https://"]
-            .iter()
-            .any(|scheme| self.webhook_url.starts_with(scheme));
-        if !self.webhook_url.is_empty() && !http {
-            return Err((
-                "pusher.webhook_url",
-                format!("{:?} is not an http:// or https:// URL", self.webhook_url),
-            ));
+        if !self.webhook_url.is_empty() {
+            crate::hooks::transport::Target::parse(&self.webhook_url)
+                .map_err(|e| ("pusher.webhook_url", e))?;
         }
         Ok(())
     }
@@ -122,8 +118,14 @@ impl PusherConfig {
     pub fn summary(&self) -> String {
         match self.enabled {
             true => format!(
-                "pusher: on, app id {:?}, key {:?} (HTTP API at /apps/{}/... on the ingest listener; secret set)",
-                self.app_id, self.key, self.app_id
+                "pusher: on, app id {:?}, key {:?} (HTTP API at /apps/{}/... on the ingest listener; secret set); webhooks {}",
+                self.app_id,
+                self.key,
+                self.app_id,
+                match self.webhook_url.is_empty() {
+                    true => "off".to_owned(),
+                    false => format!("to {}", self.webhook_url),
+                }
             ),
             false => "pusher: off".into(),
         }

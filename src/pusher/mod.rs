@@ -8,9 +8,11 @@
 //! events become ordinary hub commands, so a Pusher event reaches every
 //! transport's subscribers of the channel; who is in each presence
 //! channel (`members.rs`). The browser side, `GET /app/<key>`, is in
-//! `src/http/public/pusher_ws/`. Webhooks are not sent yet.
+//! `src/http/public/pusher_ws/`. Pusher's webhooks (`webhooks.rs`) go
+//! through the hooks' outbox.
 
 pub mod api;
 pub mod config;
 pub mod members;
 pub mod signing;
+pub mod webhooks;

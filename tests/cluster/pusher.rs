@@ -3,7 +3,9 @@
 //! sent on one node reaches a socket on another and not its sender, and
 //! presence crosses nodes: member lists name users held by any node,
 //! member events reach every node, and a user leaving one node while
-//! still present on another is not said to have left.
+//! still present on another is not said to have left. Pusher's webhooks
+//! count a channel's sockets on every node: one `channel_occupied` for
+//! the first socket in, wherever, one `channel_vacated` for the last out.
 
 use std::time::Duration;
 
@@ -16,6 +18,10 @@ use crate::redis_server::{Kind, Persistence, TestRedis};
 #[path = "../shared/pusher_page.rs"]
 mod pusher_page;
 use pusher_page::{data_of, Page};
+#[path = "../shared/webhook_receiver.rs"]
+#[allow(dead_code)] // the signature checks are tests/it's
+mod webhook_receiver;
+use webhook_receiver::Receiver;
 
 const KEY: &str = "cluster-key";
 const SECRET: &str = "cluster-secret";
@@ -106,3 +112,46 @@ async fn pusher_pages_on_two_nodes_share_channels(kind: Kind) {
 }
 
 crate::on_both!(pusher_pages_on_two_nodes_share_channels);
+
+/// Sockets join a channel one after another on two nodes and leave in the
+/// other order: one `channel_occupied` (from the node of the first), one
+/// `channel_vacated` (from the node of the last), whichever node sends it.
+async fn occupancy_webhooks_count_sockets_on_every_node(kind: Kind) {
+    let dir = Scratch::new("pusher-webhooks");
+    let redis = TestRedis::start(kind, &dir.0.join("redis"), Persistence::None).await;
+    let receiver = Receiver::start().await;
+    let url = receiver.url();
+    let pusher = [
+        ("COMETBOX_PUSHER__ENABLED", "true"),
+        ("COMETBOX_PUSHER__KEY", KEY),
+        ("COMETBOX_PUSHER__SECRET", SECRET),
+        ("COMETBOX_PUSHER__WEBHOOK_URL", url.as_str()),
+    ];
+    let a = node(&redis, &dir.0, &pusher).await;
+    let b = node(&redis, &dir.0, &pusher).await;
+    let mut on_a = Page::connect(&a.public, KEY, SECRET).await;
+    let mut on_b = Page::connect(&b.public, KEY, SECRET).await;
+    on_a.subscribe("news", None).await;
+    receiver.until("channel_occupied", 1).await;
+    on_b.subscribe("news", None).await;
+    on_a.socket.close(None).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        receiver.named("channel_vacated").is_empty(),
+        "node B still holds a socket: {:?}",
+        receiver.delivered()
+    );
+    on_b.socket.close(None).await.unwrap();
+    receiver.until("channel_vacated", 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let names: Vec<_> = receiver
+        .delivered()
+        .iter()
+        .map(|e| e["name"].clone())
+        .collect();
+    assert_eq!(names, ["channel_occupied", "channel_vacated"]);
+    drop(a);
+    drop(b);
+}
+
+crate::on_both!(occupancy_webhooks_count_sockets_on_every_node);

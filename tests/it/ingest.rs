@@ -435,7 +435,7 @@ async fn both_listeners_work_on_unix_sockets() {
     let server = tokio::spawn(cometbox::run(
         settings,
         store,
-        None,
+        Default::default(),
         cometbox::Listeners { public, ingest },
         shutdown.clone(),
     ));

@@ -18,6 +18,7 @@ mod nosniff;
 mod poll;
 mod public_http;
 mod pusher;
+mod pusher_webhooks;
 mod pusher_ws;
 mod scale;
 mod slow_clients;

@@ -413,7 +413,7 @@ async fn a_poll_after_shutdown_began_is_refused_with_shutting_down() {
     settings.auth.secret = SECRET.into();
     let shutdown = tokio_util::sync::CancellationToken::new();
     let store = cometbox::open_store(&settings).unwrap();
-    let state = cometbox::app_state(settings, store, None, shutdown.clone());
+    let state = cometbox::app_state(settings, store, Default::default(), shutdown.clone());
     shutdown.cancel();
     wait_until("the hub shuts down", Duration::from_secs(1), || async {
         state.hub.is_shutting_down()
@@ -559,7 +559,7 @@ async fn a_connections_future_stays_small() {
     settings.bayeux.enabled = true;
     let shutdown = tokio_util::sync::CancellationToken::new();
     let store = cometbox::open_store(&settings).unwrap();
-    let state = cometbox::app_state(settings, store, None, shutdown.clone());
+    let state = cometbox::app_state(settings, store, Default::default(), shutdown.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap());
     let (stream, _) = tokio::join!(listener.accept(), client).0.unwrap();

@@ -17,7 +17,7 @@ const KEY: &str = "ws-key";
 const SECRET: &str = "ws-secret";
 
 #[path = "../shared/pusher_page.rs"]
-mod pusher_page;
+pub mod pusher_page;
 use pusher_page::{data_of, next_event, Page};
 
 async fn pusher_server(client_events: bool) -> TestServer {

@@ -8,7 +8,9 @@
 #     playwright-core, which downloads no browser)
 #   - Python: PyPI `pusher` 3.x (test/test_python_sdk.py, unittest, in a
 #     throwaway venv)
-# Each test reads the effect back through a real GET /poll.
+# Each test reads the effect back through a real GET /poll; the webhooks
+# cometbox sends (to webhook_receiver.py) are validated with the SDKs' own
+# webhook helpers.
 #
 #   bash tests/pusher/run-tests.sh
 #
@@ -69,7 +71,9 @@ log "server binary: $bin"
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/cometbox-pusher-tests.XXXXXX")"
 server_pid=""
+receiver_pid=""
 cleanup() {
+    if [ -n "$receiver_pid" ]; then kill -TERM "$receiver_pid" 2>/dev/null || true; fi
     if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
         kill -TERM "$server_pid" 2>/dev/null || true
         for _ in $(seq 100); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
@@ -78,6 +82,13 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
+
+# The site's webhook endpoint (webhook_receiver.py), on a port it picks.
+"$py" "$HERE/webhook_receiver.py" "$work/webhook.port" "$work/webhooks.jsonl" &
+receiver_pid=$!
+for _ in $(seq 100); do [ -f "$work/webhook.port" ] && break; sleep 0.1; done
+[ -f "$work/webhook.port" ] || die "the webhook receiver did not start"
+export PUSHER_SUITE_WEBHOOKS="$work/webhooks.jsonl"
 
 # Digits: the Python SDK refuses any other app id.
 APP_ID=4242
@@ -102,6 +113,7 @@ app_id = "$APP_ID"
 key = "$KEY"
 secret = "$SECRET"
 client_events = true
+webhook_url = "http://127.0.0.1:$(cat "$work/webhook.port")/pusher/webhooks"
 TOML
 
 # Only the settings in the file: the caller's COMETBOX_* (COMETBOX_BIN, ...)

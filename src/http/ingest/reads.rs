@@ -26,6 +26,10 @@ pub(super) struct ServerStats {
     /// Bayeux sessions live on this node, when `[bayeux]` is enabled.
     #[serde(skip_serializing_if = "Option::is_none")]
     bayeux_sessions: Option<usize>,
+    /// Pusher's webhooks' counters (as `hooks`'), when
+    /// `pusher.webhook_url` is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pusher_webhooks: Option<crate::hooks::HookStats>,
     version: &'static str,
 }
 
@@ -58,6 +62,7 @@ pub(super) async fn stats(State(state): State<AppState>) -> Result<Json<ServerSt
         max_ingest_connections: state.settings.limits.max_ingest_connections,
         bridges: state.bridges.iter().map(|b| b.snapshot()).collect(),
         bayeux_sessions: state.bayeux.as_ref().map(|b| b.sessions()),
+        pusher_webhooks: (state.pusher_webhooks.as_ref()).map(|w| w.hooks().stats()),
         version: env!("CARGO_PKG_VERSION"),
     }))
 }

@@ -10,6 +10,7 @@ import assert from "node:assert/strict";
 import Pusher from "pusher-js";
 import PusherServer from "pusher";
 import EchoModule from "laravel-echo";
+import { readFileSync } from "node:fs";
 import { env, openPoll } from "./lib.mjs";
 
 const Echo = EchoModule.default ?? EchoModule;
@@ -235,4 +236,55 @@ test("Laravel Echo: listen on a private channel, join a presence channel, whispe
     echo.disconnect();
     other.disconnect();
   }
+});
+
+/** The webhooks webhook_receiver.py got so far: {headers, body} each. */
+function webhooksReceived() {
+  const text = readFileSync(env("PUSHER_SUITE_WEBHOOKS"), { encoding: "utf8", flag: "a+" });
+  return text.split("\n").filter(Boolean).map((line) => JSON.parse(line));
+}
+
+test("webhooks: what a page does arrives at the site, valid by the SDK's webhook helper", async () => {
+  const channel = `presence-webhooks-${Date.now()}`;
+  const pusher = page({ user: { user_id: "wh-1", user_info: { name: "Wendy" } } });
+  let socketId;
+  try {
+    await connected(pusher);
+    socketId = pusher.connection.socket_id;
+    const presence = pusher.subscribe(channel);
+    await first(presence, "pusher:subscription_succeeded");
+    assert.ok(presence.trigger("client-hello", { x: 1 }));
+    await delay(200);
+  } finally {
+    pusher.disconnect();
+  }
+  const ours = async () => {
+    for (let i = 0; i < 100; i++) {
+      const events = webhooksReceived()
+        .map((request) => server.webhook({ headers: request.headers, rawBody: request.body }))
+        .filter((hook) => hook.getEvents().some((e) => e.channel === channel));
+      if (events.some((hook) => hook.getEvents()[0].name === "channel_vacated")) return events;
+      await delay(100);
+    }
+    throw new Error(`no channel_vacated for ${channel} within 10 s: ${JSON.stringify(webhooksReceived())}`);
+  };
+  const hooks = await ours();
+  for (const hook of hooks) {
+    assert.ok(hook.isValid(), `the SDK finds it valid: ${JSON.stringify(hook.getData())}`);
+    assert.ok(hook.getTime() instanceof Date);
+  }
+  const events = hooks.map((hook) => hook.getEvents()[0]);
+  assert.deepEqual(events, [
+    { name: "channel_occupied", channel },
+    { name: "member_added", channel, user_id: "wh-1" },
+    { name: "client_event", channel, event: "client-hello", data: '{"x":1}', socket_id: socketId, user_id: "wh-1" },
+    { name: "member_removed", channel, user_id: "wh-1" },
+    { name: "channel_vacated", channel },
+  ]);
+  // The helper refuses a body changed on the way, and another app's secret.
+  const request = webhooksReceived().find((r) => r.body.includes(channel));
+  const tampered = server.webhook({ headers: request.headers, rawBody: request.body.replace("channel_", "channel-") });
+  assert.equal(tampered.isValid(), false);
+  const other = new PusherServer({ appId: "1", key: KEY, secret: "another-secret", useTLS: false });
+  assert.equal(other.webhook({ headers: request.headers, rawBody: request.body }).isValid(), false);
 });

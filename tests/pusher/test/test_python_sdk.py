@@ -144,6 +144,27 @@ class PythonSdk(unittest.TestCase):
             client("not-the-secret").trigger("py-denied-ch", "ev", {"x": 1})
         self.assertEqual(poll("py-denied")["messages"], [])
 
+    def test_webhooks_are_valid_by_the_sdks_helper(self):
+        # The Node pages (run first by run-tests.sh) made them; the site's
+        # endpoint (webhook_receiver.py) logged each request as it came.
+        with open(os.environ["PUSHER_SUITE_WEBHOOKS"], encoding="utf-8") as log:
+            requests = [json.loads(line) for line in log if line.strip()]
+        self.assertTrue(requests, "no webhook arrived: run-tests.sh runs the Node pages first")
+        key = os.environ["PUSHER_SUITE_KEY"]
+        names = set()
+        for request in requests:
+            headers = request["headers"]
+            self.assertEqual(headers["x-pusher-key"], key)
+            hook = client().validate_webhook(key, headers["x-pusher-signature"], request["body"])
+            self.assertIsNotNone(hook, request)
+            names.update(event["name"] for event in hook["events"])
+        self.assertTrue({"channel_occupied", "channel_vacated", "member_added"} <= names, names)
+        # A changed body, or another app's secret, is refused.
+        first = requests[0]
+        signature = first["headers"]["x-pusher-signature"]
+        self.assertIsNone(client().validate_webhook(key, signature, first["body"].replace("channel", "chanel")))
+        self.assertIsNone(client("another-secret").validate_webhook(key, signature, first["body"]))
+
 
 if __name__ == "__main__":
     unittest.main()

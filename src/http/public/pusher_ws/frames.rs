@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use super::{close, Ending, Session};
 use crate::http::public::face::Face;
 use crate::hub::PollRequest;
-use crate::protocol::{ChannelName, Command, Payload, Target};
+use crate::protocol::{ChannelName, ClientId, Command, Payload, Target};
 use crate::pusher::members::Member;
 use crate::pusher::signing::check_channel_auth;
 
@@ -182,10 +182,19 @@ async fn subscribe(session: &mut Session<'_>, data: &str) -> String {
         open_only: true,
         from_now: false,
     };
+    let webhooks = session.face.state.pusher_webhooks.as_deref();
+    let new = !session.channels.iter().any(|c| c == name);
+    let occupancy = match webhooks {
+        Some(webhooks) if new => Some(webhooks.occupancy(&channel).await),
+        _ => None,
+    };
     if let Err(e) = hub.open_for(&join).await {
         return refused(403, e.to_string());
     }
-    if !session.channels.iter().any(|c| c == name) {
+    if let Some(occupancy) = occupancy {
+        occupancy.joined(hub).await;
+    }
+    if new {
         session.channels.push(name.to_owned());
     }
     let Some(member) = member else {
@@ -196,6 +205,9 @@ async fn subscribe(session: &mut Session<'_>, data: &str) -> String {
         .share(hub, &channel, &session.socket_id, Some(&member))
         .await;
     if members.join(name, &session.socket_id, member.clone()) {
+        if let Some(webhooks) = webhooks {
+            webhooks.member_added(&channel, &member.user_id);
+        }
         let added = membership(
             &channel,
             "pusher_internal:member_added",
@@ -268,6 +280,9 @@ pub async fn member_left(face: &Face, channel: &str, socket_id: &str) -> Option<
     if everywhere.iter().any(|m| m.user_id == gone.user_id) {
         return None; // another node still holds a socket of theirs
     }
+    if let Some(webhooks) = &face.state.pusher_webhooks {
+        webhooks.member_removed(&channel, &gone.user_id);
+    }
     Some(membership(
         &channel,
         "pusher_internal:member_removed",
@@ -296,14 +311,42 @@ async fn unsubscribe(session: &mut Session<'_>, data: &str) {
     let Ok(channel) = ChannelName::parse(&request.channel) else {
         return;
     };
+    let held = session.channels.contains(&request.channel);
     session.channels.retain(|c| *c != request.channel);
+    leave(
+        session.face,
+        &session.client,
+        &channel,
+        &session.socket_id,
+        held,
+    )
+    .await;
+}
+
+/// Socket `socket_id` (client `client`) leaves `channel` and its presence;
+/// with Pusher's webhooks, under the channel's occupancy lock when it
+/// `held` the channel.
+pub async fn leave(
+    face: &Face,
+    client: &ClientId,
+    channel: &ChannelName,
+    socket_id: &str,
+    held: bool,
+) {
+    let occupancy = match face.state.pusher_webhooks.as_deref() {
+        Some(webhooks) if held => Some(webhooks.occupancy(channel).await),
+        _ => None,
+    };
     let mut commands = vec![Command::Leave {
-        client: session.client.clone(),
-        channel,
+        client: client.clone(),
+        channel: channel.clone(),
     }];
-    commands.extend(member_left(session.face, &request.channel, &session.socket_id).await);
-    if let Err(e) = session.face.state.hub.apply(commands).await {
-        tracing::debug!(error = %e, "a Pusher unsubscribe could not be applied");
+    commands.extend(member_left(face, channel.as_str(), socket_id).await);
+    if let Err(e) = face.state.hub.apply(commands).await {
+        tracing::debug!(error = %e, "a Pusher socket's leave could not be applied");
+    }
+    if let Some(occupancy) = occupancy {
+        occupancy.left(&face.state.hub).await;
     }
 }
 
@@ -341,14 +384,19 @@ async fn client_event(session: &mut Session<'_>, inbound: &Inbound) -> Vec<Strin
         )];
     }
     let command = Command::Message {
-        target: Target::Channel(channel),
+        target: Target::Channel(channel.clone()),
         event: Some(inbound.event.clone()),
-        payload: Payload::Json(RawValue::from_string(data).expect("it came as JSON")),
+        payload: Payload::Json(RawValue::from_string(data.clone()).expect("it came as JSON")),
         ttl: None,
         exclude: Some(session.socket_id.clone()),
     };
-    match session.face.state.hub.apply(vec![command]).await {
-        Ok(_) => Vec::new(),
-        Err(e) => vec![error(None, &e.to_string())],
+    let state = &session.face.state;
+    if let Err(e) = state.hub.apply(vec![command]).await {
+        return vec![error(None, &e.to_string())];
     }
+    if let Some(webhooks) = &state.pusher_webhooks {
+        let user_id = state.pusher_members.user_of(name, &session.socket_id);
+        webhooks.client_event(&channel, &inbound.event, &data, &session.socket_id, user_id);
+    }
+    Vec::new()
 }

@@ -30,7 +30,7 @@ use super::request::Head;
 use super::routed::Routed;
 use super::ws::{config, end, flush_within, handshake, send_within, Ws, PING_EVERY};
 use crate::hub::{OpenPoll, PollRequest, Waited};
-use crate::protocol::{ClientId, Command, Cursor};
+use crate::protocol::{ChannelName, ClientId, Command, Cursor};
 
 mod frames;
 
@@ -280,7 +280,9 @@ impl Session<'_> {
     }
 
     /// After the socket: presence members leave (the others are told),
-    /// and the socket's client is forgotten with its memberships.
+    /// and the socket's client is forgotten with its memberships (with
+    /// Pusher's webhooks, channel by channel first, so that each is
+    /// counted for `channel_vacated`).
     async fn finish(self) {
         let Session {
             face,
@@ -291,8 +293,17 @@ impl Session<'_> {
             ..
         } = self;
         drop(open);
+        if face.state.pusher_webhooks.is_some() {
+            // One leave per channel, each counted for its occupancy.
+            for channel in channels.iter().filter_map(|c| ChannelName::parse(c).ok()) {
+                frames::leave(face, &client, &channel, &socket_id, true).await;
+            }
+        }
         let mut commands = Vec::new();
-        for channel in &channels {
+        for channel in channels
+            .iter()
+            .filter(|_| face.state.pusher_webhooks.is_none())
+        {
             if let Some(removed) = frames::member_left(face, channel, &socket_id).await {
                 commands.push(removed);
             }
