@@ -551,7 +551,9 @@ async fn a_full_mailbox_is_delivered_in_pages_of_max_reply_bytes() {
 /// held connect) once made every held poll 3 KB bigger. The figure is the
 /// future of `serve_connection` (the connection's loop and its routes) in
 /// a debug build, where this runs: 2,984 bytes with Bayeux boxed, 5,664
-/// without (release builds are smaller).
+/// without (release builds are smaller); 3,224 once a WebSocket's session
+/// moved to a task of its own (the loop hands its socket over, and this
+/// test's `serve_connection` awaits that session after the loop).
 #[tokio::test]
 async fn a_connections_future_stays_small() {
     let mut settings = cometbox::config::Settings::default();
@@ -565,6 +567,6 @@ async fn a_connections_future_stays_small() {
     let (stream, _) = tokio::join!(listener.accept(), client).0.unwrap();
     let future = cometbox::http::public::serve_connection(stream, state);
     let size = std::mem::size_of_val(&future);
-    assert!(size <= 3200, "a connection's future is {size} bytes");
+    assert!(size <= 3300, "a connection's future is {size} bytes");
     shutdown.cancel();
 }

@@ -33,7 +33,7 @@
 
 use std::future::Future;
 use std::io::{self, IoSlice};
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -118,6 +118,14 @@ impl ReadError {
     }
 }
 
+/// A protocol's session on a socket taken over from the HTTP loop (a
+/// WebSocket), run as a task of its own ([`Connection::hand_over`]).
+pub type Session = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// What takes a socket over: called with the socket and the bytes read
+/// past the last head, it returns the session to run.
+pub type TakeOver<S> = Box<dyn FnOnce(S, Vec<u8>) -> Session + Send>;
+
 /// One connection and its unparsed bytes.
 pub struct Connection<S> {
     socket: S,
@@ -133,6 +141,9 @@ pub struct Connection<S> {
     /// The current request asked for `100 Continue` before its body.
     expect_continue: bool,
     face: Arc<Face>,
+    /// A protocol to hand the socket to once the loop ends
+    /// ([`Connection::hand_over`]).
+    take_over: Option<TakeOver<S>>,
 }
 
 impl<S: Socket> Connection<S> {
@@ -146,6 +157,7 @@ impl<S: Socket> Connection<S> {
             body_unread: false,
             expect_continue: false,
             face,
+            take_over: None,
         }
     }
 
@@ -192,12 +204,19 @@ impl<S: Socket> Connection<S> {
         }
     }
 
-    /// The socket and the bytes read past the current head, for a
-    /// protocol that takes the connection over (a WebSocket): nothing of
-    /// the HTTP loop runs on it afterwards.
-    pub fn take_over(&mut self) -> (&mut S, Vec<u8>) {
-        self.scanned = 0;
-        (&mut self.socket, std::mem::take(&mut self.buf))
+    /// Hands the socket, once the route returns `Routed::Upgraded`, to
+    /// `take_over` (a WebSocket after its `101`): the HTTP loop ends and
+    /// its future is freed, and the session runs as a task of its own, so
+    /// a held socket costs its session's state and not the loop's too.
+    pub fn hand_over(&mut self, take_over: TakeOver<S>) {
+        self.take_over = Some(take_over);
+    }
+
+    /// The session [`Connection::hand_over`] was given, on the socket and
+    /// the bytes read past the last head; `None` when nothing took over.
+    pub fn into_session(self) -> Option<Session> {
+        let take_over = self.take_over?;
+        Some(take_over(self.socket, self.buf))
     }
 
     /// The shared state of the port.

@@ -41,10 +41,11 @@ use tokio_util::task::TaskTracker;
 use super::serve::{accept_loop, Accepted, ConnectionPolicy, SHUTDOWN_GRACE};
 use super::AppState;
 use crate::listener::Listener;
-use connection::{Connection, Socket};
+use connection::{Connection, Session, Socket};
 use face::Face;
 use request::Method;
 use routed::Routed;
+use tokio::sync::OwnedSemaphorePermit;
 
 mod admit;
 mod bayeux;
@@ -72,16 +73,14 @@ pub async fn serve(
     let face = Face::new(state, &policy);
     let connections = TaskTracker::new();
     accept_loop(listener, &policy, &shutdown, |accepted, permit, _peer| {
-        let face = face.clone();
+        let (face, tracker) = (face.clone(), connections.clone());
         match accepted {
-            Accepted::Tcp(stream) => connections.spawn(async move {
-                serve_requests(stream, face).await;
-                drop(permit);
-            }),
-            Accepted::Unix(stream) => connections.spawn(async move {
-                serve_requests(stream, face).await;
-                drop(permit);
-            }),
+            Accepted::Tcp(stream) => {
+                connections.spawn(serve_socket(stream, face, permit, tracker));
+            }
+            Accepted::Unix(stream) => {
+                connections.spawn(serve_socket(stream, face, permit, tracker));
+            }
         };
     })
     .await;
@@ -97,6 +96,24 @@ pub async fn serve(
     }
 }
 
+/// Serves one connection, holding its permit until it ends: its requests,
+/// then, if a route handed the socket over (a WebSocket), that session as
+/// a task of its own (tracked with the connections), so the requests'
+/// loop is freed while the socket is held.
+async fn serve_socket<S: Socket>(
+    socket: S,
+    face: Arc<Face>,
+    permit: OwnedSemaphorePermit,
+    connections: TaskTracker,
+) {
+    if let Some(session) = serve_requests(socket, face).await {
+        connections.spawn(async move {
+            session.await;
+            drop(permit);
+        });
+    }
+}
+
 /// Serves one already-accepted TCP connection as the public port would
 /// (for tests that need a state the listener would not accept with, such
 /// as one already shutting down).
@@ -109,13 +126,15 @@ pub async fn serve_connection(stream: tokio::net::TcpStream, state: AppState) {
         send_timeout: limits.send_timeout,
         name: "public",
     };
-    serve_requests(stream, Face::new(state, &policy)).await;
+    if let Some(session) = serve_requests(stream, Face::new(state, &policy)).await {
+        session.await;
+    }
 }
 
 /// Serves requests on `socket` one after another (keep-alive, pipelining)
 /// until either side closes it: each head read, routed, and its reply
-/// written.
-async fn serve_requests<S: Socket>(socket: S, face: Arc<Face>) {
+/// written. Returns the session of a protocol the socket was handed to.
+async fn serve_requests<S: Socket>(socket: S, face: Arc<Face>) -> Option<Session> {
     let mut connection = Connection::new(socket, face);
     while let Some(head) = connection.next_request().await {
         let head_only = head.method == Method::Head;
@@ -123,8 +142,12 @@ async fn serve_requests<S: Socket>(socket: S, face: Arc<Face>) {
         let (response, poll) = match routes::route(&mut connection, head).await {
             Routed::Reply { response, poll } => (response, poll),
             // The client left while its poll waited, or a stream ended.
-            Routed::ClientLeft | Routed::Streamed => return,
-            Routed::Close(response) => return connection.fail(response).await,
+            Routed::ClientLeft | Routed::Streamed => return None,
+            Routed::Upgraded => return connection.into_session(),
+            Routed::Close(response) => {
+                connection.fail(response).await;
+                return None;
+            }
         };
         let close = connection.closes_after(keep_alive);
         let sent = connection.send(&response, head_only, close).await;
@@ -132,10 +155,12 @@ async fn serve_requests<S: Socket>(socket: S, face: Arc<Face>) {
         // presence) until its reply was written or given up on.
         drop(poll);
         if sent.is_err() {
-            return;
+            return None;
         }
         if close {
-            return connection.close().await;
+            connection.close().await;
+            return None;
         }
     }
+    None
 }

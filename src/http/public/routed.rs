@@ -16,6 +16,9 @@ pub enum Routed {
     ClientLeft,
     /// A stream was written and ended: the connection closes.
     Streamed,
+    /// The socket was handed over (`Connection::hand_over`, a WebSocket
+    /// after its `101`): the loop ends, and the session runs on its own.
+    Upgraded,
     /// A last reply, after which the connection closes (a request body
     /// that could not be read).
     Close(Response),

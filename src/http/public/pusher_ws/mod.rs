@@ -15,6 +15,7 @@
 //! signature the site's auth endpoint makes with the app secret. The
 //! `subscribe` hook, when configured, is asked as for every transport.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -53,7 +54,8 @@ pub mod close {
 /// What pusher-js is told to wait between pings of its own (seconds).
 pub const ACTIVITY_TIMEOUT: u64 = 120;
 
-/// Serves one Pusher socket until it closes.
+/// Answers the upgrade (a bad handshake is refused over HTTP), writes the
+/// `101` and hands the socket to [`session`].
 pub async fn serve<S: Socket>(
     connection: &mut Connection<S>,
     face: &Face,
@@ -70,20 +72,38 @@ pub async fn serve<S: Socket>(
     {
         return Ok(Routed::Streamed);
     }
-    let (socket, read) = connection.take_over();
+    let (face, key) = (connection.face().clone(), key.to_owned());
+    connection.hand_over(Box::new(move |socket, read| {
+        Box::pin(session(socket, read, face, key, protocol))
+    }));
+    Ok(Routed::Upgraded)
+}
+
+/// One Pusher socket, on its own task, until it closes: the key and the
+/// protocol version checked (refused with Pusher's codes), then the
+/// socket's client opened and the session run.
+async fn session<S: Socket>(
+    mut socket: S,
+    read: Vec<u8>,
+    face: Arc<Face>,
+    key: String,
+    protocol: Option<u32>,
+) {
+    let face = &*face;
     let mut ws =
-        WebSocketStream::from_partially_read(socket, read, Role::Server, Some(config(face))).await;
+        WebSocketStream::from_partially_read(&mut socket, read, Role::Server, Some(config(face)))
+            .await;
     let settings = &face.state.settings.pusher;
     if key != settings.key {
         let text =
             format!("App key {key} not in this cluster. Did you forget to specify the cluster?");
         refuse(&mut ws, face, close::APP_DOES_NOT_EXIST, &text).await;
-        return Ok(Routed::Streamed);
+        return;
     }
     if !(5..=7).contains(&protocol.unwrap_or(0)) {
         let text = "Unsupported protocol version: this server speaks versions 5 to 7";
         refuse(&mut ws, face, close::UNSUPPORTED_PROTOCOL, text).await;
-        return Ok(Routed::Streamed);
+        return;
     }
     let socket_id = new_socket_id();
     let client = ClientId::parse(&format!("pusher:{socket_id}")).expect("a valid client id");
@@ -107,7 +127,7 @@ pub async fn serve<S: Socket>(
         Err(e) => {
             let text = format!("Over capacity: {e}");
             refuse(&mut ws, face, close::OVER_CAPACITY, &text).await;
-            return Ok(Routed::Streamed);
+            return;
         }
     };
     let mut session = Session {
@@ -120,7 +140,6 @@ pub async fn serve<S: Socket>(
     };
     session.run(&mut ws).await;
     session.finish().await;
-    Ok(Routed::Streamed)
 }
 
 /// `?protocol=7` (pusher-js sends it with `client`, `version`, `flash`).

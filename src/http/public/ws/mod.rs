@@ -12,9 +12,12 @@
 //!   browser can read (a failed upgrade shows a page no status at all,
 //!   so a refused token or poll is told after the upgrade, as a close).
 //! - Framing is `tokio-tungstenite`'s, over the connection's socket and
-//!   whatever bytes the head read past (`Connection::take_over`).
+//!   whatever bytes the head read past, in a task of its own once the
+//!   `101` is written (`Connection::hand_over`): the HTTP loop's state is
+//!   freed, so a held socket costs its session only.
 //!   `permessage-deflate` is not offered.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
@@ -65,7 +68,9 @@ pub mod close {
 /// The socket once upgraded.
 pub(super) type Ws<'s, S> = WebSocketStream<&'s mut S>;
 
-/// Serves one WebSocket until it closes.
+/// Answers a WebSocket upgrade: checks the handshake (refused over HTTP),
+/// the token and parameters (refused after the upgrade, as a close),
+/// writes the `101` and hands the socket to [`session`].
 pub async fn serve<S: Socket>(
     connection: &mut Connection<S>,
     face: &Face,
@@ -82,15 +87,29 @@ pub async fn serve<S: Socket>(
     {
         return Ok(Routed::Streamed);
     }
-    let (socket, read) = connection.take_over();
+    let face = connection.face().clone();
+    connection.hand_over(Box::new(move |socket, read| {
+        Box::pin(session(socket, read, face, admitted))
+    }));
+    Ok(Routed::Upgraded)
+}
+
+/// What [`admit`] made of the upgrade request: the poll, the grant and the
+/// token's `exp`, or why not.
+type Admitted = Result<(PollRequest, Grant, u64), PublicError>;
+
+/// One WebSocket, on its own task, until it closes.
+async fn session<S: Socket>(mut socket: S, read: Vec<u8>, face: Arc<Face>, admitted: Admitted) {
+    let face = &*face;
     let mut ws =
-        WebSocketStream::from_partially_read(socket, read, Role::Server, Some(config(face))).await;
+        WebSocketStream::from_partially_read(&mut socket, read, Role::Server, Some(config(face)))
+            .await;
     let (request, grant, expires_at) = match admitted {
         Ok(admitted) => admitted,
         Err(e) => {
             let (code, reason) = refusal(&e);
             Box::pin(end(&mut ws, face, code, reason)).await;
-            return Ok(Routed::Streamed);
+            return;
         }
     };
     let hub = &face.state.hub;
@@ -114,7 +133,6 @@ pub async fn serve<S: Socket>(
             Box::pin(end(&mut ws, face, code, reason)).await;
         }
     }
-    Ok(Routed::Streamed)
 }
 
 /// The framing's limits: a frame from the browser holds at most a publish
