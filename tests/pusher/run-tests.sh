@@ -3,7 +3,8 @@
 # cometbox's [pusher] HTTP API, on the real binary:
 #   - Node: npm `pusher` 5.x (test/node-sdk.test.mjs, node --test)
 #   - pages: npm `pusher-js` 8 and `laravel-echo` 2 in Node against
-#     GET /app/<key> (test/pusher-js.test.mjs), and pusher-js's and Echo's
+#     GET /app/<key> (test/pusher-js.test.mjs; through a restart of a server
+#     of its own: test/pusher-js-restart.test.mjs), and pusher-js's and Echo's
 #     browser builds in Debian's headless Chromium (test/pusher-js-browser.test.mjs,
 #     playwright-core, which downloads no browser)
 #   - Python: PyPI `pusher` 3.x (test/test_python_sdk.py, unittest, in a
@@ -151,6 +152,8 @@ log "node --test test/node-sdk.test.mjs"
 timeout --kill-after=10 180 node --test --test-force-exit --test-timeout=30000 test/node-sdk.test.mjs || failed=1
 log "node --test test/pusher-js.test.mjs (pusher-js 8 and laravel-echo 2, unchanged)"
 timeout --kill-after=10 180 node --test --test-force-exit --test-timeout=30000 test/pusher-js.test.mjs || failed=1
+log "node --test test/pusher-js-restart.test.mjs (pusher-js through a restart of its own server)"
+PUSHER_SUITE_BIN="$bin" timeout --kill-after=10 180 node --test --test-force-exit --test-timeout=120000 test/pusher-js-restart.test.mjs || failed=1
 log "node --test test/pusher-js-browser.test.mjs (pusher-js's browser build in headless Chromium)"
 timeout --kill-after=10 180 node --test --test-force-exit --test-timeout=60000 test/pusher-js-browser.test.mjs || failed=1
 
