@@ -30,6 +30,11 @@ pub struct Backend {
     pub failing: Arc<AtomicBool>,
     pub flaky: Arc<AtomicBool>,
     pub flaky_refusals: Arc<AtomicUsize>,
+    /// Whether a notification id may be taken (answered 200) more than
+    /// once: only where a node is killed while it delivers (its window's
+    /// events stay in Redis's queue and are sent again, same ids).
+    /// Everywhere else, once.
+    pub repeats_allowed: Arc<AtomicBool>,
 }
 
 impl Backend {
@@ -101,19 +106,31 @@ impl Backend {
             failing,
             flaky,
             flaky_refusals,
+            repeats_allowed: Arc::default(),
         }
     }
 
     /// The notifications taken so far about `client`: `(type, id, node)`,
-    /// in the order they arrived, repeats (same id) left out.
+    /// in the order they arrived. One taken twice fails the test (sent
+    /// again after the backend took it), unless repeats are allowed, when
+    /// they are left out.
     pub fn notified_about(&self, client: &str) -> Vec<(String, String, String)> {
         let mut seen = std::collections::HashSet::new();
+        let repeats_allowed = self.repeats_allowed.load(Ordering::Relaxed);
         self.notified
             .lock()
             .unwrap()
             .iter()
             .filter(|e| e["client"] == client)
-            .filter(|e| seen.insert(e["id"].as_str().unwrap_or("").to_owned()))
+            .filter(|e| {
+                let first = seen.insert(e["id"].as_str().unwrap_or("").to_owned());
+                assert!(
+                    first || repeats_allowed,
+                    "{client}'s notification {} was taken twice: sent again after a 200",
+                    e["id"]
+                );
+                first
+            })
             .map(|e| {
                 let field = |k: &str| e[k].as_str().unwrap_or("").to_owned();
                 (field("type"), field("id"), field("node"))

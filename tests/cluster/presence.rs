@@ -192,6 +192,10 @@ async fn a_killed_node_does_not_make_its_clients_flap() {
         || async { crate::nodes::stats(&b).await["open_polls"] == 1 },
     )
     .await;
+    // Events node B's window held when killed are sent again (same ids).
+    backend
+        .repeats_allowed
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     b.kill9().await;
     let _ = held.await;
     for _ in 0..8 {

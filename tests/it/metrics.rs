@@ -177,3 +177,136 @@ async fn metrics_need_the_ingest_key() {
     );
     server.stop().await;
 }
+
+/// `/metrics` while publishers, pollers and a scraper run at once: every
+/// scrape parses, the counters never go back, the gauges stay in bounds,
+/// and once the load has stopped the counters are exact: every message
+/// accepted counted once in, every one a poll carried counted once out,
+/// every poll counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metrics_stay_consistent_under_concurrent_load() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+    use std::sync::Arc;
+
+    const CLIENTS: usize = 8;
+    const PUBLISHERS: usize = 4;
+    const REQUESTS: usize = 50;
+    let server = Arc::new(TestServer::with(|s| s.limits.mailbox_max_messages = 10_000).await);
+    for c in 0..CLIENTS {
+        server
+            .post_ok(&format!(r#"<subscribe client="c{c}" channel="load"/>"#), 1)
+            .await;
+    }
+    // What each client is owed: its direct messages and every channel one.
+    let mut owed = [0usize; CLIENTS];
+    for p in 0..PUBLISHERS {
+        for i in (0..REQUESTS).step_by(2) {
+            owed[(p * REQUESTS + i) % CLIENTS] += 1;
+        }
+    }
+    let channel_messages = PUBLISHERS * REQUESTS / 2;
+    let polls = Arc::new(AtomicU64::new(0));
+    let loading = Arc::new(AtomicBool::new(true));
+
+    let scraper = tokio::spawn({
+        let (server, loading) = (server.clone(), loading.clone());
+        async move {
+            let counters = [
+                "cometbox_messages_in_total",
+                "cometbox_messages_out_total",
+                "cometbox_polls_total",
+            ];
+            let mut last = [0.0; 3];
+            let mut scrapes = 0;
+            while loading.load(Relaxed) {
+                let m = scrape(&server, None).await;
+                for (i, name) in counters.iter().enumerate() {
+                    let now = value(&m, name, &[]);
+                    assert!(now >= last[i], "{name} went back: {} then {now}", last[i]);
+                    last[i] = now;
+                }
+                let open = value(&m, "cometbox_open_polls", &[]);
+                assert!((0.0..=CLIENTS as f64).contains(&open), "open polls {open}");
+                assert_eq!(value(&m, "cometbox_clients", &[]), CLIENTS as f64);
+                scrapes += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            scrapes
+        }
+    });
+    let pollers: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let (server, polls) = (server.clone(), polls.clone());
+            let want = owed[c] + channel_messages;
+            tokio::spawn(async move {
+                let token = token(&format!("c{c}"), &[]);
+                let (mut got, mut since) = (0, String::new());
+                while got < want {
+                    let cursor = match since.is_empty() {
+                        true => String::new(),
+                        false => format!("&since={since}"),
+                    };
+                    let query = format!("token={token}&timeout=1{cursor}");
+                    let reply = server.poll_raw(&query).await.1;
+                    polls.fetch_add(1, Relaxed);
+                    assert_ne!(reply["reset"], true, "c{c}: nothing may be lost: {reply}");
+                    got += reply["messages"].as_array().unwrap().len();
+                    since = reply["cursor"].as_str().unwrap().to_owned();
+                }
+                assert_eq!(got, want, "c{c} got each message once");
+            })
+        })
+        .collect();
+    let publishers: Vec<_> = (0..PUBLISHERS)
+        .map(|p| {
+            let server = server.clone();
+            tokio::spawn(async move {
+                for i in 0..REQUESTS {
+                    let xml = match i % 2 {
+                        0 => format!(
+                            r#"<message to="c{}">{i}</message>"#,
+                            (p * REQUESTS + i) % CLIENTS
+                        ),
+                        _ => format!(r#"<message channel="load">{i}</message>"#),
+                    };
+                    server.post_ok(&xml, 1).await;
+                }
+            })
+        })
+        .collect();
+    for task in publishers.into_iter().chain(pollers) {
+        task.await.unwrap();
+    }
+    loading.store(false, Relaxed);
+    let scrapes = scraper.await.unwrap();
+    assert!(
+        scrapes >= 3,
+        "the scraper ran during the load ({scrapes} scrapes)"
+    );
+
+    let m = scrape(&server, None).await;
+    let direct: usize = owed.iter().sum();
+    let expect = [
+        (
+            "cometbox_messages_in_total",
+            (direct + channel_messages) as f64,
+        ),
+        (
+            "cometbox_messages_out_total",
+            (direct + CLIENTS * channel_messages) as f64,
+        ),
+        ("cometbox_polls_total", polls.load(Relaxed) as f64),
+        ("cometbox_open_polls", 0.0),
+        ("cometbox_messages_lost_total", 0.0),
+        (
+            "cometbox_queued_messages",
+            (direct + CLIENTS * channel_messages) as f64,
+        ),
+    ];
+    for (name, want) in expect {
+        assert_eq!(value(&m, name, &[]), want, "{name}");
+    }
+    if let Ok(server) = Arc::try_unwrap(server) {
+        server.stop().await;
+    }
+}
