@@ -111,6 +111,19 @@ impl Active {
     }
 }
 
+impl Active {
+    /// `fsync`s the segment, whose first `len` bytes are then on stable
+    /// storage (test builds record that for [`power::cut`]).
+    fn sync(&self, files: &StoreFiles, len: u64) -> std::io::Result<()> {
+        self.file.sync_data()?;
+        #[cfg(test)]
+        power::synced(&files.segment_path(self.number), len);
+        #[cfg(not(test))]
+        let _ = (files, len);
+        Ok(())
+    }
+}
+
 fn open_segment(files: &StoreFiles, number: u64) -> std::io::Result<File> {
     let path = files.segment_path(number);
     let created = !path.exists();
@@ -139,7 +152,8 @@ impl Inner {
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     let mut active = self.active();
-                    let _ = active.file.sync_data();
+                    let len = active.len;
+                    let _ = active.sync(&self.files, len);
                     active.unsynced = false;
                     return;
                 }
@@ -231,7 +245,7 @@ impl Inner {
             || (self.policy == FsyncPolicy::Periodic
                 && active.last_sync.elapsed() >= self.fsync_interval)
         {
-            active.file.sync_data()?;
+            active.sync(&self.files, active.len + bytes.len() as u64)?;
             active.unsynced = false;
             active.last_sync = Instant::now();
         }
@@ -246,7 +260,8 @@ impl Inner {
         }
         let mut active = self.active();
         if active.unsynced && self.writable.load(Ordering::SeqCst) {
-            if let Err(e) = active.file.sync_data() {
+            let len = active.len;
+            if let Err(e) = active.sync(&self.files, len) {
                 tracing::error!(error = %e, "journal fsync failed");
                 self.writable.store(false, Ordering::SeqCst);
                 self.failed_writes.fetch_add(1, Ordering::SeqCst);
@@ -260,7 +275,8 @@ impl Inner {
     /// Starts the next segment; the current one is synced first.
     pub(super) fn rotate(&self, active: &mut Active) -> std::io::Result<()> {
         if self.policy != FsyncPolicy::Never {
-            active.file.sync_data()?;
+            let len = active.len;
+            active.sync(&self.files, len)?;
         }
         let next = active.number + 1;
         active.file = open_segment(&self.files, next)?;
@@ -288,5 +304,39 @@ impl Inner {
 fn fail(group: Vec<Unit>, why: &str) {
     for unit in group {
         let _ = unit.done.send(Err(StoreError::Unavailable(why.to_owned())));
+    }
+}
+
+/// Test builds: what a power cut keeps of each journal segment, its length
+/// at its last `fsync` (SIGKILL keeps the page cache, so only this tells
+/// a store that syncs from one that does not; `tests.rs` cuts with it).
+#[cfg(test)]
+pub(super) mod power {
+    use std::collections::BTreeMap;
+    use std::path::{Path, PathBuf};
+    use std::sync::Mutex;
+
+    static SYNCED: Mutex<BTreeMap<PathBuf, u64>> = Mutex::new(BTreeMap::new());
+
+    /// `path` is on stable storage up to `len` bytes.
+    pub fn synced(path: &Path, len: u64) {
+        SYNCED.lock().unwrap().insert(path.to_owned(), len);
+    }
+
+    /// The power goes out: every journal segment in `dir` is cut back to
+    /// what was synced of it (nothing, if it never was), as the page cache
+    /// is lost. Call it at the moment of the cut, before the store is
+    /// dropped (dropping it may sync).
+    pub fn cut(dir: &Path) -> Vec<(PathBuf, u64)> {
+        let synced = SYNCED.lock().unwrap();
+        let mut kept = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if name.starts_with("journal-") {
+                kept.push((path.clone(), synced.get(&path).copied().unwrap_or(0)));
+            }
+        }
+        kept
     }
 }
