@@ -125,9 +125,8 @@ test('channels: subscribe through the poll, receive what is published; a forbidd
   const room = 'room:' + id;
   const { cb, rec } = make(server.publicUrl, { token: mintToken(id, { channels: ['room:*'] }), channels: [room] });
   cb.start();
-  await waitFor(() => cb.state === 'connected' || rec.timeouts > 0, { timeout: 1000, what: 'connected' }).catch(() => {});
-  // The subscription is made by the poll itself; publish until the poll has surely been seen.
-  await sleep(300);
+  // The subscription is made by the poll itself: publish once it is open.
+  await server.untilOpen(id);
   await server.publish(room, { from: 'dave', text: 'hello' }, 'chat');
   await waitFor(() => rec.messages.length === 1, { what: 'channel message' });
   assert.equal(rec.messages[0].channel, room);
@@ -180,7 +179,7 @@ test('a token minted through POST /token works', async () => {
   const { cb, rec } = make(server.publicUrl, { token: m[2], channels: ['lobby'] });
   assert.equal(cb.clientId, id);
   cb.start();
-  await sleep(300);
+  await server.untilOpen(id);
   await server.publish('lobby', 'hi lobby');
   await waitFor(() => rec.messages.length === 1, { what: 'lobby message' });
   cb.stop();
@@ -192,7 +191,7 @@ test('<disconnect> ends the poll: state stopped, onError code "disconnected"', a
   cb.start();
   await server.send(id, 'first');
   await waitFor(() => rec.messages.length === 1, { what: 'first message' });
-  await sleep(200); // the next poll is open and held
+  await server.untilOpen(id); // the next poll is open and held
   await server.ingest(`<disconnect client="${id}"/>`);
   await waitFor(() => rec.errors.length === 1, { what: 'disconnected', timeout: 5000 });
   assert.equal(rec.errors[0].code, 'disconnected');
@@ -229,7 +228,7 @@ test('429 too-many-polls: the second poller backs off and keeps trying', async (
     const id = clientId('tabs');
     const a = make(s.publicUrl, { token: mintToken(id) });
     a.cb.start();
-    await sleep(300);
+    await s.untilOpen(id);
     const b = make(s.publicUrl, { token: mintToken(id) });
     b.cb.start();
     await waitFor(() => b.rec.states.some(([st, d]) => st === 'waiting to reconnect' && d.error && d.error.code === 'too-many-polls'),

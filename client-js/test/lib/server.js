@@ -145,6 +145,21 @@ class Server {
     return this.ingest(`<message channel="${xmlEscape(channel)}"${event ? ` event="${xmlEscape(event)}"` : ''}>${xmlEscape(JSON.stringify(data))}</message>`);
   }
 
+  /** How many polls (or streams) `client` holds open now (0 when unknown). */
+  async openPolls(client) {
+    const r = await fetch(this.ingestUrl + '/clients/' + encodeURIComponent(client));
+    if (r.status === 404) { await r.text(); return 0; }
+    if (r.status !== 200) throw new Error(`GET /clients/${client}: ${r.status} ${await r.text()}`);
+    return (await r.json()).open_polls;
+  }
+
+  /** Waits until `client` holds `n` open polls: a state, not a sleep. */
+  async untilOpen(client, n = 1) {
+    let last = -1;
+    await waitFor(async () => (last = await this.openPolls(client)) === n, { what: `${client} holding ${n} open poll(s)` })
+      .catch((e) => { throw new Error(`${e.message} (last seen: ${last})`); });
+  }
+
   cleanup() {
     try { fs.rmSync(this.dir, { recursive: true, force: true }); } catch (e) { /* ignore */ }
   }
