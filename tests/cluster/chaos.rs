@@ -17,6 +17,9 @@
 //! - every acknowledged message reached each of its recipients, once;
 //! - a message in flight at the kill (no `<ok>`) arrived once or not at all;
 //!   nothing arrived that was not posted to that client;
+//! - on one Redis, a `<batch>` in flight at the kill arrived whole (every
+//!   message, in every recipient's mailbox) or not at all (a Cluster may
+//!   cut one across slot groups, as docs/storage.md says);
 //! - each browser's ids strictly increase.
 //!
 //! `CHAOS_CYCLES` (default 6) cycles within `CHAOS_BUDGET_SECS` (default
@@ -46,10 +49,12 @@ fn client(i: usize) -> String {
     format!("x{i:02}")
 }
 
-/// Who a posted message is for, and whether its `<ok>` came.
+/// Who a posted message is for, whether its `<ok>` came, and the request
+/// it went in (the sequence numbers `batch.0..batch.1`).
 struct Posted {
     recipients: Vec<usize>,
     acked: bool,
+    batch: (u64, u64),
 }
 
 #[derive(Default)]
@@ -325,6 +330,7 @@ async fn backend(
                     Posted {
                         recipients,
                         acked: false,
+                        batch: (first, first + count),
                     },
                 );
             }
@@ -396,6 +402,8 @@ fn record(m: &mut Model, i: usize, body: &serde_json::Value) {
 /// Every browser reads on to the end of its mailbox (through the nodes in
 /// turn), then the promises are checked; returns the deliveries checked.
 async fn verify(run: &Deployment, model: &Shared, tokens: &[String]) -> usize {
+    let whole_batches = run.redis.kind == Kind::Single;
+    let mut batches_checked = 0usize;
     // Once every node serves again (a node reconnects to a restarted Redis
     // by itself; its first calls may still answer 503).
     let probe = token("probe", &[]);
@@ -429,8 +437,10 @@ async fn verify(run: &Deployment, model: &Shared, tokens: &[String]) -> usize {
     }
     let m = model.lock().unwrap();
     let mut checked = 0;
+    // Per client, how many times each message arrived.
+    let mut arrived: Vec<HashMap<u64, usize>> = vec![HashMap::new(); CLIENTS];
     for i in 0..CLIENTS {
-        let mut got: HashMap<u64, usize> = HashMap::new();
+        let got = &mut arrived[i];
         harness::assert_ids_increase(&client(i), m.seen[i].iter().map(|msg| msg.id.as_str()));
         for msg in &m.seen[i] {
             let s = msg.data["s"].as_u64().expect("a posted message");
@@ -464,6 +474,37 @@ async fn verify(run: &Deployment, model: &Shared, tokens: &[String]) -> usize {
                 );
             }
         }
+    }
+    // A `<batch>` in flight at a kill was applied whole or not at all, in
+    // every recipient's mailbox. (On a Cluster a batch spanning slot groups
+    // may be cut by a master's death: docs/storage.md says so, and the
+    // reply says which part applied; that is checked elsewhere.)
+    if whole_batches {
+        for (s, posted) in &m.posted {
+            let (first, end) = posted.batch;
+            if posted.acked || end - first < 2 || *s != first {
+                continue;
+            }
+            let deliveries: Vec<(u64, usize, usize)> = (first..end)
+                .flat_map(|s| {
+                    let recipients = &m.posted[&s].recipients;
+                    let arrived = &arrived;
+                    recipients
+                        .iter()
+                        .map(move |&i| (s, i, arrived[i].get(&s).copied().unwrap_or(0)))
+                })
+                .collect();
+            let whole = deliveries.iter().all(|d| d.2 == 1);
+            let none = deliveries.iter().all(|d| d.2 == 0);
+            assert!(
+                whole || none,
+                "the batch {first}..{end} in flight at a kill was applied in part: (message, client, arrivals) {deliveries:?}"
+            );
+            batches_checked += 1;
+        }
+        eprintln!(
+            "chaos: {batches_checked} batches in flight at kills so far, each whole or not at all"
+        );
     }
     checked
 }
