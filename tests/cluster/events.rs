@@ -5,25 +5,16 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
-
 use crate::harness::{token, wait_until, Scratch, Server};
 use crate::nodes::{ingest_get, nodes, PROMPT};
 use crate::redis_server::{Kind, Persistence, TestRedis};
 
-/// One parsed event: `id`, `event`, `data`.
-#[derive(Debug)]
-struct Event {
-    id: String,
-    event: String,
-    data: Value,
-}
+#[path = "../shared/sse.rs"]
+mod sse;
+use sse::{SseEvent as Event, SseReader};
 
 /// An open stream, read event by event (comments skipped).
-struct Stream {
-    reply: reqwest::Response,
-    pending: String,
-}
+struct Stream(SseReader);
 
 impl Stream {
     async fn open(server: &Server, query: &str, last_event_id: Option<&str>) -> Self {
@@ -36,40 +27,14 @@ impl Stream {
         let reply = request.send().await.expect("/events answers");
         assert_eq!(reply.status().as_u16(), 200);
         assert_eq!(reply.headers()["content-type"], "text/event-stream");
-        Stream {
-            reply,
-            pending: String::new(),
-        }
+        Stream(SseReader::new(reply))
     }
 
     async fn next(&mut self) -> Event {
-        tokio::time::timeout(PROMPT, self.read_event())
+        tokio::time::timeout(PROMPT, self.0.read_event())
             .await
             .expect("an event in time")
             .expect("the stream stays open")
-    }
-
-    async fn read_event(&mut self) -> Option<Event> {
-        loop {
-            while let Some(end) = self.pending.find("\n\n") {
-                let block: String = self.pending.drain(..end + 2).collect();
-                let (mut id, mut event, mut data) = (String::new(), String::new(), Vec::new());
-                for line in block.lines() {
-                    match line.split_once(": ") {
-                        Some(("id", v)) => id = v.to_owned(),
-                        Some(("event", v)) => event = v.to_owned(),
-                        Some(("data", v)) => data.push(v.to_owned()),
-                        _ => {} // `: ok`, `: keep-alive`
-                    }
-                }
-                if !data.is_empty() {
-                    let data = serde_json::from_str(&data.join("\n")).unwrap();
-                    return Some(Event { id, event, data });
-                }
-            }
-            let chunk = self.reply.chunk().await.ok()??;
-            self.pending.push_str(std::str::from_utf8(&chunk).unwrap());
-        }
     }
 }
 
@@ -93,7 +58,7 @@ async fn events_stream_on_one_node_gets_messages_posted_on_another(kind: Kind) {
     let first = stream.next().await;
     assert_eq!(first.event, "ping", "{first:?}");
     assert_eq!(first.data["data"]["n"], 1, "{first:?}");
-    assert_eq!(first.data["id"].as_str(), Some(first.id.as_str()));
+    assert_eq!(first.data["id"].as_str(), first.id.as_deref());
 
     n[0].post_ok(r#"<message channel="news">{"n":2}</message>"#, 1)
         .await;
@@ -104,7 +69,7 @@ async fn events_stream_on_one_node_gets_messages_posted_on_another(kind: Kind) {
 
     // The ids are the cursors any node understands: a stream on node C
     // resuming after the first event gets the second, and nothing else.
-    let mut resumed = Stream::open(&n[2], &format!("token={dana}"), Some(&first.id)).await;
+    let mut resumed = Stream::open(&n[2], &format!("token={dana}"), first.id.as_deref()).await;
     let again = resumed.next().await;
     assert_eq!(again.id, second.id, "{again:?}");
     assert_eq!(again.data["data"]["n"], 2, "{again:?}");

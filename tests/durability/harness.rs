@@ -29,19 +29,9 @@ pub fn bin() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_cometbox")))
 }
 
-/// Waits until `condition` holds, looking every 20 ms for at most `limit`;
-/// fails the test naming `what` if it never does.
-pub async fn wait_until<F, Fut>(what: &str, limit: Duration, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while !condition().await {
-        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+#[path = "../shared/wait.rs"]
+mod wait;
+pub use wait::wait_until;
 
 /// A fresh scratch directory under the system temp dir, removed on drop.
 pub struct Scratch(pub PathBuf);

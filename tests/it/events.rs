@@ -9,19 +9,12 @@ use serde_json::{json, Value};
 
 use crate::helpers::{now, token, token_with, TestServer, SECRET};
 
-/// One parsed event.
-#[derive(Debug, Clone, PartialEq)]
-struct Event {
-    id: Option<String>,
-    event: String,
-    data: Value,
-}
+#[path = "../shared/sse.rs"]
+mod sse;
+use sse::{SseEvent as Event, SseReader};
 
 /// An open stream, read event by event.
-struct Stream {
-    reply: reqwest::Response,
-    pending: String,
-}
+struct Stream(SseReader);
 
 impl Stream {
     async fn open(server: &TestServer, query: &str, last_event_id: Option<&str>) -> Self {
@@ -36,46 +29,15 @@ impl Stream {
         assert_eq!(reply.headers()["content-type"], "text/event-stream");
         assert_eq!(reply.headers()["cache-control"], "no-store");
         assert_eq!(reply.headers()["x-accel-buffering"], "no");
-        Stream {
-            reply,
-            pending: String::new(),
-        }
+        Stream(SseReader::new(reply))
     }
 
     /// The next event (comments skipped); `None` when the stream ends
-    /// cleanly. A stream broken by an error (a reset, a crashed server)
-    /// fails the test: it is not an end.
+    /// cleanly; a broken stream fails the test.
     async fn next(&mut self) -> Option<Event> {
-        tokio::time::timeout(Duration::from_secs(10), self.read_event())
+        tokio::time::timeout(Duration::from_secs(10), self.0.read_event())
             .await
             .expect("an event or the end within 10 s")
-    }
-
-    async fn read_event(&mut self) -> Option<Event> {
-        loop {
-            while let Some(end) = self.pending.find("\n\n") {
-                let block: String = self.pending.drain(..end + 2).collect();
-                let (mut id, mut event, mut data) = (None, "message".to_owned(), Vec::new());
-                for line in block.lines() {
-                    match line.split_once(": ") {
-                        Some(("id", v)) => id = Some(v.to_owned()),
-                        Some(("event", v)) => event = v.to_owned(),
-                        Some(("data", v)) => data.push(v.to_owned()),
-                        _ => {} // comments
-                    }
-                }
-                if !data.is_empty() {
-                    let data = serde_json::from_str(&data.join("\n")).unwrap();
-                    return Some(Event { id, event, data });
-                }
-            }
-            let chunk = self
-                .reply
-                .chunk()
-                .await
-                .unwrap_or_else(|e| panic!("the stream broke instead of ending: {e}"))?;
-            self.pending.push_str(std::str::from_utf8(&chunk).unwrap());
-        }
     }
 }
 

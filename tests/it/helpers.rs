@@ -28,23 +28,9 @@ pub fn scratch_dir(name: &str) -> std::path::PathBuf {
     dir
 }
 
-/// Waits until `condition` holds, looking every 20 ms for at most `limit`;
-/// fails the test naming `what` if it never does. Tests wait for states,
-/// not for guessed durations.
-pub async fn wait_until<F, Fut>(what: &str, limit: Duration, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    while !condition().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: not within {limit:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+#[path = "../shared/wait.rs"]
+mod wait;
+pub use wait::wait_until;
 
 /// A server running in this process until dropped.
 pub struct TestServer {
