@@ -439,8 +439,7 @@ async fn verify(run: &Deployment, model: &Shared, tokens: &[String]) -> usize {
     let mut checked = 0;
     // Per client, how many times each message arrived.
     let mut arrived: Vec<HashMap<u64, usize>> = vec![HashMap::new(); CLIENTS];
-    for i in 0..CLIENTS {
-        let got = &mut arrived[i];
+    for (i, got) in arrived.iter_mut().enumerate() {
         harness::assert_ids_increase(&client(i), m.seen[i].iter().map(|msg| msg.id.as_str()));
         for msg in &m.seen[i] {
             let s = msg.data["s"].as_u64().expect("a posted message");
