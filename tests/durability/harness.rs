@@ -31,6 +31,7 @@ pub fn bin() -> PathBuf {
 
 #[path = "../shared/wait.rs"]
 mod wait;
+#[allow(unused_imports)] // the benches that include this file wait on nothing
 pub use wait::wait_until;
 
 /// A fresh scratch directory under the system temp dir, removed on drop.
