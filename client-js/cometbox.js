@@ -1056,21 +1056,31 @@
       this._poll();
     }
 
-    /** Ends the stream `req` unless some bytes come within `ms`. */
-    _armWatchdog(req, ms) {
+    /**
+     * Replaces `req`'s timer with one that calls `expired` after `ms` (none
+     * when `ms` is not positive), if `req` is still the current request.
+     */
+    _armRequestTimer(req, ms, expired) {
       if (req.timer != null) this._clearTimeout(req.timer);
       req.timer = null;
       if (!(ms > 0)) return;
       var self = this;
       req.timer = this._setTimeout(function () {
         req.timer = null;
-        if (self._req !== req) return;
+        if (self._req === req) expired();
+      }, ms);
+    }
+
+    /** Ends the stream `req` unless some bytes come within `ms`. */
+    _armWatchdog(req, ms) {
+      var self = this;
+      this._armRequestTimer(req, ms, function () {
         req.timedOut = true;
         self._finishRequest(req);
         try { req.controller.abort(); } catch (e) { /* ignore */ }
         if (req.reader) cancelReader(req.reader);
         self._streamEnded(req, new CometBoxError('request-timeout', 'stream watchdog', 0, false));
-      }, ms);
+      });
     }
 
     _openStream() {
@@ -1308,13 +1318,8 @@
 
     /** Until `open` and its first answer: the probe; then the quiet timer. */
     _armSocketTimer(req, ms) {
-      if (req.timer != null) this._clearTimeout(req.timer);
-      req.timer = null;
-      if (!(ms > 0)) return;
       var self = this;
-      req.timer = this._setTimeout(function () {
-        req.timer = null;
-        if (self._req !== req) return;
+      this._armRequestTimer(req, ms, function () {
         if (req.proven && !req.pinged) {
           self._socketPing(req, self._streamIdle / 2); // quiet for a while: ask
           return;
@@ -1323,7 +1328,7 @@
         self._finishRequest(req);
         req.cancel();
         self._socketEnded(req, 0, '');
-      }, ms);
+      });
     }
 
     _openSocket() {

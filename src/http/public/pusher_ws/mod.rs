@@ -19,7 +19,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
@@ -29,7 +28,9 @@ use super::error::PublicError;
 use super::face::Face;
 use super::request::Head;
 use super::routed::Routed;
-use super::ws::{config, end, flush_within, handshake, send_within, Ws, PING_EVERY};
+use super::ws::{
+    config, end, flush_within, handshake, send_within, Due, Heartbeat, Ws, PING_EVERY,
+};
 use crate::hub::{OpenPoll, PollRequest, Waited};
 use crate::protocol::{ChannelName, ClientId, Command, Cursor};
 
@@ -198,27 +199,24 @@ impl Session<'_> {
         ws: &mut Ws<'_, S>,
     ) -> Result<std::convert::Infallible, Ending> {
         let hub = &self.face.state.hub;
-        let mut next_ping = Instant::now() + PING_EVERY;
-        let mut heard = Instant::now();
-        let silence = Duration::from_secs(ACTIVITY_TIMEOUT) + PING_EVERY;
+        let mut heartbeat = Heartbeat::new(Duration::from_secs(ACTIVITY_TIMEOUT) + PING_EVERY);
         loop {
             if hub.is_shutting_down() {
                 return Err(Some((close::RECONNECT, "server restarting")));
             }
-            let now = Instant::now();
-            if now >= next_ping {
-                if now.duration_since(heard) >= silence {
-                    return Err(Some((close::PONG_NOT_RECEIVED, "pong not received")));
+            let quiet = match heartbeat.due() {
+                Due::Wait(quiet) => quiet,
+                Due::Ping(quiet) => {
+                    self.send_message(ws, Message::Ping(Default::default()))
+                        .await?;
+                    quiet
                 }
-                self.send_message(ws, Message::Ping(Default::default()))
-                    .await?;
-                next_ping = now + PING_EVERY;
-            }
-            let quiet = next_ping.saturating_duration_since(now);
+                Due::Silent => return Err(Some((close::PONG_NOT_RECEIVED, "pong not received"))),
+            };
             tokio::select! {
                 waited = hub.wait(&self.open, self.since, quiet) => self.deliver(ws, waited).await?,
                 frame = ws.next() => {
-                    heard = Instant::now();
+                    heartbeat.heard();
                     self.receive(ws, frame).await?;
                 }
             }

@@ -47,6 +47,55 @@ pub(super) mod handshake;
 /// frame) came for two of these is closed.
 pub(super) const PING_EVERY: Duration = Duration::from_secs(25);
 
+/// When a socket pings and when it gives up on a silent peer, for `/ws`
+/// and Pusher's `/app/<key>` alike.
+pub(super) struct Heartbeat {
+    next_ping: Instant,
+    heard: Instant,
+    /// How long without a frame (a pong included) the peer is gone.
+    silence: Duration,
+}
+
+/// What a [`Heartbeat`] says is due now.
+pub(super) enum Due {
+    /// Nothing: wait at most this long for a message or a frame.
+    Wait(Duration),
+    /// Send a ping, then wait at most this long.
+    Ping(Duration),
+    /// Nothing came for the silence allowed: the peer is gone.
+    Silent,
+}
+
+impl Heartbeat {
+    /// Pings every [`PING_EVERY`]; gone after `silence` without a frame.
+    pub(super) fn new(silence: Duration) -> Self {
+        let now = Instant::now();
+        Heartbeat {
+            next_ping: now + PING_EVERY,
+            heard: now,
+            silence,
+        }
+    }
+
+    /// A frame came from the peer.
+    pub(super) fn heard(&mut self) {
+        self.heard = Instant::now();
+    }
+
+    /// What is due now (a ping due is counted as sent).
+    pub(super) fn due(&mut self) -> Due {
+        let now = Instant::now();
+        if now < self.next_ping {
+            return Due::Wait(self.next_ping - now);
+        }
+        if now.duration_since(self.heard) >= self.silence {
+            return Due::Silent;
+        }
+        self.next_ping = now + PING_EVERY;
+        Due::Ping(PING_EVERY)
+    }
+}
+
 /// What a frame from the browser may weigh past `max_payload_bytes` (the
 /// publish frame's envelope).
 const FRAME_OVERHEAD: usize = 16 << 10;
@@ -186,8 +235,7 @@ impl Session<'_> {
         ws: &mut Ws<'_, S>,
     ) -> Result<std::convert::Infallible, Ending> {
         let hub = &self.face.state.hub;
-        let mut next_ping = Instant::now() + PING_EVERY;
-        let mut heard = Instant::now();
+        let mut heartbeat = Heartbeat::new(2 * PING_EVERY);
         loop {
             if hub.is_shutting_down() {
                 return Err(Some((close::GOING_AWAY, "shutting-down")));
@@ -196,19 +244,18 @@ impl Session<'_> {
             if left.is_zero() {
                 return Err(Some((close::TOKEN_EXPIRED, "token-expired")));
             }
-            let now = Instant::now();
-            if now >= next_ping {
-                if now.duration_since(heard) >= 2 * PING_EVERY {
-                    return Err(None); // nothing answers: the peer is gone
+            let quiet = match heartbeat.due() {
+                Due::Wait(quiet) => quiet,
+                Due::Ping(quiet) => {
+                    self.send(ws, Message::Ping(Default::default())).await?;
+                    quiet
                 }
-                self.send(ws, Message::Ping(Default::default())).await?;
-                next_ping = now + PING_EVERY;
-            }
-            let quiet = next_ping.saturating_duration_since(now).min(left);
+                Due::Silent => return Err(None), // nothing answers: the peer is gone
+            };
             tokio::select! {
-                waited = hub.wait(&self.open, self.since, quiet) => self.deliver(ws, waited).await?,
+                waited = hub.wait(&self.open, self.since, quiet.min(left)) => self.deliver(ws, waited).await?,
                 frame = ws.next() => {
-                    heard = Instant::now();
+                    heartbeat.heard();
                     self.receive(ws, frame).await?;
                 }
             }
