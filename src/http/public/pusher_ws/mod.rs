@@ -310,19 +310,15 @@ impl Session<'_> {
             ..
         } = self;
         drop(open);
+        let mut commands = Vec::new();
         if face.state.pusher_webhooks.is_some() {
             // One leave per channel, each counted for its occupancy.
             for channel in channels.iter().filter_map(|c| ChannelName::parse(c).ok()) {
                 frames::leave(face, &client, &channel, &socket_id, true).await;
             }
-        }
-        let mut commands = Vec::new();
-        for channel in channels
-            .iter()
-            .filter(|_| face.state.pusher_webhooks.is_none())
-        {
-            if let Some(removed) = frames::member_left(face, channel, &socket_id).await {
-                commands.push(removed);
+        } else {
+            for channel in &channels {
+                commands.extend(frames::member_left(face, channel, &socket_id).await);
             }
         }
         commands.push(Command::Disconnect { client });
