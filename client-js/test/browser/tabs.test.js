@@ -61,6 +61,14 @@ async function waitOneLeader(pages) {
   const r = await roles(pages);
   return pages[r.indexOf('leader')];
 }
+/** Until every follower has caught up by itself: its ?timeout=0 polls are
+ *  connections of this client too, short but countable, and then it holds none. */
+async function waitCaughtUp(pages) {
+  await waitFor(async () => {
+    const busy = await Promise.all(pages.map((p) => p.evaluate(() => cb.role === 'follower' && cb._catchingUp)));
+    return !busy.some(Boolean);
+  }, { timeout: 15000, what: 'every follower caught up' });
+}
 const range = (a, b) => Array.from({ length: b - a + 1 }, (_, i) => a + i);
 async function sendRange(s, id, a, b) { for (let n = a; n <= b; n++) await s.send(id, { n }, 'tick'); }
 
@@ -79,6 +87,7 @@ for (const transport of ['ws', 'sse', 'poll']) test(`three tabs of one client ($
     pages.push(p);
   }
   let leader = await waitOneLeader(pages);
+  await waitCaughtUp(pages);
   await waitFor(async () => (await presence(s, id)).open_polls === 1, { timeout: 10000, what: 'one open connection' });
   const c1 = await connections(s, id);
   assert.ok(c1.max <= 1, `at most one connection for three tabs, saw ${c1.max}`);
