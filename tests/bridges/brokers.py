@@ -6,6 +6,7 @@ with certificates made by the test (``Pki``), and a user with a password."""
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -16,11 +17,30 @@ from typing import Dict, List, Optional
 
 
 def free_port() -> int:
-    # Free when asked, maybe taken a moment later: wait_ready checks that
-    # the socket listening there is the broker's own (listens_on).
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port free now and below the kernel's ephemeral range: RabbitMQ and
+    ActiveMQ bind their listeners seconds after this choice, and a port from
+    the ephemeral range can meanwhile become the local end of some other
+    test's outgoing connection (the bind then fails). Below the range only a
+    listener can take it, and wait_ready checks that the listener there is
+    the broker's own (listens_on)."""
+    low = _ephemeral_low()
+    for _ in range(1000):
+        port = random.randrange(10000, low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in 10000..{low}")
+
+
+def _ephemeral_low() -> int:
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return low if low > 11000 else 32768
 
 
 def port_open(port: int) -> bool:
@@ -121,7 +141,10 @@ class Broker:
             if self.process.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{self.log()}")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{self.name} did not open {self.ports()} in {timeout} s:\n{self.log()}")
+                state = ", ".join(
+                    f"{p} {'ours' if self.listens_on(p) else 'open, not ours' if port_open(p) else 'closed'}"
+                    for p in self.ports())
+                raise RuntimeError(f"{self.name} did not open its ports in {timeout} s ({state}):\n{self.log()}")
             time.sleep(0.2)
 
     def listens_on(self, port: int) -> bool:
