@@ -366,9 +366,13 @@ if [ -n "${DEPLOY_DEB_PREBUILT:-}" ]; then
     mkdir -p "$T/target/release"
     cp "$COMETBOX_BIN" "$T/target/release/cometbox"
     deb_cmd=(env CARGO_TARGET_DIR="$T/target" cargo deb --no-build --no-strip --fast --output "$T/deb/")
+    prev_cmd=(env CARGO_TARGET_DIR="$T/target" cargo deb --no-build --no-strip --fast)
 else
     deb_cmd=(cargo deb --fast --output "$T/deb/")
+    prev_cmd=(cargo deb --no-build --fast)
 fi
+# The same build under a lower version, for the upgrade test (section 6).
+prev_cmd+=(--deb-version 0.0.0~previous-1 --output "$T/deb-prev/")
 log "${deb_cmd[*]}"
 if "${deb_cmd[@]}" >"$T/cargo-deb.log" 2>&1; then
     DEB="$(ls "$T"/deb/cometbox_*.deb | head -1)"
@@ -471,6 +475,24 @@ EOF
     else
         sed 's/^/     /' "$T/maint.out"
         fail "maintainer scripts in a mount namespace (unshare -m) failed"
+    fi
+fi
+
+# ================================================================== 6. upgrade under systemd
+if [ -n "$DEB" ]; then
+    log "6. upgrade under a real systemd (deploy/upgrade-test.sh)"
+    mkdir -p "$T/deb-prev"
+    if "${prev_cmd[@]}" >"$T/cargo-deb-prev.log" 2>&1; then
+        PREV_DEB="$(ls "$T"/deb-prev/cometbox_*.deb | head -1)"
+        if $SUDO bash "$DEPLOY/upgrade-test.sh" "$PREV_DEB" "$DEB" >"$T/upgrade.out" 2>&1; then :; fi
+        sed 's/^/     /' "$T/upgrade.out"
+        n_pass=$(grep -c '^PASS ' "$T/upgrade.out" || true)
+        grep -q '^upgrade: [0-9]* passed, 0 failed$' "$T/upgrade.out" \
+            && pass "package upgrade under systemd ($n_pass checks)" \
+            || fail "package upgrade under systemd (see above)"
+    else
+        tail -n 30 "$T/cargo-deb-prev.log"
+        fail "cargo deb --deb-version 0.0.0~previous-1"
     fi
 fi
 
