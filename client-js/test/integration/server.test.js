@@ -5,7 +5,7 @@ const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const path = require('node:path');
 const CometBox = require('../../cometbox.js');
-const { Server, mintToken, waitFor } = require('../lib/server.js');
+const { Server, mintToken, waitFor } = require('../../../tests/support/server.cjs');
 const { MemoryStorage } = require('../lib/fakes.js');
 
 let server;
