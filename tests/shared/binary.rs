@@ -128,11 +128,17 @@ pub async fn start(command: Command, ready: &Path, log: &Path, limit: Duration) 
     let program = command.as_std().get_program().to_owned();
     match try_start(command, ready, log, limit).await {
         Ok(process) => process,
-        Err(Refused { status: Some(status), stderr }) => panic!(
+        Err(Refused {
+            status: Some(status),
+            stderr,
+        }) => panic!(
             "{} exited ({status}) before its ready file:\n{stderr}",
             Path::new(&program).display()
         ),
-        Err(Refused { status: None, stderr }) => panic!(
+        Err(Refused {
+            status: None,
+            stderr,
+        }) => panic!(
             "{} wrote no ready file within {limit:?} (killed):\n{stderr}",
             Path::new(&program).display()
         ),
@@ -144,7 +150,12 @@ fn signal_pid(pid: u32, signal: libc::c_int) {
     // SAFETY: kill(2) on the pid of a child we still hold (not reaped), so
     // it names our own process.
     let rc = unsafe { libc::kill(pid as libc::pid_t, signal) };
-    assert_eq!(rc, 0, "kill -{signal} {pid}: {}", std::io::Error::last_os_error());
+    assert_eq!(
+        rc,
+        0,
+        "kill -{signal} {pid}: {}",
+        std::io::Error::last_os_error()
+    );
 }
 
 impl Process {
