@@ -1,5 +1,9 @@
 """Test helpers: the real cometbox binary on ephemeral loopback ports, and a
-fake HTTP peer for replies the real server cannot be made to give."""
+fake HTTP peer for replies the real server cannot be made to give.
+
+Starting, waiting for and stopping the binary, and ``wait_for``, are the
+shared tests/support/cometbox_testing.py's (one copy for every Python suite);
+this file configures the server for the client's tests."""
 
 from __future__ import annotations
 
@@ -7,41 +11,25 @@ import http.client
 import json
 import os
 import shutil
-import signal
 import socket
-import subprocess
+import sys
 import tempfile
 import threading
 import time
 import urllib.parse
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
+from typing import Any, Dict, List, Optional, Tuple
 
 import cometbox
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PACKAGE_DIR.parent / "tests" / "support"))
+import cometbox_testing  # noqa: E402  (the repository's shared test support)
+from cometbox_testing import binary, wait_for  # noqa: E402,F401  (used by the tests as support.*)
+
 SECRET = "python-client-test-secret"
 KEY = "python-client-test-ingest-key"
 MAX_PAYLOAD_BYTES = 4096
-
-T = TypeVar("T")
-
-
-def binary() -> str:
-    """$COMETBOX_BIN, default ../target/debug/cometbox relative to the package."""
-    return os.environ.get("COMETBOX_BIN") or str(PACKAGE_DIR.parent / "target" / "debug" / "cometbox")
-
-
-def wait_for(condition: Callable[[], Optional[T]], timeout: float, what: str, interval: float = 0.02) -> T:
-    """Polls ``condition`` until it returns something truthy, at most ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
 
 
 class Server:
@@ -50,20 +38,10 @@ class Server:
     Stopped by its pid (SIGTERM, then SIGKILL after 10 s)."""
 
     def __init__(self, unix: bool, key: bool, extra_env: Optional[Dict[str, str]] = None) -> None:
-        bin_path = binary()
-        if not (os.path.isfile(bin_path) and os.access(bin_path, os.X_OK)):
-            raise RuntimeError(
-                f"cometbox binary not found at {bin_path}: build it with `cargo build` in the repository "
-                "root, or point COMETBOX_BIN at one (python-client/run-tests.sh does both)"
-            )
         self.key = KEY if key else None
         self.dir = tempfile.mkdtemp(prefix="cbpy-")
-        ready = os.path.join(self.dir, "ready.json")
         self.log_path = os.path.join(self.dir, "server.log")
-        # The server reads every COMETBOX_* variable as configuration: pass
-        # none of the caller's (COMETBOX_BIN would be refused as unknown).
-        env = {k: v for k, v in os.environ.items() if not k.startswith("COMETBOX_")}
-        env.update(
+        env = cometbox_testing.server_env(
             {
                 "COMETBOX_PUBLIC__LISTEN": "127.0.0.1:0",
                 "COMETBOX_INGEST__LISTEN": f"unix:{self.dir}/ingest.sock" if unix else "127.0.0.1:0",
@@ -74,26 +52,14 @@ class Server:
             }
         )
         env.update(extra_env or {})
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [bin_path, "--ready-file", ready],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                cwd=self.dir,
-                env=env,
-            )
         try:
-            wait_for(lambda: os.path.exists(ready) or self.process.poll() is not None, 30, "the ready file")
-            if self.process.poll() is not None:
-                raise RuntimeError(f"cometbox exited with {self.process.returncode} before it was ready:\n{self.log()}")
-            with open(ready) as f:
-                addresses = json.load(f)
+            started = cometbox_testing.start([], env, Path(self.dir), Path(self.log_path), timeout=30)
         except BaseException:
-            self.stop()
+            shutil.rmtree(self.dir, ignore_errors=True)
             raise
-        self.public: str = addresses["public"]
-        ingest: str = addresses["ingest"]
+        self.process = started.process
+        self.public: str = started.public
+        ingest: str = started.ingest
         self.ingest_url = ingest if ingest.startswith("unix:") else f"http://{ingest}"
         self.unix = unix
 
@@ -103,20 +69,10 @@ class Server:
         return cometbox.Client(self.ingest_url, **options)
 
     def log(self) -> str:
-        try:
-            with open(self.log_path, errors="replace") as f:
-                return f.read()[-4000:]
-        except OSError:
-            return "(no log)"
+        return cometbox_testing.read_log(Path(self.log_path))
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(self.process.pid, signal.SIGKILL)
-                self.process.wait(10)
+        cometbox_testing.stop(self.process)
         if not os.environ.get("COMETBOX_KEEP_TEST_LOGS"):
             shutil.rmtree(self.dir, ignore_errors=True)
 

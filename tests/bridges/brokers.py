@@ -6,49 +6,22 @@ with certificates made by the test (``Pki``), and a user with a password."""
 from __future__ import annotations
 
 import os
-import random
 import shutil
 import signal
-import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
-
-def free_port() -> int:
-    """A port free now and below the kernel's ephemeral range: RabbitMQ and
-    ActiveMQ bind their listeners seconds after this choice, and a port from
-    the ephemeral range can meanwhile become the local end of some other
-    test's outgoing connection (the bind then fails). Below the range only a
-    listener can take it, and wait_ready checks that the listener there is
-    the broker's own (listens_on)."""
-    low = _ephemeral_low()
-    for _ in range(1000):
-        port = random.randrange(10000, low)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port in 10000..{low}")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "support"))
+import cometbox_testing  # noqa: E402  (the repository's shared test support)
 
 
-def _ephemeral_low() -> int:
-    try:
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 32768
-    return low if low > 11000 else 32768
-
-
-def port_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
+# Ports chosen before a broker binds them (below the ephemeral range), and
+# whether the listener there is the broker's: the shared Python test support.
+free_port = cometbox_testing.free_port
+port_open = cometbox_testing.port_open
 
 
 #: The password of every broker's test user (``USER``); bad-credential tests
@@ -152,28 +125,7 @@ class Broker:
         session (its process group), not to another test's process that
         took the port ``free_port`` handed out."""
         assert self.process is not None
-        inodes = set()
-        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-            try:
-                lines = Path(table).read_text().splitlines()[1:]
-            except OSError:
-                continue
-            for line in lines:
-                fields = line.split()
-                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                    inodes.add(f"socket:[{fields[9]}]")
-        for pid_dir in Path("/proc").iterdir():
-            if not pid_dir.name.isdigit():
-                continue
-            try:
-                if os.getsid(int(pid_dir.name)) != self.process.pid:
-                    continue
-                for fd in (pid_dir / "fd").iterdir():
-                    if os.readlink(fd) in inodes:
-                        return True
-            except (OSError, ProcessLookupError):
-                continue
-        return False
+        return cometbox_testing.listens_in_session(self.process.pid, port)
 
     def stop(self) -> None:
         """SIGTERM to our pid (its process group: a wrapper script's

@@ -1,30 +1,28 @@
 """The real cometbox binary with a config file, on ephemeral loopback ports,
-and a browser's view of it (GET /poll on the public port)."""
+and a browser's view of it (GET /poll on the public port). Starting,
+stopping and ``wait_for`` are tests/support/cometbox_testing.py's, shared
+by every Python suite."""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import time
+import sys
 import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, TypeVar
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "support"))
+import cometbox_testing  # noqa: E402  (the repository's shared test support)
+
 T = TypeVar("T")
 
 
 def wait_for(condition: Callable[[], Optional[T]], timeout: float, what: str, interval: float = 0.1) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
+    """The shared ``wait_for``, looking every 0.1 s by default here (brokers'
+    management APIs are asked, not only cometbox)."""
+    return cometbox_testing.wait_for(condition, timeout, what, interval)
 
 
 class Cometbox:
@@ -39,44 +37,24 @@ class Cometbox:
         self.process: Optional[subprocess.Popen[bytes]] = None
 
     def start(self) -> None:
-        ready = self.dir / "ready.json"
-        if ready.exists():
-            ready.unlink()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("COMETBOX_")}
-        env.update(self.env)
+        env = cometbox_testing.server_env(self.env)
         env["RUST_LOG"] = "info,cometbox=debug"
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [os.environ["COMETBOX_BIN"], "--config", str(self.config_path), "--ready-file", str(ready)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=self.dir, env=env,
-            )
-        wait_for(lambda: ready.exists() or self.process.poll() is not None, 60, "cometbox's ready file")
-        if self.process.poll() is not None:
-            raise RuntimeError(f"cometbox exited with {self.process.returncode}:\n{self.log()}")
-        addresses = json.loads(ready.read_text())
-        self.public = "http://" + addresses["public"]
-        self.ingest = "http://" + addresses["ingest"]
+        started = cometbox_testing.start(["--config", str(self.config_path)], env, self.dir, self.log_path, timeout=60)
+        self.process = started.process
+        self.public = "http://" + started.public
+        self.ingest = "http://" + started.ingest
 
     def kill(self) -> None:
         """SIGKILL: no shutdown at all."""
         assert self.process is not None
-        os.kill(self.process.pid, signal.SIGKILL)
-        self.process.wait(10)
+        cometbox_testing.kill(self.process)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                os.kill(self.process.pid, signal.SIGKILL)
-                self.process.wait(10)
+        if self.process is not None:
+            cometbox_testing.stop(self.process, timeout=20)
 
     def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-6000:]
-        except OSError:
-            return "(no log)"
+        return cometbox_testing.read_log(self.log_path, 6000)
 
     # ------------------------------------------------------------ backend
 

@@ -20,9 +20,11 @@ their own. Everything in tests/docs/README.md; in short:
   runs against one started as the README starts it.
 - `timeout=N`: each command of the block is stopped after N seconds (for
   streams), which is not a failure.
-- Every `127.0.0.1:PORT` (and `--port PORT`) is moved to a free port, the
-  same one throughout the file, and `cargo run --release --` becomes the
-  binary under test ($COMETBOX_BIN).
+- Every `127.0.0.1:PORT` (and `--port PORT`) is moved to a free port (below
+  the ephemeral range: tests/support/cometbox_testing.py), the same one
+  throughout the file (a server is ready once its /health answers from a
+  listener of this file's own processes), and `cargo run --release --`
+  becomes the binary under test ($COMETBOX_BIN).
 
 Usage: run_docs.py [FILE.md ...]   (default: README.md, docs/*.md, deploy/README.md,
                                     php-client/README.md, python-client/README.md)
@@ -35,13 +37,15 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests" / "support"))
+import cometbox_testing  # noqa: E402  (free ports, whose listener is ours)
+
 MARKER = re.compile(r"^<!--\s*doc-test(?::\s*(?P<opts>[^>]*?))?\s*-->\s*$")
 FENCE = re.compile(r"^(?P<fence>```+)\s*(?P<lang>[\w+-]*)")
 PORT = re.compile(r"(?P<pre>(?:127\.0\.0\.1|localhost):|--port )(?P<port>\d{4,5})\b")
@@ -164,12 +168,6 @@ def output_matches(expected: list[str], actual: str) -> bool:
     )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class PortMap:
     """The same free port for every mention of one documented port."""
 
@@ -178,7 +176,7 @@ class PortMap:
 
     def __getitem__(self, port: int) -> int:
         if port not in self.ports:
-            self.ports[port] = free_port()
+            self.ports[port] = cometbox_testing.free_port()
         return self.ports[port]
 
     def rewrite(self, text: str) -> str:
@@ -199,18 +197,24 @@ def server_script(command: str, ports: PortMap) -> str:
     if "COMETBOX_INGEST__LISTEN" not in command:
         listen += f"COMETBOX_INGEST__LISTEN=127.0.0.1:{ports[DEFAULT_INGEST]} "
     ingest = re.search(r"COMETBOX_INGEST__LISTEN=127\.0\.0\.1:(\d+)", command)
-    health = f"http://127.0.0.1:{ingest[1] if ingest else ports[DEFAULT_INGEST]}/health"
+    health_port = ingest[1] if ingest else ports[DEFAULT_INGEST]
+    health = f"http://127.0.0.1:{health_port}/health"
+    # What answers on the port must be a process of this file's session (the
+    # script runs in a session of its own, $$): the port was chosen before
+    # the server bound it, and another test's server could hold it.
+    owned = f'"$DOCS_PYTHON" "$DOCS_SUPPORT" listens-in-session $$ {health_port}'
     command = " ".join(command.replace("\\\n", " ").split())
     return f"""
 if [ -n "${{DOCS_SERVER:-}}" ]; then kill "$DOCS_SERVER"; wait "$DOCS_SERVER" || true; fi
 {listen}{adapt(command, ports)} >>"$DOCS_OUT/server.log" 2>&1 &
 DOCS_SERVER=$!
 for _ in $(seq {READY_TRIES}); do
-  curl -fs -o /dev/null {health} && break
+  curl -fs -o /dev/null {health} && {owned} && break
   kill -0 "$DOCS_SERVER" 2>/dev/null || {{ echo "the server exited" >&2; exit 1; }}
   sleep 0.1
 done
 curl -fsS -o /dev/null {health}
+{owned} || {{ echo "{health} answers, but the listener is not this file's server" >&2; exit 1; }}
 """
 
 
@@ -280,6 +284,8 @@ def run_file(path: Path, binary: str) -> list[str]:
             DOCS_OUT=str(out),
             DOCS_WORK=str(work),
             PYTHONPATH=str(REPO / "python-client" / "src"),
+            DOCS_PYTHON=sys.executable,
+            DOCS_SUPPORT=cometbox_testing.__file__,
         )
         failures = run_script(script, env, rel)
         failures += check_steps(steps, out)

@@ -1,5 +1,6 @@
-//! The real binary on a `disk` store: start it on ephemeral loopback ports,
-//! wait for its ready file, SIGKILL it by pid, and talk to it the way a
+//! The real binary on a `disk` store: start it on ephemeral loopback ports
+//! and wait for its ready file, SIGKILL it by pid (the process itself is
+//! `tests/shared/binary.rs`'s, shared with `tests/it`), and talk to it the way a
 //! backend and a browser do. Also the seeded RNG, token minting, and the
 //! journal-file helpers the damage tests use.
 //!
@@ -7,13 +8,13 @@
 //! asked to die with this test process (`PR_SET_PDEATHSIG`) so that no server
 //! outlives a failed test.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 /// The token secret every test server gets.
 pub const SECRET: &str = "durability-test-secret";
@@ -33,6 +34,10 @@ pub fn bin() -> PathBuf {
 mod wait;
 #[allow(unused_imports)] // the benches that include this file wait on nothing
 pub use wait::wait_until;
+
+#[path = "../shared/binary.rs"]
+mod binary;
+pub use binary::Refused;
 
 /// A fresh scratch directory under the system temp dir, removed on drop.
 pub struct Scratch(pub PathBuf);
@@ -88,164 +93,92 @@ impl Spec {
         self
     }
 
-    fn command(&self, ready: &Path) -> Command {
-        let mut command = Command::new(bin());
-        command
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("COMETBOX_PUBLIC__LISTEN", "127.0.0.1:0")
-            .env("COMETBOX_INGEST__LISTEN", "127.0.0.1:0")
-            .env("COMETBOX_AUTH__SECRET", SECRET)
-            .env("COMETBOX_LOG__LEVEL", "info");
+    /// This start's ready file and stderr log in `run_dir`, numbered.
+    fn next_run_files(&self) -> (PathBuf, PathBuf) {
+        let n = STARTS.fetch_add(1, Ordering::Relaxed);
+        (
+            self.run_dir.join(format!("ready-{n}.json")),
+            self.run_dir.join(format!("stderr-{n}.log")),
+        )
+    }
+
+    /// The command line (`tests/shared/binary.rs` adds `--ready-file`).
+    fn command(&self) -> Command {
+        let mut env: Vec<(OsString, OsString)> = [
+            ("COMETBOX_PUBLIC__LISTEN", "127.0.0.1:0"),
+            ("COMETBOX_INGEST__LISTEN", "127.0.0.1:0"),
+            ("COMETBOX_AUTH__SECRET", SECRET),
+            ("COMETBOX_LOG__LEVEL", "info"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect();
         if let Some(store) = &self.store {
-            command
-                .env("COMETBOX_STORE__KIND", "disk")
-                .env("COMETBOX_STORE__PATH", store);
+            env.push(("COMETBOX_STORE__KIND".into(), "disk".into()));
+            env.push(("COMETBOX_STORE__PATH".into(), store.into()));
         }
-        command
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .arg("--ready-file")
-            .arg(ready)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .kill_on_drop(true);
-        dies_with_parent(&mut command);
-        command
+        env.extend(self.env.iter().map(|(k, v)| (k.into(), v.into())));
+        binary::command(&bin(), &env, &[])
     }
 }
 
-/// Asks the kernel to SIGKILL the server if this test process dies first.
-fn dies_with_parent(command: &mut Command) {
-    // SAFETY: prctl is async-signal-safe and touches no memory of ours.
-    unsafe {
-        command.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
-}
-
-/// A server that did not come up: how it exited and what it said.
-#[derive(Debug)]
-pub struct Refused {
-    pub status: Option<ExitStatus>,
-    pub stderr: String,
-}
-
-/// A running server process.
+/// A running server process (`tests/shared/binary.rs`), with a client to
+/// talk to it.
 pub struct Server {
-    child: Child,
-    pid: u32,
+    process: binary::Process,
     pub public: String,
     pub ingest: String,
-    log: PathBuf,
     pub http: reqwest::Client,
 }
 
 static STARTS: AtomicU32 = AtomicU32::new(0);
 
 /// Starts a server and waits for its ready file; fails the test with its
-/// log if it does not come up.
+/// log if it does not come up (at once if it exits during start-up).
 pub async fn start(spec: &Spec) -> Server {
-    match try_start(spec, READY_LIMIT).await {
-        Ok(server) => server,
-        Err(refused) => panic!(
-            "{} did not start ({:?}):\n{}",
-            bin().display(),
-            refused.status,
-            refused.stderr
-        ),
-    }
+    let (ready, log) = spec.next_run_files();
+    Server::new(binary::start(spec.command(), &ready, &log, READY_LIMIT).await)
 }
 
 /// Starts a server; `Err` if it exits (or is not ready within `limit`, in
 /// which case it is killed) before writing its ready file.
 pub async fn try_start(spec: &Spec, limit: Duration) -> Result<Server, Refused> {
-    let n = STARTS.fetch_add(1, Ordering::Relaxed);
-    let ready = spec.run_dir.join(format!("ready-{n}.json"));
-    let log = spec.run_dir.join(format!("stderr-{n}.log"));
-    let mut command = spec.command(&ready);
-    command.stderr(std::fs::File::create(&log).unwrap());
-    let mut child = command.spawn().expect("spawn the cometbox binary");
-    let pid = child.id().expect("a pid");
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Ok(text) = std::fs::read_to_string(&ready) {
-            let addrs: Value = serde_json::from_str(&text).expect("ready file is JSON");
-            assert_eq!(addrs["pid"], pid, "ready file names our child: {text}");
-            return Ok(Server {
-                child,
-                pid,
-                public: addrs["public"].as_str().unwrap().to_owned(),
-                ingest: addrs["ingest"].as_str().unwrap().to_owned(),
-                log,
-                http: reqwest::Client::builder()
-                    .pool_max_idle_per_host(256)
-                    .timeout(Duration::from_secs(30))
-                    .build()
-                    .unwrap(),
-            });
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            return Err(Refused {
-                status: Some(status),
-                stderr: std::fs::read_to_string(&log).unwrap_or_default(),
-            });
-        }
-        if Instant::now() > deadline {
-            kill(pid);
-            let _ = child.wait().await;
-            return Err(Refused {
-                status: None,
-                stderr: std::fs::read_to_string(&log).unwrap_or_default(),
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// SIGKILL to one pid this harness started and has not reaped yet.
-fn kill(pid: u32) {
-    // SAFETY: kill(2) on the pid of a child we still hold (not reaped), so
-    // it names our own process.
-    unsafe {
-        libc::kill(pid as libc::pid_t, libc::SIGKILL);
-    }
+    let (ready, log) = spec.next_run_files();
+    let process = binary::try_start(spec.command(), &ready, &log, limit).await?;
+    Ok(Server::new(process))
 }
 
 impl Server {
+    fn new(process: binary::Process) -> Self {
+        Server {
+            public: process.public.clone(),
+            ingest: process.ingest.clone(),
+            process,
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(256)
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+        }
+    }
+
     /// What the server wrote to stderr so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.process.log()
     }
 
     pub fn pid(&self) -> u32 {
-        self.pid
+        self.process.pid()
     }
 
     /// SIGKILL, then reap; returns the log.
-    pub async fn kill9(mut self) -> String {
-        kill(self.pid);
-        tokio::time::timeout(Duration::from_secs(10), self.child.wait())
-            .await
-            .expect("a SIGKILLed server is reaped within 10 s")
-            .unwrap();
-        self.log()
+    pub async fn kill9(self) -> String {
+        self.process.kill9().await
     }
 
     /// SIGTERM, then wait for a clean exit; returns the log.
-    pub async fn stop(mut self) -> String {
-        // SAFETY: as in `kill`: our own unreaped child.
-        unsafe {
-            libc::kill(self.pid as libc::pid_t, libc::SIGTERM);
-        }
-        let status = tokio::time::timeout(Duration::from_secs(15), self.child.wait())
-            .await
-            .expect("stops within 15 s of SIGTERM")
-            .unwrap();
-        let log = self.log();
-        assert!(status.success(), "clean exit, got {status:?}:\n{log}");
-        log
+    pub async fn stop(self) -> String {
+        self.process.stop(Duration::from_secs(15)).await
     }
 
     /// `POST /` with an XML body: the status and the reply text, or the

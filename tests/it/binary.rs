@@ -2,82 +2,58 @@
 //! errors, signals, and a restart.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 use crate::helpers::{post_request, scratch_dir, token, unix_exchange, wait_until, SECRET};
 
+#[allow(dead_code)] // `Process::stop`: `Running::stop` does not assert the exit status
+#[path = "../shared/binary.rs"]
+mod process;
+
 pub(crate) struct Running {
-    child: Child,
+    process: process::Process,
     pub(crate) public: String,
     pub(crate) ingest: String,
     dir: PathBuf,
 }
 
 fn command(envs: &[(&str, &str)], args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_cometbox"));
-    command
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .args(args)
-        .envs(envs.iter().copied());
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    command
+    process::command(Path::new(env!("CARGO_BIN_EXE_cometbox")), envs, args)
 }
 
-/// Starts the binary on ephemeral ports and waits for its ready file.
+/// Starts the binary on ephemeral ports and waits for its ready file; a
+/// server that exits first fails the test at once with its exit status and
+/// log, not after the wait.
 pub(crate) async fn start(name: &str, extra_env: &[(&str, &str)]) -> Running {
     let dir = scratch_dir(name);
-    let ready = dir.join("ready.json");
-    let log = std::fs::File::create(dir.join("stderr.log")).unwrap();
     let mut envs = vec![
         ("COMETBOX_PUBLIC__LISTEN", "127.0.0.1:0"),
         ("COMETBOX_INGEST__LISTEN", "127.0.0.1:0"),
         ("COMETBOX_AUTH__SECRET", SECRET),
     ];
     envs.extend_from_slice(extra_env);
-    let mut cmd = command(&envs, &["--ready-file", ready.to_str().unwrap()]);
-    cmd.stderr(log);
-    let mut child = cmd.spawn().unwrap();
-    let addrs = wait_for_ready(&mut child, &ready, &dir).await;
+    let process = process::start(
+        command(&envs, &[]),
+        &dir.join("ready.json"),
+        &dir.join("stderr.log"),
+        Duration::from_secs(15),
+    )
+    .await;
     Running {
-        child,
-        public: addrs["public"].as_str().unwrap().into(),
-        ingest: addrs["ingest"].as_str().unwrap().into(),
+        public: process.public.clone(),
+        ingest: process.ingest.clone(),
+        process,
         dir,
     }
-}
-
-/// Waits for the ready file; a server that exits first fails the test at
-/// once with its exit status and log, not after the wait.
-async fn wait_for_ready(child: &mut Child, path: &Path, dir: &Path) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !path.exists() {
-        if let Some(status) = child.try_wait().unwrap() {
-            let log = std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default();
-            panic!("the server exited ({status}) before its ready file:\n{log}");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no ready file at {} within 15 s",
-            path.display()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
 impl Running {
     /// The server's resident memory in KiB, from `/proc/<pid>/status`.
     pub(crate) fn rss_kib(&self) -> u64 {
-        let pid = self.child.id().expect("still running");
+        let pid = self.process.pid();
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
         status
             .lines()
@@ -88,38 +64,28 @@ impl Running {
 
     /// Stops the server (SIGTERM) and removes its scratch directory.
     pub(crate) async fn stop(self) {
-        self.signal("TERM");
+        self.signal(libc::SIGTERM);
         self.exit().await;
     }
 
     /// Kills the server with SIGKILL (no shutdown at all) and waits for it.
-    pub(crate) async fn kill9(mut self) {
-        self.child.kill().await.unwrap();
+    pub(crate) async fn kill9(self) {
+        self.process.kill9().await;
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default()
+        self.process.log()
     }
 
-    fn signal(&self, signal: &str) {
-        let pid = self.child.id().expect("still running").to_string();
-        let status = std::process::Command::new("kill")
-            .args([&format!("-{signal}"), &pid])
-            .status()
-            .unwrap();
-        assert!(status.success());
+    fn signal(&self, signal: libc::c_int) {
+        self.process.signal(signal);
     }
 
-    async fn exit(mut self) -> (std::process::ExitStatus, Duration, String) {
-        let started = Instant::now();
-        let status = tokio::time::timeout(Duration::from_secs(10), self.child.wait())
-            .await
-            .expect("exits within 10 s")
-            .unwrap();
-        let log = self.log();
+    async fn exit(self) -> (std::process::ExitStatus, Duration, String) {
+        let exited = self.process.exit(Duration::from_secs(10)).await;
         let _ = std::fs::remove_dir_all(&self.dir);
-        (status, started.elapsed(), log)
+        exited
     }
 }
 
@@ -173,7 +139,7 @@ async fn start_up_logs_say_what_listens_where_and_sigterm_answers_open_polls() {
         presence.status() == 200 && presence.json::<Value>().await.unwrap()["online"] == json!(true)
     })
     .await;
-    server.signal("TERM");
+    server.signal(libc::SIGTERM);
     let (status, took, log) = server.exit().await;
     assert!(status.success(), "exit 0, got {status:?}: {log}");
     assert!(took < Duration::from_secs(5), "{took:?}");
@@ -190,7 +156,7 @@ async fn sighup_is_logged_and_it_keeps_serving() {
     let server = start("sighup", &[]).await;
     let http = reqwest::Client::new();
     for n in 1..=2 {
-        server.signal("HUP");
+        server.signal(libc::SIGHUP);
         wait_until("the SIGHUP log line", Duration::from_secs(5), || async {
             server.log().matches("SIGHUP").count() == n
         })
@@ -215,7 +181,7 @@ async fn sighup_is_logged_and_it_keeps_serving() {
         .map(|m| &m["data"])
         .collect();
     assert_eq!(datas, [&json!(1), &json!(2)], "{reply}");
-    server.signal("TERM");
+    server.signal(libc::SIGTERM);
     let (status, _, log) = server.exit().await;
     assert!(
         status.success(),
@@ -243,7 +209,7 @@ async fn sigint_stops_it_too_and_a_restart_resets_old_cursors() {
     )
     .await;
     let old_cursor = reply["cursor"].as_str().unwrap().to_owned();
-    server.signal("INT");
+    server.signal(libc::SIGINT);
     assert!(server.exit().await.0.success());
     let again = start("restart2", &[]).await;
     post(&http, &again.ingest, r#"<message to="r">"after"</message>"#).await;
@@ -255,7 +221,7 @@ async fn sigint_stops_it_too_and_a_restart_resets_old_cursors() {
     let reply = get_json(&http, since).await;
     assert_eq!(reply["reset"], json!(true));
     assert_eq!(reply["messages"][0]["data"], json!("after"));
-    again.signal("TERM");
+    again.signal(libc::SIGTERM);
     again.exit().await;
 }
 
@@ -289,7 +255,7 @@ async fn without_a_secret_it_warns_and_json_logs_are_json() {
                 && l["message"].as_str().unwrap().contains("random secret")),
         "{log}"
     );
-    server.signal("TERM");
+    server.signal(libc::SIGTERM);
     server.exit().await;
 }
 

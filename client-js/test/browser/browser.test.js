@@ -2,7 +2,7 @@
 // cometbox.js in a real headless Chromium against the real binary. Loopback only.
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { Server, mintToken, sleep } = require('../lib/server.js');
+const { Server, mintToken, sleep } = require('../../../tests/support/server.cjs');
 const { launch, staticServer, openTestPage, testPage } = require('../lib/browser.js');
 
 let browser;

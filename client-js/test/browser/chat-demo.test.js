@@ -7,7 +7,7 @@ const { spawn } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-const { Server, waitFor, REPO } = require('../lib/server.js');
+const { Server, waitFor, REPO } = require('../../../tests/support/server.cjs');
 const { launch, RESULTS } = require('../lib/browser.js');
 
 const CHAT_DIR = path.resolve(__dirname, '..', '..', 'examples', 'chat');

@@ -6,7 +6,7 @@
 // with Server-Sent Events. Loopback only.
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { mintToken, waitFor, sleep } = require('../lib/server.js');
+const { mintToken, waitFor, sleep } = require('../../../tests/support/server.cjs');
 const { launch, openTestPage } = require('../lib/browser.js');
 const { Cluster } = require('../lib/cluster.js');
 

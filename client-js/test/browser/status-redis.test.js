@@ -13,7 +13,7 @@ const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-const { Server, waitFor } = require('../lib/server.js');
+const { Server, waitFor } = require('../../../tests/support/server.cjs');
 const { launch, RESULTS } = require('../lib/browser.js');
 const { Proc, freePort, listening, REDIS } = require('../lib/cluster.js');
 

@@ -7,10 +7,10 @@ const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const net = require('node:net');
 const path = require('node:path');
-const { Server, mintToken, waitFor } = require('../lib/server.js');
+const { Server, mintToken, waitFor } = require('../../../tests/support/server.cjs');
 const { launch, RESULTS } = require('../lib/browser.js');
 const fs = require('node:fs');
-const { REPO } = require('../lib/server.js');
+const { REPO } = require('../../../tests/support/server.cjs');
 
 /** The version the binary reports (Cargo.toml's). */
 const CARGO_VERSION = fs.readFileSync(path.join(REPO, 'Cargo.toml'), 'utf8').match(/^version = "([^"]+)"/m)[1];

@@ -13,7 +13,7 @@
 // pins the behaviour that client-js/README.md ("A fresh tab") describes.
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { Server, mintToken, sleep, waitFor } = require('../lib/server.js');
+const { Server, mintToken, sleep, waitFor } = require('../../../tests/support/server.cjs');
 const { launch, openTestPage } = require('../lib/browser.js');
 
 let browser;

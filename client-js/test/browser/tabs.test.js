@@ -6,7 +6,7 @@
 // a reload.
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { Server, mintToken, sleep, waitFor } = require('../lib/server.js');
+const { Server, mintToken, sleep, waitFor } = require('../../../tests/support/server.cjs');
 const { launch, openTestPage } = require('../lib/browser.js');
 const { bufferingProxy } = require('../lib/proxy.js');
 
@@ -228,10 +228,7 @@ test('messages sent without pause while the leader closes and the next leader re
 /** A token signed with another secret than the server's (a tab left from a
  *  server that has since been redeployed with a new secret). */
 function tokenOfAnotherServer(sub) {
-  const crypto = require('node:crypto');
-  const b64 = (x) => Buffer.from(JSON.stringify(x)).toString('base64url');
-  const head = b64({ alg: 'HS256', typ: 'JWT' }) + '.' + b64({ sub, exp: Math.floor(Date.now() / 1000) + 3600 });
-  return head + '.' + crypto.createHmac('sha256', 'the-old-secret').update(head).digest('base64url');
+  return mintToken(sub, { secret: 'the-old-secret' });
 }
 
 for (const transport of ['ws', 'sse', 'poll']) test(`a leader whose token is refused hands over at once to a tab whose token works (${transport})`, async () => {

@@ -9,7 +9,7 @@ const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-const { Server, mintToken, sleep, waitFor } = require('../lib/server.js');
+const { Server, mintToken, sleep, waitFor } = require('../../../tests/support/server.cjs');
 const { launch, openTestPage } = require('../lib/browser.js');
 const { Cluster } = require('../lib/cluster.js');
 

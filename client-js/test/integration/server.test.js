@@ -5,7 +5,7 @@ const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const path = require('node:path');
 const CometBox = require('../../cometbox.js');
-const { Server, mintToken, waitFor, sleep } = require('../lib/server.js');
+const { Server, mintToken, waitFor } = require('../../../tests/support/server.cjs');
 const { MemoryStorage } = require('../lib/fakes.js');
 
 let server;
@@ -72,6 +72,16 @@ test('receives what a backend posts to the ingest port, dispatched by event', as
   cb.stop();
 });
 
+/** A message's `n`, or its `marker`. */
+function label(m) { return m.data.marker !== undefined ? m.data.marker : m.data.n; }
+
+/** Sends `{ marker }` to `id` and waits until `rec` has it: everything sent
+ * before it has then been delivered, so what `rec` holds is all of it. */
+async function untilMarker(id, rec, marker) {
+  await server.send(id, { marker });
+  await waitFor(() => rec.messages.some((m) => m.data.marker === marker), { what: `the marker ${marker}` });
+}
+
 test('what was queued before the page connected is delivered; a resumed client sees nothing twice', async () => {
   const id = clientId('bob');
   const storage = new MemoryStorage();
@@ -80,9 +90,12 @@ test('what was queued before the page connected is delivered; a resumed client s
   const a = make(server.publicUrl, { token: mintToken(id), storage });
   a.cb.start();
   await waitFor(() => a.rec.messages.length >= 2, { what: 'queued messages' });
-  await sleep(300);
+  // Nothing else arrives (no repeat of 1 or 2): shown by state, not by a
+  // wait. A marker sent now is delivered after everything before it, so
+  // the message that follows 2 must be the marker.
+  await untilMarker(id, a.rec, 'a-end');
   a.cb.stop();
-  assert.deepEqual(a.rec.messages.map((m) => m.data.n), [1, 2]);
+  assert.deepEqual(a.rec.messages.map(label), [1, 2, 'a-end']);
 
   // While no one polls, more arrives; a new instance (a page reload: same storage) resumes.
   await server.send(id, { n: 3 });
@@ -92,9 +105,9 @@ test('what was queued before the page connected is delivered; a resumed client s
   await waitFor(() => b.rec.messages.length >= 1, { what: 'resumed message' });
   await server.send(id, { n: 4 });
   await waitFor(() => b.rec.messages.length >= 2, { what: 'live message' });
-  await sleep(300);
+  await untilMarker(id, b.rec, 'b-end');
   b.cb.stop();
-  assert.deepEqual(b.rec.messages.map((m) => m.data.n), [3, 4]);
+  assert.deepEqual(b.rec.messages.map(label), [3, 4, 'b-end']);
   assert.equal(b.rec.resets.length, 0);
 });
 

@@ -5,7 +5,7 @@
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const CometBox = require('../../cometbox.js');
-const { Server, mintToken, waitFor, sleep } = require('../lib/server.js');
+const { Server, mintToken, waitFor, sleep } = require('../../../tests/support/server.cjs');
 const { MemoryStorage } = require('../lib/fakes.js');
 const { bufferingProxy } = require('../lib/proxy.js');
 

@@ -9,7 +9,7 @@ const os = require('node:os');
 const path = require('node:path');
 const http = require('node:http');
 const CometBox = require('../../cometbox.js');
-const { Server, mintToken, waitFor, sleep } = require('../lib/server.js');
+const { Server, mintToken, waitFor, sleep } = require('../../../tests/support/server.cjs');
 const { MemoryStorage } = require('../lib/fakes.js');
 const { bufferingProxy } = require('../lib/proxy.js');
 

@@ -10,7 +10,7 @@ const fs = require('node:fs');
 const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
-const { Server, REPO, sleep, waitFor } = require('./server.js');
+const { Server, REPO, sleep, waitFor } = require('../../../tests/support/server.cjs');
 
 const REDIS = process.env.REDIS_SERVER || '/usr/bin/redis-server';
 const NGINX = process.env.NGINX_BIN || '/usr/sbin/nginx';

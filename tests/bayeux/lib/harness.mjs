@@ -3,15 +3,15 @@
 // PHP hook receiver under `php -S`, and a TCP proxy that can lose replies.
 // Everything listens on loopback ephemeral ports; every wait is bounded.
 //
-// Starting and stopping the binary is client-js's test helper
-// (client-js/test/lib/server.js), reused as it is.
+// Starting and stopping the binary, waitFor and sleep are the shared
+// JavaScript test support (tests/support/server.cjs).
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import serverLib from '../../../client-js/test/lib/server.js';
+import serverLib from '../../support/server.cjs';
 
 export const { Server, waitFor, sleep, REPO, SECRET } = serverLib;
 export const HERE = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');

@@ -1,6 +1,11 @@
 // What the Node tests share: the server's addresses from run-tests.sh, and
 // a browser's side through real GET /poll requests (tokens minted by the
-// server's own POST /token on the ingest listener).
+// server's own POST /token on the ingest listener). Waits are the shared
+// JavaScript test support's (tests/support/server.cjs).
+
+import support from "../../support/server.cjs";
+
+const { waitFor } = support;
 
 export function env(name) {
   const value = process.env[name];
@@ -30,13 +35,10 @@ async function presence(client) {
 
 /** Waits (at most 5 s) until `client` holds an open poll. */
 async function untilOpen(client) {
-  const deadline = Date.now() + 5000;
-  for (;;) {
+  await waitFor(async () => {
     const p = await presence(client);
-    if (p && p.open_polls > 0) return;
-    if (Date.now() > deadline) throw new Error(`${client} never held an open poll`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
+    return p && p.open_polls > 0;
+  }, { timeout: 5000, interval: 20, what: `${client} holding an open poll` });
 }
 
 /**

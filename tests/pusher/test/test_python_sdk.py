@@ -6,14 +6,18 @@ PUSHER_SUITE_KEY and PUSHER_SUITE_SECRET."""
 
 import json
 import os
+import sys
 import threading
-import time
 import unittest
 import urllib.parse
 import urllib.request
+from pathlib import Path
 
 import pusher
 import pusher.errors
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "support"))
+from cometbox_testing import wait_for  # noqa: E402  (the repository's shared test support)
 
 INGEST = os.environ["PUSHER_SUITE_INGEST"]
 PUBLIC = os.environ["PUSHER_SUITE_PUBLIC"]
@@ -68,11 +72,13 @@ def held_poll(client_id, channels):
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 5
-    while open_polls(client_id) < 1:
-        if "error" in result or time.monotonic() > deadline:
-            raise AssertionError(f"{client_id} never held an open poll: {result.get('error')}")
-        time.sleep(0.02)
+
+    def held():
+        if "error" in result:
+            raise AssertionError(f"{client_id} never held an open poll: {result['error']}")
+        return open_polls(client_id) >= 1
+
+    wait_for(held, 5, f"{client_id} holding an open poll")
 
     def wait():
         thread.join(15)

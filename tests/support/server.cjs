@@ -1,13 +1,24 @@
 'use strict';
-// Start and stop the real cometbox binary for tests; talk to its ingest port.
-// Loopback only; every wait is bounded in time.
+// The real cometbox binary for the JavaScript suites, and the waits they
+// share: client-js's tests (test/*, test/lib/cluster.js), the Bayeux suite
+// (tests/bayeux/lib/harness.mjs) and the Pusher suite (tests/pusher/test).
+// CommonJS with no dependencies outside Node itself, so that client-js
+// require()s it and the .mjs suites import it (`import support from
+// '.../server.cjs'`) without a node_modules of its own.
+//
+// It owns: where the binary is ($COMETBOX_BIN, else target/debug/cometbox),
+// starting it on loopback port 0 with --ready-file (the ready file reports
+// the bound ports and must name our child's pid; a child that exits during
+// start-up fails the start at once with its log), restarting it on the same
+// ports, stopping it by pid, waitFor/sleep, HS256 token minting as a backend
+// would, and ingest calls. Every wait is bounded.
 const { spawn } = require('node:child_process');
 const crypto = require('node:crypto');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 
-const REPO = path.resolve(__dirname, '..', '..', '..');
+const REPO = path.resolve(__dirname, '..', '..');
 const BIN = process.env.COMETBOX_BIN || path.join(REPO, 'target', 'debug', 'cometbox');
 const SECRET = 'client-js-test-secret';
 
@@ -15,12 +26,13 @@ function sleep(ms) { return new Promise((r) => setTimeout(r, ms)); }
 
 function b64url(x) { return Buffer.from(typeof x === 'string' ? x : JSON.stringify(x)).toString('base64url'); }
 
-/** An HS256 JWT signed with the test secret (as a backend minting locally would). */
-function mintToken(sub, { ttl = 3600, channels, exp } = {}) {
+/** An HS256 JWT signed with the test secret, or `secret` (as a backend
+ * minting locally would). */
+function mintToken(sub, { ttl = 3600, channels, exp, secret = SECRET } = {}) {
   const claims = { sub, exp: exp != null ? exp : Math.floor(Date.now() / 1000) + ttl };
   if (channels) claims.channels = channels;
   const head = b64url({ alg: 'HS256', typ: 'JWT' }) + '.' + b64url(claims);
-  return head + '.' + crypto.createHmac('sha256', SECRET).update(head).digest('base64url');
+  return head + '.' + crypto.createHmac('sha256', secret).update(head).digest('base64url');
 }
 
 function xmlEscape(s) {
@@ -28,7 +40,10 @@ function xmlEscape(s) {
 }
 
 class Server {
-  constructor(env = {}, { publicPort = 0, ingestPort = 0, config = null } = {}) {
+  /** `env`: COMETBOX_* settings over the defaults (test secret, 2 s poll
+   * timeout); `bin`: another binary than BIN. */
+  constructor(env = {}, { publicPort = 0, ingestPort = 0, config = null, bin = BIN } = {}) {
+    this.bin = bin;
     this.extraEnv = env;
     this.config = config; // TOML text for --config (optional)
     this.publicPort = publicPort;
@@ -42,7 +57,7 @@ class Server {
   get ingestUrl() { return 'http://' + this.ingestAddr; }
 
   async start(timeoutMs = 15000) {
-    if (!fs.existsSync(BIN)) throw new Error('cometbox binary not found at ' + BIN + ' (set COMETBOX_BIN or run cargo build)');
+    if (!fs.existsSync(this.bin)) throw new Error('cometbox binary not found at ' + this.bin + ' (set COMETBOX_BIN or run cargo build)');
     const ready = path.join(this.dir, 'ready.json');
     try { fs.unlinkSync(ready); } catch (e) { /* none */ }
     // Only COMETBOX_<SECTION>__<KEY> variables are the server's configuration (an
@@ -66,7 +81,7 @@ class Server {
       fs.writeFileSync(cfg, this.config);
       args.push('--config', cfg);
     }
-    const proc = spawn(BIN, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const proc = spawn(this.bin, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
     this.proc = proc;
     proc.stdout.on('data', (d) => { this.log += d; });
     proc.stderr.on('data', (d) => { this.log += d; });
@@ -76,15 +91,18 @@ class Server {
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
       if (exitInfo) throw new Error(`cometbox exited early (${JSON.stringify(exitInfo)}):\n${this.log}`);
-      if (fs.existsSync(ready)) {
-        try {
-          const j = JSON.parse(fs.readFileSync(ready, 'utf8'));
-          this.publicAddr = j.public;
-          this.ingestAddr = j.ingest;
-          this.publicPort = Number(j.public.split(':').pop());
-          this.ingestPort = Number(j.ingest.split(':').pop());
-          return this;
-        } catch (e) { /* being renamed into place */ }
+      let j = null;
+      try { j = JSON.parse(fs.readFileSync(ready, 'utf8')); } catch (e) { /* not there yet (it is renamed into place) */ }
+      if (j) {
+        if (j.pid !== proc.pid) {
+          await this.stop();
+          throw new Error(`the ready file names pid ${j.pid}, not our child ${proc.pid}`);
+        }
+        this.publicAddr = j.public;
+        this.ingestAddr = j.ingest;
+        this.publicPort = Number(j.public.split(':').pop());
+        this.ingestPort = Number(j.ingest.split(':').pop());
+        return this;
       }
       await sleep(25);
     }
