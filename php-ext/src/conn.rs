@@ -275,9 +275,19 @@ fn take_pooled(key: &str) -> Option<Conn> {
     None
 }
 
-fn serialize(req: &Request<'_>) -> Vec<u8> {
+/// Bodies over this many bytes are sent with `Expect: 100-continue`, as
+/// php-client's socket and curl transports do: a body over the server's
+/// `max_body_bytes` gets its 413 before it is sent, rather than a reset
+/// connection that may lose the reply.
+const EXPECT_CONTINUE_ABOVE: usize = 65536;
+/// How long to wait for `100 Continue` before sending the body anyway
+/// (RFC 9110 allows it).
+const EXPECT_CONTINUE_WAIT: Duration = Duration::from_secs(1);
+
+/// The request head (with Content-Length, and Expect when `expect`).
+fn serialize_head(req: &Request<'_>, expect: bool) -> Vec<u8> {
     let body = req.body.unwrap_or(&[]);
-    let mut out = Vec::with_capacity(256 + body.len());
+    let mut out = Vec::with_capacity(256 + if expect { 0 } else { body.len() });
     out.extend_from_slice(req.method.as_bytes());
     out.push(b' ');
     out.extend_from_slice(req.target.as_bytes());
@@ -291,8 +301,10 @@ fn serialize(req: &Request<'_>) -> Vec<u8> {
     if req.body.is_some() || req.method == "POST" {
         out.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
     }
+    if expect {
+        out.extend_from_slice(b"Expect: 100-continue\r\n");
+    }
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(body);
     out
 }
 
@@ -324,7 +336,13 @@ fn write_all(stream: &mut Stream, data: &[u8], deadline: Instant) -> WriteEnd {
 pub fn request(key: &str, addr: &Address, req: &Request<'_>, connect_timeout: Duration, timeout: Duration) -> Result<Reply, Failure> {
     let deadline = Instant::now() + timeout;
     let connect_within = connect_timeout.min(timeout);
-    let wire = serialize(req);
+    let body = req.body.unwrap_or(&[]);
+    let expect = body.len() > EXPECT_CONTINUE_ABOVE;
+    // Small requests go out in one write (head and body together).
+    let mut first = serialize_head(req, expect);
+    if !expect {
+        first.extend_from_slice(body);
+    }
     let head_only = req.method == "HEAD";
 
     let (mut conn, mut reused) = match take_pooled(key) {
@@ -332,7 +350,7 @@ pub fn request(key: &str, addr: &Address, req: &Request<'_>, connect_timeout: Du
         None => (connect(addr, connect_within)?, false),
     };
     loop {
-        match write_all(&mut conn.stream, &wire, deadline) {
+        match write_all(&mut conn.stream, &first, deadline) {
             WriteEnd::Done => break,
             WriteEnd::Stopped { written: 0, .. } if reused => {
                 // The server had closed the idle connection after our check
@@ -348,31 +366,29 @@ pub fn request(key: &str, addr: &Address, req: &Request<'_>, connect_timeout: Du
                     addr.describe()
                 )));
             }
-            WriteEnd::Stopped { timed_out: true, .. } => {
-                bump(|s| s.unacknowledged += 1);
-                return Err(timeout_failure(addr, timeout));
-            }
-            WriteEnd::Stopped { why, .. } => {
-                // Broken pipe mid-request: the server may have answered
-                // before reading it all (413 for a body over its limit) and
-                // closed; that reply is read if it is there.
-                return match read_reply(&mut conn.stream, head_only, deadline) {
-                    Ok((reply, _)) => {
-                        bump(|s| s.requests += 1);
-                        Ok(reply)
-                    }
-                    Err(_) => {
-                        bump(|s| s.unacknowledged += 1);
-                        Err(Failure::Lost(format!(
-                            "connection to cometbox at {} lost while sending the request: {why}",
-                            addr.describe()
-                        )))
-                    }
-                };
-            }
+            end => return finish_broken_write(&mut conn, addr, head_only, deadline, timeout, end),
         }
     }
-    match read_reply(&mut conn.stream, head_only, deadline) {
+    let mut early = Vec::new();
+    let mut refused = false;
+    if expect {
+        match await_continue(&mut conn.stream, deadline) {
+            Ok(Continue::SendBody) => {
+                let end = write_all(&mut conn.stream, body, deadline);
+                if !matches!(end, WriteEnd::Done) {
+                    return finish_broken_write(&mut conn, addr, head_only, deadline, timeout, end);
+                }
+            }
+            // A final reply instead (413): the body is not sent, and the
+            // connection, now out of step, is not kept.
+            Ok(Continue::Refused(bytes)) => {
+                early = bytes;
+                refused = true;
+            }
+            Err(e) => return Err(read_failure(addr, timeout, reused, e)),
+        }
+    }
+    match read_reply(&mut conn.stream, head_only, deadline, early) {
         Ok((reply, keep)) => {
             bump(|s| {
                 s.requests += 1;
@@ -380,30 +396,81 @@ pub fn request(key: &str, addr: &Address, req: &Request<'_>, connect_timeout: Du
                     s.reused += 1;
                 }
             });
-            if keep {
+            if keep && !refused {
                 POOL.with(|p| p.borrow_mut().insert(key.to_string(), conn));
             }
             Ok(reply)
         }
-        Err(ReadError::Timeout) => {
-            bump(|s| s.unacknowledged += 1);
-            Err(timeout_failure(addr, timeout))
+        Err(e) => Err(read_failure(addr, timeout, reused, e)),
+    }
+}
+
+/// After a write that stopped part-way: a timeout is reported; a broken
+/// pipe may follow a reply the server sent before reading everything (413
+/// for a body over its limit), which is read if it is there.
+fn finish_broken_write(conn: &mut Conn, addr: &Address, head_only: bool, deadline: Instant, timeout: Duration, end: WriteEnd) -> Result<Reply, Failure> {
+    let WriteEnd::Stopped { timed_out, why, .. } = end else { unreachable!("only a stopped write is finished here") };
+    if timed_out {
+        bump(|s| s.unacknowledged += 1);
+        return Err(timeout_failure(addr, timeout));
+    }
+    match read_reply(&mut conn.stream, head_only, deadline, Vec::new()) {
+        Ok((reply, _)) => {
+            bump(|s| s.requests += 1);
+            Ok(reply)
         }
-        Err(ReadError::Closed) => {
+        Err(_) => {
             bump(|s| s.unacknowledged += 1);
             Err(Failure::Lost(format!(
-                "cometbox at {} closed the connection before a complete reply{}",
-                addr.describe(),
-                if reused { " (on a kept-alive connection; the request may have been applied, it is not resent)" } else { "" }
+                "connection to cometbox at {} lost while sending the request: {why}",
+                addr.describe()
             )))
         }
-        Err(ReadError::Io(e)) => {
-            bump(|s| s.unacknowledged += 1);
-            Err(Failure::Lost(format!("connection to cometbox at {} lost while reading the reply: {e}", addr.describe())))
+    }
+}
+
+fn read_failure(addr: &Address, timeout: Duration, reused: bool, e: ReadError) -> Failure {
+    bump(|s| s.unacknowledged += 1);
+    match e {
+        ReadError::Timeout => timeout_failure(addr, timeout),
+        ReadError::Closed => Failure::Lost(format!(
+            "cometbox at {} closed the connection before a complete reply{}",
+            addr.describe(),
+            if reused { " (on a kept-alive connection; the request may have been applied, it is not resent)" } else { "" }
+        )),
+        ReadError::Io(e) => Failure::Lost(format!("connection to cometbox at {} lost while reading the reply: {e}", addr.describe())),
+        ReadError::Invalid(why) => Failure::Lost(format!("invalid HTTP reply from {}: {why}", addr.describe())),
+    }
+}
+
+enum Continue {
+    SendBody,
+    /// The bytes of a final reply sent instead of `100 Continue`.
+    Refused(Vec<u8>),
+}
+
+/// After a head sent with `Expect: 100-continue`.
+fn await_continue(stream: &mut Stream, deadline: Instant) -> Result<Continue, ReadError> {
+    let wait_until = deadline.min(Instant::now() + EXPECT_CONTINUE_WAIT);
+    let mut buf = Vec::new();
+    loop {
+        if let Some(end) = find(&buf, b"\r\n\r\n") {
+            let head = parse_head(&buf[..end])?;
+            if head.status == 100 {
+                // Nothing final can follow before the body is sent.
+                return Ok(Continue::SendBody);
+            }
+            return Ok(Continue::Refused(buf));
         }
-        Err(ReadError::Invalid(why)) => {
-            bump(|s| s.unacknowledged += 1);
-            Err(Failure::Lost(format!("invalid HTTP reply from {}: {why}", addr.describe())))
+        // Nothing yet when the wait is over: the body goes anyway. Once
+        // some bytes came, the rest of that head is waited for.
+        let until = if buf.is_empty() { wait_until } else { deadline };
+        match fill(stream, &mut buf, until) {
+            Ok(true) => {}
+            Ok(false) if buf.is_empty() => return Err(ReadError::Closed),
+            Ok(false) => return Ok(Continue::Refused(buf)),
+            Err(ReadError::Timeout) if buf.is_empty() && Instant::now() < deadline => return Ok(Continue::SendBody),
+            Err(e) => return Err(e),
         }
     }
 }
@@ -446,8 +513,8 @@ fn fill(stream: &mut Stream, buf: &mut Vec<u8>, deadline: Instant) -> Result<boo
 
 /// Reads one reply (skipping interim 1xx ones); also says whether the
 /// connection can carry another request.
-fn read_reply(stream: &mut Stream, head_only: bool, deadline: Instant) -> Result<(Reply, bool), ReadError> {
-    let mut buf = Vec::with_capacity(1024);
+fn read_reply(stream: &mut Stream, head_only: bool, deadline: Instant, already: Vec<u8>) -> Result<(Reply, bool), ReadError> {
+    let mut buf = already;
     loop {
         let head_end = loop {
             if let Some(i) = find(&buf, b"\r\n\r\n") {
