@@ -85,6 +85,7 @@ cargo build --locked --release --bin cometbox >"$release_log" 2>&1 &
 release_pid=$!
 
 run_suite "php-client (PHPUnit)" bash php-client/run-tests.sh
+run_suite "php-ext (PHP extension: PHPUnit with it, .deb, PHP-FPM behind nginx)" bash php-ext/run-tests.sh
 run_suite "python-client (pytest)" bash python-client/run-tests.sh
 run_suite "packages (npm pack, wheel, composer path install)" bash tests/packages/run-tests.sh
 run_suite "client-js (node + Chromium)" bash client-js/run-tests.sh
