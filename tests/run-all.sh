@@ -59,7 +59,7 @@ export COMETBOX_BIN="$repo/target/debug/cometbox"
 # one still running at the end is a leak, and fails the run.
 helpers_running() {
   # (No match is no process, not a failure: `|| true` under pipefail.)
-  { ps -eo pid=,args= | grep -E "php -S|redis-server|nginx: master|cometbox|activemq|rabbitmq|nats-server" \
+  { ps -eo pid=,args= | grep -E "php -S|php-fpm: master|redis-server|nginx: master|cometbox|activemq|rabbitmq|nats-server" \
     | grep -v -E "grep|run-all\.sh|cargo " | awk '{print $1}' | sort; } || true
 }
 before_pids="$(helpers_running)"
