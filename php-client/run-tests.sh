@@ -11,6 +11,10 @@
 # - runs PHPUnit twice: with every extension of this PHP (curl loaded, so the
 #   'auto' transport is curl), then with ext-curl left out (so 'auto' is the
 #   raw-socket transport and curl-only tests are skipped);
+# - with COMETBOX_PHP_EXT=/path/to/cometbox.so (php-ext/run-tests.sh sets
+#   it), runs PHPUnit once instead, with that extension loaded
+#   (`-d extension=...`): 'auto' is then the extension's transport, and
+#   NativeExtensionTest fails if it is not;
 # - exits non-zero if anything failed. Non-interactive (fine for CI=true).
 set -euo pipefail
 
@@ -75,6 +79,23 @@ log "server binary: $COMETBOX_BIN"
 # ------------------------------------------------------------------- tests
 phpunit_bin="$(command -v phpunit)"
 status=0
+
+if [ -n "${COMETBOX_PHP_EXT:-}" ]; then
+    [ -f "$COMETBOX_PHP_EXT" ] || die "COMETBOX_PHP_EXT=$COMETBOX_PHP_EXT is not a file"
+    php -d extension="$COMETBOX_PHP_EXT" -r 'exit(extension_loaded("cometbox") ? 0 : 1);' ||
+        die "php does not load $COMETBOX_PHP_EXT"
+    export COMETBOX_PHP_EXT
+    log "with the cometbox extension: $COMETBOX_PHP_EXT"
+    if php -d extension="$COMETBOX_PHP_EXT" "$phpunit_bin" -c "$here/phpunit.xml.dist" "$@" </dev/null; then
+        log "all PHP client tests passed with the extension"
+        exit 0
+    fi
+    log "FAILED (with the extension)"
+    exit 1
+fi
+if php -r 'exit(extension_loaded("cometbox") ? 0 : 1);'; then
+    die "the cometbox extension is enabled in this PHP: the runs without it would use it (phpdismod cometbox, or use COMETBOX_PHP_EXT)"
+fi
 
 log "run 1/2: all extensions (curl loaded)"
 php "$phpunit_bin" -c "$here/phpunit.xml.dist" "$@" </dev/null || status=1

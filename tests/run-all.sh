@@ -59,7 +59,7 @@ export COMETBOX_BIN="$repo/target/debug/cometbox"
 # one still running at the end is a leak, and fails the run.
 helpers_running() {
   # (No match is no process, not a failure: `|| true` under pipefail.)
-  { ps -eo pid=,args= | grep -E "php -S|redis-server|nginx: master|cometbox|activemq|rabbitmq|nats-server" \
+  { ps -eo pid=,args= | grep -E "php -S|php-fpm: master|redis-server|nginx: master|cometbox|activemq|rabbitmq|nats-server" \
     | grep -v -E "grep|run-all\.sh|cargo " | awk '{print $1}' | sort; } || true
 }
 before_pids="$(helpers_running)"
@@ -85,6 +85,7 @@ cargo build --locked --release --bin cometbox >"$release_log" 2>&1 &
 release_pid=$!
 
 run_suite "php-client (PHPUnit)" bash php-client/run-tests.sh
+run_suite "php-ext (PHP extension: PHPUnit with it, .deb, PHP-FPM behind nginx)" bash php-ext/run-tests.sh
 run_suite "python-client (pytest)" bash python-client/run-tests.sh
 run_suite "packages (npm pack, wheel, composer path install)" bash tests/packages/run-tests.sh
 run_suite "client-js (node + Chromium)" bash client-js/run-tests.sh

@@ -12,6 +12,7 @@ use CometBox\Exception\Unavailable;
 use CometBox\Internal\Xml;
 use CometBox\Transport\CurlTransport;
 use CometBox\Transport\Endpoint;
+use CometBox\Transport\NativeTransport;
 use CometBox\Transport\Response;
 use CometBox\Transport\SocketTransport;
 use CometBox\Transport\StreamTransport;
@@ -23,8 +24,11 @@ use CometBox\Transport\Transport;
  *     $client = new CometBox\Client('http://127.0.0.1:8481', ['key' => getenv('COMETBOX_INGEST__KEY')]);
  *     $client->send('alice', ['text' => 'Your export is ready'], 'notice');
  *
- * Every call is one short HTTP request (`Connection: close`). Failures throw
- * a subclass of CometBoxException; nothing is retried unless 'retries' is set.
+ * Every call is one short HTTP request: with the cometbox PHP extension
+ * loaded (php-ext/), over the worker's persistent connection; otherwise one
+ * connection per call (`Connection: close`). Failures throw a subclass of
+ * CometBoxException, the same either way; nothing is retried unless
+ * 'retries' is set.
  */
 final class Client
 {
@@ -33,7 +37,7 @@ final class Client
     private const DEFAULTS = [
         'key' => null,            // ingest key, sent as Authorization: Bearer <key>
         'secret' => null,         // HS256 secret: token() mints locally instead of POST /token
-        'transport' => 'auto',    // 'auto' | 'curl' | 'socket' | 'stream' | a Transport instance
+        'transport' => 'auto',    // 'auto' | 'native' | 'curl' | 'socket' | 'stream' | a Transport instance
         'timeout' => 2.0,         // seconds for a whole request (see README for 'stream')
         'connect_timeout' => null, // seconds to connect; default: timeout
         'retries' => 0,           // extra attempts when nothing was applied (connect failure, 503)
@@ -94,6 +98,9 @@ final class Client
             $this->transport = $o['transport'];
         } elseif (is_string($o['transport'])) {
             switch (self::selectTransport($o['transport'], $this->endpoint)) {
+                case 'native':
+                    $this->transport = new NativeTransport($this->endpoint, $connectTimeout, $timeout, $userAgent);
+                    break;
                 case 'curl':
                     $this->transport = new CurlTransport($this->endpoint, $connectTimeout, $timeout, $userAgent);
                     break;
@@ -104,34 +111,40 @@ final class Client
                     $this->transport = new SocketTransport($this->endpoint, $connectTimeout, $timeout, $userAgent);
             }
         } else {
-            throw new InvalidArgument("option 'transport' must be 'auto', 'curl', 'socket', 'stream' or a Transport");
+            throw new InvalidArgument("option 'transport' must be 'auto', 'native', 'curl', 'socket', 'stream' or a Transport");
         }
     }
 
     /**
-     * Which transport a choice resolves to: 'auto' is 'curl' when ext-curl
-     * is loaded, else 'socket' (for http:// and unix:// alike; 'auto' never
-     * picks 'stream'). A forced choice is returned as is.
+     * Which transport a choice resolves to: 'auto' is 'native' when the
+     * cometbox extension is loaded (http:// and unix://; not https://), else
+     * 'curl' when ext-curl is loaded, else 'socket' ('auto' never picks
+     * 'stream'). A forced choice is returned as is.
      *
      * @param bool|null $curlLoaded for tests; default extension_loaded('curl')
+     * @param bool|null $nativeLoaded for tests; default extension_loaded('cometbox')
      * @throws InvalidArgument for an unknown name
      */
-    public static function selectTransport(string $choice, Endpoint $endpoint, ?bool $curlLoaded = null): string
+    public static function selectTransport(string $choice, Endpoint $endpoint, ?bool $curlLoaded = null, ?bool $nativeLoaded = null): string
     {
         $curlLoaded = $curlLoaded ?? extension_loaded('curl');
         switch ($choice) {
             case 'auto':
+                if (NativeTransport::canServe($endpoint, $nativeLoaded)) {
+                    return 'native';
+                }
                 return $curlLoaded ? 'curl' : 'socket';
+            case 'native':
             case 'curl':
             case 'socket':
             case 'stream':
                 return $choice;
             default:
-                throw new InvalidArgument("unknown transport '$choice' (auto, curl, socket or stream)");
+                throw new InvalidArgument("unknown transport '$choice' (auto, native, curl, socket or stream)");
         }
     }
 
-    /** The transport in use: 'curl', 'socket' or 'stream'. */
+    /** The transport in use: 'native', 'curl', 'socket' or 'stream'. */
     public function transportName(): string
     {
         return $this->transport->name();

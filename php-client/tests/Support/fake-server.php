@@ -77,11 +77,15 @@ foreach ($replies as $replyFile) {
         continue;
     }
     $reply = (string) file_get_contents($replyFile);
-    foreach (str_split($reply, 7) as $piece) {
+    foreach (str_split($reply, 7) as $i => $piece) {
+        if ($i > 0) {
+            usleep(2000);
+        }
         @fwrite($conn, $piece);
         fflush($conn);
-        usleep(2000);
     }
+    // Closed right after the last byte (no pause): a keep-alive client
+    // (the native transport) sees the close before its next request.
     fclose($conn);
 }
 fclose($server);

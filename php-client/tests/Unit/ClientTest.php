@@ -50,21 +50,41 @@ final class ScriptedTransport implements Transport
 
 final class ClientTest extends TestCase
 {
-    public function testAutoPicksCurlWhenLoadedElseSocket(): void
+    public function testAutoPicksNativeThenCurlThenSocket(): void
     {
         $tcp = Endpoint::parse('http://127.0.0.1:8481');
         $unix = Endpoint::parse('unix:///run/cometbox/ingest.sock');
-        $this->assertSame('curl', Client::selectTransport('auto', $tcp, true));
-        $this->assertSame('socket', Client::selectTransport('auto', $tcp, false));
-        $this->assertSame('curl', Client::selectTransport('auto', $unix, true));
-        $this->assertSame('socket', Client::selectTransport('auto', $unix, false));
-        $this->assertSame('stream', Client::selectTransport('stream', $tcp, true));
-        $this->assertSame('socket', Client::selectTransport('socket', $tcp, true));
+        $tls = Endpoint::parse('https://127.0.0.1:8481');
+        $this->assertSame('curl', Client::selectTransport('auto', $tcp, true, false));
+        $this->assertSame('socket', Client::selectTransport('auto', $tcp, false, false));
+        $this->assertSame('curl', Client::selectTransport('auto', $unix, true, false));
+        $this->assertSame('socket', Client::selectTransport('auto', $unix, false, false));
+        $this->assertSame('native', Client::selectTransport('auto', $tcp, true, true));
+        $this->assertSame('native', Client::selectTransport('auto', $unix, false, true));
+        $this->assertSame('curl', Client::selectTransport('auto', $tls, true, true), 'the extension does not speak TLS');
+        $this->assertSame('stream', Client::selectTransport('stream', $tcp, true, true));
+        $this->assertSame('socket', Client::selectTransport('socket', $tcp, true, true));
         // And what this very PHP picks:
+        $fallback = extension_loaded('curl') ? 'curl' : 'socket';
+        $expected = extension_loaded('cometbox') ? 'native' : $fallback;
         $client = new Client('http://127.0.0.1:8481');
-        $this->assertSame(extension_loaded('curl') ? 'curl' : 'socket', $client->transportName());
+        $this->assertSame($expected, $client->transportName());
         $client = new Client('unix:///tmp/x.sock');
-        $this->assertSame(extension_loaded('curl') ? 'curl' : 'socket', $client->transportName());
+        $this->assertSame($expected, $client->transportName());
+        $client = new Client('https://127.0.0.1:8481');
+        $this->assertSame($fallback, $client->transportName());
+    }
+
+    public function testForcingNativeWithoutTheExtensionFails(): void
+    {
+        if (extension_loaded('cometbox')) {
+            $this->assertSame('native', (new Client('http://127.0.0.1:1', ['transport' => 'native']))->transportName());
+            $this->expectException(InvalidArgument::class);
+            new Client('https://127.0.0.1:1', ['transport' => 'native']);
+            return;
+        }
+        $this->expectException(InvalidArgument::class);
+        new Client('http://127.0.0.1:1', ['transport' => 'native']);
     }
 
     public function testForcingCurlWithoutTheExtensionFails(): void
