@@ -18,13 +18,14 @@
 #
 # How, without touching the host: systemd runs as PID 1 of new PID, mount,
 # network and UTS namespaces, chrooted into an overlay of / whose upper layer
-# is a temporary directory. dpkg writes its database, /etc, /usr and
+# is a temporary directory (tests/lib/overlay-root.sh). dpkg writes its database, /etc, /usr and
 # /var/lib/cometbox into that layer only; cometbox listens on the loopback of
 # the new network namespace. `systemctl poweroff` ends it all; SIGKILL of that
 # PID 1 if it does not.
 set -euo pipefail
 exec </dev/null
 
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 [ $# -eq 2 ] || { echo "usage: $0 PREVIOUS.deb NEW.deb" >&2; exit 2; }
 PREV="$(readlink -f "$1")"
 NEW="$(readlink -f "$2")"
@@ -43,37 +44,25 @@ log() { printf '[upgrade] %s\n' "$*"; }
 # On the root file system (/var/tmp, not a tmpfs of its own), so that the
 # packages in it are visible in the overlay at the same path.
 W="$(mktemp -d /var/tmp/cbupgrade.XXXXXX)"
-ROOT="$W/root"
-mkdir -p "$W/upper" "$W/work" "$ROOT" "$W/debs"
+mkdir -p "$W/debs"
 # The packages travel in $W: a /tmp may be a mount of its own (or become one
 # under systemd), which the overlay of / does not show.
 cp "$PREV" "$NEW" "$W/debs/"
 PREV="$W/debs/$(basename "$PREV")"
 NEW="$W/debs/$(basename "$NEW")"
 
-cat >"$W/boot.sh" <<EOF
-set -e
-mount -t overlay overlay -o lowerdir=/,upperdir=$W/upper,workdir=$W/work $ROOT
-mount --rbind /dev $ROOT/dev
-mount -t sysfs sysfs $ROOT/sys
-mount --rbind /sys/fs/cgroup $ROOT/sys/fs/cgroup
-mount -t proc proc $ROOT/proc
-mount -t tmpfs tmpfs $ROOT/run
-# A container image's policy-rc.d (exit 101) forbids maintainer scripts to
-# start services; a real machine has none, and neither has this overlay.
-rm -f $ROOT/usr/sbin/policy-rc.d
 # Only what the test needs: no getty, no other package's services.
-cat >$ROOT/etc/systemd/system/upgrade-test.target <<T
+mkdir -p "$W/upper/etc/systemd/system"
+cat >"$W/upper/etc/systemd/system/upgrade-test.target" <<EOF
 [Unit]
 Description=cometbox upgrade test
 Requires=basic.target
 After=basic.target
 AllowIsolate=yes
-T
-exec chroot $ROOT /lib/systemd/systemd --system --unit=upgrade-test.target
 EOF
-
-unshare --pid --fork --mount-proc --mount --net --uts sh "$W/boot.sh" >"$W/boot.log" 2>&1 &
+unshare --pid --fork --mount-proc --mount --net --uts \
+    sh "$REPO/tests/lib/overlay-root.sh" "$W" /lib/systemd/systemd --system --unit=upgrade-test.target \
+    >"$W/boot.log" 2>&1 &
 UNSHARE_PID=$!
 SD=""
 

@@ -10,9 +10,10 @@
 #    the .deb and the benchmark ship that one) and runs its unit tests;
 # 3. runs php-client's PHPUnit suite with the extension loaded
 #    (COMETBOX_PHP_EXT; the runs without it are php-client's own suite);
-# 4. builds the .deb, checks its contents, installs it with dpkg, checks
-#    that `php -m` lists cometbox and that phpenmod linked its ini, then
-#    removes and purges it and checks that PHP no longer loads it;
+# 4. builds the .deb, checks its contents, installs it with dpkg (in an
+#    overlay of /: the host's PHP is untouched), checks that `php -m` lists
+#    cometbox and that phpenmod linked its ini, then purges it and checks
+#    that PHP no longer loads it;
 # 5. the FPM test (tests/fpm-test.sh): a php-fpm pool behind nginx, 3000
 #    sends, cometbox restarted in the middle.
 # Uses $COMETBOX_BIN (default <repo>/target/debug/cometbox, built when missing).
@@ -82,24 +83,31 @@ deb_test() {
     grep -qx 'extension=cometbox.so' <<<"$ini" && grep -qx '; priority=20' <<<"$ini" || { log "unexpected ini: $ini"; return 1; }
     [ "$(dpkg-deb -f "$deb" Package)" = "$name" ] || { log "package name is not $name"; return 1; }
     dpkg-deb -f "$deb" Depends | grep -q "phpapi-$(php-config --phpapi)" || { log "Depends lacks phpapi-$(php-config --phpapi)"; return 1; }
-    package_installed "$name" && { log "$name is already installed: not touching it"; return 1; }
-
-    as_root dpkg -i "$deb" >&2 || { log "dpkg -i failed"; return 1; }
-    local ok=0
+    # Installed for real, but in an overlay of / in a mount namespace of
+    # its own (tests/lib/overlay-root.sh): dpkg's database and /etc/php
+    # change there only, so the host's PHP never loads the module, whatever
+    # else runs meanwhile.
+    local w
+    w="$(mktemp -d /var/tmp/cometbox-phpext-deb.XXXXXX)"
+    cp "$deb" "$w/"
     conf="/etc/php/$ver/cli/conf.d/20-cometbox.ini"
-    if php -m | grep -qx cometbox && [ -L "$conf" ] &&
-        php -r 'exit(phpversion("cometbox") !== false && function_exists("cometbox_native_request") ? 0 : 1);' &&
-        [ -L "/etc/php/$ver/fpm/conf.d/20-cometbox.ini" ]; then
-        log "installed: php -m lists cometbox $(php -r 'echo phpversion("cometbox");'), $conf -> $(readlink "$conf")"
-        ok=1
-    else
-        log "installed, but php -m does not list cometbox or phpenmod did not link $conf"
-    fi
-    as_root dpkg --purge "$name" >&2 || { log "dpkg --purge failed"; return 1; }
-    if php -m | grep -qx cometbox || [ -e "$conf" ] || [ -L "$conf" ] || [ -e "$extdir/cometbox.so" ]; then
-        log "after dpkg --purge PHP still loads cometbox or its files remain"
-        return 1
-    fi
+    cat >"$w/check.sh" <<EOF
+set -e
+dpkg -i "$w/$(basename "$deb")" >&2
+php -m | grep -qx cometbox || { echo "installed, but php -m does not list cometbox" >&2; exit 1; }
+[ -L "$conf" ] || { echo "phpenmod did not link $conf" >&2; exit 1; }
+[ -L "/etc/php/$ver/fpm/conf.d/20-cometbox.ini" ] || { echo "phpenmod did not link the fpm ini" >&2; exit 1; }
+php -r 'exit(phpversion("cometbox") !== false && function_exists("cometbox_native_request") ? 0 : 1);'
+echo "installed: php -m lists cometbox \$(php -r 'echo phpversion("cometbox");'), $conf -> \$(readlink "$conf")" >&2
+dpkg --purge "$name" >&2
+if php -m | grep -qx cometbox || [ -e "$conf" ] || [ -L "$conf" ] || [ -e "$extdir/cometbox.so" ]; then
+    echo "after dpkg --purge PHP still loads cometbox or its files remain" >&2
+    exit 1
+fi
+EOF
+    local ok=0
+    as_root unshare --mount sh "$repo/tests/lib/overlay-root.sh" "$w/overlay" sh "$w/check.sh" && ok=1
+    rm -rf "$w"
     rm -rf "$(dirname "$deb")"
     [ "$ok" = 1 ]
 }

@@ -11,6 +11,9 @@
 #   1c. docs            the examples of README.md, docs/ and deploy/README.md
 #                        marked <!-- doc-test --> run against the binary (tests/docs)
 #   2. php-client        PHPUnit against the real binary, every transport
+#      php-ext           the PHP extension (php-ext/): PHPUnit with it, its
+#                        .deb installed in an overlay of /, PHP-FPM behind
+#                        nginx with cometbox restarted mid-run
 #      python-client     pytest against the real binary, TCP and Unix socket
 #      packages          each client built and installed as a user would
 #                        (npm pack, a wheel in a fresh venv, composer path)

@@ -4,9 +4,11 @@
  * Checks the FPM test's outcome: every acknowledged number (HTTP 200 from
  * the page) is in its mailbox exactly once, no number is there twice, the
  * page took the expected path, and each FPM worker opened at most one
- * ingest connection per server lifetime (RESTARTS + 1).
+ * ingest connection per server lifetime (RESTARTS + 1), and every request
+ * numbered from MUST_SUCCEED_FROM on (those sent once the restarted server
+ * was back) was acknowledged.
  *
- *   php check.php RESULTS_FILE PUBLIC_ADDR SECRET WORKERS RESTARTS EXPECT_TRANSPORT
+ *   php check.php RESULTS_FILE PUBLIC_ADDR SECRET WORKERS RESTARTS EXPECT_TRANSPORT [MUST_SUCCEED_FROM]
  *
  * Prints a summary line; exits 1 with the reasons when anything is wrong.
  */
@@ -18,6 +20,7 @@ require dirname(__DIR__, 2) . '/php-client/autoload.php';
 [$self, $resultsFile, $public, $secret, $workers, $restarts, $expectTransport] = $argv;
 $workers = (int) $workers;
 $restarts = (int) $restarts;
+$mustSucceedFrom = isset($argv[7]) ? (int) $argv[7] : PHP_INT_MAX;
 $problems = [];
 
 $acked = [];
@@ -86,6 +89,13 @@ if ($expectTransport === 'native') {
             $problems[] = "worker $pid opened $connects ingest connections (at most " . ($restarts + 1) . ' expected)';
         }
     }
+}
+$failedAfter = array_filter(array_keys($failed), static function (int $n) use ($mustSucceedFrom): bool {
+    return $n >= $mustSucceedFrom;
+});
+if ($failedAfter !== []) {
+    $first = min($failedAfter);
+    $problems[] = count($failedAfter) . " requests failed once the server was back, e.g. $first: {$failed[$first]}";
 }
 if (count($acked) === 0) {
     $problems[] = 'no request was acknowledged';

@@ -1,17 +1,18 @@
 <?php
 
 /**
- * Drives the FPM test's page: requests ?n=0..N-1 with C in flight (curl_multi)
- * on http://127.0.0.1:PORT/, within a time bound, writing the count done to
- * PROGRESS_FILE as it goes and, at the end, one JSON line per request to
- * RESULTS_FILE ({"n", "status", "body"}).
+ * Drives the FPM test's page: requests ?n=FIRST..FIRST+N-1 with C in flight
+ * (curl_multi) on http://127.0.0.1:PORT/, within a time bound, writing the
+ * count done to PROGRESS_FILE as it goes and, at the end, appending one JSON
+ * line per request to RESULTS_FILE ({"n", "status", "body"}).
  *
- *   php drive.php PORT N C MAX_SECONDS PROGRESS_FILE RESULTS_FILE
+ *   php drive.php PORT N C MAX_SECONDS PROGRESS_FILE RESULTS_FILE [FIRST]
  */
 
 declare(strict_types=1);
 
 [$self, $port, $total, $parallel, $maxSeconds, $progressFile, $resultsFile] = $argv;
+$first = (int) ($argv[7] ?? 0);
 $total = (int) $total;
 $parallel = (int) $parallel;
 $deadline = microtime(true) + (float) $maxSeconds;
@@ -20,7 +21,8 @@ $multi = curl_multi_init();
 $next = 0;
 $done = 0;
 $results = [];
-$add = static function (int $n) use ($multi, $port): void {
+$add = static function (int $i) use ($multi, $port, $first): void {
+    $n = $first + $i;
     $h = curl_init("http://127.0.0.1:$port/?n=$n");
     curl_setopt_array($h, [CURLOPT_RETURNTRANSFER => true, CURLOPT_TIMEOUT => 10, CURLOPT_PRIVATE => (string) $n, CURLOPT_NOPROXY => '*']);
     curl_multi_add_handle($multi, $h);
@@ -51,5 +53,5 @@ $lines = '';
 foreach ($results as $r) {
     $lines .= json_encode($r) . "\n";
 }
-file_put_contents($resultsFile, $lines);
+file_put_contents($resultsFile, $lines, FILE_APPEND);
 exit($done === $total ? 0 : 1);

@@ -2,8 +2,10 @@
 # A PHP-FPM pool (Debian's php-fpm8.2, pm = static) behind nginx, serving
 # page.php, which sends one numbered message per request through php-client.
 # Drives FPM_REQUESTS requests, restarts cometbox (disk store, same Unix
-# socket) in the middle, then checks with check.php: every acknowledged
-# number delivered exactly once, none twice, and with the extension one
+# socket) in the middle (requests during the restart fail with 503, as the
+# page reports them), then FPM_AFTER more once it is back, and checks with
+# check.php: every acknowledged number delivered exactly once, none twice,
+# every request after the restart acknowledged, and with the extension one
 # ingest connection per worker per server lifetime (and the server sees
 # exactly one per worker at the end).
 #
@@ -14,6 +16,7 @@
 #   FPM_EXT          path of cometbox.so to load in the pool ('' = without
 #                    the extension: php-client's own transports)
 #   FPM_REQUESTS     requests to drive (default 3000), FPM_PARALLEL (8),
+#   FPM_AFTER        requests once the restarted server is back (1000),
 #   FPM_WORKERS      pool size (4), FPM_RESTART (1 = restart the server at
 #                    about a third of the requests; 0 = never),
 #   FPM_INGEST       unix (default) or tcp (only without restart: the port
@@ -30,6 +33,7 @@ die() { printf '[php-ext fpm] ERROR: %s\n' "$*" >&2; exit 1; }
 bin="${COMETBOX_BIN:-$repo/target/debug/cometbox}"
 ext="${FPM_EXT-}"
 requests="${FPM_REQUESTS:-3000}"
+after="${FPM_AFTER:-1000}"
 parallel="${FPM_PARALLEL:-8}"
 workers="${FPM_WORKERS:-4}"
 restart="${FPM_RESTART:-1}"
@@ -185,9 +189,18 @@ driver_pid=""
 end_ns=$(date +%s%N)
 [ "$driver_status" -eq 0 ] || die "the driver did not finish its $requests requests in time"
 elapsed_ms=$(( (end_ns - start_ns) / 1000000 ))
+must_succeed_from=""
+if [ "$restarts" = 1 ]; then
+    # The server is back: these must all be acknowledged, over the
+    # connection each worker opened again.
+    log "$after more requests, the server back"
+    php "$here/drive.php" "$port" "$after" "$parallel" 120 "$T/progress" "$T/results.jsonl" "$requests" ||
+        die "the driver did not finish its $after requests after the restart in time"
+    must_succeed_from="$requests"
+fi
 
 status=0
-php "$here/check.php" "$T/results.jsonl" "$public" "$secret" "$workers" "$restarts" "$expect_transport" || status=1
+php "$here/check.php" "$T/results.jsonl" "$public" "$secret" "$workers" "$restarts" "$expect_transport" $must_succeed_from || status=1
 
 if [ -n "$ext" ]; then
     # The server's side of the ingest connections, as the kernel sees them
