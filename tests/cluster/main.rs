@@ -42,6 +42,11 @@ macro_rules! on_both {
 #[allow(dead_code)]
 #[path = "../durability/harness.rs"]
 mod harness;
+#[allow(dead_code)]
+#[path = "../shared/bayeux_client.rs"]
+mod bayeux_client;
+#[path = "../shared/ports.rs"]
+mod ports;
 mod redis_server;
 
 mod bayeux;

@@ -40,11 +40,7 @@ pub struct RedisServer {
     extra: Vec<String>,
 }
 
-/// A loopback port nothing listens on right now.
-pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
+pub use crate::ports::free_port;
 
 impl RedisServer {
     /// Starts one on a free port in `dir`, and waits until it answers PING.

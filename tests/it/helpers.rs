@@ -223,6 +223,16 @@ impl TestServer {
     }
 }
 
+impl crate::bayeux_client::BayeuxServer for TestServer {
+    fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    fn bayeux_url(&self) -> String {
+        self.public_url("/bayeux")
+    }
+}
+
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.shutdown.cancel();

@@ -3,7 +3,6 @@
 //! (`CometBox\Hooks`: signature check, allow/deny) and logs what it got.
 //! Needs `php` (tests/run-all.sh installs php-cli); fails loudly without it.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -13,6 +12,7 @@ use serde_json::Value;
 
 use crate::bayeux_client::{deliveries, BayeuxClient};
 use crate::helpers::{now, scratch_dir, token, wait_until, TestServer};
+use crate::ports::free_port;
 
 const HOOK_SECRET: &str = "hook-secret-for-tests";
 
@@ -169,14 +169,6 @@ impl Drop for Receiver {
     }
 }
 
-/// A free port: bound and released (php binds it a moment later).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn ev(kind: &str, channel: Option<&str>) -> (String, Option<String>) {
     (kind.to_owned(), channel.map(str::to_owned))

@@ -3,6 +3,7 @@
 //! starts the real executable for configuration, signals and start-up.
 
 mod bayeux;
+#[path = "../shared/bayeux_client.rs"]
 mod bayeux_client;
 mod binary;
 mod body_budget;
@@ -16,6 +17,8 @@ mod ingest;
 mod metrics;
 mod nosniff;
 mod poll;
+#[path = "../shared/ports.rs"]
+mod ports;
 mod public_http;
 mod pusher;
 mod pusher_webhooks;

@@ -1,10 +1,16 @@
 //! A Bayeux client as tests need one: raw JSON over HTTP, so every field
 //! the server sends can be checked (the real CometD and Faye libraries are
-//! driven from Node in tests/bayeux/).
+//! driven from Node in tests/bayeux/). One copy for `tests/it` and
+//! `tests/cluster`: each implements [`BayeuxServer`] for its own server.
 
 use serde_json::{json, Value};
 
-use crate::helpers::TestServer;
+/// What the client needs of a running server: an HTTP client, and where
+/// its `/bayeux` is.
+pub trait BayeuxServer {
+    fn http(&self) -> &reqwest::Client;
+    fn bayeux_url(&self) -> String;
+}
 
 /// One Bayeux session's calls.
 pub struct BayeuxClient {
@@ -16,10 +22,10 @@ pub struct BayeuxClient {
 
 impl BayeuxClient {
     /// Posts a batch to `/bayeux`; the status and the reply array.
-    pub async fn post(server: &TestServer, batch: Value) -> (u16, Value) {
+    pub async fn post(server: &impl BayeuxServer, batch: Value) -> (u16, Value) {
         let reply = server
-            .http
-            .post(server.public_url("/bayeux"))
+            .http()
+            .post(server.bayeux_url())
             .header("content-type", "application/json")
             .body(batch.to_string())
             .send()
@@ -32,7 +38,7 @@ impl BayeuxClient {
     }
 
     /// The handshake reply for `ext`.
-    pub async fn handshake_reply(server: &TestServer, ext: Value) -> Value {
+    pub async fn handshake_reply(server: &impl BayeuxServer, ext: Value) -> Value {
         let handshake = json!([{
             "channel": "/meta/handshake", "version": "1.0", "id": "1",
             "supportedConnectionTypes": ["long-polling", "callback-polling"], "ext": ext,
@@ -43,19 +49,19 @@ impl BayeuxClient {
     }
 
     /// A session started with `ext`; panics if refused.
-    pub async fn handshake(server: &TestServer, ext: Value) -> Self {
+    pub async fn handshake(server: &impl BayeuxServer, ext: Value) -> Self {
         let reply = Self::handshake_reply(server, ext).await;
         assert_eq!(reply["successful"], true, "{reply}");
         BayeuxClient {
-            http: server.http.clone(),
-            url: server.public_url("/bayeux"),
+            http: server.http().clone(),
+            url: server.bayeux_url(),
             client_id: reply["clientId"].as_str().unwrap().to_owned(),
             next_id: 2,
         }
     }
 
     /// A session for a token.
-    pub async fn with_token(server: &TestServer, token: &str) -> Self {
+    pub async fn with_token(server: &impl BayeuxServer, token: &str) -> Self {
         Self::handshake(server, json!({"cometbox": {"token": token}})).await
     }
 
