@@ -308,11 +308,11 @@ mod tests {
     fn stored(channel: Option<&str>, event: Option<&str>, data: &str) -> Arc<StoredMessage> {
         let channel = channel.map(|c| ChannelName::parse(c).unwrap());
         let payload = Payload::Json(serde_json::value::RawValue::from_string(data.into()).unwrap());
-        Arc::new(StoredMessage {
-            json_tail: message_tail(channel.as_ref(), event, None, &payload, 1),
-            expires_at: Instant::now(),
-            own_ttl: false,
-        })
+        Arc::new(StoredMessage::new(
+            message_tail(channel.as_ref(), event, None, &payload, 1),
+            Instant::now(),
+            false,
+        ))
     }
 
     #[test]

@@ -22,11 +22,7 @@ enum Reopen {
 }
 
 fn message(text: &str, expires_at: Instant, own_ttl: bool) -> SharedMessage {
-    Arc::new(StoredMessage {
-        json_tail: text.into(),
-        expires_at,
-        own_ttl,
-    })
+    Arc::new(StoredMessage::new(text.into(), expires_at, own_ttl))
 }
 
 fn seqs(outcome: &ReadOutcome) -> Vec<u64> {

@@ -15,7 +15,7 @@
 //!   that drive them are the Redis backend's (`src/backend/redis/`), which
 //!   does not use [`MailboxLog`].
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use serde::Deserialize;
@@ -42,6 +42,33 @@ pub struct StoredMessage {
     /// `message_ttl`). Such a message was meant to lapse, so losing it does
     /// not make older cursors `reset`; losing one to retention does.
     pub own_ttl: bool,
+    /// The name of its Server-Sent Event, read from `json_tail` by the
+    /// first stream that sends it and kept for every other one (a channel
+    /// message goes to each subscriber's stream).
+    sse_event: OnceLock<Box<str>>,
+}
+
+impl StoredMessage {
+    /// A message to retain (its stream event name is read when first sent).
+    pub fn new(json_tail: Box<str>, expires_at: Instant, own_ttl: bool) -> Self {
+        StoredMessage {
+            json_tail,
+            expires_at,
+            own_ttl,
+            sse_event: OnceLock::new(),
+        }
+    }
+
+    /// The `event:` of its Server-Sent Event: the message's event, or
+    /// `message` when it has none (or one a single SSE line cannot carry).
+    pub fn sse_event(&self) -> &str {
+        self.sse_event.get_or_init(|| {
+            crate::protocol::reply::event_of(&self.json_tail)
+                .filter(|e| !e.is_empty() && !e.contains(['\r', '\n']))
+                .unwrap_or_else(|| "message".to_owned())
+                .into_boxed_str()
+        })
+    }
 }
 
 /// Shared by reference between every mailbox holding the message.

@@ -40,11 +40,11 @@ macro_rules! on_both {
 }
 
 #[allow(dead_code)]
-#[path = "../durability/harness.rs"]
-mod harness;
-#[allow(dead_code)]
 #[path = "../shared/bayeux_client.rs"]
 mod bayeux_client;
+#[allow(dead_code)]
+#[path = "../durability/harness.rs"]
+mod harness;
 #[path = "../shared/ports.rs"]
 mod ports;
 mod redis_server;

@@ -169,7 +169,6 @@ impl Drop for Receiver {
     }
 }
 
-
 fn ev(kind: &str, channel: Option<&str>) -> (String, Option<String>) {
     (kind.to_owned(), channel.map(str::to_owned))
 }

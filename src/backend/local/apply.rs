@@ -178,11 +178,7 @@ impl LocalBackend {
         now: Instant,
     ) -> StoredMessage {
         let (lifetime, own_ttl) = lifetime(ttl, self.0.common.limits.message_ttl);
-        StoredMessage {
-            json_tail,
-            expires_at: now + lifetime,
-            own_ttl,
-        }
+        StoredMessage::new(json_tail, now + lifetime, own_ttl)
     }
 
     /// Appends to `id`'s current mailbox. A client evicted since it was

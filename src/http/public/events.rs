@@ -13,6 +13,7 @@
 //! when the token expires (the client reconnects with a new one), when the
 //! server shuts down, and after a `disconnected` event.
 
+use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::admit::admit;
@@ -23,7 +24,6 @@ use super::request::Head;
 use super::response::{AllowOrigin, Response};
 use super::routed::Routed;
 use crate::hub::Waited;
-use crate::protocol::reply::event_of;
 use crate::protocol::Cursor;
 use crate::store::ReadOutcome;
 
@@ -108,22 +108,30 @@ fn encode(outcome: &ReadOutcome) -> String {
     }
     for (seq, message) in &outcome.messages {
         let id = Cursor { epoch, seq: *seq };
-        let event = event_of(&message.json_tail)
-            .filter(|e| !e.is_empty() && !e.contains(['\r', '\n']))
-            .unwrap_or_else(|| "message".to_owned());
-        out.push_str(&format!("id: {id}\nevent: {event}\n"));
-        // `data` is one line unless a backend's JSON payload kept its own
-        // line breaks: each line becomes a `data:` line, which the browser
-        // joins back with newlines (JSON whitespace).
-        let object = format!("{{\"id\":\"{id}\",{}", message.json_tail);
-        for line in object.split(['\r', '\n']).filter(|l| !l.is_empty()) {
-            out.push_str("data: ");
-            out.push_str(line);
-            out.push('\n');
-        }
-        out.push('\n');
+        // Written in place: this runs once per subscriber's stream for
+        // every channel message, and only the id differs between them.
+        let _ = write!(
+            out,
+            "id: {id}\nevent: {}\ndata: {{\"id\":\"{id}\",",
+            message.sse_event()
+        );
+        push_data_lines(&mut out, &message.json_tail);
+        out.push_str("\n\n");
     }
     out
+}
+
+/// `tail`, the rest of an event's `data` line. It is one line unless a
+/// backend's JSON payload kept its own line breaks: each further line
+/// becomes a `data:` line, which the browser joins back with newlines
+/// (JSON whitespace); empty ones are left out.
+fn push_data_lines(out: &mut String, tail: &str) {
+    let mut lines = tail.split(['\r', '\n']);
+    out.push_str(lines.next().unwrap_or(""));
+    for line in lines.filter(|l| !l.is_empty()) {
+        out.push_str("\ndata: ");
+        out.push_str(line);
+    }
 }
 
 /// Time until the unix second `at` (zero once it passed).
@@ -132,4 +140,68 @@ fn until_unix(at: u64) -> Duration {
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
     Duration::from_secs(at).saturating_sub(now)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use super::encode;
+    use crate::protocol::Cursor;
+    use crate::store::{ReadOutcome, StoredMessage};
+
+    fn outcome(tails: &[&str]) -> ReadOutcome {
+        let messages = (tails.iter().enumerate())
+            .map(|(i, tail)| {
+                let message = StoredMessage::new((*tail).into(), Instant::now(), false);
+                (i as u64 + 1, Arc::new(message))
+            })
+            .collect();
+        let cursor = Cursor {
+            epoch: 7,
+            seq: tails.len() as u64,
+        };
+        ReadOutcome {
+            messages,
+            cursor,
+            reset: false,
+        }
+    }
+
+    #[test]
+    fn each_message_is_one_event_named_by_its_event() {
+        let out = outcome(&[
+            r#""event":"tick","data":1}"#,
+            r#""channel":"news","data":2}"#,
+        ]);
+        let (first, second) = (Cursor { epoch: 7, seq: 1 }, Cursor { epoch: 7, seq: 2 });
+        assert_eq!(
+            encode(&out),
+            format!(
+                "id: {first}\nevent: tick\ndata: {{\"id\":\"{first}\",\"event\":\"tick\",\"data\":1}}\n\n\
+                 id: {second}\nevent: message\ndata: {{\"id\":\"{second}\",\"channel\":\"news\",\"data\":2}}\n\n"
+            )
+        );
+    }
+
+    #[test]
+    fn a_payload_with_line_breaks_becomes_several_data_lines() {
+        let out = outcome(&["\"data\":{\r\n\"a\":1,\n\n\"b\":2}}"]);
+        let id = Cursor { epoch: 7, seq: 1 };
+        assert_eq!(
+            encode(&out),
+            format!("id: {id}\nevent: message\ndata: {{\"id\":\"{id}\",\"data\":{{\ndata: \"a\":1,\ndata: \"b\":2}}}}\n\n")
+        );
+    }
+
+    #[test]
+    fn an_event_name_a_line_cannot_carry_is_named_message() {
+        let out = outcome(&[r#""event":"a\nb","data":1}"#]);
+        assert!(
+            encode(&out).contains("\nevent: message\n"),
+            "{}",
+            encode(&out)
+        );
+    }
 }

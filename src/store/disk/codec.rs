@@ -350,11 +350,7 @@ impl<'a> Reader<'a> {
         let json_tail = self.str()?.into();
         let expires_at = clock.to_instant(self.varint()?);
         let own_ttl = self.byte()? != 0;
-        Ok(Arc::new(StoredMessage {
-            json_tail,
-            expires_at,
-            own_ttl,
-        }))
+        Ok(Arc::new(StoredMessage::new(json_tail, expires_at, own_ttl)))
     }
 
     #[cfg(test)]

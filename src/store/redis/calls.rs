@@ -228,11 +228,7 @@ fn mailbox_read(reply: &Reply) -> MailboxRead {
     let messages: Vec<_> = (4..reply.len())
         .step_by(2)
         .map(|i| {
-            let message = StoredMessage {
-                json_tail: reply.text(i + 1).into_boxed_str(),
-                expires_at: now,
-                own_ttl: false,
-            };
+            let message = StoredMessage::new(reply.text(i + 1).into_boxed_str(), now, false);
             (reply.int(i) as u64, Arc::new(message))
         })
         .collect();

@@ -60,11 +60,11 @@ fn plain(changes: &[Change], clock: Clock) -> Vec<Plain> {
 #[test]
 fn changes_round_trip_through_a_frame() {
     let clock = Clock::now();
-    let message = Arc::new(StoredMessage {
-        json_tail: r#""data":{"k":"ü"},"ts":1}"#.into(),
-        expires_at: Instant::now() + Duration::from_secs(60),
-        own_ttl: true,
-    });
+    let message = Arc::new(StoredMessage::new(
+        r#""data":{"k":"ü"},"ts":1}"#.into(),
+        Instant::now() + Duration::from_secs(60),
+        true,
+    ));
     let room = ChannelName::parse("room:1").unwrap();
     let changes = vec![
         Change::Created {
@@ -142,11 +142,7 @@ fn torn_and_damaged_frames_are_told_apart() {
 fn damaged_payloads_never_panic_or_allocate_wildly() {
     let clock = Clock::now();
     let changes = vec![Change::Message {
-        message: Arc::new(StoredMessage {
-            json_tail: "x".into(),
-            expires_at: Instant::now(),
-            own_ttl: false,
-        }),
+        message: Arc::new(StoredMessage::new("x".into(), Instant::now(), false)),
         recipients: vec![(id("a"), 1, 1); 3],
     }];
     let mut payload = Vec::new();
