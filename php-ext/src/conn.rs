@@ -234,7 +234,7 @@ fn is_timeout(e: &io::Error) -> bool {
 fn connect(addr: &Address, timeout: Duration) -> Result<Conn, Failure> {
     let fail = |why: String| Failure::NotSent(format!("cannot connect to cometbox at {}: {why}", addr.describe()));
     let stream = match addr {
-        Address::Unix(path) => Stream::Unix(UnixStream::connect(path).map_err(|e| fail(e.to_string()))?),
+        Address::Unix(path) => Stream::Unix(connect_unix(path, timeout).map_err(|e| fail(e.to_string()))?),
         Address::Tcp(hostport) => {
             let candidates: Vec<_> = hostport.to_socket_addrs().map_err(|e| fail(e.to_string()))?.collect();
             let mut last = None;
@@ -257,6 +257,20 @@ fn connect(addr: &Address, timeout: Duration) -> Result<Conn, Failure> {
     };
     bump(|s| s.connects += 1);
     Ok(Conn { stream, pid: std::process::id() })
+}
+
+/// Connects to a Unix socket without blocking past `timeout`. A plain
+/// blocking connect waits for as long as the listener's backlog is full
+/// (a server that stopped accepting), holding the PHP worker; here the
+/// connect is non-blocking: a full backlog fails at once (EAGAIN), which
+/// is reported as not sent, and a connect still in progress is waited for
+/// at most `timeout`.
+fn connect_unix(path: impl AsRef<std::path::Path>, timeout: Duration) -> io::Result<UnixStream> {
+    use socket2::{Domain, SockAddr, Socket, Type};
+    let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    socket.connect_timeout(&SockAddr::unix(path)?, timeout)?;
+    socket.set_nonblocking(false)?;
+    Ok(UnixStream::from(std::os::fd::OwnedFd::from(socket)))
 }
 
 /// The pooled connection for `key` if it is still usable.
@@ -677,6 +691,38 @@ fn decode_chunked(buf: &[u8]) -> Result<Option<(Vec<u8>, usize)>, ReadError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_unix_listener_that_accepts_nothing_does_not_hold_the_worker() {
+        let dir = std::env::temp_dir().join(format!("cometbox-php-backlog-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("full.sock");
+        let _ = std::fs::remove_file(&path);
+        let _listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        // Nobody accepts: connects succeed until its backlog is full (made
+        // here without connect_unix, which is what is tested below).
+        let mut queued = Vec::new();
+        let queue_one = || -> io::Result<socket2::Socket> {
+            let socket = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)?;
+            socket.set_nonblocking(true)?;
+            socket.connect(&socket2::SockAddr::unix(&path)?)?;
+            Ok(socket)
+        };
+        while let Ok(socket) = queue_one() {
+            queued.push(socket);
+            assert!(queued.len() < 10_000, "the backlog never filled");
+        }
+        // A blocking connect would now wait until one is accepted: forever.
+        let (done, outcome) = std::sync::mpsc::channel();
+        let full = path.clone();
+        std::thread::spawn(move || done.send(connect_unix(&full, Duration::from_secs(1)).is_err()));
+        let refused = outcome
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a connect to a full backlog returns instead of blocking the worker");
+        assert!(refused, "no room in the backlog: the connect fails (not sent)");
+        drop(queued);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn chunked_bodies_decode_only_when_complete() {
