@@ -327,10 +327,11 @@ fn connection_policy(
     }
 }
 
-/// Serves the ingest listener until `shutdown`, on a runtime (and threads)
-/// of its own: however busy browsers keep the main runtime's workers, the
-/// operating system still schedules these, so backends and `/health` are
-/// answered promptly. The receiver resolves when it has stopped.
+/// Serves the ingest listener until `shutdown`, on a runtime (and a
+/// thread) of its own: however busy browsers keep the main runtime's
+/// workers, the operating system still schedules this one, so backends
+/// and `/health` are answered promptly. The receiver resolves when it has
+/// stopped.
 fn serve_ingest(
     listener: Listener,
     state: &AppState,
@@ -338,7 +339,7 @@ fn serve_ingest(
 ) -> tokio::sync::oneshot::Receiver<()> {
     let router = http::ingest::router(state.clone());
     let policy = connection_policy(state, "ingest", &state.ingest_connections);
-    on_own_runtime("cometbox-ingest", INGEST_THREADS, move || async move {
+    on_own_runtime("cometbox-ingest", move || async move {
         match listener.into_current_runtime() {
             Ok(listener) => serve(listener, router, policy, shutdown).await,
             Err(e) => tracing::error!(error = %e, "cannot serve the ingest listener"),
@@ -361,16 +362,19 @@ async fn drain_hooks(hooks: &hooks::Hooks) {
     hooks.stop();
 }
 
-/// Worker threads of the ingest runtime: backends are few and their
-/// requests short; two keep one slow batch from holding up `/health`.
-const INGEST_THREADS: usize = 2;
-
-/// Runs the future `make` returns on a new multi-thread runtime of
-/// `threads` workers, on threads of its own; the receiver resolves when it
-/// has ended.
+/// Runs the future `make` returns on a new current-thread runtime, on a
+/// thread of its own; the receiver resolves when it has ended.
+///
+/// One thread, not a multi-thread runtime: every accepted message wakes
+/// polls on the main runtime, and each extra runtime thread on a small
+/// machine is one more to be scheduled between a publish and its delivery.
+/// Measured with `throughput 1000 8 --mode single` (docs/performance.md,
+/// "Issue #24's ingest runtime, measured again"): latency p99 4.4-6.0 ms
+/// against 7.6-66 ms with two workers, at about the same throughput. Backend
+/// requests are short; a large batch holds the others (and `/health`) for
+/// as long as it takes to parse and apply.
 fn on_own_runtime<F>(
     name: &'static str,
-    threads: usize,
     make: impl FnOnce() -> F + Send + 'static,
 ) -> tokio::sync::oneshot::Receiver<()>
 where
@@ -380,8 +384,7 @@ where
     std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(threads)
+            let runtime = tokio::runtime::Builder::new_current_thread()
                 .thread_name(name)
                 .enable_all()
                 .build();
