@@ -110,7 +110,10 @@ def test_connection_refused_is_retried_when_asked() -> None:
         client.send("a", 1)
     elapsed = time.monotonic() - start
     assert caught.value.code == "connection-failed"
-    assert 0.15 - 0.01 <= elapsed < 1.0  # waited 0.05 + 0.1 between three attempts
+    # Waited 0.05 + 0.1 between three attempts; the upper bound (far above,
+    # for a loaded machine) says the refusals were not each waited out to
+    # the 1 s timeout.
+    assert 0.15 - 0.01 <= elapsed < 2.5
 
 
 @pytest.mark.parametrize("unix", [False, True], ids=["tcp", "unix"])
