@@ -44,19 +44,7 @@ if ! php_ready; then
         die "php/phpunit or a PHP extension is missing and this is not a Debian-like system: install php-cli, php-xml, php-curl, php-mbstring and phpunit"
     fi
     if [ "${#missing[@]}" -gt 0 ]; then
-        command -v apt-get >/dev/null 2>&1 || die "apt-get not found; install: ${missing[*]}"
-        log "installing: ${missing[*]}"
-        export DEBIAN_FRONTEND=noninteractive
-        apt_opts=(-o DPkg::Lock::Timeout=600 -o Acquire::Retries=3)
-        ok=0
-        for attempt in 1 2 3; do
-            if as_root apt-get "${apt_opts[@]}" update -q </dev/null; then ok=1; break; fi
-            log "apt-get update failed (attempt $attempt); retrying in 10 s"
-            sleep 10
-        done
-        [ "$ok" -eq 1 ] || die "apt-get update failed"
-        as_root apt-get "${apt_opts[@]}" install -y -q --no-install-recommends "${missing[@]}" </dev/null ||
-            die "apt-get install ${missing[*]} failed"
+        apt_install "${missing[@]}"
     fi
     php_ready || die "php, phpunit or one of the extensions curl, dom, xmlwriter, simplexml, mbstring is still missing after installing"
 fi

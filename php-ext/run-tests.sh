@@ -31,13 +31,7 @@ for p in php-dev libclang-dev php-fpm nginx php-cli php-xml php-curl php-mbstrin
     package_installed "$p" || missing+=("$p")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
-    command -v apt-get >/dev/null 2>&1 || die "apt-get not found; install: ${missing[*]}"
-    log "installing: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt_opts=(-o DPkg::Lock::Timeout=600 -o Acquire::Retries=3)
-    as_root apt-get "${apt_opts[@]}" update -q </dev/null || die "apt-get update failed"
-    as_root apt-get "${apt_opts[@]}" install -y -q --no-install-recommends "${missing[@]}" </dev/null ||
-        die "apt-get install ${missing[*]} failed"
+    apt_install "${missing[@]}"
 fi
 command -v php-config >/dev/null 2>&1 || die "php-config missing after installing php-dev"
 

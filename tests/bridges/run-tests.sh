@@ -34,12 +34,7 @@ for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
-    log "installing: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt_opts=(-o DPkg::Lock::Timeout=600 -o Acquire::Retries=3)
-    as_root apt-get "${apt_opts[@]}" update -q </dev/null || die "apt-get update failed"
-    as_root apt-get "${apt_opts[@]}" install -y -q --no-install-recommends "${missing[@]}" </dev/null ||
-        die "apt-get install ${missing[*]} failed"
+    apt_install "${missing[@]}"
 fi
 # The packages' own services are not ours: the tests start private
 # instances. Nothing here stops a system-wide broker someone else runs.

@@ -71,12 +71,7 @@ composer_ready || missing+=(composer)
 if [ "${#missing[@]}" -gt 0 ]; then
     command -v apt-get >/dev/null 2>&1 ||
         die "missing: ${missing[*]} (node >= 18 and npm; python3 >= 3.9 with venv, build, setuptools, wheel; php with json, simplexml, xmlwriter; composer), and apt-get is not available to install them"
-    log "installing: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt_opts=(-o DPkg::Lock::Timeout=600 -o Acquire::Retries=3)
-    as_root apt-get "${apt_opts[@]}" update -q || die "apt-get update failed"
-    as_root apt-get "${apt_opts[@]}" install -y -q --no-install-recommends "${missing[@]}" ||
-        die "apt-get install ${missing[*]} failed"
+    apt_install "${missing[@]}"
     node_ready || die "node >= 18 or npm is still missing"
     python_ready || die "$py still lacks Python >= 3.9, venv, ensurepip, build, setuptools or wheel (or set PYTHON)"
     php_ready || die "php or one of its extensions json, simplexml, xmlwriter is still missing"

@@ -44,12 +44,7 @@ command -v npm >/dev/null 2>&1 || missing+=(npm)
 [ -x "$py" ] || missing+=(python3)
 "$py" -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
-    command -v apt-get >/dev/null 2>&1 || die "apt-get not found; install: ${missing[*]}"
-    log "installing ${missing[*]} with apt-get"
-    apt_opts=(-o DPkg::Lock::Timeout=600 -o Acquire::Retries=3)
-    as_root apt-get "${apt_opts[@]}" update -q || die "apt-get update failed"
-    as_root apt-get "${apt_opts[@]}" install -y -q --no-install-recommends "${missing[@]}" ||
-        die "apt-get install ${missing[*]} failed"
+    apt_install "${missing[@]}"
 fi
 command -v node >/dev/null 2>&1 || die "node is missing"
 node_major="$(node -p 'process.versions.node.split(".")[0]')"
