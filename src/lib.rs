@@ -283,6 +283,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let state = app_state(settings, store, outboxes, shutdown.clone());
+    state.hub.settled().await;
     let public = tokio::spawn(http::public::serve(
         listeners.public,
         state.clone(),

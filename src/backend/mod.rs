@@ -190,6 +190,14 @@ impl AnyBackend {
         }
     }
 
+    /// [`Backend::settled`].
+    pub async fn settled(&self) {
+        match self {
+            AnyBackend::Local(b) => Backend::settled(b).await,
+            AnyBackend::Redis(b) => Backend::settled(b).await,
+        }
+    }
+
     /// [`Backend::spawn_tasks`].
     pub fn spawn_tasks(&self, shutdown: CancellationToken) {
         match self {

@@ -101,6 +101,11 @@ pub trait Backend: Send + Sync {
     /// it answers, and let presence go offline.
     fn wake_all(&self);
 
+    /// Resolves once what the backend wrote while opening (the disk
+    /// store's recovered idle clocks) is durable; the server serves
+    /// nothing before.
+    fn settled(&self) -> impl Future<Output = ()> + Send;
+
     /// Starts the backend's own tasks (idle eviction, presence sweeps,
     /// reloading after a failed write) until `shutdown`.
     fn spawn_tasks(&self, shutdown: CancellationToken);

@@ -77,6 +77,12 @@ impl Hub {
         Hub(Arc::new(Shared { common, backend }))
     }
 
+    /// Resolves once what the store wrote while opening is durable
+    /// ([`crate::backend::seam::Backend::settled`]); serve nothing before.
+    pub async fn settled(&self) {
+        self.0.backend.settled().await
+    }
+
     /// Starts the backend's own tasks (idle eviction, presence sweeps,
     /// reloading after a failed write) on the current runtime, until
     /// `shutdown`.

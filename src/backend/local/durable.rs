@@ -21,8 +21,10 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio_util::sync::CancellationToken;
 
 use super::client::{Client, Gone, Revocation};
+use super::reaper::ACTIVITY_CHUNK;
 use super::LocalBackend;
 use crate::backend::common::sweep_interval;
+use crate::protocol::ClientId;
 use crate::store::journal::{
     AfterCommit, Change, Commit, RecoveredClient, StateImages, StoreError,
 };
@@ -165,6 +167,59 @@ impl LocalBackend {
         }
     }
 
+    /// Writes every client's idle clock as [`LocalBackend::restore`] set it
+    /// (credited for what the last life may have left unrecorded) and
+    /// returns the commit of the last unit (units commit in order). Without
+    /// this, a server killed before its first sweep recorded anything would
+    /// lose that credit: the next start would measure from the older
+    /// record, while clients created meanwhile move the "server was
+    /// running" mark forward, and a chain of short lives could forget a
+    /// client that polled in every one of them. The caller holds
+    /// `journal_order`, or nothing else runs yet.
+    pub(super) fn record_restored_clocks(&self) -> Option<Commit> {
+        let journal = self.0.journal.as_ref()?;
+        let (wall, mono) = (SystemTime::now(), Instant::now());
+        let clocks: Vec<(ClientId, u32, SystemTime)> = (self.0.clients.iter())
+            .filter_map(|entry| {
+                let client = entry.value();
+                let state = client.lock();
+                let idle_for = mono.saturating_duration_since(state.last_active);
+                state
+                    .gone
+                    .is_none()
+                    .then(|| (client.id.clone(), client.epoch, wall - idle_for))
+            })
+            .collect();
+        let mut last = None;
+        for chunk in clocks.chunks(ACTIVITY_CHUNK) {
+            let change = Change::Active {
+                clients: chunk.to_vec(),
+            };
+            match journal.submit(vec![change], None) {
+                Ok(commit) => last = Some(commit),
+                // The journal is not writable: the reload that follows
+                // restores (and records) again.
+                Err(_) => return None,
+            }
+        }
+        last
+    }
+
+    /// Waits until the clocks [`LocalBackend::record_restored_clocks`]
+    /// wrote at start-up are on disk, so nothing served before then can
+    /// depend on them.
+    pub(super) async fn settled(&self) {
+        let commit = (self.0.settling.lock())
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(commit) = commit {
+            if let Err(e) = commit.wait().await {
+                tracing::warn!(error = %e, "the recovered idle clocks were not written; the state will be reloaded");
+                self.0.reload.notify_one();
+            }
+        }
+    }
+
     /// Writes a snapshot when the journal asks for one (from the reaper's
     /// blocking thread).
     pub(super) fn snapshot_if_due(&self) {
@@ -265,6 +320,9 @@ pub(super) fn spawn_reloader(backend: LocalBackend, shutdown: CancellationToken)
                         let clients = recovered.len();
                         backend.replace_state(recovered);
                         journal.resume();
+                        // Not waited for: units commit in order, so no
+                        // later change can be on disk without these.
+                        drop(backend.record_restored_clocks());
                         tracing::info!(
                             clients,
                             "storage is writable again; state reloaded from disk"

@@ -33,7 +33,7 @@ use crate::backend::outcomes::{
 };
 use crate::backend::seam::Backend;
 use crate::protocol::{ChannelName, ClientId, Command, Cursor};
-use crate::store::journal::{Change, Journal, RecoveredClient, StoreError};
+use crate::store::journal::{Change, Commit, Journal, RecoveredClient, StoreError};
 use crate::store::Store;
 
 mod apply;
@@ -78,6 +78,10 @@ struct Local {
     /// Wakes the task that reloads the state from the journal after a
     /// failed write.
     reload: Notify,
+    /// With a journal: the commit of the idle clocks recorded at start-up
+    /// ([`LocalBackend::record_restored_clocks`]), until
+    /// [`LocalBackend::settled`] has waited for it.
+    settling: std::sync::Mutex<Option<Commit>>,
 }
 
 impl LocalBackend {
@@ -98,8 +102,11 @@ impl LocalBackend {
             journal_order: std::sync::Mutex::new(()),
             connecting: DashMap::new(),
             reload: Notify::new(),
+            settling: std::sync::Mutex::new(None),
         }));
         backend.restore(recovered);
+        let recorded = backend.record_restored_clocks();
+        *(backend.0.settling.lock()).unwrap_or_else(|poisoned| poisoned.into_inner()) = recorded;
         backend
     }
 
@@ -203,12 +210,18 @@ impl Backend for LocalBackend {
         }
     }
 
+    async fn settled(&self) {
+        LocalBackend::settled(self).await
+    }
+
     fn spawn_tasks(&self, shutdown: CancellationToken) {
         reaper::spawn_reaper(self.clone(), shutdown.clone());
         durable::spawn_reloader(self.clone(), shutdown);
     }
 }
 
+#[cfg(test)]
+mod clock_tests;
 #[cfg(test)]
 mod snapshot_tests;
 #[cfg(test)]

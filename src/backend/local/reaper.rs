@@ -22,7 +22,7 @@ use crate::backend::common::sweep_interval;
 use crate::store::journal::Change;
 
 /// Activity records hold at most this many clients each.
-const ACTIVITY_CHUNK: usize = 10_000;
+pub(super) const ACTIVITY_CHUNK: usize = 10_000;
 
 /// Evictions made (and recorded) per hold of the journal order, so ingest
 /// is never held up for a whole sweep.

@@ -221,6 +221,9 @@ impl Backend for RedisBackend {
         self.store.stop();
     }
 
+    /// Redis writes nothing while opening.
+    async fn settled(&self) {}
+
     fn spawn_tasks(&self, shutdown: CancellationToken) {
         if let Some(hooks) = &self.common.hooks {
             // Presence is cluster-wide here (`presence.rs`).
