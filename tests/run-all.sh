@@ -71,8 +71,13 @@ results=()
 failed=0
 run_suite() {
   local name=$1; shift
+  local started=$SECONDS
   say "$name"
-  if "$@"; then results+=("PASS  $name"); else results+=("FAIL  $name"); failed=$((failed + 1)); fi
+  if "$@"; then
+    results+=("PASS  $name [$((SECONDS - started)) s]")
+  else
+    results+=("FAIL  $name [$((SECONDS - started)) s]"); failed=$((failed + 1))
+  fi
 }
 
 run_suite "cargo test (unit + integration)" cargo test --locked
@@ -121,5 +126,5 @@ fi
 say "summary"
 printf '%s\n' "${results[@]}"
 passed=$(( ${#results[@]} - failed ))
-echo "suites: $passed passed, $failed failed"
+echo "suites: $passed passed, $failed failed, in $((SECONDS / 60)) min $((SECONDS % 60)) s"
 [ "$failed" -eq 0 ]
