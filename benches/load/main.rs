@@ -54,6 +54,9 @@ options:
   --mode single|batch|both       throughput modes (default both)
   --batch B                      messages per batch request (default 100)
   --publishers P                 concurrent publisher connections (default 4)
+  --rate R                       throughput: R requests per second in all, paced on a
+                                 fixed schedule (open loop), to compare latency at the
+                                 same load (default: as fast as accepted)
   --per-worker N                 subscribers per worker process (default 9000)
   --connect-concurrency C        connections opened at once (default 256)
   --nginx-workers W              Nchan's worker_processes (default 2)
@@ -109,6 +112,7 @@ fn parse_args(args: &[String]) -> Result<Cli> {
         connect_concurrency: 256,
         publishers: 4,
         batch: 100,
+        rate: None,
         transport: crate::wire::Transport::Poll,
     };
     let mut it = args.iter();
@@ -130,6 +134,7 @@ fn parse_args(args: &[String]) -> Result<Cli> {
             "--json" => json = Some(PathBuf::from(value("--json")?)),
             "--mode" => mode = value("--mode")?,
             "--batch" => settings.batch = value("--batch")?.parse().context("--batch")?,
+            "--rate" => settings.rate = Some(value("--rate")?.parse().context("--rate")?),
             "--publishers" => {
                 settings.publishers = value("--publishers")?.parse().context("--publishers")?
             }
@@ -184,6 +189,9 @@ fn parse_args(args: &[String]) -> Result<Cli> {
     }
     if !(1..=10_000).contains(&settings.batch) {
         bail!("--batch must be 1..=10000");
+    }
+    if settings.rate.is_some_and(|r| !(1.0..=10_000_000.0).contains(&r)) {
+        bail!("--rate must be 1..=10000000 requests per second");
     }
     if !(1..=64).contains(&settings.publishers) {
         bail!("--publishers must be 1..=64");

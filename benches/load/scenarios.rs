@@ -33,6 +33,10 @@ pub struct Settings {
     pub publishers: usize,
     /// Messages per request in batch mode (throughput).
     pub batch: usize,
+    /// Throughput: requests per second over all publishers, each paced on
+    /// a fixed schedule (open loop), so two servers can be compared at the
+    /// same load; `None`: as fast as accepted.
+    pub rate: Option<f64>,
     /// How subscribers of `hold` and `fanout` listen.
     pub transport: crate::wire::Transport,
 }
@@ -353,7 +357,9 @@ impl Rng {
 
 /// Publisher `p` of `count`: owns clients `p, p + count, ...`, so each
 /// client's sequence numbers come from one connection, in order; sends
-/// `batch` messages to random owned clients per request until `until`.
+/// `batch` messages to random owned clients per request until `until`;
+/// with `every`, one request per `every` on a fixed schedule (a late one
+/// goes at once, and the schedule does not slip).
 async fn publisher(
     p: usize,
     count: usize,
@@ -361,6 +367,7 @@ async fn publisher(
     endpoint: wire::Endpoint,
     batch: usize,
     until: Instant,
+    every: Option<Duration>,
 ) -> PublisherTally {
     let owned: Vec<u32> = (p as u32..n).step_by(count).collect();
     let mut tally = PublisherTally::default();
@@ -372,7 +379,13 @@ async fn publisher(
     let mut client = Client::new(endpoint.publish_addr_for(p));
     let mut picks = Vec::with_capacity(batch);
     let mut payloads = Vec::with_capacity(batch);
+    // Publishers start staggered over one interval, not all at once.
+    let mut next = every.map(|e| Instant::now() + e.mul_f64(p as f64 / count as f64));
     'requests: while Instant::now() < until {
+        if let (Some(at), Some(e)) = (next.as_mut(), every) {
+            tokio::time::sleep_until((*at).into()).await;
+            *at += e;
+        }
         picks.clear();
         payloads.clear();
         let t = now_us();
@@ -449,7 +462,10 @@ async fn throughput(
         let until = start + Duration::from_secs(seconds);
         let count = settings.publishers.max(1);
         let tasks: Vec<_> = (0..count)
-            .map(|p| tokio::spawn(publisher(p, count, n, endpoint.clone(), batch, until)))
+            .map(|p| {
+                let every = settings.rate.map(|r| Duration::from_secs_f64(count as f64 / r));
+                tokio::spawn(publisher(p, count, n, endpoint.clone(), batch, until, every))
+            })
             .collect();
         let mut sent = vec![0u64; n as usize];
         let (mut requests, mut retries) = (0, 0);
