@@ -190,7 +190,10 @@ fn parse_args(args: &[String]) -> Result<Cli> {
     if !(1..=10_000).contains(&settings.batch) {
         bail!("--batch must be 1..=10000");
     }
-    if settings.rate.is_some_and(|r| !(1.0..=10_000_000.0).contains(&r)) {
+    if settings
+        .rate
+        .is_some_and(|r| !(1.0..=10_000_000.0).contains(&r))
+    {
         bail!("--rate must be 1..=10000000 requests per second");
     }
     if !(1..=64).contains(&settings.publishers) {
