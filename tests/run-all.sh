@@ -84,13 +84,15 @@ run_suite "cargo test (unit + integration)" cargo test --locked
 run_suite "redis store: nodes on a real Redis (tests/cluster)" bash tests/cluster/run-tests.sh
 run_suite "docs: the README's and docs/ examples run as written (tests/docs)" bash tests/docs/run-tests.sh
 
-# The release build (for the .deb and the load tool) takes minutes of CPU;
-# it runs while the client suites, which wait on the network more than on
-# the CPU, use the debug binary.
-say "building the release binary in the background"
+# The release build (for the .deb and the load tool) and the load tool's
+# own build take minutes of CPU; they run while the client suites, which
+# wait on the network more than on the CPU, use the debug binary.
+say "building the release binary and the load tool in the background"
 release_log="$(mktemp)"
-cargo build --locked --release --bin cometbox >"$release_log" 2>&1 &
+{ cargo build --locked --release --bin cometbox && cargo bench --locked --bench load --no-run; } \
+  >"$release_log" 2>&1 &
 release_pid=$!
+release_started=$SECONDS
 
 run_suite "php-client (PHPUnit)" bash php-client/run-tests.sh
 run_suite "php-ext (PHP extension: PHPUnit with it, .deb, PHP-FPM behind nginx)" bash php-ext/run-tests.sh
@@ -103,10 +105,10 @@ run_suite "bridges (ActiveMQ, RabbitMQ, NATS, Redis)" bash tests/bridges/run-tes
 
 say "waiting for the release build"
 if wait "$release_pid"; then
-  results+=("PASS  release build")
+  results+=("PASS  release build and load tool build [finished by $((SECONDS - release_started)) s after its start]")
 else
   cat "$release_log"
-  results+=("FAIL  release build"); failed=$((failed + 1))
+  results+=("FAIL  release build and load tool build"); failed=$((failed + 1))
 fi
 rm -f "$release_log"
 run_suite "deploy (nginx, systemd, .deb)" bash deploy/run-tests.sh
