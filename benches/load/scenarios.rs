@@ -379,12 +379,13 @@ async fn publisher(
     let mut client = Client::new(endpoint.publish_addr_for(p));
     let mut picks = Vec::with_capacity(batch);
     let mut payloads = Vec::with_capacity(batch);
-    // Publishers start staggered over one interval, not all at once.
-    let mut next = every.map(|e| Instant::now() + e.mul_f64(p as f64 / count as f64));
+    // When the next request is due, and the interval; publishers start
+    // staggered over one interval, not all at once.
+    let mut pace = every.map(|e| (Instant::now() + e.mul_f64(p as f64 / count as f64), e));
     'requests: while Instant::now() < until {
-        if let (Some(at), Some(e)) = (next.as_mut(), every) {
-            tokio::time::sleep_until((*at).into()).await;
-            *at += e;
+        if let Some((due, e)) = &mut pace {
+            tokio::time::sleep_until((*due).into()).await;
+            *due += *e;
         }
         picks.clear();
         payloads.clear();
@@ -461,11 +462,9 @@ async fn throughput(
         let start = Instant::now();
         let until = start + Duration::from_secs(seconds);
         let count = settings.publishers.max(1);
+        let every = settings.rate.map(|r| Duration::from_secs_f64(count as f64 / r));
         let tasks: Vec<_> = (0..count)
-            .map(|p| {
-                let every = settings.rate.map(|r| Duration::from_secs_f64(count as f64 / r));
-                tokio::spawn(publisher(p, count, n, endpoint.clone(), batch, until, every))
-            })
+            .map(|p| tokio::spawn(publisher(p, count, n, endpoint.clone(), batch, until, every)))
             .collect();
         let mut sent = vec![0u64; n as usize];
         let (mut requests, mut retries) = (0, 0);
